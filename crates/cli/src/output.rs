@@ -1,0 +1,121 @@
+//! Everything the binary prints goes through here: text or JSON on stdout, warnings and errors
+//! on stderr, progress bars only on a terminal.
+
+use std::fmt::Display;
+use std::io::{IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+pub struct Output {
+    json: bool,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// One line of text on stdout (text mode only).
+    pub fn line(&self, text: impl Display) {
+        if !self.json {
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+        }
+    }
+
+    /// Raw bytes on stdout (document content).
+    pub fn bytes(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()
+    }
+
+    /// A value as JSON on stdout (JSON mode only).
+    pub fn json<T: Serialize>(&self, value: &T) {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = serde_json::to_writer_pretty(&mut out, value);
+            let _ = writeln!(out);
+        }
+    }
+
+    /// A warning on stderr, in either mode.
+    pub fn warn(&self, text: impl Display) {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "warning: {}",
+            sanitize(&text.to_string())
+        );
+    }
+
+    /// The one-line error that ends a failed command.
+    pub fn error(&self, error: &anyhow::Error) {
+        let message = sanitize(&format!("{error:#}"));
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = serde_json::to_writer(&mut out, &serde_json::json!({ "error": message }));
+            let _ = writeln!(out);
+        } else {
+            let _ = writeln!(std::io::stderr().lock(), "error: {message}");
+        }
+    }
+
+    /// A progress bar on stderr when it is a terminal and output is text; hidden otherwise.
+    pub fn progress(&self, what: &str) -> ProgressBar {
+        if self.json || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_message(what.to_owned());
+        bar
+    }
+}
+
+/// Makes untrusted text (titles, file names, error details) safe for a terminal: control
+/// characters are shown escaped instead of being interpreted.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Unix seconds as an RFC 3339 UTC timestamp.
+pub fn timestamp(unix: i64) -> String {
+    let Ok(secs) = u64::try_from(unix) else {
+        return unix.to_string();
+    };
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// A byte count for people.
+pub fn bytes(n: u64) -> String {
+    indicatif::BinaryBytes(n).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_escapes_terminal_controls() {
+        assert_eq!(sanitize("a\u{1b}[31mb\nc"), "a\\u{1b}[31mb\\nc");
+        assert_eq!(sanitize("plain — ünïcode"), "plain — ünïcode");
+    }
+}

@@ -1,0 +1,550 @@
+//! Reading the record log: on open (fast: content records are only framed, not decrypted) and
+//! on verify (deep: every record is authenticated).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use p3ak_crypto::{SecretBytes, TAG_LEN};
+use serde::{Deserialize, Serialize};
+
+use crate::doc::{DocId, DocMeta};
+use crate::error::{Result, VaultError};
+use crate::format::{self, CommitSlot, HEADER_LEN, Header, RECORD_HEADER_LEN, RecordHeader, kind};
+use crate::seal::Sealer;
+
+/// Where a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLoc {
+    pub offset: u64,
+    pub header: RecordHeader,
+}
+
+#[derive(Clone)]
+pub(crate) struct DocEntry {
+    pub(crate) meta: DocMeta,
+    /// Index of the metadata record: the document's place in insertion order.
+    pub(crate) seq: u64,
+    pub(crate) chunks: Vec<RecordLoc>,
+    pub(crate) damage: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DeleteRecord {
+    pub(crate) id: DocId,
+}
+
+/// One damaged place in the file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Damage {
+    pub offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<DocId>,
+    pub what: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.record {
+            Some(record) => write!(f, "record {record} at byte {}", self.offset)?,
+            None => write!(f, "byte {}", self.offset)?,
+        }
+        if let Some(doc) = &self.document {
+            write!(f, " (document {doc})")?;
+        }
+        write!(f, ": {}", self.what)
+    }
+}
+
+/// Committed records missing from the end of the file.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Truncation {
+    pub committed_end: u64,
+    pub file_len: u64,
+}
+
+/// What reading the record log found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OpenReport {
+    /// Bytes after the last complete record that were never committed (an interrupted write);
+    /// a writer cuts them away.
+    pub torn_tail_bytes: u64,
+    /// Complete, authentic records written after the last commit (a crash between writing them
+    /// and committing): kept.
+    pub recovered_records: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncation>,
+    pub no_intact_commit_slot: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damage: Vec<Damage>,
+    /// Highest nonce counter seen in any record header.
+    #[serde(skip)]
+    pub(crate) max_counter: Option<u64>,
+}
+
+impl OpenReport {
+    /// One line describing damage that makes the vault unsafe to append to, if any.
+    pub fn damage_summary(&self) -> Option<String> {
+        if let Some(t) = &self.truncated {
+            return Some(format!(
+                "file is {} bytes but {} were committed: the end was cut off",
+                t.file_len, t.committed_end
+            ));
+        }
+        if self.no_intact_commit_slot {
+            return Some("no intact commit slot".into());
+        }
+        self.damage.first().map(|d| match self.damage.len() {
+            1 => d.to_string(),
+            n => format!("{d}, and {} more", n - 1),
+        })
+    }
+}
+
+/// What `verify` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub documents: usize,
+    pub records: u64,
+    pub bytes: u64,
+    /// Problems, first one first. Empty means the vault is intact.
+    pub problems: Vec<String>,
+    /// Things worth knowing that are not damage.
+    pub warnings: Vec<String>,
+}
+
+impl VerifyReport {
+    pub(crate) fn new(header: &Header, intact: &[(usize, CommitSlot)], scan: Scan) -> Self {
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        if !header.reserved_is_zero {
+            problems.push("header: reserved bytes are not zero".to_owned());
+        }
+        for (i, name) in ["A", "B"].iter().enumerate() {
+            if !intact.iter().any(|(slot, _)| *slot == i) {
+                problems.push(format!(
+                    "header: commit slot {name} failed its check (damage, or a commit interrupted by a crash)"
+                ));
+            }
+        }
+        if let Some(t) = &scan.report.truncated {
+            problems.push(format!(
+                "file is {} bytes but {} were committed: the end was cut off",
+                t.file_len, t.committed_end
+            ));
+        }
+        problems.extend(scan.report.damage.iter().map(ToString::to_string));
+        if scan.report.torn_tail_bytes > 0 {
+            warnings.push(format!(
+                "{} bytes after the last commit belong to an interrupted write; the next write drops them",
+                scan.report.torn_tail_bytes
+            ));
+        }
+        if scan.report.recovered_records > 0 {
+            warnings.push(format!(
+                "{} complete records after the last commit were recovered",
+                scan.report.recovered_records
+            ));
+        }
+        Self {
+            documents: scan.docs.len(),
+            records: scan.accepted_count,
+            bytes: scan.accepted_end,
+            problems,
+            warnings,
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub(crate) struct Scan {
+    pub(crate) docs: BTreeMap<DocId, DocEntry>,
+    /// Offset just past the last complete unit (document or tombstone) that is kept.
+    pub(crate) accepted_end: u64,
+    pub(crate) accepted_count: u64,
+    pub(crate) report: OpenReport,
+}
+
+pub(crate) enum BodyError {
+    Io(io::Error),
+    Auth,
+}
+
+/// Reads and authenticates one record body; returns its plaintext (kind byte first).
+pub(crate) fn read_record_body(
+    file: &File,
+    header: &Header,
+    sealer: &Sealer,
+    loc: &RecordLoc,
+) -> std::result::Result<SecretBytes, BodyError> {
+    let len = loc.header.body_len as usize;
+    let mut body = SecretBytes::new(vec![0u8; len]);
+    file.read_exact_at(body.expose_mut(), loc.offset + RECORD_HEADER_LEN as u64)
+        .map_err(BodyError::Io)?;
+    if sealer.open(
+        &header.prefix.vault_id,
+        loc.offset,
+        &loc.header,
+        body.expose_mut(),
+    ) {
+        Ok(body)
+    } else {
+        Err(BodyError::Auth)
+    }
+}
+
+struct Pending {
+    entry: DocEntry,
+    start: u64,
+}
+
+struct Scanner<'a> {
+    file: &'a File,
+    file_len: u64,
+    header: &'a Header,
+    sealer: &'a Sealer,
+    committed_end: u64,
+    docs: BTreeMap<DocId, DocEntry>,
+    pending: Option<Pending>,
+    /// Content records after a damaged document are expected; don't report each one.
+    orphans_expected: bool,
+    report: OpenReport,
+}
+
+/// Reads the record log. IO errors fail; damage is reported, never fatal.
+pub(crate) fn scan(
+    file: &File,
+    file_len: u64,
+    header: &Header,
+    sealer: &Sealer,
+    intact: &[(usize, CommitSlot)],
+    deep: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Scan> {
+    let committed = intact.first().map(|(_, s)| *s);
+    let committed_end = committed.map_or(HEADER_LEN as u64, |c| {
+        c.committed_end.max(HEADER_LEN as u64)
+    });
+    let mut s = Scanner {
+        file,
+        file_len,
+        header,
+        sealer,
+        committed_end,
+        docs: BTreeMap::new(),
+        pending: None,
+        orphans_expected: false,
+        report: OpenReport {
+            no_intact_commit_slot: committed.is_none(),
+            ..OpenReport::default()
+        },
+    };
+    if file_len < committed_end {
+        s.report.truncated = Some(Truncation {
+            committed_end,
+            file_len,
+        });
+    }
+    let io_err = |e| VaultError::io("cannot read vault")(e);
+    let mut pos = HEADER_LEN as u64;
+    let mut index = 0u64;
+    let mut accepted_end = pos;
+    let mut accepted_count = 0u64;
+    let total = file_len.saturating_sub(HEADER_LEN as u64);
+    loop {
+        if deep {
+            progress(pos.saturating_sub(HEADER_LEN as u64).min(total), total);
+        }
+        if let Some(c) = committed
+            && pos == committed_end
+            && index != c.record_count
+        {
+            s.damage(
+                pos,
+                None,
+                format!(
+                    "{index} records precede the commit point, the commit says {}",
+                    c.record_count
+                ),
+            );
+        }
+        if pos >= file_len {
+            break;
+        }
+        let in_committed = pos < committed_end;
+        let header = s.read_header(pos).map_err(io_err)?.filter(|h| {
+            h.index == index
+                && pos
+                    .checked_add(h.total_len())
+                    .is_some_and(|e| e <= file_len)
+        });
+        let Some(rh) = header else {
+            if !in_committed {
+                s.tail_from(pos);
+                break;
+            }
+            s.damage(pos, Some(index), "record header unreadable".into());
+            s.fail_pending("a record of it is unreadable");
+            match s.resync(pos + 1, index).map_err(io_err)? {
+                Some((loc, body)) => {
+                    s.apply(loc, body);
+                    pos = loc.offset + loc.header.total_len();
+                    index = loc.header.index + 1;
+                    if s.pending.is_none() {
+                        accepted_end = pos;
+                        accepted_count = index;
+                    }
+                    continue;
+                }
+                None => break,
+            }
+        };
+        s.report.max_counter = s.report.max_counter.max(Some(rh.counter));
+        let loc = RecordLoc {
+            offset: pos,
+            header: rh,
+        };
+        if !deep && in_committed && s.pending.is_some() {
+            s.chunk(loc);
+        } else {
+            match read_record_body(file, s.header, s.sealer, &loc) {
+                Ok(body) => s.apply(loc, body),
+                Err(BodyError::Io(e)) => return Err(io_err(e)),
+                Err(BodyError::Auth) if !in_committed => {
+                    s.tail_from(pos);
+                    break;
+                }
+                Err(BodyError::Auth) => {
+                    let doc = s.pending.as_ref().map(|p| p.entry.meta.id);
+                    s.report.damage.push(Damage {
+                        offset: pos,
+                        record: Some(index),
+                        document: doc,
+                        what: "failed authentication".into(),
+                    });
+                    s.fail_pending("a record of it failed authentication");
+                }
+            }
+        }
+        pos += rh.total_len();
+        index += 1;
+        if s.pending.is_none() {
+            if committed.is_some() && accepted_end < committed_end && pos > committed_end {
+                s.damage(
+                    accepted_end,
+                    None,
+                    "a record straddles the commit point".into(),
+                );
+            }
+            accepted_end = pos;
+            accepted_count = index;
+        }
+    }
+    if let Some(p) = s.pending.take() {
+        if p.start < committed_end {
+            s.pending = Some(p);
+            s.fail_pending("its content is missing (the file ends early)");
+        } else {
+            s.report.torn_tail_bytes = file_len.saturating_sub(p.start);
+        }
+    }
+    if let Some(c) = committed
+        && accepted_end > committed_end
+    {
+        s.report.recovered_records = accepted_count.saturating_sub(c.record_count);
+    }
+    if deep {
+        progress(total, total);
+    }
+    Ok(Scan {
+        docs: s.docs,
+        accepted_end,
+        accepted_count,
+        report: s.report,
+    })
+}
+
+impl Scanner<'_> {
+    fn read_header(&self, pos: u64) -> io::Result<Option<RecordHeader>> {
+        if pos + RECORD_HEADER_LEN as u64 > self.file_len {
+            return Ok(None);
+        }
+        let mut buf = [0u8; RECORD_HEADER_LEN];
+        self.file.read_exact_at(&mut buf, pos)?;
+        Ok(RecordHeader::parse(&buf))
+    }
+
+    fn damage(&mut self, offset: u64, record: Option<u64>, what: String) {
+        self.report.damage.push(Damage {
+            offset,
+            record,
+            document: None,
+            what,
+        });
+    }
+
+    /// Everything from `pos` (or the start of the unfinished document) is an uncommitted,
+    /// incomplete tail.
+    fn tail_from(&mut self, pos: u64) {
+        let start = self.pending.take().map_or(pos, |p| p.start);
+        if start < self.committed_end {
+            self.damage(start, None, "a document straddles the commit point".into());
+        }
+        self.report.torn_tail_bytes = self.file_len.saturating_sub(start.max(self.committed_end));
+    }
+
+    /// Marks the document being read as damaged and keeps it, so it is listed as such.
+    fn fail_pending(&mut self, reason: &str) {
+        if let Some(mut p) = self.pending.take() {
+            p.entry.damage = Some(reason.to_owned());
+            self.docs.insert(p.entry.meta.id, p.entry);
+            self.orphans_expected = true;
+        }
+    }
+
+    fn chunk(&mut self, loc: RecordLoc) {
+        let Some(pending) = self.pending.as_mut() else {
+            if !self.orphans_expected {
+                self.damage(
+                    loc.offset,
+                    Some(loc.header.index),
+                    "content record without a document".into(),
+                );
+                self.orphans_expected = true;
+            }
+            return;
+        };
+        pending.entry.chunks.push(loc);
+        if pending.entry.chunks.len() as u64 == u64::from(pending.entry.meta.chunks) {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        let mut entry = p.entry;
+        let stored: u64 = entry
+            .chunks
+            .iter()
+            .map(|c| u64::from(c.header.body_len).saturating_sub(1 + TAG_LEN as u64))
+            .sum();
+        if stored != entry.meta.size {
+            entry.damage = Some(format!(
+                "content is {stored} bytes, metadata says {}",
+                entry.meta.size
+            ));
+        }
+        self.orphans_expected = false;
+        self.docs.insert(entry.meta.id, entry);
+    }
+
+    fn apply(&mut self, loc: RecordLoc, body: SecretBytes) {
+        let Some((&kind, payload)) = body.expose().split_first() else {
+            self.damage(loc.offset, Some(loc.header.index), "empty record".into());
+            return;
+        };
+        match kind {
+            kind::DOC_CHUNK => self.chunk(loc),
+            kind::DOC_META => {
+                self.fail_pending("it is followed by another document before its content ends");
+                match serde_json::from_slice::<DocMeta>(payload) {
+                    Ok(meta) => {
+                        let chunks = meta.chunks;
+                        self.pending = Some(Pending {
+                            entry: DocEntry {
+                                meta,
+                                seq: loc.header.index,
+                                chunks: Vec::new(),
+                                damage: None,
+                            },
+                            start: loc.offset,
+                        });
+                        self.orphans_expected = false;
+                        if chunks == 0 {
+                            self.finish();
+                        }
+                    }
+                    Err(e) => {
+                        self.damage(
+                            loc.offset,
+                            Some(loc.header.index),
+                            format!("metadata unreadable: {e}"),
+                        );
+                        self.orphans_expected = true;
+                    }
+                }
+            }
+            kind::DELETE => {
+                self.fail_pending("it is followed by a deletion before its content ends");
+                match serde_json::from_slice::<DeleteRecord>(payload) {
+                    Ok(del) => {
+                        self.docs.remove(&del.id);
+                    }
+                    Err(e) => self.damage(
+                        loc.offset,
+                        Some(loc.header.index),
+                        format!("deletion unreadable: {e}"),
+                    ),
+                }
+            }
+            other => self.damage(
+                loc.offset,
+                Some(loc.header.index),
+                format!("unknown record kind {other}"),
+            ),
+        }
+    }
+
+    /// After damage, finds the next authentic record at or after `from`.
+    fn resync(
+        &mut self,
+        from: u64,
+        min_index: u64,
+    ) -> io::Result<Option<(RecordLoc, SecretBytes)>> {
+        const WINDOW: usize = 64 * 1024;
+        let mut start = from;
+        let mut buf = vec![0u8; WINDOW + RECORD_HEADER_LEN];
+        while start + RECORD_HEADER_LEN as u64 <= self.file_len {
+            let len = usize::try_from((self.file_len - start).min(buf.len() as u64)).unwrap_or(0);
+            let window = buf.get_mut(..len).unwrap_or_default();
+            self.file.read_exact_at(window, start)?;
+            let mut at = 0usize;
+            while let Some(found) = window
+                .get(at..)
+                .and_then(|w| w.windows(4).position(|m| m == format::RECORD_MAGIC))
+            {
+                let offset = start + (at + found) as u64;
+                at += found + 1;
+                let Some(h) = window
+                    .get(at - 1..)
+                    .and_then(RecordHeader::parse)
+                    .filter(|h| h.index >= min_index && offset + h.total_len() <= self.file_len)
+                else {
+                    continue;
+                };
+                let loc = RecordLoc { offset, header: h };
+                match read_record_body(self.file, self.header, self.sealer, &loc) {
+                    Ok(body) => {
+                        self.report.max_counter = self.report.max_counter.max(Some(h.counter));
+                        return Ok(Some((loc, body)));
+                    }
+                    Err(BodyError::Io(e)) => return Err(e),
+                    Err(BodyError::Auth) => {}
+                }
+            }
+            if len < buf.len() {
+                break;
+            }
+            start += WINDOW as u64;
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,982 @@
+//! The vault store: open, create, put, get, list, delete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use p3ak_crypto::{KdfParams, Key, Passphrase, SecretBytes, TAG_LEN};
+use serde::Serialize;
+
+use crate::doc::{DocId, DocMeta, NewDocument, PutOutcome, PutStatus, validate_tag};
+use crate::error::{Result, VaultError};
+use crate::format::{
+    self, COMMIT_SLOT_LEN, COMMIT_SLOT_OFFSETS, CommitSlot, Encryption, HEADER_LEN, Header,
+    HeaderError, KeySlot, Prefix, RECORD_HEADER_LEN, RecordHeader, kind,
+};
+use crate::lock::WriterLock;
+use crate::scan::{self, DocEntry, OpenReport, Scan};
+use crate::seal::{self, Keys, Sealer};
+
+/// Nonce counters are reserved in blocks of this size, durably, before any is used.
+pub(crate) const RESERVATION_BLOCK: u64 = 1 << 32;
+
+/// Longest title we store, in bytes.
+pub const MAX_TITLE_LEN: usize = 4096;
+/// Most tags on one document.
+pub const MAX_TAGS: usize = 64;
+
+/// How to unlock a vault.
+pub enum Unlock<'a> {
+    Passphrase(&'a Passphrase),
+    /// For a vault created with `--no-encrypt`; an encrypted vault refuses it.
+    Unencrypted,
+}
+
+/// What the caller intends to do with an open vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read only; no lock, so any number of readers may run beside the writer.
+    Read,
+    /// Read and append. Takes the writer lock; refuses a damaged vault.
+    Write,
+    /// Takes the writer lock but accepts a damaged vault, to rebuild it (`compact`).
+    Repair,
+}
+
+/// How a new vault protects its content.
+pub enum Protection<'a> {
+    Passphrase {
+        passphrase: &'a Passphrase,
+        kdf: KdfParams,
+    },
+    /// Plaintext with integrity tags: only when the operator asks for it.
+    Unencrypted,
+}
+
+/// An open vault. `Sync`: many threads may read while one appends.
+pub struct Vault {
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) header: Header,
+    pub(crate) sealer: Sealer,
+    pub(crate) state: RwLock<State>,
+    writer: Option<Mutex<Writer>>,
+    _lock: Option<WriterLock>,
+    pub(crate) access: Access,
+    report: OpenReport,
+}
+
+/// The committed, in-memory view of the vault.
+pub(crate) struct State {
+    pub(crate) docs: BTreeMap<DocId, DocEntry>,
+    pub(crate) by_fingerprint: HashMap<String, DocId>,
+    /// Offset just past the last committed record.
+    pub(crate) end: u64,
+    pub(crate) record_count: u64,
+    pub(crate) generation: u64,
+    pub(crate) last_commit_unix: i64,
+}
+
+struct Writer {
+    next_counter: u64,
+    reserved: u64,
+    /// Index of the commit slot to write next.
+    next_slot: usize,
+    block: u64,
+}
+
+/// A summary of one document, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocInfo {
+    pub id: DocId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    pub created: i64,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
+}
+
+/// What `info` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct VaultInfo {
+    pub path: PathBuf,
+    pub format_version: u16,
+    /// The header's encryption-status byte, by name.
+    pub encryption: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<KdfInfo>,
+    pub vault_id: String,
+    pub created: i64,
+    pub documents: usize,
+    pub content_bytes: u64,
+    pub file_bytes: u64,
+    pub records: u64,
+    pub generation: u64,
+    pub last_commit: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct KdfInfo {
+    pub algorithm: &'static str,
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl From<KdfParams> for KdfInfo {
+    fn from(p: KdfParams) -> Self {
+        Self {
+            algorithm: "argon2id",
+            memory_kib: p.memory_kib,
+            iterations: p.iterations,
+            parallelism: p.parallelism,
+        }
+    }
+}
+
+/// What can be read from a header without a passphrase.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderInfo {
+    pub format_version: u16,
+    pub encryption: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<KdfInfo>,
+    pub vault_id: String,
+    pub created: i64,
+    pub file_bytes: u64,
+}
+
+impl HeaderInfo {
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption != Encryption::None.name()
+    }
+}
+
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn read_header(path: &Path, file: &File) -> Result<(Header, u64)> {
+    let len = file
+        .metadata()
+        .map_err(VaultError::io(format!("cannot read `{}`", path.display())))?
+        .len();
+    let mut bytes = vec![0u8; usize::try_from(len.min(HEADER_LEN as u64)).unwrap_or(0)];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(VaultError::io(format!("cannot read `{}`", path.display())))?;
+    let header = Header::parse(&bytes).map_err(|e| match e {
+        HeaderError::BadMagic => VaultError::NotAVault {
+            path: path.to_owned(),
+        },
+        HeaderError::TooShort(_) if !bytes.starts_with(&format::MAGIC) => VaultError::NotAVault {
+            path: path.to_owned(),
+        },
+        HeaderError::TooShort(n) => {
+            VaultError::HeaderDamaged(format!("file ends after {n} bytes of its header"))
+        }
+        HeaderError::UnsupportedVersion(version) => VaultError::UnsupportedVersion {
+            path: path.to_owned(),
+            version,
+        },
+        HeaderError::Malformed(reason) => VaultError::HeaderDamaged(reason),
+    })?;
+    Ok((header, len))
+}
+
+fn open_file(path: &Path, write: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .map_err(VaultError::io(format!("cannot open `{}`", path.display())))
+}
+
+/// Reads a vault's header without unlocking it.
+pub fn peek(path: &Path) -> Result<HeaderInfo> {
+    let file = open_file(path, false)?;
+    let (header, len) = read_header(path, &file)?;
+    Ok(HeaderInfo {
+        format_version: header.prefix.version,
+        encryption: header.prefix.encryption.name(),
+        kdf: header.key_slots.first().map(|s| s.kdf.into()),
+        vault_id: hex::encode(header.prefix.vault_id),
+        created: header.prefix.created_unix,
+        file_bytes: len,
+    })
+}
+
+fn unlock(header: &Header, unlock: &Unlock<'_>) -> Result<Sealer> {
+    if header.prefix.encryption == Encryption::None {
+        return Ok(Sealer::Plain);
+    }
+    let Unlock::Passphrase(passphrase) = unlock else {
+        return Err(VaultError::PassphraseRequired);
+    };
+    let prefix = header.bound.get(..format::PREFIX_LEN).unwrap_or_default();
+    // Slots written together share salt and parameters: derive once per distinct pair.
+    let mut tried: Vec<(KdfParams, [u8; 16])> = Vec::new();
+    for slot in &header.key_slots {
+        if tried.contains(&(slot.kdf, slot.salt)) {
+            continue;
+        }
+        tried.push((slot.kdf, slot.salt));
+        let Ok(kek) = seal::derive_kek(passphrase, slot) else {
+            continue;
+        };
+        for candidate in header
+            .key_slots
+            .iter()
+            .filter(|s| s.kdf == slot.kdf && s.salt == slot.salt)
+        {
+            let kek_copy = Key::from_slice(kek.expose())?;
+            if let Some(keys) =
+                seal::unwrap_slot(prefix, &header.prefix.vault_id, candidate, kek_copy)?
+            {
+                return Ok(Sealer::Encrypted(Box::new(keys)));
+            }
+        }
+    }
+    Err(VaultError::WrongPassphrase)
+}
+
+/// The intact commit slots of a header: `(index, slot)`, newest first.
+pub(crate) fn intact_commit_slots(header: &Header, sealer: &Sealer) -> Vec<(usize, CommitSlot)> {
+    let mut slots: Vec<(usize, CommitSlot)> = header
+        .commit_slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, raw)| {
+            let (slot, mac) = raw.as_ref()?;
+            let expected = sealer.commit_mac(&header.bound, &slot.encode_body());
+            (slot.generation > 0 && p3ak_crypto::constant_time_eq(&expected, mac))
+                .then_some((i, *slot))
+        })
+        .collect();
+    slots.sort_by_key(|(_, s)| std::cmp::Reverse(s.generation));
+    slots
+}
+
+impl Vault {
+    /// Opens a vault. With [`Access::Write`] the writer lock is taken, an uncommitted torn tail
+    /// left by a crash is cut away, and a damaged vault is refused.
+    pub fn open(path: &Path, how: Unlock<'_>, access: Access) -> Result<Self> {
+        let lock = match access {
+            Access::Read => None,
+            Access::Write | Access::Repair => Some(WriterLock::acquire(path)?),
+        };
+        if lock.is_some() {
+            crate::rewrite::remove_stale_temp(path);
+        }
+        let file = open_file(path, access != Access::Read)?;
+        let (header, file_len) = read_header(path, &file)?;
+        let sealer = unlock(&header, &how)?;
+        let intact = intact_commit_slots(&header, &sealer);
+        let scan = scan::scan(
+            &file,
+            file_len,
+            &header,
+            &sealer,
+            &intact,
+            false,
+            &mut |_, _| {},
+        )?;
+        let mut vault = Self::from_scan(path, file, header, sealer, lock, access, scan, &intact);
+        if access == Access::Write {
+            vault.start_writer(file_len, &intact)?;
+        }
+        Ok(vault)
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "internal constructor, called twice"
+    )]
+    fn from_scan(
+        path: &Path,
+        file: File,
+        header: Header,
+        sealer: Sealer,
+        lock: Option<WriterLock>,
+        access: Access,
+        scan: Scan,
+        intact: &[(usize, CommitSlot)],
+    ) -> Self {
+        let newest = intact.first().map(|(_, s)| *s).unwrap_or_default();
+        let by_fingerprint = scan
+            .docs
+            .iter()
+            .filter(|(_, e)| e.damage.is_none())
+            .map(|(id, e)| (e.meta.fingerprint.clone(), *id))
+            .collect();
+        Self {
+            path: path.to_owned(),
+            file,
+            header,
+            sealer,
+            state: RwLock::new(State {
+                docs: scan.docs,
+                by_fingerprint,
+                end: scan.accepted_end,
+                record_count: scan.accepted_count,
+                generation: newest.generation,
+                last_commit_unix: newest.time_unix,
+            }),
+            writer: None,
+            _lock: lock,
+            access,
+            report: scan.report,
+        }
+    }
+
+    /// Cuts a torn tail, reserves nonces and records the recovered state in a commit slot.
+    fn start_writer(&mut self, file_len: u64, intact: &[(usize, CommitSlot)]) -> Result<()> {
+        if let Some(reason) = self.report.damage_summary() {
+            return Err(VaultError::Damaged(reason));
+        }
+        let end = self.state_read().end;
+        if file_len > end {
+            self.file
+                .set_len(end)
+                .map_err(self.io_err("cannot cut torn tail"))?;
+            self.file.sync_all().map_err(self.io_err("cannot sync"))?;
+        }
+        // Every counter ever used is below the reservation of the newest slot that was
+        // durable when it was used. If a slot is not intact, the newest commit may be lost:
+        // one more block covers it, because consecutive slots differ by at most one block.
+        let mut start = intact
+            .iter()
+            .map(|(_, s)| s.nonce_reserved)
+            .max()
+            .unwrap_or(0);
+        if intact.len() < 2 {
+            start = start.saturating_add(RESERVATION_BLOCK);
+        }
+        start = start.max(self.report.max_counter.map_or(0, |c| c.saturating_add(1)));
+        // Write the slot that is not the newest intact one.
+        let next_slot = intact.first().map_or(0, |(i, _)| 1 - i);
+        let mut writer = Writer {
+            next_counter: start,
+            reserved: start,
+            next_slot,
+            block: RESERVATION_BLOCK,
+        };
+        self.reserve(&mut writer)?;
+        self.writer = Some(Mutex::new(writer));
+        Ok(())
+    }
+
+    /// Creates a new vault at `path` and returns it open for writing.
+    pub fn create(path: &Path, protection: Protection<'_>) -> Result<Self> {
+        if path.exists() {
+            return Err(VaultError::Exists {
+                path: path.to_owned(),
+            });
+        }
+        let lock = WriterLock::acquire(path)?;
+        if path.exists() {
+            return Err(VaultError::Exists {
+                path: path.to_owned(),
+            });
+        }
+        let prefix = Prefix {
+            version: format::FORMAT_VERSION,
+            encryption: match protection {
+                Protection::Passphrase { .. } => Encryption::Aes256Gcm,
+                Protection::Unencrypted => Encryption::None,
+            },
+            vault_id: p3ak_crypto::random_array()?,
+            created_unix: now_unix(),
+        };
+        let (slots, sealer) = match protection {
+            Protection::Passphrase { passphrase, kdf } => {
+                kdf.validate().map_err(|e| {
+                    VaultError::Crypto(p3ak_crypto::CryptoError::KdfParams(e.to_string()))
+                })?;
+                let salt = p3ak_crypto::random_array()?;
+                let kek = p3ak_crypto::derive_key_from_passphrase(passphrase, &salt, kdf)?;
+                let (slots, keys) = new_key_slots(&prefix, kdf, salt, kek)?;
+                (slots, Sealer::Encrypted(Box::new(keys)))
+            }
+            Protection::Unencrypted => (Vec::new(), Sealer::Plain),
+        };
+        Self::create_file(path, &prefix, &slots, sealer, Some(lock), true)
+    }
+
+    /// Writes a fresh vault file (atomically: temporary file, fsync, rename) and opens it.
+    pub(crate) fn create_file(
+        path: &Path,
+        prefix: &Prefix,
+        slots: &[KeySlot],
+        sealer: Sealer,
+        lock: Option<WriterLock>,
+        atomic: bool,
+    ) -> Result<Self> {
+        let bytes = Header::encode(prefix, slots);
+        let header = Header::parse(&bytes)
+            .map_err(|e| VaultError::HeaderDamaged(format!("new header does not parse: {e:?}")))?;
+        let write_path = if atomic {
+            crate::rewrite::temp_path(path)
+        } else {
+            path.to_owned()
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&write_path)
+            .map_err(VaultError::io(format!(
+                "cannot create `{}`",
+                write_path.display()
+            )))?;
+        file.write_all_at(&bytes, 0)
+            .map_err(VaultError::io(format!(
+                "cannot write `{}`",
+                write_path.display()
+            )))?;
+        let mut vault = Self {
+            path: path.to_owned(),
+            file,
+            header,
+            sealer,
+            state: RwLock::new(State {
+                docs: BTreeMap::new(),
+                by_fingerprint: HashMap::new(),
+                end: HEADER_LEN as u64,
+                record_count: 0,
+                generation: 0,
+                last_commit_unix: 0,
+            }),
+            writer: None,
+            _lock: lock,
+            access: Access::Write,
+            report: OpenReport::default(),
+        };
+        // Fill both commit slots so the vault starts with two intact ones.
+        let mut writer = Writer {
+            next_counter: 0,
+            reserved: 0,
+            next_slot: 0,
+            block: RESERVATION_BLOCK,
+        };
+        vault.reserve(&mut writer)?;
+        vault.write_commit(&mut writer, HEADER_LEN as u64, 0)?;
+        vault.writer = Some(Mutex::new(writer));
+        if atomic {
+            std::fs::rename(&write_path, path).map_err(VaultError::io(format!(
+                "cannot rename to `{}`",
+                path.display()
+            )))?;
+            sync_parent(path)?;
+        }
+        Ok(vault)
+    }
+
+    fn io_err(&self, what: &str) -> impl FnOnce(std::io::Error) -> VaultError {
+        VaultError::io(format!("{what} `{}`", self.path.display()))
+    }
+
+    pub(crate) fn state_read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn state_write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Durably reserves the next block of nonce counters before any of them is used.
+    fn reserve(&self, writer: &mut Writer) -> Result<()> {
+        let reserved = writer
+            .reserved
+            .max(writer.next_counter)
+            .checked_add(writer.block)
+            .ok_or(VaultError::Damaged(
+                "nonce counter space exhausted; run `p3ak vault rekey`".into(),
+            ))?;
+        writer.reserved = reserved;
+        let (end, count) = {
+            let state = self.state_read();
+            (state.end, state.record_count)
+        };
+        self.write_commit(writer, end, count)
+    }
+
+    /// Writes and syncs the next commit slot.
+    fn write_commit(&self, writer: &mut Writer, end: u64, record_count: u64) -> Result<()> {
+        let mut state = self.state_write();
+        let slot = CommitSlot {
+            generation: state.generation + 1,
+            committed_end: end,
+            record_count,
+            nonce_reserved: writer.reserved,
+            time_unix: now_unix(),
+        };
+        let body = slot.encode_body();
+        let mac = self.sealer.commit_mac(&self.header.bound, &body);
+        let mut raw = Vec::with_capacity(COMMIT_SLOT_LEN);
+        raw.extend_from_slice(&body);
+        raw.extend_from_slice(&mac);
+        let at = COMMIT_SLOT_OFFSETS
+            .get(writer.next_slot)
+            .copied()
+            .unwrap_or(COMMIT_SLOT_OFFSETS[0]);
+        self.file
+            .write_all_at(&raw, at as u64)
+            .map_err(self.io_err("cannot write commit slot of"))?;
+        self.file.sync_data().map_err(self.io_err("cannot sync"))?;
+        writer.next_slot = 1 - writer.next_slot.min(1);
+        state.generation = slot.generation;
+        state.last_commit_unix = slot.time_unix;
+        state.end = end;
+        state.record_count = record_count;
+        Ok(())
+    }
+
+    fn writer(&self) -> Result<std::sync::MutexGuard<'_, Writer>> {
+        self.writer
+            .as_ref()
+            .ok_or(VaultError::ReadOnly)
+            .map(|w| w.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// What opening the vault found (torn tail cut, recovered records, damage).
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        matches!(self.sealer, Sealer::Encrypted(_))
+    }
+
+    /// Stores one document and commits (fsync) before returning.
+    pub fn put(&self, doc: NewDocument<'_>) -> Result<PutOutcome> {
+        let mut outcomes = self.put_batch(std::iter::once(doc))?;
+        outcomes.pop().ok_or(VaultError::ReadOnly)
+    }
+
+    /// Stores several documents with one commit at the end.
+    pub fn put_batch<'a>(
+        &self,
+        docs: impl IntoIterator<Item = NewDocument<'a>>,
+    ) -> Result<Vec<PutOutcome>> {
+        let docs = docs.into_iter().map(|d| (None, d));
+        self.put_batch_with_ids(docs)
+    }
+
+    /// Like [`Vault::put_batch`], keeping a given id and creation time where one is given
+    /// (import and rewrite).
+    pub(crate) fn put_batch_with_ids<'a>(
+        &self,
+        docs: impl IntoIterator<Item = (Option<(DocId, i64)>, NewDocument<'a>)>,
+    ) -> Result<Vec<PutOutcome>> {
+        let mut writer = self.writer()?;
+        let (start_end, start_count) = {
+            let state = self.state_read();
+            (state.end, state.record_count)
+        };
+        let mut appender = Appender {
+            vault: self,
+            offset: start_end,
+            index: start_count,
+        };
+        let mut outcomes = Vec::new();
+        let mut new_entries: Vec<DocEntry> = Vec::new();
+        let result = (|| -> Result<()> {
+            for (given, doc) in docs {
+                check_doc(&doc)?;
+                let fingerprint = self.sealer.fingerprint(doc.content);
+                let existing = self.state_read().by_fingerprint.get(&fingerprint).copied();
+                let existing = existing.or_else(|| {
+                    new_entries
+                        .iter()
+                        .find(|e| e.meta.fingerprint == fingerprint)
+                        .map(|e| e.meta.id)
+                });
+                if let Some(id) = existing {
+                    outcomes.push(PutOutcome {
+                        id,
+                        status: PutStatus::Unchanged,
+                    });
+                    continue;
+                }
+                let (id, created) = match given {
+                    Some((id, created))
+                        if !self.state_read().docs.contains_key(&id)
+                            && !new_entries.iter().any(|e| e.meta.id == id) =>
+                    {
+                        (id, created)
+                    }
+                    _ => (DocId::generate()?, now_unix()),
+                };
+                let chunks: Vec<&[u8]> = doc.content.chunks(format::CHUNK_LEN).collect();
+                let meta = DocMeta {
+                    id,
+                    title: doc.title,
+                    tags: doc.tags,
+                    created,
+                    size: doc.content.len() as u64,
+                    chunks: u32::try_from(chunks.len()).map_err(|_| VaultError::TooLarge {
+                        what: "document",
+                        size: doc.content.len() as u64,
+                        limit: u64::from(u32::MAX) * format::CHUNK_LEN as u64,
+                    })?,
+                    fingerprint,
+                    source: doc.source,
+                };
+                let mut plain = vec![kind::DOC_META];
+                serde_json::to_writer(&mut plain, &meta).map_err(|e| {
+                    VaultError::HeaderDamaged(format!("cannot encode metadata: {e}"))
+                })?;
+                if plain.len() + TAG_LEN > format::MAX_BODY_LEN as usize {
+                    return Err(VaultError::TooLarge {
+                        what: "document metadata",
+                        size: plain.len() as u64,
+                        limit: u64::from(format::MAX_BODY_LEN) - TAG_LEN as u64,
+                    });
+                }
+                let meta_loc = appender.append(&mut writer, plain)?;
+                let mut entry = DocEntry {
+                    meta,
+                    seq: meta_loc.header.index,
+                    chunks: Vec::with_capacity(chunks.len()),
+                    damage: None,
+                };
+                for chunk in chunks {
+                    let mut plain = SecretBytes::with_capacity(chunk.len() + 1 + TAG_LEN);
+                    plain.expose_mut().push(kind::DOC_CHUNK);
+                    plain.expose_mut().extend_from_slice(chunk);
+                    entry
+                        .chunks
+                        .push(appender.append_secret(&mut writer, plain)?);
+                }
+                outcomes.push(PutOutcome {
+                    id,
+                    status: PutStatus::Created,
+                });
+                new_entries.push(entry);
+            }
+            Ok(())
+        })();
+        let result = result.and_then(|()| {
+            if appender.offset == start_end {
+                return Ok(());
+            }
+            self.file.sync_data().map_err(self.io_err("cannot sync"))?;
+            self.write_commit(&mut writer, appender.offset, appender.index)
+        });
+        if let Err(e) = result {
+            // Nothing of this batch was committed; cut what was appended.
+            let _ = self.file.set_len(start_end);
+            return Err(e);
+        }
+        let mut state = self.state_write();
+        for entry in new_entries {
+            state
+                .by_fingerprint
+                .insert(entry.meta.fingerprint.clone(), entry.meta.id);
+            state.docs.insert(entry.meta.id, entry);
+        }
+        Ok(outcomes)
+    }
+
+    /// Deletes a document (appends a tombstone; `compact` reclaims the space).
+    pub fn delete(&self, id: &DocId) -> Result<()> {
+        let mut writer = self.writer()?;
+        if !self.state_read().docs.contains_key(id) {
+            return Err(VaultError::NotFound(id.to_string()));
+        }
+        let (start_end, start_count) = {
+            let state = self.state_read();
+            (state.end, state.record_count)
+        };
+        let mut appender = Appender {
+            vault: self,
+            offset: start_end,
+            index: start_count,
+        };
+        let mut plain = vec![kind::DELETE];
+        serde_json::to_writer(&mut plain, &scan::DeleteRecord { id: *id })
+            .map_err(|e| VaultError::HeaderDamaged(format!("cannot encode tombstone: {e}")))?;
+        let result = appender.append(&mut writer, plain).and_then(|_| {
+            self.file.sync_data().map_err(self.io_err("cannot sync"))?;
+            self.write_commit(&mut writer, appender.offset, appender.index)
+        });
+        if let Err(e) = result {
+            let _ = self.file.set_len(start_end);
+            return Err(e);
+        }
+        let mut state = self.state_write();
+        if let Some(entry) = state.docs.remove(id) {
+            state.by_fingerprint.remove(&entry.meta.fingerprint);
+        }
+        Ok(())
+    }
+
+    /// Finds a document by its full id or a unique prefix of at least 4 hex digits.
+    pub fn resolve(&self, text: &str) -> Result<DocId> {
+        let text = text.trim().to_ascii_lowercase();
+        if text.len() == 32 {
+            let id: DocId = text.parse()?;
+            return if self.state_read().docs.contains_key(&id) {
+                Ok(id)
+            } else {
+                Err(VaultError::NotFound(text))
+            };
+        }
+        if text.len() < 4 || text.len() > 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(VaultError::InvalidId(text));
+        }
+        let state = self.state_read();
+        let mut matches = state
+            .docs
+            .keys()
+            .filter(|id| id.to_hex().starts_with(&text));
+        match (matches.next(), matches.next()) {
+            (Some(id), None) => Ok(*id),
+            (None, _) => Err(VaultError::NotFound(text)),
+            (Some(_), Some(_)) => Err(VaultError::AmbiguousId(text)),
+        }
+    }
+
+    /// Reads a document's metadata and content. Every chunk is authenticated.
+    pub fn get(&self, id: &DocId) -> Result<(DocMeta, SecretBytes)> {
+        let entry = self
+            .state_read()
+            .docs
+            .get(id)
+            .cloned()
+            .ok_or_else(|| VaultError::NotFound(id.to_string()))?;
+        let content = self.read_content(&entry)?;
+        Ok((entry.meta, content))
+    }
+
+    pub(crate) fn read_content(&self, entry: &DocEntry) -> Result<SecretBytes> {
+        let damaged = |reason: String| VaultError::DocumentDamaged {
+            id: entry.meta.id.to_string(),
+            reason,
+        };
+        if let Some(reason) = &entry.damage {
+            return Err(damaged(reason.clone()));
+        }
+        let size = usize::try_from(entry.meta.size).map_err(|_| damaged("too large".into()))?;
+        let mut content = SecretBytes::with_capacity(size);
+        for loc in &entry.chunks {
+            let body = scan::read_record_body(&self.file, &self.header, &self.sealer, loc)
+                .map_err(|e| match e {
+                    scan::BodyError::Io(e) => self.io_err("cannot read")(e),
+                    scan::BodyError::Auth => damaged(format!(
+                        "record {} at byte {} failed authentication",
+                        loc.header.index, loc.offset
+                    )),
+                })?;
+            match body.expose().split_first() {
+                Some((&kind::DOC_CHUNK, data)) => content.expose_mut().extend_from_slice(data),
+                _ => {
+                    return Err(damaged(format!(
+                        "record {} at byte {} is not a content record",
+                        loc.header.index, loc.offset
+                    )));
+                }
+            }
+        }
+        if content.len() != size {
+            return Err(damaged(format!(
+                "content is {} bytes, metadata says {size}",
+                content.len()
+            )));
+        }
+        Ok(content)
+    }
+
+    /// Every document, oldest first.
+    pub fn list(&self) -> Vec<DocInfo> {
+        let state = self.state_read();
+        let mut entries: Vec<&DocEntry> = state.docs.values().collect();
+        entries.sort_by_key(|e| e.seq);
+        entries
+            .into_iter()
+            .map(|e| DocInfo {
+                id: e.meta.id,
+                title: e.meta.title.clone(),
+                tags: e.meta.tags.clone(),
+                created: e.meta.created,
+                size: e.meta.size,
+                source: e.meta.source.clone(),
+                damaged: e.damage.clone(),
+            })
+            .collect()
+    }
+
+    pub fn info(&self) -> Result<VaultInfo> {
+        let file_bytes = self
+            .file
+            .metadata()
+            .map_err(self.io_err("cannot read"))?
+            .len();
+        let state = self.state_read();
+        Ok(VaultInfo {
+            path: self.path.clone(),
+            format_version: self.header.prefix.version,
+            encryption: self.header.prefix.encryption.name(),
+            kdf: self.header.key_slots.first().map(|s| s.kdf.into()),
+            vault_id: hex::encode(self.header.prefix.vault_id),
+            created: self.header.prefix.created_unix,
+            documents: state.docs.len(),
+            content_bytes: state.docs.values().map(|e| e.meta.size).sum(),
+            file_bytes,
+            records: state.record_count,
+            generation: state.generation,
+            last_commit: state.last_commit_unix,
+        })
+    }
+
+    /// Re-reads the whole file, authenticating every record, and reports what is wrong.
+    pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<scan::VerifyReport> {
+        let file_len = self
+            .file
+            .metadata()
+            .map_err(self.io_err("cannot read"))?
+            .len();
+        let intact = intact_commit_slots(&self.header, &self.sealer);
+        let scan = scan::scan(
+            &self.file,
+            file_len,
+            &self.header,
+            &self.sealer,
+            &intact,
+            true,
+            progress,
+        )?;
+        Ok(scan::VerifyReport::new(&self.header, &intact, scan))
+    }
+
+    /// Syncs the file (used before an atomic rename).
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file.sync_all().map_err(self.io_err("cannot sync"))
+    }
+}
+
+/// Wraps a fresh master key into two identical passphrase slots (a damaged slot then does not
+/// lock the owner out).
+pub(crate) fn new_key_slots(
+    prefix: &Prefix,
+    kdf: KdfParams,
+    salt: [u8; 16],
+    kek: Key,
+) -> Result<(Vec<KeySlot>, Keys)> {
+    let prefix_bytes = prefix.encode();
+    let master = Key::generate()?;
+    let first = seal::wrap_master(&prefix_bytes, &master, &kek, kdf, salt)?;
+    let second = seal::wrap_master(&prefix_bytes, &master, &kek, kdf, salt)?;
+    let keys = seal::Keys::derive(&master, &prefix.vault_id, kek)?;
+    Ok((vec![first, second], keys))
+}
+
+fn check_doc(doc: &NewDocument<'_>) -> Result<()> {
+    if let Some(title) = &doc.title
+        && title.len() > MAX_TITLE_LEN
+    {
+        return Err(VaultError::TooLarge {
+            what: "title",
+            size: title.len() as u64,
+            limit: MAX_TITLE_LEN as u64,
+        });
+    }
+    if doc.tags.len() > MAX_TAGS {
+        return Err(VaultError::TooLarge {
+            what: "tag list",
+            size: doc.tags.len() as u64,
+            limit: MAX_TAGS as u64,
+        });
+    }
+    for (key, value) in &doc.tags {
+        validate_tag(key, value)?;
+    }
+    Ok(())
+}
+
+/// Appends records at the end of the uncommitted region.
+struct Appender<'v> {
+    vault: &'v Vault,
+    offset: u64,
+    index: u64,
+}
+
+impl Appender<'_> {
+    fn append(&mut self, writer: &mut Writer, plain: Vec<u8>) -> Result<scan::RecordLoc> {
+        self.append_secret(writer, SecretBytes::new(plain))
+    }
+
+    fn append_secret(
+        &mut self,
+        writer: &mut Writer,
+        mut plain: SecretBytes,
+    ) -> Result<scan::RecordLoc> {
+        if writer.next_counter >= writer.reserved {
+            self.vault.reserve(writer)?;
+        }
+        let body_len = u32::try_from(plain.len() + TAG_LEN).map_err(|_| VaultError::TooLarge {
+            what: "record",
+            size: plain.len() as u64,
+            limit: u64::from(format::MAX_BODY_LEN),
+        })?;
+        let header = RecordHeader {
+            body_len,
+            index: self.index,
+            counter: writer.next_counter,
+        };
+        writer.next_counter += 1;
+        let body = plain.expose_mut();
+        self.vault.sealer.seal(
+            &self.vault.header.prefix.vault_id,
+            self.offset,
+            &header,
+            body,
+        )?;
+        let mut bytes = Vec::with_capacity(RECORD_HEADER_LEN + body.len());
+        bytes.extend_from_slice(&header.encode());
+        bytes.extend_from_slice(body);
+        self.vault
+            .file
+            .write_all_at(&bytes, self.offset)
+            .map_err(self.vault.io_err("cannot write"))?;
+        let loc = scan::RecordLoc {
+            offset: self.offset,
+            header,
+        };
+        self.offset += header.total_len();
+        self.index += 1;
+        Ok(loc)
+    }
+}
+
+/// fsyncs the directory holding `path`, so a rename or create survives a crash.
+pub(crate) fn sync_parent(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    File::open(&parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(VaultError::io(format!(
+            "cannot sync directory `{}`",
+            parent.display()
+        )))
+}
