@@ -165,12 +165,8 @@ impl KeySlot {
         match (bytes.first(), bytes.get(1)) {
             (Some(0), _) => return Ok(None),
             (Some(&SLOT_KIND_PASSPHRASE), Some(&ARGON2_VERSION)) => {}
-            (Some(kind), Some(version)) => {
-                return Err(HeaderError::Malformed(format!(
-                    "unknown key slot kind {kind} (version {version:#x})"
-                )));
-            }
-            _ => return Err(HeaderError::TooShort(bytes.len())),
+            // Unknown kinds are not ours to read; the caller counts them as unusable.
+            _ => return Err(HeaderError::Malformed("unknown key slot kind".into())),
         }
         let u32_at = |at| u32::from_le_bytes(take(bytes, at).unwrap_or_default());
         Ok(Some(Self {
@@ -250,19 +246,22 @@ impl Header {
             return Err(HeaderError::TooShort(bytes.len()));
         }
         let mut key_slots = Vec::new();
+        let mut unknown_slots = 0;
         for i in 0..KEY_SLOT_COUNT {
             let at = KEY_SLOTS_OFFSET + i * KEY_SLOT_LEN;
             let raw = bytes
                 .get(at..at + KEY_SLOT_LEN)
                 .ok_or(HeaderError::TooShort(bytes.len()))?;
-            if let Some(slot) = KeySlot::parse(raw)? {
-                key_slots.push(slot);
+            match KeySlot::parse(raw) {
+                Ok(Some(slot)) => key_slots.push(slot),
+                Ok(None) => {}
+                Err(_) => unknown_slots += 1,
             }
         }
         match (prefix.encryption, key_slots.is_empty()) {
             (Encryption::Aes256Gcm, true) => {
                 return Err(HeaderError::Malformed(
-                    "encrypted vault without a key slot".into(),
+                    "encrypted vault without a readable key slot".into(),
                 ));
             }
             (Encryption::None, false) => {
@@ -277,7 +276,8 @@ impl Header {
                 .get(at..at + COMMIT_SLOT_LEN)
                 .and_then(CommitSlot::parse)
         });
-        let reserved_is_zero = Prefix::reserved_is_zero(bytes)
+        let reserved_is_zero = unknown_slots == 0
+            && Prefix::reserved_is_zero(bytes)
             && zeroed(bytes, KEY_SLOTS_END..COMMIT_SLOT_OFFSETS[0])
             && zeroed(
                 bytes,

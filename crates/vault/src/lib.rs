@@ -24,7 +24,7 @@ pub use rewrite::{DroppedDocument, NewKeys, RewriteReport};
 pub use scan::{Damage, OpenReport, Truncation, VerifyReport};
 pub use store::{
     Access, DocInfo, HeaderInfo, KdfInfo, MAX_TAGS, MAX_TITLE_LEN, Protection, Unlock, Vault,
-    VaultInfo, peek,
+    VaultInfo, VaultKey, peek,
 };
 pub use transfer::{TransferFailure, TransferReport};
 

@@ -121,7 +121,7 @@ impl VerifyReport {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         if !header.reserved_is_zero {
-            problems.push("header: reserved bytes are not zero".to_owned());
+            problems.push("header: reserved bytes are not zero (damage, or a key slot this build cannot read)".to_owned());
         }
         for (i, name) in ["A", "B"].iter().enumerate() {
             if !intact.iter().any(|(slot, _)| *slot == i) {

@@ -30,6 +30,8 @@ pub const MAX_TAGS: usize = 64;
 /// How to unlock a vault.
 pub enum Unlock<'a> {
     Passphrase(&'a Passphrase),
+    /// A key derived earlier with [`VaultKey::derive`] (no Argon2id run).
+    Key(&'a VaultKey),
     /// For a vault created with `--no-encrypt`; an encrypted vault refuses it.
     Unencrypted,
 }
@@ -214,14 +216,46 @@ pub fn peek(path: &Path) -> Result<HeaderInfo> {
     })
 }
 
-fn unlock(header: &Header, unlock: &Unlock<'_>) -> Result<Sealer> {
-    if header.prefix.encryption == Encryption::None {
-        return Ok(Sealer::Plain);
+/// A vault's passphrase-derived key-encryption key, kept so the vault can be reopened without
+/// running Argon2id again. Zeroized on drop; no `Debug`, no `Clone`.
+pub struct VaultKey {
+    kek: Key,
+    kdf: KdfParams,
+    salt: [u8; 16],
+}
+
+impl VaultKey {
+    /// Runs Argon2id once for the vault at `path`; fails with `wrong passphrase or damaged
+    /// header` when no key slot opens.
+    pub fn derive(path: &Path, passphrase: &Passphrase) -> Result<Self> {
+        let file = open_file(path, false)?;
+        let (header, _) = read_header(path, &file)?;
+        derive_vault_key(&header, passphrase).map(|(key, _)| key)
     }
-    let Unlock::Passphrase(passphrase) = unlock else {
-        return Err(VaultError::PassphraseRequired);
-    };
-    let prefix = header.bound.get(..format::PREFIX_LEN).unwrap_or_default();
+}
+
+fn prefix_bytes(header: &Header) -> &[u8] {
+    header.bound.get(..format::PREFIX_LEN).unwrap_or_default()
+}
+
+/// Tries `kek` on every key slot made with the same salt and parameters.
+fn try_kek(header: &Header, kek: &Key, kdf: KdfParams, salt: [u8; 16]) -> Result<Option<Keys>> {
+    for slot in header
+        .key_slots
+        .iter()
+        .filter(|s| s.kdf == kdf && s.salt == salt)
+    {
+        let copy = Key::from_slice(kek.expose())?;
+        if let Some(keys) =
+            seal::unwrap_slot(prefix_bytes(header), &header.prefix.vault_id, slot, copy)?
+        {
+            return Ok(Some(keys));
+        }
+    }
+    Ok(None)
+}
+
+fn derive_vault_key(header: &Header, passphrase: &Passphrase) -> Result<(VaultKey, Keys)> {
     // Slots written together share salt and parameters: derive once per distinct pair.
     let mut tried: Vec<(KdfParams, [u8; 16])> = Vec::new();
     for slot in &header.key_slots {
@@ -232,20 +266,30 @@ fn unlock(header: &Header, unlock: &Unlock<'_>) -> Result<Sealer> {
         let Ok(kek) = seal::derive_kek(passphrase, slot) else {
             continue;
         };
-        for candidate in header
-            .key_slots
-            .iter()
-            .filter(|s| s.kdf == slot.kdf && s.salt == slot.salt)
-        {
-            let kek_copy = Key::from_slice(kek.expose())?;
-            if let Some(keys) =
-                seal::unwrap_slot(prefix, &header.prefix.vault_id, candidate, kek_copy)?
-            {
-                return Ok(Sealer::Encrypted(Box::new(keys)));
-            }
+        if let Some(keys) = try_kek(header, &kek, slot.kdf, slot.salt)? {
+            let key = VaultKey {
+                kek,
+                kdf: slot.kdf,
+                salt: slot.salt,
+            };
+            return Ok((key, keys));
         }
     }
     Err(VaultError::WrongPassphrase)
+}
+
+fn unlock(header: &Header, unlock: &Unlock<'_>) -> Result<Sealer> {
+    if header.prefix.encryption == Encryption::None {
+        return Ok(Sealer::Plain);
+    }
+    let keys = match unlock {
+        Unlock::Unencrypted => return Err(VaultError::PassphraseRequired),
+        Unlock::Passphrase(passphrase) => derive_vault_key(header, passphrase)?.1,
+        Unlock::Key(key) => {
+            try_kek(header, &key.kek, key.kdf, key.salt)?.ok_or(VaultError::WrongPassphrase)?
+        }
+    };
+    Ok(Sealer::Encrypted(Box::new(keys)))
 }
 
 /// The intact commit slots of a header: `(index, slot)`, newest first.
