@@ -1,5 +1,13 @@
 //! End-to-end tests of `p3ak vault …`, driving the real binary.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

@@ -3,6 +3,14 @@
 //! Run: `cargo bench -p p3ak-vault --bench vault`. Files live under Cargo's target tmpdir, on
 //! the same disk as the build, so fsync costs are real.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,8 +40,8 @@ fn content(i: u64) -> Vec<u8> {
 }
 
 /// A vault holding `n` documents, and their ids.
-fn filled(dir: &Path, n: u64) -> (PathBuf, Vec<DocId>) {
-    let path = dir.join(format!("bench-{n}.vault"));
+fn filled(dir: &Path, name: &str, n: u64) -> (PathBuf, Vec<DocId>) {
+    let path = dir.join(format!("{name}-{n}.vault"));
     let vault = Vault::create(
         &path,
         Protection::Passphrase {
@@ -55,7 +63,7 @@ fn filled(dir: &Path, n: u64) -> (PathBuf, Vec<DocId>) {
 fn benches(c: &mut Criterion) {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     for n in [1_000u64, 10_000] {
-        let (path, ids) = filled(tmp.path(), n);
+        let (path, ids) = filled(tmp.path(), "docs", n);
         let key = VaultKey::derive(&path, &pass()).unwrap();
 
         let mut group = c.benchmark_group(format!("vault_{n}_docs"));
@@ -117,7 +125,7 @@ fn benches(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
-    let (path, _) = filled(tmp.path(), 10);
+    let (path, _) = filled(tmp.path(), "keys", 10);
     group.bench_function("unlock (Argon2id m=64MiB t=3 p=4)", |b| {
         b.iter(|| black_box(VaultKey::derive(&path, &pass()).unwrap()))
     });
@@ -127,7 +135,7 @@ fn benches(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(30));
-    let (path, _) = filled(tmp.path(), 10_000);
+    let (path, _) = filled(tmp.path(), "rekey", 10_000);
     let copy = tmp.path().join("rekey.vault");
     group.bench_function("rekey 10K x 4 KiB (incl. Argon2id)", |b| {
         b.iter_batched(

@@ -26,6 +26,8 @@ pub(crate) const RESERVATION_BLOCK: u64 = 1 << 32;
 pub const MAX_TITLE_LEN: usize = 4096;
 /// Most tags on one document.
 pub const MAX_TAGS: usize = 64;
+/// Largest metadata record (kind byte and JSON).
+pub const MAX_META_LEN: usize = 64 * 1024;
 
 /// How to unlock a vault.
 pub enum Unlock<'a> {
@@ -688,11 +690,11 @@ impl Vault {
                 serde_json::to_writer(&mut plain, &meta).map_err(|e| {
                     VaultError::HeaderDamaged(format!("cannot encode metadata: {e}"))
                 })?;
-                if plain.len() + TAG_LEN > format::MAX_BODY_LEN as usize {
+                if plain.len() > MAX_META_LEN {
                     return Err(VaultError::TooLarge {
                         what: "document metadata",
                         size: plain.len() as u64,
-                        limit: u64::from(format::MAX_BODY_LEN) - TAG_LEN as u64,
+                        limit: MAX_META_LEN as u64,
                     });
                 }
                 let meta_loc = appender.append(&mut writer, plain)?;

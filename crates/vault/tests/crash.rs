@@ -1,6 +1,14 @@
 //! Crash safety: cut the file at every byte of the last record and at a sample of offsets
 //! elsewhere; reopen each. Every record committed before the cut is there; nothing panics.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
 mod common;
 
 use std::path::Path;

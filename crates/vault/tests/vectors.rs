@@ -2,6 +2,15 @@
 //! future build must read, `fail_*` variants of it that must be refused, and a cross-check
 //! against an independent Python reader written from the specification.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -16,29 +16,35 @@ use crate::output::Output;
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-/// Sample documents: (title, tags, text). The last line of each is a unique marker used to
-/// prove that no plaintext reached the disk.
-const SAMPLES: &[(&str, &[(&str, &str)], &str)] = &[
-    (
-        "Household budget 2027",
-        &[("kind", "finance"), ("owner", "alex")],
-        "Rent 1,450.00 a month; groceries about 600.00; savings target 20%.\n",
-    ),
-    (
-        "Router admin notes",
-        &[("kind", "it"), ("owner", "alex")],
-        "The router lives in the hall cupboard. Firmware updated in October.\n",
-    ),
-    (
-        "Trip to Lisbon",
-        &[("kind", "travel"), ("owner", "sam")],
-        "Flights on the 14th, back on the 21st. Hotel near Alfama; book the tram tour.\n",
-    ),
-    (
-        "Quarterly budget review",
-        &[("kind", "finance"), ("owner", "sam")],
-        "Q3 spending came in 4% under budget; move the surplus to the emergency fund.\n",
-    ),
+/// An embedded sample document. The demo appends a unique marker line to each, used to prove
+/// that no plaintext reached the disk.
+struct Sample {
+    title: &'static str,
+    tags: &'static [(&'static str, &'static str)],
+    text: &'static str,
+}
+
+const SAMPLES: &[Sample] = &[
+    Sample {
+        title: "Household budget 2027",
+        tags: &[("kind", "finance"), ("owner", "alex")],
+        text: "Rent 1,450.00 a month; groceries about 600.00; savings target 20%.\n",
+    },
+    Sample {
+        title: "Router admin notes",
+        tags: &[("kind", "it"), ("owner", "alex")],
+        text: "The router lives in the hall cupboard. Firmware updated in October.\n",
+    },
+    Sample {
+        title: "Trip to Lisbon",
+        tags: &[("kind", "travel"), ("owner", "sam")],
+        text: "Flights on the 14th, back on the 21st. Hotel near Alfama; book the tram tour.\n",
+    },
+    Sample {
+        title: "Quarterly budget review",
+        tags: &[("kind", "finance"), ("owner", "sam")],
+        text: "Q3 spending came in 4% under budget; move the surplus to the emergency fund.\n",
+    },
 ];
 
 #[derive(Serialize)]
@@ -117,16 +123,17 @@ pub fn run(_args: Args, out: &Output) -> anyhow::Result<()> {
 
     let contents: Vec<String> = SAMPLES
         .iter()
-        .map(|(_, _, text)| format!("{text}{marker}\n"))
+        .map(|sample| format!("{}{marker}\n", sample.text))
         .collect();
     let ids = steps.run("put", || {
         let docs = SAMPLES
             .iter()
             .zip(&contents)
-            .map(|((title, tags, _), text)| NewDocument {
+            .map(|(sample, text)| NewDocument {
                 content: text.as_bytes(),
-                title: Some((*title).to_owned()),
-                tags: tags
+                title: Some(sample.title.to_owned()),
+                tags: sample
+                    .tags
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect::<BTreeMap<_, _>>(),
