@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod demo;
+mod policy;
 mod vault;
 
 use clap::Subcommand;
@@ -14,11 +15,15 @@ pub enum Command {
     /// Create, fill, read and maintain encrypted vaults.
     #[command(subcommand)]
     Vault(vault::Command),
+    /// Check a policy, explain a decision, run a policy's test cases.
+    #[command(subcommand)]
+    Policy(policy::Command),
 }
 
 pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
     match command {
         Command::Demo(args) => demo::run(args, out),
         Command::Vault(command) => vault::run(command, out),
+        Command::Policy(command) => policy::run(command, out),
     }
 }

@@ -1,0 +1,219 @@
+//! `p3ak policy`: check a policy file, explain a decision, run an operator's test cases.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Args as ClapArgs, Subcommand};
+use p3ak_policy::cases::Suite;
+use p3ak_policy::{Context, Diagnostic, Policy, PolicyError, Request, Tier};
+use serde_json::json;
+
+use crate::output::{Output, sanitize};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a policy file: errors with line:column (exit 1), warnings for shadowed rules.
+    Check {
+        /// The policy file (YAML).
+        file: PathBuf,
+    },
+    /// Decide one request and show every rule that took part.
+    Explain(ExplainArgs),
+    /// Run operator-written cases against a policy and report each failure.
+    Test {
+        /// The policy file (YAML).
+        file: PathBuf,
+        /// The cases file (YAML).
+        cases: PathBuf,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct ExplainArgs {
+    /// The policy file (YAML).
+    file: PathBuf,
+    /// The agent proposing the call.
+    #[arg(long)]
+    agent: String,
+    /// The action, `<plugin>.<action>` (or a built-in tool name).
+    #[arg(long)]
+    action: String,
+    /// The call's arguments, a JSON object (amounts in integer minor units).
+    #[arg(long, default_value = "{}")]
+    args: String,
+    /// Runtime context as JSON: `{"totals": {...}, "time": "HH:MM", "channel": "..."}`.
+    #[arg(long)]
+    context: Option<String>,
+    /// The tier the plugin declared for the action, if any.
+    #[arg(long, value_parser = parse_tier)]
+    declared: Option<Tier>,
+    /// A credential the call references (repeatable).
+    #[arg(long = "credential")]
+    credentials: Vec<String>,
+}
+
+fn parse_tier(text: &str) -> Result<Tier, String> {
+    match text {
+        "observe" => Ok(Tier::Observe),
+        "act" => Ok(Tier::Act),
+        "commit" => Ok(Tier::Commit),
+        _ => Err(format!("unknown tier `{text}` (observe, act, commit)")),
+    }
+}
+
+pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
+    match command {
+        Command::Check { file } => check(&file, out),
+        Command::Explain(args) => explain(args, out),
+        Command::Test { file, cases } => test(&file, &cases, out),
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))
+}
+
+/// Every diagnostic on one line, each prefixed with the file.
+fn located(path: &Path, error: &PolicyError) -> anyhow::Error {
+    let all: Vec<String> = error
+        .diagnostics
+        .iter()
+        .map(|d| format!("{}:{d}", path.display()))
+        .collect();
+    anyhow::anyhow!("{}", all.join("; "))
+}
+
+fn load(path: &Path, out: &Output) -> anyhow::Result<Policy> {
+    let policy = Policy::from_yaml(&read(path)?).map_err(|e| located(path, &e))?;
+    for warning in policy.warnings() {
+        out.warn(format!("{}:{warning}", path.display()));
+    }
+    Ok(policy)
+}
+
+fn diagnostics_json(path: &Path, diagnostics: &[Diagnostic]) -> serde_json::Value {
+    diagnostics
+        .iter()
+        .map(|d| {
+            json!({
+                "file": path.display().to_string(),
+                "line": d.position.line,
+                "column": d.position.column,
+                "message": d.message,
+                "hint": d.hint,
+            })
+        })
+        .collect()
+}
+
+fn check(path: &Path, out: &Output) -> anyhow::Result<()> {
+    let policy = load(path, out)?;
+    out.json(&json!({
+        "file": path.display().to_string(),
+        "ok": true,
+        "rules": policy.rule_count(),
+        "totals": policy.totals(),
+        "warnings": diagnostics_json(path, policy.warnings()),
+    }));
+    let warnings = policy.warnings().len();
+    out.line(sanitize(&format!(
+        "{}: ok ({} rules, {} totals, {} warning{})",
+        path.display(),
+        policy.rule_count(),
+        policy.totals().len(),
+        warnings,
+        if warnings == 1 { "" } else { "s" }
+    )));
+    for total in policy.totals() {
+        out.line(sanitize(&format!(
+            "  the kernel must supply total `{}` over {}s for [{}]",
+            total.name,
+            total.window.as_secs(),
+            total.actions.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn explain(args: ExplainArgs, out: &Output) -> anyhow::Result<()> {
+    let policy = load(&args.file, out)?;
+    let call_args: serde_json::Value =
+        serde_json::from_str(&args.args).context("invalid `--args`: expected a JSON object")?;
+    if !call_args.is_object() {
+        bail!("invalid `--args`: expected a JSON object");
+    }
+    let context: Context = match &args.context {
+        Some(text) => serde_json::from_str(text).context(
+            "invalid `--context`: expected {\"totals\": {NAME: INT}, \"time\": \"HH:MM\", \"channel\": NAME}",
+        )?,
+        None => Context::default(),
+    };
+    let request = Request {
+        agent: args.agent,
+        action: args.action,
+        args: call_args,
+        credentials: args.credentials,
+        declared: args.declared,
+        context,
+    };
+    let explanation = policy.explain(&request);
+    out.json(&explanation);
+
+    let verdict = &explanation.verdict;
+    out.line(sanitize(&format!("decision: {}", verdict.decision)));
+    if let Some(tier) = verdict.tier {
+        out.line(format!("tier: {tier}"));
+    }
+    if let Some(group) = &verdict.group {
+        out.line(sanitize(&format!("group: {group}")));
+    }
+    out.line(sanitize(&format!(
+        "decided by: {}",
+        verdict.rules.join(", ")
+    )));
+    out.line("rules consulted:");
+    for step in &explanation.steps {
+        let effect = step
+            .effect
+            .as_ref()
+            .map(|e| format!(" -> {e}"))
+            .unwrap_or_default();
+        out.line(sanitize(&format!(
+            "  {:<10} {}: {}{effect}",
+            step.kind, step.rule, step.outcome
+        )));
+        if let Some(condition) = &step.condition {
+            out.line(sanitize(&format!("             when {condition}")));
+        }
+    }
+    Ok(())
+}
+
+fn test(path: &Path, cases_path: &Path, out: &Output) -> anyhow::Result<()> {
+    let policy = load(path, out)?;
+    let suite = Suite::from_yaml(&read(cases_path)?).map_err(|e| located(cases_path, &e))?;
+    let outcomes = suite.run(&policy);
+    let failed = outcomes.iter().filter(|o| !o.passed()).count();
+    let passed = outcomes.len() - failed;
+    out.json(&json!({
+        "passed": passed,
+        "failed": failed,
+        "cases": outcomes,
+    }));
+    for outcome in &outcomes {
+        match &outcome.failure {
+            None => out.line(sanitize(&format!("ok    {}", outcome.name))),
+            Some(why) => out.line(sanitize(&format!(
+                "FAIL  {} ({}:{}): {why}",
+                outcome.name,
+                cases_path.display(),
+                outcome.position
+            ))),
+        }
+    }
+    out.line(format!("{passed} passed, {failed} failed"));
+    if failed > 0 {
+        bail!("{failed} of {} cases failed", outcomes.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,1162 @@
+//! A compiled policy and the decision procedure.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use cedar_policy::{Entities, EntityUid, EvalResult, RestrictedExpression};
+use serde::Serialize;
+use serde_saphyr::Spanned;
+
+use crate::condition::{Compiler, Condition};
+use crate::error::{Diagnostic, PolicyError, Position};
+use crate::pattern::Pattern;
+use crate::raw::{self, RawCond, RawEntry, RawPolicy, Unknown};
+use crate::types::{Decision, Level, Request, Tier, Verdict};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_LEVEL: Level = match Level::new(2) {
+    Some(level) => level,
+    None => Level::MAX,
+};
+
+/// What a total adds up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TotalKind {
+    /// The sum of an integer argument (e.g. `amount`, in minor units).
+    Sum {
+        /// Path of the argument, dot-separated.
+        arg: String,
+    },
+    /// The number of calls.
+    Count,
+}
+
+/// A cumulative value the kernel must supply in [`crate::Context::totals`]: `kind` over the
+/// calls to `actions` during the last `window`, not counting the call being decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TotalSpec {
+    /// The name conditions use (`total.NAME`).
+    pub name: String,
+    /// Which actions count.
+    pub actions: Vec<String>,
+    /// Sum or count.
+    #[serde(flatten)]
+    pub kind: TotalKind,
+    /// How far back to look.
+    #[serde(serialize_with = "secs")]
+    pub window: Duration,
+    #[serde(skip)]
+    patterns: Vec<Pattern>,
+    #[serde(skip)]
+    path: Vec<String>,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    level: Level,
+    tier: Tier,
+    crawfish: Duration,
+    notify: Vec<String>,
+    confirm_twice: bool,
+    timeout: Duration,
+}
+
+impl Settings {
+    fn decision(&self) -> Decision {
+        if self.level.get() == 0 {
+            Decision::Allow { tier: self.tier }
+        } else {
+            Decision::Escalate {
+                level: self.level,
+                crawfish: self.crawfish,
+                notify: self.notify.clone(),
+                // Invariant I8: level 5 always asks twice.
+                confirm_twice: self.confirm_twice || self.level == Level::MAX,
+                timeout: self.timeout,
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: String,
+    group: String,
+    settings: Settings,
+    rules: Vec<usize>,
+}
+
+#[derive(Debug)]
+enum Effect {
+    Reject,
+    Apply(Settings),
+}
+
+#[derive(Debug)]
+struct CondRule {
+    id: String,
+    agents: Option<HashSet<String>>,
+    condition: Condition,
+    effect: Effect,
+}
+
+#[derive(Debug)]
+struct Forbid {
+    id: String,
+    agents: Option<HashSet<String>>,
+    condition: Option<Condition>,
+}
+
+/// Finds the entries whose pattern matches an action without scanning exact names.
+#[derive(Debug, Default)]
+struct Index {
+    exact: HashMap<String, Vec<usize>>,
+    patterns: Vec<(Pattern, usize)>,
+}
+
+impl Index {
+    fn insert(&mut self, pattern: &Pattern, at: usize) {
+        match pattern {
+            Pattern::Exact(name) => self.exact.entry(name.clone()).or_default().push(at),
+            other => self.patterns.push((other.clone(), at)),
+        }
+    }
+
+    fn lookup(&self, action: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = self.exact.get(action).cloned().unwrap_or_default();
+        out.extend(
+            self.patterns
+                .iter()
+                .filter(|(p, _)| p.matches(action))
+                .map(|(_, i)| *i),
+        );
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+#[derive(Debug)]
+struct Defaults {
+    unknown: Unknown,
+    level: Level,
+    timeout: Duration,
+    crawfish: Duration,
+    notify: Vec<String>,
+}
+
+/// An operator's policy, parsed, checked and compiled. Immutable: to change the policy,
+/// compile a new one and swap it in with [`crate::PolicyCell`].
+#[derive(Debug)]
+pub struct Policy {
+    entries: Vec<Entry>,
+    entry_index: Index,
+    rules: Vec<CondRule>,
+    forbids: Vec<Forbid>,
+    forbid_index: Index,
+    acl: Option<HashMap<String, Vec<Pattern>>>,
+    credentials: HashMap<String, Vec<Pattern>>,
+    totals: Vec<TotalSpec>,
+    defaults: Defaults,
+    warnings: Vec<Diagnostic>,
+    uids: (EntityUid, EntityUid, EntityUid),
+    entities: Entities,
+}
+
+/// One rule's part in a decision, for `explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// The rule id (`group/action` for entries; `default:...`, `agents`, `credential:NAME`
+    /// for the built-in checks).
+    pub rule: String,
+    /// `forbid`, `agents`, `credential`, `entry`, `rule` or `default`.
+    pub kind: &'static str,
+    /// What happened: `applies`, `matched`, `not matched`, `permitted`, or `error: ...`.
+    pub outcome: String,
+    /// What the rule asks for, when it took effect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<Decision>,
+    /// The compiled Cedar condition, if the rule has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+}
+
+/// A verdict and every rule that took part in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// The decision, as [`Policy::decide`] returns it.
+    pub verdict: Verdict,
+    /// The rules consulted, in order.
+    pub steps: Vec<Step>,
+}
+
+struct Candidate {
+    forbid: bool,
+    decision: Decision,
+    tier: Option<Tier>,
+    group: Option<String>,
+    rule: String,
+}
+
+impl Policy {
+    /// Parses, checks and compiles a policy file.
+    pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
+        if text.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with('#') || l == "---"
+        }) {
+            return Err(PolicyError::one(
+                Diagnostic::new(Position { line: 1, column: 1 }, "the policy is empty")
+                    .with_hint("an empty policy would reject everything; see examples/policies/"),
+            ));
+        }
+        let raw: RawPolicy = serde_saphyr::from_str(text)
+            .map_err(|e| PolicyError::one(Diagnostic::from_yaml(&e)))?;
+        compile(raw)
+    }
+
+    /// Problems that do not stop the policy from loading (rules shadowed by a forbid, ...).
+    #[must_use]
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    /// The totals the kernel must supply with each request.
+    #[must_use]
+    pub fn totals(&self) -> &[TotalSpec] {
+        &self.totals
+    }
+
+    /// How many rules the policy holds (entries, conditional rules and forbids).
+    #[must_use]
+    pub fn rule_count(&self) -> usize {
+        self.entries.len() + self.rules.len() + self.forbids.len()
+    }
+
+    /// Decides a request. Pure: the same policy and request always give the same verdict.
+    #[must_use]
+    pub fn decide(&self, request: &Request) -> Verdict {
+        self.run(request, None)
+    }
+
+    /// Decides a request and records every rule that took part.
+    #[must_use]
+    pub fn explain(&self, request: &Request) -> Explanation {
+        let mut steps = Vec::new();
+        let verdict = self.run(request, Some(&mut steps));
+        Explanation { verdict, steps }
+    }
+
+    fn run(&self, request: &Request, mut trace: Option<&mut Vec<Step>>) -> Verdict {
+        let action = request.action.as_str();
+        let agent = request.agent.as_str();
+        let mut candidates: Vec<Candidate> = Vec::new();
+        let mut record = |step: Step| {
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.push(step);
+            }
+        };
+        let applies =
+            |agents: &Option<HashSet<String>>| agents.as_ref().is_none_or(|a| a.contains(agent));
+
+        let forbids: Vec<&Forbid> = self
+            .forbid_index
+            .lookup(action)
+            .into_iter()
+            .filter_map(|i| self.forbids.get(i))
+            .filter(|f| applies(&f.agents))
+            .collect();
+        let entries: Vec<&Entry> = self
+            .entry_index
+            .lookup(action)
+            .into_iter()
+            .filter_map(|i| self.entries.get(i))
+            .collect();
+        let rules: Vec<(&Entry, &CondRule)> = entries
+            .iter()
+            .flat_map(|e| {
+                e.rules
+                    .iter()
+                    .filter_map(|i| self.rules.get(*i))
+                    .map(move |r| (*e, r))
+            })
+            .filter(|(_, r)| applies(&r.agents))
+            .collect();
+
+        let conditions: Vec<&Condition> = forbids
+            .iter()
+            .filter_map(|f| f.condition.as_ref())
+            .chain(rules.iter().map(|(_, r)| &r.condition))
+            .collect();
+        let env = if conditions.is_empty() {
+            None
+        } else {
+            Some(self.cedar_request(request, &conditions))
+        };
+        let eval = |condition: &Condition| -> Result<bool, String> {
+            let request = match &env {
+                Some(Ok(request)) => request,
+                Some(Err(e)) => return Err(e.clone()),
+                None => return Err("no evaluation context".to_owned()),
+            };
+            match cedar_policy::eval_expression(request, &self.entities, &condition.expr) {
+                Ok(EvalResult::Bool(b)) => Ok(b),
+                Ok(_) => Err("condition is not a boolean".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+
+        // 1. Forbids: a match or an error rejects.
+        for forbid in forbids {
+            let outcome = match &forbid.condition {
+                None => Ok(true),
+                Some(c) => eval(c),
+            };
+            let (hit, text) = match outcome {
+                Ok(true) => (true, "matched".to_owned()),
+                Ok(false) => (false, "not matched".to_owned()),
+                Err(e) => (true, format!("error: {e}")),
+            };
+            if hit {
+                candidates.push(Candidate {
+                    forbid: true,
+                    decision: Decision::Reject,
+                    tier: None,
+                    group: None,
+                    rule: forbid.id.clone(),
+                });
+            }
+            record(Step {
+                rule: forbid.id.clone(),
+                kind: "forbid",
+                outcome: text,
+                effect: hit.then_some(Decision::Reject),
+                condition: forbid.condition.as_ref().map(|c| c.text.clone()),
+            });
+        }
+
+        // 2. Which agents may propose which actions.
+        if let Some(acl) = &self.acl {
+            let permitted = acl
+                .get(agent)
+                .is_some_and(|patterns| patterns.iter().any(|p| p.matches(action)));
+            if !permitted {
+                candidates.push(Candidate {
+                    forbid: false,
+                    decision: Decision::Reject,
+                    tier: None,
+                    group: None,
+                    rule: "agents".to_owned(),
+                });
+            }
+            record(Step {
+                rule: "agents".to_owned(),
+                kind: "agents",
+                outcome: if permitted {
+                    "permitted"
+                } else {
+                    "not permitted"
+                }
+                .to_owned(),
+                effect: (!permitted).then_some(Decision::Reject),
+                condition: None,
+            });
+        }
+
+        // 3. Which actions may use which credentials.
+        for name in &request.credentials {
+            let permitted = self
+                .credentials
+                .get(name)
+                .is_some_and(|patterns| patterns.iter().any(|p| p.matches(action)));
+            let rule = format!("credential:{name}");
+            if !permitted {
+                candidates.push(Candidate {
+                    forbid: false,
+                    decision: Decision::Reject,
+                    tier: None,
+                    group: None,
+                    rule: rule.clone(),
+                });
+            }
+            record(Step {
+                rule,
+                kind: "credential",
+                outcome: if permitted {
+                    "permitted"
+                } else {
+                    "not permitted"
+                }
+                .to_owned(),
+                effect: (!permitted).then_some(Decision::Reject),
+                condition: None,
+            });
+        }
+
+        // 4. The operator's entries and their conditional rules, or the defaults.
+        if entries.is_empty() {
+            let (decision, tier, rule) = self.default_for(request.declared);
+            record(Step {
+                rule: rule.to_owned(),
+                kind: "default",
+                outcome: "applies".to_owned(),
+                effect: Some(decision.clone()),
+                condition: None,
+            });
+            candidates.push(Candidate {
+                forbid: false,
+                decision,
+                tier,
+                group: None,
+                rule: rule.to_owned(),
+            });
+        }
+        for entry in &entries {
+            let decision = entry.settings.decision();
+            record(Step {
+                rule: entry.id.clone(),
+                kind: "entry",
+                outcome: "applies".to_owned(),
+                effect: Some(decision.clone()),
+                condition: None,
+            });
+            candidates.push(Candidate {
+                forbid: false,
+                decision,
+                tier: Some(entry.settings.tier),
+                group: Some(entry.group.clone()),
+                rule: entry.id.clone(),
+            });
+        }
+        for (entry, rule) in rules {
+            let (effect, outcome) = match eval(&rule.condition) {
+                Ok(true) => match &rule.effect {
+                    Effect::Reject => (Some((Decision::Reject, None)), "matched".to_owned()),
+                    Effect::Apply(s) => (Some((s.decision(), Some(s.tier))), "matched".to_owned()),
+                },
+                Ok(false) => (None, "not matched".to_owned()),
+                Err(e) => (Some((Decision::Reject, None)), format!("error: {e}")),
+            };
+            record(Step {
+                rule: rule.id.clone(),
+                kind: "rule",
+                outcome,
+                effect: effect.as_ref().map(|(d, _)| d.clone()),
+                condition: Some(rule.condition.text.clone()),
+            });
+            if let Some((decision, tier)) = effect {
+                candidates.push(Candidate {
+                    forbid: false,
+                    decision,
+                    tier,
+                    group: Some(entry.group.clone()),
+                    rule: rule.id.clone(),
+                });
+            }
+        }
+        combine(candidates)
+    }
+
+    fn default_for(&self, declared: Option<Tier>) -> (Decision, Option<Tier>, &'static str) {
+        let escalate = |tier: Tier| {
+            let settings = Settings {
+                level: self.defaults.level,
+                tier,
+                crawfish: self.defaults.crawfish,
+                notify: self.defaults.notify.clone(),
+                confirm_twice: false,
+                timeout: self.defaults.timeout,
+            };
+            (settings.decision(), Some(tier))
+        };
+        match declared {
+            // A plugin can lower its own action to observe, never raise it (invariant I2).
+            Some(Tier::Observe) => (
+                Decision::Allow {
+                    tier: Tier::Observe,
+                },
+                Some(Tier::Observe),
+                "default:declared-observe",
+            ),
+            Some(tier) => {
+                let (d, t) = escalate(tier);
+                (d, t, "default:declared")
+            }
+            None => match self.defaults.unknown {
+                Unknown::Reject => (Decision::Reject, None, "default:unknown"),
+                Unknown::Escalate => {
+                    let (d, t) = escalate(Tier::Commit);
+                    (d, t, "default:unknown")
+                }
+            },
+        }
+    }
+
+    fn cedar_request(
+        &self,
+        request: &Request,
+        conditions: &[&Condition],
+    ) -> Result<cedar_policy::Request, String> {
+        let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(6);
+        pairs.push((
+            "agent".to_owned(),
+            RestrictedExpression::new_string(request.agent.clone()),
+        ));
+        if let Some(args) = to_cedar(&request.args) {
+            pairs.push(("args".to_owned(), args));
+        }
+        let mut totals = Vec::new();
+        for spec in &self.totals {
+            if let Some(value) = total_value(spec, request) {
+                totals.push((spec.name.clone(), RestrictedExpression::new_long(value)));
+            }
+        }
+        pairs.push((
+            "total".to_owned(),
+            RestrictedExpression::new_record(totals).map_err(|e| e.to_string())?,
+        ));
+        if let Some(time) = request.context.time {
+            pairs.push((
+                "time".to_owned(),
+                RestrictedExpression::new_long(i64::from(time.minutes())),
+            ));
+        }
+        if let Some(channel) = &request.context.channel {
+            pairs.push((
+                "channel".to_owned(),
+                RestrictedExpression::new_string(channel.clone()),
+            ));
+        }
+        let derived: Vec<(String, RestrictedExpression)> = conditions
+            .iter()
+            .flat_map(|c| c.derived.iter())
+            .filter_map(|d| {
+                d.evaluate(&request.args)
+                    .map(|b| (d.key.clone(), RestrictedExpression::new_bool(b)))
+            })
+            .collect();
+        pairs.push((
+            "derived".to_owned(),
+            RestrictedExpression::new_record(derived).map_err(|e| e.to_string())?,
+        ));
+        let context = cedar_policy::Context::from_pairs(pairs).map_err(|e| e.to_string())?;
+        let (principal, action, resource) = &self.uids;
+        cedar_policy::Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            context,
+            None,
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// The prior value the kernel supplied plus this call's own part. `None` (and so a failed
+/// condition, and a rejection) when the kernel did not supply it, when this call's amount is
+/// missing, negative or not an integer, or on overflow.
+fn total_value(spec: &TotalSpec, request: &Request) -> Option<i64> {
+    let prior = *request.context.totals.get(&spec.name)?;
+    if !spec.patterns.iter().any(|p| p.matches(&request.action)) {
+        return Some(prior);
+    }
+    let own = match spec.kind {
+        TotalKind::Count => 1,
+        TotalKind::Sum { .. } => {
+            let mut value = &request.args;
+            for segment in &spec.path {
+                value = value.get(segment)?;
+            }
+            let amount = value.as_i64()?;
+            if amount < 0 {
+                return None;
+            }
+            amount
+        }
+    };
+    prior.checked_add(own)
+}
+
+/// JSON to a Cedar value, built directly (never through Cedar's JSON format, whose `__entity`
+/// and `__extn` escapes a caller could otherwise smuggle in). Nulls, fractions and integers
+/// beyond `i64` have no Cedar form: record fields holding them are left out, and a list holding
+/// one is left out whole, so a condition that reads them fails and rejects.
+fn to_cedar(value: &serde_json::Value) -> Option<RestrictedExpression> {
+    use serde_json::Value;
+    match value {
+        Value::Null => None,
+        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
+        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
+        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
+        Value::Array(items) => items
+            .iter()
+            .map(to_cedar)
+            .collect::<Option<Vec<_>>>()
+            .map(RestrictedExpression::new_set),
+        Value::Object(map) => RestrictedExpression::new_record(
+            map.iter()
+                .filter_map(|(k, v)| to_cedar(v).map(|e| (k.clone(), e))),
+        )
+        .ok(),
+    }
+}
+
+/// Most restrictive wins; ties between escalations merge to the stricter of each setting.
+fn combine(candidates: Vec<Candidate>) -> Verdict {
+    let Some(top) = candidates.iter().map(|c| c.decision.rank()).max() else {
+        return Verdict {
+            decision: Decision::Reject,
+            tier: None,
+            group: None,
+            rules: vec!["default:unknown".to_owned()],
+        };
+    };
+    // A forbid always wins: when one matched, it alone is the deciding rule.
+    let forbidden = candidates.iter().any(|c| c.forbid);
+    let mut decision: Option<Decision> = None;
+    let mut tier: Option<Tier> = None;
+    let mut group: Option<String> = None;
+    let mut rules: Vec<String> = Vec::new();
+    for c in candidates
+        .into_iter()
+        .filter(|c| c.decision.rank() == top && (c.forbid || !forbidden))
+    {
+        if !rules.contains(&c.rule) {
+            rules.push(c.rule);
+        }
+        tier = tier.max(c.tier);
+        if group.is_none() {
+            group = c.group;
+        }
+        decision = Some(match (decision, c.decision) {
+            (
+                Some(Decision::Escalate {
+                    level,
+                    crawfish,
+                    notify,
+                    confirm_twice,
+                    timeout,
+                }),
+                Decision::Escalate {
+                    crawfish: c2,
+                    notify: n2,
+                    confirm_twice: t2,
+                    timeout: o2,
+                    ..
+                },
+            ) => {
+                let mut notify = notify;
+                for n in n2 {
+                    if !notify.contains(&n) {
+                        notify.push(n);
+                    }
+                }
+                Decision::Escalate {
+                    level,
+                    crawfish: crawfish.max(c2),
+                    notify,
+                    confirm_twice: confirm_twice || t2,
+                    timeout: timeout.min(o2),
+                }
+            }
+            (Some(d), _) => d,
+            (None, d) => d,
+        });
+    }
+    let decision = decision.unwrap_or(Decision::Reject);
+    if decision == Decision::Reject {
+        tier = None;
+    }
+    Verdict {
+        decision,
+        tier,
+        group,
+        rules,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compilation
+
+struct Checker {
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    ids: HashMap<String, Position>,
+}
+
+impl Checker {
+    fn pattern(&mut self, text: &Spanned<String>) -> Option<Pattern> {
+        match Pattern::parse(&text.value) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.errors.push(Diagnostic::at(&text.referenced, e));
+                None
+            }
+        }
+    }
+
+    fn patterns(&mut self, texts: &[Spanned<String>]) -> Vec<Pattern> {
+        texts.iter().filter_map(|t| self.pattern(t)).collect()
+    }
+
+    fn rule_id(&mut self, id: &Spanned<String>) -> String {
+        let text = id.value.as_str();
+        let position = Position::of(&id.referenced);
+        if text.is_empty()
+            || text.contains('/')
+            || text.chars().any(char::is_whitespace)
+            || text.starts_with("default:")
+            || text.starts_with("credential:")
+            || text == "agents"
+        {
+            self.errors.push(
+                Diagnostic::new(position, format!("invalid rule id `{text}`")).with_hint(
+                    "ids are non-empty, without spaces or `/`, and not `agents`, `default:...` or `credential:...`",
+                ),
+            );
+        } else if let Some(first) = self.ids.get(text) {
+            self.errors.push(Diagnostic::new(
+                position,
+                format!("duplicate rule id `{text}` (first used at {first})"),
+            ));
+        } else {
+            self.ids.insert(text.to_owned(), position);
+        }
+        text.to_owned()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row.first().copied().unwrap_or(0);
+        if let Some(first) = row.first_mut() {
+            *first = i + 1;
+        }
+        for (j, cb) in b.iter().enumerate() {
+            let (Some(&left), Some(&up)) = (row.get(j), row.get(j + 1)) else {
+                continue;
+            };
+            let value = (up + 1).min(left + 1).min(prev + usize::from(ca != *cb));
+            prev = up;
+            if let Some(slot) = row.get_mut(j + 1) {
+                *slot = value;
+            }
+        }
+    }
+    row.last().copied().unwrap_or(0)
+}
+
+fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
+    let mut ck = Checker {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        ids: HashMap::new(),
+    };
+
+    for (key, close) in &raw.misspelt {
+        ck.errors.push(
+            Diagnostic::at(&key.referenced, format!("unknown section `{}`", key.value)).with_hint(
+                format!("did you mean `{close}`? other top-level keys are action groups"),
+            ),
+        );
+    }
+    if let Some(version) = &raw.version
+        && version.value != 1
+    {
+        ck.errors.push(
+            Diagnostic::at(
+                &version.referenced,
+                format!("unsupported policy version `{}`", version.value),
+            )
+            .with_hint("this engine reads version 1"),
+        );
+    }
+
+    let raw_defaults = raw.defaults.unwrap_or_default();
+    let level = match raw_defaults.level {
+        Some(l) if l.value.get() == 0 => {
+            ck.errors.push(
+                Diagnostic::at(&l.referenced, "the default escalation level must be 1 to 5")
+                    .with_hint("level 0 would let unknown actions run unapproved"),
+            );
+            DEFAULT_LEVEL
+        }
+        Some(l) => l.value,
+        None => DEFAULT_LEVEL,
+    };
+    let defaults = Defaults {
+        unknown: raw_defaults.unknown,
+        level,
+        timeout: raw_defaults.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
+        crawfish: raw_defaults.crawfish.map_or(Duration::ZERO, |d| d.0),
+        notify: raw_defaults.notify.unwrap_or_default(),
+    };
+
+    // Agents and agent groups.
+    let mut agent_groups: HashMap<String, Vec<String>> = HashMap::new();
+    let mut acl: Option<HashMap<String, Vec<Pattern>>> = None;
+    if raw.agents.is_some() || raw.agent_groups.is_some() {
+        let mut map: HashMap<String, Vec<Pattern>> = HashMap::new();
+        for (name, agent) in raw.agents.iter().flat_map(|m| m.0.iter()) {
+            if !valid_name(&name.value) {
+                ck.errors.push(Diagnostic::at(
+                    &name.referenced,
+                    format!("invalid agent name `{}`", name.value),
+                ));
+            }
+            let patterns = ck.patterns(&agent.actions);
+            map.entry(name.value.clone()).or_default().extend(patterns);
+        }
+        for (name, group) in raw.agent_groups.iter().flat_map(|m| m.0.iter()) {
+            if !valid_name(&name.value) {
+                ck.errors.push(Diagnostic::at(
+                    &name.referenced,
+                    format!("invalid agent group name `{}`", name.value),
+                ));
+            }
+            if map.contains_key(&name.value) {
+                ck.errors.push(Diagnostic::at(
+                    &name.referenced,
+                    format!("`{}` is both an agent and an agent group", name.value),
+                ));
+            }
+            let patterns = ck.patterns(&group.actions);
+            let mut members = Vec::new();
+            for member in &group.members {
+                members.push(member.value.clone());
+                map.entry(member.value.clone())
+                    .or_default()
+                    .extend(patterns.iter().cloned());
+            }
+            agent_groups.insert(name.value.clone(), members);
+        }
+        acl = Some(map);
+    }
+    let resolve_agents =
+        |ck: &mut Checker, list: &Option<Vec<Spanned<String>>>| -> Option<HashSet<String>> {
+            let list = list.as_ref()?;
+            let mut set = HashSet::new();
+            for name in list {
+                if let Some(members) = agent_groups.get(&name.value) {
+                    set.extend(members.iter().cloned());
+                } else if acl.as_ref().is_some_and(|a| !a.contains_key(&name.value)) {
+                    ck.errors.push(
+                        Diagnostic::at(
+                            &name.referenced,
+                            format!("unknown agent or agent group `{}`", name.value),
+                        )
+                        .with_hint("declare it under `agents:` or `agent_groups:`"),
+                    );
+                } else {
+                    set.insert(name.value.clone());
+                }
+            }
+            Some(set)
+        };
+
+    // Totals.
+    let mut totals = Vec::new();
+    for (name, spec) in &raw.totals.0 {
+        if !valid_name(&name.value) || name.value.contains('-') {
+            ck.errors.push(Diagnostic::at(
+                &name.referenced,
+                format!(
+                    "invalid total name `{}`: use letters, digits and `_`",
+                    name.value
+                ),
+            ));
+        }
+        let patterns = ck.patterns(&spec.value.actions);
+        if spec.value.actions.is_empty() {
+            ck.errors.push(Diagnostic::at(
+                &spec.referenced,
+                format!("total `{}` lists no actions", name.value),
+            ));
+        }
+        if spec.value.window.0.is_zero() {
+            ck.errors.push(Diagnostic::at(
+                &spec.referenced,
+                format!("total `{}` has an empty window", name.value),
+            ));
+        }
+        let kind = match (&spec.value.sum, spec.value.count) {
+            (Some(arg), None | Some(false)) => {
+                let path: Vec<String> = arg.value.split('.').map(str::to_owned).collect();
+                if path.iter().any(String::is_empty) {
+                    ck.errors.push(Diagnostic::at(
+                        &arg.referenced,
+                        format!("invalid argument path `{}`", arg.value),
+                    ));
+                }
+                Some((
+                    TotalKind::Sum {
+                        arg: arg.value.clone(),
+                    },
+                    path,
+                ))
+            }
+            (None, Some(true)) => Some((TotalKind::Count, Vec::new())),
+            _ => {
+                ck.errors.push(Diagnostic::at(
+                    &spec.referenced,
+                    format!(
+                        "total `{}` needs exactly one of `sum: ARG` or `count: true`",
+                        name.value
+                    ),
+                ));
+                None
+            }
+        };
+        if let Some((kind, path)) = kind {
+            totals.push(TotalSpec {
+                name: name.value.clone(),
+                actions: spec.value.actions.iter().map(|a| a.value.clone()).collect(),
+                kind,
+                window: spec.value.window.0,
+                patterns,
+                path,
+            });
+        }
+    }
+    let total_names: Vec<String> = totals.iter().map(|t| t.name.clone()).collect();
+    let mut compiler = Compiler {
+        totals: &total_names,
+        next_derived: 0,
+    };
+
+    // Credentials.
+    let mut credentials = HashMap::new();
+    for (name, actions) in &raw.credentials.0 {
+        if !valid_name(&name.value) {
+            ck.errors.push(Diagnostic::at(
+                &name.referenced,
+                format!("invalid credential name `{}`", name.value),
+            ));
+        }
+        let patterns = ck.patterns(actions);
+        credentials.insert(name.value.clone(), patterns);
+    }
+
+    // Forbids.
+    let mut forbids = Vec::new();
+    let mut forbid_index = Index::default();
+    let mut unconditional: Vec<(String, Vec<Pattern>)> = Vec::new();
+    for forbid in &raw.forbid {
+        let f = &forbid.value;
+        let id = ck.rule_id(&f.id);
+        if f.actions.is_empty() {
+            ck.errors.push(Diagnostic::at(
+                &forbid.referenced,
+                format!("forbid `{id}` lists no actions"),
+            ));
+        }
+        let patterns = ck.patterns(&f.actions);
+        let agents = resolve_agents(&mut ck, &f.agents);
+        let condition = f
+            .when
+            .as_ref()
+            .and_then(|w| compiler.compile(w, &mut ck.errors));
+        if f.when.is_none() && agents.is_none() {
+            unconditional.push((id.clone(), patterns.clone()));
+        }
+        let at = forbids.len();
+        for p in &patterns {
+            forbid_index.insert(p, at);
+        }
+        forbids.push(Forbid {
+            id,
+            agents,
+            condition,
+        });
+    }
+
+    // Groups and their entries.
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut entry_index = Index::default();
+    let mut rules: Vec<CondRule> = Vec::new();
+    let mut seen_patterns: HashMap<Pattern, String> = HashMap::new();
+    for (group, actions) in &raw.groups {
+        let name = group.value.as_str();
+        if !name.starts_with(|c: char| c.is_ascii_lowercase()) || !valid_name(name) {
+            ck.errors.push(Diagnostic::at(
+                &group.referenced,
+                format!("invalid group name `{name}`"),
+            ));
+        }
+        for (action, entry) in &actions.0 {
+            let Some(pattern) = ck.pattern(action) else {
+                continue;
+            };
+            let id = format!("{name}/{}", action.value);
+            if let Some(first) = seen_patterns.get(&pattern) {
+                ck.errors.push(Diagnostic::at(
+                    &action.referenced,
+                    format!("action `{}` is already set in `{first}`", action.value),
+                ));
+                continue;
+            }
+            seen_patterns.insert(pattern.clone(), id.clone());
+            let settings = entry_settings(&entry.value, &defaults);
+            let mut rule_ids = Vec::new();
+            for rule in &entry.value.rules {
+                if let Some(compiled) =
+                    compile_rule(&mut ck, &mut compiler, rule, &settings, &resolve_agents)
+                {
+                    rule_ids.push(rules.len());
+                    rules.push(compiled);
+                }
+            }
+            for (forbid, patterns) in &unconditional {
+                if patterns.iter().any(|p| p.covers(&pattern)) {
+                    ck.warnings.push(
+                        Diagnostic::at(
+                            &action.referenced,
+                            format!("`{id}` is shadowed by forbid `{forbid}`"),
+                        )
+                        .with_hint(
+                            "the forbid always wins, so this entry and its rules never take effect",
+                        ),
+                    );
+                }
+            }
+            let at = entries.len();
+            entry_index.insert(&pattern, at);
+            entries.push(Entry {
+                id,
+                group: name.to_owned(),
+                settings,
+                rules: rule_ids,
+            });
+        }
+    }
+
+    if !ck.errors.is_empty() {
+        ck.errors.sort_by_key(|d| d.position);
+        return Err(PolicyError {
+            diagnostics: ck.errors,
+        });
+    }
+    ck.warnings.sort_by_key(|d| d.position);
+    let uid = |text: &str| {
+        EntityUid::from_str(text).map_err(|e| {
+            PolicyError::one(Diagnostic::new(
+                Position::default(),
+                format!("internal error: {e}"),
+            ))
+        })
+    };
+    Ok(Policy {
+        entries,
+        entry_index,
+        rules,
+        forbids,
+        forbid_index,
+        acl,
+        credentials,
+        totals,
+        defaults,
+        warnings: ck.warnings,
+        uids: (
+            uid("P3ak::Agent::\"agent\"")?,
+            uid("P3ak::Action::\"call\"")?,
+            uid("P3ak::Call::\"call\"")?,
+        ),
+        entities: Entities::empty(),
+    })
+}
+
+fn entry_settings(entry: &RawEntry, defaults: &Defaults) -> Settings {
+    Settings {
+        level: entry.level,
+        tier: entry.tier.unwrap_or_else(|| Tier::for_level(entry.level)),
+        crawfish: entry.crawfish.map_or(defaults.crawfish, |d| d.0),
+        notify: entry
+            .notify
+            .clone()
+            .unwrap_or_else(|| defaults.notify.clone()),
+        confirm_twice: entry.confirm_twice.unwrap_or(false),
+        timeout: entry.timeout.map_or(defaults.timeout, |d| d.0),
+    }
+}
+
+type AgentResolver<'a> =
+    dyn Fn(&mut Checker, &Option<Vec<Spanned<String>>>) -> Option<HashSet<String>> + 'a;
+
+fn compile_rule(
+    ck: &mut Checker,
+    compiler: &mut Compiler<'_>,
+    rule: &Spanned<raw::RawRule>,
+    base: &Settings,
+    resolve_agents: &AgentResolver<'_>,
+) -> Option<CondRule> {
+    let r = &rule.value;
+    let id = ck.rule_id(&r.id);
+    let agents = resolve_agents(ck, &r.agents);
+    let has_settings = r.level.is_some()
+        || r.tier.is_some()
+        || r.crawfish.is_some()
+        || r.notify.is_some()
+        || r.confirm_twice.is_some()
+        || r.timeout.is_some();
+    let effect = match (r.reject, has_settings) {
+        (true, false) => Effect::Reject,
+        (false, true) => {
+            let level = r.level.unwrap_or(base.level);
+            Effect::Apply(Settings {
+                level,
+                tier: r
+                    .tier
+                    .unwrap_or_else(|| base.tier.max(Tier::for_level(level))),
+                crawfish: r.crawfish.map_or(base.crawfish, |d| d.0),
+                notify: r.notify.clone().unwrap_or_else(|| base.notify.clone()),
+                confirm_twice: r.confirm_twice.unwrap_or(base.confirm_twice),
+                timeout: r.timeout.map_or(base.timeout, |d| d.0),
+            })
+        }
+        (true, true) => {
+            ck.errors.push(Diagnostic::at(
+                &rule.referenced,
+                format!("rule `{id}` both rejects and sets a level or other settings"),
+            ));
+            return None;
+        }
+        (false, false) => {
+            ck.errors.push(
+                Diagnostic::at(&rule.referenced, format!("rule `{id}` has no effect"))
+                    .with_hint("give it `reject: true` or a `level` (and optionally `crawfish`, `notify`, `confirm_twice`, `timeout`)"),
+            );
+            return None;
+        }
+    };
+    let condition = compile_when(compiler, &r.when, &mut ck.errors)?;
+    Some(CondRule {
+        id,
+        agents,
+        condition,
+        effect,
+    })
+}
+
+fn compile_when(
+    compiler: &mut Compiler<'_>,
+    when: &Spanned<RawCond>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Condition> {
+    compiler.compile(when, errors)
+}

@@ -1,0 +1,374 @@
+//! The values that go into and come out of the engine.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of effect an action has. Ordered from least to most consequential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Reads and looks; changes nothing outside the kernel.
+    Observe,
+    /// Changes something that can be undone.
+    Act,
+    /// Changes something that cannot easily be undone (money, deletion, deployment).
+    Commit,
+}
+
+impl Tier {
+    /// The tier an operator entry gets when it states a level but no tier.
+    #[must_use]
+    pub fn for_level(level: Level) -> Self {
+        match level.get() {
+            0 => Self::Observe,
+            1 | 2 => Self::Act,
+            _ => Self::Commit,
+        }
+    }
+
+    /// The lowercase name used in policy files.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Observe => "observe",
+            Self::Act => "act",
+            Self::Commit => "commit",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A human-approval level, 0 (none) to 5 (strongest factor, confirmed twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Level(u8);
+
+impl Level {
+    /// The highest level.
+    pub const MAX: Level = Level(5);
+
+    /// A level, if `value` is in 0–5.
+    #[must_use]
+    pub const fn new(value: u8) -> Option<Self> {
+        if value <= 5 { Some(Self(value)) } else { None }
+    }
+
+    /// The level as a number.
+    #[must_use]
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Level;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an approval level from 0 to 5")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Level, E> {
+                u8::try_from(v)
+                    .ok()
+                    .and_then(Level::new)
+                    .ok_or_else(|| E::custom(format!("level `{v}` is out of range (0 to 5)")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Level, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("level `{v}` is out of range (0 to 5)")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A time of day, minutes after midnight (0–1439), in the operator's local time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimeOfDay(u16);
+
+impl TimeOfDay {
+    /// `hour:minute`, if both are in range.
+    #[must_use]
+    pub fn new(hour: u8, minute: u8) -> Option<Self> {
+        (hour < 24 && minute < 60).then(|| Self(u16::from(hour) * 60 + u16::from(minute)))
+    }
+
+    /// Minutes after midnight.
+    #[must_use]
+    pub fn minutes(self) -> u16 {
+        self.0
+    }
+
+    /// Parses `HH:MM` (24-hour clock).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (h, m) = text.split_once(':')?;
+        if h.is_empty() || h.len() > 2 || m.len() != 2 {
+            return None;
+        }
+        if !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Self::new(h.parse().ok()?, m.parse().ok()?)
+    }
+}
+
+impl fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+    }
+}
+
+impl Serialize for TimeOfDay {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeOfDay {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        TimeOfDay::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid time of day `{text}`: expected `HH:MM` on a 24-hour clock"
+            ))
+        })
+    }
+}
+
+/// What the runtime knows about the moment of the call. The engine never looks at a clock or
+/// a history itself: the kernel supplies both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Context {
+    /// For each total the policy declares (see [`crate::Policy::totals`]), its value over the
+    /// window *before* this call. The engine adds this call's own contribution.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub totals: BTreeMap<String, i64>,
+    /// Local time of day of the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<TimeOfDay>,
+    /// The channel the request came from (`console`, `signal`, `voice`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// A proposed call, as the kernel parsed it from a model's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// The agent that proposed the call.
+    pub agent: String,
+    /// `<plugin>.<action>`, or a bare name for a kernel built-in tool.
+    pub action: String,
+    /// The call's arguments (a JSON object). Amounts are integers in minor units.
+    #[serde(default = "empty_object")]
+    pub args: serde_json::Value,
+    /// Names of the credentials the call asks the broker to inject.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
+    /// The tier the plugin recommended when it registered the action, if it declared it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<Tier>,
+    /// What the runtime supplies: totals, time of day, channel.
+    #[serde(default)]
+    pub context: Context,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+impl Request {
+    /// A request with no arguments, credentials or context.
+    #[must_use]
+    pub fn new(agent: impl Into<String>, action: impl Into<String>) -> Self {
+        Self {
+            agent: agent.into(),
+            action: action.into(),
+            args: empty_object(),
+            credentials: Vec::new(),
+            declared: None,
+            context: Context::default(),
+        }
+    }
+
+    /// Sets the arguments.
+    #[must_use]
+    pub fn with_args(mut self, args: serde_json::Value) -> Self {
+        self.args = args;
+        self
+    }
+
+    /// Sets the runtime context.
+    #[must_use]
+    pub fn with_context(mut self, context: Context) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// Sets the tier the plugin declared for the action.
+    #[must_use]
+    pub fn with_declared(mut self, tier: Tier) -> Self {
+        self.declared = Some(tier);
+        self
+    }
+
+    /// Sets the credentials the call references.
+    #[must_use]
+    pub fn with_credentials(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.credentials = names.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Run it now, at this tier.
+    Allow {
+        /// The tier the action runs at.
+        tier: Tier,
+    },
+    /// Do not run it. The agent learns nothing more than that.
+    Reject,
+    /// Ask a human first.
+    Escalate {
+        /// The approval level needed (1–5).
+        level: Level,
+        /// Undo window after approval, during which the operator can pull the action back.
+        #[serde(rename = "crawfish_secs", serialize_with = "secs")]
+        crawfish: Duration,
+        /// Channels to notify.
+        notify: Vec<String>,
+        /// Whether the approval must be given twice.
+        confirm_twice: bool,
+        /// How long to wait for an approval; when it runs out the action is denied.
+        #[serde(rename = "timeout_secs", serialize_with = "secs")]
+        timeout: Duration,
+    },
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+impl Decision {
+    /// A total order on restrictiveness: allow (by tier) < escalate (by level) < reject.
+    #[must_use]
+    pub fn rank(&self) -> u8 {
+        match self {
+            Self::Allow { tier } => *tier as u8,
+            Self::Escalate { level, .. } => 2 + level.get(),
+            Self::Reject => 8,
+        }
+    }
+
+    /// The approval level this decision requires: 0 for allow, the level for escalate, and
+    /// one past the maximum for reject (nothing can approve it).
+    #[must_use]
+    pub fn required_level(&self) -> u8 {
+        match self {
+            Self::Allow { .. } => 0,
+            Self::Escalate { level, .. } => level.get(),
+            Self::Reject => Level::MAX.get() + 1,
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Allow { tier } => write!(f, "allow ({tier})"),
+            Self::Reject => f.write_str("reject"),
+            Self::Escalate {
+                level,
+                crawfish,
+                notify,
+                confirm_twice,
+                timeout,
+            } => {
+                write!(
+                    f,
+                    "escalate to level {level} (undo window {}s, timeout {}s",
+                    crawfish.as_secs(),
+                    timeout.as_secs()
+                )?;
+                if *confirm_twice {
+                    f.write_str(", confirm twice")?;
+                }
+                if !notify.is_empty() {
+                    write!(f, ", notify {}", notify.join(", "))?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+/// A decision together with what the operator's audit log needs. Never show this to a model:
+/// use [`Verdict::agent_notice`] for that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// Allow, reject or escalate.
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// The tier the action runs at once it may run (absent for a rejection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// The operator group of the deciding entry (`financial`, `send`, ...), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Ids of the rules that decided, for the audit log.
+    pub rules: Vec<String>,
+}
+
+impl Verdict {
+    /// What the agent may be told: nothing about the policy.
+    #[must_use]
+    pub fn agent_notice(&self) -> AgentNotice {
+        match self.decision {
+            Decision::Allow { .. } => AgentNotice::Permitted,
+            Decision::Escalate { .. } => AgentNotice::AwaitingApproval,
+            Decision::Reject => AgentNotice::NotPermitted,
+        }
+    }
+}
+
+/// The only thing about a decision that may reach a model (invariant I3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentNotice {
+    /// The call goes ahead.
+    Permitted,
+    /// A human has been asked.
+    AwaitingApproval,
+    /// The call will not run.
+    NotPermitted,
+}
+
+impl fmt::Display for AgentNotice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Permitted => "action permitted",
+            Self::AwaitingApproval => "action awaiting approval",
+            Self::NotPermitted => "action not permitted",
+        })
+    }
+}
