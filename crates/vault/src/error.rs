@@ -33,6 +33,8 @@ pub enum VaultError {
         "vault is damaged ({0}); run `p3ak vault verify` to see where, then `p3ak vault compact` to rebuild it from what is intact"
     )]
     Damaged(String),
+    #[error("audit log: {0}")]
+    Log(String),
     #[error("the vault was opened read-only")]
     ReadOnly,
     #[error("{what} is too large: {size} bytes, the limit is {limit}")]

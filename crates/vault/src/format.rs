@@ -195,7 +195,13 @@ pub struct CommitSlot {
     pub nonce_reserved: u64,
     /// Commit time, Unix seconds.
     pub time_unix: i64,
+    /// The log's latest signed checkpoint, kept outside the log it covers.
+    pub checkpoint: Option<p3ak_audit::Checkpoint>,
 }
+
+/// Where the checkpoint sits in a commit slot, and where the reserved bytes start.
+const SLOT_CHECKPOINT_AT: usize = 40;
+const SLOT_RESERVED_AT: usize = SLOT_CHECKPOINT_AT + p3ak_audit::CHECKPOINT_LEN;
 
 impl CommitSlot {
     /// The bytes the MAC covers.
@@ -206,14 +212,24 @@ impl CommitSlot {
         put(&mut out, 16, &self.record_count.to_le_bytes());
         put(&mut out, 24, &self.nonce_reserved.to_le_bytes());
         put(&mut out, 32, &self.time_unix.to_le_bytes());
+        if let Some(cp) = &self.checkpoint {
+            put(&mut out, SLOT_CHECKPOINT_AT, &cp.to_bytes());
+        }
         out
     }
 
     /// Splits a raw slot into its fields and its MAC. Reserved bytes must be zero.
     pub fn parse(bytes: &[u8]) -> Option<(Self, [u8; 32])> {
-        if bytes.len() < COMMIT_SLOT_LEN || !zeroed(bytes, 40..COMMIT_SLOT_BODY_LEN) {
+        if bytes.len() < COMMIT_SLOT_LEN || !zeroed(bytes, SLOT_RESERVED_AT..COMMIT_SLOT_BODY_LEN) {
             return None;
         }
+        let checkpoint = if zeroed(bytes, SLOT_CHECKPOINT_AT..SLOT_RESERVED_AT) {
+            None
+        } else {
+            Some(p3ak_audit::Checkpoint::from_bytes(
+                bytes.get(SLOT_CHECKPOINT_AT..SLOT_RESERVED_AT)?,
+            )?)
+        };
         let u64_at = |at| u64::from_le_bytes(take(bytes, at).unwrap_or_default());
         let slot = Self {
             generation: u64_at(0),
@@ -221,6 +237,7 @@ impl CommitSlot {
             record_count: u64_at(16),
             nonce_reserved: u64_at(24),
             time_unix: i64::from_le_bytes(take(bytes, 32).unwrap_or_default()),
+            checkpoint,
         };
         Some((slot, take(bytes, COMMIT_SLOT_BODY_LEN)?))
     }
@@ -392,6 +409,13 @@ pub mod kind {
     pub const DOC_META: u8 = 1;
     pub const DOC_CHUNK: u8 = 2;
     pub const DELETE: u8 = 3;
+    /// An audit log entry (JSON bytes, hashed as stored).
+    pub const LOG_ENTRY: u8 = 4;
+    /// The log's Ed25519 signing key seed (32 bytes), written once when the vault is created.
+    pub const LOG_KEY: u8 = 5;
+    /// A signed checkpoint of the log (128 bytes), written at the end of each commit that
+    /// added entries.
+    pub const CHECKPOINT: u8 = 6;
 }
 
 /// `N` bytes of `bytes` at `at`, if present.
@@ -510,12 +534,19 @@ mod tests {
             record_count: 3,
             nonce_reserved: 1 << 32,
             time_unix: 5,
+            checkpoint: Some(p3ak_audit::Checkpoint {
+                log_id: [3; 16],
+                size: 4,
+                root: [5; 32],
+                time_ms: 6,
+                signature: [7; 64],
+            }),
         };
         let mut raw = [0u8; COMMIT_SLOT_LEN];
         raw[..COMMIT_SLOT_BODY_LEN].copy_from_slice(&slot.encode_body());
         raw[COMMIT_SLOT_BODY_LEN..].copy_from_slice(&[0xAB; 32]);
         assert_eq!(CommitSlot::parse(&raw), Some((slot, [0xAB; 32])));
-        raw[100] = 1;
+        raw[200] = 1;
         assert_eq!(CommitSlot::parse(&raw), None);
     }
 

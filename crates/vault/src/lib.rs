@@ -9,8 +9,10 @@
 
 mod doc;
 mod error;
+mod failures;
 pub mod format;
 mod lock;
+mod log;
 mod rewrite;
 mod scan;
 mod seal;
@@ -19,6 +21,8 @@ mod transfer;
 
 pub use doc::{DocId, DocMeta, NewDocument, PutOutcome, PutStatus, validate_tag};
 pub use error::{Result, VaultError};
+pub use log::InclusionProof;
+pub use p3ak_audit::{Checkpoint, CheckpointJson, Entry as LogEntry};
 pub use p3ak_crypto::{KdfParams, Passphrase, SecretBytes};
 pub use rewrite::{DroppedDocument, NewKeys, RewriteReport};
 pub use scan::{Damage, OpenReport, Truncation, VerifyReport};

@@ -77,6 +77,10 @@ impl Vault {
             created_unix: self.header.prefix.created_unix,
             ..self.header.prefix.clone()
         };
+        let event = match new_keys {
+            NewKeys::SamePassphrase => "vault.compact",
+            NewKeys::Passphrase { .. } => "vault.rekey",
+        };
         let (slots, sealer) = match (&self.sealer, new_keys) {
             (Sealer::Plain, NewKeys::SamePassphrase) => (Vec::new(), Sealer::Plain),
             (Sealer::Plain, NewKeys::Passphrase { .. }) => {
@@ -118,6 +122,13 @@ impl Vault {
                 return Err(e);
             }
         };
+        new_vault.log_event(
+            event,
+            serde_json::json!({
+                "documents": report.documents,
+                "dropped": report.dropped.iter().map(|d| d.id).collect::<Vec<_>>(),
+            }),
+        )?;
         new_vault.sync()?;
         let bytes_after = new_vault
             .file
@@ -145,7 +156,20 @@ impl Vault {
         sealer: Sealer,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(RewriteReport, Vault)> {
-        let target = Vault::create_file(tmp, prefix, slots, sealer, None, false)?;
+        let seed = self
+            .log_seed
+            .as_ref()
+            .ok_or_else(|| VaultError::Log("the log's signing key is missing".into()))?;
+        let target = Vault::create_file(tmp, prefix, slots, sealer, seed, None, false)?;
+        // The log first, byte for byte: same entries, same tree, same signing key.
+        let entries = self.log_len();
+        target.commit_batch(|batch| {
+            for seq in 0..entries {
+                let (_, bytes) = self.log_entry(seq)?;
+                batch.log_verbatim(bytes)?;
+            }
+            Ok(())
+        })?;
         let mut entries: Vec<DocEntry> = self.state_read().docs.values().cloned().collect();
         entries.sort_by_key(|e| e.seq);
         let total = entries.len() as u64;
@@ -165,7 +189,7 @@ impl Vault {
                     },
                 )
             });
-            let n = target.put_batch_with_ids(docs)?.len();
+            let n = target.put_batch_with_ids(docs, false)?.len();
             batch.clear();
             Ok(n)
         };

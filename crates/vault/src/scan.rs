@@ -6,7 +6,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use p3ak_crypto::{SecretBytes, TAG_LEN};
+use p3ak_audit::{Chain, Checkpoint, Signer, Tip};
+use p3ak_crypto::{Key, SecretBytes, TAG_LEN};
 use serde::{Deserialize, Serialize};
 
 use crate::doc::{DocId, DocMeta};
@@ -110,6 +111,9 @@ pub struct VerifyReport {
     pub documents: usize,
     pub records: u64,
     pub bytes: u64,
+    /// Entries in the audit log, and how many the header's signed checkpoint covers.
+    pub log_entries: u64,
+    pub log_checkpoint: Option<u64>,
     /// Problems, first one first. Empty means the vault is intact.
     pub problems: Vec<String>,
     /// Things worth knowing that are not damage.
@@ -137,6 +141,25 @@ impl VerifyReport {
             ));
         }
         problems.extend(scan.report.damage.iter().map(ToString::to_string));
+        let header_cp = intact.first().and_then(|(_, slot)| slot.checkpoint);
+        let public = scan.log.signer().map(|s| s.public_key());
+        match (header_cp, public) {
+            (_, None) => problems.push("log: the signing key is missing".to_owned()),
+            (None, Some(_)) => problems.push("log: the header holds no checkpoint".to_owned()),
+            (Some(cp), Some(key)) => {
+                if let Err(e) = cp.verify_against(&header.prefix.vault_id, &scan.log.chain, &key) {
+                    problems.push(format!("log: header {e}"));
+                }
+                if let Some(last) = scan.log.last_checkpoint
+                    && last.size > cp.size
+                {
+                    problems.push(format!(
+                        "log: the header's checkpoint covers {} entries but the log holds a later one covering {}: an older header was put back, or the last commit was interrupted",
+                        cp.size, last.size
+                    ));
+                }
+            }
+        }
         if scan.report.torn_tail_bytes > 0 {
             warnings.push(format!(
                 "{} bytes after the last commit belong to an interrupted write; the next write drops them",
@@ -153,6 +176,8 @@ impl VerifyReport {
             documents: scan.docs.len(),
             records: scan.accepted_count,
             bytes: scan.accepted_end,
+            log_entries: scan.log.chain.len(),
+            log_checkpoint: header_cp.map(|cp| cp.size),
             problems,
             warnings,
         }
@@ -163,7 +188,29 @@ impl VerifyReport {
     }
 }
 
+/// The audit log as read from the records.
+#[derive(Default)]
+pub(crate) struct LogScan {
+    pub(crate) chain: Chain,
+    /// Where each entry's record is, by sequence number.
+    pub(crate) locs: Vec<RecordLoc>,
+    /// The signing key seed.
+    pub(crate) seed: Option<SecretBytes>,
+    /// The last checkpoint record in the log.
+    pub(crate) last_checkpoint: Option<Checkpoint>,
+    /// Set at the first broken link; later entries are not read.
+    pub(crate) broken: bool,
+}
+
+impl LogScan {
+    pub(crate) fn signer(&self) -> Option<Signer> {
+        let seed = self.seed.as_ref()?;
+        Some(Signer::from_seed(&Key::from_slice(seed.expose()).ok()?))
+    }
+}
+
 pub(crate) struct Scan {
+    pub(crate) log: LogScan,
     pub(crate) docs: BTreeMap<DocId, DocEntry>,
     /// Offset just past the last complete unit (document or tombstone) that is kept.
     pub(crate) accepted_end: u64,
@@ -209,12 +256,21 @@ struct Scanner<'a> {
     file_len: u64,
     header: &'a Header,
     sealer: &'a Sealer,
-    committed_end: u64,
+    /// Verify signatures too (the deep scan of `verify`).
+    deep: bool,
+    /// Past the commit point: the batch being read.
+    tail: Option<TailBatch>,
+    /// Set when the rest of the file is an unusable tail.
+    stop: bool,
+    /// End of the last record kept (committed, or closed by a checkpoint after the commit).
+    accepted_end: u64,
+    accepted_count: u64,
     docs: BTreeMap<DocId, DocEntry>,
     pending: Option<Pending>,
     /// Content records after a damaged document are expected; don't report each one.
     orphans_expected: bool,
     report: OpenReport,
+    log: LogScan,
 }
 
 /// Reads the record log. IO errors fail; damage is reported, never fatal.
@@ -236,10 +292,15 @@ pub(crate) fn scan(
         file_len,
         header,
         sealer,
-        committed_end,
+        deep,
         docs: BTreeMap::new(),
         pending: None,
         orphans_expected: false,
+        log: LogScan::default(),
+        tail: None,
+        stop: false,
+        accepted_end: HEADER_LEN as u64,
+        accepted_count: 0,
         report: OpenReport {
             no_intact_commit_slot: committed.is_none(),
             ..OpenReport::default()
@@ -254,10 +315,8 @@ pub(crate) fn scan(
     let io_err = |e| VaultError::io("cannot read vault")(e);
     let mut pos = HEADER_LEN as u64;
     let mut index = 0u64;
-    let mut accepted_end = pos;
-    let mut accepted_count = 0u64;
     let total = file_len.saturating_sub(HEADER_LEN as u64);
-    loop {
+    while !s.stop {
         if deep {
             progress(pos.saturating_sub(HEADER_LEN as u64).min(total), total);
         }
@@ -278,6 +337,9 @@ pub(crate) fn scan(
             break;
         }
         let in_committed = pos < committed_end;
+        if !in_committed && s.tail.is_none() {
+            s.tail = Some(TailBatch::new(s.log.chain.tip()));
+        }
         let header = s.read_header(pos).map_err(io_err)?.filter(|h| {
             h.index == index
                 && pos
@@ -286,19 +348,18 @@ pub(crate) fn scan(
         });
         let Some(rh) = header else {
             if !in_committed {
-                s.tail_from(pos);
                 break;
             }
             s.damage(pos, Some(index), "record header unreadable".into());
             s.fail_pending("a record of it is unreadable");
             match s.resync(pos + 1, index).map_err(io_err)? {
                 Some((loc, body)) => {
-                    s.apply(loc, body);
                     pos = loc.offset + loc.header.total_len();
                     index = loc.header.index + 1;
-                    if s.pending.is_none() {
-                        accepted_end = pos;
-                        accepted_count = index;
+                    s.apply(loc, body);
+                    if s.pending.is_none() && s.tail.is_none() {
+                        s.accepted_end = pos;
+                        s.accepted_count = index;
                     }
                     continue;
                 }
@@ -316,10 +377,7 @@ pub(crate) fn scan(
             match read_record_body(file, s.header, s.sealer, &loc) {
                 Ok(body) => s.apply(loc, body),
                 Err(BodyError::Io(e)) => return Err(io_err(e)),
-                Err(BodyError::Auth) if !in_committed => {
-                    s.tail_from(pos);
-                    break;
-                }
+                Err(BodyError::Auth) if !in_committed => break,
                 Err(BodyError::Auth) => {
                     let doc = s.pending.as_ref().map(|p| p.entry.meta.id);
                     s.report.damage.push(Damage {
@@ -334,40 +392,62 @@ pub(crate) fn scan(
         }
         pos += rh.total_len();
         index += 1;
-        if s.pending.is_none() {
-            if committed.is_some() && accepted_end < committed_end && pos > committed_end {
+        if in_committed && s.pending.is_none() {
+            if pos > committed_end {
                 s.damage(
-                    accepted_end,
-                    None,
-                    "a record straddles the commit point".into(),
+                    loc.offset,
+                    Some(loc.header.index),
+                    "the record straddles the commit point".into(),
                 );
             }
-            accepted_end = pos;
-            accepted_count = index;
+            s.accepted_end = pos;
+            s.accepted_count = index;
         }
     }
-    if let Some(p) = s.pending.take() {
-        if p.start < committed_end {
-            s.pending = Some(p);
-            s.fail_pending("its content is missing (the file ends early)");
-        } else {
-            s.report.torn_tail_bytes = file_len.saturating_sub(p.start);
-        }
+    if let Some(p) = s.pending.take()
+        && p.start < committed_end
+        && s.tail.is_none()
+    {
+        s.pending = Some(p);
+        s.fail_pending("its content is missing (the file ends early)");
+    }
+    if s.accepted_end >= committed_end {
+        s.report.torn_tail_bytes = file_len.saturating_sub(s.accepted_end);
     }
     if let Some(c) = committed
-        && accepted_end > committed_end
+        && s.accepted_end > committed_end
     {
-        s.report.recovered_records = accepted_count.saturating_sub(c.record_count);
+        s.report.recovered_records = s.accepted_count.saturating_sub(c.record_count);
     }
     if deep {
         progress(total, total);
     }
     Ok(Scan {
+        log: s.log,
         docs: s.docs,
-        accepted_end,
-        accepted_count,
+        accepted_end: s.accepted_end,
+        accepted_count: s.accepted_count,
         report: s.report,
     })
+}
+
+/// Records after the commit point, held back until a checkpoint record closes their batch.
+struct TailBatch {
+    tip: Tip,
+    entries: Vec<(Vec<u8>, RecordLoc)>,
+    docs: Vec<DocEntry>,
+    deletes: Vec<DocId>,
+}
+
+impl TailBatch {
+    fn new(tip: Tip) -> Self {
+        Self {
+            tip,
+            entries: Vec::new(),
+            docs: Vec::new(),
+            deletes: Vec::new(),
+        }
+    }
 }
 
 impl Scanner<'_> {
@@ -389,18 +469,15 @@ impl Scanner<'_> {
         });
     }
 
-    /// Everything from `pos` (or the start of the unfinished document) is an uncommitted,
-    /// incomplete tail.
-    fn tail_from(&mut self, pos: u64) {
-        let start = self.pending.take().map_or(pos, |p| p.start);
-        if start < self.committed_end {
-            self.damage(start, None, "a document straddles the commit point".into());
-        }
-        self.report.torn_tail_bytes = self.file_len.saturating_sub(start.max(self.committed_end));
-    }
-
     /// Marks the document being read as damaged and keeps it, so it is listed as such.
     fn fail_pending(&mut self, reason: &str) {
+        if self.tail.is_some() {
+            // After the commit point an unfinished document is part of a torn batch.
+            if self.pending.take().is_some() {
+                self.stop = true;
+            }
+            return;
+        }
         if let Some(mut p) = self.pending.take() {
             p.entry.damage = Some(reason.to_owned());
             self.docs.insert(p.entry.meta.id, p.entry);
@@ -443,7 +520,12 @@ impl Scanner<'_> {
             ));
         }
         self.orphans_expected = false;
-        self.docs.insert(entry.meta.id, entry);
+        match self.tail.as_mut() {
+            Some(tail) => tail.docs.push(entry),
+            None => {
+                self.docs.insert(entry.meta.id, entry);
+            }
+        }
     }
 
     fn apply(&mut self, loc: RecordLoc, body: SecretBytes) {
@@ -485,9 +567,12 @@ impl Scanner<'_> {
             kind::DELETE => {
                 self.fail_pending("it is followed by a deletion before its content ends");
                 match serde_json::from_slice::<DeleteRecord>(payload) {
-                    Ok(del) => {
-                        self.docs.remove(&del.id);
-                    }
+                    Ok(del) => match self.tail.as_mut() {
+                        Some(tail) => tail.deletes.push(del.id),
+                        None => {
+                            self.docs.remove(&del.id);
+                        }
+                    },
                     Err(e) => self.damage(
                         loc.offset,
                         Some(loc.header.index),
@@ -495,12 +580,111 @@ impl Scanner<'_> {
                     ),
                 }
             }
+            kind::LOG_ENTRY => {
+                self.fail_pending("it is followed by a log entry before its content ends");
+                if self.log.broken {
+                    return;
+                }
+                if let Some(tail) = self.tail.as_mut() {
+                    match tail.tip.push_checked(payload) {
+                        Ok(_) => tail.entries.push((payload.to_vec(), loc)),
+                        Err(_) => self.stop = true,
+                    }
+                    return;
+                }
+                match self.log.chain.push(payload) {
+                    Ok(_) => self.log.locs.push(loc),
+                    Err(e) => {
+                        self.damage(loc.offset, Some(loc.header.index), format!("log {e}"));
+                        self.log.broken = true;
+                    }
+                }
+            }
+            kind::LOG_KEY => {
+                if payload.len() == 32 && self.log.seed.is_none() {
+                    self.log.seed = Some(SecretBytes::new(payload.to_vec()));
+                } else {
+                    self.damage(
+                        loc.offset,
+                        Some(loc.header.index),
+                        "unexpected log key".into(),
+                    );
+                }
+            }
+            kind::CHECKPOINT => self.checkpoint(loc, payload),
             other => self.damage(
                 loc.offset,
                 Some(loc.header.index),
                 format!("unknown record kind {other}"),
             ),
         }
+    }
+
+    fn checkpoint(&mut self, loc: RecordLoc, payload: &[u8]) {
+        if self.log.broken {
+            return;
+        }
+        let vault_id = self.header.prefix.vault_id;
+        let public = self.log.signer().map(|s| s.public_key());
+        let Some(cp) = Checkpoint::from_bytes(payload) else {
+            return self.checkpoint_failed(loc, "unreadable".into());
+        };
+        if self.deep {
+            let checked = public
+                .ok_or_else(|| "no log key to check it with".to_owned())
+                .and_then(|key| cp.verify_signature(&key).map_err(|e| e.to_string()));
+            if let Err(reason) = checked {
+                return self.checkpoint_failed(loc, reason);
+            }
+        }
+        if let Some(mut tail) = self.tail.take() {
+            // A batch after the commit point counts only when its checkpoint closes it.
+            if self.pending.is_some() || !cp.matches_tip(&vault_id, &tail.tip) {
+                self.stop = true;
+                self.tail = Some(tail);
+                return;
+            }
+            for (bytes, entry_loc) in tail.entries.drain(..) {
+                if self.log.chain.push(&bytes).is_ok() {
+                    self.log.locs.push(entry_loc);
+                }
+            }
+            for entry in tail.docs.drain(..) {
+                self.docs.insert(entry.meta.id, entry);
+            }
+            for id in tail.deletes.drain(..) {
+                self.docs.remove(&id);
+            }
+            self.log.last_checkpoint = Some(cp);
+            self.accepted_end = loc.offset + loc.header.total_len();
+            self.accepted_count = loc.header.index + 1;
+            self.tail = Some(TailBatch::new(self.log.chain.tip()));
+            return;
+        }
+        if cp.size != self.log.chain.len() {
+            let reason = format!(
+                "covers {} entries but follows entry {}",
+                cp.size,
+                self.log.chain.len()
+            );
+            return self.checkpoint_failed(loc, reason);
+        }
+        match cp.matches(&vault_id, &self.log.chain) {
+            Ok(()) => self.log.last_checkpoint = Some(cp),
+            Err(e) => self.checkpoint_failed(loc, e.to_string()),
+        }
+    }
+
+    fn checkpoint_failed(&mut self, loc: RecordLoc, reason: String) {
+        if self.tail.is_some() {
+            self.stop = true;
+            return;
+        }
+        self.damage(
+            loc.offset,
+            Some(loc.header.index),
+            format!("log checkpoint: {reason}"),
+        );
     }
 
     /// After damage, finds the next authentic record at or after `from`.

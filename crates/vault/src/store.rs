@@ -6,6 +6,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
+use p3ak_audit::{Chain, Checkpoint, Signer, Tip};
 use p3ak_crypto::{KdfParams, Key, Passphrase, SecretBytes, TAG_LEN};
 use serde::Serialize;
 
@@ -16,7 +17,7 @@ use crate::format::{
     HeaderError, KeySlot, Prefix, RECORD_HEADER_LEN, RecordHeader, kind,
 };
 use crate::lock::WriterLock;
-use crate::scan::{self, DocEntry, OpenReport, Scan};
+use crate::scan::{self, DocEntry, OpenReport, RecordLoc, Scan};
 use crate::seal::{self, Keys, Sealer};
 
 /// Nonce counters are reserved in blocks of this size, durably, before any is used.
@@ -70,6 +71,20 @@ pub struct Vault {
     _lock: Option<WriterLock>,
     pub(crate) access: Access,
     report: OpenReport,
+    /// Signs the log's checkpoints; `None` only when the vault's log key is unreadable.
+    pub(crate) signer: Option<Signer>,
+    /// The signer's seed, copied into a rewritten vault so its log goes on under the same key.
+    pub(crate) log_seed: Option<Key>,
+    /// Who the log names as the actor of this handle's operations.
+    actor: String,
+}
+
+/// The committed audit log.
+#[derive(Default)]
+pub(crate) struct LogState {
+    pub(crate) chain: Chain,
+    pub(crate) locs: Vec<RecordLoc>,
+    pub(crate) last_checkpoint: Option<Checkpoint>,
 }
 
 /// The committed, in-memory view of the vault.
@@ -81,6 +96,7 @@ pub(crate) struct State {
     pub(crate) record_count: u64,
     pub(crate) generation: u64,
     pub(crate) last_commit_unix: i64,
+    pub(crate) log: LogState,
 }
 
 struct Writer {
@@ -324,7 +340,13 @@ impl Vault {
         }
         let file = open_file(path, access != Access::Read)?;
         let (header, file_len) = read_header(path, &file)?;
-        let sealer = unlock(&header, &how)?;
+        let sealer = match unlock(&header, &how) {
+            Err(VaultError::WrongPassphrase) if matches!(how, Unlock::Passphrase(_)) => {
+                crate::failures::record(path);
+                return Err(VaultError::WrongPassphrase);
+            }
+            other => other?,
+        };
         let intact = intact_commit_slots(&header, &sealer);
         let scan = scan::scan(
             &file,
@@ -338,6 +360,7 @@ impl Vault {
         let mut vault = Self::from_scan(path, file, header, sealer, lock, access, scan, &intact);
         if access == Access::Write {
             vault.start_writer(file_len, &intact)?;
+            crate::failures::log_and_clear(&vault)?;
         }
         Ok(vault)
     }
@@ -357,6 +380,18 @@ impl Vault {
         intact: &[(usize, CommitSlot)],
     ) -> Self {
         let newest = intact.first().map(|(_, s)| *s).unwrap_or_default();
+        let signer = scan.log.signer();
+        let log_seed = scan
+            .log
+            .seed
+            .as_ref()
+            .and_then(|seed| Key::from_slice(seed.expose()).ok());
+        let log = LogState {
+            chain: scan.log.chain,
+            locs: scan.log.locs,
+            // The newest checkpoint: the last one in the log, else the header's.
+            last_checkpoint: scan.log.last_checkpoint.or(newest.checkpoint),
+        };
         let by_fingerprint = scan
             .docs
             .iter()
@@ -375,11 +410,15 @@ impl Vault {
                 record_count: scan.accepted_count,
                 generation: newest.generation,
                 last_commit_unix: newest.time_unix,
+                log,
             }),
             writer: None,
             _lock: lock,
             access,
             report: scan.report,
+            signer,
+            log_seed,
+            actor: default_actor(),
         }
     }
 
@@ -454,7 +493,16 @@ impl Vault {
             }
             Protection::Unencrypted => (Vec::new(), Sealer::Plain),
         };
-        Self::create_file(path, &prefix, &slots, sealer, Some(lock), true)
+        let seed = Key::generate()?;
+        let vault = Self::create_file(path, &prefix, &slots, sealer, &seed, Some(lock), true)?;
+        vault.log_event(
+            "vault.create",
+            serde_json::json!({
+                "format_version": prefix.version,
+                "encryption": prefix.encryption.name(),
+            }),
+        )?;
+        Ok(vault)
     }
 
     /// Writes a fresh vault file (atomically: temporary file, fsync, rename) and opens it.
@@ -463,6 +511,7 @@ impl Vault {
         prefix: &Prefix,
         slots: &[KeySlot],
         sealer: Sealer,
+        log_seed: &Key,
         lock: Option<WriterLock>,
         atomic: bool,
     ) -> Result<Self> {
@@ -501,13 +550,17 @@ impl Vault {
                 record_count: 0,
                 generation: 0,
                 last_commit_unix: 0,
+                log: LogState::default(),
             }),
             writer: None,
             _lock: lock,
             access: Access::Write,
             report: OpenReport::default(),
+            signer: Some(Signer::from_seed(log_seed)),
+            log_seed: Some(Key::from_slice(log_seed.expose())?),
+            actor: default_actor(),
         };
-        // Fill both commit slots so the vault starts with two intact ones.
+        // The first commit fills the second slot, so the vault starts with two intact ones.
         let mut writer = Writer {
             next_counter: 0,
             reserved: 0,
@@ -515,8 +568,13 @@ impl Vault {
             block: RESERVATION_BLOCK,
         };
         vault.reserve(&mut writer)?;
-        vault.write_commit(&mut writer, HEADER_LEN as u64, 0)?;
         vault.writer = Some(Mutex::new(writer));
+        vault.commit_batch(|batch| {
+            batch.append(SecretBytes::new(
+                [&[kind::LOG_KEY][..], log_seed.expose()].concat(),
+            ))?;
+            Ok(())
+        })?;
         if atomic {
             std::fs::rename(&write_path, path).map_err(VaultError::io(format!(
                 "cannot rename to `{}`",
@@ -557,11 +615,18 @@ impl Vault {
             let state = self.state_read();
             (state.end, state.record_count)
         };
-        self.write_commit(writer, end, count)
+        self.write_commit(writer, end, count, None)
     }
 
-    /// Writes and syncs the next commit slot.
-    fn write_commit(&self, writer: &mut Writer, end: u64, record_count: u64) -> Result<()> {
+    /// Writes and syncs the next commit slot. Without a new checkpoint, the slot carries the
+    /// log's latest one.
+    fn write_commit(
+        &self,
+        writer: &mut Writer,
+        end: u64,
+        record_count: u64,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<()> {
         let mut state = self.state_write();
         let slot = CommitSlot {
             generation: state.generation + 1,
@@ -569,6 +634,7 @@ impl Vault {
             record_count,
             nonce_reserved: writer.reserved,
             time_unix: now_unix(),
+            checkpoint: checkpoint.or(state.log.last_checkpoint),
         };
         let body = slot.encode_body();
         let mac = self.sealer.commit_mac(&self.header.bound, &body);
@@ -623,156 +689,132 @@ impl Vault {
         docs: impl IntoIterator<Item = NewDocument<'a>>,
     ) -> Result<Vec<PutOutcome>> {
         let docs = docs.into_iter().map(|d| (None, d));
-        self.put_batch_with_ids(docs)
+        self.put_batch_with_ids(docs, true)
     }
 
     /// Like [`Vault::put_batch`], keeping a given id and creation time where one is given
-    /// (import and rewrite).
+    /// (import and rewrite). `log_puts` records each new document in the audit log.
     pub(crate) fn put_batch_with_ids<'a>(
         &self,
         docs: impl IntoIterator<Item = (Option<(DocId, i64)>, NewDocument<'a>)>,
+        log_puts: bool,
     ) -> Result<Vec<PutOutcome>> {
+        self.commit_batch(|batch| {
+            let mut outcomes = Vec::new();
+            for (given, doc) in docs {
+                outcomes.push(batch.put(given, doc, log_puts)?);
+            }
+            Ok(outcomes)
+        })
+    }
+
+    /// Deletes a document (appends a tombstone; `compact` reclaims the space).
+    pub fn delete(&self, id: &DocId) -> Result<()> {
+        if !self.state_read().docs.contains_key(id) {
+            return Err(VaultError::NotFound(id.to_string()));
+        }
+        self.commit_batch(|batch| {
+            let mut plain = vec![kind::DELETE];
+            serde_json::to_writer(&mut plain, &scan::DeleteRecord { id: *id })
+                .map_err(|e| VaultError::HeaderDamaged(format!("cannot encode tombstone: {e}")))?;
+            batch.append(SecretBytes::new(plain))?;
+            batch.deleted.push(*id);
+            batch.log("vault.delete", serde_json::json!({ "id": id }))
+        })
+    }
+
+    /// Appends one entry to the vault's audit log and commits it with a new checkpoint.
+    /// Returns the entry's sequence number.
+    pub fn log_event(&self, kind: &str, payload: serde_json::Value) -> Result<u64> {
+        self.commit_batch(|batch| {
+            batch.log(kind, payload)?;
+            Ok(batch.tip.len() - 1)
+        })
+    }
+
+    /// Sets the actor the log names for this handle's operations (default: uid and pid).
+    pub fn set_actor(&mut self, actor: impl Into<String>) {
+        self.actor = actor.into();
+    }
+
+    /// Runs `build` over a new batch of records and commits it: sync the records, write a
+    /// checkpoint record if the log grew, write and sync the commit slot, then publish the
+    /// batch's documents, deletions and log entries. On failure nothing is published and the
+    /// appended bytes are cut away.
+    pub(crate) fn commit_batch<T>(
+        &self,
+        build: impl FnOnce(&mut Batch<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut writer = self.writer()?;
-        let (start_end, start_count) = {
+        let (start_end, start_count, tip) = {
             let state = self.state_read();
-            (state.end, state.record_count)
+            (state.end, state.record_count, state.log.chain.tip())
         };
-        let mut appender = Appender {
+        let mut batch = Batch {
             vault: self,
+            writer: &mut writer,
             offset: start_end,
             index: start_count,
+            tip,
+            log_entries: Vec::new(),
+            new_docs: Vec::new(),
+            deleted: Vec::new(),
         };
-        let mut outcomes = Vec::new();
-        let mut new_entries: Vec<DocEntry> = Vec::new();
-        let result = (|| -> Result<()> {
-            for (given, doc) in docs {
-                check_doc(&doc)?;
-                let fingerprint = self.sealer.fingerprint(doc.content);
-                let existing = self.state_read().by_fingerprint.get(&fingerprint).copied();
-                let existing = existing.or_else(|| {
-                    new_entries
-                        .iter()
-                        .find(|e| e.meta.fingerprint == fingerprint)
-                        .map(|e| e.meta.id)
-                });
-                if let Some(id) = existing {
-                    outcomes.push(PutOutcome {
-                        id,
-                        status: PutStatus::Unchanged,
-                    });
-                    continue;
-                }
-                let (id, created) = match given {
-                    Some((id, created))
-                        if !self.state_read().docs.contains_key(&id)
-                            && !new_entries.iter().any(|e| e.meta.id == id) =>
-                    {
-                        (id, created)
-                    }
-                    _ => (DocId::generate()?, now_unix()),
-                };
-                let chunks: Vec<&[u8]> = doc.content.chunks(format::CHUNK_LEN).collect();
-                let meta = DocMeta {
-                    id,
-                    title: doc.title,
-                    tags: doc.tags,
-                    created,
-                    size: doc.content.len() as u64,
-                    chunks: u32::try_from(chunks.len()).map_err(|_| VaultError::TooLarge {
-                        what: "document",
-                        size: doc.content.len() as u64,
-                        limit: u64::from(u32::MAX) * format::CHUNK_LEN as u64,
-                    })?,
-                    fingerprint,
-                    source: doc.source,
-                };
-                let mut plain = vec![kind::DOC_META];
-                serde_json::to_writer(&mut plain, &meta).map_err(|e| {
-                    VaultError::HeaderDamaged(format!("cannot encode metadata: {e}"))
-                })?;
-                if plain.len() > MAX_META_LEN {
-                    return Err(VaultError::TooLarge {
-                        what: "document metadata",
-                        size: plain.len() as u64,
-                        limit: MAX_META_LEN as u64,
-                    });
-                }
-                let meta_loc = appender.append(&mut writer, plain)?;
-                let mut entry = DocEntry {
-                    meta,
-                    seq: meta_loc.header.index,
-                    chunks: Vec::with_capacity(chunks.len()),
-                    damage: None,
-                };
-                for chunk in chunks {
-                    let mut plain = SecretBytes::with_capacity(chunk.len() + 1 + TAG_LEN);
-                    plain.expose_mut().push(kind::DOC_CHUNK);
-                    plain.expose_mut().extend_from_slice(chunk);
-                    entry
-                        .chunks
-                        .push(appender.append_secret(&mut writer, plain)?);
-                }
-                outcomes.push(PutOutcome {
-                    id,
-                    status: PutStatus::Created,
-                });
-                new_entries.push(entry);
+        let result = build(&mut batch).and_then(|value| {
+            if batch.offset == start_end {
+                return Ok((value, None));
             }
-            Ok(())
-        })();
-        let result = result.and_then(|()| {
-            if appender.offset == start_end {
-                return Ok(());
-            }
+            // Every batch ends with a checkpoint record: after a crash, a batch past the
+            // commit point is kept only if its checkpoint made it to disk.
+            let signer = self.signer.as_ref().ok_or_else(|| {
+                VaultError::Damaged("the audit log's signing key is missing".into())
+            })?;
+            let cp = signer.checkpoint(self.header.prefix.vault_id, &batch.tip, now_ms());
+            let mut plain = vec![kind::CHECKPOINT];
+            plain.extend_from_slice(&cp.to_bytes());
+            batch.append(SecretBytes::new(plain))?;
+            let checkpoint = Some(cp);
             self.file.sync_data().map_err(self.io_err("cannot sync"))?;
-            self.write_commit(&mut writer, appender.offset, appender.index)
+            self.write_commit(batch.writer, batch.offset, batch.index, checkpoint)?;
+            Ok((value, checkpoint))
         });
-        if let Err(e) = result {
-            // Nothing of this batch was committed; cut what was appended.
-            let _ = self.file.set_len(start_end);
-            return Err(e);
-        }
+        let (value, checkpoint) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                // Nothing of this batch was committed; cut what was appended.
+                let _ = self.file.set_len(start_end);
+                return Err(e);
+            }
+        };
+        let Batch {
+            log_entries,
+            new_docs,
+            deleted,
+            ..
+        } = batch;
         let mut state = self.state_write();
-        for entry in new_entries {
+        for entry in new_docs {
             state
                 .by_fingerprint
                 .insert(entry.meta.fingerprint.clone(), entry.meta.id);
             state.docs.insert(entry.meta.id, entry);
         }
-        Ok(outcomes)
-    }
-
-    /// Deletes a document (appends a tombstone; `compact` reclaims the space).
-    pub fn delete(&self, id: &DocId) -> Result<()> {
-        let mut writer = self.writer()?;
-        if !self.state_read().docs.contains_key(id) {
-            return Err(VaultError::NotFound(id.to_string()));
+        for id in deleted {
+            if let Some(entry) = state.docs.remove(&id) {
+                state.by_fingerprint.remove(&entry.meta.fingerprint);
+            }
         }
-        let (start_end, start_count) = {
-            let state = self.state_read();
-            (state.end, state.record_count)
-        };
-        let mut appender = Appender {
-            vault: self,
-            offset: start_end,
-            index: start_count,
-        };
-        let mut plain = vec![kind::DELETE];
-        serde_json::to_writer(&mut plain, &scan::DeleteRecord { id: *id })
-            .map_err(|e| VaultError::HeaderDamaged(format!("cannot encode tombstone: {e}")))?;
-        let result = appender.append(&mut writer, plain).and_then(|_| {
-            self.file.sync_data().map_err(self.io_err("cannot sync"))?;
-            self.write_commit(&mut writer, appender.offset, appender.index)
-        });
-        if let Err(e) = result {
-            let _ = self.file.set_len(start_end);
-            return Err(e);
+        for (bytes, loc) in log_entries {
+            // Built on the committed tip, so this cannot fail; if it did, the log on disk is
+            // still right and the next open reads it.
+            if state.log.chain.push(&bytes).is_ok() {
+                state.log.locs.push(loc);
+            }
         }
-        let mut state = self.state_write();
-        if let Some(entry) = state.docs.remove(id) {
-            state.by_fingerprint.remove(&entry.meta.fingerprint);
+        if checkpoint.is_some() {
+            state.log.last_checkpoint = checkpoint;
         }
-        Ok(())
+        Ok(value)
     }
 
     /// Finds a document by its full id or a unique prefix of at least 4 hex digits.
@@ -958,25 +1000,24 @@ fn check_doc(doc: &NewDocument<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Appends records at the end of the uncommitted region.
-struct Appender<'v> {
+/// Records being written by one commit.
+pub(crate) struct Batch<'v> {
     vault: &'v Vault,
+    writer: &'v mut Writer,
     offset: u64,
     index: u64,
+    /// The log as it will be once this batch commits.
+    pub(crate) tip: Tip,
+    log_entries: Vec<(Vec<u8>, RecordLoc)>,
+    new_docs: Vec<DocEntry>,
+    pub(crate) deleted: Vec<DocId>,
 }
 
-impl Appender<'_> {
-    fn append(&mut self, writer: &mut Writer, plain: Vec<u8>) -> Result<scan::RecordLoc> {
-        self.append_secret(writer, SecretBytes::new(plain))
-    }
-
-    fn append_secret(
-        &mut self,
-        writer: &mut Writer,
-        mut plain: SecretBytes,
-    ) -> Result<scan::RecordLoc> {
-        if writer.next_counter >= writer.reserved {
-            self.vault.reserve(writer)?;
+impl Batch<'_> {
+    /// Seals and appends one record.
+    pub(crate) fn append(&mut self, mut plain: SecretBytes) -> Result<RecordLoc> {
+        if self.writer.next_counter >= self.writer.reserved {
+            self.vault.reserve(self.writer)?;
         }
         let body_len = u32::try_from(plain.len() + TAG_LEN).map_err(|_| VaultError::TooLarge {
             what: "record",
@@ -986,9 +1027,9 @@ impl Appender<'_> {
         let header = RecordHeader {
             body_len,
             index: self.index,
-            counter: writer.next_counter,
+            counter: self.writer.next_counter,
         };
-        writer.next_counter += 1;
+        self.writer.next_counter += 1;
         let body = plain.expose_mut();
         self.vault.sealer.seal(
             &self.vault.header.prefix.vault_id,
@@ -1003,7 +1044,7 @@ impl Appender<'_> {
             .file
             .write_all_at(&bytes, self.offset)
             .map_err(self.vault.io_err("cannot write"))?;
-        let loc = scan::RecordLoc {
+        let loc = RecordLoc {
             offset: self.offset,
             header,
         };
@@ -1011,6 +1052,129 @@ impl Appender<'_> {
         self.index += 1;
         Ok(loc)
     }
+
+    /// Appends an audit log entry.
+    pub(crate) fn log(&mut self, kind: &str, payload: serde_json::Value) -> Result<()> {
+        let bytes = self
+            .tip
+            .append(now_ms(), kind, &self.vault.actor, payload)
+            .map_err(|e| VaultError::Damaged(e.to_string()))?;
+        self.append_log_bytes(bytes)
+    }
+
+    /// Appends entry bytes as they are (a rewrite copying the log).
+    pub(crate) fn log_verbatim(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.tip.append_bytes(&bytes);
+        self.append_log_bytes(bytes)
+    }
+
+    fn append_log_bytes(&mut self, bytes: Vec<u8>) -> Result<()> {
+        let plain = SecretBytes::new([&[kind::LOG_ENTRY][..], &bytes].concat());
+        let loc = self.append(plain)?;
+        self.log_entries.push((bytes, loc));
+        Ok(())
+    }
+
+    /// Stores one document (unless the same content is already there).
+    pub(crate) fn put(
+        &mut self,
+        given: Option<(DocId, i64)>,
+        doc: NewDocument<'_>,
+        log_put: bool,
+    ) -> Result<PutOutcome> {
+        check_doc(&doc)?;
+        let vault = self.vault;
+        let fingerprint = vault.sealer.fingerprint(doc.content);
+        let existing = vault
+            .state_read()
+            .by_fingerprint
+            .get(&fingerprint)
+            .copied()
+            .or_else(|| {
+                self.new_docs
+                    .iter()
+                    .find(|e| e.meta.fingerprint == fingerprint)
+                    .map(|e| e.meta.id)
+            });
+        if let Some(id) = existing {
+            return Ok(PutOutcome {
+                id,
+                status: PutStatus::Unchanged,
+            });
+        }
+        let (id, created) = match given {
+            Some((id, created))
+                if !vault.state_read().docs.contains_key(&id)
+                    && !self.new_docs.iter().any(|e| e.meta.id == id) =>
+            {
+                (id, created)
+            }
+            _ => (DocId::generate()?, now_unix()),
+        };
+        let chunks: Vec<&[u8]> = doc.content.chunks(format::CHUNK_LEN).collect();
+        let meta = DocMeta {
+            id,
+            title: doc.title,
+            tags: doc.tags,
+            created,
+            size: doc.content.len() as u64,
+            chunks: u32::try_from(chunks.len()).map_err(|_| VaultError::TooLarge {
+                what: "document",
+                size: doc.content.len() as u64,
+                limit: u64::from(u32::MAX) * format::CHUNK_LEN as u64,
+            })?,
+            fingerprint,
+            source: doc.source,
+        };
+        let mut plain = vec![kind::DOC_META];
+        serde_json::to_writer(&mut plain, &meta)
+            .map_err(|e| VaultError::HeaderDamaged(format!("cannot encode metadata: {e}")))?;
+        if plain.len() > MAX_META_LEN {
+            return Err(VaultError::TooLarge {
+                what: "document metadata",
+                size: plain.len() as u64,
+                limit: MAX_META_LEN as u64,
+            });
+        }
+        let meta_loc = self.append(SecretBytes::new(plain))?;
+        let mut entry = DocEntry {
+            meta,
+            seq: meta_loc.header.index,
+            chunks: Vec::with_capacity(chunks.len()),
+            damage: None,
+        };
+        for chunk in chunks {
+            let mut plain = SecretBytes::with_capacity(chunk.len() + 1 + TAG_LEN);
+            plain.expose_mut().push(kind::DOC_CHUNK);
+            plain.expose_mut().extend_from_slice(chunk);
+            entry.chunks.push(self.append(plain)?);
+        }
+        if log_put {
+            self.log(
+                "vault.put",
+                serde_json::json!({ "id": id, "size": entry.meta.size }),
+            )?;
+        }
+        self.new_docs.push(entry);
+        Ok(PutOutcome {
+            id,
+            status: PutStatus::Created,
+        })
+    }
+}
+
+/// Unix milliseconds, for log entries and checkpoints.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `uid=U pid=P`: the process's owner (read from `/proc/self`, no libc) and id.
+fn default_actor() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map_or_else(|_| "?".into(), |m| m.uid().to_string());
+    format!("uid={uid} pid={}", std::process::id())
 }
 
 /// fsyncs the directory holding `path`, so a rename or create survives a crash.

@@ -221,7 +221,7 @@ impl Vault {
                 },
             )
         });
-        for outcome in self.put_batch_with_ids(docs)? {
+        for outcome in self.put_batch_with_ids(docs, true)? {
             match outcome.status {
                 PutStatus::Created => report.created += 1,
                 PutStatus::Unchanged => report.unchanged += 1,

@@ -258,6 +258,16 @@ fn rust_view(vault: &Vault) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The Python reader recomputes the log's Merkle root (RFC 9162) and checks the header
+/// checkpoint's Ed25519 signature; both must agree with ours.
+fn assert_log_agrees(py: &serde_json::Value, vault: &Vault) {
+    let cp = vault.log_checkpoint().unwrap();
+    assert_eq!(py["log"]["entries"], vault.log_len());
+    assert_eq!(py["log"]["checkpoint_size"], cp.size);
+    let root: String = cp.root.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(py["log"]["root"], root);
+}
+
 #[test]
 fn independent_reader_agrees_on_the_vector() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,6 +277,7 @@ fn independent_reader_agrees_on_the_vector() {
     };
     let vault = Vault::open(&path, Unlock::Passphrase(&vector_pass()), Access::Read).unwrap();
     assert_eq!(py["documents"], serde_json::Value::Array(rust_view(&vault)));
+    assert_log_agrees(&py, &vault);
 }
 
 #[test]
@@ -288,6 +299,7 @@ fn independent_reader_agrees_on_a_fresh_vault() {
     };
     let vault = open(&path, &key(&path), Access::Read).unwrap();
     assert_eq!(py["documents"], serde_json::Value::Array(rust_view(&vault)));
+    assert_log_agrees(&py, &vault);
 
     let plain_path = dir.path().join("plain.vault");
     let plain = Vault::create(&plain_path, Protection::Unencrypted).unwrap();

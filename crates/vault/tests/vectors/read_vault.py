@@ -15,6 +15,7 @@ import struct
 import sys
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -32,6 +33,18 @@ def fail(msg):
 
 def hkdf(master, vault_id, info):
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=vault_id, info=info).derive(master)
+
+
+def mth(leaves):
+    """Merkle tree hash of RFC 9162 section 2.1.1."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hashlib.sha256(b"\x01" + mth(leaves[:k]) + mth(leaves[k:])).digest()
 
 
 def main(path):
@@ -77,15 +90,17 @@ def main(path):
         want = hmac.new(mac_key, msg, hashlib.sha256).digest() if encrypted else hashlib.sha256(msg).digest()
         gen, end, count, reserved = struct.unpack_from("<QQQQ", body, 0)
         if gen > 0 and hmac.compare_digest(want, tag) and (best is None or gen > best[0]):
-            best = (gen, end, count)
+            best = (gen, end, count, body[40:168])
     if best is None:
         fail("no intact commit slot")
-    generation, committed_end, record_count = best
+    generation, committed_end, record_count, checkpoint = best
     if len(data) < committed_end:
         fail("truncated")
 
     docs = {}
     order = []
+    log_entries = []
+    log_seed = None
     pending = None
     pos, index = HEADER_LEN, 0
     while pos < committed_end:
@@ -127,12 +142,33 @@ def main(path):
                 pending = None
         elif kind == 3:
             docs.pop(json.loads(payload)["id"], None)
+        elif kind == 4:
+            entry = json.loads(payload)
+            prev = hashlib.sha256(b"\x00" + log_entries[-1]).hexdigest() if log_entries else "0" * 64
+            if entry["seq"] != len(log_entries) or entry["prev"] != prev:
+                fail(f"log entry {len(log_entries)} breaks the chain")
+            log_entries.append(payload)
+        elif kind == 5:
+            log_seed = payload
+        elif kind == 6:
+            pass  # checkpoints in the log; the header's is checked below
         else:
             fail(f"unknown kind {kind}")
         pos += 28 + body_len
         index += 1
     if index != record_count:
         fail("record count differs from the commit slot")
+
+    leaves = [hashlib.sha256(b"\x00" + e).digest() for e in log_entries]
+    log = {"entries": len(leaves), "root": mth(leaves).hex()}
+    if any(checkpoint):
+        log_id, size = checkpoint[:16], struct.unpack_from("<Q", checkpoint, 16)[0]
+        root, time_ms, sig = checkpoint[24:56], struct.unpack_from("<q", checkpoint, 56)[0], checkpoint[64:128]
+        if log_id != vault_id or size > len(leaves) or mth(leaves[:size]) != root:
+            fail("header checkpoint does not match the log")
+        msg = b"p3ak audit checkpoint v1\n" + log_id + struct.pack(">Q", size) + root + struct.pack(">q", time_ms)
+        Ed25519PrivateKey.from_private_bytes(log_seed).public_key().verify(sig, msg)
+        log["checkpoint_size"] = size
 
     out = []
     for doc_id in order:
@@ -156,6 +192,7 @@ def main(path):
         "encryption": "aes-256-gcm" if encrypted else "none",
         "vault_id": vault_id.hex(),
         "generation": generation,
+        "log": log,
         "documents": out,
     }))
 
