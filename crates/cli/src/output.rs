@@ -104,6 +104,15 @@ pub fn timestamp(unix: i64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// Unix milliseconds as an RFC 3339 UTC timestamp with milliseconds.
+pub fn timestamp_ms(unix_ms: i64) -> String {
+    let Ok(ms) = u64::try_from(unix_ms) else {
+        return unix_ms.to_string();
+    };
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
 /// A byte count for people.
 pub fn bytes(n: u64) -> String {
     indicatif::BinaryBytes(n).to_string()

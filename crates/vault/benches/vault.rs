@@ -131,6 +131,54 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
+    let mut group = c.benchmark_group("vault_log");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8));
+    let (path, _) = filled(tmp.path(), "log", 0);
+    let key = VaultKey::derive(&path, &pass()).unwrap();
+    let writer = Vault::open(&path, Unlock::Key(&key), Access::Write).unwrap();
+    group.bench_function("append 1 entry + commit (2 fsyncs)", |b| {
+        b.iter(|| {
+            black_box(
+                writer
+                    .log_event("bench", serde_json::json!({ "n": 1 }))
+                    .unwrap(),
+            )
+        })
+    });
+    group.bench_function("append 100 entries in one commit", |b| {
+        b.iter(|| {
+            let events = (0..100).map(|i| ("bench", serde_json::json!({ "n": i })));
+            black_box(writer.log_events(events).unwrap())
+        })
+    });
+    drop(writer);
+    group.finish();
+
+    let mut group = c.benchmark_group("vault_log_verify");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    let (path, _) = filled(tmp.path(), "logverify", 0);
+    let key = VaultKey::derive(&path, &pass()).unwrap();
+    let writer = Vault::open(&path, Unlock::Key(&key), Access::Write).unwrap();
+    for _ in 0..10 {
+        let events = (0..10_000).map(|i| ("kernel.decision", serde_json::json!({ "n": i })));
+        writer.log_events(events).unwrap();
+    }
+    drop(writer);
+    group.bench_function(
+        "open + verify a 100K-entry log (decrypt, chain, tree, signatures)",
+        |b| {
+            b.iter(|| {
+                let vault = Vault::open(&path, Unlock::Key(&key), Access::Read).unwrap();
+                black_box(vault.verify(&mut |_, _| {}).unwrap().is_ok())
+            })
+        },
+    );
+    group.finish();
+
     let mut group = c.benchmark_group("vault_rekey");
     group
         .sample_size(10)

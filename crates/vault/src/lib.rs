@@ -9,6 +9,7 @@
 
 mod doc;
 mod error;
+pub mod external;
 mod failures;
 pub mod format;
 mod lock;

@@ -129,3 +129,37 @@ impl Vault {
             .map_err(|e| VaultError::Log(e.to_string()))
     }
 }
+
+impl Vault {
+    /// Checks a checkpoint against the log: signature, log id, root of its prefix.
+    pub fn log_check_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
+        let public = self
+            .log_public_key()
+            .ok_or_else(|| VaultError::Log("the log's signing key is missing".into()))?;
+        cp.verify_against(
+            &self.header.prefix.vault_id,
+            &self.state_read().log.chain,
+            &public,
+        )
+        .map_err(|e| VaultError::Log(e.to_string()))
+    }
+
+    /// The last entry that records a published checkpoint: (its sequence number, the size it
+    /// published).
+    pub fn last_logged_checkpoint(&self) -> Result<Option<(u64, u64)>> {
+        for seq in (0..self.log_len()).rev() {
+            let (entry, _) = self.log_entry(seq)?;
+            if entry.kind == crate::external::CHECKPOINT_EVENT {
+                let size = entry
+                    .payload
+                    .get("size")
+                    .and_then(serde_json::Value::as_u64)
+                    .ok_or_else(|| {
+                        VaultError::Log(format!("entry {seq} records a checkpoint without a size"))
+                    })?;
+                return Ok(Some((seq, size)));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -732,6 +732,21 @@ impl Vault {
         })
     }
 
+    /// Appends several entries with one commit (one pair of fsyncs) and one checkpoint.
+    /// Returns the sequence number of the first.
+    pub fn log_events<'a>(
+        &self,
+        events: impl IntoIterator<Item = (&'a str, serde_json::Value)>,
+    ) -> Result<u64> {
+        self.commit_batch(|batch| {
+            let first = batch.tip.len();
+            for (kind, payload) in events {
+                batch.log(kind, payload)?;
+            }
+            Ok(first)
+        })
+    }
+
     /// Sets the actor the log names for this handle's operations (default: uid and pid).
     pub fn set_actor(&mut self, actor: impl Into<String>) {
         self.actor = actor.into();
@@ -942,17 +957,19 @@ impl Vault {
             .metadata()
             .map_err(self.io_err("cannot read"))?
             .len();
-        let intact = intact_commit_slots(&self.header, &self.sealer);
+        // Read the header again: this handle may have committed since it was opened.
+        let (header, _) = read_header(&self.path, &self.file)?;
+        let intact = intact_commit_slots(&header, &self.sealer);
         let scan = scan::scan(
             &self.file,
             file_len,
-            &self.header,
+            &header,
             &self.sealer,
             &intact,
             true,
             progress,
         )?;
-        Ok(scan::VerifyReport::new(&self.header, &intact, scan))
+        Ok(scan::VerifyReport::new(&header, &intact, scan))
     }
 
     /// Syncs the file (used before an atomic rename).

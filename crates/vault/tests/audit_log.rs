@@ -31,7 +31,7 @@ fn kinds(vault: &Vault) -> Vec<String> {
 }
 
 #[test]
-fn every_operation_lands_in_the_log() {
+fn invariant_i5_every_vault_operation_lands_in_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let (path, vault) = create(dir.path());
     let a = vault.put(doc(b"first")).unwrap().id;
@@ -78,7 +78,7 @@ fn every_operation_lands_in_the_log() {
 }
 
 #[test]
-fn failed_unlock_attempts_are_logged_by_the_next_writer() {
+fn invariant_i5_failed_unlock_attempts_are_logged_by_the_next_writer() {
     let dir = tempfile::tempdir().unwrap();
     let (path, vault) = create(dir.path());
     drop(vault);

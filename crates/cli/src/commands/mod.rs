@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod audit;
 mod demo;
 mod policy;
 mod vault;
@@ -15,6 +16,9 @@ pub enum Command {
     /// Create, fill, read and maintain encrypted vaults.
     #[command(subcommand)]
     Vault(vault::Command),
+    /// The kernel's tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::Command),
     /// Check a policy, explain a decision, run a policy's test cases.
     #[command(subcommand)]
     Policy(policy::Command),
@@ -25,5 +29,13 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args, out),
         Command::Vault(command) => vault::run(command, out),
         Command::Policy(command) => policy::run(command, out),
+        Command::Audit(command) => audit::run(command, out),
     }
+}
+
+/// How the audit log names the person at this command line.
+pub fn operator_actor() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map_or_else(|_| "?".into(), |m| m.uid().to_string());
+    format!("operator uid={uid} pid={}", std::process::id())
 }

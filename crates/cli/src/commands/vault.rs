@@ -88,10 +88,18 @@ pub enum Command {
         #[command(flatten)]
         target: VaultArg,
     },
-    /// Authenticate every record; exit 1 naming the first problem.
+    /// Authenticate every record and the audit log; exit 1 naming the first problem.
     Verify {
         #[command(flatten)]
         target: VaultArg,
+    },
+    /// Show the vault's own audit log (what was done to it, when, by whom).
+    Log {
+        #[command(flatten)]
+        target: VaultArg,
+        /// Only the last N entries.
+        #[arg(short = 'n')]
+        count: Option<u64>,
     },
     /// New passphrase and new master key; everything re-encrypted, atomically.
     Rekey {
@@ -132,12 +140,13 @@ fn passphrase(target: &VaultArg) -> anyhow::Result<Passphrase> {
 /// Opens a vault, asking for the passphrase only when the header says it is encrypted.
 fn open(target: &VaultArg, access: Access, out: &Output) -> anyhow::Result<Vault> {
     let header = p3ak_vault::peek(&target.vault)?;
-    let vault = if header.is_encrypted() {
+    let mut vault = if header.is_encrypted() {
         let passphrase = passphrase(target)?;
         Vault::open(&target.vault, Unlock::Passphrase(&passphrase), access)?
     } else {
         Vault::open(&target.vault, Unlock::Unencrypted, access)?
     };
+    vault.set_actor(crate::commands::operator_actor());
     let report = vault.open_report();
     if report.torn_tail_bytes > 0 {
         let action = if access == Access::Write {
@@ -209,13 +218,17 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
             header_only,
         } => info(&target, header_only, out),
         Command::Export { target, dir } => {
-            let vault = open(&target, Access::Read, out)?;
+            let vault = open(&target, Access::Write, out)?;
             let bar = out.progress("export");
             let report = vault.export(&dir, &mut |done, total| {
                 bar.set_length(total);
                 bar.set_position(done);
             })?;
             bar.finish_and_clear();
+            vault.log_event(
+                "vault.export",
+                json!({ "dir": dir, "documents": report.created, "failed": report.failed.len() }),
+            )?;
             transfer_summary(&report, "exported", &dir, out)
         }
         Command::Import { target, dir } => {
@@ -226,7 +239,24 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
                 bar.set_position(done);
             })?;
             bar.finish_and_clear();
+            vault.log_event(
+                "vault.import",
+                json!({
+                    "dir": dir,
+                    "created": report.created,
+                    "unchanged": report.unchanged,
+                    "failed": report.failed.len(),
+                }),
+            )?;
             transfer_summary(&report, "imported", &dir, out)
+        }
+        Command::Log { target, count } => {
+            let vault = open(&target, Access::Read, out)?;
+            let len = vault.log_len();
+            let from = count.map_or(0, |n| len.saturating_sub(n));
+            let entries = vault.log_entries(from, len)?;
+            crate::commands::audit::print_entries(&entries, out);
+            Ok(())
         }
         Command::Compact { target } => {
             let vault = open(&target, Access::Repair, out)?;
@@ -417,13 +447,31 @@ fn info(target: &VaultArg, header_only: bool, out: &Output) -> anyhow::Result<()
 }
 
 fn verify(target: &VaultArg, out: &Output) -> anyhow::Result<()> {
-    let vault = open(target, Access::Read, out)?;
+    // Verification is recorded in the vault's log when the vault can take a writer; a vault in
+    // use, or too damaged to append to, is verified all the same.
+    let (vault, loggable) = match open(target, Access::Write, out) {
+        Ok(vault) => (vault, true),
+        Err(e) => match e.downcast_ref::<p3ak_vault::VaultError>() {
+            Some(p3ak_vault::VaultError::Locked { .. } | p3ak_vault::VaultError::Damaged(_)) => {
+                (open(target, Access::Read, out)?, false)
+            }
+            _ => return Err(e),
+        },
+    };
     let bar = out.progress("verify");
     let report = vault.verify(&mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })?;
     bar.finish_and_clear();
+    if loggable {
+        vault.log_event(
+            "vault.verify",
+            json!({ "ok": report.is_ok(), "problems": report.problems.len() }),
+        )?;
+    } else {
+        out.warn("this verification is not recorded in the vault's log (vault in use or damaged)");
+    }
     out.json(&report);
     for warning in &report.warnings {
         out.warn(warning);
