@@ -539,3 +539,24 @@ fn rekey_killed_at_random_moments_leaves_a_complete_vault() {
         }
     }
 }
+
+#[test]
+fn the_demo_walks_every_step_and_says_so_in_json() {
+    let env = Env::new();
+    let out = env.run(None, &["demo", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "create", "put", "list", "get", "scan", "rekey", "verify", "audit"
+        ]
+    );
+}
