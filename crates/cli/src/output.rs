@@ -81,6 +81,14 @@ impl Output {
     }
 }
 
+/// The callback that drives `bar` from a library's (done, total) progress reports.
+pub fn track(bar: &ProgressBar) -> impl FnMut(u64, u64) + '_ {
+    move |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    }
+}
+
 /// Makes untrusted text (titles, file names, error details) safe for a terminal: control
 /// characters are shown escaped instead of being interpreted.
 pub fn sanitize(text: &str) -> String {

@@ -167,10 +167,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
 fn verify(passphrase: &PassphraseArgs, out: &Output) -> anyhow::Result<()> {
     let vault = open(passphrase, Access::Read)?;
     let bar = out.progress("verify");
-    let report = vault.verify(&mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })?;
+    let report = vault.verify(&mut crate::output::track(&bar))?;
     bar.finish_and_clear();
     let external = check_external_checkpoint(&vault, &paths()?.checkpoint)?;
     out.json(&serde_json::json!({ "log": report, "checkpoint_file": external }));

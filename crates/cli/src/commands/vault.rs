@@ -220,10 +220,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Export { target, dir } => {
             let vault = open(&target, Access::Write, out)?;
             let bar = out.progress("export");
-            let report = vault.export(&dir, &mut |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            })?;
+            let report = vault.export(&dir, &mut crate::output::track(&bar))?;
             bar.finish_and_clear();
             vault.log_event(
                 "vault.export",
@@ -234,10 +231,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Import { target, dir } => {
             let vault = open(&target, Access::Write, out)?;
             let bar = out.progress("import");
-            let report = vault.import(&dir, &mut |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            })?;
+            let report = vault.import(&dir, &mut crate::output::track(&bar))?;
             bar.finish_and_clear();
             vault.log_event(
                 "vault.import",
@@ -459,10 +453,7 @@ fn verify(target: &VaultArg, out: &Output) -> anyhow::Result<()> {
         },
     };
     let bar = out.progress("verify");
-    let report = vault.verify(&mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })?;
+    let report = vault.verify(&mut crate::output::track(&bar))?;
     bar.finish_and_clear();
     if loggable {
         vault.log_event(
@@ -503,10 +494,7 @@ fn verify(target: &VaultArg, out: &Output) -> anyhow::Result<()> {
 
 fn rewrite(vault: Vault, keys: NewKeys<'_>, verb: &str, out: &Output) -> anyhow::Result<()> {
     let bar = out.progress(verb);
-    let report = vault.rewrite(keys, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })?;
+    let report = vault.rewrite(keys, &mut crate::output::track(&bar))?;
     bar.finish_and_clear();
     out.json(&report);
     for dropped in &report.dropped {
