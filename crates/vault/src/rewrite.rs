@@ -127,6 +127,10 @@ impl Vault {
             serde_json::json!({
                 "documents": report.documents,
                 "dropped": report.dropped.iter().map(|d| d.id).collect::<Vec<_>>(),
+                // Damage found when the vault was opened; a damaged log is carried over up to
+                // its first broken entry.
+                "damage_found": self.open_report().damage.len(),
+                "log_entries_kept": self.log_len(),
             }),
         )?;
         new_vault.sync()?;
