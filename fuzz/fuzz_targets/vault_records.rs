@@ -59,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
         record_count: count,
         nonce_reserved: 1 << 32,
         time_unix: 0,
+        checkpoint: None,
     };
     let bound = file[..format::KEY_SLOTS_END].to_vec();
     let body = slot.encode_body();
