@@ -1,30 +1,8 @@
-//! The EML converter (attachments included) on arbitrary bytes: never panics (a parser panic
-//! aborts here, since libfuzzer's panic hook runs before `convert` can contain it), and
-//! chunking what it returns respects the size bound.
+//! The Eml converter on arbitrary bytes (see `convert_common.rs` for what is checked).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use p3ak_convert::{ChunkOptions, ConvertError, Format, Input, Limits, chunk, convert};
+mod convert_common;
 
-fuzz_target!(|data: &[u8]| {
-    let limits = Limits {
-        max_input_bytes: 1 << 20,
-        max_output_chars: 1 << 20,
-        ..Limits::default()
-    };
-    match convert(&Input::new(data).with_format(Format::Eml), &limits) {
-        Ok(doc) => {
-            let options = ChunkOptions {
-                target_chars: 64,
-                max_chars: 128,
-            };
-            for c in chunk(&doc, &options) {
-                assert!(c.text.chars().count() <= options.max_chars);
-            }
-        }
-        Err(e) => {
-            assert!(!matches!(e, ConvertError::ParserPanic { .. }), "{e}");
-            assert!(!e.to_string().contains('\n'));
-        }
-    }
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    convert_common::check(data, p3ak_convert::Format::Eml);
 });
