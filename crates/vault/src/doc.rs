@@ -73,6 +73,30 @@ pub struct DocMeta {
     pub fingerprint: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Set on an internal object (a search index file, an embedding table): the namespace it
+    /// belongs to. Objects are named by `title`, hidden from listings, never deduplicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
+}
+
+/// One internal object of a space (see [`crate::Vault::objects`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+/// Longest space or object name, in bytes.
+pub const MAX_OBJECT_NAME_LEN: usize = 512;
+
+/// Checks a space or object name: 1 to 512 bytes, no control characters.
+pub fn validate_object_name(name: &str) -> Result<(), VaultError> {
+    if name.is_empty() || name.len() > MAX_OBJECT_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(VaultError::InvalidObjectName(
+            name.chars().take(64).collect(),
+        ));
+    }
+    Ok(())
 }
 
 /// A document to store.

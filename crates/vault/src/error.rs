@@ -47,6 +47,8 @@ pub enum VaultError {
         "invalid tag `{0}`: keys must be 1 to 128 characters without `=` or control characters"
     )]
     InvalidTag(String),
+    #[error("invalid object name `{0}`: 1 to 512 bytes without control characters")]
+    InvalidObjectName(String),
     #[error("`{}`: {reason}", path.display())]
     Transfer { path: PathBuf, reason: String },
     #[error("{context}: {source}")]

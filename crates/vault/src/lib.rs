@@ -20,7 +20,10 @@ mod seal;
 mod store;
 mod transfer;
 
-pub use doc::{DocId, DocMeta, NewDocument, PutOutcome, PutStatus, validate_tag};
+pub use doc::{
+    DocId, DocMeta, MAX_OBJECT_NAME_LEN, NewDocument, ObjectInfo, PutOutcome, PutStatus,
+    validate_object_name, validate_tag,
+};
 pub use error::{Result, VaultError};
 pub use log::InclusionProof;
 pub use p3ak_audit::{Checkpoint, CheckpointJson, Entry as LogEntry};
@@ -28,8 +31,8 @@ pub use p3ak_crypto::{KdfParams, Passphrase, SecretBytes};
 pub use rewrite::{DroppedDocument, NewKeys, RewriteReport};
 pub use scan::{Damage, OpenReport, Truncation, VerifyReport};
 pub use store::{
-    Access, DocInfo, HeaderInfo, KdfInfo, MAX_TAGS, MAX_TITLE_LEN, Protection, Unlock, Vault,
-    VaultInfo, VaultKey, peek,
+    Access, DocInfo, HeaderInfo, KdfInfo, MAX_TAGS, MAX_TITLE_LEN, Protection, Transaction, Unlock,
+    Vault, VaultInfo, VaultKey, peek,
 };
 pub use transfer::{TransferFailure, TransferReport};
 

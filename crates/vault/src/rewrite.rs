@@ -181,19 +181,27 @@ impl Vault {
         let mut documents = 0usize;
         let mut batch: Vec<(DocEntry, p3ak_crypto::SecretBytes)> = Vec::new();
         let mut batch_bytes = 0u64;
+        // Documents and internal objects keep their ids; only documents are counted.
         let flush = |batch: &mut Vec<(DocEntry, p3ak_crypto::SecretBytes)>| -> Result<usize> {
-            let docs = batch.iter().map(|(entry, content)| {
-                (
-                    Some((entry.meta.id, entry.meta.created)),
-                    NewDocument {
+            let n = target.commit_batch(|b| {
+                let mut n = 0;
+                for (entry, content) in batch.iter() {
+                    let given = Some((entry.meta.id, entry.meta.created));
+                    if let Some(space) = &entry.meta.space {
+                        b.put_object(space, &entry.object_name(), content.expose(), given)?;
+                        continue;
+                    }
+                    let doc = NewDocument {
                         content: content.expose(),
                         title: entry.meta.title.clone(),
                         tags: entry.meta.tags.clone(),
                         source: entry.meta.source.clone(),
-                    },
-                )
-            });
-            let n = target.put_batch_with_ids(docs, false)?.len();
+                    };
+                    b.put(given, doc, false)?;
+                    n += 1;
+                }
+                Ok(n)
+            })?;
             batch.clear();
             Ok(n)
         };

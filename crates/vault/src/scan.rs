@@ -31,6 +31,13 @@ pub(crate) struct DocEntry {
     pub(crate) damage: Option<String>,
 }
 
+impl DocEntry {
+    /// An object's name (its title); empty for a document without one.
+    pub(crate) fn object_name(&self) -> String {
+        self.meta.title.clone().unwrap_or_default()
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 pub(crate) struct DeleteRecord {
     pub(crate) id: DocId,

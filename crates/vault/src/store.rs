@@ -10,7 +10,10 @@ use p3ak_audit::{Chain, Checkpoint, Signer, Tip};
 use p3ak_crypto::{KdfParams, Key, Passphrase, SecretBytes, TAG_LEN};
 use serde::Serialize;
 
-use crate::doc::{DocId, DocMeta, NewDocument, PutOutcome, PutStatus, validate_tag};
+use crate::doc::{
+    DocId, DocMeta, NewDocument, ObjectInfo, PutOutcome, PutStatus, validate_object_name,
+    validate_tag,
+};
 use crate::error::{Result, VaultError};
 use crate::format::{
     self, COMMIT_SLOT_LEN, COMMIT_SLOT_OFFSETS, CommitSlot, Encryption, HEADER_LEN, Header,
@@ -91,6 +94,8 @@ pub(crate) struct LogState {
 pub(crate) struct State {
     pub(crate) docs: BTreeMap<DocId, DocEntry>,
     pub(crate) by_fingerprint: HashMap<String, DocId>,
+    /// Internal objects by (space, name).
+    pub(crate) objects: BTreeMap<(String, String), DocId>,
     /// Offset just past the last committed record.
     pub(crate) end: u64,
     pub(crate) record_count: u64,
@@ -136,6 +141,9 @@ pub struct VaultInfo {
     pub created: i64,
     pub documents: usize,
     pub content_bytes: u64,
+    /// Internal objects (search index files, embeddings) and their bytes.
+    pub objects: usize,
+    pub object_bytes: u64,
     pub file_bytes: u64,
     pub records: u64,
     pub generation: u64,
@@ -250,7 +258,48 @@ impl VaultKey {
         let (header, _) = read_header(path, &file)?;
         derive_vault_key(&header, passphrase).map(|(key, _)| key)
     }
+
+    /// The key as bytes, to hand to a helper process of the same operator over a pipe (never
+    /// argv or the environment): 32 key bytes, the Argon2id parameters, the salt.
+    pub fn to_handoff_bytes(&self) -> SecretBytes {
+        let mut out = SecretBytes::with_capacity(HANDOFF_LEN);
+        let bytes = out.expose_mut();
+        bytes.extend_from_slice(self.kek.expose());
+        for n in [
+            self.kdf.memory_kib,
+            self.kdf.iterations,
+            self.kdf.parallelism,
+        ] {
+            bytes.extend_from_slice(&n.to_le_bytes());
+        }
+        bytes.extend_from_slice(&self.salt);
+        out
+    }
+
+    /// Reads what [`VaultKey::to_handoff_bytes`] wrote.
+    pub fn from_handoff_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = || VaultError::HeaderDamaged("malformed key handoff".into());
+        if bytes.len() != HANDOFF_LEN {
+            return Err(bad());
+        }
+        let kek = Key::from_slice(bytes.get(..32).ok_or_else(bad)?)?;
+        let word = |at: usize| {
+            format::take::<4>(bytes, at)
+                .map(u32::from_le_bytes)
+                .ok_or_else(bad)
+        };
+        let kdf = KdfParams {
+            memory_kib: word(32)?,
+            iterations: word(36)?,
+            parallelism: word(40)?,
+        };
+        let salt = format::take::<16>(bytes, 44).ok_or_else(bad)?;
+        Ok(Self { kek, kdf, salt })
+    }
 }
+
+/// Bytes of a [`VaultKey`] handoff.
+const HANDOFF_LEN: usize = 32 + 12 + 16;
 
 fn prefix_bytes(header: &Header) -> &[u8] {
     header.bound.get(..format::PREFIX_LEN).unwrap_or_default()
@@ -395,8 +444,13 @@ impl Vault {
         let by_fingerprint = scan
             .docs
             .iter()
-            .filter(|(_, e)| e.damage.is_none())
+            .filter(|(_, e)| e.damage.is_none() && e.meta.space.is_none())
             .map(|(id, e)| (e.meta.fingerprint.clone(), *id))
+            .collect();
+        let objects = scan
+            .docs
+            .iter()
+            .filter_map(|(id, e)| Some(((e.meta.space.clone()?, e.object_name()), *id)))
             .collect();
         Self {
             path: path.to_owned(),
@@ -406,6 +460,7 @@ impl Vault {
             state: RwLock::new(State {
                 docs: scan.docs,
                 by_fingerprint,
+                objects,
                 end: scan.accepted_end,
                 record_count: scan.accepted_count,
                 generation: newest.generation,
@@ -546,6 +601,7 @@ impl Vault {
             state: RwLock::new(State {
                 docs: BTreeMap::new(),
                 by_fingerprint: HashMap::new(),
+                objects: BTreeMap::new(),
                 end: HEADER_LEN as u64,
                 record_count: 0,
                 generation: 0,
@@ -710,17 +766,46 @@ impl Vault {
 
     /// Deletes a document (appends a tombstone; `compact` reclaims the space).
     pub fn delete(&self, id: &DocId) -> Result<()> {
-        if !self.state_read().docs.contains_key(id) {
-            return Err(VaultError::NotFound(id.to_string()));
-        }
-        self.commit_batch(|batch| {
-            let mut plain = vec![kind::DELETE];
-            serde_json::to_writer(&mut plain, &scan::DeleteRecord { id: *id })
-                .map_err(|e| VaultError::HeaderDamaged(format!("cannot encode tombstone: {e}")))?;
-            batch.append(SecretBytes::new(plain))?;
-            batch.deleted.push(*id);
-            batch.log("vault.delete", serde_json::json!({ "id": id }))
-        })
+        self.transact(|tx| tx.delete(id))
+    }
+
+    /// Runs `build` over a [`Transaction`] and commits everything it did at once: documents
+    /// stored and deleted, objects written and removed, log entries. A crash leaves all of it
+    /// or none of it; an error from `build` leaves none of it.
+    pub fn transact<T>(
+        &self,
+        build: impl FnOnce(&mut Transaction<'_, '_>) -> Result<T>,
+    ) -> Result<T> {
+        self.commit_batch(|batch| build(&mut Transaction { batch }))
+    }
+
+    /// The objects of `space`, by name.
+    pub fn objects(&self, space: &str) -> Vec<ObjectInfo> {
+        let state = self.state_read();
+        state
+            .objects
+            .range((space.to_owned(), String::new())..)
+            .take_while(|((s, _), _)| s == space)
+            .filter_map(|((_, name), id)| {
+                let entry = state.docs.get(id)?;
+                Some(ObjectInfo {
+                    name: name.clone(),
+                    size: entry.meta.size,
+                })
+            })
+            .collect()
+    }
+
+    /// Reads one object; `None` when `space` holds no object of that name.
+    pub fn read_object(&self, space: &str, name: &str) -> Result<Option<SecretBytes>> {
+        let entry = {
+            let state = self.state_read();
+            let Some(id) = state.objects.get(&(space.to_owned(), name.to_owned())) else {
+                return Ok(None);
+            };
+            state.docs.get(id).cloned()
+        };
+        entry.map(|e| self.read_content(&e)).transpose()
     }
 
     /// Appends one entry to the vault's audit log and commits it with a new checkpoint.
@@ -808,16 +893,32 @@ impl Vault {
             ..
         } = batch;
         let mut state = self.state_write();
-        for entry in new_docs {
-            state
-                .by_fingerprint
-                .insert(entry.meta.fingerprint.clone(), entry.meta.id);
-            state.docs.insert(entry.meta.id, entry);
-        }
         for id in deleted {
             if let Some(entry) = state.docs.remove(&id) {
-                state.by_fingerprint.remove(&entry.meta.fingerprint);
+                match &entry.meta.space {
+                    Some(space) => {
+                        state.objects.remove(&(space.clone(), entry.object_name()));
+                    }
+                    None => {
+                        state.by_fingerprint.remove(&entry.meta.fingerprint);
+                    }
+                }
             }
+        }
+        for entry in new_docs {
+            match &entry.meta.space {
+                Some(space) => {
+                    state
+                        .objects
+                        .insert((space.clone(), entry.object_name()), entry.meta.id);
+                }
+                None => {
+                    state
+                        .by_fingerprint
+                        .insert(entry.meta.fingerprint.clone(), entry.meta.id);
+                }
+            }
+            state.docs.insert(entry.meta.id, entry);
         }
         for (bytes, loc) in log_entries {
             // Built on the committed tip, so this cannot fail; if it did, the log on disk is
@@ -837,7 +938,7 @@ impl Vault {
         let text = text.trim().to_ascii_lowercase();
         if text.len() == 32 {
             let id: DocId = text.parse()?;
-            return if self.state_read().docs.contains_key(&id) {
+            return if self.state_read().is_user_doc(&id) {
                 Ok(id)
             } else {
                 Err(VaultError::NotFound(text))
@@ -849,7 +950,9 @@ impl Vault {
         let state = self.state_read();
         let mut matches = state
             .docs
-            .keys()
+            .iter()
+            .filter(|(_, e)| e.meta.space.is_none())
+            .map(|(id, _)| id)
             .filter(|id| id.to_hex().starts_with(&text));
         match (matches.next(), matches.next()) {
             (Some(id), None) => Ok(*id),
@@ -858,12 +961,20 @@ impl Vault {
         }
     }
 
+    /// The stored document with exactly this content, if there is one (the same keyed
+    /// fingerprint `put` deduplicates by).
+    pub fn find_content(&self, content: &[u8]) -> Option<DocId> {
+        let fingerprint = self.sealer.fingerprint(content);
+        self.state_read().by_fingerprint.get(&fingerprint).copied()
+    }
+
     /// Reads a document's metadata and content. Every chunk is authenticated.
     pub fn get(&self, id: &DocId) -> Result<(DocMeta, SecretBytes)> {
         let entry = self
             .state_read()
             .docs
             .get(id)
+            .filter(|e| e.meta.space.is_none())
             .cloned()
             .ok_or_else(|| VaultError::NotFound(id.to_string()))?;
         let content = self.read_content(&entry)?;
@@ -911,7 +1022,11 @@ impl Vault {
     /// Every document, oldest first.
     pub fn list(&self) -> Vec<DocInfo> {
         let state = self.state_read();
-        let mut entries: Vec<&DocEntry> = state.docs.values().collect();
+        let mut entries: Vec<&DocEntry> = state
+            .docs
+            .values()
+            .filter(|e| e.meta.space.is_none())
+            .collect();
         entries.sort_by_key(|e| e.seq);
         entries
             .into_iter()
@@ -941,8 +1056,20 @@ impl Vault {
             kdf: self.header.key_slots.first().map(|s| s.kdf.into()),
             vault_id: hex::encode(self.header.prefix.vault_id),
             created: self.header.prefix.created_unix,
-            documents: state.docs.len(),
-            content_bytes: state.docs.values().map(|e| e.meta.size).sum(),
+            documents: state.docs.len() - state.objects.len(),
+            content_bytes: state
+                .docs
+                .values()
+                .filter(|e| e.meta.space.is_none())
+                .map(|e| e.meta.size)
+                .sum(),
+            objects: state.objects.len(),
+            object_bytes: state
+                .docs
+                .values()
+                .filter(|e| e.meta.space.is_some())
+                .map(|e| e.meta.size)
+                .sum(),
             file_bytes,
             records: state.record_count,
             generation: state.generation,
@@ -1110,7 +1237,7 @@ impl Batch<'_> {
             .or_else(|| {
                 self.new_docs
                     .iter()
-                    .find(|e| e.meta.fingerprint == fingerprint)
+                    .find(|e| e.meta.space.is_none() && e.meta.fingerprint == fingerprint)
                     .map(|e| e.meta.id)
             });
         if let Some(id) = existing {
@@ -1128,6 +1255,19 @@ impl Batch<'_> {
             }
             _ => (DocId::generate()?, now_unix()),
         };
+        self.append_document(id, created, fingerprint, doc, None, log_put)
+    }
+
+    /// Writes one document or object: its metadata record, then its content records.
+    fn append_document(
+        &mut self,
+        id: DocId,
+        created: i64,
+        fingerprint: String,
+        doc: NewDocument<'_>,
+        space: Option<String>,
+        log_put: bool,
+    ) -> Result<PutOutcome> {
         let chunks: Vec<&[u8]> = doc.content.chunks(format::CHUNK_LEN).collect();
         let meta = DocMeta {
             id,
@@ -1142,6 +1282,7 @@ impl Batch<'_> {
             })?,
             fingerprint,
             source: doc.source,
+            space,
         };
         let mut plain = vec![kind::DOC_META];
         serde_json::to_writer(&mut plain, &meta)
@@ -1177,6 +1318,130 @@ impl Batch<'_> {
             id,
             status: PutStatus::Created,
         })
+    }
+
+    /// Appends a tombstone for a committed document or object.
+    pub(crate) fn tombstone(&mut self, id: DocId) -> Result<()> {
+        let mut plain = vec![kind::DELETE];
+        serde_json::to_writer(&mut plain, &scan::DeleteRecord { id })
+            .map_err(|e| VaultError::HeaderDamaged(format!("cannot encode tombstone: {e}")))?;
+        self.append(SecretBytes::new(plain))?;
+        self.deleted.push(id);
+        Ok(())
+    }
+
+    /// The committed object `(space, name)`, unless this batch already removed it.
+    fn committed_object(&self, space: &str, name: &str) -> Option<DocId> {
+        let id = self
+            .vault
+            .state_read()
+            .objects
+            .get(&(space.to_owned(), name.to_owned()))
+            .copied()?;
+        (!self.deleted.contains(&id)).then_some(id)
+    }
+
+    /// Writes object `name` of `space`, replacing one of the same name.
+    pub(crate) fn put_object(
+        &mut self,
+        space: &str,
+        name: &str,
+        content: &[u8],
+        given: Option<(DocId, i64)>,
+    ) -> Result<()> {
+        validate_object_name(space)?;
+        validate_object_name(name)?;
+        self.delete_object(space, name)?;
+        let (id, created) = match given {
+            Some(given) => given,
+            None => (DocId::generate()?, now_unix()),
+        };
+        let doc = NewDocument {
+            title: Some(name.to_owned()),
+            ..NewDocument::new(content)
+        };
+        // Objects are not deduplicated, so their fingerprint is not computed.
+        self.append_document(
+            id,
+            created,
+            String::new(),
+            doc,
+            Some(space.to_owned()),
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// Removes object `name` of `space` (committed or written earlier in this batch).
+    /// Returns whether there was one.
+    pub(crate) fn delete_object(&mut self, space: &str, name: &str) -> Result<bool> {
+        if let Some(pos) = self
+            .new_docs
+            .iter()
+            .position(|e| e.meta.space.as_deref() == Some(space) && e.object_name() == name)
+        {
+            let entry = self.new_docs.remove(pos);
+            // Its records are on disk already: a tombstone after them keeps a reader of this
+            // batch from seeing two objects of one name.
+            let mut plain = vec![kind::DELETE];
+            serde_json::to_writer(&mut plain, &scan::DeleteRecord { id: entry.meta.id })
+                .map_err(|e| VaultError::HeaderDamaged(format!("cannot encode tombstone: {e}")))?;
+            self.append(SecretBytes::new(plain))?;
+            return Ok(true);
+        }
+        match self.committed_object(space, name) {
+            Some(id) => {
+                self.tombstone(id)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// The work of one commit, handed to the closure given to [`Vault::transact`]. Nothing is
+/// visible to readers, or durable, until the closure returns `Ok` and the commit completes.
+pub struct Transaction<'b, 'v> {
+    batch: &'b mut Batch<'v>,
+}
+
+impl Transaction<'_, '_> {
+    /// Stores a document (logged as `vault.put`), unless the same content is stored already.
+    pub fn put(&mut self, doc: NewDocument<'_>) -> Result<PutOutcome> {
+        self.batch.put(None, doc, true)
+    }
+
+    /// Deletes a committed document (logged as `vault.delete`).
+    pub fn delete(&mut self, id: &DocId) -> Result<()> {
+        let exists = self.batch.vault.state_read().is_user_doc(id);
+        if !exists || self.batch.deleted.contains(id) {
+            return Err(VaultError::NotFound(id.to_string()));
+        }
+        self.batch.tombstone(*id)?;
+        self.batch
+            .log("vault.delete", serde_json::json!({ "id": id }))
+    }
+
+    /// Writes object `name` in `space`, replacing an object of the same name.
+    pub fn put_object(&mut self, space: &str, name: &str, content: &[u8]) -> Result<()> {
+        self.batch.put_object(space, name, content, None)
+    }
+
+    /// Removes object `name` from `space`; returns whether it existed.
+    pub fn delete_object(&mut self, space: &str, name: &str) -> Result<bool> {
+        self.batch.delete_object(space, name)
+    }
+
+    /// Appends an entry to the vault's audit log.
+    pub fn log(&mut self, kind: &str, payload: serde_json::Value) -> Result<()> {
+        self.batch.log(kind, payload)
+    }
+}
+
+impl State {
+    /// Whether `id` names a committed user document (not an internal object).
+    pub(crate) fn is_user_doc(&self, id: &DocId) -> bool {
+        self.docs.get(id).is_some_and(|e| e.meta.space.is_none())
     }
 }
 
