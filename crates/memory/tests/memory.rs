@@ -1,0 +1,442 @@
+//! The memory layer end to end on real vaults: ingest, re-ingest, update, delete, search in each
+//! mode, embeddings arriving later, persistence across reopening, no plaintext on disk.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
+use std::path::{Path, PathBuf};
+
+use p3ak_memory::{
+    EmbeddingBatch, IngestItem, IngestOptions, IngestStatus, Memory, Mode, SearchRequest,
+    TextEmbedder, expand_paths, store_embeddings,
+};
+use p3ak_vault::{Access, KdfParams, NewDocument, Passphrase, Protection, Unlock, Vault, VaultKey};
+
+const KDF: KdfParams = KdfParams {
+    memory_kib: KdfParams::MIN_MEMORY_KIB,
+    iterations: 1,
+    parallelism: 1,
+};
+
+fn pass() -> Passphrase {
+    Passphrase::new("correct horse battery staple".into())
+}
+
+fn create(dir: &Path) -> (PathBuf, Vault) {
+    let path = dir.join("memory.vault");
+    let vault = Vault::create(
+        &path,
+        Protection::Passphrase {
+            passphrase: &pass(),
+            kdf: KDF,
+        },
+    )
+    .unwrap();
+    (path, vault)
+}
+
+fn reopen(path: &Path, access: Access) -> Vault {
+    let key = VaultKey::derive(path, &pass()).unwrap();
+    Vault::open(path, Unlock::Key(&key), access).unwrap()
+}
+
+/// A bag-of-words embedder: words hashed into 64 buckets, normalised. Deterministic, and
+/// "semantic" enough that texts sharing words are near.
+struct BagOfWords;
+
+impl TextEmbedder for BagOfWords {
+    fn model(&self) -> &str {
+        "test-bag-of-words"
+    }
+    fn dimensions(&self) -> usize {
+        64
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut v = vec![0f32; 64];
+                for word in t
+                    .split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| w.len() > 2)
+                {
+                    let h = word
+                        .to_lowercase()
+                        .bytes()
+                        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+                    v[(h % 64) as usize] += 1.0;
+                }
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                v.iter().map(|x| x / n).collect()
+            })
+            .collect())
+    }
+}
+
+fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+fn ingest(memory: &mut Memory<'_>, paths: &[PathBuf]) -> p3ak_memory::IngestReport {
+    let (files, failed) = expand_paths(paths);
+    assert!(failed.is_empty(), "{failed:?}");
+    let items = files.into_iter().map(IngestItem::File).collect();
+    memory
+        .ingest(items, &IngestOptions::default(), &mut |_| {})
+        .unwrap()
+}
+
+fn bm25<'a>(query: &'a str) -> SearchRequest<'a> {
+    let mut r = SearchRequest::new(query);
+    r.mode = Mode::Bm25;
+    r
+}
+
+fn embed_all(vault: &Vault) -> usize {
+    let mut stored = 0;
+    loop {
+        let memory = Memory::open(vault).unwrap();
+        let pending = memory.pending_embeddings(16).unwrap();
+        if pending.is_empty() {
+            return stored;
+        }
+        let mut batch = EmbeddingBatch::default();
+        for doc in &pending {
+            let texts: Vec<&str> = doc.texts.iter().map(String::as_str).collect();
+            batch.push(
+                doc.id,
+                BagOfWords.model(),
+                &BagOfWords.embed(&texts).unwrap(),
+            );
+        }
+        stored += store_embeddings(vault, &batch).unwrap();
+    }
+}
+
+#[test]
+fn ingest_search_reingest_update_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(docs.join("sub")).unwrap();
+    std::fs::create_dir_all(docs.join(".git")).unwrap();
+    write(
+        &docs,
+        "notes.md",
+        b"# Finance\n\n## Bank\n\nCall the bank about the mortgage on Monday.\n\n## Taxes\n\nFile the return before April.\n",
+    );
+    let todo = write(&docs, "todo.txt", b"buy oat milk and coffee beans\n");
+    write(
+        &docs.join("sub"),
+        "people.csv",
+        b"name,role\nAda,engineer\nGrace,admiral\n",
+    );
+    write(
+        &docs,
+        "photo.png",
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01",
+    );
+    write(&docs, "broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog");
+    write(&docs.join(".git"), "HEAD", b"ref: refs/heads/main\n");
+
+    let (path, vault) = create(dir.path());
+    let mut memory = Memory::open(&vault).unwrap();
+    let report = ingest(&mut memory, std::slice::from_ref(&docs));
+    assert_eq!(
+        (
+            report.ingested,
+            report.skipped,
+            report.failed,
+            report.unchanged
+        ),
+        (3, 1, 1, 0),
+        "{:#?}",
+        report.files
+    );
+    let broken = report
+        .files
+        .iter()
+        .find(|f| f.item.ends_with("broken.pdf"))
+        .unwrap();
+    assert_eq!(broken.status, IngestStatus::Failed);
+    assert!(
+        broken.reason.as_deref().unwrap().contains("pdf"),
+        "{broken:?}"
+    );
+    assert!(
+        report.files.iter().all(|f| !f.item.contains(".git")),
+        "hidden entries skipped"
+    );
+
+    let results = memory.search(&bm25("mortgage bank"), None).unwrap();
+    let top = &results.hits[0];
+    assert_eq!(top.heading_path, vec!["Finance", "Bank"]);
+    assert_eq!(top.title.as_deref(), Some("Finance"));
+    assert!(
+        top.snippet.marked("[", "]").contains("[mortgage]"),
+        "{:?}",
+        top.snippet
+    );
+    assert!(!top.signals.is_empty());
+    let engineer = memory.search(&bm25("admiral"), None).unwrap();
+    assert!(
+        engineer.hits[0]
+            .source
+            .as_deref()
+            .unwrap()
+            .ends_with("people.csv")
+    );
+
+    // Unchanged files: nothing written.
+    let size = std::fs::metadata(&path).unwrap().len();
+    let again = ingest(&mut memory, std::slice::from_ref(&docs));
+    assert_eq!((again.ingested, again.unchanged, again.updated), (0, 3, 0));
+    let grown = std::fs::metadata(&path).unwrap().len() - size;
+    assert!(
+        grown < 4096,
+        "re-ingesting unchanged files wrote {grown} bytes"
+    );
+
+    // A changed file replaces its old version.
+    std::fs::write(&todo, b"buy tea and rice\n").unwrap();
+    let changed = ingest(&mut memory, std::slice::from_ref(&todo));
+    assert_eq!(changed.updated, 1);
+    assert!(
+        memory
+            .search(&bm25("coffee"), None)
+            .unwrap()
+            .hits
+            .is_empty()
+    );
+    assert_eq!(memory.search(&bm25("rice"), None).unwrap().hits.len(), 1);
+    assert_eq!(vault.list().len(), 3, "the old version is gone");
+    drop(memory);
+    drop(vault);
+
+    // Everything is there after reopening, read-only.
+    let vault = reopen(&path, Access::Read);
+    let memory = Memory::open(&vault).unwrap();
+    assert_eq!(memory.search(&bm25("rice"), None).unwrap().hits.len(), 1);
+    assert_eq!(
+        memory.search(&bm25("taxes april"), None).unwrap().hits[0].heading_path[1],
+        "Taxes"
+    );
+    let status = memory.status();
+    assert_eq!((status.documents, status.indexed_documents), (3, 3));
+    assert_eq!(status.pending_chunks, status.chunks);
+}
+
+#[test]
+fn embeddings_arrive_later_and_search_uses_what_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, vault) = create(dir.path());
+    let mut memory = Memory::open(&vault).unwrap();
+    let items = vec![
+        IngestItem::Bytes {
+            name: "garden.txt".into(),
+            title: None,
+            bytes: b"tomatoes need sun, water and patience in the garden".to_vec(),
+        },
+        IngestItem::Bytes {
+            name: "car.txt".into(),
+            title: None,
+            bytes: b"the car needs new tyres before winter".to_vec(),
+        },
+    ];
+    memory
+        .ingest(items, &IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    let query = BagOfWords
+        .embed(&["patience with tomatoes"])
+        .unwrap()
+        .remove(0);
+
+    // Nothing embedded yet: hybrid says so and still answers from the words.
+    let results = memory
+        .search(&SearchRequest::new("tomatoes"), Some(&query))
+        .unwrap();
+    assert_eq!(results.hits.len(), 1);
+    assert!(
+        results
+            .notes
+            .iter()
+            .any(|n| n.contains("no chunk has an embedding")),
+        "{:?}",
+        results.notes
+    );
+    let without_model = memory
+        .search(&SearchRequest::new("tomatoes"), None)
+        .unwrap();
+    assert!(
+        without_model
+            .notes
+            .iter()
+            .any(|n| n.contains("no embedding model"))
+    );
+    let mut semantic = SearchRequest::new("tomatoes");
+    semantic.mode = Mode::Semantic;
+    assert!(
+        memory.search(&semantic, None).is_err(),
+        "semantic mode needs a model"
+    );
+    drop(memory);
+
+    assert_eq!(embed_all(&vault), 2);
+    let memory = Memory::open(&vault).unwrap();
+    assert_eq!(memory.status().pending_chunks, 0);
+    assert_eq!(memory.status().model.as_deref(), Some("test-bag-of-words"));
+    let results = memory.search(&semantic, Some(&query)).unwrap();
+    assert!(
+        results.hits[0]
+            .source
+            .as_deref()
+            .unwrap()
+            .contains("garden")
+    );
+    assert!(results.notes.is_empty());
+    let hybrid = memory
+        .search(&SearchRequest::new("tomatoes patience"), Some(&query))
+        .unwrap();
+    assert_eq!(hybrid.signals.len(), 3);
+    let parts: Vec<_> = hybrid.hits[0]
+        .signals
+        .iter()
+        .map(|p| p.signal.name())
+        .collect();
+    assert!(
+        parts.contains(&"semantic") && parts.contains(&"bm25"),
+        "{parts:?}"
+    );
+    drop(memory);
+    drop(vault);
+
+    // Deleting a document through the memory drops its chunks and vectors in one commit.
+    let vault = reopen(&path, Access::Write);
+    let mut memory = Memory::open(&vault).unwrap();
+    let garden = vault
+        .list()
+        .into_iter()
+        .find(|d| d.source.as_deref() == Some("garden.txt"))
+        .unwrap();
+    memory
+        .delete_document(&garden.id, &IngestOptions::default())
+        .unwrap();
+    assert!(
+        memory
+            .search(&bm25("tomatoes"), None)
+            .unwrap()
+            .hits
+            .is_empty()
+    );
+    drop(memory);
+    let memory = Memory::open(&vault).unwrap();
+    assert!(
+        memory
+            .search(&semantic, Some(&query))
+            .unwrap()
+            .hits
+            .iter()
+            .all(|h| h.id != garden.id)
+    );
+    assert_eq!(vault.objects(p3ak_memory::SPACE_VECTORS).len(), 1);
+}
+
+#[test]
+fn documents_stored_without_ingest_are_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, vault) = create(dir.path());
+    let mut doc = NewDocument::new(b"# Plan\n\nmigrate the database on friday\n");
+    doc.source = Some("plan.md".into());
+    doc.title = Some("plan.md".into());
+    let stored = vault.put(doc).unwrap();
+    let mut memory = Memory::open(&vault).unwrap();
+    assert_eq!(memory.status().unindexed_documents, 1);
+    let report = memory
+        .ingest(Vec::new(), &IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    assert_eq!(report.caught_up, 1);
+    let hits = memory.search(&bm25("database friday"), None).unwrap().hits;
+    assert_eq!(hits[0].id, stored.id);
+    assert_eq!(hits[0].heading_path, vec!["Plan"]);
+    // A document deleted behind the memory's back is never returned, and is cleaned up.
+    vault.delete(&stored.id).unwrap();
+    let mut memory = Memory::open(&vault).unwrap();
+    assert!(
+        memory
+            .search(&bm25("database"), None)
+            .unwrap()
+            .hits
+            .is_empty()
+    );
+    memory
+        .ingest(Vec::new(), &IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    assert_eq!(memory.status().chunks, 0);
+}
+
+#[test]
+fn tag_filters_apply_to_every_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, vault) = create(dir.path());
+    let mut memory = Memory::open(&vault).unwrap();
+    for (name, project) in [("a.txt", "alpha"), ("b.txt", "beta")] {
+        let mut options = IngestOptions::default();
+        options.tags.insert("project".into(), project.into());
+        let item = IngestItem::Bytes {
+            name: name.into(),
+            title: None,
+            bytes: format!("quarterly report for {project}").into_bytes(),
+        };
+        memory.ingest(vec![item], &options, &mut |_| {}).unwrap();
+    }
+    drop(memory);
+    embed_all(&vault);
+    let memory = Memory::open(&vault).unwrap();
+    let query = BagOfWords.embed(&["quarterly report"]).unwrap().remove(0);
+    for mode in [Mode::Bm25, Mode::Semantic, Mode::Hybrid] {
+        let mut request = SearchRequest::new("quarterly report");
+        request.mode = mode;
+        request.tags.insert("project".into(), "beta".into());
+        let hits = memory.search(&request, Some(&query)).unwrap().hits;
+        assert_eq!(hits.len(), 1, "{mode:?}");
+        assert_eq!(hits[0].source.as_deref(), Some("b.txt"), "{mode:?}");
+    }
+}
+
+/// I6: document text reaches neither the vault file nor the temporary directory in plaintext
+/// — not in the index, not in the embeddings.
+#[test]
+fn invariant_i6_index_and_embeddings_are_not_plaintext_at_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, vault) = create(dir.path());
+    let marker = "zebraquokka4471";
+    let mut memory = Memory::open(&vault).unwrap();
+    let item = IngestItem::Bytes {
+        name: "secret.md".into(),
+        title: Some(format!("title {marker}")),
+        bytes: format!("# Heading {marker}\n\nbody {marker} text\n").into_bytes(),
+    };
+    memory
+        .ingest(vec![item], &IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    drop(memory);
+    embed_all(&vault);
+    assert!(
+        vault.info().unwrap().objects > 2,
+        "index and vectors are stored"
+    );
+    drop(vault);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let hay = String::from_utf8_lossy(&bytes).to_lowercase();
+        assert!(!hay.contains(marker), "marker found on disk");
+        assert!(!hay.contains("zebraquokka"), "a token of it found on disk");
+    }
+    assert!(path.exists());
+}
