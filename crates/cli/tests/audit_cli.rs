@@ -177,8 +177,10 @@ fn invariant_i5_the_vault_log_records_what_was_done_to_it() {
         [
             "vault.create",
             "vault.put",
+            "memory.index",
             "vault.delete",
             "vault.put",
+            "memory.index",
             "vault.unlock_failed",
             "vault.verify",
             "vault.export",

@@ -116,6 +116,8 @@ impl OpenReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
     pub documents: usize,
+    /// Internal objects (search index files, embeddings), verified like documents.
+    pub objects: usize,
     pub records: u64,
     pub bytes: u64,
     /// Entries in the audit log, and how many the header's signed checkpoint covers.
@@ -180,7 +182,16 @@ impl VerifyReport {
             ));
         }
         Self {
-            documents: scan.docs.len(),
+            documents: scan
+                .docs
+                .values()
+                .filter(|e| e.meta.space.is_none())
+                .count(),
+            objects: scan
+                .docs
+                .values()
+                .filter(|e| e.meta.space.is_some())
+                .count(),
             records: scan.accepted_count,
             bytes: scan.accepted_end,
             log_entries: scan.log.chain.len(),

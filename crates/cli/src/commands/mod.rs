@@ -2,6 +2,8 @@
 
 mod audit;
 mod demo;
+mod memory;
+mod models;
 mod policy;
 mod vault;
 
@@ -22,6 +24,9 @@ pub enum Command {
     /// Check a policy, explain a decision, run a policy's test cases.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Install, check and remove the embedding model (all-MiniLM-L6-v2, pinned by SHA-256).
+    #[command(subcommand)]
+    Models(models::Command),
 }
 
 pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
@@ -30,6 +35,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Vault(command) => vault::run(command, out),
         Command::Policy(command) => policy::run(command, out),
         Command::Audit(command) => audit::run(command, out),
+        Command::Models(command) => models::run(command, out),
     }
 }
 

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use p3ak_vault::{Access, KdfParams, NewDocument, NewKeys, Passphrase, Protection, Unlock, Vault};
+use p3ak_vault::{
+    Access, KdfParams, NewDocument, NewKeys, Passphrase, Protection, Unlock, Vault, VaultKey,
+};
+
+use super::memory;
 use serde_json::json;
 
 use crate::output::{Output, bytes, sanitize, timestamp};
@@ -83,6 +87,69 @@ pub enum Command {
         target: VaultArg,
         dir: PathBuf,
     },
+    /// Ingest files, directories (recursively) and globs, or `-` for standard input:
+    /// convert, chunk, store and index them; embeddings follow in the background.
+    Ingest {
+        #[command(flatten)]
+        target: VaultArg,
+        /// Files, directories or glob patterns; `-` reads standard input.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// A tag for every document, as KEY=VALUE; repeatable.
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Compute the embeddings before returning instead of in the background.
+        #[arg(long, conflicts_with = "no_embed")]
+        wait: bool,
+        /// Leave the embeddings pending (`p3ak vault embed` computes them later).
+        #[arg(long)]
+        no_embed: bool,
+    },
+    /// Search the vault's documents: BM25, semantic and structure signals, fused.
+    Search {
+        #[command(flatten)]
+        target: VaultArg,
+        query: String,
+        /// Number of results.
+        #[arg(short = 'k', default_value_t = 10)]
+        k: usize,
+        #[arg(long, value_enum, default_value_t = memory::ModeArg::Hybrid)]
+        mode: memory::ModeArg,
+        /// Only documents with this tag; repeatable (all must match).
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Show each signal's rank, score and contribution.
+        #[arg(long)]
+        explain: bool,
+        #[arg(long, value_enum, default_value_t = memory::FusionArg::Convex)]
+        fusion: memory::FusionArg,
+    },
+    /// What is indexed and embedded, what is pending, whether the embedder runs.
+    Status {
+        #[command(flatten)]
+        target: VaultArg,
+    },
+    /// Compute the pending embeddings now (what `ingest` starts in the background).
+    Embed {
+        #[command(flatten)]
+        target: VaultArg,
+        /// Read the vault key from standard input (how `ingest` starts this command).
+        #[arg(long, hide = true)]
+        key_stdin: bool,
+    },
+    /// Rebuild the search index from the stored documents.
+    Reindex {
+        #[command(flatten)]
+        target: VaultArg,
+    },
+    /// Measure retrieval on a judged collection (docs.jsonl, queries.jsonl, qrels.tsv):
+    /// nDCG@10, MRR@10 and Recall@100 per mode, in a temporary vault.
+    Eval {
+        /// The collection's directory.
+        collection: PathBuf,
+        #[arg(long, value_enum, default_value_t = memory::FusionArg::Convex)]
+        fusion: memory::FusionArg,
+    },
     /// Rewrite the vault without deleted or damaged documents, under a fresh master key.
     Compact {
         #[command(flatten)]
@@ -135,6 +202,19 @@ fn passphrase(target: &VaultArg) -> anyhow::Result<Passphrase> {
         prompt: "Vault passphrase: ",
         new: false,
     })
+}
+
+/// The vault's key (one Argon2id run), for commands that reopen the vault.
+fn vault_access(target: &VaultArg) -> anyhow::Result<memory::VaultAccess> {
+    let header = p3ak_vault::peek(&target.vault)?;
+    if !header.is_encrypted() {
+        return Ok(memory::VaultAccess::Unencrypted);
+    }
+    let passphrase = passphrase(target)?;
+    Ok(memory::VaultAccess::Key(VaultKey::derive(
+        &target.vault,
+        &passphrase,
+    )?))
 }
 
 /// Opens a vault, asking for the passphrase only when the header says it is encrypted.
@@ -208,7 +288,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Delete { target, id } => {
             let vault = open(&target, Access::Write, out)?;
             let id = vault.resolve(&id)?;
-            vault.delete(&id)?;
+            memory::delete(&vault, &id)?;
             out.json(&json!({ "deleted": id }));
             out.line(format!("deleted {id}"));
             Ok(())
@@ -242,8 +322,67 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
                     "failed": report.failed.len(),
                 }),
             )?;
+            memory::index_stored(&vault)?;
             transfer_summary(&report, "imported", &dir, out)
         }
+        Command::Ingest {
+            target,
+            paths,
+            tags,
+            wait,
+            no_embed,
+        } => {
+            let access = vault_access(&target)?;
+            let embed = match (wait, no_embed) {
+                (true, _) => memory::EmbedAfter::Wait,
+                (_, true) => memory::EmbedAfter::No,
+                _ => memory::EmbedAfter::Background,
+            };
+            let args = memory::IngestArgs {
+                vault: target.vault.clone(),
+                paths,
+                tags,
+                embed,
+            };
+            memory::ingest(args, &access, out)
+        }
+        Command::Search {
+            target,
+            query,
+            k,
+            mode,
+            tags,
+            explain,
+            fusion,
+        } => {
+            let vault = open(&target, Access::Read, out)?;
+            let args = memory::SearchArgs {
+                query,
+                k,
+                mode: mode.into(),
+                tags,
+                explain,
+                fusion: fusion.into(),
+            };
+            memory::search(&vault, args, out)
+        }
+        Command::Status { target } => {
+            let vault = open(&target, Access::Read, out)?;
+            memory::status(&vault, out)
+        }
+        Command::Embed { target, key_stdin } => {
+            let access = if key_stdin {
+                memory::key_from_stdin()?
+            } else {
+                vault_access(&target)?
+            };
+            memory::embed(&target.vault, &access, out)
+        }
+        Command::Reindex { target } => {
+            let vault = open(&target, Access::Write, out)?;
+            memory::reindex(&vault, out)
+        }
+        Command::Eval { collection, fusion } => memory::eval(&collection, fusion.into(), out),
         Command::Log { target, count } => {
             let vault = open(&target, Access::Read, out)?;
             let len = vault.log_len();
@@ -344,6 +483,7 @@ fn put(
         tags: tags.into_iter().collect::<BTreeMap<_, _>>(),
         source,
     })?;
+    memory::index_stored(&vault)?;
     out.json(&json!({ "id": outcome.id, "status": outcome.status }));
     out.line(outcome.id);
     if outcome.status == p3ak_vault::PutStatus::Unchanged {
@@ -430,6 +570,11 @@ fn info(target: &VaultArg, header_only: bool, out: &Output) -> anyhow::Result<()
     out.line(format!("created         {}", timestamp(info.created)));
     out.line(format!("documents       {}", info.documents));
     out.line(format!("content         {}", bytes(info.content_bytes)));
+    out.line(format!(
+        "search data     {} ({} objects: index and embeddings)",
+        bytes(info.object_bytes),
+        info.objects
+    ));
     out.line(format!("file size       {}", bytes(info.file_bytes)));
     out.line(format!("records         {}", info.records));
     out.line(format!(
