@@ -1,0 +1,520 @@
+//! all-MiniLM-L6-v2 on the CPU: tokenizer, BERT forward, mean pooling, L2 normalisation.
+//!
+//! The recipe is the one sentence-transformers applies (and the golden test checks): the shipped
+//! `tokenizer.json` with its padding switched off and truncation at [`MAX_TOKENS`] (the file
+//! itself pads to a fixed 128 and truncates at 128), an fp32 BERT forward, the mean of the last
+//! hidden states over the real tokens only (attention mask), then L2 normalisation.
+//!
+//! # Threads
+//!
+//! Candle's CPU backend runs matrix products through the `gemm` crate on rayon (in whichever
+//! rayon pool the call runs in, the global one by default) and element-wise kernels on its own
+//! persistent thread pool. Both default to the number of physical cores. A caller that wants
+//! fewer threads sets `RAYON_NUM_THREADS` (read on every matrix product, and by rayon's global
+//! pool when it starts) and `CANDLE_NUM_THREADS` (candle's own pool, read once when it starts;
+//! it defaults to `RAYON_NUM_THREADS`) before the first embedding; `RAYON_NUM_THREADS=1` makes
+//! inference single-threaded.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config, HiddenAct, PositionEmbeddingType};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// The model this crate computes, as sentence-transformers names it.
+pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
+/// Length of every embedding.
+pub const DIMENSIONS: usize = 384;
+/// Tokens per input, `[CLS]` and `[SEP]` included; longer input is truncated (as
+/// sentence-transformers' `max_seq_length` does).
+pub const MAX_TOKENS: usize = 256;
+
+/// Sequences per forward pass. Inputs are sorted by length first, so a batch pads little.
+const BATCH_SIZE: usize = 16;
+
+const WEIGHTS_FILE: &str = "model.safetensors";
+const TOKENIZER_FILE: &str = "tokenizer.json";
+const CONFIG_FILE: &str = "config.json";
+
+/// What can go wrong loading the model or embedding text.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// The model directory is not there.
+    #[error("missing model directory `{}`", path.display())]
+    MissingDir {
+        /// The directory looked for.
+        path: PathBuf,
+    },
+    /// A file the model needs is not there.
+    #[error("missing model file `{}`", path.display())]
+    MissingFile {
+        /// The file looked for.
+        path: PathBuf,
+    },
+    /// A model file exists but cannot be read.
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `tokenizer.json` is not a tokenizer this crate can use.
+    #[error("invalid tokenizer `{}`: {reason}", path.display())]
+    Tokenizer {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// `config.json` is not JSON, not a BERT config, or not a MiniLM-L6 shape.
+    #[error("invalid model config `{}`: {reason}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// `model.safetensors` is not safetensors, or lacks a tensor of the right shape.
+    #[error("invalid model weights `{}`: {source}", path.display())]
+    Weights {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: candle_core::Error,
+    },
+    /// The tokenizer failed on an input.
+    #[error("cannot tokenize input: {0}")]
+    Tokenize(String),
+    /// The forward pass failed (a bug, or weights that do not fit the tokenizer).
+    #[error("inference failed: {0}")]
+    Inference(#[source] candle_core::Error),
+}
+
+/// all-MiniLM-L6-v2, loaded once; embedding takes `&self`, so one instance serves every thread.
+pub struct Embedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+}
+
+impl fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Embedder")
+            .field("model", &MODEL_NAME)
+            .field("dimensions", &DIMENSIONS)
+            .field("max_tokens", &MAX_TOKENS)
+            .finish_non_exhaustive()
+    }
+}
+
+// `Embedder` is shared across threads (an `Arc<Embedder>` in the server).
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Embedder>();
+};
+
+impl Embedder {
+    /// Loads the model from `model_dir`, which holds `model.safetensors` and `tokenizer.json`
+    /// (and optionally `config.json`; without it the known MiniLM-L6 shape is used).
+    ///
+    /// This reads and checks all weights (about 90 MB) and is the expensive part; keep the
+    /// result.
+    pub fn load(model_dir: &Path) -> Result<Embedder, EmbedError> {
+        if !model_dir.is_dir() {
+            return Err(EmbedError::MissingDir {
+                path: model_dir.to_path_buf(),
+            });
+        }
+        let device = Device::Cpu;
+        let tokenizer = load_tokenizer(&model_dir.join(TOKENIZER_FILE))?;
+        let config = load_config(&model_dir.join(CONFIG_FILE))?;
+
+        let tokenizer_path = model_dir.join(TOKENIZER_FILE);
+        let vocab = tokenizer.get_vocab_size(true);
+        if vocab > config.vocab_size {
+            return Err(EmbedError::Tokenizer {
+                path: tokenizer_path,
+                reason: format!(
+                    "vocabulary of {vocab} tokens exceeds the model's {}",
+                    config.vocab_size
+                ),
+            });
+        }
+
+        let weights_path = model_dir.join(WEIGHTS_FILE);
+        let bytes = read_file(&weights_path)?;
+        let weights_error = |source| EmbedError::Weights {
+            path: weights_path.clone(),
+            source,
+        };
+        let tensors =
+            candle_core::safetensors::load_buffer(&bytes, &device).map_err(weights_error)?;
+        drop(bytes);
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let model = BertModel::load(vb, &config).map_err(weights_error)?;
+
+        let embedder = Embedder {
+            model,
+            tokenizer,
+            device,
+        };
+        if embedder.encode("")?.is_empty() {
+            return Err(EmbedError::Tokenizer {
+                path: tokenizer_path,
+                reason: "it adds no [CLS]/[SEP] tokens".to_owned(),
+            });
+        }
+        Ok(embedder)
+    }
+
+    /// One L2-normalised [`DIMENSIONS`]-long vector per text, in the order given.
+    ///
+    /// Texts longer than [`MAX_TOKENS`] tokens are truncated. Texts are sorted by length and
+    /// run in batches; the result equals embedding each text alone (to ~1e-6).
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut encoded = texts
+            .iter()
+            .enumerate()
+            .map(|(index, text)| Ok((index, self.encode(text)?)))
+            .collect::<Result<Vec<(usize, Vec<u32>)>, EmbedError>>()?;
+        encoded.sort_by_key(|(_, ids)| ids.len());
+
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in encoded.chunks(BATCH_SIZE) {
+            let batch_vectors = self.forward_batch(batch).map_err(EmbedError::Inference)?;
+            vectors.extend(batch.iter().map(|(index, _)| *index).zip(batch_vectors));
+        }
+        vectors.sort_unstable_by_key(|(index, _)| *index);
+        Ok(vectors.into_iter().map(|(_, vector)| vector).collect())
+    }
+
+    /// The vector of one text; see [`Embedder::embed`].
+    pub fn embed_one(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        self.embed(&[text])?
+            .pop()
+            .ok_or_else(|| EmbedError::Inference(candle_core::Error::Msg("no output".to_owned())))
+    }
+
+    /// How many tokens the model sees for `text`: `[CLS]` and `[SEP]` included, after
+    /// truncation to [`MAX_TOKENS`].
+    pub fn token_count(&self, text: &str) -> Result<usize, EmbedError> {
+        Ok(self.encode(text)?.len())
+    }
+
+    /// The token ids the model sees for `text` (what [`Embedder::token_count`] counts).
+    pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
+        self.encode(text)
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
+        let encoding = self
+            .tokenizer
+            .encode_fast(text, true)
+            .map_err(|err| EmbedError::Tokenize(err.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Embeds sequences of token ids: pads them to the longest, masks the padding in the
+    /// attention and in the pooling.
+    fn forward_batch(&self, batch: &[(usize, Vec<u32>)]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let rows = batch.len();
+        let width = batch.iter().map(|(_, ids)| ids.len()).max().unwrap_or(0);
+        if rows == 0 || width == 0 {
+            // Only a tokenizer without [CLS]/[SEP] gives an empty sequence; `load` refuses one.
+            candle_core::bail!("empty token sequence");
+        }
+        let mut ids = Vec::with_capacity(rows * width);
+        let mut mask = Vec::with_capacity(rows * width);
+        for (_, seq) in batch {
+            let pad = width.saturating_sub(seq.len());
+            ids.extend_from_slice(seq);
+            ids.extend(std::iter::repeat_n(0u32, pad));
+            mask.extend(std::iter::repeat_n(1u32, seq.len()));
+            mask.extend(std::iter::repeat_n(0u32, pad));
+        }
+        let input_ids = Tensor::from_vec(ids, (rows, width), &self.device)?;
+        let attention_mask = Tensor::from_vec(mask, (rows, width), &self.device)?;
+        let token_type_ids = input_ids.zeros_like()?;
+
+        // (rows, width, DIMENSIONS)
+        let hidden = self
+            .model
+            .forward(&input_ids, &token_type_ids, Some(&attention_mask))?;
+
+        // Mean over the real tokens (sentence-transformers clamps the count at 1e-9).
+        let weights = attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = hidden.broadcast_mul(&weights)?.sum(1)?;
+        let counts = weights.sum(1)?.clamp(1e-9f32, f32::MAX)?;
+        let mean = summed.broadcast_div(&counts)?;
+
+        // L2 normalisation (torch's F.normalize: divide by max(norm, 1e-12)).
+        let norms = mean
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12f32, f32::MAX)?;
+        mean.broadcast_div(&norms)?.to_vec2::<f32>()
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, EmbedError> {
+    std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => EmbedError::MissingFile {
+            path: path.to_path_buf(),
+        },
+        _ => EmbedError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+fn load_tokenizer(path: &Path) -> Result<Tokenizer, EmbedError> {
+    let bytes = read_file(path)?;
+    let invalid = |reason: String| EmbedError::Tokenizer {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut tokenizer = Tokenizer::from_bytes(&bytes).map_err(|err| invalid(err.to_string()))?;
+    // The shipped file pads every input to 128 tokens; pooling over those pads would inflate
+    // every cosine. A batch pads on its own, and masks what it pads.
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: MAX_TOKENS,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+        }))
+        .map_err(|err| invalid(err.to_string()))?;
+    Ok(tokenizer)
+}
+
+/// `config.json` if present, else the known all-MiniLM-L6-v2 shape.
+fn load_config(path: &Path) -> Result<Config, EmbedError> {
+    let invalid = |reason: String| EmbedError::Config {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let config = match read_file(path) {
+        Ok(bytes) => {
+            serde_json::from_slice::<Config>(&bytes).map_err(|err| invalid(err.to_string()))?
+        }
+        Err(EmbedError::MissingFile { .. }) => minilm_l6_config(),
+        Err(err) => return Err(err),
+    };
+    // Candle divides by the head count and indexes positions up to the sequence length.
+    if config.hidden_size != DIMENSIONS {
+        return Err(invalid(format!(
+            "hidden size {} is not {DIMENSIONS}",
+            config.hidden_size
+        )));
+    }
+    if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        return Err(invalid(format!(
+            "{} attention heads do not divide hidden size {}",
+            config.num_attention_heads, config.hidden_size
+        )));
+    }
+    if config.max_position_embeddings < MAX_TOKENS {
+        return Err(invalid(format!(
+            "{} positions are fewer than {MAX_TOKENS}",
+            config.max_position_embeddings
+        )));
+    }
+    if config.type_vocab_size == 0 {
+        return Err(invalid("no token types".to_owned()));
+    }
+    Ok(config)
+}
+
+/// sentence-transformers/all-MiniLM-L6-v2's `config.json`.
+fn minilm_l6_config() -> Config {
+    Config {
+        vocab_size: 30522,
+        hidden_size: DIMENSIONS,
+        num_hidden_layers: 6,
+        num_attention_heads: 12,
+        intermediate_size: 1536,
+        hidden_act: HiddenAct::Gelu,
+        hidden_dropout_prob: 0.1,
+        max_position_embeddings: 512,
+        type_vocab_size: 2,
+        initializer_range: 0.02,
+        layer_norm_eps: 1e-12,
+        pad_token_id: 0,
+        position_embedding_type: PositionEmbeddingType::Absolute,
+        use_cache: true,
+        classifier_dropout: None,
+        model_type: Some("bert".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+
+    /// A tiny valid BERT WordPiece tokenizer.json.
+    const TINY_TOKENIZER: &str = r###"{
+      "version": "1.0",
+      "truncation": {"max_length": 128, "strategy": "LongestFirst", "stride": 0},
+      "padding": {"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": null,
+                  "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
+      "added_tokens": [],
+      "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                     "strip_accents": null, "lowercase": true},
+      "pre_tokenizer": {"type": "BertPreTokenizer"},
+      "post_processor": {"type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                   {"Sequence": {"id": "A", "type_id": 0}},
+                   {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {
+          "[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
+          "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}},
+      "decoder": null,
+      "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                "max_input_chars_per_word": 100,
+                "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "hello": 4}}
+    }"###;
+
+    #[test]
+    fn missing_dir_and_files_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Embedder::load(&dir.path().join("nope")).unwrap_err();
+        assert!(matches!(err, EmbedError::MissingDir { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with("missing model directory `"),
+            "{err}"
+        );
+        assert!(err.to_string().ends_with("nope`"), "{err}");
+
+        let err = Embedder::load(dir.path()).unwrap_err();
+        assert!(matches!(err, EmbedError::MissingFile { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.starts_with("missing model file `"), "{message}");
+        assert!(message.ends_with("tokenizer.json`"), "{message}");
+    }
+
+    #[test]
+    fn tokenizer_that_is_not_json_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), TOKENIZER_FILE, b"not json at all");
+        let err = Embedder::load(dir.path()).unwrap_err();
+        assert!(matches!(err, EmbedError::Tokenizer { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("invalid tokenizer `"), "{err}");
+    }
+
+    #[test]
+    fn tiny_tokenizer_loads_unpadded_and_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), TOKENIZER_FILE, TINY_TOKENIZER.as_bytes());
+        let tokenizer = load_tokenizer(&dir.path().join(TOKENIZER_FILE)).unwrap();
+        let ids = tokenizer.encode_fast("Hello", true).unwrap();
+        assert_eq!(ids.get_ids(), &[2, 4, 3]);
+        let empty = tokenizer.encode_fast("  \t\n ", true).unwrap();
+        assert_eq!(empty.get_ids(), &[2, 3]);
+        let long = "hello ".repeat(10_000);
+        let ids = tokenizer.encode_fast(long.as_str(), true).unwrap();
+        assert_eq!(ids.get_ids().len(), MAX_TOKENS);
+        assert_eq!(ids.get_ids().last(), Some(&3));
+    }
+
+    #[test]
+    fn missing_weights_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), TOKENIZER_FILE, TINY_TOKENIZER.as_bytes());
+        let err = Embedder::load(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, EmbedError::MissingFile { ref path } if path.ends_with(WEIGHTS_FILE))
+        );
+    }
+
+    #[test]
+    fn corrupt_weights_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), TOKENIZER_FILE, TINY_TOKENIZER.as_bytes());
+        for bytes in [
+            &b""[..],
+            &b"garbage"[..],
+            &[0xff; 64][..],
+            // A header length far past the end of the file.
+            &[8, 0, 0, 0, 0, 0, 0, 0, b'{', b'}'][..],
+            // A valid header naming a tensor whose bytes are not there.
+            &b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}  "[..],
+        ] {
+            write(dir.path(), WEIGHTS_FILE, bytes);
+            let err = Embedder::load(dir.path()).unwrap_err();
+            assert!(matches!(err, EmbedError::Weights { .. }), "{err:?}");
+            assert!(err.to_string().starts_with("invalid model weights `"), "{err}");
+        }
+    }
+
+    #[test]
+    fn valid_safetensors_without_bert_tensors_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), TOKENIZER_FILE, TINY_TOKENIZER.as_bytes());
+        let t = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+        let path = dir.path().join(WEIGHTS_FILE);
+        t.save_safetensors("t", &path).unwrap();
+        let err = Embedder::load(dir.path()).unwrap_err();
+        assert!(matches!(err, EmbedError::Weights { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn config_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        assert_eq!(load_config(&path).unwrap(), minilm_l6_config());
+
+        write(dir.path(), CONFIG_FILE, b"{");
+        assert!(matches!(load_config(&path), Err(EmbedError::Config { .. })));
+
+        let mut json = serde_json::json!({
+            "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
+            "num_attention_heads": 12, "intermediate_size": 1536, "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.1, "max_position_embeddings": 512, "type_vocab_size": 2,
+            "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+            "use_cache": true, "model_type": "bert"
+        });
+        write(dir.path(), CONFIG_FILE, json.to_string().as_bytes());
+        assert_eq!(load_config(&path).unwrap(), minilm_l6_config());
+
+        for (key, value) in [
+            ("hidden_size", 768),
+            ("num_attention_heads", 0),
+            ("num_attention_heads", 7),
+            ("max_position_embeddings", 128),
+            ("type_vocab_size", 0),
+        ] {
+            let mut bad = json.clone();
+            bad[key] = value.into();
+            write(dir.path(), CONFIG_FILE, bad.to_string().as_bytes());
+            let err = load_config(&path).unwrap_err();
+            assert!(
+                err.to_string().starts_with("invalid model config `"),
+                "{err}"
+            );
+        }
+        json["hidden_act"] = "swish".into();
+        write(dir.path(), CONFIG_FILE, json.to_string().as_bytes());
+        assert!(matches!(load_config(&path), Err(EmbedError::Config { .. })));
+    }
+
+    #[test]
+    fn error_messages_are_lowercase_without_period() {
+        let err = EmbedError::Tokenize("x".to_owned());
+        let message = err.to_string();
+        assert!(message.starts_with(|c: char| c.is_lowercase()));
+        assert!(!message.ends_with('.'));
+    }
+}
