@@ -98,10 +98,10 @@ impl Env {
 }
 
 /// One `P3AK_HOME` with the model installed, shared by the tests of this binary.
-fn model_home() -> Option<&'static Path> {
+fn model_home(test: &str) -> Option<&'static Path> {
     static HOME: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
     HOME.get_or_init(|| {
-        let model = p3ak_embed::test_support::model_dir()?;
+        let model = p3ak_embed::test_support::model_dir_or_skip(test)?;
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         let out = Command::cargo_bin("p3ak")

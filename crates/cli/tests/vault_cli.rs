@@ -556,7 +556,7 @@ fn the_demo_walks_every_step_and_says_so_in_json() {
     assert_eq!(
         steps,
         [
-            "create", "put", "list", "get", "scan", "rekey", "verify", "audit"
+            "create", "put", "list", "get", "search", "scan", "rekey", "verify", "audit"
         ]
     );
 }

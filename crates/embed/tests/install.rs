@@ -33,11 +33,8 @@ use zip::write::SimpleFileOptions;
 
 fn model_dir() -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    let dir = DIR.get_or_init(test_support::model_dir).as_deref();
-    if dir.is_none() {
-        eprintln!("skipped: the model files are not available (see test_support::model_dir)");
-    }
-    dir
+    DIR.get_or_init(|| test_support::model_dir_or_skip("install tests"))
+        .as_deref()
 }
 
 fn scratch() -> PathBuf {

@@ -181,6 +181,29 @@ pub fn run(_args: Args, out: &Output) -> anyhow::Result<()> {
         ))
     })?;
 
+    steps.run("search", || {
+        let mut memory = p3ak_memory::Memory::open(&vault)?;
+        let indexed = memory
+            .ingest(Vec::new(), &p3ak_memory::IngestOptions::default(), &mut |_| {})?
+            .caught_up;
+        let query = "where does the surplus go";
+        let mut request = p3ak_memory::SearchRequest::new(query);
+        request.mode = p3ak_memory::Mode::Bm25;
+        let results = memory.search(&request, None)?;
+        let top = results.hits.first().context("no search result")?;
+        let title = top.title.clone().unwrap_or_default();
+        ensure!(
+            title == "Quarterly budget review",
+            "expected the budget review first, found `{title}`"
+        );
+        Ok((
+            (),
+            format!(
+                "indexed {indexed} documents (the index is stored encrypted in the vault); \"{query}\" -> {title}"
+            ),
+        ))
+    })?;
+
     steps.run("scan", || {
         let hits = scan_for(dir.path(), marker.as_bytes())?;
         ensure!(hits == 0, "found plaintext on disk in {hits} files");
