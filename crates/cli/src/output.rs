@@ -81,6 +81,25 @@ impl Output {
     }
 }
 
+impl Output {
+    /// A progress bar counting bytes (with a rate), for downloads and ingest.
+    pub fn progress_bytes(&self, what: &str) -> ProgressBar {
+        let bar = self.progress(what);
+        if bar.is_hidden() {
+            return bar;
+        }
+        let style = ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta} left) {msg}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(what.to_owned());
+        bar.set_message(String::new());
+        bar
+    }
+}
+
 /// The callback that drives `bar` from a library's (done, total) progress reports.
 pub fn track(bar: &ProgressBar) -> impl FnMut(u64, u64) + '_ {
     move |done, total| {

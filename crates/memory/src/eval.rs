@@ -250,7 +250,13 @@ pub fn evaluate(
             bytes: d.text.clone().into_bytes(),
         })
         .collect();
-    let report = memory.ingest(items, &IngestOptions::default(), &mut |_| {})?;
+    // One writer thread: documents land in the index in collection order, so ties between
+    // equal scores break the same way on every run.
+    let options = IngestOptions {
+        writer_threads: 1,
+        ..IngestOptions::default()
+    };
+    let report = memory.ingest(items, &options, &mut |_| {})?;
     if report.failed > 0 {
         let first = report.files.iter().find(|f| f.reason.is_some());
         return Err(MemoryError::Invalid(format!(

@@ -60,6 +60,9 @@ pub(crate) fn weight(signal: Signal) -> f32 {
     }
 }
 
+/// Depth of a list at which the semantic signal's floor (0 after normalising) is read.
+const NORMALISE_DEPTH: usize = 100;
+
 /// A signal's ranked candidates, best first: `(key, raw score)`.
 pub(crate) struct Ranked<K> {
     pub(crate) signal: Signal,
@@ -103,7 +106,11 @@ pub(crate) fn fuse<K: Copy + Eq + std::hash::Hash>(
         }
         let weight = list.weight / total_weight;
         let best = list.hits.first().map_or(0.0, |h| h.1);
-        let worst = list.hits.last().map_or(0.0, |h| h.1);
+        // The floor is taken at a fixed depth, so asking for more candidates does not move it.
+        let worst = list
+            .hits
+            .get(NORMALISE_DEPTH.min(list.hits.len()).saturating_sub(1))
+            .map_or(0.0, |h| h.1);
         for (i, &(key, score)) in list.hits.iter().enumerate() {
             let rank = i + 1;
             #[expect(clippy::cast_precision_loss, reason = "ranks are small")]

@@ -184,7 +184,7 @@ pub fn ingest(args: IngestArgs, access: &VaultAccess, out: &Output) -> anyhow::R
         tags: args.tags.iter().cloned().collect::<BTreeMap<_, _>>(),
         ..IngestOptions::default()
     };
-    let bar = out.progress("ingest");
+    let bar = out.progress_bytes("ingest");
     let mut files_total = 0u64;
     let mut files_done = 0u64;
     let mut memory = Memory::open(&vault)?;

@@ -86,7 +86,7 @@ fn install(args: InstallArgs, out: &Output) -> anyhow::Result<()> {
     };
     let mut failed = Vec::new();
     for (i, source) in sources.iter().enumerate() {
-        let bar = out.progress("model");
+        let bar = out.progress_bytes("model");
         let result = p3ak_embed::install(&models_dir, source, &mut track(&bar));
         bar.finish_and_clear();
         let report = match result {
