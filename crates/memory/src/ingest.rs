@@ -322,7 +322,8 @@ impl<'v> Memory<'v> {
         Ok(report)
     }
 
-    /// Rebuilds the index from the stored documents (after damage, or a schema change).
+    /// Rebuilds the index from the stored documents (after damage, or a schema change). Open
+    /// the memory with [`Memory::open_for_rebuild`] when the stored index cannot be read.
     pub fn reindex(&mut self, options: &IngestOptions) -> Result<usize> {
         let mut writer = self.writer(options)?;
         writer.delete_all_documents()?;

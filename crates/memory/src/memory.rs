@@ -128,13 +128,23 @@ pub(crate) fn id_of(key: u128) -> Option<DocId> {
 impl<'v> Memory<'v> {
     /// Loads the memory of an open vault: decrypts the index and the embeddings into memory.
     pub fn open(vault: &'v Vault) -> Result<Self> {
+        Self::load(vault, false)
+    }
+
+    /// Opens with an empty index, ignoring the stored one (which the next commit replaces):
+    /// the way out of a damaged index, for [`Memory::reindex`].
+    pub fn open_for_rebuild(vault: &'v Vault) -> Result<Self> {
+        Self::load(vault, true)
+    }
+
+    fn load(vault: &'v Vault, discard_index: bool) -> Result<Self> {
         let docs: HashMap<u128, DocInfo> = vault
             .list()
             .into_iter()
             .filter(|d| d.damaged.is_none())
             .map(|d| (key(&d.id), d))
             .collect();
-        let (index, dir, persisted) = load_index(vault)?;
+        let (index, dir, persisted) = load_index(vault, discard_index)?;
         let fields = fields_of(&index)?;
         let reader = index
             .reader_builder()
@@ -367,15 +377,20 @@ fn fields_of(index: &Index) -> Result<Fields> {
 }
 
 /// Loads the index from the vault's objects, or makes an empty one.
-fn load_index(vault: &Vault) -> Result<(Index, MemoryDirectory, HashSet<String>)> {
+fn load_index(vault: &Vault, discard: bool) -> Result<(Index, MemoryDirectory, HashSet<String>)> {
     let objects = vault.objects(SPACE_INDEX);
-    let info = vault.read_object(SPACE_INDEX, INDEX_INFO)?;
-    let current = match &info {
-        Some(bytes) => serde_json::from_slice::<IndexInfo>(bytes.expose())
-            .map(|i| i.schema_version == SCHEMA_VERSION)
-            .map_err(|e| MemoryError::Corrupt(format!("`{INDEX_INFO}`: {e}")))?,
-        None => true,
+    let info = if discard {
+        None
+    } else {
+        vault.read_object(SPACE_INDEX, INDEX_INFO)?
     };
+    let current = !discard
+        && match &info {
+            Some(bytes) => serde_json::from_slice::<IndexInfo>(bytes.expose())
+                .map(|i| i.schema_version == SCHEMA_VERSION)
+                .map_err(|e| MemoryError::Corrupt(format!("`{INDEX_INFO}`: {e}")))?,
+            None => true,
+        };
     let mut files = Vec::new();
     if current {
         for object in objects.iter().filter(|o| o.name != INDEX_INFO) {

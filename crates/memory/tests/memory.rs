@@ -440,3 +440,45 @@ fn invariant_i6_index_and_embeddings_are_not_plaintext_at_rest() {
     }
     assert!(path.exists());
 }
+
+/// I9: a damaged index is an error that says how to recover, and `reindex` rebuilds it from the
+/// documents, which are never touched.
+#[test]
+fn invariant_i9_a_damaged_index_is_reported_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, vault) = create(dir.path());
+    let mut memory = Memory::open(&vault).unwrap();
+    let item = IngestItem::Bytes {
+        name: "a.md".into(),
+        title: None,
+        bytes: b"# Boiler\n\nservice the boiler every autumn\n".to_vec(),
+    };
+    memory
+        .ingest(vec![item], &IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    drop(memory);
+    vault
+        .transact(|tx| tx.put_object(p3ak_memory::SPACE_INDEX, "meta.json", b"{ not json"))
+        .unwrap();
+    let err = Memory::open(&vault)
+        .err()
+        .expect("a damaged index must not open")
+        .to_string();
+    assert!(
+        err.contains("search index is damaged") && err.contains("reindex"),
+        "{err}"
+    );
+    let mut memory = Memory::open_for_rebuild(&vault).unwrap();
+    assert_eq!(memory.reindex(&IngestOptions::default()).unwrap(), 1);
+    drop(memory);
+    let memory = Memory::open(&vault).unwrap();
+    assert_eq!(
+        memory
+            .search(&bm25("boiler autumn"), None)
+            .unwrap()
+            .hits
+            .len(),
+        1
+    );
+    assert_eq!(vault.list().len(), 1, "documents untouched");
+}

@@ -553,7 +553,7 @@ pub fn status(vault: &Vault, out: &Output) -> anyhow::Result<()> {
 }
 
 pub fn reindex(vault: &Vault, out: &Output) -> anyhow::Result<()> {
-    let mut memory = Memory::open(vault)?;
+    let mut memory = Memory::open_for_rebuild(vault)?;
     let indexed = memory.reindex(&IngestOptions::default())?;
     out.json(&json!({ "indexed": indexed }));
     out.line(format!("indexed {indexed} documents"));
