@@ -380,25 +380,11 @@ impl<'v> Memory<'v> {
         &mut self,
         build: impl FnOnce(&mut p3ak_vault::Transaction<'_, '_>) -> p3ak_vault::Result<()>,
     ) -> Result<()> {
-        let mut persist_error = None;
-        let stored = self.vault.transact(|tx| {
+        let stored = transact(self.vault, |tx| {
             build(tx)?;
-            match self.persist(tx) {
-                Ok(stored) => Ok(Some(stored)),
-                Err(e) => {
-                    persist_error = Some(e);
-                    Err(p3ak_vault::VaultError::ReadOnly)
-                }
-            }
-        });
-        let stored = match (stored, persist_error) {
-            (_, Some(e)) => return Err(e),
-            (Err(e), None) => return Err(e.into()),
-            (Ok(stored), None) => stored,
-        };
-        if let Some(stored) = stored {
-            self.persisted = stored;
-        }
+            self.persist(tx)
+        })?;
+        self.persisted = stored;
         self.reader.reload()?;
         self.map_chunks()
     }
@@ -645,9 +631,8 @@ impl<'v> Memory<'v> {
             documents: batch.len(),
         });
         let mut outcomes: Vec<FileOutcome> = Vec::with_capacity(batch.len());
-        let mut index_error = None;
         let mut new_docs = Vec::new();
-        let result = self.vault.transact(|tx| {
+        let stored = transact(self.vault, |tx| {
             for p in &batch {
                 let put = tx.put(NewDocument {
                     title: Some(p.title.clone()),
@@ -678,30 +663,15 @@ impl<'v> Memory<'v> {
                     "chunks": new_docs.iter().map(|(_, p)| p.chunks.len()).sum::<usize>(),
                 }),
             )?;
-            let indexed = (|| -> Result<()> {
-                for (id, p) in &new_docs {
-                    if let Some(old) = p.replaces {
-                        writer.delete_term(self.doc_term(&old));
-                    }
-                    self.add_chunks(writer, id, &p.title, &p.tags, &p.chunks)?;
+            for (id, p) in &new_docs {
+                if let Some(old) = p.replaces {
+                    writer.delete_term(self.doc_term(&old));
                 }
-                writer.commit()?;
-                Ok(())
-            })();
-            let persisted = indexed.and_then(|()| self.persist(tx));
-            match persisted {
-                Ok(stored) => Ok(stored),
-                Err(e) => {
-                    index_error = Some(e);
-                    Err(p3ak_vault::VaultError::ReadOnly)
-                }
+                self.add_chunks(writer, id, &p.title, &p.tags, &p.chunks)?;
             }
-        });
-        let stored = match (result, index_error) {
-            (_, Some(e)) => return Err(e),
-            (Err(e), None) => return Err(e.into()),
-            (Ok(stored), None) => stored,
-        };
+            writer.commit()?;
+            self.persist(tx)
+        })?;
         self.persisted = stored;
         self.refresh_docs();
         self.reader.reload()?;
@@ -814,5 +784,26 @@ impl Memory<'_> {
             .filter(|d| d.damaged.is_none())
             .map(|d| (key(&d.id), d))
             .collect();
+    }
+}
+
+/// Runs `work` in one vault transaction. An error of the memory layer aborts the transaction
+/// (nothing is committed) and is returned as it is.
+fn transact<T>(
+    vault: &p3ak_vault::Vault,
+    work: impl FnOnce(&mut p3ak_vault::Transaction<'_, '_>) -> Result<T>,
+) -> Result<T> {
+    let mut failure = None;
+    let outcome = vault.transact(|tx| {
+        work(tx).map_err(|e| {
+            failure = Some(e);
+            // Any error aborts the vault transaction; the real one is `failure`.
+            p3ak_vault::VaultError::ReadOnly
+        })
+    });
+    match (outcome, failure) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(e.into()),
+        (Ok(value), None) => Ok(value),
     }
 }
