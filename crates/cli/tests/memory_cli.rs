@@ -7,7 +7,6 @@
     clippy::expect_used,
     clippy::indexing_slicing,
     clippy::panic,
-    clippy::print_stderr,
     reason = "test code: a failed step should fail the test loudly"
 )]
 
@@ -37,12 +36,7 @@ impl Env {
 
     /// A fresh directory whose `P3AK_HOME` has the model installed, or `None` (skipped).
     fn with_model(test: &str) -> Option<Self> {
-        let Some(home) = model_home() else {
-            eprintln!(
-                "skipped: {test}: the embedding model is not available (see p3ak_embed::test_support)"
-            );
-            return None;
-        };
+        let home = model_home(test)?;
         Some(Self {
             dir: tempfile::tempdir().unwrap(),
             home: home.to_owned(),

