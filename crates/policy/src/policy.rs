@@ -245,6 +245,35 @@ impl Policy {
         self.run(request, None)
     }
 
+    /// Whether no call of `action` by `agent` could ever run, whatever its arguments, context or
+    /// approval: an unconditional forbid covers it, the agent may not propose it, or nothing
+    /// mentions it and the default rejects. The kernel masks such actions so that no model
+    /// ever sees them. A conditional rule never makes an action "never": it might not hold.
+    #[must_use]
+    pub fn never_permits(&self, agent: &str, action: &str, declared: Option<Tier>) -> bool {
+        let forbidden = self
+            .forbid_index
+            .lookup(action)
+            .into_iter()
+            .filter_map(|i| self.forbids.get(i))
+            .any(|f| f.condition.is_none() && f.agents.as_ref().is_none_or(|a| a.contains(agent)));
+        if forbidden {
+            return true;
+        }
+        if let Some(acl) = &self.acl {
+            let permitted = acl
+                .get(agent)
+                .is_some_and(|patterns| patterns.iter().any(|p| p.matches(action)));
+            if !permitted {
+                return true;
+            }
+        }
+        if self.entry_index.lookup(action).is_empty() {
+            return matches!(self.default_for(declared).0, Decision::Reject);
+        }
+        false
+    }
+
     /// Decides a request and records every rule that took part.
     #[must_use]
     pub fn explain(&self, request: &Request) -> Explanation {
