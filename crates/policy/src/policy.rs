@@ -53,6 +53,28 @@ pub struct TotalSpec {
     path: Vec<String>,
 }
 
+impl TotalSpec {
+    /// What one call adds to this total: `None` when the action does not count, or when a
+    /// sum's argument is missing, negative or not an integer. The kernel's ledger uses this so
+    /// that it counts exactly what the engine adds.
+    #[must_use]
+    pub fn contribution(&self, action: &str, args: &serde_json::Value) -> Option<i64> {
+        if !self.patterns.iter().any(|p| p.matches(action)) {
+            return None;
+        }
+        match self.kind {
+            TotalKind::Count => Some(1),
+            TotalKind::Sum { .. } => {
+                let mut value = args;
+                for segment in &self.path {
+                    value = value.get(segment)?;
+                }
+                value.as_i64().filter(|amount| *amount >= 0)
+            }
+        }
+    }
+}
+
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_secs())
 }

@@ -155,7 +155,6 @@ impl Envelope {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
     use crate::{ErrorKind, ErrorMessage, Ping, ToolResult};

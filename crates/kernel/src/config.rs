@@ -1,0 +1,265 @@
+//! `config.toml`: runtime settings and the plugins to start.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::KernelError;
+
+/// First-party plugins `p3ak plugin run` knows.
+pub const BUILTINS: &[&str] = &["files", "http", "shell", "vault", "scripted"];
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kernel settings.
+    #[serde(default)]
+    pub kernel: KernelSettings,
+    /// Plugins by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// `[kernel]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelSettings {
+    /// The agent a connector gets when it names none.
+    pub default_agent: String,
+    /// Largest frame a plugin may send.
+    pub max_frame: usize,
+    /// How often plugins are pinged.
+    #[serde(with = "humantime_serde_compat")]
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered.
+    #[serde(with = "humantime_serde_compat")]
+    pub ping_timeout: Duration,
+    /// Model calls per turn.
+    pub max_steps: u32,
+    /// Longest a turn may take.
+    #[serde(with = "humantime_serde_compat")]
+    pub turn_timeout: Duration,
+    /// Longest a tool call may take.
+    #[serde(with = "humantime_serde_compat")]
+    pub tool_timeout: Duration,
+    /// Longest one model call may take.
+    #[serde(with = "humantime_serde_compat")]
+    pub inference_timeout: Duration,
+    /// Restarts within `restart_window` before a plugin is given up.
+    pub restart_limit: u32,
+    /// The window `restart_limit` counts in.
+    #[serde(with = "humantime_serde_compat")]
+    pub restart_window: Duration,
+    /// How long a started plugin has to connect, say hello and register.
+    #[serde(with = "humantime_serde_compat")]
+    pub start_timeout: Duration,
+}
+
+impl Default for KernelSettings {
+    fn default() -> Self {
+        Self {
+            default_agent: "assistant".to_owned(),
+            max_frame: p3ak_proto::DEFAULT_MAX_FRAME,
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(5),
+            max_steps: 8,
+            turn_timeout: Duration::from_secs(30 * 60),
+            tool_timeout: Duration::from_secs(120),
+            inference_timeout: Duration::from_secs(300),
+            restart_limit: 5,
+            restart_window: Duration::from_secs(300),
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[plugins.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// A first-party plugin, run as `p3ak plugin run BUILTIN`.
+    #[serde(default)]
+    pub builtin: Option<String>,
+    /// A third-party executable.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Settings handed to the plugin in `welcome`.
+    #[serde(default = "empty_table")]
+    pub config: toml::Table,
+    /// Set to false to keep the entry without starting it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn empty_table() -> toml::Table {
+    toml::Table::new()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How to start a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launch {
+    /// `p3ak plugin run NAME`.
+    Builtin(String),
+    /// An executable.
+    Path(PathBuf),
+}
+
+impl PluginConfig {
+    /// How to start it.
+    #[must_use]
+    pub fn launch(&self) -> Option<Launch> {
+        match (&self.builtin, &self.path) {
+            (Some(name), None) => Some(Launch::Builtin(name.clone())),
+            (None, Some(path)) => Some(Launch::Path(path.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks `config.toml`.
+    pub fn load(path: &Path) -> Result<Self, KernelError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(KernelError::io(format!("cannot read `{}`", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks the text of a config file; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, KernelError> {
+        let error = |message: String| KernelError::Config {
+            path: path.to_owned(),
+            message,
+        };
+        let config: Config =
+            toml::from_str(text).map_err(|e| error(one_line(&e.to_string())))?;
+        for (name, plugin) in &config.plugins {
+            if !valid_plugin_name(name) {
+                return Err(error(format!(
+                    "plugin name `{name}`: use letters, digits, `_` and `-`"
+                )));
+            }
+            match plugin.launch() {
+                None => {
+                    return Err(error(format!(
+                        "plugin `{name}`: set exactly one of `builtin` and `path`"
+                    )));
+                }
+                Some(Launch::Builtin(builtin)) if !BUILTINS.contains(&builtin.as_str()) => {
+                    return Err(error(format!(
+                        "plugin `{name}`: unknown builtin `{builtin}` (known: {})",
+                        BUILTINS.join(", ")
+                    )));
+                }
+                Some(Launch::Path(p)) if !p.is_absolute() => {
+                    return Err(error(format!(
+                        "plugin `{name}`: path `{}` must be absolute",
+                        p.display()
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let k = &config.kernel;
+        if k.max_frame < 1024 || k.max_frame > 64 << 20 {
+            return Err(error("kernel.max_frame must be between 1024 and 67108864".to_owned()));
+        }
+        if k.max_steps == 0 {
+            return Err(error("kernel.max_steps must be at least 1".to_owned()));
+        }
+        for (name, d) in [
+            ("ping_interval", k.ping_interval),
+            ("ping_timeout", k.ping_timeout),
+            ("turn_timeout", k.turn_timeout),
+            ("tool_timeout", k.tool_timeout),
+            ("inference_timeout", k.inference_timeout),
+            ("start_timeout", k.start_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(error(format!("kernel.{name} must be more than zero")));
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Plugin names: what the policy prefixes actions with.
+#[must_use]
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// TOML errors span several lines with a caret diagram; keep the message line.
+pub(crate) fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let first = lines.first().copied().unwrap_or_default().to_owned();
+    match lines.get(1..).and_then(<[&str]>::last) {
+        Some(last) if *last != first => format!("{first}: {last}"),
+        _ => first,
+    }
+}
+
+/// Durations as `"10s"`, `"5m"` (humantime) or whole seconds.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => humantime::parse_duration(&t)
+                .map_err(|e| serde::de::Error::custom(format!("`{t}`: {e}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_parses() {
+        let config = Config::parse(crate::home::DEFAULT_CONFIG, Path::new("config.toml")).unwrap();
+        assert!(config.plugins.contains_key("files"));
+        assert_eq!(config.kernel.max_steps, 8);
+    }
+
+    #[test]
+    fn bad_files_give_one_line_errors() {
+        for (text, expect) in [
+            ("[kernel]\nmax_steps = 0\n", "max_steps"),
+            ("[plugins.x]\n", "exactly one"),
+            ("[plugins.x]\nbuiltin = \"nope\"\n", "unknown builtin"),
+            ("[plugins.x]\npath = \"rel/p\"\n", "absolute"),
+            ("[plugins.\"a b\"]\nbuiltin = \"files\"\n", "plugin name"),
+            ("[kernel]\nping_interval = \"soon\"\n", "soon"),
+            ("[kernel]\ntypo = 1\n", "typo"),
+            ("not toml", ""),
+        ] {
+            let error = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(error.contains(expect), "{error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+    }
+}

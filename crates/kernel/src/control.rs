@@ -1,0 +1,209 @@
+//! The control socket (`run/control.sock`): how `p3ak chat`, `pending`, `approve`, `deny`,
+//! `secret` and `status` talk to a running kernel. Frames as in the plugin protocol (4-byte
+//! length + JSON); one request per connection, answered by one or more events, the last of
+//! which is final. Only processes of the kernel's own uid may connect (checked with
+//! `SO_PEERCRED`; the socket's directory is 0700 too).
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use p3ak_proto::FrameDecoder;
+use serde::{Deserialize, Serialize};
+
+use crate::KernelError;
+use crate::broker::SecretInfo;
+use crate::host::PluginStatus;
+use crate::pending::PendingInfo;
+
+/// Largest control frame.
+pub const MAX_CONTROL_FRAME: usize = 4 << 20;
+
+/// A request to the kernel.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlRequest {
+    /// A chat message; answered by notices and chunks, then a reply.
+    Chat {
+        /// The agent, or the default one.
+        #[serde(default)]
+        agent: Option<String>,
+        /// The conversation.
+        conversation: String,
+        /// The text.
+        text: String,
+    },
+    /// What waits for approval.
+    Pending,
+    /// Approve one.
+    Approve {
+        /// Its id.
+        id: String,
+    },
+    /// Deny one.
+    Deny {
+        /// Its id.
+        id: String,
+    },
+    /// Store a secret.
+    SecretSet {
+        /// Its name.
+        name: String,
+        /// Its value (zeroized by the kernel after storing).
+        value: String,
+        /// Action patterns it may be used with.
+        #[serde(default)]
+        scopes: Vec<String>,
+    },
+    /// Names and scopes of the secrets.
+    SecretList,
+    /// Plugins and pending approvals.
+    Status,
+    /// Stop the kernel.
+    Shutdown,
+}
+
+impl Drop for ControlRequest {
+    fn drop(&mut self) {
+        if let Self::SecretSet { value, .. } = self {
+            zeroize::Zeroize::zeroize(value);
+        }
+    }
+}
+
+/// The kernel's state, for `p3ak status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KernelStatus {
+    /// The kernel's pid.
+    pub pid: u32,
+    /// Its home.
+    pub home: String,
+    /// The plugins.
+    pub plugins: Vec<serde_json::Value>,
+    /// What waits for approval.
+    pub pending: usize,
+    /// Agents by name.
+    pub agents: Vec<String>,
+    /// Tokens used since the start, summed over turns.
+    pub usage: p3ak_proto::Usage,
+}
+
+/// One event of an answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ControlEvent {
+    /// Something the person should know mid-turn (an approval is needed).
+    Notice {
+        /// The text.
+        text: String,
+    },
+    /// Part of the reply, as the model produces it.
+    Chunk {
+        /// The text.
+        text: String,
+    },
+    /// The turn's reply (final).
+    Reply {
+        /// The text.
+        text: String,
+    },
+    /// Pending approvals (final).
+    Pending {
+        /// The items.
+        items: Vec<PendingInfo>,
+    },
+    /// Secrets (final).
+    Secrets {
+        /// Names and scopes.
+        items: Vec<SecretInfo>,
+    },
+    /// Status (final).
+    Status(KernelStatus),
+    /// The request was done (final).
+    Done {
+        /// What was done.
+        message: String,
+    },
+    /// The request failed (final).
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+impl ControlEvent {
+    /// Whether this ends the answer.
+    #[must_use]
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::Notice { .. } | Self::Chunk { .. })
+    }
+}
+
+/// Converts host statuses to JSON rows.
+pub(crate) fn plugin_rows(status: Vec<PluginStatus>) -> Vec<serde_json::Value> {
+    status
+        .into_iter()
+        .filter_map(|s| serde_json::to_value(s).ok())
+        .collect()
+}
+
+/// Sends one request to the kernel listening on `socket` and calls `on_event` for every event
+/// until the final one, which it returns.
+pub fn call(
+    socket: &Path,
+    request: &ControlRequest,
+    mut on_event: impl FnMut(&ControlEvent),
+) -> Result<ControlEvent, KernelError> {
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(KernelError::NotRunning {
+                socket: socket.to_owned(),
+            });
+        }
+        Err(e) => return Err(KernelError::Control(format!("cannot connect: {e}"))),
+    };
+    let payload = zeroize::Zeroizing::new(
+        serde_json::to_vec(request).map_err(|e| KernelError::Control(e.to_string()))?,
+    );
+    let frame = zeroize::Zeroizing::new(
+        p3ak_proto::encode_payload(&payload, MAX_CONTROL_FRAME)
+            .map_err(|e| KernelError::Control(e.to_string()))?,
+    );
+    stream
+        .write_all(&frame)
+        .map_err(|e| KernelError::Control(format!("cannot send: {e}")))?;
+    let mut decoder = FrameDecoder::new(MAX_CONTROL_FRAME);
+    let mut buf = vec![0u8; 64 * 1024];
+    // A chat turn may wait for an approval for as long as the policy says; no read timeout.
+    stream
+        .set_read_timeout(None::<Duration>)
+        .map_err(|e| KernelError::Control(e.to_string()))?;
+    loop {
+        while let Some(payload) = decoder
+            .next_frame()
+            .map_err(|e| KernelError::Control(e.to_string()))?
+        {
+            let event: ControlEvent = serde_json::from_slice(&payload)
+                .map_err(|e| KernelError::Control(format!("bad answer: {e}")))?;
+            if event.is_final() {
+                return Ok(event);
+            }
+            on_event(&event);
+        }
+        let n = std::io::Read::read(&mut stream, &mut buf)
+            .map_err(|e| KernelError::Control(format!("cannot read: {e}")))?;
+        if n == 0 {
+            return Err(KernelError::Control(
+                "the kernel closed the connection without answering".to_owned(),
+            ));
+        }
+        decoder.push(buf.get(..n).unwrap_or_default());
+    }
+}

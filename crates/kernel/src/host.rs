@@ -1,0 +1,894 @@
+//! The plugin host: starts each configured plugin as its own process with its own socket,
+//! checks who connected, validates what it registers, pings it, and restarts it with backoff
+//! when it dies, hangs or breaks the protocol — while every other plugin keeps being served.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use p3ak_crypto::SecretBytes;
+use p3ak_proto::{
+    ActionSpec, Envelope, ErrorKind, ErrorMessage, FrameDecoder, Message, PluginKind, Registered,
+    Welcome,
+};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::net::unix::OwnedReadHalf;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+use zeroize::Zeroizing;
+
+use crate::audit::AuditLog;
+use crate::broker::Broker;
+use crate::config::{KernelSettings, Launch};
+use crate::proposal::compile_schema;
+
+/// Most actions one plugin may register.
+pub const MAX_ACTIONS: usize = 256;
+
+/// Everything needed to (re)start one plugin.
+pub struct PluginSpec {
+    /// Its configured name.
+    pub name: String,
+    /// How to start it.
+    pub launch: Launch,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Handed over in `welcome`.
+    pub config: serde_json::Value,
+    /// Written to its stdin at each start, then stdin is closed (the vault plugin's key).
+    pub stdin: Option<Arc<SecretBytes>>,
+    /// Where its socket goes.
+    pub socket: PathBuf,
+}
+
+/// One action as registered, its schema compiled.
+#[derive(Clone)]
+pub struct RegisteredAction {
+    /// The spec the plugin sent.
+    pub spec: ActionSpec,
+    pub(crate) validator: Arc<jsonschema::Validator>,
+}
+
+/// What a plugin registered.
+#[derive(Clone)]
+pub struct Registration {
+    /// Connector, tool or provider.
+    pub kind: PluginKind,
+    /// Its actions (tools).
+    pub actions: Vec<RegisteredAction>,
+}
+
+/// A plugin's state, for `p3ak status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum PluginState {
+    /// Being started.
+    Starting,
+    /// Connected and registered.
+    Running,
+    /// Waiting to be restarted.
+    Restarting(String),
+    /// Given up on after too many restarts.
+    Failed(String),
+    /// Shut down.
+    Stopped,
+}
+
+/// A row of `p3ak status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: PluginState,
+    /// Its kind, once registered.
+    pub kind: Option<PluginKind>,
+    /// Its actions, once registered.
+    pub actions: Vec<String>,
+    /// Times it was restarted.
+    pub restarts: u32,
+    /// Its process id while running.
+    pub pid: Option<u32>,
+}
+
+/// Why a request to a plugin failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HostError {
+    /// It is not running (starting, restarting, failed, unknown).
+    #[error("plugin `{0}` is not running")]
+    NotRunning(String),
+    /// No answer in time.
+    #[error("plugin `{0}` did not answer in time")]
+    Timeout(String),
+    /// The connection went away before the answer.
+    #[error("plugin `{0}` disconnected")]
+    Disconnected(String),
+    /// It answered with an error.
+    #[error("{}: {}", kind_name(.0.kind), .0.message)]
+    Plugin(ErrorMessage),
+    /// It answered with something else than the request calls for.
+    #[error("plugin `{0}` answered with an unexpected `{1}`")]
+    Unexpected(String, &'static str),
+    /// The request could not be encoded (too large).
+    #[error("request to plugin `{0}` could not be sent: {1}")]
+    Encode(String, String),
+}
+
+fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Transient => "transient error",
+        ErrorKind::Permanent => "permanent error",
+        ErrorKind::RateLimited => "rate limited",
+        ErrorKind::Auth => "authentication error",
+        ErrorKind::Invalid => "invalid request",
+        ErrorKind::Rejected => "rejected",
+    }
+}
+
+struct Waiter {
+    reply: oneshot::Sender<Result<Message, HostError>>,
+    chunks: Option<mpsc::UnboundedSender<String>>,
+}
+
+/// A live connection to a registered plugin.
+pub struct Connection {
+    name: String,
+    frames: mpsc::Sender<Zeroizing<Vec<u8>>>,
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    next_id: AtomicU64,
+    max_frame: usize,
+    /// What it registered.
+    pub registration: Registration,
+}
+
+impl Connection {
+    /// Sends a request and waits for its answer. Stream chunks, if any, go to `chunks`.
+    pub async fn request(
+        &self,
+        message: Message,
+        timeout: Duration,
+        chunks: Option<mpsc::UnboundedSender<String>>,
+    ) -> Result<Message, HostError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut envelope = Envelope::new(id, message);
+        let frame = p3ak_proto::encode(&envelope, self.max_frame)
+            .map(Zeroizing::new)
+            .map_err(|e| HostError::Encode(self.name.clone(), e.to_string()));
+        // Invoke arguments carry injected secrets: wipe them once they are in the frame.
+        if let Message::Invoke(invoke) = &mut envelope.message {
+            crate::broker::zeroize_value(&mut invoke.args);
+        }
+        let frame = frame?;
+        let (reply, answer) = oneshot::channel();
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.insert(id, Waiter { reply, chunks });
+        }
+        if self.frames.send(frame).await.is_err() {
+            self.forget(id);
+            return Err(HostError::Disconnected(self.name.clone()));
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(HostError::Disconnected(self.name.clone())),
+            Err(_) => {
+                self.forget(id);
+                Err(HostError::Timeout(self.name.clone()))
+            }
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.remove(&id);
+        }
+    }
+
+    fn deliver(&self, envelope: Envelope) {
+        let Ok(mut waiters) = self.waiters.lock() else {
+            return;
+        };
+        if let Message::StreamChunk(chunk) = &envelope.message {
+            if let Some(sink) = waiters.get(&envelope.id).and_then(|w| w.chunks.as_ref()) {
+                let _ = sink.send(chunk.text.clone());
+            }
+            return;
+        }
+        // A reply whose request timed out is dropped.
+        if let Some(waiter) = waiters.remove(&envelope.id) {
+            let result = match envelope.message {
+                Message::Error(e) => Err(HostError::Plugin(e)),
+                other => Ok(other),
+            };
+            let _ = waiter.reply.send(result);
+        }
+    }
+
+    fn fail_all(&self) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            for (_, waiter) in waiters.drain() {
+                let _ = waiter
+                    .reply
+                    .send(Err(HostError::Disconnected(self.name.clone())));
+            }
+        }
+    }
+}
+
+struct Slot {
+    spec: PluginSpec,
+    state: watch::Sender<PluginState>,
+    connection: RwLock<Option<Arc<Connection>>>,
+    pid: RwLock<Option<u32>>,
+    restarts: AtomicU64,
+}
+
+/// The host of every configured plugin.
+pub struct Host {
+    slots: BTreeMap<String, Arc<Slot>>,
+    settings: KernelSettings,
+    audit: AuditLog,
+    broker: Arc<Broker>,
+    exe: PathBuf,
+    stopping: Arc<AtomicBool>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Host {
+    /// A host for these plugins; `exe` is the `p3ak` binary first-party plugins run from.
+    #[must_use]
+    pub fn new(
+        specs: Vec<PluginSpec>,
+        settings: KernelSettings,
+        audit: AuditLog,
+        broker: Arc<Broker>,
+        exe: PathBuf,
+    ) -> Self {
+        let slots = specs
+            .into_iter()
+            .map(|spec| {
+                let (state, _) = watch::channel(PluginState::Starting);
+                (
+                    spec.name.clone(),
+                    Arc::new(Slot {
+                        spec,
+                        state,
+                        connection: RwLock::new(None),
+                        pid: RwLock::new(None),
+                        restarts: AtomicU64::new(0),
+                    }),
+                )
+            })
+            .collect();
+        let (shutdown, _) = watch::channel(false);
+        Self {
+            slots,
+            settings,
+            audit,
+            broker,
+            exe,
+            stopping: Arc::new(AtomicBool::new(false)),
+            shutdown,
+        }
+    }
+
+    /// Starts every plugin's supervisor and waits (up to the start timeout) until each is
+    /// running or has failed its first start.
+    pub async fn start(self: &Arc<Self>) {
+        for slot in self.slots.values() {
+            let host = Arc::clone(self);
+            let slot = Arc::clone(slot);
+            tokio::spawn(async move { host.supervise(slot).await });
+        }
+        let deadline = Instant::now() + self.settings.start_timeout + Duration::from_secs(1);
+        for slot in self.slots.values() {
+            let mut state = slot.state.subscribe();
+            let wait = state.wait_for(|s| !matches!(s, PluginState::Starting));
+            let _ = tokio::time::timeout_at(deadline.into(), wait).await;
+        }
+    }
+
+    /// The live connection to a plugin.
+    #[must_use]
+    pub fn connection(&self, name: &str) -> Option<Arc<Connection>> {
+        self.slots
+            .get(name)
+            .and_then(|slot| slot.connection.read().ok().and_then(|c| c.clone()))
+    }
+
+    /// Running plugins of a kind, by name.
+    #[must_use]
+    pub fn running(&self, kind: PluginKind) -> Vec<(String, Arc<Connection>)> {
+        self.slots
+            .keys()
+            .filter_map(|name| self.connection(name).map(|c| (name.clone(), c)))
+            .filter(|(_, c)| c.registration.kind == kind)
+            .collect()
+    }
+
+    /// Whether a plugin of that name is configured.
+    #[must_use]
+    pub fn is_configured(&self, name: &str) -> bool {
+        self.slots.contains_key(name)
+    }
+
+    /// Every plugin's state.
+    #[must_use]
+    pub fn status(&self) -> Vec<PluginStatus> {
+        self.slots
+            .iter()
+            .map(|(name, slot)| {
+                let connection = self.connection(name);
+                PluginStatus {
+                    name: name.clone(),
+                    state: slot.state.borrow().clone(),
+                    kind: connection.as_ref().map(|c| c.registration.kind),
+                    actions: connection
+                        .map(|c| {
+                            c.registration
+                                .actions
+                                .iter()
+                                .map(|a| format!("{name}.{}", a.spec.name))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    restarts: u32::try_from(slot.restarts.load(Ordering::Relaxed))
+                        .unwrap_or(u32::MAX),
+                    pid: slot.pid.read().ok().and_then(|p| *p),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until a plugin is running again (for tests and the demo), up to `timeout`.
+    pub async fn wait_running(&self, name: &str, timeout: Duration) -> bool {
+        let Some(slot) = self.slots.get(name) else {
+            return false;
+        };
+        let mut state = slot.state.subscribe();
+        let wait = state.wait_for(|s| matches!(s, PluginState::Running));
+        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))
+    }
+
+    /// Asks every plugin to shut down, then kills what is left.
+    pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        for slot in self.slots.values() {
+            let mut state = slot.state.subscribe();
+            let wait = state.wait_for(|s| {
+                matches!(s, PluginState::Stopped | PluginState::Failed(_))
+            });
+            let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
+        }
+    }
+
+    async fn supervise(self: Arc<Self>, slot: Arc<Slot>) {
+        let name = slot.spec.name.clone();
+        let mut recent: Vec<Instant> = Vec::new();
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let started = Instant::now();
+            let reason = self.run_once(&slot).await;
+            if let Ok(mut c) = slot.connection.write() {
+                *c = None;
+            }
+            if let Ok(mut p) = slot.pid.write() {
+                *p = None;
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                let _ = self
+                    .audit
+                    .record("plugin.stop", serde_json::json!({"plugin": name}))
+                    .await;
+                slot.state.send_replace(PluginState::Stopped);
+                return;
+            }
+            tracing::warn!(plugin = %name, %reason, "plugin stopped");
+            let _ = self
+                .audit
+                .record(
+                    "plugin.exit",
+                    serde_json::json!({"plugin": name, "reason": reason}),
+                )
+                .await;
+            // A plugin that ran well for a while starts again from the shortest delay.
+            if started.elapsed() > self.settings.restart_window {
+                backoff = Duration::from_millis(500);
+            }
+            let now = Instant::now();
+            recent.retain(|t| now.duration_since(*t) < self.settings.restart_window);
+            if recent.len() >= self.settings.restart_limit as usize {
+                let detail = format!(
+                    "{} restarts within {}; last: {reason}",
+                    recent.len(),
+                    humantime::format_duration(self.settings.restart_window)
+                );
+                let _ = self
+                    .audit
+                    .record(
+                        "plugin.failed",
+                        serde_json::json!({"plugin": name, "reason": detail}),
+                    )
+                    .await;
+                tracing::error!(plugin = %name, "{detail}: given up");
+                slot.state.send_replace(PluginState::Failed(detail));
+                return;
+            }
+            recent.push(now);
+            slot.state.send_replace(PluginState::Restarting(reason));
+            let mut shutdown = self.shutdown.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stopped(&mut shutdown) => {}
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                slot.state.send_replace(PluginState::Stopped);
+                return;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            slot.restarts.fetch_add(1, Ordering::Relaxed);
+            let _ = self
+                .audit
+                .record("plugin.restart", serde_json::json!({"plugin": name}))
+                .await;
+            slot.state.send_replace(PluginState::Starting);
+        }
+    }
+
+    /// Starts the plugin once and serves it until it goes away; returns why it did.
+    async fn run_once(&self, slot: &Arc<Slot>) -> String {
+        let spec = &slot.spec;
+        let mut child = match self.spawn(spec).await {
+            Ok(child) => child,
+            Err(reason) => return reason,
+        };
+        let pid = child.child.id();
+        if let Ok(mut p) = slot.pid.write() {
+            *p = pid;
+        }
+        let outcome = self.connect_and_serve(slot, &mut child).await;
+        kill_group(pid);
+        let _ = tokio::time::timeout(Duration::from_secs(2), child.child.wait()).await;
+        outcome
+    }
+
+    async fn spawn(&self, spec: &PluginSpec) -> Result<Spawned, String> {
+        if let Err(e) = std::fs::remove_file(&spec.socket)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(format!("cannot remove stale socket: {e}"));
+        }
+        let listener = UnixListener::bind(&spec.socket)
+            .map_err(|e| format!("cannot bind `{}`: {e}", spec.socket.display()))?;
+        let mut command = match &spec.launch {
+            Launch::Builtin(builtin) => {
+                let mut c = Command::new(&self.exe);
+                c.arg("plugin").arg("run").arg(builtin);
+                c
+            }
+            Launch::Path(path) => Command::new(path),
+        };
+        command
+            .args(&spec.args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .env("P3AK_PLUGIN_SOCKET", &spec.socket)
+            .env("P3AK_PLUGIN_NAME", &spec.name)
+            .env("P3AK_MAX_FRAME", self.settings.max_frame.to_string())
+            .stdin(if spec.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start: {e}"))?;
+        let _ = self
+            .audit
+            .record(
+                "plugin.start",
+                serde_json::json!({"plugin": spec.name, "pid": child.id()}),
+            )
+            .await;
+        if let (Some(bytes), Some(mut stdin)) = (&spec.stdin, child.stdin.take()) {
+            let _ = stdin.write_all(bytes.expose()).await;
+            let _ = stdin.shutdown().await;
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let name = spec.name.clone();
+            let broker = Arc::clone(&self.broker);
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    // Plugins see injected secrets; what they print is scrubbed like results.
+                    let line = broker.scrubber().scrub(&line);
+                    tracing::info!(plugin = %name, "{line}");
+                }
+            });
+        }
+        Ok(Spawned { child, listener })
+    }
+
+    async fn connect_and_serve(&self, slot: &Arc<Slot>, spawned: &mut Spawned) -> String {
+        let spec = &slot.spec;
+        let accept = tokio::time::timeout(self.settings.start_timeout, spawned.listener.accept());
+        let stream = tokio::select! {
+            accepted = accept => match accepted {
+                Ok(Ok((stream, _))) => stream,
+                Ok(Err(e)) => return format!("accept failed: {e}"),
+                Err(_) => return "did not connect in time".to_owned(),
+            },
+            status = spawned.child.wait() => {
+                return match status {
+                    Ok(s) => format!("exited before connecting ({s})"),
+                    Err(e) => format!("exited before connecting: {e}"),
+                };
+            }
+        };
+        // Nobody else may connect: the socket goes as soon as the plugin is in.
+        let _ = std::fs::remove_file(&spec.socket);
+        let expected_pid = spawned.child.id();
+        match stream.peer_cred() {
+            Ok(cred) => {
+                let uid = rustix::process::geteuid().as_raw();
+                let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
+                if cred.uid() != uid || pid != expected_pid {
+                    let _ = self
+                        .audit
+                        .record(
+                            "plugin.peer_refused",
+                            serde_json::json!({
+                                "plugin": spec.name, "peer_uid": cred.uid(), "peer_pid": pid,
+                                "expected_pid": expected_pid,
+                            }),
+                        )
+                        .await;
+                    return format!(
+                        "refused a connection from uid {} pid {:?}: not the process started",
+                        cred.uid(),
+                        pid
+                    );
+                }
+            }
+            Err(e) => return format!("cannot read peer credentials: {e}"),
+        }
+        let (read, mut write) = stream.into_split();
+        let mut reader = FrameReader::new(read, self.settings.max_frame);
+        let deadline = tokio::time::Instant::now() + self.settings.start_timeout;
+        let registration = match self
+            .handshake(spec, &mut reader, &mut write, deadline)
+            .await
+        {
+            Ok(r) => r,
+            Err(reason) => {
+                let _ = self
+                    .audit
+                    .record(
+                        "plugin.misbehaved",
+                        serde_json::json!({"plugin": spec.name, "reason": reason}),
+                    )
+                    .await;
+                return reason;
+            }
+        };
+        self.audit_registration(spec, &registration).await;
+
+        let (frames, mut outgoing) = mpsc::channel::<Zeroizing<Vec<u8>>>(64);
+        let connection = Arc::new(Connection {
+            name: spec.name.clone(),
+            frames,
+            waiters: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            max_frame: self.settings.max_frame,
+            registration,
+        });
+        if let Ok(mut c) = slot.connection.write() {
+            *c = Some(Arc::clone(&connection));
+        }
+        slot.state.send_replace(PluginState::Running);
+
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = outgoing.recv().await {
+                if write.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            write
+        });
+        let mut shutdown = self.shutdown.subscribe();
+        let mut ping = tokio::time::interval(self.settings.ping_interval);
+        ping.tick().await;
+        let reason = loop {
+            tokio::select! {
+                frame = reader.next() => match frame {
+                    Ok(Some(envelope)) => connection.deliver(envelope),
+                    Ok(None) => break "closed the connection".to_owned(),
+                    Err(e) => {
+                        let reason = format!("protocol violation: {e}");
+                        let _ = self.audit.record("plugin.misbehaved",
+                            serde_json::json!({"plugin": spec.name, "reason": reason})).await;
+                        break reason;
+                    }
+                },
+                status = spawned.child.wait() => {
+                    break match status {
+                        Ok(s) => format!("exited ({s})"),
+                        Err(e) => format!("wait failed: {e}"),
+                    };
+                }
+                _ = ping.tick() => {
+                    let pinger = Arc::clone(&connection);
+                    let timeout = self.settings.ping_timeout;
+                    // The answer arrives through the reader above; wait for it off this loop.
+                    let (tx, rx) = oneshot::channel();
+                    tokio::spawn(async move {
+                        let result = pinger
+                            .request(Message::Ping(p3ak_proto::Ping {}), timeout, None)
+                            .await;
+                        let _ = tx.send(result);
+                    });
+                    let reader_ref = &mut reader;
+                    let answered = wait_ping(rx, reader_ref, &connection, &mut spawned.child).await;
+                    if let Err(reason) = answered {
+                        if reason.starts_with("protocol violation") {
+                            let _ = self.audit.record("plugin.misbehaved",
+                                serde_json::json!({"plugin": spec.name, "reason": reason})).await;
+                        }
+                        break reason;
+                    }
+                }
+                () = stopped(&mut shutdown) => {
+                    let _ = connection.frames.send(Zeroizing::new(
+                        p3ak_proto::encode(&Envelope::new(0, Message::Shutdown(p3ak_proto::Shutdown {})),
+                            self.settings.max_frame).unwrap_or_default())).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), spawned.child.wait()).await;
+                    break "shut down".to_owned();
+                }
+            }
+        };
+        if let Ok(mut c) = slot.connection.write() {
+            *c = None;
+        }
+        connection.fail_all();
+        writer.abort();
+        reason
+    }
+
+    async fn handshake(
+        &self,
+        spec: &PluginSpec,
+        reader: &mut FrameReader,
+        write: &mut tokio::net::unix::OwnedWriteHalf,
+        deadline: tokio::time::Instant,
+    ) -> Result<Registration, String> {
+        let max = self.settings.max_frame;
+        let hello = match tokio::time::timeout_at(deadline, reader.next()).await {
+            Ok(Ok(Some(Envelope {
+                message: Message::Hello(hello),
+                ..
+            }))) => hello,
+            Ok(Ok(Some(other))) => {
+                return Err(format!("sent `{}` before `hello`", other.message.type_name()));
+            }
+            Ok(Ok(None)) => return Err("closed the connection before `hello`".to_owned()),
+            Ok(Err(e)) => return Err(format!("protocol violation: {e}")),
+            Err(_) => return Err("no `hello` in time".to_owned()),
+        };
+        let send = |message: Message| {
+            p3ak_proto::encode(&Envelope::new(0, message), max).unwrap_or_default()
+        };
+        if hello.plugin != spec.name {
+            let _ = write
+                .write_all(&send(error(ErrorKind::Invalid, "wrong plugin name")))
+                .await;
+            return Err(format!(
+                "said hello as `{}`, but was started as `{}`",
+                hello.plugin, spec.name
+            ));
+        }
+        let Some(version) = p3ak_proto::negotiate(&hello.versions) else {
+            let _ = write
+                .write_all(&send(error(ErrorKind::Invalid, "no common protocol version")))
+                .await;
+            return Err(format!(
+                "speaks protocol versions {:?}, the kernel {:?}",
+                hello.versions,
+                p3ak_proto::SUPPORTED_VERSIONS
+            ));
+        };
+        let welcome = Message::Welcome(Welcome {
+            version,
+            config: spec.config.clone(),
+        });
+        write
+            .write_all(&send(welcome))
+            .await
+            .map_err(|e| format!("cannot send welcome: {e}"))?;
+        let register = match tokio::time::timeout_at(deadline, reader.next()).await {
+            Ok(Ok(Some(Envelope {
+                message: Message::Register(register),
+                ..
+            }))) => register,
+            Ok(Ok(Some(other))) => {
+                return Err(format!("sent `{}` instead of `register`", other.message.type_name()));
+            }
+            Ok(Ok(None)) => return Err("closed the connection before `register`".to_owned()),
+            Ok(Err(e)) => return Err(format!("protocol violation: {e}")),
+            Err(_) => return Err("no `register` in time".to_owned()),
+        };
+        let registration = match validate_registration(&spec.name, register) {
+            Ok(r) => r,
+            Err(reason) => {
+                let _ = write
+                    .write_all(&send(error(ErrorKind::Invalid, &reason)))
+                    .await;
+                return Err(format!("invalid registration: {reason}"));
+            }
+        };
+        write
+            .write_all(&send(Message::Registered(Registered {})))
+            .await
+            .map_err(|e| format!("cannot send registered: {e}"))?;
+        Ok(registration)
+    }
+
+    /// Records what a plugin registered. Returns nothing to the plugin about masking.
+    async fn audit_registration(&self, spec: &PluginSpec, registration: &Registration) {
+        let actions: Vec<String> = registration
+            .actions
+            .iter()
+            .map(|a| format!("{}.{}", spec.name, a.spec.name))
+            .collect();
+        let _ = self
+            .audit
+            .record(
+                "plugin.registered",
+                serde_json::json!({
+                    "plugin": spec.name,
+                    "kind": registration.kind,
+                    "actions": actions,
+                }),
+            )
+            .await;
+    }
+}
+
+fn error(kind: ErrorKind, message: &str) -> Message {
+    Message::Error(ErrorMessage {
+        kind,
+        message: message.to_owned(),
+        retry_after_ms: None,
+    })
+}
+
+/// Waits for a ping's answer while still reading frames (the pong arrives through them).
+async fn wait_ping(
+    mut rx: oneshot::Receiver<Result<Message, HostError>>,
+    reader: &mut FrameReader,
+    connection: &Arc<Connection>,
+    child: &mut Child,
+) -> Result<(), String> {
+    loop {
+        tokio::select! {
+            answer = &mut rx => {
+                return match answer {
+                    Ok(Ok(Message::Pong(_))) => Ok(()),
+                    Ok(Ok(other)) => Err(format!("answered ping with `{}`", other.type_name())),
+                    Ok(Err(HostError::Timeout(_))) => Err("did not answer a ping in time (hung)".to_owned()),
+                    Ok(Err(e)) => Err(format!("ping failed: {e}")),
+                    Err(_) => Err("ping abandoned".to_owned()),
+                };
+            }
+            frame = reader.next() => match frame {
+                Ok(Some(envelope)) => connection.deliver(envelope),
+                Ok(None) => return Err("closed the connection".to_owned()),
+                Err(e) => return Err(format!("protocol violation: {e}")),
+            },
+            status = child.wait() => {
+                return Err(match status {
+                    Ok(s) => format!("exited ({s})"),
+                    Err(e) => format!("wait failed: {e}"),
+                });
+            }
+        }
+    }
+}
+
+fn validate_registration(
+    plugin: &str,
+    register: p3ak_proto::Register,
+) -> Result<Registration, String> {
+    if register.kind != PluginKind::Tool && !register.actions.is_empty() {
+        return Err("only tools register actions".to_owned());
+    }
+    if register.actions.len() > MAX_ACTIONS {
+        return Err(format!("more than {MAX_ACTIONS} actions"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut actions = Vec::with_capacity(register.actions.len());
+    for spec in register.actions {
+        let full = format!("{plugin}.{}", spec.name);
+        if spec.name.contains('.') || !p3ak_policy::valid_action_name(&full) {
+            return Err(format!("`{}` is not a valid action name", spec.name));
+        }
+        if !seen.insert(spec.name.clone()) {
+            return Err(format!("action `{}` registered twice", spec.name));
+        }
+        if spec.description.len() > 4096 {
+            return Err(format!("action `{}`: description over 4096 bytes", spec.name));
+        }
+        let validator = compile_schema(&spec.parameters)
+            .map_err(|e| format!("action `{}`: {e}", spec.name))?;
+        actions.push(RegisteredAction {
+            spec,
+            validator: Arc::new(validator),
+        });
+    }
+    Ok(Registration {
+        kind: register.kind,
+        actions,
+    })
+}
+
+fn kill_group(pid: Option<u32>) {
+    let Some(pid) = pid
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    // The plugin leads its own process group: this takes its children too (a shell command).
+    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+}
+
+struct Spawned {
+    child: Child,
+    listener: UnixListener,
+}
+
+/// Reads frames from a plugin; an oversized or malformed one is an error (and the end).
+struct FrameReader {
+    read: OwnedReadHalf,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    fn new(read: OwnedReadHalf, max: usize) -> Self {
+        Self {
+            read,
+            decoder: FrameDecoder::new(max),
+            buf: vec![0u8; 64 * 1024],
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Envelope>, p3ak_proto::ProtoError> {
+        loop {
+            if let Some(payload) = self.decoder.next_frame()? {
+                return p3ak_proto::decode(&payload).map(Some);
+            }
+            let n = self.read.read(&mut self.buf).await?;
+            if n == 0 {
+                self.decoder.finish()?;
+                return Ok(None);
+            }
+            self.decoder.push(self.buf.get(..n).unwrap_or_default());
+        }
+    }
+}
+
+/// Resolves once `flag` turns true (or its sender is gone).
+pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|s| *s).await;
+}

@@ -1,0 +1,35 @@
+//! `p3ak-kernel`: the one road from a model's output to a tool's execution.
+//!
+//! ```text
+//! connector ─▶ turn ─▶ provider ─▶ tool calls ─▶ Proposal ─▶ enforcer ─▶ Authorized ─▶ broker ─▶ tool
+//!                ▲                                   (parsed)   (policy)  (or approval)  (inject)    │
+//!                └────────────────────────── result (scrubbed) ◀──────────────────────────────────┘
+//! ```
+//!
+//! A model's output is data: [`proposal`] parses each tool call strictly into a
+//! [`Proposal`](proposal::Proposal); the [`authorize`] module alone turns a proposal into an
+//! [`Authorized`](authorize::Authorized), through the policy (allow) or a human's approval
+//! (escalate); [`Kernel`](kernel::Kernel) consumes that value to run the tool, after the
+//! [`broker`] has swapped credential names for values. Every step is written to the kernel's
+//! audit log. Plugins are separate processes that the [`host`] starts, checks and restarts.
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod audit;
+pub mod authorize;
+pub mod broker;
+pub mod config;
+pub mod control;
+mod error;
+pub mod home;
+pub mod host;
+pub mod kernel;
+mod ledger;
+pub mod pending;
+pub mod proposal;
+mod session;
+mod turn;
+
+pub use error::KernelError;
+pub use kernel::{Kernel, KernelOptions};

@@ -1,0 +1,62 @@
+//! Conversations, kept encrypted in the kernel's vault (object space `sessions`), already
+//! scrubbed of secrets.
+
+use p3ak_proto::ChatMessage;
+use p3ak_vault::Vault;
+
+use crate::KernelError;
+
+/// The object space sessions live in.
+pub(crate) const SESSIONS_SPACE: &str = "sessions";
+
+/// Messages kept per conversation; older ones are dropped from the front.
+const MAX_MESSAGES: usize = 200;
+
+fn object_name(agent: &str, conversation: &str) -> String {
+    format!("{agent}/{conversation}")
+}
+
+/// A conversation's messages so far (empty when new).
+pub(crate) fn load(
+    vault: &Vault,
+    agent: &str,
+    conversation: &str,
+) -> Result<Vec<ChatMessage>, KernelError> {
+    let Some(bytes) = vault.read_object(SESSIONS_SPACE, &object_name(agent, conversation))? else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_slice(bytes.expose()).map_err(|e| {
+        KernelError::Home(format!(
+            "session `{conversation}` of agent `{agent}` is unreadable: {e}"
+        ))
+    })
+}
+
+/// Replaces a conversation's messages, keeping the newest [`MAX_MESSAGES`]. A cut never
+/// separates a tool result from the call it answers: it starts at a user message.
+pub(crate) fn store(
+    vault: &Vault,
+    agent: &str,
+    conversation: &str,
+    messages: &[ChatMessage],
+) -> Result<(), KernelError> {
+    let mut start = messages.len().saturating_sub(MAX_MESSAGES);
+    while messages
+        .get(start)
+        .is_some_and(|m| m.role != p3ak_proto::Role::User)
+    {
+        start += 1;
+    }
+    let kept = messages.get(start..).unwrap_or_default();
+    let bytes = zeroize::Zeroizing::new(
+        serde_json::to_vec(kept).map_err(|e| KernelError::Home(e.to_string()))?,
+    );
+    vault.transact(|tx| tx.put_object(SESSIONS_SPACE, &object_name(agent, conversation), &bytes))?;
+    Ok(())
+}
+
+/// Conversation ids: what a connector may name a conversation.
+#[must_use]
+pub(crate) fn valid_conversation(id: &str) -> bool {
+    crate::config::valid_plugin_name(id)
+}
