@@ -549,7 +549,7 @@ fn rekey_killed_at_random_moments_leaves_a_complete_vault() {
 #[test]
 fn the_demo_walks_every_step_and_says_so_in_json() {
     let env = Env::new();
-    let out = env.run(None, &["demo", "--json"]);
+    let out = env.run(None, &["vault", "demo", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], true);

@@ -243,6 +243,23 @@ impl Kernel {
         Ok(reply)
     }
 
+    /// Puts one tool call on the road outside a turn — proposal, decision, execution, result
+    /// — and returns what the model would be told. For benchmarks and tests; escalations wait
+    /// as in a turn (their notices are dropped).
+    pub async fn propose(
+        &self,
+        agent: &str,
+        call: &ToolCall,
+        channel: &str,
+    ) -> Result<String, KernelError> {
+        let Some(agent) = self.agents.get(agent).cloned() else {
+            return Err(KernelError::NotFound(format!("no agent `{agent}`")));
+        };
+        let table = self.tool_table(&agent);
+        let (events, _) = mpsc::unbounded_channel();
+        self.handle_call(&agent, call, &table, channel, &events).await
+    }
+
     async fn provider_failed(&self, agent: &Agent, error: &HostError) -> Result<String, KernelError> {
         let message = self.broker.scrubber().scrub(&error.to_string());
         self.audit
@@ -285,12 +302,13 @@ impl Kernel {
             )
             .await?;
         let context = self.context(channel);
+        let action = proposal.action.clone();
         let (decided, verdict) = self.enforcer.decide(proposal, context);
         self.audit
             .record(
                 "decision",
                 serde_json::json!({
-                    "agent": agent.name, "call_id": call.id, "action": call.name,
+                    "agent": agent.name, "call_id": call.id, "action": action,
                     "verdict": verdict,
                 }),
             )

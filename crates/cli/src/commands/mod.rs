@@ -2,10 +2,12 @@
 
 mod audit;
 mod demo;
+mod kernel;
 mod memory;
 mod models;
 mod policy;
 mod vault;
+mod vault_demo;
 
 use clap::Subcommand;
 
@@ -13,8 +15,28 @@ use crate::output::Output;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Walk a temporary vault through its whole life and print each step.
+    /// Tell the kernel's story offline: a prompt injection stopped, a real request served.
     Demo(demo::Args),
+    /// Create P3AK_HOME: config.toml, policy.yaml, one agent, the kernel's vault.
+    Init(kernel::InitArgs),
+    /// Run the kernel in the foreground (sets up a fresh home first).
+    Up(kernel::UpArgs),
+    /// The running kernel's plugins, agents and pending approvals.
+    Status,
+    /// Talk to an agent of the running kernel.
+    Chat(kernel::ChatArgs),
+    /// Actions waiting for your approval.
+    Pending,
+    /// Approve a pending action.
+    Approve(kernel::IdArg),
+    /// Deny a pending action.
+    Deny(kernel::IdArg),
+    /// Credentials the broker injects into tool calls.
+    #[command(subcommand)]
+    Secret(kernel::SecretCommand),
+    /// Plugins (used by the kernel).
+    #[command(subcommand, hide = true)]
+    Plugin(kernel::PluginCommand),
     /// Create, fill, read and maintain encrypted vaults.
     #[command(subcommand)]
     Vault(vault::Command),
@@ -32,6 +54,15 @@ pub enum Command {
 pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
     match command {
         Command::Demo(args) => demo::run(args, out),
+        Command::Init(args) => kernel::init(&args, out),
+        Command::Up(args) => kernel::up(&args, out),
+        Command::Status => kernel::status(out),
+        Command::Chat(args) => kernel::chat(&args, out),
+        Command::Pending => kernel::pending(out),
+        Command::Approve(arg) => kernel::answer(&arg.id, true, out),
+        Command::Deny(arg) => kernel::answer(&arg.id, false, out),
+        Command::Secret(command) => kernel::secret(command, out),
+        Command::Plugin(command) => kernel::plugin(command),
         Command::Vault(command) => vault::run(command, out),
         Command::Policy(command) => policy::run(command, out),
         Command::Audit(command) => audit::run(command, out),

@@ -18,6 +18,8 @@ use crate::secrets::{self, ENV_NEW_PASSPHRASE, ENV_PASSPHRASE, PassphraseArgs, S
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Walk a temporary vault through its whole life and print each step.
+    Demo(super::vault_demo::Args),
     /// Create a new vault (encrypted unless --no-encrypt).
     Create {
         #[command(flatten)]
@@ -257,6 +259,7 @@ fn open(target: &VaultArg, access: Access, out: &Output) -> anyhow::Result<Vault
 
 pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
     match command {
+        Command::Demo(args) => super::vault_demo::run(args, out),
         Command::Create { target, no_encrypt } => create(&target, no_encrypt, out),
         Command::Put {
             target,

@@ -1,0 +1,470 @@
+//! The kernel's commands: `init`, `up`, `status`, `chat`, `pending`, `approve`, `deny`,
+//! `secret`, and `plugin run` (how the kernel starts a first-party plugin).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use p3ak_kernel::broker::{self, SecretValue};
+use p3ak_kernel::control::{self, ControlEvent, ControlRequest};
+use p3ak_kernel::home::Home;
+use p3ak_kernel::{Kernel, KernelError, KernelOptions};
+use p3ak_vault::{Access, KdfParams, Unlock, Vault};
+
+use crate::output::{Output, sanitize, timestamp_ms};
+use crate::secrets::{self, ENV_PASSPHRASE, PassphraseArgs, Source};
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ChatArgs {
+    /// The agent to talk to (default: the config's default_agent).
+    #[arg(long)]
+    agent: Option<String>,
+    /// The conversation (kept across runs).
+    #[arg(long, default_value = "console")]
+    conversation: String,
+    /// Send this one message and exit. Without it, each line read is a message.
+    #[arg(short, long)]
+    message: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdArg {
+    /// The id `p3ak pending` shows.
+    pub id: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret; the value is read from a prompt or stdin, never from the command line.
+    Set {
+        /// The name tool calls use (`{"$secret": NAME}`).
+        name: String,
+        /// An action pattern it may be injected into (repeatable); none: what the policy allows.
+        #[arg(long = "scope", value_name = "PATTERN")]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Names and scopes of the stored secrets (never values).
+    List {
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PluginCommand {
+    /// Run a first-party plugin (the kernel does this; it connects to P3AK_PLUGIN_SOCKET).
+    Run {
+        /// files, http, shell, vault or scripted.
+        name: String,
+    },
+}
+
+pub fn home() -> anyhow::Result<Home> {
+    Ok(Home::new(super::audit::home()?))
+}
+
+fn new_passphrase(args: &PassphraseArgs) -> anyhow::Result<p3ak_crypto::Passphrase> {
+    secrets::read(Source {
+        file: args.passphrase_file.as_ref(),
+        env: ENV_PASSPHRASE,
+        prompt: "New kernel passphrase: ",
+        new: true,
+    })
+}
+
+fn passphrase(args: &PassphraseArgs) -> anyhow::Result<p3ak_crypto::Passphrase> {
+    secrets::read(Source {
+        file: args.passphrase_file.as_ref(),
+        env: ENV_PASSPHRASE,
+        prompt: "Kernel passphrase: ",
+        new: false,
+    })
+}
+
+pub fn init(args: &InitArgs, out: &Output) -> anyhow::Result<()> {
+    let home = home()?;
+    if home.is_initialised() {
+        bail!("`{}` is already set up", home.root().display());
+    }
+    let pass = new_passphrase(&args.passphrase)?;
+    let created = home.init(&pass, KdfParams::RFC9106_SECOND)?;
+    if out.is_json() {
+        out.json(&serde_json::json!({"home": home.root(), "created": created}));
+    } else {
+        out.line(format_args!("set up `{}`:", home.root().display()));
+        for path in created {
+            out.line(format_args!("  {}", path.display()));
+        }
+        out.line("next: edit config.toml, policy.yaml and agents/, then `p3ak up`");
+    }
+    Ok(())
+}
+
+pub fn up(args: &UpArgs, out: &Output) -> anyhow::Result<()> {
+    let home = home()?;
+    let pass = if home.is_initialised() {
+        passphrase(&args.passphrase)?
+    } else {
+        let pass = new_passphrase(&args.passphrase)?;
+        let created = home.init(&pass, KdfParams::RFC9106_SECOND)?;
+        out.warn(format_args!(
+            "set up a new home at `{}` ({} paths created)",
+            home.root().display(),
+            created.len()
+        ));
+        pass
+    };
+    let exe = std::env::current_exe().context("cannot find the p3ak binary")?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let kernel = Kernel::start(KernelOptions {
+            home: home.clone(),
+            passphrase: pass,
+            exe,
+        })
+        .await?;
+        report_start(&kernel, out);
+        let stopper = Arc::clone(&kernel);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stopper.request_stop();
+        });
+        kernel.serve().await?;
+        out.warn("the kernel stopped");
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+fn report_start(kernel: &Kernel, out: &Output) {
+    let status = kernel.status();
+    if out.is_json() {
+        out.json(&serde_json::json!({"event": "up", "status": status}));
+        return;
+    }
+    out.warn(format_args!(
+        "p3ak kernel up (pid {}) on `{}`",
+        status.pid, status.home
+    ));
+    for plugin in &status.plugins {
+        let name = plugin["name"].as_str().unwrap_or("?");
+        let state = plugin["state"].as_str().unwrap_or("?");
+        let detail = plugin["detail"].as_str().unwrap_or("");
+        out.warn(format_args!("  plugin {name}: {state} {detail}"));
+    }
+    let has_provider = status
+        .plugins
+        .iter()
+        .any(|p| p["kind"] == "provider" && p["state"] == "running");
+    if !has_provider {
+        out.warn(
+            "  no language model is running: add a provider plugin to config.toml and name it \
+             as `provider` in agents/<name>.toml (see README)",
+        );
+    }
+    out.warn("talk to it with `p3ak chat`; stop it with Ctrl-C or SIGTERM");
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the kernel still stops on `shutdown` over the control socket.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Sends one control request, printing intermediate events; returns the final one or fails
+/// with its error.
+fn call(request: &ControlRequest, out: &Output) -> anyhow::Result<ControlEvent> {
+    let home = home()?;
+    let streamed = std::cell::Cell::new(false);
+    let event = control::call(&home.control_socket(), request, |event| {
+        if out.is_json() {
+            out.json(event);
+            return;
+        }
+        match event {
+            ControlEvent::Notice { text } => out.warn(sanitize(text)),
+            ControlEvent::Chunk { text } => {
+                let mut stdout = std::io::stdout();
+                let _ = write!(stdout, "{}", sanitize(text));
+                let _ = stdout.flush();
+                streamed.set(true);
+            }
+            _ => {}
+        }
+    })?;
+    if let ControlEvent::Error { message } = &event {
+        bail!("{message}");
+    }
+    if streamed.get() && !out.is_json() {
+        out.line("");
+        return Ok(ControlEvent::Done {
+            message: String::new(),
+        });
+    }
+    Ok(event)
+}
+
+pub fn status(out: &Output) -> anyhow::Result<()> {
+    let event = call(&ControlRequest::Status, out)?;
+    let ControlEvent::Status(status) = event else {
+        bail!("unexpected answer from the kernel");
+    };
+    if out.is_json() {
+        out.json(&status);
+        return Ok(());
+    }
+    out.line(format_args!("kernel pid {} on {}", status.pid, status.home));
+    out.line(format_args!(
+        "agents: {}; pending approvals: {}; tokens used: {} in, {} out",
+        status.agents.join(", "),
+        status.pending,
+        status.usage.input_tokens,
+        status.usage.output_tokens
+    ));
+    for plugin in &status.plugins {
+        out.line(format_args!(
+            "  {:<12} {:<10} {:<9} restarts {}  {}",
+            plugin["name"].as_str().unwrap_or("?"),
+            plugin["state"].as_str().unwrap_or("?"),
+            plugin["kind"].as_str().unwrap_or("-"),
+            plugin["restarts"],
+            plugin["detail"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(())
+}
+
+pub fn chat(args: &ChatArgs, out: &Output) -> anyhow::Result<()> {
+    let send = |text: String| -> anyhow::Result<()> {
+        let request = ControlRequest::Chat {
+            agent: args.agent.clone(),
+            conversation: args.conversation.clone(),
+            text,
+        };
+        match call(&request, out)? {
+            ControlEvent::Reply { text } if out.is_json() => {
+                out.json(&ControlEvent::Reply { text });
+            }
+            ControlEvent::Reply { text } => out.line(sanitize(&text)),
+            _ => {}
+        }
+        Ok(())
+    };
+    if let Some(message) = &args.message {
+        return send(message.clone());
+    }
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    if interactive {
+        out.warn("type a message and press Enter; Ctrl-D to leave");
+    }
+    let mut failed = false;
+    for line in stdin.lock().lines() {
+        let line = line.context("cannot read stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Err(e) = send(line) {
+            // At a terminal one failed turn does not end the chat.
+            if !interactive {
+                return Err(e);
+            }
+            out.error(&e);
+            failed = true;
+        }
+    }
+    if failed {
+        bail!("some messages failed");
+    }
+    Ok(())
+}
+
+pub fn pending(out: &Output) -> anyhow::Result<()> {
+    let ControlEvent::Pending { items } = call(&ControlRequest::Pending, out)? else {
+        bail!("unexpected answer from the kernel");
+    };
+    if out.is_json() {
+        out.json(&items);
+        return Ok(());
+    }
+    if items.is_empty() {
+        out.line("nothing waits for approval");
+    }
+    for item in items {
+        out.line(format_args!(
+            "{}  level {}  {} wants {} {}",
+            item.id,
+            item.level,
+            item.agent,
+            item.action,
+            sanitize(&item.args.to_string())
+        ));
+        out.line(format_args!(
+            "          rules: {}; denied at {} unless answered",
+            item.rules.join(", "),
+            timestamp_ms(item.expires_ms)
+        ));
+    }
+    Ok(())
+}
+
+pub fn answer(id: &str, approve: bool, out: &Output) -> anyhow::Result<()> {
+    let request = if approve {
+        ControlRequest::Approve { id: id.to_owned() }
+    } else {
+        ControlRequest::Deny { id: id.to_owned() }
+    };
+    done(call(&request, out)?, out)
+}
+
+fn done(event: ControlEvent, out: &Output) -> anyhow::Result<()> {
+    match event {
+        ControlEvent::Done { message } if out.is_json() => {
+            out.json(&serde_json::json!({"ok": true, "message": message}));
+        }
+        ControlEvent::Done { message } => out.line(message),
+        _ => bail!("unexpected answer from the kernel"),
+    }
+    Ok(())
+}
+
+pub fn secret(command: SecretCommand, out: &Output) -> anyhow::Result<()> {
+    let home = home()?;
+    let running = home.control_socket().exists();
+    match command {
+        SecretCommand::Set {
+            name,
+            scopes,
+            passphrase: pass_args,
+        } => {
+            let value = read_secret_value()?;
+            if running {
+                let request = ControlRequest::SecretSet {
+                    name,
+                    value: value.into_inner(),
+                    scopes,
+                };
+                match call(&request, out) {
+                    Err(e) if is_not_running(&e) => {}
+                    other => return done(other?, out),
+                }
+                bail!("the kernel stopped while storing the secret: run the command again");
+            }
+            let vault = open_kernel_vault(&home, &pass_args, Access::Write)?;
+            let name_shown = name.clone();
+            broker::store_secret(&vault, &name, &SecretValue::new(value.into_inner()), &scopes)?;
+            done(
+                ControlEvent::Done {
+                    message: format!("secret `{name_shown}` stored"),
+                },
+                out,
+            )
+        }
+        SecretCommand::List {
+            passphrase: pass_args,
+        } => {
+            let items = if running {
+                match call(&ControlRequest::SecretList, out)? {
+                    ControlEvent::Secrets { items } => items,
+                    _ => bail!("unexpected answer from the kernel"),
+                }
+            } else {
+                let vault = open_kernel_vault(&home, &pass_args, Access::Read)?;
+                broker::list_stored(&vault)
+            };
+            if out.is_json() {
+                out.json(&items);
+            } else if items.is_empty() {
+                out.line("no secrets");
+            } else {
+                for item in items {
+                    let scopes = if item.scopes.is_empty() {
+                        "(any action the policy allows)".to_owned()
+                    } else {
+                        item.scopes.join(", ")
+                    };
+                    out.line(format_args!("{}  {scopes}", item.name));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn is_not_running(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<KernelError>(),
+        Some(KernelError::NotRunning { .. })
+    )
+}
+
+fn open_kernel_vault(home: &Home, args: &PassphraseArgs, access: Access) -> anyhow::Result<Vault> {
+    if !home.is_initialised() {
+        bail!("`{}` is not set up: run `p3ak init`", home.root().display());
+    }
+    let pass = passphrase(args)?;
+    let mut vault = Vault::open(&home.kernel_vault(), Unlock::Passphrase(&pass), access)?;
+    vault.set_actor(super::operator_actor());
+    Ok(vault)
+}
+
+/// A secret value: from a hidden prompt at a terminal, else stdin's first line.
+fn read_secret_value() -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let stdin = std::io::stdin();
+    let value = if stdin.is_terminal() {
+        zeroize::Zeroizing::new(rpassword::prompt_password("Secret value: ")?)
+    } else {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        stdin.lock().read_line(&mut line).context("cannot read stdin")?;
+        let trimmed = line.trim_end_matches(['\n', '\r']).to_owned();
+        zeroize::Zeroizing::new(trimmed)
+    };
+    if value.is_empty() {
+        bail!("no secret value: type it at the prompt or pipe it on stdin");
+    }
+    Ok(value)
+}
+
+trait IntoInner {
+    fn into_inner(self) -> String;
+}
+
+impl IntoInner for zeroize::Zeroizing<String> {
+    /// Moves the value out; the caller's type zeroizes it from then on.
+    fn into_inner(mut self) -> String {
+        std::mem::take(&mut *self)
+    }
+}
+
+pub fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Run { name } => {
+            p3ak_plugins::run(&name).with_context(|| format!("plugin `{name}`"))
+        }
+    }
+}
