@@ -113,7 +113,9 @@ pub fn decode(payload: &[u8]) -> Result<Envelope, ProtoError> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ProtoError::Json(e.to_string()))?;
     let serde_json::Value::Object(mut object) = value else {
-        return Err(ProtoError::Invalid("a message must be a JSON object".to_owned()));
+        return Err(ProtoError::Invalid(
+            "a message must be a JSON object".to_owned(),
+        ));
     };
     let v = match object.remove("v") {
         Some(serde_json::Value::Number(n)) => n
@@ -197,12 +199,20 @@ mod tests {
             b"\xff\xfe",
         ];
         for payload in bad {
-            assert!(decode(payload).is_err(), "{:?}", String::from_utf8_lossy(payload));
+            assert!(
+                decode(payload).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(payload)
+            );
         }
         let ok = decode(br#"{"v":1,"id":9,"type":"error","kind":"rate_limited","message":"slow down","retry_after_ms":500}"#).unwrap();
         assert!(matches!(
             ok.message,
-            Message::Error(ErrorMessage { kind: ErrorKind::RateLimited, retry_after_ms: Some(500), .. })
+            Message::Error(ErrorMessage {
+                kind: ErrorKind::RateLimited,
+                retry_after_ms: Some(500),
+                ..
+            })
         ));
         let result = decode(br#"{"v":1,"id":2,"type":"result","output":{"n":1}}"#).unwrap();
         assert!(matches!(result.message, Message::Result(ToolResult { .. })));

@@ -23,6 +23,7 @@
 mod codec;
 pub mod io;
 mod message;
+mod strict;
 
 pub use codec::{FrameDecoder, decode, encode, encode_payload};
 pub use message::*;

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::strict;
+
 /// One message with its version and correlation id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -99,7 +101,7 @@ pub struct Welcome {
 }
 
 /// What a plugin is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginKind {
     /// Carries messages between people and the kernel.
@@ -112,7 +114,7 @@ pub enum PluginKind {
 
 /// How consequential an action is, as its plugin recommends. The operator's policy decides;
 /// a plugin can only ever lower the default, never raise it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// Reads; changes nothing.
@@ -150,7 +152,7 @@ pub struct Register {
     /// Connector, tool or provider.
     pub kind: PluginKind,
     /// The actions a tool offers (empty for others).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::objects")]
     pub actions: Vec<ActionSpec>,
 }
 
@@ -191,7 +193,7 @@ pub struct StreamChunk {
 }
 
 /// The kinds of failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// Worth retrying.
@@ -248,7 +250,7 @@ pub struct Outbound {
 }
 
 /// Who said a message in a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// A person.
@@ -281,7 +283,11 @@ pub struct ChatMessage {
     #[serde(default)]
     pub content: String,
     /// For assistant messages: the calls it proposed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "strict::objects"
+    )]
     pub tool_calls: Vec<ToolCall>,
     /// For tool messages: the call this answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,9 +318,10 @@ pub struct InferenceRequest {
     #[serde(default)]
     pub system: String,
     /// The conversation so far.
+    #[serde(deserialize_with = "strict::objects")]
     pub messages: Vec<ChatMessage>,
     /// The tools the model may call.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::objects")]
     pub tools: Vec<ToolDefinition>,
     /// Whether to send `stream_chunk`s while generating.
     #[serde(default)]
@@ -322,7 +329,7 @@ pub struct InferenceRequest {
 }
 
 /// Why the model stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// It finished its reply.
@@ -355,12 +362,12 @@ pub struct InferenceResponse {
     #[serde(default)]
     pub content: String,
     /// The calls it proposed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::objects")]
     pub tool_calls: Vec<ToolCall>,
     /// Why it stopped.
     pub stop: StopReason,
     /// Tokens used.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::object")]
     pub usage: Usage,
 }
 
@@ -378,3 +385,33 @@ pub struct Pong {}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Shutdown {}
+
+strict::names!(PluginKind {
+    Connector = "connector",
+    Tool = "tool",
+    Provider = "provider",
+});
+strict::names!(Tier {
+    Observe = "observe",
+    Act = "act",
+    Commit = "commit",
+});
+strict::names!(ErrorKind {
+    Transient = "transient",
+    Permanent = "permanent",
+    RateLimited = "rate_limited",
+    Auth = "auth",
+    Invalid = "invalid",
+    Rejected = "rejected",
+});
+strict::names!(Role {
+    User = "user",
+    Assistant = "assistant",
+    Tool = "tool",
+});
+strict::names!(StopReason {
+    EndTurn = "end_turn",
+    ToolUse = "tool_use",
+    MaxTokens = "max_tokens",
+    Refusal = "refusal",
+});
