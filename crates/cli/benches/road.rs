@@ -49,9 +49,15 @@ fn road(c: &mut Criterion) {
     assert!(first.contains("entries"), "{first}");
 
     let mut group = c.benchmark_group("road");
-    group.sample_size(200).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(200)
+        .measurement_time(Duration::from_secs(10));
     group.bench_function("proposal_to_result_files_list", |b| {
-        b.iter(|| runtime.block_on(kernel.propose("assistant", &call, "bench")).unwrap());
+        b.iter(|| {
+            runtime
+                .block_on(kernel.propose("assistant", &call, "bench"))
+                .unwrap()
+        });
     });
     let files = kernel.host().connection("files").unwrap();
     group.bench_function("ipc_round_trip_ping", |b| {

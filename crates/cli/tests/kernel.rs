@@ -35,7 +35,11 @@ impl Kernel {
         let dir = tempfile::tempdir().unwrap();
         let this = Self { dir, child: None };
         let out = this.run(&["init"]);
-        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::write(this.home().join("policy.yaml"), policy).unwrap();
         std::fs::write(
             this.home().join("agents/assistant.toml"),
@@ -48,7 +52,8 @@ impl Kernel {
         )
         .unwrap();
         let config = format!(
-            "[kernel]\nping_interval = \"1s\"\nping_timeout = \"2s\"\nrestart_limit = 3\n\n\
+            "[kernel]\nping_interval = \"1s\"\nping_timeout = \"2s\"\nrestart_limit = 3\n\
+             tool_timeout = \"3s\"\n\n\
              [plugins.files]\nbuiltin = \"files\"\n\n\
              [plugins.http]\nbuiltin = \"http\"\n\n\
              [plugins.model]\nbuiltin = \"scripted\"\n\
@@ -167,13 +172,20 @@ impl Kernel {
     fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
         let pid = rustix_pid(&child);
-        StdCommand::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        StdCommand::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
         let started = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "no clean shutdown");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no clean shutdown"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -186,9 +198,14 @@ fn rustix_pid(child: &Child) -> u32 {
 impl Drop for Kernel {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = StdCommand::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = StdCommand::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let started = Instant::now();
-            while child.try_wait().ok().flatten().is_none() && started.elapsed() < Duration::from_secs(10) {
+            while child.try_wait().ok().flatten().is_none()
+                && started.elapsed() < Duration::from_secs(10)
+            {
                 std::thread::sleep(Duration::from_millis(50));
             }
             let _ = child.kill();
@@ -244,11 +261,30 @@ fn invariant_i1_an_allowed_call_runs_and_its_result_reaches_the_model() {
     let results = k.tool_results(1);
     assert_eq!(results.len(), 1);
     assert!(results[0].contains("hello.txt"), "{results:?}");
-    let kinds: Vec<String> = k.audit().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
-    for kind in ["inbound", "inference.request", "proposal", "decision", "execution", "result", "reply"] {
-        assert!(kinds.iter().any(|k| k == kind), "no `{kind}` in the audit log: {kinds:?}");
+    let kinds: Vec<String> = k
+        .audit()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    for kind in [
+        "inbound",
+        "inference.request",
+        "proposal",
+        "decision",
+        "execution",
+        "result",
+        "reply",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no `{kind}` in the audit log: {kinds:?}"
+        );
     }
-    assert!(k.stop().success(), "SIGTERM should stop the kernel cleanly:\n{}", k.log());
+    assert!(
+        k.stop().success(),
+        "SIGTERM should stop the kernel cleanly:\n{}",
+        k.log()
+    );
     assert!(!k.home().join("run/kernel.pid").exists());
 }
 
@@ -257,7 +293,10 @@ fn invariant_i3_a_rejected_call_tells_the_model_only_action_not_permitted() {
     let mut k = Kernel::new(
         FILES_POLICY,
         script(vec![
-            tools(vec![call("files__write", serde_json::json!({"path": "forbidden.txt", "content": "x"}))]),
+            tools(vec![call(
+                "files__write",
+                serde_json::json!({"path": "forbidden.txt", "content": "x"}),
+            )]),
             say("ok"),
         ]),
         "",
@@ -266,11 +305,24 @@ fn invariant_i3_a_rejected_call_tells_the_model_only_action_not_permitted() {
     k.ok(&["chat", "-m", "write it"]);
     assert_eq!(k.tool_results(1), vec!["action not permitted"]);
     let record = std::fs::read_to_string(k.home().join("requests.jsonl")).unwrap();
-    assert!(!record.contains("secret-rule-never-shown"), "a rule id reached the model");
-    assert!(!record.contains("escalat"), "policy details reached the model");
+    assert!(
+        !record.contains("secret-rule-never-shown"),
+        "a rule id reached the model"
+    );
+    assert!(
+        !record.contains("escalat"),
+        "policy details reached the model"
+    );
     assert!(!k.home().join("workspaces/assistant/forbidden.txt").exists());
-    let decision = k.audit().into_iter().find(|e| e["kind"] == "decision").unwrap();
-    assert_eq!(decision["payload"]["verdict"]["rules"][0], "secret-rule-never-shown");
+    let decision = k
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "decision")
+        .unwrap();
+    assert_eq!(
+        decision["payload"]["verdict"]["rules"][0],
+        "secret-rule-never-shown"
+    );
 }
 
 #[test]
@@ -278,7 +330,10 @@ fn invariant_i2_unknown_actions_are_denied() {
     let mut k = Kernel::new(
         "version: 1\ndefaults: { unknown: escalate, level: 1 }\n",
         script(vec![
-            tools(vec![call("bank__wire", serde_json::json!({"to": "attacker", "amount": 100}))]),
+            tools(vec![call(
+                "bank__wire",
+                serde_json::json!({"to": "attacker", "amount": 100}),
+            )]),
             say("done"),
         ]),
         "",
@@ -286,44 +341,61 @@ fn invariant_i2_unknown_actions_are_denied() {
     k.up();
     k.ok(&["chat", "-m", "pay"]);
     assert_eq!(k.tool_results(1), vec!["action not permitted"]);
-    let decision = k.audit().into_iter().find(|e| e["kind"] == "decision").unwrap();
-    assert_eq!(decision["payload"]["verdict"]["rules"][0], "kernel:not-offered");
+    let decision = k
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "decision")
+        .unwrap();
+    assert_eq!(
+        decision["payload"]["verdict"]["rules"][0],
+        "kernel:not-offered"
+    );
 }
 
 fn escalate_and_answer(approve: bool) {
     let mut k = Kernel::new(
         FILES_POLICY,
         script(vec![
-            tools(vec![call("files__write", serde_json::json!({"path": "note.txt", "content": "buy milk"}))]),
+            tools(vec![call(
+                "files__write",
+                serde_json::json!({"path": "note.txt", "content": "buy milk"}),
+            )]),
             say("written"),
         ]),
         "",
     );
     k.up();
-    let chat = k
-        .cmd()
-        .args(["chat", "-m", "note it"])
+    let mut chat = k.cmd();
+    chat.args(["chat", "-m", "note it"])
         .timeout(Duration::from_secs(60));
-    let handle = {
-        let mut chat = chat;
-        std::thread::spawn(move || chat.output().unwrap())
-    };
+    let handle = std::thread::spawn(move || chat.output().unwrap());
     let started = Instant::now();
     let id = loop {
-        let pending: serde_json::Value = serde_json::from_str(&k.ok(&["pending", "--json"])).unwrap();
+        let pending: serde_json::Value =
+            serde_json::from_str(&k.ok(&["pending", "--json"])).unwrap();
         if let Some(item) = pending.as_array().unwrap().first() {
             assert_eq!(item["action"], "files.write");
             assert_eq!(item["level"], 1);
             assert_eq!(item["args"]["content"], "buy milk");
             break item["id"].as_str().unwrap().to_owned();
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "nothing became pending");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "nothing became pending"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     k.ok(&[if approve { "approve" } else { "deny" }, &id]);
     let out = handle.join().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&id), "the chat was told what waits");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&id),
+        "the chat was told what waits"
+    );
     let written = k.home().join("workspaces/assistant/note.txt");
     let results = k.tool_results(1);
     if approve {
@@ -333,7 +405,11 @@ fn escalate_and_answer(approve: bool) {
         assert!(!written.exists());
         assert_eq!(results, vec!["action not permitted"]);
     }
-    let kinds: Vec<String> = k.audit().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
+    let kinds: Vec<String> = k
+        .audit()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
     assert!(kinds.contains(&"escalation".to_owned()));
     assert!(kinds.contains(&(if approve { "approval" } else { "denial" }).to_owned()));
     // A second answer to the same id is refused.
@@ -356,7 +432,10 @@ fn escalation_times_out_as_a_denial() {
     let mut k = Kernel::new(
         &policy,
         script(vec![
-            tools(vec![call("files__write", serde_json::json!({"path": "late.txt", "content": "x"}))]),
+            tools(vec![call(
+                "files__write",
+                serde_json::json!({"path": "late.txt", "content": "x"}),
+            )]),
             say("ok"),
         ]),
         "",
@@ -396,7 +475,10 @@ fn echo_server() -> (u16, Arc<Mutex<Vec<String>>>) {
             reader.read_exact(&mut body).unwrap();
             keys.lock().unwrap().push(key.clone());
             let b64 = base64::engine::general_purpose::STANDARD.encode(&key);
-            let answer = format!("{{\"raw\":\"{key}\",\"b64\":\"{b64}\",\"hex\":\"{}\"}}", hex(&key));
+            let answer = format!(
+                "{{\"raw\":\"{key}\",\"b64\":\"{b64}\",\"hex\":\"{}\"}}",
+                hex(&key)
+            );
             let mut stream = stream;
             write!(
                 stream,
@@ -451,12 +533,20 @@ credentials:
     set.args(["secret", "set", "api", "--scope", "http.request"])
         .write_stdin(format!("{secret}\n"));
     let out = set.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let list = k.ok(&["secret", "list"]);
     assert!(list.contains("api") && !list.contains(secret), "{list}");
 
     k.ok(&["chat", "-m", "call the api"]);
-    assert_eq!(seen.lock().unwrap().as_slice(), [secret], "the tool got the value");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [secret],
+        "the tool got the value"
+    );
     let results = k.tool_results(1);
     assert!(results[0].contains("[redacted]"), "{results:?}");
     assert_eq!(k.tool_results(2)[1], "action not permitted");
@@ -471,15 +561,28 @@ credentials:
     k.stop();
     let log = k.log();
     for form in &forms {
-        assert!(!record.contains(form.as_str()), "`{form}` reached the provider");
-        assert!(!audit.contains(form.as_str()), "`{form}` reached the audit log");
-        assert!(!log.contains(form.as_str()), "`{form}` reached the kernel's log");
+        assert!(
+            !record.contains(form.as_str()),
+            "`{form}` reached the provider"
+        );
+        assert!(
+            !audit.contains(form.as_str()),
+            "`{form}` reached the audit log"
+        );
+        assert!(
+            !log.contains(form.as_str()),
+            "`{form}` reached the kernel's log"
+        );
     }
     // And nothing on disk holds it in plaintext.
     for entry in walk(&k.home()) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
-        assert!(!text.contains(secret), "`{}` holds the secret", entry.display());
+        assert!(
+            !text.contains(secret),
+            "`{}` holds the secret",
+            entry.display()
+        );
     }
 }
 
@@ -497,7 +600,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn python_available() -> bool {
-    let ok = StdCommand::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = StdCommand::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         eprintln!("skipped: python3 is not installed (the misbehaving test plugins are Python)");
     }
@@ -543,7 +649,11 @@ fn invariant_i7_a_plugin_that_crashes_is_restarted() {
     k.up();
     wait_running(&k, "bad", 0);
     k.ok(&["chat", "-m", "crash it"]);
-    assert!(k.tool_results(1)[0].starts_with("action failed"), "{:?}", k.tool_results(1));
+    assert!(
+        k.tool_results(1)[0].starts_with("action failed"),
+        "{:?}",
+        k.tool_results(1)
+    );
     wait_running(&k, "bad", 1);
     k.ok(&["chat", "-m", "again"]);
     assert_eq!(k.tool_results(3).last().unwrap(), "{\"ok\":true}");
@@ -567,7 +677,11 @@ fn misbehaves_and_kernel_keeps_serving(action: &str) {
     k.up();
     wait_running(&k, "bad", 0);
     k.ok(&["chat", "-m", "misbehave"]);
-    assert!(k.tool_results(1)[0].starts_with("action failed"), "{:?}", k.tool_results(1));
+    assert!(
+        k.tool_results(1)[0].starts_with("action failed"),
+        "{:?}",
+        k.tool_results(1)
+    );
     let reply = k.ok(&["chat", "-m", "list files"]);
     assert!(reply.contains("files still work"), "{reply}");
     let misbehaved = k
@@ -604,10 +718,16 @@ fn the_python_example_plugin_serves_through_the_kernel() {
         "version: 1\nread:\n  wordcount.count: { level: 0 }\n\
          forbid:\n  - id: no-shouting\n    actions: [wordcount.shout]\n",
         script(vec![
-            tools(vec![call("wordcount__count", serde_json::json!({"text": "one two three"}))]),
+            tools(vec![call(
+                "wordcount__count",
+                serde_json::json!({"text": "one two three"}),
+            )]),
             say("counted"),
         ]),
-        &format!("[plugins.wordcount]\npath = \"{}\"\n", example.canonicalize().unwrap().display()),
+        &format!(
+            "[plugins.wordcount]\npath = \"{}\"\n",
+            example.canonicalize().unwrap().display()
+        ),
     );
     k.up();
     wait_running(&k, "wordcount", 0);
@@ -622,13 +742,20 @@ fn the_python_example_plugin_serves_through_the_kernel() {
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
     assert!(tools.contains(&"wordcount__count".to_owned()), "{tools:?}");
-    assert!(!tools.iter().any(|t| t.contains("shout")), "a masked action was offered: {tools:?}");
+    assert!(
+        !tools.iter().any(|t| t.contains("shout")),
+        "a masked action was offered: {tools:?}"
+    );
 }
 
 #[test]
 fn invariant_i9_bad_config_gives_one_line_errors() {
     let k = Kernel::new("version: 1\n", script(vec![]), "");
-    std::fs::write(k.home().join("config.toml"), "[plugins.x]\nbuiltin = \"nope\"\n").unwrap();
+    std::fs::write(
+        k.home().join("config.toml"),
+        "[plugins.x]\nbuiltin = \"nope\"\n",
+    )
+    .unwrap();
     let out = k.run(&["up"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -655,8 +782,12 @@ fn secrets_are_refused_on_argv_and_validated() {
     short.args(["secret", "set", "api"]).write_stdin("short\n");
     assert_eq!(short.output().unwrap().status.code(), Some(1));
     let mut good = k.cmd();
-    good.args(["secret", "set", "api"]).write_stdin("long-enough-value\n");
+    good.args(["secret", "set", "api"])
+        .write_stdin("long-enough-value\n");
     assert!(good.output().unwrap().status.success());
     let list = k.ok(&["secret", "list", "--json"]);
-    assert!(list.contains("\"api\"") && !list.contains("long-enough-value"), "{list}");
+    assert!(
+        list.contains("\"api\"") && !list.contains("long-enough-value"),
+        "{list}"
+    );
 }

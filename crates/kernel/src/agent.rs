@@ -121,7 +121,11 @@ mod tests {
     #[test]
     fn the_default_agent_loads() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("assistant.toml"), crate::home::DEFAULT_AGENT).unwrap();
+        std::fs::write(
+            dir.path().join("assistant.toml"),
+            crate::home::DEFAULT_AGENT,
+        )
+        .unwrap();
         let agents = load_agents(dir.path()).unwrap();
         let agent = agents.get("assistant").unwrap();
         assert!(agent.offers("files.read"));

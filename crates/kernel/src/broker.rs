@@ -192,9 +192,7 @@ fn entry_from(stored: &StoredSecret) -> Result<Entry, KernelError> {
     let scopes = stored
         .scopes
         .iter()
-        .map(|s| {
-            Pattern::parse(s).map_err(|e| KernelError::Secret(format!("scope `{s}`: {e}")))
-        })
+        .map(|s| Pattern::parse(s).map_err(|e| KernelError::Secret(format!("scope `{s}`: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Entry {
         value: SecretValue::new(stored.value.clone()),
@@ -223,7 +221,9 @@ pub fn store_secret(
         )));
     }
     if value.expose().contains(['\n', '\r']) {
-        return Err(KernelError::Secret("the value spans lines: give one line".to_owned()));
+        return Err(KernelError::Secret(
+            "the value spans lines: give one line".to_owned(),
+        ));
     }
     for scope in scopes {
         Pattern::parse(scope).map_err(|e| KernelError::Secret(format!("scope `{scope}`: {e}")))?;
@@ -237,7 +237,10 @@ pub fn store_secret(
     );
     vault.transact(|tx| {
         tx.put_object(SECRETS_SPACE, name, &bytes)?;
-        tx.log("secret.set", serde_json::json!({"name": name, "scopes": scopes}))
+        tx.log(
+            "secret.set",
+            serde_json::json!({"name": name, "scopes": scopes}),
+        )
     })?;
     Ok(())
 }
@@ -500,8 +503,14 @@ mod tests {
         for encoded in encodings {
             let text = format!("Authorization: Basic {encoded} and more");
             let scrubbed = scrubber.scrub(&text);
-            assert!(scrubbed.contains(REDACTED), "{encoded} survived in {scrubbed}");
-            assert!(!scrubbed.contains(&encoded), "{encoded} survived in {scrubbed}");
+            assert!(
+                scrubbed.contains(REDACTED),
+                "{encoded} survived in {scrubbed}"
+            );
+            assert!(
+                !scrubbed.contains(&encoded),
+                "{encoded} survived in {scrubbed}"
+            );
         }
         assert_eq!(scrubber.scrub("nothing here"), "nothing here");
     }

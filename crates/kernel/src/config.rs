@@ -140,12 +140,11 @@ impl Config {
             path: path.to_owned(),
             message,
         };
-        let config: Config =
-            toml::from_str(text).map_err(|e| error(one_line(&e.to_string())))?;
+        let config: Config = toml::from_str(text).map_err(|e| error(one_line(&e.to_string())))?;
         for (name, plugin) in &config.plugins {
             if !valid_plugin_name(name) {
                 return Err(error(format!(
-                    "plugin name `{name}`: use letters, digits, `_` and `-`"
+                    "plugin name `{name}`: use letters, digits, `_` and `-` (no `__`)"
                 )));
             }
             match plugin.launch() {
@@ -171,7 +170,9 @@ impl Config {
         }
         let k = &config.kernel;
         if k.max_frame < 1024 || k.max_frame > 64 << 20 {
-            return Err(error("kernel.max_frame must be between 1024 and 67108864".to_owned()));
+            return Err(error(
+                "kernel.max_frame must be between 1024 and 67108864".to_owned(),
+            ));
         }
         if k.max_steps == 0 {
             return Err(error("kernel.max_steps must be at least 1".to_owned()));
@@ -197,6 +198,7 @@ impl Config {
 pub fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
+        && !name.contains("__")
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -204,7 +206,11 @@ pub fn valid_plugin_name(name: &str) -> bool {
 
 /// TOML errors span several lines with a caret diagram; keep the message line.
 pub(crate) fn one_line(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let first = lines.first().copied().unwrap_or_default().to_owned();
     match lines.get(1..).and_then(<[&str]>::last) {
         Some(last) if *last != first => format!("{first}: {last}"),
@@ -257,7 +263,9 @@ mod tests {
             ("[kernel]\ntypo = 1\n", "typo"),
             ("not toml", ""),
         ] {
-            let error = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            let error = Config::parse(text, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(expect), "{error}");
             assert!(!error.contains('\n'), "{error}");
         }

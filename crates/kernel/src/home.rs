@@ -92,7 +92,11 @@ impl Home {
 
     /// Creates the layout with commented defaults, leaving every existing file alone.
     /// Returns the paths it created.
-    pub fn init(&self, passphrase: &Passphrase, kdf: KdfParams) -> Result<Vec<PathBuf>, KernelError> {
+    pub fn init(
+        &self,
+        passphrase: &Passphrase,
+        kdf: KdfParams,
+    ) -> Result<Vec<PathBuf>, KernelError> {
         let mut created = Vec::new();
         for dir in [
             self.root.clone(),
@@ -107,7 +111,10 @@ impl Home {
                     .recursive(true)
                     .mode(0o700)
                     .create(&dir)
-                    .map_err(KernelError::io(format!("cannot create `{}`", dir.display())))?;
+                    .map_err(KernelError::io(format!(
+                        "cannot create `{}`",
+                        dir.display()
+                    )))?;
                 created.push(dir);
             }
         }
@@ -123,13 +130,7 @@ impl Home {
         }
         for vault in [self.kernel_vault(), self.memory_vault()] {
             if !vault.exists() {
-                Vault::create(
-                    &vault,
-                    Protection::Passphrase {
-                        passphrase,
-                        kdf,
-                    },
-                )?;
+                Vault::create(&vault, Protection::Passphrase { passphrase, kdf })?;
                 created.push(vault);
             }
         }
@@ -143,9 +144,13 @@ impl Home {
             .recursive(true)
             .mode(0o700)
             .create(&run)
-            .map_err(KernelError::io(format!("cannot create `{}`", run.display())))?;
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
-            .map_err(KernelError::io(format!("cannot restrict `{}`", run.display())))
+            .map_err(KernelError::io(format!(
+                "cannot create `{}`",
+                run.display()
+            )))?;
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).map_err(
+            KernelError::io(format!("cannot restrict `{}`", run.display())),
+        )
     }
 }
 
@@ -168,7 +173,10 @@ fn write_new(path: &Path, text: &str) -> Result<bool, KernelError> {
     };
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(KernelError::io(format!("cannot write `{}`", path.display())))?;
+        .map_err(KernelError::io(format!(
+            "cannot write `{}`",
+            path.display()
+        )))?;
     Ok(true)
 }
 

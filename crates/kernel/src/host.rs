@@ -183,6 +183,12 @@ impl Connection {
         }
     }
 
+    /// No request is waiting for an answer. A busy plugin is not pinged: each request has its
+    /// own timeout, and a plugin that hangs is caught by the next ping once it is idle.
+    fn idle(&self) -> bool {
+        self.waiters.lock().is_ok_and(|w| w.is_empty())
+    }
+
     fn forget(&self, id: u64) {
         if let Ok(mut waiters) = self.waiters.lock() {
             waiters.remove(&id);
@@ -361,9 +367,8 @@ impl Host {
         let _ = self.shutdown.send(true);
         for slot in self.slots.values() {
             let mut state = slot.state.subscribe();
-            let wait = state.wait_for(|s| {
-                matches!(s, PluginState::Stopped | PluginState::Failed(_))
-            });
+            let wait =
+                state.wait_for(|s| matches!(s, PluginState::Stopped | PluginState::Failed(_)));
             let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
         }
     }
@@ -491,9 +496,7 @@ impl Host {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start: {e}"))?;
+        let mut child = command.spawn().map_err(|e| format!("cannot start: {e}"))?;
         let _ = self
             .audit
             .record(
@@ -627,7 +630,7 @@ impl Host {
                         Err(e) => format!("wait failed: {e}"),
                     };
                 }
-                _ = ping.tick() => {
+                _ = ping.tick(), if connection.idle() => {
                     let pinger = Arc::clone(&connection);
                     let timeout = self.settings.ping_timeout;
                     // The answer arrives through the reader above; wait for it off this loop.
@@ -673,24 +676,32 @@ impl Host {
         deadline: tokio::time::Instant,
     ) -> Result<Registration, String> {
         let max = self.settings.max_frame;
-        let hello = match tokio::time::timeout_at(deadline, reader.next()).await {
+        let (hello_id, hello) = match tokio::time::timeout_at(deadline, reader.next()).await {
             Ok(Ok(Some(Envelope {
+                id,
                 message: Message::Hello(hello),
                 ..
-            }))) => hello,
+            }))) => (id, hello),
             Ok(Ok(Some(other))) => {
-                return Err(format!("sent `{}` before `hello`", other.message.type_name()));
+                return Err(format!(
+                    "sent `{}` before `hello`",
+                    other.message.type_name()
+                ));
             }
             Ok(Ok(None)) => return Err("closed the connection before `hello`".to_owned()),
             Ok(Err(e)) => return Err(format!("protocol violation: {e}")),
             Err(_) => return Err("no `hello` in time".to_owned()),
         };
-        let send = |message: Message| {
-            p3ak_proto::encode(&Envelope::new(0, message), max).unwrap_or_default()
+        // Replies repeat the id of the message they answer.
+        let send = |id: u64, message: Message| {
+            p3ak_proto::encode(&Envelope::new(id, message), max).unwrap_or_default()
         };
         if hello.plugin != spec.name {
             let _ = write
-                .write_all(&send(error(ErrorKind::Invalid, "wrong plugin name")))
+                .write_all(&send(
+                    hello_id,
+                    error(ErrorKind::Invalid, "wrong plugin name"),
+                ))
                 .await;
             return Err(format!(
                 "said hello as `{}`, but was started as `{}`",
@@ -699,7 +710,10 @@ impl Host {
         }
         let Some(version) = p3ak_proto::negotiate(&hello.versions) else {
             let _ = write
-                .write_all(&send(error(ErrorKind::Invalid, "no common protocol version")))
+                .write_all(&send(
+                    hello_id,
+                    error(ErrorKind::Invalid, "no common protocol version"),
+                ))
                 .await;
             return Err(format!(
                 "speaks protocol versions {:?}, the kernel {:?}",
@@ -712,16 +726,20 @@ impl Host {
             config: spec.config.clone(),
         });
         write
-            .write_all(&send(welcome))
+            .write_all(&send(hello_id, welcome))
             .await
             .map_err(|e| format!("cannot send welcome: {e}"))?;
-        let register = match tokio::time::timeout_at(deadline, reader.next()).await {
+        let (register_id, register) = match tokio::time::timeout_at(deadline, reader.next()).await {
             Ok(Ok(Some(Envelope {
+                id,
                 message: Message::Register(register),
                 ..
-            }))) => register,
+            }))) => (id, register),
             Ok(Ok(Some(other))) => {
-                return Err(format!("sent `{}` instead of `register`", other.message.type_name()));
+                return Err(format!(
+                    "sent `{}` instead of `register`",
+                    other.message.type_name()
+                ));
             }
             Ok(Ok(None)) => return Err("closed the connection before `register`".to_owned()),
             Ok(Err(e)) => return Err(format!("protocol violation: {e}")),
@@ -731,13 +749,13 @@ impl Host {
             Ok(r) => r,
             Err(reason) => {
                 let _ = write
-                    .write_all(&send(error(ErrorKind::Invalid, &reason)))
+                    .write_all(&send(register_id, error(ErrorKind::Invalid, &reason)))
                     .await;
                 return Err(format!("invalid registration: {reason}"));
             }
         };
         write
-            .write_all(&send(Message::Registered(Registered {})))
+            .write_all(&send(register_id, Message::Registered(Registered {})))
             .await
             .map_err(|e| format!("cannot send registered: {e}"))?;
         Ok(registration)
@@ -819,17 +837,25 @@ fn validate_registration(
     let mut actions = Vec::with_capacity(register.actions.len());
     for spec in register.actions {
         let full = format!("{plugin}.{}", spec.name);
-        if spec.name.contains('.') || !p3ak_policy::valid_action_name(&full) {
+        // `.` separates plugin and action; `__` stands for it in tool names, so neither may
+        // appear inside a name.
+        if spec.name.contains('.')
+            || spec.name.contains("__")
+            || !p3ak_policy::valid_action_name(&full)
+        {
             return Err(format!("`{}` is not a valid action name", spec.name));
         }
         if !seen.insert(spec.name.clone()) {
             return Err(format!("action `{}` registered twice", spec.name));
         }
         if spec.description.len() > 4096 {
-            return Err(format!("action `{}`: description over 4096 bytes", spec.name));
+            return Err(format!(
+                "action `{}`: description over 4096 bytes",
+                spec.name
+            ));
         }
-        let validator = compile_schema(&spec.parameters)
-            .map_err(|e| format!("action `{}`: {e}", spec.name))?;
+        let validator =
+            compile_schema(&spec.parameters).map_err(|e| format!("action `{}`: {e}", spec.name))?;
         actions.push(RegisteredAction {
             spec,
             validator: Arc::new(validator),

@@ -19,9 +19,7 @@ use crate::audit::AuditLog;
 use crate::authorize::Enforcer;
 use crate::broker::{Broker, SecretValue};
 use crate::config::{Config, Launch};
-use crate::control::{
-    ControlEvent, ControlRequest, KernelStatus, MAX_CONTROL_FRAME, plugin_rows,
-};
+use crate::control::{ControlEvent, ControlRequest, KernelStatus, MAX_CONTROL_FRAME, plugin_rows};
 use crate::home::Home;
 use crate::host::{Host, PluginSpec};
 use crate::ledger::Ledger;
@@ -72,8 +70,9 @@ impl Kernel {
         check_not_running(&home)?;
         let config = Config::load(&home.config())?;
         let policy_path = home.policy();
-        let policy_text = std::fs::read_to_string(&policy_path)
-            .map_err(KernelError::io(format!("cannot read `{}`", policy_path.display())))?;
+        let policy_text = std::fs::read_to_string(&policy_path).map_err(KernelError::io(
+            format!("cannot read `{}`", policy_path.display()),
+        ))?;
         let policy = Policy::from_yaml(&policy_text)?;
         let agents = load_agents(&home.agents())?;
         if !agents.contains_key(&config.kernel.default_agent) {
@@ -178,8 +177,10 @@ impl Kernel {
     pub async fn serve(self: &Arc<Self>) -> Result<(), KernelError> {
         let socket = self.home.control_socket();
         let _ = std::fs::remove_file(&socket);
-        let listener = UnixListener::bind(&socket)
-            .map_err(KernelError::io(format!("cannot bind `{}`", socket.display())))?;
+        let listener = UnixListener::bind(&socket).map_err(KernelError::io(format!(
+            "cannot bind `{}`",
+            socket.display()
+        )))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(KernelError::io("cannot restrict the control socket"))?;
         let mut stop = self.stop.subscribe();
@@ -298,10 +299,9 @@ impl Kernel {
                 let (name, scopes) = (name.clone(), scopes.clone());
                 let value = SecretValue::new(value.clone());
                 let shown = name.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    broker.set(&vault, &name, value, scopes)
-                })
-                .await;
+                let result =
+                    tokio::task::spawn_blocking(move || broker.set(&vault, &name, value, scopes))
+                        .await;
                 match result {
                     Ok(Ok(())) => ControlEvent::Done {
                         message: format!("secret `{shown}` stored"),

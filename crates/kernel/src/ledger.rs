@@ -32,7 +32,11 @@ impl Ledger {
     /// Records a call that is about to run.
     pub(crate) fn record(&mut self, specs: &[TotalSpec], action: &str, args: &serde_json::Value) {
         let now = Instant::now();
-        let keep = specs.iter().map(|s| s.window).max().unwrap_or(Duration::ZERO);
+        let keep = specs
+            .iter()
+            .map(|s| s.window)
+            .max()
+            .unwrap_or(Duration::ZERO);
         while self
             .calls
             .front()

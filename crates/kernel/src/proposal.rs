@@ -149,12 +149,11 @@ pub fn parse(agent: &str, call: &ToolCall, table: &ToolTable) -> Result<Proposal
     let serde_json::Value::Object(_) = &call.arguments else {
         return Err(ProposalError::NotAnObject(name.to_owned()));
     };
-    let credentials = broker::references(&call.arguments).map_err(|message| {
-        ProposalError::Reference {
+    let credentials =
+        broker::references(&call.arguments).map_err(|message| ProposalError::Reference {
             tool: name.to_owned(),
             message,
-        }
-    })?;
+        })?;
     let Some(offered) = table.get(name) else {
         let action = name.replace("__", ".");
         if !p3ak_policy::valid_action_name(&action) {
@@ -261,7 +260,12 @@ mod tests {
 
     #[test]
     fn offered_tools_parse_with_their_plugin() {
-        let p = parse("a", &call("files__read", serde_json::json!({"path": "x"})), &table()).unwrap();
+        let p = parse(
+            "a",
+            &call("files__read", serde_json::json!({"path": "x"})),
+            &table(),
+        )
+        .unwrap();
         assert_eq!(p.action, "files.read");
         assert_eq!(p.plugin.as_deref(), Some("files"));
     }
@@ -274,7 +278,10 @@ mod tests {
             call("files__read", serde_json::json!({})),
             call("files__read", serde_json::json!({"path": 3})),
             call("files__read", serde_json::json!({"path": "x", "more": 1})),
-            call("files__read", serde_json::json!({"path": {"$secret": "a", "b": 1}})),
+            call(
+                "files__read",
+                serde_json::json!({"path": {"$secret": "a", "b": 1}}),
+            ),
             call("not a name", serde_json::json!({})),
         ];
         for c in bad {
@@ -284,14 +291,22 @@ mod tests {
 
     #[test]
     fn invariant_i2_unknown_names_become_proposals_without_a_plugin() {
-        let p = parse("a", &call("bank__wire", serde_json::json!({"to": "x"})), &table()).unwrap();
+        let p = parse(
+            "a",
+            &call("bank__wire", serde_json::json!({"to": "x"})),
+            &table(),
+        )
+        .unwrap();
         assert_eq!(p.action, "bank.wire");
         assert_eq!(p.plugin, None);
     }
 
     #[test]
     fn credential_references_satisfy_string_schemas() {
-        let c = call("files__read", serde_json::json!({"path": {"$secret": "token"}}));
+        let c = call(
+            "files__read",
+            serde_json::json!({"path": {"$secret": "token"}}),
+        );
         let p = parse("a", &c, &table()).unwrap();
         assert_eq!(p.credentials, vec!["token"]);
     }

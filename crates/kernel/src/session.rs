@@ -51,7 +51,8 @@ pub(crate) fn store(
     let bytes = zeroize::Zeroizing::new(
         serde_json::to_vec(kept).map_err(|e| KernelError::Home(e.to_string()))?,
     );
-    vault.transact(|tx| tx.put_object(SESSIONS_SPACE, &object_name(agent, conversation), &bytes))?;
+    vault
+        .transact(|tx| tx.put_object(SESSIONS_SPACE, &object_name(agent, conversation), &bytes))?;
     Ok(())
 }
 

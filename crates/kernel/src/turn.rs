@@ -56,8 +56,7 @@ impl Kernel {
             )
             .await?;
         let limit = self.config.kernel.turn_timeout;
-        match tokio::time::timeout(limit, self.run_turn(&agent, &inbound, channel, &events)).await
-        {
+        match tokio::time::timeout(limit, self.run_turn(&agent, &inbound, channel, &events)).await {
             Ok(result) => result,
             Err(_) => {
                 self.audit
@@ -173,9 +172,12 @@ impl Kernel {
                 Err(e) => return self.provider_failed(agent, &e).await,
             };
             if let Ok(mut usage) = self.usage.lock() {
-                usage.input_tokens = usage.input_tokens.saturating_add(response.usage.input_tokens);
-                usage.output_tokens =
-                    usage.output_tokens.saturating_add(response.usage.output_tokens);
+                usage.input_tokens = usage
+                    .input_tokens
+                    .saturating_add(response.usage.input_tokens);
+                usage.output_tokens = usage
+                    .output_tokens
+                    .saturating_add(response.usage.output_tokens);
             }
             let content = scrubber.scrub(&response.content);
             self.audit
@@ -191,7 +193,9 @@ impl Kernel {
                 )
                 .await?;
             let mut calls = response.tool_calls;
-            calls.iter_mut().for_each(|c| scrubber.scrub_value(&mut c.arguments));
+            calls
+                .iter_mut()
+                .for_each(|c| scrubber.scrub_value(&mut c.arguments));
             messages.push(ChatMessage {
                 role: Role::Assistant,
                 content: content.clone(),
@@ -203,7 +207,9 @@ impl Kernel {
                 break;
             }
             for call in calls {
-                let outcome = self.handle_call(agent, &call, &table, channel, events).await?;
+                let outcome = self
+                    .handle_call(agent, &call, &table, channel, events)
+                    .await?;
                 messages.push(ChatMessage {
                     role: Role::Tool,
                     content: scrubber.scrub(&outcome),
@@ -257,10 +263,15 @@ impl Kernel {
         };
         let table = self.tool_table(&agent);
         let (events, _) = mpsc::unbounded_channel();
-        self.handle_call(&agent, call, &table, channel, &events).await
+        self.handle_call(&agent, call, &table, channel, &events)
+            .await
     }
 
-    async fn provider_failed(&self, agent: &Agent, error: &HostError) -> Result<String, KernelError> {
+    async fn provider_failed(
+        &self,
+        agent: &Agent,
+        error: &HostError,
+    ) -> Result<String, KernelError> {
         let message = self.broker.scrubber().scrub(&error.to_string());
         self.audit
             .record(
@@ -353,7 +364,8 @@ impl Kernel {
                         self.audit
                             .record("approval", serde_json::json!({"id": id, "by": "operator"}))
                             .await?;
-                        self.execute(ApprovalGate::approve(escalation, approval)).await
+                        self.execute(ApprovalGate::approve(escalation, approval))
+                            .await
                     }
                     Some(Resolution::Denied) => {
                         self.audit
@@ -434,19 +446,28 @@ impl Kernel {
             }
             Ok(other) => {
                 let e = HostError::Unexpected(plugin.clone(), other.type_name());
-                (format!("action failed: {e}"), serde_json::json!({"error": e.to_string()}))
+                (
+                    format!("action failed: {e}"),
+                    serde_json::json!({"error": e.to_string()}),
+                )
             }
             Err(HostError::Plugin(e)) => {
                 let message = scrubber.scrub(&e.message);
                 let kind = serde_json::to_value(e.kind).unwrap_or_default();
                 (
-                    format!("action failed ({}): {message}", kind.as_str().unwrap_or("error")),
+                    format!(
+                        "action failed ({}): {message}",
+                        kind.as_str().unwrap_or("error")
+                    ),
                     serde_json::json!({"error": message, "kind": kind}),
                 )
             }
             Err(e) => {
                 let message = scrubber.scrub(&e.to_string());
-                (format!("action failed: {message}"), serde_json::json!({"error": message}))
+                (
+                    format!("action failed: {message}"),
+                    serde_json::json!({"error": message}),
+                )
             }
         };
         self.audit

@@ -184,8 +184,10 @@ fn report_start(kernel: &Kernel, out: &Output) {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the kernel still stops on `shutdown` over the control socket.
         std::future::pending::<()>().await;
         return;
@@ -377,7 +379,12 @@ pub fn secret(command: SecretCommand, out: &Output) -> anyhow::Result<()> {
             }
             let vault = open_kernel_vault(&home, &pass_args, Access::Write)?;
             let name_shown = name.clone();
-            broker::store_secret(&vault, &name, &SecretValue::new(value.into_inner()), &scopes)?;
+            broker::store_secret(
+                &vault,
+                &name,
+                &SecretValue::new(value.into_inner()),
+                &scopes,
+            )?;
             done(
                 ControlEvent::Done {
                     message: format!("secret `{name_shown}` stored"),
@@ -440,7 +447,10 @@ fn read_secret_value() -> anyhow::Result<zeroize::Zeroizing<String>> {
         zeroize::Zeroizing::new(rpassword::prompt_password("Secret value: ")?)
     } else {
         let mut line = zeroize::Zeroizing::new(String::new());
-        stdin.lock().read_line(&mut line).context("cannot read stdin")?;
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read stdin")?;
         let trimmed = line.trim_end_matches(['\n', '\r']).to_owned();
         zeroize::Zeroizing::new(trimmed)
     };
