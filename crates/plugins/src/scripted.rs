@@ -1,0 +1,278 @@
+//! `scripted`: a deterministic provider for tests and the offline demo.
+//!
+//! Config: `script` (path of a JSON file, read and checked at startup) and optional `record`
+//! (path of a file to which every `inference_request` received is appended as one JSON
+//! line, created 0600). **The record is plaintext**: it holds whole conversations, tool
+//! results included. It is a testing aid; never set it on a real deployment.
+//!
+//! The script:
+//!
+//! ```json
+//! {"responses": [
+//!   {"content": "text", "tool_calls": [{"name": "files__read", "arguments": {"path": "a.txt"}}]},
+//!   {"error": {"kind": "transient", "message": "model overloaded"}},
+//!   {"content": "final answer"}
+//! ]}
+//! ```
+//!
+//! Each request takes the next response, in order. Tool calls get the ids `call_1`,
+//! `call_2`, … counted across the whole run; `stop` is `tool_use` when there are tool calls,
+//! else `end_turn`. Usage is deterministic: `input_tokens` is the characters of the request's
+//! message contents over 4, `output_tokens` the characters of the reply's content over 4,
+//! both rounded up. An `error` response is sent as `error {kind, message}`. Once the script is
+//! used up every request gets `(the script has no more replies)`. With `stream: true` the
+//! content is first sent as `stream_chunk`s, one word (with the space after it) each.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use p3ak_proto::{ErrorKind, InferenceRequest, InferenceResponse, StopReason, ToolCall, Usage};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::PluginError;
+use crate::runtime::{Provider, StreamSink, ToolFailure};
+
+/// The content sent once the script is used up.
+pub const EXHAUSTED: &str = "(the script has no more replies)";
+/// Largest script file, in bytes.
+pub const MAX_SCRIPT_BYTES: u64 = 16 << 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    script: PathBuf,
+    #[serde(default)]
+    record: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScriptFile {
+    responses: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<Call>,
+    #[serde(default)]
+    error: Option<Failure>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Call {
+    name: String,
+    #[serde(default = "empty_object")]
+    arguments: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Failure {
+    kind: ErrorKind,
+    #[serde(default)]
+    message: String,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// One scripted reply.
+enum Reply {
+    Answer {
+        content: String,
+        calls: Vec<(String, Value)>,
+    },
+    Error(ToolFailure),
+}
+
+/// The `scripted` provider.
+pub struct Scripted {
+    replies: std::vec::IntoIter<Reply>,
+    next_call: u64,
+    record: Option<std::fs::File>,
+}
+
+impl Scripted {
+    /// Reads and checks the script named by the `welcome` config, and opens the record file.
+    ///
+    /// # Errors
+    ///
+    /// [`PluginError::Config`] with a one-line reason: a missing `script`, an unreadable or
+    /// malformed script (with the response's position), a record file that cannot be opened.
+    pub fn from_config(config: &Value) -> Result<Self, PluginError> {
+        let config: Config = crate::parse_config(config)?;
+        let shown = config.script.display().to_string();
+        let bad = |reason: String| PluginError::Config(format!("script `{shown}`: {reason}"));
+        let size = std::fs::metadata(&config.script)
+            .map_err(|e| bad(e.to_string()))?
+            .len();
+        if size > MAX_SCRIPT_BYTES {
+            return Err(bad(format!(
+                "{size} bytes, over the limit of {MAX_SCRIPT_BYTES}"
+            )));
+        }
+        let text = std::fs::read_to_string(&config.script).map_err(|e| bad(e.to_string()))?;
+        let replies = parse_script(&text).map_err(bad)?;
+        let record = match &config.record {
+            None => None,
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| {
+                        PluginError::Config(format!(
+                            "cannot open the record `{}`: {e}",
+                            path.display()
+                        ))
+                    })?,
+            ),
+        };
+        Ok(Self {
+            replies: replies.into_iter(),
+            next_call: 1,
+            record,
+        })
+    }
+}
+
+fn parse_script(text: &str) -> Result<Vec<Reply>, String> {
+    let file: ScriptFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    file.responses
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let at = |reason: &str| format!("response {}: {reason}", i + 1);
+            match entry.error {
+                Some(failure) => {
+                    if entry.content.is_some() || !entry.tool_calls.is_empty() {
+                        return Err(at("an `error` response has no `content` or `tool_calls`"));
+                    }
+                    Ok(Reply::Error(ToolFailure::new(
+                        failure.kind,
+                        failure.message,
+                    )))
+                }
+                None => {
+                    let mut calls = Vec::with_capacity(entry.tool_calls.len());
+                    for call in entry.tool_calls {
+                        if call.name.is_empty() {
+                            return Err(at("a tool call has an empty `name`"));
+                        }
+                        if !call.arguments.is_object() {
+                            return Err(at(&format!(
+                                "the `arguments` of `{}` must be a JSON object",
+                                call.name
+                            )));
+                        }
+                        calls.push((call.name, call.arguments));
+                    }
+                    Ok(Reply::Answer {
+                        content: entry.content.unwrap_or_default(),
+                        calls,
+                    })
+                }
+            }
+        })
+        .collect()
+}
+
+/// Characters over 4, rounded up.
+fn tokens(chars: usize) -> u64 {
+    u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
+}
+
+impl Provider for Scripted {
+    fn infer(
+        &mut self,
+        request: &InferenceRequest,
+        stream: &mut StreamSink<'_>,
+    ) -> Result<InferenceResponse, ToolFailure> {
+        if let Some(record) = &mut self.record {
+            let mut line = serde_json::to_vec(request)
+                .map_err(|e| ToolFailure::permanent(format!("cannot record the request: {e}")))?;
+            line.push(b'\n');
+            record
+                .write_all(&line)
+                .map_err(|e| ToolFailure::permanent(format!("cannot record the request: {e}")))?;
+        }
+        let (content, calls) = match self.replies.next() {
+            Some(Reply::Error(failure)) => return Err(failure),
+            Some(Reply::Answer { content, calls }) => (content, calls),
+            None => (EXHAUSTED.to_owned(), Vec::new()),
+        };
+        if request.stream {
+            for word in content.split_inclusive(char::is_whitespace) {
+                stream.send(word)?;
+            }
+        }
+        let tool_calls: Vec<ToolCall> = calls
+            .into_iter()
+            .map(|(name, arguments)| {
+                let id = format!("call_{}", self.next_call);
+                self.next_call += 1;
+                ToolCall {
+                    id,
+                    name,
+                    arguments,
+                }
+            })
+            .collect();
+        let input_chars: usize = request
+            .messages
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum();
+        Ok(InferenceResponse {
+            stop: if tool_calls.is_empty() {
+                StopReason::EndTurn
+            } else {
+                StopReason::ToolUse
+            },
+            usage: Usage {
+                input_tokens: tokens(input_chars),
+                output_tokens: tokens(content.chars().count()),
+            },
+            content,
+            tool_calls,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_errors_say_where() {
+        let e = parse_script(r#"{"responses": [{"content": "a"}, {"error": {"kind": "nope"}}]}"#)
+            .err()
+            .unwrap();
+        assert!(e.contains("unknown variant"), "{e}");
+        let e = parse_script(
+            r#"{"responses": [{"content": "a"}, {"tool_calls": [{"name": "x", "arguments": 3}]}]}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(e.starts_with("response 2:"), "{e}");
+        let e = parse_script(r#"{"responses": [{"error": {"kind": "auth"}, "content": "x"}]}"#)
+            .err()
+            .unwrap();
+        assert!(e.starts_with("response 1:"), "{e}");
+        assert!(parse_script("{").is_err());
+        assert!(parse_script(r#"{"responses": [], "extra": 1}"#).is_err());
+        assert_eq!(parse_script(r#"{"responses": []}"#).unwrap().len(), 0);
+        assert_eq!(tokens(0), 0);
+        assert_eq!(tokens(5), 2);
+    }
+}

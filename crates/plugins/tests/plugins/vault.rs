@@ -1,0 +1,208 @@
+//! `vault`: write → search → read over a real encrypted vault, with the key handed over.
+
+use std::path::{Path, PathBuf};
+
+use p3ak_plugins::Launch;
+use p3ak_proto::{ErrorKind, Tier};
+use p3ak_vault::{Access, KdfParams, Passphrase, Protection, Unlock, Vault, VaultKey};
+use serde_json::json;
+
+use crate::kernel::{Kernel, start_failing, start_with};
+
+const KDF: KdfParams = KdfParams {
+    memory_kib: KdfParams::MIN_MEMORY_KIB,
+    iterations: 1,
+    parallelism: 1,
+};
+
+fn create(dir: &Path, name: &str) -> (PathBuf, VaultKey) {
+    let path = dir.join(name);
+    let pass = Passphrase::new("correct horse battery staple".into());
+    drop(
+        Vault::create(
+            &path,
+            Protection::Passphrase {
+                passphrase: &pass,
+                kdf: KDF,
+            },
+        )
+        .unwrap(),
+    );
+    let key = VaultKey::derive(&path, &pass).unwrap();
+    (path, key)
+}
+
+fn launch(key: Option<VaultKey>) -> Launch {
+    Launch {
+        vault_key: key,
+        ..Launch::new("memory")
+    }
+}
+
+fn start(path: &Path, key: Option<VaultKey>) -> Kernel {
+    start_with("vault", json!({"vault": path}), launch(key))
+}
+
+#[test]
+fn write_search_read_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = create(dir.path(), "memory.vault");
+    let mut kernel = start(&path, Some(key));
+    let actions: Vec<(&str, Tier)> = kernel
+        .register
+        .actions
+        .iter()
+        .map(|a| (a.name.as_str(), a.tier))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("search", Tier::Observe),
+            ("read", Tier::Observe),
+            ("write", Tier::Act)
+        ]
+    );
+
+    assert_eq!(
+        kernel.ok("assistant", "search", json!({"query": "invoice"})),
+        json!({"hits": []})
+    );
+    let written = kernel.ok(
+        "assistant",
+        "write",
+        json!({"title": "Invoice 2291", "content": "# Invoice 2291\n\nThe invoice 2291 from Acme is disputed: do not pay it.\n",
+               "tags": {"topic": "billing", "agent": "someone-else"}}),
+    );
+    assert_eq!(written["status"], "created");
+    let id = written["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    kernel.ok(
+        "assistant",
+        "write",
+        json!({"title": "Garden", "content": "Water the tomatoes on Sunday."}),
+    );
+    // The same content again is stored once.
+    let again = kernel.ok(
+        "assistant",
+        "write",
+        json!({"title": "Invoice 2291 (copy)", "content": "# Invoice 2291\n\nThe invoice 2291 from Acme is disputed: do not pay it.\n"}),
+    );
+    assert_eq!(again, json!({"id": id, "status": "unchanged"}));
+
+    let found = kernel.ok(
+        "assistant",
+        "search",
+        json!({"query": "disputed invoice", "k": 3}),
+    );
+    let hits = found["hits"].as_array().unwrap();
+    assert!(!hits.is_empty(), "{found}");
+    assert_eq!(hits[0]["id"], id.as_str());
+    assert_eq!(hits[0]["title"], "Invoice 2291");
+    assert!(
+        hits[0]["snippet"].as_str().unwrap().contains("disputed"),
+        "{found}"
+    );
+    assert!(hits[0]["score"].as_f64().unwrap() > 0.0);
+    assert!(hits.iter().all(|h| h["title"] != "Garden"), "{found}");
+
+    let read = kernel.ok("assistant", "read", json!({"id": id}));
+    assert_eq!(read["title"], "Invoice 2291");
+    assert!(read["content"].as_str().unwrap().contains("do not pay it"));
+    assert_eq!(read["truncated"], false);
+    // A prefix is enough.
+    let read = kernel.ok("assistant", "read", json!({"id": &id[..8]}));
+    assert_eq!(read["id"], id.as_str());
+    kernel.shutdown();
+
+    // On disk: encrypted, tagged with the writing agent (not the one the model claimed).
+    let key = VaultKey::derive(
+        &path,
+        &Passphrase::new("correct horse battery staple".into()),
+    )
+    .unwrap();
+    let vault = Vault::open(&path, Unlock::Key(&key), Access::Read).unwrap();
+    let doc = vault
+        .list()
+        .into_iter()
+        .find(|d| d.id.to_hex() == id)
+        .unwrap();
+    assert_eq!(doc.tags.get("agent").map(String::as_str), Some("assistant"));
+    assert_eq!(doc.tags.get("topic").map(String::as_str), Some("billing"));
+    let raw = std::fs::read(&path).unwrap();
+    assert!(
+        !raw.windows(8).any(|w| w == b"disputed"),
+        "plaintext on disk"
+    );
+}
+
+#[test]
+fn unencrypted_vault_without_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.vault");
+    drop(Vault::create(&path, Protection::Unencrypted).unwrap());
+    let mut kernel = start(&path, None);
+    let id = kernel.ok(
+        "a",
+        "write",
+        json!({"title": "Note", "content": "remember the milk"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let found = kernel.ok("a", "search", json!({"query": "milk"}));
+    assert_eq!(found["hits"][0]["id"], id.as_str());
+    kernel.shutdown();
+}
+
+#[test]
+fn bad_arguments_are_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = create(dir.path(), "memory.vault");
+    let mut kernel = start(&path, Some(key));
+    for (action, args) in [
+        ("search", json!({})),
+        ("search", json!({"query": ""})),
+        ("search", json!({"query": "x", "k": 0})),
+        ("search", json!({"query": "x", "k": 51})),
+        ("search", json!({"query": "x", "mode": "semantic"})),
+        ("search", json!({"query": "!!!"})),
+        ("read", json!({"id": "zz"})),
+        ("read", json!({"id": "0123456789abcdef0123456789abcdef"})),
+        ("read", json!({"id": 7})),
+        ("write", json!({"title": "t"})),
+        ("write", json!({"title": "", "content": "x"})),
+        ("write", json!({"title": "two\nlines", "content": "x"})),
+        (
+            "write",
+            json!({"title": "t", "content": "x", "tags": {"a=b": "c"}}),
+        ),
+        (
+            "write",
+            json!({"title": "t", "content": "x", "tags": {"a": 1}}),
+        ),
+        ("forget", json!({})),
+    ] {
+        kernel.invalid("a", action, args);
+    }
+    kernel.shutdown();
+}
+
+#[test]
+fn wrong_or_missing_key_fails_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = create(dir.path(), "memory.vault");
+    let (_, other_key) = create(dir.path(), "other.vault");
+    let (sent, returned) = start_failing("vault", json!({"vault": path}), launch(Some(other_key)));
+    assert_eq!(sent.kind, ErrorKind::Invalid);
+    assert!(
+        returned.to_string().contains("cannot open the vault"),
+        "{returned}"
+    );
+    let (_, returned) = start_failing("vault", json!({"vault": path}), launch(None));
+    assert!(
+        returned.to_string().contains("cannot open the vault"),
+        "{returned}"
+    );
+    let (_, returned) = start_failing("vault", json!({}), launch(None));
+    assert!(returned.to_string().contains("vault"), "{returned}");
+}
