@@ -689,7 +689,15 @@ impl Host {
                 ));
             }
             Ok(Ok(None)) => return Err("closed the connection before `hello`".to_owned()),
-            Ok(Err(e)) => return Err(format!("protocol violation: {e}")),
+            Ok(Err(e)) => {
+                // A newer plugin deserves to hear why it is turned away.
+                if matches!(e, p3ak_proto::ProtoError::Version(_)) {
+                    let refusal = error(ErrorKind::Invalid, "unsupported protocol version");
+                    let frame = p3ak_proto::encode(&Envelope::new(0, refusal), max);
+                    let _ = write.write_all(&frame.unwrap_or_default()).await;
+                }
+                return Err(format!("protocol violation: {e}"));
+            }
             Err(_) => return Err("no `hello` in time".to_owned()),
         };
         // Replies repeat the id of the message they answer.
