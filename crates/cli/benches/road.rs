@@ -48,10 +48,31 @@ fn road(c: &mut Criterion) {
         .unwrap();
     assert!(first.contains("entries"), "{first}");
 
+    // Percentiles, which criterion does not report: the issue asks for p50 and p99.
+    let road = sample(2000, || {
+        runtime
+            .block_on(kernel.propose("assistant", &call, "bench"))
+            .unwrap();
+    });
+    report(
+        "road: proposal -> decision -> execution -> result (files.list)",
+        &road,
+    );
+    let files = kernel.host().connection("files").unwrap();
+    let ping = sample(5000, || {
+        runtime
+            .block_on(files.request(
+                p3ak_proto::Message::Ping(p3ak_proto::Ping {}),
+                Duration::from_secs(5),
+                None,
+            ))
+            .unwrap();
+    });
+    report("ipc: ping -> pong round trip", &ping);
     let mut group = c.benchmark_group("road");
     group
-        .sample_size(200)
-        .measurement_time(Duration::from_secs(10));
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(5));
     group.bench_function("proposal_to_result_files_list", |b| {
         b.iter(|| {
             runtime
@@ -59,21 +80,39 @@ fn road(c: &mut Criterion) {
                 .unwrap()
         });
     });
-    let files = kernel.host().connection("files").unwrap();
-    group.bench_function("ipc_round_trip_ping", |b| {
-        b.iter(|| {
-            runtime
-                .block_on(files.request(
-                    p3ak_proto::Message::Ping(p3ak_proto::Ping {}),
-                    Duration::from_secs(5),
-                    None,
-                ))
-                .unwrap()
-        });
-    });
     group.finish();
     kernel.request_stop();
     runtime.block_on(kernel.serve()).unwrap();
+}
+
+fn sample(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    for _ in 0..n / 20 {
+        f();
+    }
+    let mut times: Vec<Duration> = (0..n)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times
+}
+
+#[expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
+fn report(what: &str, sorted: &[Duration]) {
+    let at = |q: f64| {
+        let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+        sorted.get(i).copied().unwrap_or_default().as_secs_f64() * 1e6
+    };
+    println!(
+        "{what}: n={} p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+        sorted.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
 }
 
 criterion_group!(benches, road);
