@@ -791,3 +791,44 @@ fn secrets_are_refused_on_argv_and_validated() {
         "{list}"
     );
 }
+
+#[test]
+fn the_demo_stops_the_injection_and_serves_the_real_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("p3ak")
+        .unwrap()
+        .env("TMPDIR", dir.path())
+        .env_remove("P3AK_PASSPHRASE")
+        .args(["demo", "--json"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "init",
+            "memory",
+            "up",
+            "escalate",
+            "injection",
+            "legitimate",
+            "audit",
+            "cleanup"
+        ]
+    );
+    // The temporary home is gone.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
