@@ -71,18 +71,8 @@ impl Http {
     /// [`PluginError::Config`] for limits out of range or a client that cannot be built.
     pub fn from_config(config: &Value, max_frame: usize) -> Result<Self, PluginError> {
         let config: Config = crate::parse_config(config)?;
-        if !(1..=MAX_TIMEOUT_SECS).contains(&config.timeout_secs) {
-            return Err(PluginError::Config(format!(
-                "`timeout_secs` must be from 1 to {MAX_TIMEOUT_SECS}, not {}",
-                config.timeout_secs
-            )));
-        }
-        if !(1..=MAX_BODY_LIMIT).contains(&config.max_body) {
-            return Err(PluginError::Config(format!(
-                "`max_body` must be from 1 to {MAX_BODY_LIMIT} bytes, not {}",
-                config.max_body
-            )));
-        }
+        crate::check_setting("timeout_secs", config.timeout_secs, MAX_TIMEOUT_SECS, "")?;
+        crate::check_setting("max_body", config.max_body, MAX_BODY_LIMIT, " bytes")?;
         static PROVIDER: Once = Once::new();
         PROVIDER.call_once(|| {
             // Fails only when the process already chose a provider; reqwest then uses that one.

@@ -279,6 +279,20 @@ pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
     serde_json::from_value(value).map_err(|e| PluginError::Config(e.to_string()))
 }
 
+/// Checks that a numeric setting lies in `1..=max`; `unit` (`" bytes"` or `""`) follows the
+/// bound in the message.
+pub(crate) fn check_setting<T>(name: &str, value: T, max: T, unit: &str) -> Result<(), PluginError>
+where
+    T: PartialOrd + From<u8> + std::fmt::Display,
+{
+    if value < T::from(1) || value > max {
+        return Err(PluginError::Config(format!(
+            "`{name}` must be from 1 to {max}{unit}, not {value}"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {

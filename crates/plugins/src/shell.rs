@@ -77,18 +77,8 @@ impl Shell {
     /// workspace directory that cannot be created.
     pub fn from_config(config: &Value, max_frame: usize) -> Result<Self, PluginError> {
         let config: Config = crate::parse_config(config)?;
-        if !(1..=MAX_TIMEOUT_SECS).contains(&config.timeout_secs) {
-            return Err(PluginError::Config(format!(
-                "`timeout_secs` must be from 1 to {MAX_TIMEOUT_SECS}, not {}",
-                config.timeout_secs
-            )));
-        }
-        if !(1..=MAX_OUTPUT_LIMIT).contains(&config.max_output) {
-            return Err(PluginError::Config(format!(
-                "`max_output` must be from 1 to {MAX_OUTPUT_LIMIT} bytes, not {}",
-                config.max_output
-            )));
-        }
+        crate::check_setting("timeout_secs", config.timeout_secs, MAX_TIMEOUT_SECS, "")?;
+        crate::check_setting("max_output", config.max_output, MAX_OUTPUT_LIMIT, " bytes")?;
         Ok(Self {
             workspaces: Workspaces::open(&config.workspaces)?,
             timeout_secs: config.timeout_secs,
