@@ -30,6 +30,9 @@ pub const REDACTED: &str = "[redacted]";
 /// Shortest secret accepted: shorter ones could not be scrubbed without mangling ordinary text.
 pub const MIN_SECRET_LEN: usize = 8;
 
+/// The action a provider's credential is scoped by: `<plugin>.inference`.
+pub const PROVIDER_ACTION: &str = "inference";
+
 /// The key of a credential reference in tool arguments.
 pub const REFERENCE_KEY: &str = "$secret";
 
@@ -177,6 +180,30 @@ impl Broker {
         let mut out = args.clone();
         inject_into(&mut out, &entries, action)?;
         Ok(InjectedArgs(out))
+    }
+
+    /// The value of credential `name` for provider plugin `plugin`, checked against the
+    /// secret's scopes as the action `<plugin>.inference`.
+    pub(crate) fn provider_credential(
+        &self,
+        name: &str,
+        plugin: &str,
+    ) -> Result<p3ak_proto::Credential, BrokerError> {
+        let entries = self
+            .entries
+            .read()
+            .map_err(|_| BrokerError::Missing(name.to_owned()))?;
+        let entry = entries
+            .get(name)
+            .ok_or_else(|| BrokerError::Missing(name.to_owned()))?;
+        let action = format!("{plugin}.{PROVIDER_ACTION}");
+        if !entry.scopes.is_empty() && !entry.scopes.iter().any(|p| p.matches(&action)) {
+            return Err(BrokerError::OutOfScope {
+                name: name.to_owned(),
+                action,
+            });
+        }
+        Ok(p3ak_proto::Credential::new(entry.value.expose().to_owned()))
     }
 
     fn rebuild(&self) {

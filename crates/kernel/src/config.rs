@@ -9,7 +9,9 @@ use serde::Deserialize;
 use crate::KernelError;
 
 /// First-party plugins `p3ak plugin run` knows.
-pub const BUILTINS: &[&str] = &["files", "http", "shell", "vault", "scripted"];
+pub const BUILTINS: &[&str] = &[
+    "files", "http", "shell", "vault", "scripted", "anthropic", "openai", "ollama",
+];
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -95,6 +97,10 @@ pub struct PluginConfig {
     /// Set to false to keep the entry without starting it.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// For providers: the secret (`p3ak secret set NAME`) sent as the API key with every
+    /// inference request. Never part of `config`.
+    #[serde(default)]
+    pub credential: Option<String>,
 }
 
 fn empty_table() -> toml::Table {
@@ -166,6 +172,14 @@ impl Config {
                     )));
                 }
                 Some(_) => {}
+            }
+            if let Some(secret) = &plugin.credential
+                && !crate::broker::valid_secret_name(secret)
+            {
+                return Err(error(format!(
+                    "plugin `{name}`: credential `{secret}` is not a secret name \
+                     (letters, digits, `_` and `-`)"
+                )));
             }
         }
         let k = &config.kernel;

@@ -87,6 +87,18 @@ pub struct KernelStatus {
     pub agents: Vec<String>,
     /// Tokens used since the start, summed over turns.
     pub usage: p3ak_proto::Usage,
+    /// The same, by provider plugin.
+    #[serde(default)]
+    pub usage_by_provider: std::collections::BTreeMap<String, p3ak_proto::Usage>,
+}
+
+/// Tokens used since the kernel started.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UsageTotals {
+    /// Over every provider.
+    pub(crate) all: p3ak_proto::Usage,
+    /// By provider plugin.
+    pub(crate) by_provider: std::collections::BTreeMap<String, p3ak_proto::Usage>,
 }
 
 /// One event of an answer.

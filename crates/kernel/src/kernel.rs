@@ -48,7 +48,7 @@ pub struct Kernel {
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) vault: Arc<Vault>,
     pub(crate) memory_key: Option<VaultKey>,
-    pub(crate) usage: Mutex<p3ak_proto::Usage>,
+    pub(crate) usage: Mutex<crate::control::UsageTotals>,
     stop: watch::Sender<bool>,
 }
 
@@ -145,7 +145,7 @@ impl Kernel {
             ledger: Mutex::new(Ledger::default()),
             vault,
             memory_key,
-            usage: Mutex::new(p3ak_proto::Usage::default()),
+            usage: Mutex::new(crate::control::UsageTotals::default()),
             stop,
         }))
     }
@@ -337,7 +337,12 @@ impl Kernel {
             plugins: plugin_rows(self.host.status()),
             pending: self.pending.list().len(),
             agents: self.agents.keys().cloned().collect(),
-            usage: self.usage.lock().map(|u| *u).unwrap_or_default(),
+            usage: self.usage.lock().map(|u| u.all).unwrap_or_default(),
+            usage_by_provider: self
+                .usage
+                .lock()
+                .map(|u| u.by_provider.clone())
+                .unwrap_or_default(),
         }
     }
 }

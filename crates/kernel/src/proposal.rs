@@ -124,6 +124,15 @@ pub enum ProposalError {
     /// The arguments are not a JSON object.
     #[error("the arguments of `{0}` must be a JSON object")]
     NotAnObject(String),
+    /// The model wrote arguments that are not JSON at all (providers pass such text on as a
+    /// string so that the model can be told what was wrong).
+    #[error("the arguments of `{tool}` are not valid JSON: {message}")]
+    NotJson {
+        /// The tool.
+        tool: String,
+        /// The parser's message.
+        message: String,
+    },
     /// The arguments break the tool's schema.
     #[error("invalid arguments for `{tool}`: {message}")]
     Schema {
@@ -147,6 +156,14 @@ pub enum ProposalError {
 pub fn parse(agent: &str, call: &ToolCall, table: &ToolTable) -> Result<Proposal, ProposalError> {
     let name = call.name.as_str();
     let serde_json::Value::Object(_) = &call.arguments else {
+        if let serde_json::Value::String(text) = &call.arguments
+            && let Err(e) = serde_json::from_str::<serde_json::Value>(text)
+        {
+            return Err(ProposalError::NotJson {
+                tool: name.to_owned(),
+                message: e.to_string(),
+            });
+        }
         return Err(ProposalError::NotAnObject(name.to_owned()));
     };
     let credentials =
@@ -287,6 +304,22 @@ mod tests {
         for c in bad {
             assert!(parse("a", &c, &t).is_err(), "{c:?}");
         }
+    }
+
+    #[test]
+    fn arguments_that_are_not_json_say_what_is_wrong() {
+        let t = table();
+        let err = parse("a", &call("files__read", serde_json::json!(r#"{"path": "#)), &t)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("the arguments of `files__read` are not valid JSON: EOF"),
+            "{err}"
+        );
+        let err = parse("a", &call("files__read", serde_json::json!("[1]")), &t)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "the arguments of `files__read` must be a JSON object");
     }
 
     #[test]

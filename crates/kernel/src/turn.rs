@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use p3ak_policy::{AgentNotice, Context, TimeOfDay};
 use p3ak_proto::{
-    ChatMessage, Inbound, InferenceRequest, Invoke, Message, PluginKind, Role, ToolCall,
+    ChatMessage, Inbound, InferenceRequest, Invoke, Message, PluginKind, Role, ToolCall, Usage,
 };
 use p3ak_vault::{Access, Unlock, Vault};
 use tokio::sync::mpsc;
@@ -124,14 +124,34 @@ impl Kernel {
         let system = self.system_prompt(agent, &inbound.text).await;
         let table = self.tool_table(agent);
 
+        let credential_name = self
+            .config
+            .plugins
+            .get(&provider_name)
+            .and_then(|p| p.credential.clone());
         let mut reply = None;
+        let mut turn_usage = Usage::default();
         for step in 0..self.config.kernel.max_steps {
+            // Fetched per request: a key changed with `p3ak secret set` applies at once.
+            let credential = match &credential_name {
+                None => None,
+                Some(name) => match self.broker.provider_credential(name, &provider_name) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        let e = format!(
+                            "provider `{provider_name}`: {e} (set it with `p3ak secret set {name}`)"
+                        );
+                        return self.provider_failed(agent, &e).await;
+                    }
+                },
+            };
             let request = InferenceRequest {
                 model: agent.model.clone(),
                 system: system.clone(),
                 messages: messages.clone(),
                 tools: table.definitions(),
                 stream: true,
+                credential,
             };
             self.audit
                 .record(
@@ -171,13 +191,13 @@ impl Kernel {
                 }
                 Err(e) => return self.provider_failed(agent, &e).await,
             };
-            if let Ok(mut usage) = self.usage.lock() {
-                usage.input_tokens = usage
-                    .input_tokens
-                    .saturating_add(response.usage.input_tokens);
-                usage.output_tokens = usage
-                    .output_tokens
-                    .saturating_add(response.usage.output_tokens);
+            add_usage(&mut turn_usage, response.usage);
+            if let Ok(mut totals) = self.usage.lock() {
+                add_usage(&mut totals.all, response.usage);
+                add_usage(
+                    totals.by_provider.entry(provider_name.clone()).or_default(),
+                    response.usage,
+                );
             }
             let content = scrubber.scrub(&response.content);
             self.audit
@@ -243,7 +263,10 @@ impl Kernel {
         self.audit
             .record(
                 "reply",
-                serde_json::json!({"agent": agent.name, "conversation": inbound.conversation, "text": reply}),
+                serde_json::json!({
+                    "agent": agent.name, "conversation": inbound.conversation, "text": reply,
+                    "provider": provider_name, "model": agent.model, "usage": turn_usage,
+                }),
             )
             .await?;
         Ok(reply)
@@ -270,7 +293,7 @@ impl Kernel {
     async fn provider_failed(
         &self,
         agent: &Agent,
-        error: &HostError,
+        error: &(dyn std::fmt::Display + Sync),
     ) -> Result<String, KernelError> {
         let message = self.broker.scrubber().scrub(&error.to_string());
         self.audit
@@ -594,4 +617,9 @@ fn truncate_json(value: serde_json::Value) -> serde_json::Value {
         cut -= 1;
     }
     serde_json::json!({"truncated": true, "bytes": text.len(), "head": text.get(..cut)})
+}
+
+fn add_usage(total: &mut Usage, more: Usage) {
+    total.input_tokens = total.input_tokens.saturating_add(more.input_tokens);
+    total.output_tokens = total.output_tokens.saturating_add(more.output_tokens);
 }

@@ -8,6 +8,9 @@
 //! | `http` | tool | `request` one URL, never following redirects |
 //! | `vault` | tool | `search`, `read`, `write` the memory vault |
 //! | `scripted` | provider | replies from a JSON script, for tests and the offline demo |
+//! | `anthropic` | provider | Anthropic's Messages API |
+//! | `openai` | provider | Chat Completions: OpenAI, llama.cpp, vLLM, LM Studio, … |
+//! | `ollama` | provider | Ollama's `/api/chat` |
 //!
 //! [`run`] is the entry point: it reads the environment the kernel sets
 //! (`P3AK_PLUGIN_SOCKET`, `P3AK_PLUGIN_NAME`, optional `P3AK_MAX_FRAME`), connects, and serves
@@ -20,6 +23,7 @@
 mod args;
 pub mod files;
 pub mod http;
+pub mod providers;
 pub mod runtime;
 pub mod scripted;
 pub mod shell;
@@ -36,7 +40,16 @@ use p3ak_vault::{SecretBytes, VaultKey};
 pub use runtime::{Handler, Provider, StreamSink, Tool, ToolFailure};
 
 /// The names [`run`] accepts.
-pub const BUILTINS: &[&str] = &["files", "shell", "http", "vault", "scripted"];
+pub const BUILTINS: &[&str] = &[
+    "files",
+    "shell",
+    "http",
+    "vault",
+    "scripted",
+    "anthropic",
+    "openai",
+    "ollama",
+];
 
 /// The `software` string sent in `hello`.
 pub const SOFTWARE: &str = concat!("p3ak-plugins ", env!("CARGO_PKG_VERSION"));
@@ -56,7 +69,8 @@ pub const MIN_MAX_FRAME: usize = 4096;
 pub enum PluginError {
     /// [`run`] was asked for a plugin this crate does not have.
     #[error(
-        "unknown plugin `{0}`: the first-party plugins are files, shell, http, vault and scripted"
+        "unknown plugin `{0}`: the first-party plugins are files, shell, http, vault, scripted, \
+         anthropic, openai and ollama"
     )]
     UnknownPlugin(String),
     /// A required environment variable is not set.
@@ -261,6 +275,21 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), Plugi
         "scripted" => runtime::serve(stream, &plugin, max_frame, |config| {
             Ok(Handler::Provider(Box::new(
                 scripted::Scripted::from_config(config)?,
+            )))
+        }),
+        "anthropic" => runtime::serve(stream, &plugin, max_frame, |config| {
+            Ok(Handler::Provider(Box::new(
+                providers::anthropic::Anthropic::from_config(config)?,
+            )))
+        }),
+        "openai" => runtime::serve(stream, &plugin, max_frame, |config| {
+            Ok(Handler::Provider(Box::new(
+                providers::openai::OpenAi::from_config(config)?,
+            )))
+        }),
+        "ollama" => runtime::serve(stream, &plugin, max_frame, |config| {
+            Ok(Handler::Provider(Box::new(
+                providers::ollama::Ollama::from_config(config)?,
             )))
         }),
         other => Err(PluginError::UnknownPlugin(other.to_owned())),

@@ -36,6 +36,8 @@ pub struct ToolFailure {
     pub kind: ErrorKind,
     /// What went wrong.
     pub message: String,
+    /// For [`ErrorKind::RateLimited`]: when the kernel may try again.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ToolFailure {
@@ -45,6 +47,16 @@ impl ToolFailure {
         Self {
             kind,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// Rate limited: try again after `retry_after_ms` (when known).
+    #[must_use]
+    pub fn rate_limited(message: impl Into<String>, retry_after_ms: Option<u64>) -> Self {
+        Self {
+            retry_after_ms,
+            ..Self::new(ErrorKind::RateLimited, message)
         }
     }
 
@@ -381,7 +393,13 @@ fn work(
 }
 
 fn handle(handler: &mut Handler, writer: &Writer, id: u64, message: Message) -> Message {
-    let failed = |f: ToolFailure| error_message(f.kind, f.message);
+    let failed = |f: ToolFailure| {
+        Message::Error(ErrorMessage {
+            kind: f.kind,
+            message: f.message,
+            retry_after_ms: f.retry_after_ms,
+        })
+    };
     match (handler, message) {
         (Handler::Tool(tool), Message::Invoke(invoke)) => {
             match tool.invoke(&invoke.agent, &invoke.action, invoke.args) {

@@ -326,6 +326,48 @@ pub struct InferenceRequest {
     /// Whether to send `stream_chunk`s while generating.
     #[serde(default)]
     pub stream: bool,
+    /// The provider's API key, from the kernel's credential broker, when its
+    /// `[plugins.NAME]` names one. Sent with every request (never in `welcome`), so a key
+    /// set with `p3ak secret set` takes effect on the next turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Credential>,
+}
+
+/// A secret on the wire: zeroized when dropped, `[redacted]` when debug-printed. It must
+/// be `Clone` because messages are; each clone is zeroized on its own.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential(zeroize::Zeroizing<String>);
+
+impl Serialize for Credential {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Credential {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::new)
+    }
+}
+
+impl Credential {
+    /// Wraps a secret value.
+    #[must_use]
+    pub fn new(value: String) -> Self {
+        Self(zeroize::Zeroizing::new(value))
+    }
+
+    /// The value, to put in a request header.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential([redacted])")
+    }
 }
 
 /// Why the model stopped.

@@ -223,6 +223,7 @@ fn samples() -> Vec<Message> {
                 parameters: json!({"type": "object", "properties": {"text": {"type": "string"}}}),
             }],
             stream: true,
+            credential: Some(p3ak_proto::Credential::new("sk-test-0123456789".to_owned())),
         }),
         Message::InferenceRequest(InferenceRequest {
             model: None,
@@ -230,6 +231,7 @@ fn samples() -> Vec<Message> {
             messages: vec![chat(Role::User, "hi")],
             tools: Vec::new(),
             stream: false,
+            credential: None,
         }),
         Message::InferenceRequest(InferenceRequest {
             model: None,
@@ -237,6 +239,7 @@ fn samples() -> Vec<Message> {
             messages: Vec::new(),
             tools: Vec::new(),
             stream: false,
+            credential: None,
         }),
         Message::InferenceResponse(InferenceResponse {
             content: "Let me count.".to_owned(),

@@ -248,6 +248,12 @@ pub fn status(out: &Output) -> anyhow::Result<()> {
         status.usage.input_tokens,
         status.usage.output_tokens
     ));
+    for (provider, usage) in &status.usage_by_provider {
+        out.line(format_args!(
+            "  tokens by {provider}: {} in, {} out",
+            usage.input_tokens, usage.output_tokens
+        ));
+    }
     for plugin in &status.plugins {
         out.line(format_args!(
             "  {:<12} {:<10} {:<9} restarts {}  {}",

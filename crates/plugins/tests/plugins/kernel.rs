@@ -188,5 +188,6 @@ pub fn request(messages: Vec<p3ak_proto::ChatMessage>, stream: bool) -> Inferenc
         messages,
         tools: Vec::new(),
         stream,
+        credential: None,
     }
 }

@@ -8,9 +8,11 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
+mod fake_api;
 mod files;
 mod http;
 mod kernel;
+mod providers;
 mod run;
 mod scripted;
 mod shell;
