@@ -226,6 +226,12 @@ impl Kernel {
                 reply = Some(content);
                 break;
             }
+            if !content.is_empty() {
+                // The next step's text streams after this one's: keep them apart.
+                let _ = events.send(ControlEvent::Chunk {
+                    text: "\n".to_owned(),
+                });
+            }
             for call in calls {
                 let outcome = self
                     .handle_call(agent, &call, &table, channel, events)
