@@ -10,7 +10,14 @@ use crate::KernelError;
 
 /// First-party plugins `p3ak plugin run` knows.
 pub const BUILTINS: &[&str] = &[
-    "files", "http", "shell", "vault", "scripted", "anthropic", "openai", "ollama",
+    "files",
+    "http",
+    "shell",
+    "vault",
+    "scripted",
+    "anthropic",
+    "openai",
+    "ollama",
 ];
 
 /// The whole file.
@@ -58,6 +65,16 @@ pub struct KernelSettings {
     /// How long a started plugin has to connect, say hello and register.
     #[serde(with = "humantime_serde_compat")]
     pub start_timeout: Duration,
+    /// `"enforce"` (default): plugins start only inside the full sandbox (own uid, Landlock,
+    /// seccomp, limits). `"degraded"`: on a host that lacks a layer, start them with what
+    /// there is, and say what is missing.
+    pub sandbox: p3ak_sandbox::Mode,
+    /// The uids (and gids) plugins get, first and last; nothing in `/etc/passwd` is needed.
+    pub plugin_ids: (u32, u32),
+    /// Each plugin's `[plugins.NAME.sandbox]`, copied here by [`Config::parse`] so that the
+    /// plugin host has them.
+    #[serde(skip)]
+    pub plugin_sandbox: BTreeMap<String, PluginSandbox>,
 }
 
 impl Default for KernelSettings {
@@ -74,6 +91,9 @@ impl Default for KernelSettings {
             restart_limit: 5,
             restart_window: Duration::from_secs(300),
             start_timeout: Duration::from_secs(10),
+            sandbox: p3ak_sandbox::Mode::Enforce,
+            plugin_ids: (61000, 61999),
+            plugin_sandbox: BTreeMap::new(),
         }
     }
 }
@@ -101,6 +121,40 @@ pub struct PluginConfig {
     /// inference request. Never part of `config`.
     #[serde(default)]
     pub credential: Option<String>,
+    /// How it is sandboxed, beyond what its kind implies.
+    #[serde(default)]
+    pub sandbox: PluginSandbox,
+}
+
+/// `[plugins.NAME.sandbox]`: what a plugin may reach. First-party plugins need none of it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginSandbox {
+    /// Its seccomp class: `tool`, `provider`, `network`, `shell` or `script`. Default: by
+    /// builtin; `script` for a `path` plugin.
+    pub class: Option<p3ak_sandbox::Class>,
+    /// Whether it keeps the host's network. Default: `http` and the model providers that
+    /// call a service do; everything else gets an empty network namespace.
+    pub network: Option<bool>,
+    /// Share the Unix user of this identity instead of having its own (`files` and `shell`
+    /// share `workspaces`: both work in the agents' workspaces).
+    pub user: Option<String>,
+    /// More files and trees it may read.
+    pub read: Vec<PathBuf>,
+    /// More files and trees it may read and execute.
+    pub exec: Vec<PathBuf>,
+    /// More trees it may write (made its own: chowned to its user).
+    pub write: Vec<PathBuf>,
+    /// Environment variables passed through from the kernel's environment.
+    pub env: Vec<String>,
+    /// Address space, MiB (default 4096).
+    pub memory_mib: Option<u64>,
+    /// Open files (default 256).
+    pub open_files: Option<u64>,
+    /// Processes and threads of its user (default 64; 256 for `shell`).
+    pub processes: Option<u64>,
+    /// CPU seconds over its life (default 3600).
+    pub cpu_seconds: Option<u64>,
 }
 
 fn empty_table() -> toml::Table {
@@ -146,7 +200,8 @@ impl Config {
             path: path.to_owned(),
             message,
         };
-        let config: Config = toml::from_str(text).map_err(|e| error(one_line(&e.to_string())))?;
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| error(one_line(&e.to_string())))?;
         for (name, plugin) in &config.plugins {
             if !valid_plugin_name(name) {
                 return Err(error(format!(
@@ -173,6 +228,38 @@ impl Config {
                 }
                 Some(_) => {}
             }
+            let sandbox = &plugin.sandbox;
+            for (what, paths) in [
+                ("read", &sandbox.read),
+                ("exec", &sandbox.exec),
+                ("write", &sandbox.write),
+            ] {
+                if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
+                    return Err(error(format!(
+                        "plugin `{name}`: sandbox.{what} path `{}` must be absolute",
+                        p.display()
+                    )));
+                }
+            }
+            if let Some(user) = &sandbox.user
+                && !valid_plugin_name(user)
+            {
+                return Err(error(format!(
+                    "plugin `{name}`: sandbox.user `{user}`: use letters, digits, `_` and `-`"
+                )));
+            }
+            for (what, value) in [
+                ("memory_mib", sandbox.memory_mib),
+                ("open_files", sandbox.open_files),
+                ("processes", sandbox.processes),
+                ("cpu_seconds", sandbox.cpu_seconds),
+            ] {
+                if value == Some(0) {
+                    return Err(error(format!(
+                        "plugin `{name}`: sandbox.{what} must be more than zero"
+                    )));
+                }
+            }
             if let Some(secret) = &plugin.credential
                 && !crate::broker::valid_secret_name(secret)
             {
@@ -187,6 +274,12 @@ impl Config {
             return Err(error(
                 "kernel.max_frame must be between 1024 and 67108864".to_owned(),
             ));
+        }
+        let (first, last) = k.plugin_ids;
+        if first < 1000 || last < first {
+            return Err(error(format!(
+                "kernel.plugin_ids [{first}, {last}] must be a range of ids from 1000 up"
+            )));
         }
         if k.max_steps == 0 {
             return Err(error("kernel.max_steps must be at least 1".to_owned()));
@@ -203,6 +296,11 @@ impl Config {
                 return Err(error(format!("kernel.{name} must be more than zero")));
             }
         }
+        config.kernel.plugin_sandbox = config
+            .plugins
+            .iter()
+            .map(|(name, plugin)| (name.clone(), plugin.sandbox.clone()))
+            .collect();
         Ok(config)
     }
 }
@@ -275,6 +373,16 @@ mod tests {
             ("[plugins.\"a b\"]\nbuiltin = \"files\"\n", "plugin name"),
             ("[kernel]\nping_interval = \"soon\"\n", "soon"),
             ("[kernel]\ntypo = 1\n", "typo"),
+            ("[kernel]\nsandbox = \"off\"\n", "sandbox"),
+            ("[kernel]\nplugin_ids = [10, 20]\n", "plugin_ids"),
+            (
+                "[plugins.x]\nbuiltin = \"files\"\nsandbox = { read = [\"rel\"] }\n",
+                "absolute",
+            ),
+            (
+                "[plugins.x]\nbuiltin = \"files\"\nsandbox = { class = \"root\" }\n",
+                "class",
+            ),
             ("not toml", ""),
         ] {
             let error = Config::parse(text, Path::new("c.toml"))

@@ -243,6 +243,7 @@ pub struct Host {
     exe: PathBuf,
     stopping: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
+    sandbox: sandboxing::Sandbox,
 }
 
 impl Host {
@@ -255,7 +256,7 @@ impl Host {
         broker: Arc<Broker>,
         exe: PathBuf,
     ) -> Self {
-        let slots = specs
+        let slots: BTreeMap<String, Arc<Slot>> = specs
             .into_iter()
             .map(|spec| {
                 let (state, _) = watch::channel(PluginState::Starting);
@@ -272,6 +273,7 @@ impl Host {
             })
             .collect();
         let (shutdown, _) = watch::channel(false);
+        let sandbox = sandboxing::Sandbox::new(&settings, slots.values().map(|s| &s.spec));
         Self {
             slots,
             settings,
@@ -280,12 +282,22 @@ impl Host {
             exe,
             stopping: Arc::new(AtomicBool::new(false)),
             shutdown,
+            sandbox,
         }
     }
 
     /// Starts every plugin's supervisor and waits (up to the start timeout) until each is
     /// running or has failed its first start.
     pub async fn start(self: &Arc<Self>) {
+        let _ = self
+            .audit
+            .record("sandbox.host", self.sandbox.describe())
+            .await;
+        if let Some(refusal) = self.sandbox.refusal() {
+            tracing::error!("{refusal}");
+        } else if !self.sandbox.missing().is_empty() {
+            tracing::warn!("sandbox degraded: {}", self.sandbox.missing().join("; "));
+        }
         for slot in self.slots.values() {
             let host = Arc::clone(self);
             let slot = Arc::clone(slot);
@@ -458,12 +470,26 @@ impl Host {
             *p = pid;
         }
         let outcome = self.connect_and_serve(slot, &mut child).await;
+        if let Ok(Some(status)) = child.child.try_wait() {
+            self.audit_exit_signal(&spec.name, status).await;
+        }
         kill_group(pid);
         let _ = tokio::time::timeout(Duration::from_secs(2), child.child.wait()).await;
         outcome
     }
 
     async fn spawn(&self, spec: &PluginSpec) -> Result<Spawned, String> {
+        if let Some(refusal) = self.sandbox.refusal() {
+            let _ = self
+                .audit
+                .record(
+                    "sandbox.refused",
+                    serde_json::json!({"plugin": spec.name, "missing": self.sandbox.missing()}),
+                )
+                .await;
+            return Err(refusal);
+        }
+        let plan = self.sandbox.plan(spec, &self.exe)?;
         if let Err(e) = std::fs::remove_file(&spec.socket)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -471,37 +497,51 @@ impl Host {
         }
         let listener = UnixListener::bind(&spec.socket)
             .map_err(|e| format!("cannot bind `{}`: {e}", spec.socket.display()))?;
+        self.sandbox.prepare_files(spec, &plan)?;
         let mut command = match &spec.launch {
             Launch::Builtin(builtin) => {
-                let mut c = Command::new(&self.exe);
+                let mut c = std::process::Command::new(&self.exe);
                 c.arg("plugin").arg("run").arg(builtin);
                 c
             }
-            Launch::Path(path) => Command::new(path),
+            Launch::Path(path) => std::process::Command::new(path),
         };
         command
             .args(&spec.args)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
+            .env("HOME", &plan.scratch)
+            .env("TMPDIR", &plan.scratch)
             .env("P3AK_PLUGIN_SOCKET", &spec.socket)
             .env("P3AK_PLUGIN_NAME", &spec.name)
             .env("P3AK_MAX_FRAME", self.settings.max_frame.to_string())
+            .current_dir(&plan.scratch)
             .stdin(if spec.stdin.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
             })
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        for name in &plan.env {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        plan.prepared
+            .prepare(self.sandbox.support())
+            .map_err(|e| format!("cannot prepare the sandbox: {e}"))?
+            .install(&mut command);
+        let mut command = Command::from(command);
+        command.kill_on_drop(true);
         let mut child = command.spawn().map_err(|e| format!("cannot start: {e}"))?;
         let _ = self
             .audit
             .record(
                 "plugin.start",
-                serde_json::json!({"plugin": spec.name, "pid": child.id()}),
+                serde_json::json!({"plugin": spec.name, "pid": child.id(), "sandbox": plan.describe()}),
             )
             .await;
         if let (Some(bytes), Some(mut stdin)) = (&spec.stdin, child.stdin.take()) {
@@ -520,7 +560,11 @@ impl Host {
                 }
             });
         }
-        Ok(Spawned { child, listener })
+        Ok(Spawned {
+            child,
+            listener,
+            uid: plan.uid(),
+        })
     }
 
     async fn connect_and_serve(&self, slot: &Arc<Slot>, spawned: &mut Spawned) -> String {
@@ -544,7 +588,7 @@ impl Host {
         let expected_pid = spawned.child.id();
         match stream.peer_cred() {
             Ok(cred) => {
-                let uid = rustix::process::geteuid().as_raw();
+                let uid = spawned.uid;
                 let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
                 if cred.uid() != uid || pid != expected_pid {
                     let _ = self
@@ -553,7 +597,7 @@ impl Host {
                             "plugin.peer_refused",
                             serde_json::json!({
                                 "plugin": spec.name, "peer_uid": cred.uid(), "peer_pid": pid,
-                                "expected_pid": expected_pid,
+                                "expected_uid": uid, "expected_pid": expected_pid,
                             }),
                         )
                         .await;
@@ -769,6 +813,32 @@ impl Host {
         Ok(registration)
     }
 
+    /// A plugin killed by a signal: `SIGSYS` is its seccomp filter stopping a system call,
+    /// `SIGXCPU`/`SIGKILL` after `RLIMIT_CPU` its CPU limit.
+    async fn audit_exit_signal(&self, plugin: &str, status: std::process::ExitStatus) {
+        use std::os::unix::process::ExitStatusExt;
+        let Some(signal) = status.signal() else {
+            return;
+        };
+        let (kind, layer) = match signal {
+            31 => (
+                "sandbox.violation",
+                "seccomp: a system call outside its profile",
+            ),
+            24 => ("sandbox.violation", "rlimit: CPU time"),
+            25 => ("sandbox.violation", "rlimit: file size"),
+            _ => ("plugin.signal", "killed by a signal"),
+        };
+        let _ = self
+            .audit
+            .record(
+                kind,
+                serde_json::json!({"plugin": plugin, "signal": signal, "stopped_by": layer,
+                    "core_dumped": status.core_dumped()}),
+            )
+            .await;
+    }
+
     /// Records what a plugin registered. Returns nothing to the plugin about masking.
     async fn audit_registration(&self, spec: &PluginSpec, registration: &Registration) {
         let actions: Vec<String> = registration
@@ -889,6 +959,8 @@ fn kill_group(pid: Option<u32>) {
 struct Spawned {
     child: Child,
     listener: UnixListener,
+    /// The uid the plugin runs as: the only one allowed to connect.
+    uid: u32,
 }
 
 /// Reads frames from a plugin; an oversized or malformed one is an error (and the end).
@@ -925,4 +997,396 @@ impl FrameReader {
 /// Resolves once `flag` turns true (or its sender is gone).
 pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|s| *s).await;
+}
+
+/// How the host sandboxes each plugin (invariant I7), with `p3ak-sandbox` doing the work in
+/// the child: what each plugin may reach, under which uid, and preparing those files.
+pub mod sandboxing {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+
+    use p3ak_sandbox::{Class, Limits, Mode, Plan, Support};
+
+    use super::PluginSpec;
+    use crate::config::{KernelSettings, Launch, PluginSandbox};
+
+    /// The host's sandbox: what the machine offers and who each plugin is.
+    pub struct Sandbox {
+        mode: Mode,
+        support: Support,
+        missing: Vec<String>,
+        ids: Result<BTreeMap<String, u32>, String>,
+        settings: BTreeMap<String, PluginSandbox>,
+    }
+
+    /// One start's sandbox.
+    pub struct PluginPlan {
+        /// What `p3ak-sandbox` applies.
+        pub prepared: Plan,
+        /// Its own directory: HOME, TMPDIR and working directory.
+        pub scratch: PathBuf,
+        /// Variables passed through.
+        pub env: Vec<String>,
+        /// Whose uid it gets.
+        pub identity: String,
+        /// Files the kernel creates for it (a provider's request record).
+        files: Vec<PathBuf>,
+        /// Trees made its own.
+        own: Vec<PathBuf>,
+        kernel_uid: u32,
+    }
+
+    impl PluginPlan {
+        /// The uid it runs as.
+        pub fn uid(&self) -> u32 {
+            self.prepared.ids.map_or(self.kernel_uid, |(uid, _)| uid)
+        }
+
+        /// For the audit log.
+        pub fn describe(&self) -> serde_json::Value {
+            let p = &self.prepared;
+            serde_json::json!({
+                "uid": self.uid(),
+                "user": self.identity,
+                "class": p.class.name(),
+                "network": p.network,
+                "landlock": p.landlock,
+                "seccomp": p.seccomp,
+                "limits": p.limits,
+            })
+        }
+    }
+
+    /// The identity whose uid a plugin runs as.
+    fn identity(spec: &PluginSpec, settings: Option<&PluginSandbox>) -> String {
+        if let Some(user) = settings.and_then(|s| s.user.clone()) {
+            return user;
+        }
+        match &spec.launch {
+            Launch::Builtin(b) if b == "files" || b == "shell" => "workspaces".to_owned(),
+            _ => spec.name.clone(),
+        }
+    }
+
+    /// The default class of a plugin.
+    fn class_of(launch: &Launch) -> Class {
+        match launch {
+            Launch::Builtin(b) => match b.as_str() {
+                "files" | "vault" => Class::Tool,
+                "shell" => Class::Shell,
+                "scripted" => Class::Provider,
+                // `http` and the providers that call a model service.
+                _ => Class::Network,
+            },
+            Launch::Path(_) => Class::Script,
+        }
+    }
+
+    fn existing(paths: &[&str]) -> Vec<PathBuf> {
+        paths
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    impl Sandbox {
+        pub fn new<'a>(
+            settings: &KernelSettings,
+            specs: impl Iterator<Item = &'a PluginSpec>,
+        ) -> Self {
+            let support = p3ak_sandbox::probe();
+            let missing = support.missing();
+            let identities: Vec<String> = specs
+                .map(|spec| identity(spec, settings.plugin_sandbox.get(&spec.name)))
+                .collect();
+            let (first, last) = settings.plugin_ids;
+            let ids =
+                p3ak_sandbox::allocate_ids(identities.iter().map(String::as_str), first, last)
+                    .map_err(|e| e.to_string());
+            Self {
+                mode: settings.sandbox,
+                support,
+                missing,
+                ids,
+                settings: settings.plugin_sandbox.clone(),
+            }
+        }
+
+        pub fn support(&self) -> &Support {
+            &self.support
+        }
+
+        pub fn missing(&self) -> &[String] {
+            &self.missing
+        }
+
+        /// Why no plugin may start, if none may.
+        pub fn refusal(&self) -> Option<String> {
+            if let Err(e) = &self.ids {
+                return Some(format!("sandbox: {e}"));
+            }
+            if self.mode == Mode::Enforce && !self.missing.is_empty() {
+                return Some(p3ak_sandbox::SandboxError::Missing(self.missing.clone()).to_string());
+            }
+            None
+        }
+
+        pub fn describe(&self) -> serde_json::Value {
+            serde_json::json!({
+                "mode": self.mode,
+                "support": self.support,
+                "missing": self.missing,
+                "ids": self.ids.as_ref().ok(),
+            })
+        }
+
+        /// What `spec` may reach, as which user.
+        pub fn plan(&self, spec: &PluginSpec, exe: &Path) -> Result<PluginPlan, String> {
+            let settings = self.settings.get(&spec.name).cloned().unwrap_or_default();
+            let identity = identity(spec, Some(&settings));
+            let class = settings.class.unwrap_or_else(|| class_of(&spec.launch));
+            let network = settings.network.unwrap_or(class == Class::Network);
+            let home = spec
+                .socket
+                .parent()
+                .and_then(Path::parent)
+                .ok_or("the plugin socket is not in a home's run/")?
+                .to_owned();
+            let scratch = home.join("plugins").join(&spec.name);
+            let program = match &spec.launch {
+                Launch::Builtin(_) => exe.to_owned(),
+                Launch::Path(path) => path.clone(),
+            };
+            let mut exec = vec![program];
+            exec.extend(existing(&[
+                "/lib64/ld-linux-x86-64.so.2",
+                "/lib/ld-linux-aarch64.so.1",
+            ]));
+            let mut read = existing(&[
+                "/lib",
+                "/lib64",
+                "/usr/lib",
+                "/usr/lib64",
+                "/etc/ld.so.cache",
+                "/etc/localtime",
+                "/usr/share/zoneinfo",
+                "/dev/urandom",
+            ]);
+            let mut write = existing(&["/dev/null"]);
+            write.push(scratch.clone());
+            if network {
+                read.extend(existing(&[
+                    "/etc/ssl",
+                    "/etc/ca-certificates",
+                    "/usr/share/ca-certificates",
+                    "/etc/pki",
+                    "/etc/resolv.conf",
+                    "/etc/hosts",
+                    "/etc/nsswitch.conf",
+                    "/etc/gai.conf",
+                    "/etc/host.conf",
+                    "/etc/services",
+                ]));
+            }
+            if matches!(class, Class::Shell | Class::Script) {
+                exec.extend(existing(&["/usr/bin", "/usr/local/bin", "/bin"]));
+                read.extend(existing(&[
+                    "/usr",
+                    "/etc/passwd",
+                    "/etc/group",
+                    "/etc/nsswitch.conf",
+                ]));
+            }
+            let mut files = Vec::new();
+            let mut own = Vec::new();
+            if let Launch::Builtin(_) = &spec.launch {
+                let setting = |key: &str| {
+                    spec.config
+                        .get(key)
+                        .and_then(serde_json::Value::as_str)
+                        .map(PathBuf::from)
+                };
+                if let Some(dir) = setting("workspaces") {
+                    own.push(dir);
+                }
+                if let Some(vault) = setting("vault")
+                    && let Some(dir) = vault.parent()
+                {
+                    own.push(dir.to_owned());
+                }
+                if let Some(script) = setting("script") {
+                    read.push(script);
+                }
+                if let Some(record) = setting("record") {
+                    files.push(record);
+                }
+            }
+            read.extend(settings.read.iter().cloned());
+            exec.extend(settings.exec.iter().cloned());
+            own.extend(settings.write.iter().cloned());
+            write.extend(own.iter().cloned());
+            write.extend(files.iter().cloned());
+            let defaults = Limits::for_class(class);
+            let limits = Limits {
+                address_space: settings
+                    .memory_mib
+                    .map_or(defaults.address_space, |m| m.saturating_mul(1 << 20)),
+                open_files: settings.open_files.unwrap_or(defaults.open_files),
+                processes: settings.processes.unwrap_or(defaults.processes),
+                cpu_seconds: settings.cpu_seconds.unwrap_or(defaults.cpu_seconds),
+            };
+            let id = match &self.ids {
+                Ok(ids) => ids.get(&identity).copied(),
+                Err(e) => return Err(e.clone()),
+            };
+            let ids = if self.support.root {
+                let id = id.ok_or_else(|| format!("no uid allocated for `{identity}`"))?;
+                Some((id, id))
+            } else {
+                None
+            };
+            Ok(PluginPlan {
+                prepared: Plan {
+                    ids,
+                    class,
+                    network,
+                    read,
+                    exec,
+                    write,
+                    limits,
+                    landlock: self.support.landlock_abi.is_some(),
+                    seccomp: self.support.seccomp && self.support.seccomp_profiles,
+                    trace: false,
+                },
+                scratch,
+                env: settings.env.clone(),
+                identity,
+                files,
+                own,
+                kernel_uid: rustix::process::geteuid().as_raw(),
+            })
+        }
+
+        /// Makes what the plugin needs exist and belong to it: its scratch directory, the
+        /// trees it writes, its socket (0600, its uid), and a path to them it may traverse.
+        pub fn prepare_files(&self, spec: &PluginSpec, plan: &PluginPlan) -> Result<(), String> {
+            let Some((uid, gid)) = plan.prepared.ids else {
+                return make_dir(&plan.scratch, None);
+            };
+            let home = plan
+                .scratch
+                .parent()
+                .and_then(Path::parent)
+                .ok_or("no home")?
+                .to_owned();
+            // The home, run/ and plugins/ are traversable, not listable: 0711. Everything the
+            // kernel keeps inside stays 0700/0600.
+            make_dir(&home.join("plugins"), None)?;
+            for dir in [home.clone(), home.join("run"), home.join("plugins")] {
+                set_mode(&dir, 0o711)?;
+            }
+            traversable_ancestors(&home)?;
+            make_dir(&plan.scratch, Some((uid, gid)))?;
+            for dir in &plan.own {
+                make_dir(dir, None)?;
+                chown_tree(dir, uid, gid)?;
+                if let Some(parent) = dir.parent() {
+                    traversable_ancestors(parent)?;
+                }
+            }
+            for file in &plan.files {
+                if !file.exists() {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o600)
+                        .open(file)
+                        .map_err(|e| format!("cannot create `{}`: {e}", file.display()))?;
+                }
+                chown(file, uid, gid)?;
+            }
+            chown(&spec.socket, uid, gid)?;
+            set_mode(&spec.socket, 0o600)
+        }
+    }
+
+    fn make_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        if let Some((uid, gid)) = owner {
+            chown(dir, uid, gid)?;
+            set_mode(dir, 0o700)?;
+        }
+        Ok(())
+    }
+
+    fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set the mode of `{}`: {e}", path.display()))
+    }
+
+    fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            .map_err(|e| format!("cannot give `{}` to uid {uid}: {e}", path.display()))
+    }
+
+    /// Gives a tree to a plugin's user (symlinks themselves, never what they point to).
+    fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+        let mut stack = vec![dir.to_owned()];
+        while let Some(path) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&path)
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            if meta.uid() != uid || meta.gid() != gid {
+                chown(&path, uid, gid)?;
+            }
+            if meta.is_dir() {
+                let entries = std::fs::read_dir(&path)
+                    .map_err(|e| format!("cannot list `{}`: {e}", path.display()))?;
+                stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A plugin's user must be able to walk from `/` to its files: directories on the way
+    /// that belong to the kernel's user get search permission for others (not read: nothing
+    /// can be listed). Others' directories are left alone.
+    fn traversable_ancestors(path: &Path) -> Result<(), String> {
+        let me = rustix::process::geteuid().as_raw();
+        for dir in path.ancestors() {
+            let Ok(meta) = std::fs::metadata(dir) else {
+                continue;
+            };
+            if meta.mode() & 0o001 == 0 && meta.uid() == me {
+                set_mode(dir, (meta.mode() & 0o7777) | 0o001)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn classes_follow_the_builtin() {
+            assert_eq!(class_of(&Launch::Builtin("files".into())), Class::Tool);
+            assert_eq!(class_of(&Launch::Builtin("shell".into())), Class::Shell);
+            assert_eq!(class_of(&Launch::Builtin("http".into())), Class::Network);
+            assert_eq!(
+                class_of(&Launch::Builtin("anthropic".into())),
+                Class::Network
+            );
+            assert_eq!(
+                class_of(&Launch::Builtin("scripted".into())),
+                Class::Provider
+            );
+            assert_eq!(class_of(&Launch::Path("/x".into())), Class::Script);
+        }
+    }
 }

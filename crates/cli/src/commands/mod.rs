@@ -6,6 +6,7 @@ mod kernel;
 mod memory;
 mod models;
 mod policy;
+mod sandbox;
 mod vault;
 mod vault_demo;
 
@@ -49,6 +50,9 @@ pub enum Command {
     /// Install, check and remove the embedding model (all-MiniLM-L6-v2, pinned by SHA-256).
     #[command(subcommand)]
     Models(models::Command),
+    /// The plugin sandbox: what the host offers, traced seccomp profiles, its cost.
+    #[command(subcommand)]
+    Sandbox(sandbox::Command),
 }
 
 pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
@@ -67,6 +71,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Policy(command) => policy::run(command, out),
         Command::Audit(command) => audit::run(command, out),
         Command::Models(command) => models::run(command, out),
+        Command::Sandbox(command) => sandbox::run(command, out),
     }
 }
 

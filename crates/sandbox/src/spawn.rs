@@ -1,0 +1,256 @@
+//! The sandbox of one process: planned and prepared in the parent, applied in the child
+//! between `fork` and `exec`, where only system calls are made (no allocation, no locks).
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use landlock::{
+    ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, RulesetAttr, RulesetCreated,
+    RulesetCreatedAttr, Scope, path_beneath_rules,
+};
+use seccompiler::BpfProgram;
+use serde::Serialize;
+
+use crate::{Class, Profile, SandboxError, Support};
+
+/// Resource limits (soft = hard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Address space, bytes (`RLIMIT_AS`).
+    pub address_space: u64,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    pub open_files: u64,
+    /// Processes and threads of its uid (`RLIMIT_NPROC`).
+    pub processes: u64,
+    /// CPU time, seconds (`RLIMIT_CPU`).
+    pub cpu_seconds: u64,
+}
+
+impl Limits {
+    /// The defaults for a class.
+    #[must_use]
+    pub fn for_class(class: Class) -> Self {
+        Self {
+            address_space: 4 << 30,
+            open_files: 256,
+            processes: if class == Class::Shell { 256 } else { 64 },
+            cpu_seconds: 3600,
+        }
+    }
+}
+
+/// What one plugin process gets.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Its uid and gid; `None` keeps the kernel's (a degraded host without root).
+    pub ids: Option<(u32, u32)>,
+    /// Its seccomp class.
+    pub class: Class,
+    /// Whether it keeps the host's network; without, it gets an empty network namespace.
+    pub network: bool,
+    /// Read-only files and trees.
+    pub read: Vec<PathBuf>,
+    /// Read-only files and trees it may also execute.
+    pub exec: Vec<PathBuf>,
+    /// Trees (and files) it may read and write.
+    pub write: Vec<PathBuf>,
+    /// Its limits.
+    pub limits: Limits,
+    /// Apply Landlock (false only on a degraded host).
+    pub landlock: bool,
+    /// Apply the seccomp filter (false on a degraded host and while tracing).
+    pub seccomp: bool,
+    /// Stop for a tracer (`PTRACE_TRACEME`) before anything else: `p3ak sandbox trace`.
+    pub trace: bool,
+}
+
+/// A plan with its Landlock ruleset and seccomp programs built, ready for one child.
+pub struct Prepared {
+    ruleset: Option<RulesetCreated>,
+    programs: Vec<BpfProgram>,
+    ids: Option<(u32, u32)>,
+    new_netns: bool,
+    rlimits: [(RlimitResource, u64); 5],
+    trace: bool,
+}
+
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
+/// The Landlock ABI whose file-system rights are handled (newer kernels add nothing here the
+/// rules below would grant; older ones get what they have, best effort).
+const LANDLOCK_ABI: ABI = ABI::V5;
+
+impl Plan {
+    /// Builds the ruleset and the filter for `support`'s host.
+    ///
+    /// # Errors
+    ///
+    /// A Landlock or seccomp failure, or a malformed profile.
+    pub fn prepare(&self, support: &Support) -> Result<Prepared, SandboxError> {
+        let ruleset = if self.landlock && support.landlock_abi.is_some() {
+            Some(self.ruleset(support)?)
+        } else {
+            None
+        };
+        let programs = if self.seccomp && support.seccomp {
+            Profile::of(self.class)?.programs()?
+        } else if self.trace && support.seccomp {
+            // Traced runs answer `clone3` as the real filter does, so that the trace shows
+            // the `clone` fallback the filtered plugin will make.
+            Profile::of(self.class)?
+                .programs()?
+                .into_iter()
+                .take(1)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let l = self.limits;
+        Ok(Prepared {
+            ruleset,
+            programs,
+            ids: self.ids,
+            new_netns: !self.network && support.root,
+            rlimits: [
+                (libc::RLIMIT_AS, l.address_space),
+                (libc::RLIMIT_NOFILE, l.open_files),
+                (libc::RLIMIT_NPROC, l.processes),
+                (libc::RLIMIT_CPU, l.cpu_seconds),
+                (libc::RLIMIT_CORE, 0),
+            ],
+            trace: self.trace,
+        })
+    }
+
+    fn ruleset(&self, support: &Support) -> Result<RulesetCreated, SandboxError> {
+        let ll = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+        let read: BitFlags<AccessFs> = AccessFs::ReadFile | AccessFs::ReadDir;
+        let exec = read | AccessFs::Execute;
+        let write = AccessFs::from_all(LANDLOCK_ABI) & !AccessFs::Execute;
+        let mut ruleset = landlock::Ruleset::default()
+            .set_compatibility(CompatLevel::BestEffort)
+            .handle_access(AccessFs::from_all(LANDLOCK_ABI))
+            .map_err(ll)?;
+        if support.landlock_scopes() {
+            ruleset = ruleset
+                .scope(Scope::AbstractUnixSocket | Scope::Signal)
+                .map_err(ll)?;
+        }
+        let created = ruleset
+            .create()
+            .map_err(ll)?
+            .add_rules(path_beneath_rules(&self.read, read))
+            .map_err(ll)?
+            .add_rules(path_beneath_rules(&self.exec, exec))
+            .map_err(ll)?
+            .add_rules(path_beneath_rules(&self.write, write))
+            .map_err(ll)?;
+        Ok(created)
+    }
+}
+
+impl Prepared {
+    /// Makes `command` apply this sandbox in its child just before `exec`.
+    pub fn install(self, command: &mut std::process::Command) {
+        let mut state = Some(self);
+        let hook = move || -> std::io::Result<()> {
+            match state.take() {
+                Some(prepared) => prepared.apply(),
+                None => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+            }
+        };
+        // SAFETY: the hook runs in the forked child before exec. `apply` makes only system
+        // calls on memory prepared in the parent (the ruleset fd, the BPF programs, plain
+        // integers); it does not allocate, lock or touch state shared with other threads.
+        unsafe {
+            command.pre_exec(hook);
+        }
+    }
+
+    /// Runs in the child. Only async-signal-safe system calls from here on.
+    fn apply(mut self) -> std::io::Result<()> {
+        let last = std::io::Error::last_os_error;
+        if self.trace {
+            // SAFETY: PTRACE_TRACEME takes no pointers; the parent becomes the tracer.
+            if unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } != 0 {
+                return Err(last());
+            }
+        }
+        if self.new_netns {
+            // SAFETY: unshare takes a flag word only; it gives this process an empty network
+            // namespace (a loopback that is down, no routes).
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(last());
+            }
+        }
+        for (resource, value) in self.rlimits {
+            let limit = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
+            // SAFETY: `limit` is a valid rlimit on this stack frame, read by the kernel only.
+            if unsafe { libc::setrlimit(resource, &raw const limit) } != 0 {
+                return Err(last());
+            }
+        }
+        if let Some((uid, gid)) = self.ids {
+            // SAFETY: a zero-length group list with a null pointer clears the supplementary
+            // groups; setresgid/setresuid take integers. Groups and gid go first, while the
+            // process still has the privilege to change them.
+            unsafe {
+                if libc::setgroups(0, std::ptr::null()) != 0 {
+                    return Err(last());
+                }
+                if libc::setresgid(gid, gid, gid) != 0 {
+                    return Err(last());
+                }
+                if libc::setresuid(uid, uid, uid) != 0 {
+                    return Err(last());
+                }
+            }
+        }
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(last());
+        }
+        if let Some(ruleset) = self.ruleset.take() {
+            // `restrict_self` makes two system calls (prctl, landlock_restrict_self) and builds
+            // its status on the stack; its errors carry an errno, not an allocation.
+            if ruleset.restrict_self().is_err() {
+                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+            }
+        }
+        close_inherited_fds()?;
+        for program in &self.programs {
+            if seccompiler::apply_filter(program).is_err() {
+                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Marks every descriptor above stderr close-on-exec: the plugin starts with 0, 1 and 2 only.
+fn close_inherited_fds() -> std::io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range takes integers; CLOEXEC only sets a flag on open descriptors (the
+    // std library's exec-error pipe stays usable until exec).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if rc == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: walk the descriptor table.
+    for fd in 3..4096 {
+        // SAFETY: F_GETFD/F_SETFD on any integer is harmless (EBADF for a closed one).
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
+}
