@@ -18,7 +18,7 @@ fn unknown_plugin_and_missing_environment() {
     assert!(matches!(e, PluginError::UnknownPlugin(_)));
     assert_eq!(
         e.to_string(),
-        "unknown plugin `teleport`: the first-party plugins are files, shell, http, vault and scripted"
+        "unknown plugin `teleport`: the first-party plugins are files, shell, http, vault, scripted, anthropic, openai and ollama"
     );
     // The test process has no plugin environment.
     if std::env::var_os("P3AK_PLUGIN_SOCKET").is_none() {
