@@ -309,9 +309,13 @@ mod tests {
     #[test]
     fn arguments_that_are_not_json_say_what_is_wrong() {
         let t = table();
-        let err = parse("a", &call("files__read", serde_json::json!(r#"{"path": "#)), &t)
-            .unwrap_err()
-            .to_string();
+        let err = parse(
+            "a",
+            &call("files__read", serde_json::json!(r#"{"path": "#)),
+            &t,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("the arguments of `files__read` are not valid JSON: EOF"),
             "{err}"

@@ -365,12 +365,17 @@ fn a_credential_travels_as_a_string_and_never_debug_prints() {
         messages: Vec::new(),
         tools: Vec::new(),
         stream: false,
-        credential: Some(p3ak_proto::Credential::new("sk-live-abcdef123456".to_owned())),
+        credential: Some(p3ak_proto::Credential::new(
+            "sk-live-abcdef123456".to_owned(),
+        )),
     };
     let envelope = Envelope::new(7, Message::InferenceRequest(request));
     let frame = encode(&envelope, DEFAULT_MAX_FRAME).unwrap();
     let text = String::from_utf8_lossy(&frame[HEADER_LEN..]).into_owned();
-    assert!(text.contains(r#""credential":"sk-live-abcdef123456""#), "{text}");
+    assert!(
+        text.contains(r#""credential":"sk-live-abcdef123456""#),
+        "{text}"
+    );
     assert_eq!(decode(&frame[HEADER_LEN..]).unwrap(), envelope);
     let shown = format!("{envelope:?}");
     assert!(!shown.contains("sk-live"), "{shown}");
