@@ -122,6 +122,20 @@ pub fn sanitize(text: &str) -> String {
     out
 }
 
+/// [`sanitize`] for multi-line text a person reads (a model's reply): newlines and tabs stay,
+/// every other control character (escape sequences above all) is escaped.
+pub fn sanitize_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Unix seconds as an RFC 3339 UTC timestamp.
 pub fn timestamp(unix: i64) -> String {
     let Ok(secs) = u64::try_from(unix) else {
@@ -153,5 +167,9 @@ mod tests {
     fn sanitize_escapes_terminal_controls() {
         assert_eq!(sanitize("a\u{1b}[31mb\nc"), "a\\u{1b}[31mb\\nc");
         assert_eq!(sanitize("plain — ünïcode"), "plain — ünïcode");
+        assert_eq!(
+            sanitize_text("line\n\tnext\u{1b}[2J\r"),
+            "line\n\tnext\\u{1b}[2J\\r"
+        );
     }
 }

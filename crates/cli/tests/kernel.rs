@@ -832,3 +832,155 @@ fn the_demo_stops_the_injection_and_serves_the_real_request() {
     // The temporary home is gone.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[path = "../../plugins/tests/plugins/fake_api.rs"]
+mod fake_api;
+
+fn sse(events: &[serde_json::Value]) -> String {
+    events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+        .collect()
+}
+
+/// One streamed Anthropic message: `text`, then a `tool_use` per call.
+fn anthropic_stream(text: &str, calls: &[(&str, &str)], usage: (u64, u64)) -> String {
+    let mut events = vec![serde_json::json!({"type": "message_start", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test",
+        "content": [], "stop_reason": null, "usage": {"input_tokens": usage.0, "output_tokens": 1}}})];
+    events.push(
+        serde_json::json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "text", "text": ""}}),
+    );
+    for word in text.split_inclusive(' ') {
+        events.push(
+            serde_json::json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": word}}),
+        );
+    }
+    events.push(serde_json::json!({"type": "content_block_stop", "index": 0}));
+    for (i, (id, name)) in calls.iter().enumerate() {
+        events.push(
+            serde_json::json!({"type": "content_block_start", "index": i + 1,
+            "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+        );
+        events.push(
+            serde_json::json!({"type": "content_block_delta", "index": i + 1,
+            "delta": {"type": "input_json_delta", "partial_json": "{}"}}),
+        );
+        events.push(serde_json::json!({"type": "content_block_stop", "index": i + 1}));
+    }
+    let stop = if calls.is_empty() {
+        "end_turn"
+    } else {
+        "tool_use"
+    };
+    events.push(serde_json::json!({"type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": usage.1}}));
+    events.push(serde_json::json!({"type": "message_stop"}));
+    sse(&events)
+}
+
+#[test]
+fn invariant_i4_a_real_providers_api_key_never_reaches_logs_audit_or_errors() {
+    use fake_api::{Canned, FakeApi};
+    let key = "sk-ant-api03-e2e-5b7d9f1a3c";
+    let echoed = format!(
+        r#"{{"type":"error","error":{{"type":"authentication_error","message":"invalid x-api-key {key}"}}}}"#
+    );
+    let api = FakeApi::start(vec![
+        Canned::sse(&anthropic_stream(
+            "Let me look.",
+            &[("toolu_1", "files__list")],
+            (40, 7),
+        )),
+        Canned::sse(&anthropic_stream("There is one file.", &[], (60, 5))),
+        Canned::status(401, Vec::new(), &echoed),
+    ]);
+    let mut k = Kernel::new(FILES_POLICY, script(Vec::new()), "");
+    std::fs::write(
+        k.home().join("config.toml"),
+        format!(
+            "[kernel]\nping_interval = \"1s\"\n\n[plugins.files]\nbuiltin = \"files\"\n\n\
+             [plugins.claude]\nbuiltin = \"anthropic\"\ncredential = \"anthropic\"\n\
+             config = {{ base_url = \"{}\", retry_base_ms = 5 }}\n",
+            api.base
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        k.home().join("agents/assistant.toml"),
+        "prompt = \"test agent\"\nprovider = \"claude\"\nmodel = \"claude-test\"\n\
+         tools = [\"files.*\"]\nmemory = 0\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(k.home().join("workspaces/assistant")).unwrap();
+    std::fs::write(k.home().join("workspaces/assistant/only.txt"), "x").unwrap();
+    k.up();
+    let mut set = k.cmd();
+    set.args(["secret", "set", "anthropic", "--scope", "claude.inference"])
+        .write_stdin(format!("{key}\n"));
+    assert!(set.output().unwrap().status.success());
+
+    let out = k.ok(&["chat", "-m", "what files do I have?"]);
+    assert_eq!(
+        out, "Let me look.\nThere is one file.\n",
+        "streamed text, steps apart"
+    );
+    let sent = api.requests();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|r| r.header("x-api-key") == Some(key)));
+    assert_eq!(sent[0].body["model"], "claude-test");
+    assert_eq!(sent[0].body["stream"], true);
+    let result = &sent[1].body["messages"][2]["content"][0];
+    assert_eq!(result["type"], "tool_result");
+    assert!(
+        result["content"].as_str().unwrap().contains("only.txt"),
+        "{result}"
+    );
+
+    let status = k.status();
+    assert_eq!(
+        status["usage"],
+        serde_json::json!({"input_tokens": 100, "output_tokens": 12})
+    );
+    assert_eq!(
+        status["usage_by_provider"]["claude"],
+        serde_json::json!({"input_tokens": 100, "output_tokens": 12})
+    );
+    let plain = k.ok(&["status"]);
+    assert!(
+        plain.contains("tokens by claude: 100 in, 12 out"),
+        "{plain}"
+    );
+
+    // The server echoes the key in an error: it is scrubbed on the way.
+    let failed = k.run(&["chat", "-m", "again"]);
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("authentication error"), "{stderr}");
+    assert!(!stderr.contains(key), "{stderr}");
+
+    let audit = k.audit();
+    let reply = audit.iter().find(|e| e["kind"] == "reply").unwrap();
+    assert_eq!(
+        reply["payload"]["usage"],
+        serde_json::json!({"input_tokens": 100, "output_tokens": 12}),
+        "{reply}"
+    );
+    assert!(audit.iter().any(|e| e["kind"] == "inference.error"));
+    let audit = serde_json::to_string(&audit).unwrap();
+    k.stop();
+    let log = k.log();
+    for (what, text) in [("audit log", &audit), ("kernel log", &log)] {
+        assert!(!text.contains(key), "the key reached the {what}");
+        assert!(
+            !text.contains(&base64::engine::general_purpose::STANDARD.encode(key)),
+            "the key reached the {what}"
+        );
+    }
+    for entry in walk(&k.home()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned();
+        assert!(!text.contains(key), "`{}` holds the key", entry.display());
+    }
+}

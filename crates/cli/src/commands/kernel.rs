@@ -11,7 +11,7 @@ use p3ak_kernel::home::Home;
 use p3ak_kernel::{Kernel, KernelError, KernelOptions};
 use p3ak_vault::{Access, KdfParams, Unlock, Vault};
 
-use crate::output::{Output, sanitize, timestamp_ms};
+use crate::output::{Output, sanitize, sanitize_text, timestamp_ms};
 use crate::secrets::{self, ENV_PASSPHRASE, PassphraseArgs, Source};
 
 #[derive(Debug, clap::Args)]
@@ -212,7 +212,7 @@ fn call(request: &ControlRequest, out: &Output) -> anyhow::Result<ControlEvent> 
             ControlEvent::Notice { text } => out.warn(sanitize(text)),
             ControlEvent::Chunk { text } => {
                 let mut stdout = std::io::stdout();
-                let _ = write!(stdout, "{}", sanitize(text));
+                let _ = write!(stdout, "{}", sanitize_text(text));
                 let _ = stdout.flush();
                 streamed.set(true);
             }
@@ -278,7 +278,7 @@ pub fn chat(args: &ChatArgs, out: &Output) -> anyhow::Result<()> {
             ControlEvent::Reply { text } if out.is_json() => {
                 out.json(&ControlEvent::Reply { text });
             }
-            ControlEvent::Reply { text } => out.line(sanitize(&text)),
+            ControlEvent::Reply { text } => out.line(sanitize_text(&text)),
             _ => {}
         }
         Ok(())
