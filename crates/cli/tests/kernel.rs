@@ -984,3 +984,22 @@ fn invariant_i4_a_real_providers_api_key_never_reaches_logs_audit_or_errors() {
         assert!(!text.contains(key), "`{}` holds the key", entry.display());
     }
 }
+
+#[test]
+fn a_rate_limited_model_says_when_to_try_again() {
+    let mut k = Kernel::new(
+        FILES_POLICY,
+        script(vec![serde_json::json!({"error": {
+            "kind": "rate_limited", "message": "slow down", "retry_after_ms": 1500}})]),
+        "",
+    );
+    k.up();
+    let out = k.run(&["chat", "-m", "hello"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the model failed: rate limited: slow down (try again in 2s)"),
+        "{stderr}"
+    );
+    assert!(k.audit().iter().any(|e| e["kind"] == "inference.error"));
+}

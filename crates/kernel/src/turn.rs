@@ -189,6 +189,17 @@ impl Kernel {
                     let e = HostError::Unexpected(provider_name.clone(), other.type_name());
                     return self.provider_failed(agent, &e).await;
                 }
+                Err(HostError::Plugin(error)) if error.retry_after_ms.is_some() => {
+                    let wait = std::time::Duration::from_millis(error.retry_after_ms.unwrap_or(0));
+                    let e = format!(
+                        "{} (try again in {})",
+                        HostError::Plugin(error),
+                        humantime::format_duration(std::time::Duration::from_secs(
+                            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+                        ))
+                    );
+                    return self.provider_failed(agent, &e).await;
+                }
                 Err(e) => return self.provider_failed(agent, &e).await,
             };
             add_usage(&mut turn_usage, response.usage);

@@ -10,7 +10,7 @@
 //! ```json
 //! {"responses": [
 //!   {"content": "text", "tool_calls": [{"name": "files__read", "arguments": {"path": "a.txt"}}]},
-//!   {"error": {"kind": "transient", "message": "model overloaded"}},
+//!   {"error": {"kind": "rate_limited", "message": "slow down", "retry_after_ms": 2000}},
 //!   {"content": "final answer"}
 //! ]}
 //! ```
@@ -19,9 +19,10 @@
 //! `call_2`, … counted across the whole run; `stop` is `tool_use` when there are tool calls,
 //! else `end_turn`. Usage is deterministic: `input_tokens` is the characters of the request's
 //! message contents over 4, `output_tokens` the characters of the reply's content over 4,
-//! both rounded up. An `error` response is sent as `error {kind, message}`. Once the script is
-//! used up every request gets `(the script has no more replies)`. With `stream: true` the
-//! content is first sent as `stream_chunk`s, one word (with the space after it) each.
+//! both rounded up. An `error` response is sent as `error {kind, message, retry_after_ms}`.
+//! Once the script is used up every request gets `(the script has no more replies)`. With
+//! `stream: true` the content is first sent as `stream_chunk`s, one word (with the space
+//! after it) each.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -78,6 +79,8 @@ struct Failure {
     kind: ErrorKind,
     #[serde(default)]
     message: String,
+    #[serde(default)]
+    retry_after_ms: Option<u64>,
 }
 
 fn empty_object() -> Value {
@@ -157,10 +160,10 @@ fn parse_script(text: &str) -> Result<Vec<Reply>, String> {
                     if entry.content.is_some() || !entry.tool_calls.is_empty() {
                         return Err(at("an `error` response has no `content` or `tool_calls`"));
                     }
-                    Ok(Reply::Error(ToolFailure::new(
-                        failure.kind,
-                        failure.message,
-                    )))
+                    Ok(Reply::Error(ToolFailure {
+                        retry_after_ms: failure.retry_after_ms,
+                        ..ToolFailure::new(failure.kind, failure.message)
+                    }))
                 }
                 None => {
                     let mut calls = Vec::with_capacity(entry.tool_calls.len());
