@@ -75,13 +75,15 @@ impl Anthropic {
             super::put(&mut body, "system", Value::String(request.system.clone()));
         }
         if !request.tools.is_empty() {
-            super::put(&mut body, "tools", request
+            let tools: Vec<Value> = request
                 .tools
                 .iter()
                 .map(|t| {
-                    json!({"name": t.name, "description": t.description, "input_schema": t.parameters})
+                    json!({"name": t.name, "description": t.description,
+                           "input_schema": t.parameters})
                 })
-                .collect());
+                .collect();
+            super::put(&mut body, "tools", Value::Array(tools));
         }
         Ok(body)
     }

@@ -250,6 +250,24 @@ pub(crate) fn history_arguments(arguments: &Value) -> Value {
     }
 }
 
+/// Tools in the `{"type": "function", "function": {…}}` shape OpenAI and Ollama share.
+pub(crate) fn function_tools(request: &InferenceRequest) -> Value {
+    request
+        .tools
+        .iter()
+        .map(|t| {
+            serde_json::json!({"type": "function", "function": {
+                "name": t.name, "description": t.description, "parameters": t.parameters,
+            }})
+        })
+        .collect()
+}
+
+/// An `authorization` header for a bearer token, when there is one.
+pub(crate) fn bearer_header(bearer: Option<&str>) -> Vec<(&'static str, &str)> {
+    bearer.map(|b| ("authorization", b)).into_iter().collect()
+}
+
 /// Sets `key` on a JSON object (a no-op on anything else).
 pub(crate) fn put(object: &mut Value, key: &str, value: Value) {
     if let Some(map) = object.as_object_mut() {

@@ -69,15 +69,7 @@ impl Ollama {
             super::put(&mut body, "keep_alive", Value::String(keep.clone()));
         }
         if !request.tools.is_empty() {
-            super::put(&mut body, "tools", request
-                .tools
-                .iter()
-                .map(|t| {
-                    json!({"type": "function", "function": {
-                        "name": t.name, "description": t.description, "parameters": t.parameters,
-                    }})
-                })
-                .collect());
+            super::put(&mut body, "tools", super::function_tools(request));
         }
         Ok(body)
     }
@@ -95,11 +87,7 @@ impl Provider for Ollama {
             self.endpoint.check_secure(key.is_some())?;
             let body = self.body(request)?;
             let bearer = key.map(|k| format!("Bearer {k}"));
-            let headers: Vec<(&str, &str)> = bearer
-                .as_deref()
-                .map(|b| ("authorization", b))
-                .into_iter()
-                .collect();
+            let headers = super::bearer_header(bearer.as_deref());
             let response = self.endpoint.post("api/chat", &headers, &body)?;
             if request.stream {
                 read_stream(

@@ -76,15 +76,7 @@ impl OpenAi {
             super::put(&mut body, "stream_options", json!({"include_usage": true}));
         }
         if !request.tools.is_empty() {
-            super::put(&mut body, "tools", request
-                .tools
-                .iter()
-                .map(|t| {
-                    json!({"type": "function", "function": {
-                        "name": t.name, "description": t.description, "parameters": t.parameters,
-                    }})
-                })
-                .collect());
+            super::put(&mut body, "tools", super::function_tools(request));
         }
         Ok(body)
     }
@@ -102,11 +94,7 @@ impl Provider for OpenAi {
             self.endpoint.check_secure(key.is_some())?;
             let body = self.body(request)?;
             let bearer = key.map(|k| format!("Bearer {k}"));
-            let headers: Vec<(&str, &str)> = bearer
-                .as_deref()
-                .map(|b| ("authorization", b))
-                .into_iter()
-                .collect();
+            let headers = super::bearer_header(bearer.as_deref());
             let response = self.endpoint.post("chat/completions", &headers, &body)?;
             if request.stream {
                 read_stream(
