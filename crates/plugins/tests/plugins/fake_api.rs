@@ -21,12 +21,13 @@ pub enum Canned {
         headers: Vec<(&'static str, String)>,
         body: String,
     },
-    /// A 200 with `content_type`, sent in `pieces`; with `drop`, the connection closes after
-    /// the pieces without ending the chunked body.
+    /// A 200 with `content_type`, sent in `pieces` `pause` apart; with `drop`, the
+    /// connection closes after the pieces without ending the chunked body.
     Stream {
         content_type: &'static str,
         pieces: Vec<String>,
         drop: bool,
+        pause: Duration,
     },
 }
 
@@ -53,6 +54,7 @@ impl Canned {
             content_type: "text/event-stream",
             pieces: split_events(text),
             drop: false,
+            pause: Duration::from_millis(2),
         }
     }
 
@@ -62,6 +64,7 @@ impl Canned {
             content_type: "application/x-ndjson",
             pieces: text.lines().map(|l| format!("{l}\n")).collect(),
             drop: false,
+            pause: Duration::from_millis(2),
         }
     }
 
@@ -71,6 +74,7 @@ impl Canned {
             Self::Stream {
                 content_type,
                 mut pieces,
+                pause,
                 ..
             } => {
                 pieces.truncate(keep);
@@ -78,6 +82,7 @@ impl Canned {
                     content_type,
                     pieces,
                     drop: true,
+                    pause,
                 }
             }
             json => json,
@@ -127,12 +132,17 @@ pub struct FakeApi {
 impl FakeApi {
     /// Serves `responses` in order on 127.0.0.1; later requests get a 500.
     pub fn start(responses: Vec<Canned>) -> Self {
+        let mut responses = responses.into_iter();
+        Self::start_with(move || responses.next())
+    }
+
+    /// Serves whatever `next` gives for each request (a 500 once it gives `None`).
+    pub fn start_with(mut next: impl FnMut() -> Option<Canned> + Send + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&requests);
         std::thread::spawn(move || {
-            let mut responses = responses.into_iter();
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
@@ -140,7 +150,7 @@ impl FakeApi {
                     continue;
                 };
                 seen.lock().unwrap().push(recorded);
-                let response = responses.next().unwrap_or_else(|| {
+                let response = next().unwrap_or_else(|| {
                     Canned::status(500, Vec::new(), r#"{"error": "no more canned responses"}"#)
                 });
                 let _ = respond(&mut stream, response);
@@ -239,6 +249,7 @@ fn respond(stream: &mut TcpStream, response: Canned) -> std::io::Result<()> {
             content_type,
             pieces,
             drop,
+            pause,
         } => {
             stream.write_all(
                 format!(
@@ -250,7 +261,7 @@ fn respond(stream: &mut TcpStream, response: Canned) -> std::io::Result<()> {
             for piece in pieces {
                 stream.write_all(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes())?;
                 stream.flush()?;
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(pause);
             }
             if !drop {
                 stream.write_all(b"0\r\n\r\n")?;

@@ -549,6 +549,7 @@ fn openai_errors_are_typed() {
                     .to_owned(),
             ],
             drop: false,
+            pause: Duration::ZERO,
         },
         Canned::sse(&fixture("openai/stream_tool_calls.sse")).dropped_after(3),
         Canned::sse("data: {not json}\n\n"),
