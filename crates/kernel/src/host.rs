@@ -30,6 +30,10 @@ use crate::proposal::compile_schema;
 /// Most actions one plugin may register.
 pub const MAX_ACTIONS: usize = 256;
 
+/// Most frames a plugin may send in one second that answer no request (late replies to
+/// timed-out requests are legitimate, a stream of them is a flood): past this it is cut off.
+pub const MAX_UNSOLICITED_PER_SECOND: u32 = 256;
+
 /// Everything needed to (re)start one plugin.
 pub struct PluginSpec {
     /// Its configured name.
@@ -143,6 +147,8 @@ pub struct Connection {
     waiters: Mutex<HashMap<u64, Waiter>>,
     next_id: AtomicU64,
     max_frame: usize,
+    /// Unsolicited frames in the current one-second window.
+    unsolicited: Mutex<(Instant, u32)>,
     /// What it registered.
     pub registration: Registration,
 }
@@ -195,24 +201,49 @@ impl Connection {
         }
     }
 
-    fn deliver(&self, envelope: Envelope) {
+    /// Hands a frame to the request it answers. A plugin that floods the kernel with frames
+    /// answering nothing is an error.
+    fn deliver(&self, envelope: Envelope) -> Result<(), String> {
         let Ok(mut waiters) = self.waiters.lock() else {
-            return;
+            return Ok(());
         };
-        if let Message::StreamChunk(chunk) = &envelope.message {
-            if let Some(sink) = waiters.get(&envelope.id).and_then(|w| w.chunks.as_ref()) {
-                let _ = sink.send(chunk.text.clone());
+        let solicited = if let Message::StreamChunk(chunk) = &envelope.message {
+            match waiters.get(&envelope.id).and_then(|w| w.chunks.as_ref()) {
+                Some(sink) => {
+                    let _ = sink.send(chunk.text.clone());
+                    true
+                }
+                None => waiters.contains_key(&envelope.id),
             }
-            return;
-        }
-        // A reply whose request timed out is dropped.
-        if let Some(waiter) = waiters.remove(&envelope.id) {
+        } else if let Some(waiter) = waiters.remove(&envelope.id) {
             let result = match envelope.message {
                 Message::Error(e) => Err(HostError::Plugin(e)),
                 other => Ok(other),
             };
             let _ = waiter.reply.send(result);
+            true
+        } else {
+            // A reply whose request timed out is dropped.
+            false
+        };
+        drop(waiters);
+        if solicited {
+            return Ok(());
         }
+        let Ok(mut window) = self.unsolicited.lock() else {
+            return Ok(());
+        };
+        if window.0.elapsed() > Duration::from_secs(1) {
+            *window = (Instant::now(), 0);
+        }
+        window.1 += 1;
+        if window.1 > MAX_UNSOLICITED_PER_SECOND {
+            return Err(format!(
+                "protocol violation: flooded the kernel with more than \
+                 {MAX_UNSOLICITED_PER_SECOND} unsolicited frames in a second"
+            ));
+        }
+        Ok(())
     }
 
     fn fail_all(&self) {
@@ -470,7 +501,23 @@ impl Host {
             *p = pid;
         }
         let outcome = self.connect_and_serve(slot, &mut child).await;
-        if let Ok(Some(status)) = child.child.try_wait() {
+        // A plugin killed by its sandbox closes the connection as it dies: give its exit a
+        // moment to arrive, so that what killed it is audited.
+        let status = match child.child.try_wait() {
+            Ok(Some(status)) => Some(status),
+            _ if outcome == "closed the connection" => {
+                match tokio::time::timeout(Duration::from_secs(3), child.child.wait()).await {
+                    Ok(Ok(status)) => Some(status),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let mut outcome = outcome;
+        if let Some(status) = status {
+            if outcome == "closed the connection" {
+                outcome = format!("closed the connection and exited ({status})");
+            }
             self.audit_exit_signal(&spec.name, status).await;
         }
         kill_group(pid);
@@ -638,6 +685,7 @@ impl Host {
             waiters: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             max_frame: self.settings.max_frame,
+            unsolicited: Mutex::new((Instant::now(), 0)),
             registration,
         });
         if let Ok(mut c) = slot.connection.write() {
@@ -659,7 +707,11 @@ impl Host {
         let reason = loop {
             tokio::select! {
                 frame = reader.next() => match frame {
-                    Ok(Some(envelope)) => connection.deliver(envelope),
+                    Ok(Some(envelope)) => if let Err(reason) = connection.deliver(envelope) {
+                        let _ = self.audit.record("plugin.misbehaved",
+                            serde_json::json!({"plugin": spec.name, "reason": reason})).await;
+                        break reason;
+                    },
                     Ok(None) => break "closed the connection".to_owned(),
                     Err(e) => {
                         let reason = format!("protocol violation: {e}");
@@ -887,7 +939,7 @@ async fn wait_ping(
                 };
             }
             frame = reader.next() => match frame {
-                Ok(Some(envelope)) => connection.deliver(envelope),
+                Ok(Some(envelope)) => connection.deliver(envelope)?,
                 Ok(None) => return Err("closed the connection".to_owned()),
                 Err(e) => return Err(format!("protocol violation: {e}")),
             },
