@@ -198,6 +198,11 @@ default_agent = "assistant"
 # after restart_limit restarts within restart_window it is given up until the next `p3ak up`.
 # restart_limit = 5
 # restart_window = "5m"
+# Plugins run sandboxed: own uid/gid from plugin_ids, Landlock, seccomp, limits, no network
+# unless they need it. "enforce" refuses to start plugins on a host that lacks a layer;
+# "degraded" starts them with what there is and says what is missing.
+# sandbox = "enforce"
+# plugin_ids = [61000, 61999]
 
 # Plugins. First-party ones name a `builtin`; third-party ones give a `path` to an
 # executable (any language: see docs/protocol.md). `config` is handed to the plugin.
