@@ -7,6 +7,15 @@
 //! when it is not. It runs the `p3ak` binary from the same target directory (built by
 //! `cargo test --workspace`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
