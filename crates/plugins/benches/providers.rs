@@ -42,7 +42,10 @@ fn anthropic_stream() -> Vec<String> {
         .into_iter()
         .map(|data| {
             let kind: serde_json::Value = serde_json::from_str(&data).unwrap();
-            format!("event: {}\ndata: {data}\n\n", kind["type"].as_str().unwrap())
+            format!(
+                "event: {}\ndata: {data}\n\n",
+                kind["type"].as_str().unwrap()
+            )
         })
         .collect()
 }
@@ -95,7 +98,9 @@ fn providers(c: &mut Criterion) {
             json!({"base_url": api.base, "model": "m", "max_retries": 0}),
         );
         let mut request = kernel::request(vec![kernel::user("go")], true);
-        request.credential = Some(p3ak_proto::Credential::new("sk-bench-0123456789".to_owned()));
+        request.credential = Some(p3ak_proto::Credential::new(
+            "sk-bench-0123456789".to_owned(),
+        ));
         group.bench_function(builtin, |b| {
             b.iter(|| {
                 let (chunks, reply) = k.infer(request.clone());
