@@ -329,6 +329,7 @@ impl Host {
         } else if !self.sandbox.missing().is_empty() {
             tracing::warn!("sandbox degraded: {}", self.sandbox.missing().join("; "));
         }
+        self.watch_denials().await;
         for slot in self.slots.values() {
             let host = Arc::clone(self);
             let slot = Arc::clone(slot);
@@ -340,6 +341,90 @@ impl Host {
             let wait = state.wait_for(|s| !matches!(s, PluginState::Starting));
             let _ = tokio::time::timeout_at(deadline.into(), wait).await;
         }
+    }
+
+    /// Audits every file access Landlock refuses a plugin (`sandbox.denied`), read from the
+    /// host's audit subsystem; says in `sandbox.denials` whether that is possible here.
+    async fn watch_denials(self: &Arc<Self>) {
+        let why_not = match denial_feed(self.sandbox.support()) {
+            Ok(feed) => {
+                let (denials, mut received) = mpsc::unbounded_channel();
+                let stopping = Arc::clone(&self.stopping);
+                let mut feed = feed;
+                std::thread::spawn(move || {
+                    while !stopping.load(Ordering::SeqCst) {
+                        match feed.wait() {
+                            Ok(Some(denial)) => {
+                                if denials.send(denial).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!("sandbox: denials are no longer read: {e}");
+                                return;
+                            }
+                        }
+                    }
+                });
+                let host = Arc::clone(self);
+                tokio::spawn(async move {
+                    let mut limiter = DenialLimiter::default();
+                    while let Some(denial) = received.recv().await {
+                        host.record_denial(&denial, &mut limiter).await;
+                    }
+                });
+                None
+            }
+            Err(why) => Some(why),
+        };
+        let _ = self
+            .audit
+            .record(
+                "sandbox.denials",
+                serde_json::json!({"audited": why_not.is_none(), "why_not": why_not}),
+            )
+            .await;
+    }
+
+    async fn record_denial(
+        &self,
+        denial: &p3ak_sandbox::denials::Denial,
+        limiter: &mut DenialLimiter,
+    ) {
+        let by_pid = self.slots.values().find(|slot| {
+            slot.pid
+                .read()
+                .map(|p| *p == Some(denial.pid))
+                .unwrap_or(false)
+        });
+        let plugins: Vec<String> = match by_pid {
+            Some(slot) => vec![slot.spec.name.clone()],
+            None => self
+                .slots
+                .values()
+                .filter(|slot| self.sandbox.uid_of(&slot.spec) == Some(denial.uid))
+                .map(|slot| slot.spec.name.clone())
+                .collect(),
+        };
+        // Other sandboxed programs on the host are not ours to audit.
+        let Some(first) = plugins.first() else {
+            return;
+        };
+        let Some(suppressed) = limiter.admit(first) else {
+            return;
+        };
+        let _ = self
+            .audit
+            .record(
+                "sandbox.denied",
+                serde_json::json!({
+                    "plugin": plugins.join("|"), "pid": denial.pid, "uid": denial.uid,
+                    "blockers": denial.blockers, "detail": denial.detail,
+                    "suppressed_before": suppressed,
+                }),
+            )
+            .await;
     }
 
     /// The live connection to a plugin.
@@ -1051,6 +1136,62 @@ pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|s| *s).await;
 }
 
+/// The feed of Landlock denials, or why there is none on this host.
+fn denial_feed(
+    support: &p3ak_sandbox::Support,
+) -> Result<p3ak_sandbox::denials::DenialFeed, String> {
+    if !support.root {
+        return Err("the kernel is not root: it cannot read the host's audit log".to_owned());
+    }
+    if support.landlock_abi.is_none_or(|abi| abi < 7) {
+        return Err("Landlock ABI 7 (Linux 6.15) is needed to log denials".to_owned());
+    }
+    match p3ak_sandbox::denials::host_audit_enabled() {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(
+                "the host's audit subsystem is off: `auditctl -e 1` (or the `audit=1` boot \
+                 parameter) makes refused file accesses show up here"
+                    .to_owned(),
+            );
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    p3ak_sandbox::denials::DenialFeed::open().map_err(|e| e.to_string())
+}
+
+/// At most [`DenialLimiter::BURST`] `sandbox.denied` entries per plugin in each
+/// [`DenialLimiter::WINDOW`]; the rest are counted into the next entry, so that a plugin
+/// hammering at a wall cannot flood the audit log.
+#[derive(Default)]
+struct DenialLimiter {
+    by_plugin: HashMap<String, (Instant, u32, u64)>,
+}
+
+impl DenialLimiter {
+    const BURST: u32 = 20;
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    /// `Some(suppressed since the last entry)` when an entry may be written now.
+    fn admit(&mut self, plugin: &str) -> Option<u64> {
+        let now = Instant::now();
+        let (start, count, suppressed) = self
+            .by_plugin
+            .entry(plugin.to_owned())
+            .or_insert((now, 0, 0));
+        if now.duration_since(*start) >= Self::WINDOW {
+            *start = now;
+            *count = 0;
+        }
+        if *count >= Self::BURST {
+            *suppressed += 1;
+            return None;
+        }
+        *count += 1;
+        Some(std::mem::take(suppressed))
+    }
+}
+
 /// How the host sandboxes each plugin (invariant I7), with `p3ak-sandbox` doing the work in
 /// the child: what each plugin may reach, under which uid, and preparing those files.
 pub mod sandboxing {
@@ -1168,6 +1309,12 @@ pub mod sandboxing {
 
         pub fn support(&self) -> &Support {
             &self.support
+        }
+
+        /// The uid `spec` runs as, when it has one of its own.
+        pub fn uid_of(&self, spec: &PluginSpec) -> Option<u32> {
+            let identity = identity(spec, self.settings.get(&spec.name));
+            self.ids.as_ref().ok()?.get(&identity).copied()
         }
 
         pub fn missing(&self) -> &[String] {

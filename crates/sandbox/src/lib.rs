@@ -19,6 +19,7 @@
 //!
 //! This is the one crate of the workspace allowed `unsafe`: each block says why it is sound.
 
+pub mod denials;
 pub mod ids;
 pub mod profile;
 mod spawn;
@@ -60,6 +61,9 @@ pub enum SandboxError {
     /// The Landlock ruleset could not be built.
     #[error("landlock: {0}")]
     Landlock(String),
+    /// The host's audit subsystem could not be used.
+    #[error("audit: {0}")]
+    Audit(String),
     /// The seccomp filter could not be compiled.
     #[error("seccomp: {0}")]
     Seccomp(String),

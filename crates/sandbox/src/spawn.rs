@@ -147,6 +147,10 @@ impl Plan {
             .add_rules(path_beneath_rules(&self.exec, exec))
             .map_err(ll)?
             .add_rules(path_beneath_rules(&self.write, write))
+            .map_err(ll)?
+            // Denials after exec reach the host's audit log, where the kernel reads them
+            // (`denials`); best effort, as the rest: older kernels have no such logging.
+            .log_new_exec(true)
             .map_err(ll)?;
         Ok(created)
     }

@@ -37,6 +37,7 @@ fn p3ak() -> Option<PathBuf> {
         );
         return None;
     }
+    enable_host_audit();
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let p3ak = dir.join("p3ak");
@@ -46,6 +47,41 @@ fn p3ak() -> Option<PathBuf> {
         p3ak.display()
     );
     Some(p3ak)
+}
+
+/// Landlock logs its denials only while the host's audit subsystem is on; the kernel reads
+/// them from there. Switched on once for the suite (as `auditctl -e 1` would).
+fn enable_host_audit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if p3ak_sandbox::probe()
+            .landlock_abi
+            .is_some_and(|abi| abi >= 7)
+            && !p3ak_sandbox::denials::host_audit_enabled().unwrap_or(true)
+        {
+            eprintln!("note: enabling the host's audit subsystem for the red team");
+            p3ak_sandbox::denials::set_host_audit(true).unwrap();
+        }
+    });
+}
+
+/// Whether refused file accesses can be audited here (Landlock ABI 7, host audit on).
+fn denials_audited(audit: &[Value]) -> bool {
+    audit
+        .iter()
+        .any(|e| e["kind"] == "sandbox.denials" && e["payload"]["audited"] == true)
+}
+
+/// The attacker's `sandbox.denied` entries whose blocker starts with `blocker`.
+fn denied<'a>(audit: &'a [Value], blocker: &str) -> Vec<&'a Value> {
+    entries(audit, "sandbox.denied")
+        .into_iter()
+        .filter(|e| {
+            e["payload"]["blockers"]
+                .as_str()
+                .is_some_and(|b| b.starts_with(blocker))
+        })
+        .collect()
 }
 
 struct Kernel {
@@ -337,7 +373,17 @@ fn invariant_i7_the_kernels_environment_cannot_be_read() {
 
 #[test]
 fn invariant_i7_exec_of_a_shell_is_denied() {
-    blocked("exec_sh", &[]);
+    if let Some((_, audit)) = blocked("exec_sh", &[]) {
+        // Landlock refused the exec, and the kernel audited the refusal.
+        assert!(denials_audited(&audit), "denials are not audited here");
+        let hits = denied(&audit, "fs.execute");
+        assert!(
+            hits.iter()
+                .any(|e| e["payload"]["detail"].as_str().unwrap().contains("/bin/")),
+            "{:?}",
+            entries(&audit, "sandbox.denied")
+        );
+    }
 }
 
 #[test]
@@ -361,7 +407,16 @@ fn invariant_i7_allocating_10_gib_fails() {
 
 #[test]
 fn invariant_i7_writing_outside_its_directory_is_denied() {
-    if let Some((k, _)) = blocked("write_outside", &[]) {
+    if let Some((k, audit)) = blocked("write_outside", &[]) {
+        assert!(denials_audited(&audit), "denials are not audited here");
+        // `/tmp` is open to every uid: only Landlock stands in the way, and says so.
+        assert!(
+            entries(&audit, "sandbox.denied")
+                .iter()
+                .any(|e| e["payload"]["detail"].as_str().unwrap().contains("/tmp")),
+            "{:?}",
+            entries(&audit, "sandbox.denied")
+        );
         assert!(!k.home().join("workspaces/evil.txt").exists());
         assert!(!Path::new("/tmp/p3ak-redteam-evil.txt").exists());
         let config = std::fs::read_to_string(k.home().join("config.toml")).unwrap();

@@ -1,0 +1,471 @@
+//! Landlock denials, read from the Linux audit subsystem, so that the kernel can audit every
+//! file access a plugin was refused (a refused `open` is otherwise seen by the plugin alone).
+//!
+//! Landlock (ABI 7, Linux 6.15+) reports a denial as an `AUDIT_LANDLOCK_ACCESS` record
+//! (`domain=… blockers=fs.read_file path="…"`), and the domain's first denial as an
+//! `AUDIT_LANDLOCK_DOMAIN` record naming the process that made it (`pid=… uid=…`); the
+//! sandbox asks for both across `exec` (`LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON`). The
+//! [`DenialFeed`] listens on the audit netlink multicast group (read-only, it needs
+//! `CAP_AUDIT_READ`; it works beside `auditd`) and pairs the records up. The host's audit
+//! must be enabled for Landlock to log at all: [`host_audit_enabled`] says whether it is;
+//! [`set_host_audit`] switches it (for tests and operators who choose to).
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::SandboxError;
+
+const NETLINK_AUDIT: libc::c_int = 9;
+const AUDIT_GET: u16 = 1000;
+const AUDIT_SET: u16 = 1001;
+const AUDIT_SYSCALL: u16 = 1300;
+const AUDIT_LANDLOCK_ACCESS: u16 = 1423;
+const AUDIT_LANDLOCK_DOMAIN: u16 = 1424;
+const AUDIT_NLGRP_READLOG: u32 = 1;
+const AUDIT_STATUS_ENABLED: u32 = 1;
+const NLMSG_ERROR: u16 = 2;
+const HEADER: usize = 16;
+/// Denials kept while waiting for their domain's record.
+const MAX_PENDING: usize = 256;
+
+/// One file access Landlock refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The process that created the domain: the plugin's main process.
+    pub pid: u32,
+    /// Its uid when it restricted itself: the plugin's.
+    pub uid: u32,
+    /// What blocked it (`fs.read_file`, `fs.write_file`, `fs.execute`, …).
+    pub blockers: String,
+    /// The rest of the record (`path="…" dev="…" ino=…`).
+    pub detail: String,
+}
+
+/// Why the audit socket could not be used.
+fn error(what: &str) -> SandboxError {
+    SandboxError::Audit(format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
+fn open_socket(groups: u32) -> Result<OwnedFd, SandboxError> {
+    // SAFETY: socket takes integers only; a non-negative result is a new descriptor we own.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_AUDIT,
+        )
+    };
+    if fd < 0 {
+        return Err(error("cannot open the audit socket"));
+    }
+    // SAFETY: `fd` was just returned by socket and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_nl is valid; the fields are then set.
+    let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    address.nl_groups = groups;
+    // SAFETY: `address` lives on this frame and its size is passed with it.
+    let bound = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const address).cast::<libc::sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if bound != 0 {
+        return Err(error("cannot join the audit log group (is this root?)"));
+    }
+    let timeout = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: `timeout` is a valid timeval on this frame, read by the kernel only.
+    let set = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(error("cannot set the audit socket's timeout"));
+    }
+    Ok(fd)
+}
+
+/// Receives one datagram; `Ok(None)` when the one-second timeout passes.
+fn receive(fd: &OwnedFd, buf: &mut [u8]) -> Result<Option<usize>, SandboxError> {
+    // SAFETY: `buf` is writable for its whole length, which is passed with it.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINTR) => Ok(None),
+            // The kernel dropped records for this listener: carry on with the next ones.
+            Some(libc::ENOBUFS) => Ok(None),
+            _ => Err(SandboxError::Audit(format!(
+                "cannot read the audit socket: {e}"
+            ))),
+        };
+    }
+    Ok(usize::try_from(n).ok())
+}
+
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The netlink messages of a datagram: (type, payload).
+fn messages(data: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while let (Some(len), Some(kind)) = (
+        u32_at(data, at),
+        data.get(at + 4..at + 6)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_ne_bytes),
+    ) {
+        let len = len as usize;
+        if len < HEADER {
+            break;
+        }
+        let Some(payload) = data.get(at + HEADER..at + len) else {
+            // Records are not padded to the full length: take what there is.
+            out.push((kind, data.get(at + HEADER..).unwrap_or_default()));
+            break;
+        };
+        out.push((kind, payload));
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+fn request(kind: u16, payload: &[u8]) -> Result<Vec<u8>, SandboxError> {
+    let fd = open_socket(0)?;
+    let len = u32::try_from(HEADER + payload.len()).unwrap_or(u32::MAX);
+    let mut message = Vec::with_capacity(HEADER + payload.len());
+    message.extend_from_slice(&len.to_ne_bytes());
+    message.extend_from_slice(&kind.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    message.extend_from_slice(&flags.to_ne_bytes());
+    message.extend_from_slice(&1u32.to_ne_bytes());
+    message.extend_from_slice(&0u32.to_ne_bytes());
+    message.extend_from_slice(payload);
+    // SAFETY: `message` is readable for its whole length, which is passed with it.
+    let sent = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            message.as_ptr().cast::<libc::c_void>(),
+            message.len(),
+            0,
+        )
+    };
+    if sent < 0 {
+        return Err(error("cannot ask the audit subsystem"));
+    }
+    let mut buf = vec![0u8; 8192];
+    for _ in 0..4 {
+        let Some(n) = receive(&fd, &mut buf)? else {
+            break;
+        };
+        for (got, body) in messages(buf.get(..n).unwrap_or_default()) {
+            if got == NLMSG_ERROR {
+                let code = u32_at(body, 0).map_or(0, |c| c.cast_signed());
+                if code != 0 {
+                    return Err(SandboxError::Audit(format!(
+                        "the audit subsystem refused: {}",
+                        std::io::Error::from_raw_os_error(-code)
+                    )));
+                }
+                if kind == AUDIT_SET {
+                    return Ok(Vec::new());
+                }
+            } else if got == kind {
+                return Ok(body.to_vec());
+            }
+        }
+    }
+    Err(SandboxError::Audit(
+        "the audit subsystem did not answer".to_owned(),
+    ))
+}
+
+/// Whether the host's audit subsystem is enabled (Landlock logs nothing otherwise).
+///
+/// # Errors
+///
+/// [`SandboxError::Audit`] when the audit subsystem cannot be asked (not root, no audit).
+pub fn host_audit_enabled() -> Result<bool, SandboxError> {
+    let status = request(AUDIT_GET, &[])?;
+    let enabled = u32_at(&status, 4).unwrap_or(0);
+    Ok(enabled != 0)
+}
+
+/// Enables or disables the host's audit subsystem (`auditctl -e`). A system-wide switch:
+/// the kernel never flips it on its own.
+///
+/// # Errors
+///
+/// [`SandboxError::Audit`] when refused (it needs `CAP_AUDIT_CONTROL`).
+pub fn set_host_audit(enabled: bool) -> Result<(), SandboxError> {
+    // struct audit_status: mask, enabled, then nine more u32 fields left at zero.
+    let mut status = Vec::with_capacity(44);
+    status.extend_from_slice(&AUDIT_STATUS_ENABLED.to_ne_bytes());
+    status.extend_from_slice(&u32::from(enabled).to_ne_bytes());
+    status.resize(44, 0);
+    request(AUDIT_SET, &status).map(|_| ())
+}
+
+/// A record's `serial` (from `audit(TIME:SERIAL):`) and its fields.
+fn parse(payload: &[u8]) -> Option<(String, &str)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let text = text.trim_end_matches('\0');
+    let rest = text.strip_prefix("audit(")?;
+    let (stamp, fields) = rest.split_once("): ")?;
+    let serial = stamp.rsplit(':').next()?.to_owned();
+    Some((serial, fields))
+}
+
+/// The value of `key=` in a record's fields (unquoted).
+fn field<'a>(fields: &'a str, key: &str) -> Option<&'a str> {
+    let start = fields
+        .match_indices(&format!("{key}="))
+        .find(|(i, _)| *i == 0 || fields.as_bytes().get(i - 1) == Some(&b' '))?
+        .0
+        + key.len()
+        + 1;
+    let value = fields.get(start..)?;
+    if let Some(quoted) = value.strip_prefix('"') {
+        quoted.split('"').next()
+    } else {
+        value.split(' ').next()
+    }
+}
+
+struct Pending {
+    serial: String,
+    domain: String,
+    blockers: String,
+    detail: String,
+}
+
+/// Landlock denials as they happen, from the audit netlink group.
+pub struct DenialFeed {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+    /// Domain id → (pid, uid) of its creator.
+    domains: HashMap<String, (u32, u32)>,
+    /// Serial → (pid, uid) from `SYSCALL` records.
+    serials: HashMap<String, (u32, u32)>,
+    pending: Vec<Pending>,
+    ready: Vec<Denial>,
+}
+
+impl DenialFeed {
+    /// Joins the audit log group.
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError::Audit`] without `CAP_AUDIT_READ` or audit support.
+    pub fn open() -> Result<Self, SandboxError> {
+        Ok(Self {
+            fd: open_socket(AUDIT_NLGRP_READLOG)?,
+            buf: vec![0u8; 64 << 10],
+            domains: HashMap::new(),
+            serials: HashMap::new(),
+            pending: Vec::new(),
+            ready: Vec::new(),
+        })
+    }
+
+    /// The next denial; `Ok(None)` after a second with none (so callers can check whether
+    /// to stop).
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError::Audit`] when the socket fails.
+    pub fn wait(&mut self) -> Result<Option<Denial>, SandboxError> {
+        loop {
+            if let Some(denial) = self.ready.pop() {
+                return Ok(Some(denial));
+            }
+            let Some(n) = receive(&self.fd, &mut self.buf)? else {
+                return Ok(None);
+            };
+            let data = self.buf.get(..n).unwrap_or_default().to_vec();
+            for (kind, payload) in messages(&data) {
+                self.take(kind, payload);
+            }
+        }
+    }
+
+    fn take(&mut self, kind: u16, payload: &[u8]) {
+        let Some((serial, fields)) = parse(payload) else {
+            return;
+        };
+        let ids = |fields: &str| -> Option<(u32, u32)> {
+            Some((
+                field(fields, "pid")?.parse().ok()?,
+                field(fields, "uid")?.parse().ok()?,
+            ))
+        };
+        match kind {
+            AUDIT_LANDLOCK_ACCESS => {
+                let (Some(domain), Some(blockers)) =
+                    (field(fields, "domain"), field(fields, "blockers"))
+                else {
+                    return;
+                };
+                let detail = fields
+                    .split_once("blockers=")
+                    .and_then(|(_, rest)| rest.split_once(' '))
+                    .map_or("", |(_, rest)| rest)
+                    .to_owned();
+                if self.pending.len() >= MAX_PENDING {
+                    self.pending.remove(0);
+                }
+                self.pending.push(Pending {
+                    serial,
+                    domain: domain.to_owned(),
+                    blockers: blockers.to_owned(),
+                    detail,
+                });
+            }
+            AUDIT_LANDLOCK_DOMAIN => {
+                let Some(domain) = field(fields, "domain") else {
+                    return;
+                };
+                match field(fields, "status") {
+                    Some("allocated") => {
+                        if let Some(ids) = ids(fields) {
+                            self.domains.insert(domain.to_owned(), ids);
+                        }
+                    }
+                    Some("deallocated") => {
+                        self.domains.remove(domain);
+                    }
+                    _ => {}
+                }
+            }
+            AUDIT_SYSCALL => {
+                if let Some(ids) = ids(fields) {
+                    if self.serials.len() > MAX_PENDING {
+                        self.serials.clear();
+                    }
+                    self.serials.insert(serial, ids);
+                }
+            }
+            _ => return,
+        }
+        self.resolve();
+    }
+
+    /// Moves denials whose process is known to `ready`.
+    fn resolve(&mut self) {
+        let (domains, serials) = (&self.domains, &self.serials);
+        let mut ready = Vec::new();
+        self.pending.retain(
+            |p| match domains.get(&p.domain).or_else(|| serials.get(&p.serial)) {
+                Some(&(pid, uid)) => {
+                    ready.push(Denial {
+                        pid,
+                        uid,
+                        blockers: p.blockers.clone(),
+                        detail: p.detail.clone(),
+                    });
+                    false
+                }
+                None => true,
+            },
+        );
+        // `wait` pops from the end: keep the oldest last.
+        ready.reverse();
+        ready.append(&mut self.ready);
+        self.ready = ready;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn record(kind: u16, text: &str) -> Vec<u8> {
+        let len = u32::try_from(HEADER + text.len()).unwrap();
+        let mut out = Vec::new();
+        out.extend_from_slice(&len.to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(&[0; 10]);
+        out.extend_from_slice(text.as_bytes());
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn records_are_paired_into_denials() {
+        let mut data = record(
+            AUDIT_LANDLOCK_ACCESS,
+            r#"audit(1796230059.649:259): domain=12802c4a6 blockers=fs.read_file path="/home/p3ak/audit/kernel.vault" dev="vda" ino=611"#,
+        );
+        data.extend(record(
+            AUDIT_LANDLOCK_DOMAIN,
+            r#"audit(1796230059.649:259): domain=12802c4a6 status=allocated mode=enforcing pid=10789 uid=61003 exe="/usr/bin/p3ak" comm="p3ak""#,
+        ));
+        let parsed = messages(&data);
+        assert_eq!(parsed.len(), 2);
+        let fd = open_socket_for_tests();
+        let mut feed = DenialFeed {
+            fd,
+            buf: Vec::new(),
+            domains: HashMap::new(),
+            serials: HashMap::new(),
+            pending: Vec::new(),
+            ready: Vec::new(),
+        };
+        for (kind, payload) in parsed {
+            feed.take(kind, payload);
+        }
+        assert_eq!(
+            feed.ready,
+            [Denial {
+                pid: 10789,
+                uid: 61003,
+                blockers: "fs.read_file".to_owned(),
+                detail: r#"path="/home/p3ak/audit/kernel.vault" dev="vda" ino=611"#.to_owned(),
+            }]
+        );
+        // A later denial of the same domain needs no new domain record.
+        feed.take(
+            AUDIT_LANDLOCK_ACCESS,
+            br#"audit(1796230060.000:260): domain=12802c4a6 blockers=fs.write_file path="/etc/x""#,
+        );
+        assert_eq!(feed.ready.len(), 2);
+        assert_eq!(feed.ready[0].blockers, "fs.write_file");
+    }
+
+    #[test]
+    fn fields_are_read_whole_and_unquoted() {
+        let f = r#"domain=1 blockers=fs.execute path="/bin/sh" ppid=7 pid=8 auid=9 uid=10"#;
+        assert_eq!(field(f, "pid"), Some("8"));
+        assert_eq!(field(f, "uid"), Some("10"));
+        assert_eq!(field(f, "path"), Some("/bin/sh"));
+        assert_eq!(field(f, "missing"), None);
+        assert!(parse(b"not a record").is_none());
+    }
+
+    /// Any descriptor will do for a feed that is only fed by hand.
+    fn open_socket_for_tests() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+}

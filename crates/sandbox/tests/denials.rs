@@ -1,0 +1,77 @@
+//! A Landlock denial after `exec` reaches the host's audit log and comes back out of
+//! [`DenialFeed`] with the sandboxed process's pid and uid. Needs root (a uid switch, the
+//! audit socket); without it the test says it was skipped.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "test code"
+)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use p3ak_sandbox::denials::{DenialFeed, host_audit_enabled, set_host_audit};
+use p3ak_sandbox::{Class, Limits, Plan, probe};
+
+#[test]
+fn invariant_i7_a_refused_open_is_reported_with_the_plugins_pid_and_uid() {
+    if !probe().root {
+        eprintln!("skipped: needs root (a uid switch and the audit socket)");
+        return;
+    }
+    if probe().landlock_abi.is_none_or(|abi| abi < 7) {
+        eprintln!("skipped: Landlock ABI 7 (audit logging) is not available");
+        return;
+    }
+    if !host_audit_enabled().unwrap() {
+        eprintln!("note: enabling the host's audit subsystem for this test (auditctl -e 1)");
+        set_host_audit(true).unwrap();
+    }
+    let mut feed = DenialFeed::open().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("kernel.vault");
+    std::fs::write(&secret, "not for plugins").unwrap();
+    let exec: Vec<PathBuf> = ["/bin", "/usr", "/lib", "/lib64", "/etc/ld.so.cache"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect();
+    let plan = Plan {
+        ids: Some((61_990, 61_990)),
+        class: Class::Shell,
+        network: false,
+        read: Vec::new(),
+        exec,
+        write: Vec::new(),
+        limits: Limits::for_class(Class::Shell),
+        landlock: true,
+        seccomp: false,
+        trace: false,
+    };
+    let mut command = Command::new("/bin/cat");
+    command.arg(&secret);
+    plan.prepare(&probe()).unwrap().install(&mut command);
+    let child = command.output().unwrap();
+    assert!(!child.status.success(), "cat read a file outside its rules");
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no denial reported"
+        );
+        let Some(denial) = feed.wait().unwrap() else {
+            continue;
+        };
+        // cat also tries its locale files first: those are refused too.
+        if denial.uid != 61_990 || !denial.detail.contains(secret.to_str().unwrap()) {
+            continue;
+        }
+        assert_eq!(denial.blockers, "fs.read_file");
+        assert!(denial.pid > 1);
+        break;
+    }
+}
