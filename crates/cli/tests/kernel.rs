@@ -52,12 +52,13 @@ impl Kernel {
         )
         .unwrap();
         let config = format!(
-            "[kernel]\nping_interval = \"1s\"\nping_timeout = \"2s\"\nrestart_limit = 3\n\
+            "[kernel]\n{}ping_interval = \"1s\"\nping_timeout = \"2s\"\nrestart_limit = 3\n\
              tool_timeout = \"3s\"\n\n\
              [plugins.files]\nbuiltin = \"files\"\n\n\
              [plugins.http]\nbuiltin = \"http\"\n\n\
              [plugins.model]\nbuiltin = \"scripted\"\n\
-             config = {{ script = \"script.json\", record = \"requests.jsonl\" }}\n\n{extra_plugins}"
+             config = {{ script = \"script.json\", record = \"requests.jsonl\" }}\n\n{extra_plugins}",
+            sandbox_setting()
         );
         std::fs::write(this.home().join("config.toml"), config).unwrap();
         this
@@ -189,6 +190,23 @@ impl Kernel {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// These tests are about the kernel, not the sandbox (the red team is): as root they run
+/// fully sandboxed; without root, where plugins cannot get their own users, in degraded mode.
+fn sandbox_setting() -> &'static str {
+    static NOTE: std::sync::Once = std::sync::Once::new();
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    if root {
+        return "";
+    }
+    NOTE.call_once(|| {
+        eprintln!("note: not root: plugins run in sandbox = \"degraded\" (no own uid, no netns)");
+    });
+    "sandbox = \"degraded\"\n"
 }
 
 fn rustix_pid(child: &Child) -> u32 {
@@ -901,9 +919,10 @@ fn invariant_i4_a_real_providers_api_key_never_reaches_logs_audit_or_errors() {
     std::fs::write(
         k.home().join("config.toml"),
         format!(
-            "[kernel]\nping_interval = \"1s\"\n\n[plugins.files]\nbuiltin = \"files\"\n\n\
+            "[kernel]\n{}ping_interval = \"1s\"\n\n[plugins.files]\nbuiltin = \"files\"\n\n\
              [plugins.claude]\nbuiltin = \"anthropic\"\ncredential = \"anthropic\"\n\
              config = {{ base_url = \"{}\", retry_base_ms = 5 }}\n",
+            sandbox_setting(),
             api.base
         ),
     )

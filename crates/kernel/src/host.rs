@@ -1471,6 +1471,18 @@ pub mod sandboxing {
         /// Makes what the plugin needs exist and belong to it: its scratch directory, the
         /// trees it writes, its socket (0600, its uid), and a path to them it may traverse.
         pub fn prepare_files(&self, spec: &PluginSpec, plan: &PluginPlan) -> Result<(), String> {
+            // Landlock rules need the files to exist: the plugin may write them, not create
+            // them next to the kernel's own.
+            for file in &plan.files {
+                if !file.exists() {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o600)
+                        .open(file)
+                        .map_err(|e| format!("cannot create `{}`: {e}", file.display()))?;
+                }
+            }
             let Some((uid, gid)) = plan.prepared.ids else {
                 return make_dir(&plan.scratch, None);
             };
@@ -1496,14 +1508,6 @@ pub mod sandboxing {
                 }
             }
             for file in &plan.files {
-                if !file.exists() {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .mode(0o600)
-                        .open(file)
-                        .map_err(|e| format!("cannot create `{}`: {e}", file.display()))?;
-                }
                 chown(file, uid, gid)?;
             }
             chown(&spec.socket, uid, gid)?;

@@ -118,7 +118,16 @@ pub fn run(_args: Args, out: &Output) -> anyhow::Result<()> {
     let script = script(mail.port);
     let script_path = home.root().join("script.json");
     std::fs::write(&script_path, serde_json::to_vec_pretty(&script)?)?;
-    std::fs::write(home.config(), config())?;
+    let missing = p3ak_sandbox::probe().missing();
+    if !missing.is_empty() {
+        // The demo is about the kernel's decisions; on a host (or user) that cannot give each
+        // plugin the full sandbox it runs them with what there is, and says so.
+        out.warn(format_args!(
+            "sandbox degraded for the demo: {} (run as root for the full sandbox)",
+            missing.join("; ")
+        ));
+    }
+    std::fs::write(home.config(), config(!missing.is_empty()))?;
     steps.done(
         "init",
         format!(
@@ -330,14 +339,20 @@ fn inbound(text: &str) -> p3ak_proto::Inbound {
     }
 }
 
-fn config() -> String {
-    "[kernel]\ndefault_agent = \"assistant\"\n\n\
-     [plugins.vault]\nbuiltin = \"vault\"\n\n\
-     [plugins.http]\nbuiltin = \"http\"\n\n\
-     [plugins.shell]\nbuiltin = \"shell\"\n\n\
-     [plugins.model]\nbuiltin = \"scripted\"\n\
-     config = { script = \"script.json\", record = \"model-requests.jsonl\" }\n"
-        .to_owned()
+fn config(degraded: bool) -> String {
+    let sandbox = if degraded {
+        "sandbox = \"degraded\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "[kernel]\ndefault_agent = \"assistant\"\n{sandbox}\n\
+         [plugins.vault]\nbuiltin = \"vault\"\n\n\
+         [plugins.http]\nbuiltin = \"http\"\n\n\
+         [plugins.shell]\nbuiltin = \"shell\"\n\n\
+         [plugins.model]\nbuiltin = \"scripted\"\n\
+         config = {{ script = \"script.json\", record = \"model-requests.jsonl\" }}\n"
+    )
 }
 
 /// What the hijacked model will say, in order.
