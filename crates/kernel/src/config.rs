@@ -373,7 +373,7 @@ mod tests {
             ("[plugins.\"a b\"]\nbuiltin = \"files\"\n", "plugin name"),
             ("[kernel]\nping_interval = \"soon\"\n", "soon"),
             ("[kernel]\ntypo = 1\n", "typo"),
-            ("[kernel]\nsandbox = \"off\"\n", "sandbox"),
+            ("[kernel]\nsandbox = \"off\"\n", "expected `enforce` or `degraded`"),
             ("[kernel]\nplugin_ids = [10, 20]\n", "plugin_ids"),
             (
                 "[plugins.x]\nbuiltin = \"files\"\nsandbox = { read = [\"rel\"] }\n",
@@ -381,7 +381,7 @@ mod tests {
             ),
             (
                 "[plugins.x]\nbuiltin = \"files\"\nsandbox = { class = \"root\" }\n",
-                "class",
+                "unknown variant `root`",
             ),
             ("not toml", ""),
         ] {
