@@ -373,7 +373,10 @@ mod tests {
             ("[plugins.\"a b\"]\nbuiltin = \"files\"\n", "plugin name"),
             ("[kernel]\nping_interval = \"soon\"\n", "soon"),
             ("[kernel]\ntypo = 1\n", "typo"),
-            ("[kernel]\nsandbox = \"off\"\n", "expected `enforce` or `degraded`"),
+            (
+                "[kernel]\nsandbox = \"off\"\n",
+                "expected `enforce` or `degraded`",
+            ),
             ("[kernel]\nplugin_ids = [10, 20]\n", "plugin_ids"),
             (
                 "[plugins.x]\nbuiltin = \"files\"\nsandbox = { read = [\"rel\"] }\n",

@@ -45,7 +45,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// A first-party plugin (files, shell, http, vault, scripted), or a name for --path.
+    /// A first-party plugin (files, shell, http, vault, scripted, anthropic, openai, ollama),
+    /// or a name for --path.
     plugin: String,
     /// A third-party plugin's executable.
     #[arg(long)]
@@ -143,8 +144,18 @@ struct Harness {
     http_port: Option<u16>,
 }
 
-fn builtin_config(plugin: &str, dir: &Path) -> anyhow::Result<Value> {
+/// The model providers, traced against [`loopback_model_api`].
+const PROVIDERS: [&str; 3] = ["anthropic", "openai", "ollama"];
+
+fn builtin_config(plugin: &str, dir: &Path, port: Option<u16>) -> anyhow::Result<Value> {
+    let base = format!("http://127.0.0.1:{}", port.unwrap_or(1));
     Ok(match plugin {
+        "anthropic" | "ollama" => {
+            json!({"base_url": base, "model": "traced", "retry_base_ms": 10})
+        }
+        "openai" => {
+            json!({"base_url": format!("{base}/v1"), "model": "traced", "retry_base_ms": 10})
+        }
         "files" | "shell" => json!({"workspaces": dir.join("workspaces")}),
         "vault" => json!({"vault": dir.join("vaults").join("memory.vault")}),
         "scripted" => {
@@ -181,6 +192,9 @@ impl Harness {
         let (server, port) = if plugin == "http" {
             let (h, p) = loopback_http()?;
             (Some(h), Some(p))
+        } else if PROVIDERS.contains(&plugin) {
+            let (h, p) = loopback_model_api()?;
+            (Some(h), Some(p))
         } else {
             (None, None)
         };
@@ -191,7 +205,7 @@ impl Harness {
         let config = if path.is_some() {
             json!({})
         } else {
-            builtin_config(plugin, &home)?
+            builtin_config(plugin, &home, port)?
         };
         let spec = PluginSpec {
             name: plugin.to_owned(),
@@ -427,6 +441,22 @@ impl Harness {
                     )?;
                 }
             }
+            provider if PROVIDERS.contains(&provider) => {
+                // A whole reply, a streamed one, and one retried after a 429.
+                for stream in [false, true, false] {
+                    let reply = self.request(
+                        json!({"type": "inference_request", "system": "be brief",
+                               "messages": [{"role": "user", "content": "what files?"}],
+                               "tools": [{"name": "files__list", "description": "list",
+                                          "parameters": {"type": "object"}}],
+                               "stream": stream, "credential": "sk-trace-0123456789"}),
+                        "inference_request",
+                    )?;
+                    if reply["type"] != "inference_response" {
+                        bail!("{provider} answered the trace with {reply}");
+                    }
+                }
+            }
             _ => {
                 for action in self.actions.clone() {
                     let name = action["name"].as_str().unwrap_or_default().to_owned();
@@ -512,6 +542,111 @@ fn loopback_http() -> anyhow::Result<(std::thread::JoinHandle<()>, u16)> {
     Ok((handle, port))
 }
 
+/// A loopback model API for the providers' traces: for each of four connections, the reply
+/// the path asks for (Anthropic's `/v1/messages`, OpenAI's `/chat/completions`, Ollama's
+/// `/api/chat`), streamed when the request says so; the third connection gets a 429.
+fn loopback_model_api() -> anyhow::Result<(std::thread::JoinHandle<()>, u16)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let handle = std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().take(4).enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 16384];
+            // Head and body: the body is small and ends with the JSON's closing brace.
+            while !request.ends_with(b"}") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => request.extend_from_slice(buf.get(..k).unwrap_or_default()),
+                }
+            }
+            let text = String::from_utf8_lossy(&request);
+            let streamed = text.contains("\"stream\":true");
+            let reply = if n == 2 {
+                "HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-type: \
+                 application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+                    .to_owned()
+            } else {
+                let (kind, body) = model_reply(&text, streamed);
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    Ok((handle, port))
+}
+
+/// The body each API would send: a text and one tool call.
+fn model_reply(request: &str, streamed: bool) -> (&'static str, String) {
+    if request.starts_with("POST /v1/messages") {
+        if !streamed {
+            return (
+                "application/json",
+                json!({"type": "message", "role": "assistant",
+                "content": [{"type": "text", "text": "ok"},
+                            {"type": "tool_use", "id": "t1", "name": "files__list", "input": {}}],
+                "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 2}})
+                .to_string(),
+            );
+        }
+        let events = [
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": 3}}}),
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": "ok"}}),
+            json!({"type": "content_block_start", "index": 1,
+                   "content_block": {"type": "tool_use", "id": "t1", "name": "files__list"}}),
+            json!({"type": "content_block_delta", "index": 1,
+                   "delta": {"type": "input_json_delta", "partial_json": "{}"}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                   "usage": {"output_tokens": 2}}),
+            json!({"type": "message_stop"}),
+        ];
+        let body = events
+            .iter()
+            .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+            .collect();
+        return ("text/event-stream", body);
+    }
+    if request.starts_with("POST /v1/chat/completions") {
+        let call = json!([{"index": 0, "id": "c1", "type": "function",
+                           "function": {"name": "files__list", "arguments": "{}"}}]);
+        if !streamed {
+            return ("application/json", json!({"object": "chat.completion",
+                "choices": [{"index": 0, "finish_reason": "tool_calls",
+                             "message": {"role": "assistant", "content": "ok", "tool_calls": call}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+                .to_string());
+        }
+        let chunks = [
+            json!({"choices": [{"index": 0, "delta": {"content": "ok"}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": call}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+        ];
+        let mut body: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+        body.push_str("data: [DONE]\n\n");
+        return ("text/event-stream", body);
+    }
+    let message = json!({"role": "assistant", "content": "ok",
+                         "tool_calls": [{"function": {"name": "files__list", "arguments": {}}}]});
+    let last = json!({"message": {"role": "assistant", "content": ""}, "done": true,
+                      "done_reason": "stop", "prompt_eval_count": 3, "eval_count": 2});
+    if !streamed {
+        let mut whole = last;
+        whole["message"] = message;
+        return ("application/json", whole.to_string());
+    }
+    let first = json!({"message": message, "done": false});
+    ("application/x-ndjson", format!("{first}\n{last}\n"))
+}
+
 /// A memory vault with a fast KDF; returns its key as the kernel hands it over.
 fn make_vault(home: &Path) -> anyhow::Result<Vec<u8>> {
     let dir = home.join("vaults");
@@ -582,7 +717,10 @@ fn print_trace(traced: &Traced, out: &Output) -> anyhow::Result<()> {
 
 fn profiles(args: &ProfilesArgs, out: &Output) -> anyhow::Result<()> {
     let mut traces: BTreeMap<String, Traced> = BTreeMap::new();
-    for plugin in ["files", "vault", "shell", "http", "scripted"] {
+    for plugin in ["files", "vault", "shell", "http", "scripted"]
+        .into_iter()
+        .chain(PROVIDERS)
+    {
         traces.insert(plugin.to_owned(), trace(plugin, None, None)?);
     }
     traces.insert(
