@@ -275,6 +275,8 @@ pub struct Host {
     stopping: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
     sandbox: sandboxing::Sandbox,
+    /// Whether this kernel added the audit rules for its plugins' refused calls.
+    refusal_rules: AtomicBool,
 }
 
 impl Host {
@@ -314,6 +316,7 @@ impl Host {
             stopping: Arc::new(AtomicBool::new(false)),
             shutdown,
             sandbox,
+            refusal_rules: AtomicBool::new(false),
         }
     }
 
@@ -348,6 +351,15 @@ impl Host {
     async fn watch_denials(self: &Arc<Self>) {
         let why_not = match denial_feed(self.sandbox.support()) {
             Ok(feed) => {
+                // What file permissions refuse never reaches Landlock: an audit rule makes
+                // Linux report those failures of the plugin uids too. It stays after the
+                // kernel stops (another kernel on the host may share the range; adding is
+                // idempotent) and costs nothing while no plugin uid fails a call.
+                let (first, last) = self.settings.plugin_ids;
+                match p3ak_sandbox::denials::watch_refusals(first, last, true) {
+                    Ok(()) => self.refusal_rules.store(true, Ordering::SeqCst),
+                    Err(e) => tracing::warn!("sandbox: permission refusals are not audited: {e}"),
+                }
                 let (denials, mut received) = mpsc::unbounded_channel();
                 let stopping = Arc::clone(&self.stopping);
                 let mut feed = feed;
@@ -382,7 +394,10 @@ impl Host {
             .audit
             .record(
                 "sandbox.denials",
-                serde_json::json!({"audited": why_not.is_none(), "why_not": why_not}),
+                serde_json::json!({
+                    "audited": why_not.is_none(), "why_not": why_not,
+                    "permission_refusals": self.refusal_rules.load(Ordering::SeqCst),
+                }),
             )
             .await;
     }

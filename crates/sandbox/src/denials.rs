@@ -19,6 +19,10 @@ const NETLINK_AUDIT: libc::c_int = 9;
 const AUDIT_GET: u16 = 1000;
 const AUDIT_SET: u16 = 1001;
 const AUDIT_SYSCALL: u16 = 1300;
+const AUDIT_PATH: u16 = 1302;
+const AUDIT_EOE: u16 = 1320;
+const AUDIT_ADD_RULE: u16 = 1011;
+const AUDIT_DEL_RULE: u16 = 1012;
 const AUDIT_LANDLOCK_ACCESS: u16 = 1423;
 const AUDIT_LANDLOCK_DOMAIN: u16 = 1424;
 const AUDIT_NLGRP_READLOG: u32 = 1;
@@ -28,17 +32,31 @@ const HEADER: usize = 16;
 /// Denials kept while waiting for their domain's record.
 const MAX_PENDING: usize = 256;
 
-/// One file access Landlock refused.
+/// One access refused to a sandboxed process: by Landlock, or (with [`watch_refusals`]'s
+/// rules) by file permissions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    /// The process that created the domain: the plugin's main process.
+    /// For Landlock, the process that created the domain (the plugin's main process); for a
+    /// permission refusal, the process refused.
     pub pid: u32,
-    /// Its uid when it restricted itself: the plugin's.
+    /// Its uid: the plugin's.
     pub uid: u32,
-    /// What blocked it (`fs.read_file`, `fs.write_file`, `fs.execute`, …).
+    /// What blocked it: Landlock's blockers (`fs.read_file`, `fs.execute`, …), or
+    /// `permission` (the uid layer: `EACCES` or `EPERM` with no Landlock record).
     pub blockers: String,
-    /// The rest of the record (`path="…" dev="…" ino=…`).
+    /// The rest of the record (`path="…" dev="…" ino=…`), or the system call, its error
+    /// and the paths it named.
     pub detail: String,
+}
+
+/// What a `SYSCALL` record and its `PATH` records say of one event.
+#[derive(Default)]
+struct Event {
+    ids: Option<(u32, u32)>,
+    syscall: String,
+    exit: Option<i64>,
+    landlock: bool,
+    paths: Vec<String>,
 }
 
 /// Why the audit socket could not be used.
@@ -91,6 +109,19 @@ fn open_socket(groups: u32) -> Result<OwnedFd, SandboxError> {
     };
     if set != 0 {
         return Err(error("cannot set the audit socket's timeout"));
+    }
+    // A burst of records (a process probing dozens of paths) must not overflow the queue:
+    // 4 MiB, beyond `rmem_max` where root may (best effort: the default still works).
+    let size: libc::c_int = 4 << 20;
+    // SAFETY: `size` is a valid int on this frame, read by the kernel only.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
     Ok(fd)
 }
@@ -186,7 +217,7 @@ fn request(kind: u16, payload: &[u8]) -> Result<Vec<u8>, SandboxError> {
                         std::io::Error::from_raw_os_error(-code)
                     )));
                 }
-                if kind == AUDIT_SET {
+                if matches!(kind, AUDIT_SET | AUDIT_ADD_RULE | AUDIT_DEL_RULE) {
                     return Ok(Vec::new());
                 }
             } else if got == kind {
@@ -223,6 +254,64 @@ pub fn set_host_audit(enabled: bool) -> Result<(), SandboxError> {
     status.extend_from_slice(&u32::from(enabled).to_ne_bytes());
     status.resize(44, 0);
     request(AUDIT_SET, &status).map(|_| ())
+}
+
+/// `AUDIT_FILTER_EXIT`, `AUDIT_ALWAYS`, and the rule fields and operators used below.
+const AUDIT_FILTER_EXIT: u32 = 0x04;
+const AUDIT_ALWAYS: u32 = 2;
+const AUDIT_FIELD_UID: u32 = 1;
+const AUDIT_FIELD_ARCH: u32 = 11;
+const AUDIT_FIELD_EXIT: u32 = 103;
+const AUDIT_OP_EQUAL: u32 = 0x4000_0000;
+const AUDIT_OP_GREATER_OR_EQUAL: u32 = 0x6000_0000;
+const AUDIT_OP_LESS_OR_EQUAL: u32 = 0x5000_0000;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const AUDIT_MAX_FIELDS: usize = 64;
+const AUDIT_BITMASK_SIZE: usize = 64;
+
+/// Adds (`true`) or removes (`false`) the audit rules that make Linux report every system call
+/// of uids `first..=last` that fails with `EACCES` or `EPERM` — what file permissions refuse
+/// before Landlock is asked. The kernel adds them for its plugin range while it runs; an
+/// existing rule counts as added.
+///
+/// # Errors
+///
+/// [`SandboxError::Audit`] when refused (it needs `CAP_AUDIT_CONTROL`), or off x86_64.
+pub fn watch_refusals(first: u32, last: u32, add: bool) -> Result<(), SandboxError> {
+    if !cfg!(target_arch = "x86_64") {
+        return Err(SandboxError::Audit(
+            "refusal rules are built for x86_64 only".to_owned(),
+        ));
+    }
+    for errno in [libc::EACCES, libc::EPERM] {
+        let fields = [
+            (AUDIT_FIELD_ARCH, AUDIT_OP_EQUAL, AUDIT_ARCH_X86_64),
+            (AUDIT_FIELD_UID, AUDIT_OP_GREATER_OR_EQUAL, first),
+            (AUDIT_FIELD_UID, AUDIT_OP_LESS_OR_EQUAL, last),
+            (AUDIT_FIELD_EXIT, AUDIT_OP_EQUAL, (-errno).cast_unsigned()),
+        ];
+        // struct audit_rule_data: flags, action, field_count, mask[64], fields[64],
+        // values[64], fieldflags[64], buflen; no buffer.
+        let mut rule: Vec<u32> = vec![AUDIT_FILTER_EXIT, AUDIT_ALWAYS, fields.len() as u32];
+        rule.extend(std::iter::repeat_n(u32::MAX, AUDIT_BITMASK_SIZE));
+        for column in 0..3 {
+            let mut values = [0u32; AUDIT_MAX_FIELDS];
+            for (slot, (field, op, value)) in values.iter_mut().zip(fields) {
+                *slot = [field, value, op].get(column).copied().unwrap_or(0);
+            }
+            rule.extend(values);
+        }
+        rule.push(0);
+        let bytes: Vec<u8> = rule.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let kind = if add { AUDIT_ADD_RULE } else { AUDIT_DEL_RULE };
+        match request(kind, &bytes) {
+            Ok(_) => {}
+            Err(SandboxError::Audit(e))
+                if (add && e.contains("File exists")) || (!add && e.contains("No such file")) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A record's `serial` (from `audit(TIME:SERIAL):`) and its fields.
@@ -266,6 +355,8 @@ pub struct DenialFeed {
     domains: HashMap<String, (u32, u32)>,
     /// Serial → (pid, uid) from `SYSCALL` records.
     serials: HashMap<String, (u32, u32)>,
+    /// Events still open (their `EOE` not seen), by serial.
+    events: HashMap<String, Event>,
     pending: Vec<Pending>,
     ready: Vec<Denial>,
 }
@@ -282,6 +373,7 @@ impl DenialFeed {
             buf: vec![0u8; 64 << 10],
             domains: HashMap::new(),
             serials: HashMap::new(),
+            events: HashMap::new(),
             pending: Vec::new(),
             ready: Vec::new(),
         })
@@ -299,6 +391,11 @@ impl DenialFeed {
                 return Ok(Some(denial));
             }
             let Some(n) = receive(&self.fd, &mut self.buf)? else {
+                // A quiet second: every event is complete by now.
+                self.close_events(|_| true);
+                if let Some(denial) = self.ready.pop() {
+                    return Ok(Some(denial));
+                }
                 return Ok(None);
             };
             let data = self.buf.get(..n).unwrap_or_default().to_vec();
@@ -334,7 +431,7 @@ impl DenialFeed {
                     self.pending.remove(0);
                 }
                 self.pending.push(Pending {
-                    serial,
+                    serial: serial.clone(),
                     domain: domain.to_owned(),
                     blockers: blockers.to_owned(),
                     detail,
@@ -361,12 +458,73 @@ impl DenialFeed {
                     if self.serials.len() > MAX_PENDING {
                         self.serials.clear();
                     }
-                    self.serials.insert(serial, ids);
+                    self.serials.insert(serial.clone(), ids);
                 }
+                if field(fields, "success") == Some("no") {
+                    if self.events.len() >= MAX_PENDING {
+                        self.close_events(|_| true);
+                    }
+                    let event = self.events.entry(serial.clone()).or_default();
+                    event.ids = ids(fields);
+                    event.syscall = field(fields, "syscall").unwrap_or("?").to_owned();
+                    event.exit = field(fields, "exit").and_then(|e| e.parse().ok());
+                }
+            }
+            AUDIT_PATH => {
+                if let (Some(event), Some(name)) =
+                    (self.events.get_mut(&serial), field(fields, "name"))
+                {
+                    event.paths.push(name.to_owned());
+                }
+                return;
+            }
+            AUDIT_EOE => {
+                self.close_events(|s| s == serial);
+                return;
             }
             _ => return,
         }
+        if kind == AUDIT_LANDLOCK_ACCESS {
+            self.events.entry(serial).or_default().landlock = true;
+        }
         self.resolve();
+    }
+
+    /// Ends the events `which` selects: a failed call with no Landlock record is a refusal
+    /// by file permissions.
+    fn close_events(&mut self, which: impl Fn(&str) -> bool) {
+        let closing: Vec<String> = self.events.keys().filter(|s| which(s)).cloned().collect();
+        for serial in closing {
+            let Some(event) = self.events.remove(&serial) else {
+                continue;
+            };
+            let refused = matches!(
+                event.exit,
+                Some(e) if e == -i64::from(libc::EACCES) || e == -i64::from(libc::EPERM)
+            );
+            let (Some((pid, uid)), false, true) = (event.ids, event.landlock, refused) else {
+                continue;
+            };
+            let name = syscall_name(&event.syscall);
+            let error = if event.exit == Some(-i64::from(libc::EACCES)) {
+                "EACCES"
+            } else {
+                "EPERM"
+            };
+            let mut detail = format!("syscall={name} error={error}");
+            for path in &event.paths {
+                detail.push_str(&format!(" path=\"{path}\""));
+            }
+            self.ready.insert(
+                0,
+                Denial {
+                    pid,
+                    uid,
+                    blockers: "permission".to_owned(),
+                    detail,
+                },
+            );
+        }
     }
 
     /// Moves denials whose process is known to `ready`.
@@ -392,6 +550,19 @@ impl DenialFeed {
         ready.append(&mut self.ready);
         self.ready = ready;
     }
+}
+
+/// A system call's name from its number (x86_64), else the number.
+fn syscall_name(number: &str) -> String {
+    #[cfg(target_arch = "x86_64")]
+    if let Ok(n) = number.parse::<i64>()
+        && let Some((name, _)) = crate::syscalls_x86_64::SYSCALLS
+            .iter()
+            .find(|(_, k)| *k == n)
+    {
+        return (*name).to_owned();
+    }
+    number.to_owned()
 }
 
 #[cfg(test)]
@@ -430,6 +601,7 @@ mod tests {
             buf: Vec::new(),
             domains: HashMap::new(),
             serials: HashMap::new(),
+            events: HashMap::new(),
             pending: Vec::new(),
             ready: Vec::new(),
         };

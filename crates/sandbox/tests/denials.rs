@@ -75,3 +75,72 @@ fn invariant_i7_a_refused_open_is_reported_with_the_plugins_pid_and_uid() {
         break;
     }
 }
+
+#[test]
+fn invariant_i7_a_permission_refusal_is_reported_once_the_rules_are_in() {
+    if !probe().root {
+        eprintln!("skipped: needs root (a uid switch, audit rules and the audit socket)");
+        return;
+    }
+    if !host_audit_enabled().unwrap() {
+        eprintln!("note: enabling the host's audit subsystem for this test (auditctl -e 1)");
+        set_host_audit(true).unwrap();
+    }
+    let uid = 61_991;
+    p3ak_sandbox::denials::watch_refusals(uid, uid, true).unwrap();
+    // Twice is fine: the rule is there already.
+    p3ak_sandbox::denials::watch_refusals(uid, uid, true).unwrap();
+    let mut feed = DenialFeed::open().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("audit.log");
+    std::fs::write(&secret, "root only").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut exec: Vec<PathBuf> = ["/bin", "/usr", "/lib", "/lib64", "/etc"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect();
+    exec.push(dir.path().to_owned());
+    let plan = Plan {
+        ids: Some((uid, uid)),
+        class: Class::Shell,
+        network: false,
+        // Landlock lets it read the directory: only the file's mode stands in the way.
+        read: vec![dir.path().to_owned()],
+        exec,
+        write: Vec::new(),
+        limits: Limits::for_class(Class::Shell),
+        landlock: true,
+        seccomp: false,
+        trace: false,
+    };
+    let mut command = Command::new("/bin/cat");
+    command.arg(&secret);
+    plan.prepare(&probe()).unwrap().install(&mut command);
+    let child = command.output().unwrap();
+    assert!(!child.status.success(), "cat read a root-only file");
+    let started = Instant::now();
+    let found = loop {
+        if started.elapsed() > Duration::from_secs(10) {
+            break None;
+        }
+        let Some(denial) = feed.wait().unwrap() else {
+            continue;
+        };
+        if denial.uid == uid && denial.detail.contains(secret.to_str().unwrap()) {
+            break Some(denial);
+        }
+    };
+    p3ak_sandbox::denials::watch_refusals(uid, uid, false).unwrap();
+    let denial = found.expect("no refusal reported");
+    assert_eq!(denial.blockers, "permission");
+    assert!(
+        denial.detail.starts_with("syscall=openat error=EACCES"),
+        "{denial:?}"
+    );
+}
