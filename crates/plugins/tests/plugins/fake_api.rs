@@ -146,6 +146,8 @@ impl FakeApi {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                // Each piece goes out at once, as a real server's flushed events do.
+                let _ = stream.set_nodelay(true);
                 let Some(recorded) = read_request(&mut stream) else {
                     continue;
                 };
