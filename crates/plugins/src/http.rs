@@ -220,7 +220,8 @@ fn parse_url(text: &str) -> Result<reqwest::Url, ToolFailure> {
 }
 
 /// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line (shared with the providers).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -40,23 +40,8 @@ fn invariant_i7_a_refused_open_is_reported_with_the_plugins_pid_and_uid() {
         .map(PathBuf::from)
         .filter(|p| p.exists())
         .collect();
-    let plan = Plan {
-        ids: Some((61_990, 61_990)),
-        class: Class::Shell,
-        network: false,
-        read: Vec::new(),
-        exec,
-        write: Vec::new(),
-        limits: Limits::for_class(Class::Shell),
-        landlock: true,
-        seccomp: false,
-        trace: false,
-    };
-    let mut command = Command::new("/bin/cat");
-    command.arg(&secret);
-    plan.prepare(&probe()).unwrap().install(&mut command);
-    let child = command.output().unwrap();
-    assert!(!child.status.success(), "cat read a file outside its rules");
+    let status = sandboxed_cat(61_990, Vec::new(), exec, &secret);
+    assert!(!status.success(), "cat read a file outside its rules");
     let started = Instant::now();
     loop {
         assert!(
@@ -106,24 +91,9 @@ fn invariant_i7_a_permission_refusal_is_reported_once_the_rules_are_in() {
         .filter(|p| p.exists())
         .collect();
     exec.push(dir.path().to_owned());
-    let plan = Plan {
-        ids: Some((uid, uid)),
-        class: Class::Shell,
-        network: false,
-        // Landlock lets it read the directory: only the file's mode stands in the way.
-        read: vec![dir.path().to_owned()],
-        exec,
-        write: Vec::new(),
-        limits: Limits::for_class(Class::Shell),
-        landlock: true,
-        seccomp: false,
-        trace: false,
-    };
-    let mut command = Command::new("/bin/cat");
-    command.arg(&secret);
-    plan.prepare(&probe()).unwrap().install(&mut command);
-    let child = command.output().unwrap();
-    assert!(!child.status.success(), "cat read a root-only file");
+    // Landlock lets it read the directory: only the file's mode stands in the way.
+    let status = sandboxed_cat(uid, vec![dir.path().to_owned()], exec, &secret);
+    assert!(!status.success(), "cat read a root-only file");
     let started = Instant::now();
     let found = loop {
         if started.elapsed() > Duration::from_secs(10) {
@@ -143,4 +113,29 @@ fn invariant_i7_a_permission_refusal_is_reported_once_the_rules_are_in() {
         denial.detail.starts_with("syscall=openat error=EACCES"),
         "{denial:?}"
     );
+}
+
+/// Runs `cat file` as `uid` under Landlock (no seccomp), with these rules.
+fn sandboxed_cat(
+    uid: u32,
+    read: Vec<PathBuf>,
+    exec: Vec<PathBuf>,
+    file: &std::path::Path,
+) -> std::process::ExitStatus {
+    let plan = Plan {
+        ids: Some((uid, uid)),
+        class: Class::Shell,
+        network: false,
+        read,
+        exec,
+        write: Vec::new(),
+        limits: Limits::for_class(Class::Shell),
+        landlock: true,
+        seccomp: false,
+        trace: false,
+    };
+    let mut command = Command::new("/bin/cat");
+    command.arg(file);
+    plan.prepare(&probe()).unwrap().install(&mut command);
+    command.output().unwrap().status
 }

@@ -219,7 +219,11 @@ impl Endpoint {
                 self.api
             ))
         } else {
-            ToolFailure::transient(format!("{}: the request failed: {}", self.api, chain(e)))
+            ToolFailure::transient(format!(
+                "{}: the request failed: {}",
+                self.api,
+                crate::http::chain(e)
+            ))
         }
     }
 
@@ -343,18 +347,4 @@ fn shorten(text: &str) -> String {
         Some((at, _)) => format!("{}…", line.get(..at).unwrap_or(line)),
         None => line.to_owned(),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }

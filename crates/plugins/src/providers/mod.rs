@@ -263,9 +263,29 @@ pub(crate) fn function_tools(request: &InferenceRequest) -> Value {
         .collect()
 }
 
-/// An `authorization` header for a bearer token, when there is one.
-pub(crate) fn bearer_header(bearer: Option<&str>) -> Vec<(&'static str, &str)> {
-    bearer.map(|b| ("authorization", b)).into_iter().collect()
+/// One request to an API that takes an optional bearer token (OpenAI, Ollama): checks that
+/// the key may go to the endpoint, posts `body` to `path`, reads the reply with `read`. Every
+/// failure has the key redacted.
+pub(crate) fn bearer_call(
+    endpoint: &Endpoint,
+    request: &InferenceRequest,
+    path: &str,
+    body: impl FnOnce() -> Result<Value, ToolFailure>,
+    read: impl FnOnce(reqwest::blocking::Response) -> Result<Reply, ToolFailure>,
+) -> Result<Reply, ToolFailure> {
+    let key = request.credential.as_ref().map(|c| c.expose());
+    let run = || {
+        endpoint.check_secure(key.is_some())?;
+        let body = body()?;
+        let bearer = key.map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| ("authorization", b))
+            .into_iter()
+            .collect();
+        read(endpoint.post(path, &headers, &body)?)
+    };
+    run().map_err(|f| Redactor(key).failure(f))
 }
 
 /// Sets `key` on a JSON object (a no-op on anything else).

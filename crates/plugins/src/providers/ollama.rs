@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::sse::JsonLines;
-use super::{Arguments, CallIds, Common, Endpoint, PendingCall, Redactor, Reply};
+use super::{Arguments, CallIds, Common, Endpoint, PendingCall, Reply};
 use crate::PluginError;
 use crate::runtime::{Provider, StreamSink, ToolFailure};
 
@@ -81,30 +81,27 @@ impl Provider for Ollama {
         request: &InferenceRequest,
         stream: &mut StreamSink<'_>,
     ) -> Result<InferenceResponse, ToolFailure> {
-        let key = request.credential.as_ref().map(|c| c.expose());
-        let redact = Redactor(key);
-        let mut run = || -> Result<Reply, ToolFailure> {
-            self.endpoint.check_secure(key.is_some())?;
-            let body = self.body(request)?;
-            let bearer = key.map(|k| format!("Bearer {k}"));
-            let headers = super::bearer_header(bearer.as_deref());
-            let response = self.endpoint.post("api/chat", &headers, &body)?;
-            if request.stream {
-                read_stream(
-                    JsonLines::new(response, &self.endpoint),
-                    &self.endpoint,
-                    stream,
-                )
-            } else {
+        let reply = super::bearer_call(
+            &self.endpoint,
+            request,
+            "api/chat",
+            || self.body(request),
+            |response| {
+                if request.stream {
+                    return read_stream(
+                        JsonLines::new(response, &self.endpoint),
+                        &self.endpoint,
+                        stream,
+                    );
+                }
                 let body = self.endpoint.read_json(response)?;
                 let mut reply = Reply::default();
                 if !apply(&mut reply, &body, &self.endpoint, None)? {
                     return Err(self.endpoint.malformed("`done` is not true"));
                 }
                 Ok(reply)
-            }
-        };
-        let reply = run().map_err(|f| redact.failure(f))?;
+            },
+        )?;
         Ok(reply.finish(&mut self.ids))
     }
 }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::sse::{Events, data_json};
-use super::{Arguments, CallIds, Common, Endpoint, PendingCall, Redactor, Reply};
+use super::{Arguments, CallIds, Common, Endpoint, PendingCall, Reply};
 use crate::PluginError;
 use crate::runtime::{Provider, StreamSink, ToolFailure};
 
@@ -88,25 +88,23 @@ impl Provider for OpenAi {
         request: &InferenceRequest,
         stream: &mut StreamSink<'_>,
     ) -> Result<InferenceResponse, ToolFailure> {
-        let key = request.credential.as_ref().map(|c| c.expose());
-        let redact = Redactor(key);
-        let mut run = || -> Result<Reply, ToolFailure> {
-            self.endpoint.check_secure(key.is_some())?;
-            let body = self.body(request)?;
-            let bearer = key.map(|k| format!("Bearer {k}"));
-            let headers = super::bearer_header(bearer.as_deref());
-            let response = self.endpoint.post("chat/completions", &headers, &body)?;
-            if request.stream {
-                read_stream(
-                    Events::new(response, &self.endpoint),
-                    &self.endpoint,
-                    stream,
-                )
-            } else {
-                read_completion(&self.endpoint.read_json(response)?, &self.endpoint)
-            }
-        };
-        let reply = run().map_err(|f| redact.failure(f))?;
+        let reply = super::bearer_call(
+            &self.endpoint,
+            request,
+            "chat/completions",
+            || self.body(request),
+            |response| {
+                if request.stream {
+                    read_stream(
+                        Events::new(response, &self.endpoint),
+                        &self.endpoint,
+                        stream,
+                    )
+                } else {
+                    read_completion(&self.endpoint.read_json(response)?, &self.endpoint)
+                }
+            },
+        )?;
         Ok(reply.finish(&mut self.ids))
     }
 }
