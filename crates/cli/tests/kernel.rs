@@ -13,6 +13,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,7 @@ impl Kernel {
     fn new(policy: &str, script: serde_json::Value, extra_plugins: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let this = Self { dir, child: None };
+        let extra_plugins = this.with_scripts(extra_plugins);
         let out = this.run(&["init"]);
         assert!(
             out.status.success(),
@@ -66,6 +68,28 @@ impl Kernel {
 
     fn home(&self) -> PathBuf {
         self.dir.path().join("home")
+    }
+
+    /// Copies the Python test plugins beside the home and puts their path for `@SCRIPTS@`:
+    /// a plugin's user must reach a script by its path, and the checkout may sit where
+    /// strangers cannot (CI clones under `/root`, mode 0700).
+    fn with_scripts(&self, extra_plugins: &str) -> String {
+        if !extra_plugins.contains("@SCRIPTS@") {
+            return extra_plugins.to_owned();
+        }
+        let scripts = self.dir.path().join("scripts");
+        std::fs::create_dir(&scripts).unwrap();
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for source in [
+            manifest.join("tests/plugins/misbehave.py"),
+            manifest.join("../../examples/plugins/wordcount.py"),
+        ] {
+            let copy = scripts.join(source.file_name().unwrap());
+            std::fs::copy(&source, &copy).unwrap();
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::set_permissions(&scripts, std::fs::Permissions::from_mode(0o755)).unwrap();
+        extra_plugins.replace("@SCRIPTS@", &scripts.display().to_string())
     }
 
     fn cmd(&self) -> Command {
@@ -629,8 +653,7 @@ fn python_available() -> bool {
 }
 
 fn misbehave_plugin() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/misbehave.py");
-    format!("[plugins.bad]\npath = \"{}\"\n", path.display())
+    "[plugins.bad]\npath = \"@SCRIPTS@/misbehave.py\"\n".to_owned()
 }
 
 fn wait_running(k: &Kernel, plugin: &str, restarts: u64) {
@@ -731,7 +754,6 @@ fn the_python_example_plugin_serves_through_the_kernel() {
     if !python_available() {
         return;
     }
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins/wordcount.py");
     let mut k = Kernel::new(
         "version: 1\nread:\n  wordcount.count: { level: 0 }\n\
          forbid:\n  - id: no-shouting\n    actions: [wordcount.shout]\n",
@@ -742,10 +764,7 @@ fn the_python_example_plugin_serves_through_the_kernel() {
             )]),
             say("counted"),
         ]),
-        &format!(
-            "[plugins.wordcount]\npath = \"{}\"\n",
-            example.canonicalize().unwrap().display()
-        ),
+        "[plugins.wordcount]\npath = \"@SCRIPTS@/wordcount.py\"\n",
     );
     k.up();
     wait_running(&k, "wordcount", 0);

@@ -645,14 +645,16 @@ impl Host {
         let listener = UnixListener::bind(&spec.socket)
             .map_err(|e| format!("cannot bind `{}`: {e}", spec.socket.display()))?;
         self.sandbox.prepare_files(spec, &plan)?;
-        let mut command = match &spec.launch {
-            Launch::Builtin(builtin) => {
-                let mut c = std::process::Command::new(&self.exe);
-                c.arg("plugin").arg("run").arg(builtin);
-                c
-            }
-            Launch::Path(path) => std::process::Command::new(path),
+        let program = match &spec.launch {
+            Launch::Builtin(_) => &self.exe,
+            Launch::Path(path) => path,
         };
+        let mut command = p3ak_sandbox::Program::open(program, plan.prepared.ids)
+            .map_err(|e| e.to_string())?
+            .command();
+        if let Launch::Builtin(builtin) = &spec.launch {
+            command.arg("plugin").arg("run").arg(builtin);
+        }
         command
             .args(&spec.args)
             .env_clear()

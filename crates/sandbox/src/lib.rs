@@ -22,6 +22,7 @@
 pub mod denials;
 pub mod ids;
 pub mod profile;
+mod program;
 mod spawn;
 mod support;
 #[cfg(target_arch = "x86_64")]
@@ -30,6 +31,7 @@ pub mod trace;
 
 pub use ids::allocate_ids;
 pub use profile::{Class, Profile};
+pub use program::Program;
 pub use spawn::{Limits, Plan, Prepared};
 pub use support::{Support, probe};
 
@@ -56,6 +58,14 @@ pub enum SandboxError {
         /// The class.
         class: String,
         /// What is wrong.
+        message: String,
+    },
+    /// The plugin's program cannot be started as its user.
+    #[error("cannot start `{}`: {message}", path.display())]
+    Program {
+        /// The program.
+        path: std::path::PathBuf,
+        /// Why.
         message: String,
     },
     /// The Landlock ruleset could not be built.

@@ -236,14 +236,19 @@ impl Harness {
         } else {
             std::fs::create_dir_all(&plan.scratch)?;
         }
-        let mut command = match &launch {
-            Launch::Builtin(b) => {
-                let mut c = std::process::Command::new(&exe);
-                c.args(["plugin", "run", b]);
-                c
-            }
-            Launch::Path(p) => std::process::Command::new(p),
+        let program = match &launch {
+            Launch::Builtin(_) => &exe,
+            Launch::Path(p) => p,
         };
+        let ids = if mode == RunMode::Bare {
+            None
+        } else {
+            plan.prepared.ids
+        };
+        let mut command = p3ak_sandbox::Program::open(program, ids)?.command();
+        if let Launch::Builtin(b) = &launch {
+            command.args(["plugin", "run", b]);
+        }
         command
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
