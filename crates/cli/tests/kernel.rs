@@ -56,6 +56,7 @@ impl Kernel {
         let config = format!(
             "[kernel]\n{}ping_interval = \"1s\"\nping_timeout = \"2s\"\nrestart_limit = 3\n\
              tool_timeout = \"3s\"\n\n\
+             [hitl]\nconsole = \"127.0.0.1:0\"\n\n\
              [plugins.files]\nbuiltin = \"files\"\n\n\
              [plugins.http]\nbuiltin = \"http\"\n\n\
              [plugins.model]\nbuiltin = \"scripted\"\n\
@@ -231,6 +232,13 @@ fn sandbox_setting() -> &'static str {
         eprintln!("note: not root: plugins run in sandbox = \"degraded\" (no own uid, no netns)");
     });
     "sandbox = \"degraded\"\n"
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    })
 }
 
 fn rustix_pid(child: &Child) -> u32 {
@@ -416,10 +424,11 @@ fn escalate_and_answer(approve: bool) {
         let pending: serde_json::Value =
             serde_json::from_str(&k.ok(&["pending", "--json"])).unwrap();
         if let Some(item) = pending.as_array().unwrap().first() {
-            assert_eq!(item["action"], "files.write");
-            assert_eq!(item["level"], 1);
-            assert_eq!(item["args"]["content"], "buy milk");
-            break item["id"].as_str().unwrap().to_owned();
+            let request = &item["request"];
+            assert_eq!(request["action"], "files.write");
+            assert_eq!(request["level"], 1);
+            assert_eq!(request["args"]["content"], "buy milk");
+            break request["id"].as_str().unwrap().to_owned();
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -1040,4 +1049,302 @@ fn a_rate_limited_model_says_when_to_try_again() {
         "{stderr}"
     );
     assert!(k.audit().iter().any(|e| e["kind"] == "inference.error"));
+}
+
+// ---- humans in the loop: the daemon, factors, the undo window, the spool ----
+
+impl Kernel {
+    /// `p3ak ARGS` with `input` on stdin.
+    fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        self.cmd()
+            .args(args)
+            .write_stdin(input.to_owned())
+            .output()
+            .unwrap()
+    }
+
+    /// Waits until the daemon lists `n` items; returns them.
+    fn wait_pending(&self, n: usize) -> Vec<serde_json::Value> {
+        let started = Instant::now();
+        loop {
+            let items: serde_json::Value =
+                serde_json::from_str(&self.ok(&["pending", "--json"])).unwrap();
+            let items = items.as_array().unwrap().clone();
+            if items.len() >= n {
+                return items;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "nothing became pending:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.audit()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn chat_in_background(k: &Kernel, text: &str) -> std::thread::JoinHandle<Output> {
+    let mut chat = k.cmd();
+    chat.args(["chat", "-m", text])
+        .timeout(Duration::from_secs(90));
+    std::thread::spawn(move || chat.output().unwrap())
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const PIN: &str = "135792";
+
+#[test]
+fn invariant_i8_level_three_takes_the_pin_and_five_wrong_pins_lock_out() {
+    let policy = FILES_POLICY.replace("level: 1", "level: 3");
+    let mut k = Kernel::new(
+        &policy,
+        script(vec![
+            tools(vec![call(
+                "files__write",
+                serde_json::json!({"path": "one.txt", "content": "first"}),
+            )]),
+            tools(vec![call(
+                "files__write",
+                serde_json::json!({"path": "two.txt", "content": "second"}),
+            )]),
+            say("done"),
+        ]),
+        "",
+    );
+    k.up();
+    let set = k.run_stdin(&["hitl", "pin", "set"], &format!("{PIN}\n"));
+    assert!(set.status.success(), "{}", stderr_of(&set));
+    // Changing it needs the current one.
+    let change = k.run_stdin(&["hitl", "pin", "set"], "000111\n864200\n");
+    assert!(!change.status.success());
+    let chat = chat_in_background(&k, "write both");
+
+    let first = k.wait_pending(1)[0]["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    if is_root() {
+        // Staged by the kernel's spool user (not root), unreadable to it, in a 0730 directory.
+        use std::os::unix::fs::MetadataExt;
+        let staged = k.home().join("spool/staging/write").join(&first);
+        let meta = std::fs::metadata(&staged).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (60991, 0o004));
+        let dir = std::fs::metadata(k.home().join("spool/staging/write")).unwrap();
+        assert_eq!(
+            (dir.uid(), dir.gid(), dir.mode() & 0o7777),
+            (60990, 60991, 0o730)
+        );
+        let outbox = std::fs::metadata(k.home().join("spool/outbox")).unwrap();
+        assert_eq!((outbox.uid(), outbox.mode() & 0o7777), (60990, 0o700));
+    } else {
+        eprintln!("spool ownership not checked: needs root (the daemon and writer users)");
+    }
+    // A yes without the PIN is too weak for level 3, and says what is needed.
+    let weak = k.run(&["approve", &first]);
+    assert!(!weak.status.success());
+    assert!(
+        stderr_of(&weak).contains("needs level 3"),
+        "{}",
+        stderr_of(&weak)
+    );
+    let ok = k.run_stdin(&["approve", &first, "--pin"], &format!("{PIN}\n"));
+    assert!(ok.status.success(), "{}", stderr_of(&ok));
+    // Replayed: the same approval again is refused.
+    assert!(
+        !k.run_stdin(&["approve", &first, "--pin"], &format!("{PIN}\n"))
+            .status
+            .success()
+    );
+
+    let second = loop {
+        let items = k.wait_pending(1);
+        let id = items[0]["request"]["id"].as_str().unwrap().to_owned();
+        if id != first {
+            break id;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for _ in 0..5 {
+        let wrong = k.run_stdin(&["approve", &second, "--pin"], "975310\n");
+        assert!(!wrong.status.success());
+    }
+    let locked = k.run_stdin(&["approve", &second, "--pin"], &format!("{PIN}\n"));
+    assert!(!locked.status.success());
+    assert!(
+        stderr_of(&locked).contains("locked"),
+        "{}",
+        stderr_of(&locked)
+    );
+    k.ok(&["deny", &second]);
+
+    let out = chat.join().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let workspace = k.home().join("workspaces/assistant");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("one.txt")).unwrap(),
+        "first"
+    );
+    assert!(!workspace.join("two.txt").exists());
+    assert_eq!(
+        k.tool_results(2).last().map(String::as_str),
+        Some("action not permitted")
+    );
+    let kinds = k.kinds();
+    for kind in [
+        "hitl.pin.set",
+        "hitl.pin.set.refused",
+        "hitl.approval.refused",
+        "hitl.factor.ok",
+        "hitl.factor.failed",
+        "hitl.factor.locked",
+        "hitl.approval",
+        "hitl.released",
+        "hitl.denied",
+        "approval",
+        "denial",
+    ] {
+        assert!(kinds.contains(&kind.to_owned()), "{kind} not audited");
+    }
+    // The PIN itself is in no audit entry.
+    assert!(!serde_json::to_string(&k.audit()).unwrap().contains(PIN));
+}
+
+#[test]
+fn invariant_i8_the_undo_window_delays_execution_and_pull_back_cancels_it() {
+    let policy = FILES_POLICY.replace("level: 1", "level: 1\n    crawfish: 1m");
+    let mut k = Kernel::new(
+        &policy,
+        script(vec![
+            tools(vec![call(
+                "files__write",
+                serde_json::json!({"path": "undo.txt", "content": "regret"}),
+            )]),
+            say("ok"),
+        ]),
+        "",
+    );
+    k.up();
+    let chat = chat_in_background(&k, "write it");
+    let id = k.wait_pending(1)[0]["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approved = k.ok(&["approve", &id]);
+    assert!(approved.contains("pull it back"), "{approved}");
+    // Approved, but held in the outbox for its window: nothing ran.
+    let items = k.wait_pending(1);
+    assert_eq!(items[0]["stage"]["state"], "approved");
+    std::thread::sleep(Duration::from_millis(500));
+    let written = k.home().join("workspaces/assistant/undo.txt");
+    assert!(!written.exists(), "ran inside its undo window");
+    k.ok(&["hitl", "pullback", &id]);
+    let out = chat.join().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!written.exists());
+    assert_eq!(k.tool_results(1), vec!["action not permitted"]);
+    let history: serde_json::Value =
+        serde_json::from_str(&k.ok(&["hitl", "history", "--json"])).unwrap();
+    assert_eq!(history[0]["ending"], "pulled_back");
+    assert!(k.home().join("spool/rejected").join(&id).exists());
+    // Pulled back once; a second time there is nothing to pull.
+    assert!(!k.run(&["hitl", "pullback", &id]).status.success());
+}
+
+#[test]
+fn invariant_i8_levels_four_and_five_are_refused_on_the_command_line() {
+    let policy = FILES_POLICY.replace("level: 1", "level: 4");
+    let mut k = Kernel::new(
+        &policy,
+        script(vec![
+            tools(vec![call(
+                "files__write",
+                serde_json::json!({"path": "signed.txt", "content": "x"}),
+            )]),
+            say("ok"),
+        ]),
+        "",
+    );
+    k.up();
+    let set = k.run_stdin(&["hitl", "pin", "set"], &format!("{PIN}\n"));
+    assert!(set.status.success(), "{}", stderr_of(&set));
+    let chat = chat_in_background(&k, "sign it");
+    let id = k.wait_pending(1)[0]["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let yes = k.run(&["approve", &id]);
+    assert!(
+        stderr_of(&yes).contains("security key"),
+        "{}",
+        stderr_of(&yes)
+    );
+    let pin = k.run_stdin(&["approve", &id, "--pin"], &format!("{PIN}\n"));
+    assert!(!pin.status.success());
+    assert!(
+        stderr_of(&pin).contains("needs level 4"),
+        "{}",
+        stderr_of(&pin)
+    );
+    k.ok(&["deny", &id]);
+    assert!(chat.join().unwrap().status.success());
+    assert!(!k.home().join("workspaces/assistant/signed.txt").exists());
+}
+
+#[test]
+fn the_scheduled_rekey_runs_once_approved_and_the_canary_reads_back() {
+    let policy = format!("{FILES_POLICY}vault_rekey: {{ every: 90d, level: 3 }}\n");
+    let mut k = Kernel::new(
+        &policy,
+        script(vec![say("hi")]),
+        "[plugins.vault]\nbuiltin = \"vault\"\n",
+    );
+    k.up();
+    let set = k.run_stdin(&["hitl", "pin", "set"], &format!("{PIN}\n"));
+    assert!(set.status.success(), "{}", stderr_of(&set));
+    let before = std::fs::read(k.home().join("vaults/memory.vault")).unwrap();
+    let mut rekey = k.cmd();
+    rekey
+        .args(["hitl", "rekey"])
+        .timeout(Duration::from_secs(90));
+    let rekey = std::thread::spawn(move || rekey.output().unwrap());
+    let items = k.wait_pending(1);
+    let request = &items[0]["request"];
+    assert_eq!(request["action"], "kernel.vault_rekey");
+    assert_eq!(request["level"], 3);
+    let id = request["id"].as_str().unwrap().to_owned();
+    let ok = k.run_stdin(&["approve", &id, "--pin"], &format!("{PIN}\n"));
+    assert!(ok.status.success(), "{}", stderr_of(&ok));
+    let out = rekey.join().unwrap();
+    assert!(out.status.success(), "{}\n{}", stderr_of(&out), k.log());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("canary read back"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let after = std::fs::read(k.home().join("vaults/memory.vault")).unwrap();
+    assert_ne!(before, after, "the vault was not rewritten");
+    let rekeyed = k
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "vault.rekey")
+        .expect("the rekey is audited");
+    assert_eq!(rekeyed["payload"]["canary_ok"], true, "{rekeyed}");
+    // The vault plugin runs again, with the new key.
+    wait_running(&k, "vault", 0);
+    // And the vault still opens with the passphrase.
+    k.ok(&[
+        "vault",
+        "verify",
+        &k.home().join("vaults/memory.vault").display().to_string(),
+    ]);
 }

@@ -34,6 +34,20 @@ impl AuditLog {
             .map_err(KernelError::from)
     }
 
+    /// Appends one entry whose kind is decided at run time (the approval daemon's events).
+    pub async fn record_owned(
+        &self,
+        kind: String,
+        mut payload: serde_json::Value,
+    ) -> Result<u64, KernelError> {
+        self.broker.scrubber().scrub_value(&mut payload);
+        let vault = Arc::clone(&self.vault);
+        tokio::task::spawn_blocking(move || vault.log_event(&kind, payload))
+            .await
+            .map_err(|e| KernelError::Control(format!("audit task failed: {e}")))?
+            .map_err(KernelError::from)
+    }
+
     /// Appends one entry from synchronous code.
     pub fn record_blocking(
         &self,

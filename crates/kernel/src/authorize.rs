@@ -56,6 +56,9 @@ pub struct Escalation {
     level: Level,
     tier: Tier,
     timeout: Duration,
+    crawfish: Duration,
+    confirm_twice: bool,
+    group: Option<String>,
 }
 
 impl Escalation {
@@ -74,18 +77,58 @@ impl Escalation {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+    /// The undo window after approval.
+    #[must_use]
+    pub fn crawfish(&self) -> Duration {
+        self.crawfish
+    }
+    /// Whether the approval must be given twice.
+    #[must_use]
+    pub fn confirm_twice(&self) -> bool {
+        self.confirm_twice
+    }
+    /// The policy group of the action (its spool category).
+    #[must_use]
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
 }
 
-/// A human's yes to one escalation, from the pending queue.
+/// A human's yes to one escalation: the HITL daemon released it from `spool/outbox/` after
+/// its undo window, and it is exactly the action the kernel staged (same binding).
 #[derive(Debug)]
 pub struct Approval {
     id: String,
+    binding: String,
+    factors: Vec<String>,
 }
 
 impl Approval {
-    /// Only the pending queue makes these, when the operator approves over the control socket.
-    pub(crate) fn new(id: String) -> Self {
-        Self { id }
+    /// Only the pending queue makes these, from a release whose binding it checked.
+    pub(crate) fn new(id: String, binding: String, factors: Vec<String>) -> Self {
+        Self {
+            id,
+            binding,
+            factors,
+        }
+    }
+
+    /// The escalation's id.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The binding (hex SHA-256 of agent, action, arguments and time) it approved.
+    #[must_use]
+    pub fn binding(&self) -> &str {
+        &self.binding
+    }
+
+    /// The factors that approved it.
+    #[must_use]
+    pub fn factors(&self) -> &[String] {
+        &self.factors
     }
 }
 
@@ -145,11 +188,20 @@ impl Enforcer {
         let verdict = self.policy.decide(&request);
         let decided = match &verdict.decision {
             Decision::Allow { tier } => Decided::Allowed(Authorized::new(proposal, *tier, None)),
-            Decision::Escalate { level, timeout, .. } => Decided::Escalated(Escalation {
+            Decision::Escalate {
+                level,
+                timeout,
+                crawfish,
+                confirm_twice,
+                ..
+            } => Decided::Escalated(Escalation {
                 proposal,
                 level: *level,
                 tier: verdict.tier.unwrap_or(Tier::Commit),
                 timeout: *timeout,
+                crawfish: *crawfish,
+                confirm_twice: *confirm_twice,
+                group: verdict.group.clone(),
             }),
             Decision::Reject => Decided::Rejected,
         };
@@ -157,8 +209,8 @@ impl Enforcer {
     }
 }
 
-/// Turns an approved escalation into an [`Authorized`]. Factors and levels are checked by the
-/// HITL daemon (its own issue); here an operator's yes on the control socket suffices.
+/// Turns an approved escalation into an [`Authorized`]. Factors and levels were checked by the
+/// HITL daemon (`p3ak-hitl`), which alone can release an approval.
 #[derive(Debug)]
 pub struct ApprovalGate;
 

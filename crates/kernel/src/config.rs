@@ -30,6 +30,56 @@ pub struct Config {
     /// Plugins by name.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// The approval daemon and its web console.
+    #[serde(default)]
+    pub hitl: HitlSettings,
+}
+
+/// `[hitl]`: the approval daemon and its web console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HitlSettings {
+    /// Where the web console listens (`127.0.0.1:7325`), or `"off"`.
+    pub console: String,
+    /// The address the browser uses (default `http://localhost:PORT`: WebAuthn needs a host
+    /// name, and `localhost` is a secure context without TLS).
+    pub console_origin: Option<String>,
+    /// Allow a console address other than loopback. Off: approvals are for this machine.
+    pub console_public: bool,
+    /// As root: the daemon's uid and gid, and the uid and gid the kernel stages under.
+    pub ids: (u32, u32),
+}
+
+impl Default for HitlSettings {
+    fn default() -> Self {
+        Self {
+            console: "127.0.0.1:7325".to_owned(),
+            console_origin: None,
+            console_public: false,
+            ids: (60990, 60991),
+        }
+    }
+}
+
+impl HitlSettings {
+    /// The console's address; `None` when it is off.
+    pub fn console_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        if self.console == "off" {
+            return Ok(None);
+        }
+        let addr: std::net::SocketAddr = self.console.parse().map_err(|_| {
+            format!(
+                "hitl.console `{}` is not an address like `127.0.0.1:7325` (or \"off\")",
+                self.console
+            )
+        })?;
+        if !addr.ip().is_loopback() && !self.console_public {
+            return Err(format!(
+                "hitl.console `{addr}` is not a loopback address; set hitl.console_public = true to serve approvals beyond this machine"
+            ));
+        }
+        Ok(Some(addr))
+    }
 }
 
 /// `[kernel]`.
@@ -279,6 +329,18 @@ impl Config {
         if first < 1000 || last < first {
             return Err(error(format!(
                 "kernel.plugin_ids [{first}, {last}] must be a range of ids from 1000 up"
+            )));
+        }
+        config.hitl.console_addr().map_err(error)?;
+        let (daemon_id, writer_id) = config.hitl.ids;
+        if daemon_id < 1000 || writer_id < 1000 || daemon_id == writer_id {
+            return Err(error(format!(
+                "hitl.ids [{daemon_id}, {writer_id}] must be two different ids from 1000 up"
+            )));
+        }
+        if (first..=last).contains(&daemon_id) || (first..=last).contains(&writer_id) {
+            return Err(error(format!(
+                "hitl.ids [{daemon_id}, {writer_id}] must lie outside kernel.plugin_ids [{first}, {last}]"
             )));
         }
         if k.max_steps == 0 {

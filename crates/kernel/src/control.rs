@@ -1,4 +1,4 @@
-//! The control socket (`run/control.sock`): how `p3ak chat`, `pending`, `approve`, `deny`,
+//! The control socket (`run/control.sock`): how `p3ak chat`, `pending`, `approve`, `deny`, `hitl`,
 //! `secret` and `status` talk to a running kernel. Frames as in the plugin protocol (4-byte
 //! length + JSON); one request per connection, answered by one or more events, the last of
 //! which is final. Only processes of the kernel's own uid may connect (checked with
@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use crate::KernelError;
 use crate::broker::SecretInfo;
 use crate::host::PluginStatus;
-use crate::pending::PendingInfo;
 
 /// Largest control frame.
 pub const MAX_CONTROL_FRAME: usize = 4 << 20;
@@ -34,18 +33,15 @@ pub enum ControlRequest {
         /// The text.
         text: String,
     },
-    /// What waits for approval.
-    Pending,
-    /// Approve one.
-    Approve {
-        /// Its id.
-        id: String,
+    /// A request for the approval daemon: pending, approve, deny, pull back, history,
+    /// PIN and TOTP set-up, a console login link.
+    Hitl {
+        /// The request.
+        request: p3ak_hitl::wire::OperatorRequest,
     },
-    /// Deny one.
-    Deny {
-        /// Its id.
-        id: String,
-    },
+    /// Stage a rekey of the memory vault now, at the schedule's level; answered once it ran
+    /// or was refused.
+    Rekey,
     /// Store a secret.
     SecretSet {
         /// Its name.
@@ -110,6 +106,15 @@ pub enum ControlEvent {
         /// The text.
         text: String,
     },
+    /// An approval is needed mid-turn: the chat may ask its operator right there.
+    Approval {
+        /// The escalation's id.
+        id: String,
+        /// Its level.
+        level: u8,
+        /// What to show.
+        text: String,
+    },
     /// Part of the reply, as the model produces it.
     Chunk {
         /// The text.
@@ -120,10 +125,10 @@ pub enum ControlEvent {
         /// The text.
         text: String,
     },
-    /// Pending approvals (final).
-    Pending {
-        /// The items.
-        items: Vec<PendingInfo>,
+    /// The approval daemon's answer (final).
+    Hitl {
+        /// The answer.
+        answer: p3ak_hitl::wire::OperatorAnswer,
     },
     /// Secrets (final).
     Secrets {
@@ -148,7 +153,10 @@ impl ControlEvent {
     /// Whether this ends the answer.
     #[must_use]
     pub fn is_final(&self) -> bool {
-        !matches!(self, Self::Notice { .. } | Self::Chunk { .. })
+        !matches!(
+            self,
+            Self::Notice { .. } | Self::Chunk { .. } | Self::Approval { .. }
+        )
     }
 }
 

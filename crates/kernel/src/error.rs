@@ -56,6 +56,18 @@ pub enum KernelError {
     /// An operator command named something that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// Randomness or a key failed.
+    #[error(transparent)]
+    Crypto(#[from] p3ak_crypto::CryptoError),
+    /// The approval daemon failed or is not running.
+    #[error("approval daemon: {0}")]
+    Hitl(String),
+}
+
+impl From<p3ak_hitl::HitlError> for KernelError {
+    fn from(e: p3ak_hitl::HitlError) -> Self {
+        Self::Hitl(e.to_string())
+    }
 }
 
 impl KernelError {

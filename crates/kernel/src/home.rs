@@ -84,6 +84,17 @@ impl Home {
         self.root.join("workspaces")
     }
 
+    /// `spool/`: staging, outbox, sent, rejected (see `p3ak_hitl::spool`).
+    #[must_use]
+    pub fn spool(&self) -> PathBuf {
+        self.root.join("spool")
+    }
+    /// `hitl/`: the approval daemon's own files (its factor store).
+    #[must_use]
+    pub fn hitl(&self) -> PathBuf {
+        self.root.join("hitl")
+    }
+
     /// Whether `init` has run here.
     #[must_use]
     pub fn is_initialised(&self) -> bool {

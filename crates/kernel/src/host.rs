@@ -259,6 +259,10 @@ impl Connection {
 
 struct Slot {
     spec: PluginSpec,
+    /// Replaces `spec.stdin` once set (a vault key after a rekey).
+    handoff: RwLock<Option<Arc<SecretBytes>>>,
+    /// While true the plugin is stopped and not restarted (maintenance such as a rekey).
+    held: watch::Sender<bool>,
     state: watch::Sender<PluginState>,
     connection: RwLock<Option<Arc<Connection>>>,
     pid: RwLock<Option<u32>>,
@@ -293,10 +297,13 @@ impl Host {
             .into_iter()
             .map(|spec| {
                 let (state, _) = watch::channel(PluginState::Starting);
+                let (held, _) = watch::channel(false);
                 (
                     spec.name.clone(),
                     Arc::new(Slot {
                         spec,
+                        handoff: RwLock::new(None),
+                        held,
                         state,
                         connection: RwLock::new(None),
                         pid: RwLock::new(None),
@@ -504,6 +511,43 @@ impl Host {
         matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))
     }
 
+    /// Stops a plugin and keeps it stopped until [`Host::resume`]: it is asked to shut down
+    /// (then killed) and not restarted. Returns once it is down (or after 10 s).
+    pub async fn hold(&self, name: &str) -> bool {
+        let Some(slot) = self.slots.get(name) else {
+            return false;
+        };
+        slot.held.send_replace(true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let down = slot.pid.read().map(|p| p.is_none()).unwrap_or(true)
+                && !matches!(
+                    *slot.state.borrow(),
+                    PluginState::Running | PluginState::Starting
+                );
+            if down {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Starts a held plugin again; `handoff`, when given, replaces what its stdin gets.
+    pub async fn resume(&self, name: &str, handoff: Option<Arc<SecretBytes>>) -> bool {
+        let Some(slot) = self.slots.get(name) else {
+            return false;
+        };
+        if let Some(handoff) = handoff
+            && let Ok(mut h) = slot.handoff.write()
+        {
+            *h = Some(handoff);
+        }
+        slot.held.send_replace(false);
+        self.wait_running(name, self.settings.start_timeout + Duration::from_secs(2))
+            .await
+    }
+
     /// Asks every plugin to shut down, then kills what is left.
     pub async fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
@@ -521,6 +565,21 @@ impl Host {
         let mut recent: Vec<Instant> = Vec::new();
         let mut backoff = Duration::from_millis(500);
         loop {
+            if *slot.held.borrow() {
+                slot.state
+                    .send_replace(PluginState::Restarting("held for maintenance".to_owned()));
+                let mut held = slot.held.subscribe();
+                let mut shutdown = self.shutdown.subscribe();
+                tokio::select! {
+                    _ = held.wait_for(|h| !*h) => {}
+                    () = stopped(&mut shutdown) => {}
+                }
+                if self.stopping.load(Ordering::SeqCst) {
+                    slot.state.send_replace(PluginState::Stopped);
+                    return;
+                }
+                slot.state.send_replace(PluginState::Starting);
+            }
             let started = Instant::now();
             let reason = self.run_once(&slot).await;
             if let Ok(mut c) = slot.connection.write() {
@@ -536,6 +595,13 @@ impl Host {
                     .await;
                 slot.state.send_replace(PluginState::Stopped);
                 return;
+            }
+            if *slot.held.borrow() {
+                let _ = self
+                    .audit
+                    .record("plugin.held", serde_json::json!({"plugin": name}))
+                    .await;
+                continue;
             }
             tracing::warn!(plugin = %name, %reason, "plugin stopped");
             let _ = self
@@ -592,7 +658,11 @@ impl Host {
     /// Starts the plugin once and serves it until it goes away; returns why it did.
     async fn run_once(&self, slot: &Arc<Slot>) -> String {
         let spec = &slot.spec;
-        let mut child = match self.spawn(spec).await {
+        let handoff = slot.handoff.read().ok().and_then(|h| h.clone());
+        let mut child = match self
+            .spawn(spec, handoff.or_else(|| spec.stdin.clone()))
+            .await
+        {
             Ok(child) => child,
             Err(reason) => return reason,
         };
@@ -625,7 +695,11 @@ impl Host {
         outcome
     }
 
-    async fn spawn(&self, spec: &PluginSpec) -> Result<Spawned, String> {
+    async fn spawn(
+        &self,
+        spec: &PluginSpec,
+        stdin: Option<Arc<SecretBytes>>,
+    ) -> Result<Spawned, String> {
         if let Some(refusal) = self.sandbox.refusal() {
             let _ = self
                 .audit
@@ -666,7 +740,7 @@ impl Host {
             .env("P3AK_PLUGIN_NAME", &spec.name)
             .env("P3AK_MAX_FRAME", self.settings.max_frame.to_string())
             .current_dir(&plan.scratch)
-            .stdin(if spec.stdin.is_some() {
+            .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -693,7 +767,7 @@ impl Host {
                 serde_json::json!({"plugin": spec.name, "pid": child.id(), "sandbox": plan.describe()}),
             )
             .await;
-        if let (Some(bytes), Some(mut stdin)) = (&spec.stdin, child.stdin.take()) {
+        if let (Some(bytes), Some(mut stdin)) = (&stdin, child.stdin.take()) {
             let _ = stdin.write_all(bytes.expose()).await;
             let _ = stdin.shutdown().await;
         }
@@ -804,6 +878,7 @@ impl Host {
             write
         });
         let mut shutdown = self.shutdown.subscribe();
+        let mut held = slot.held.subscribe();
         let mut ping = tokio::time::interval(self.settings.ping_interval);
         ping.tick().await;
         let reason = loop {
@@ -849,7 +924,7 @@ impl Host {
                         break reason;
                     }
                 }
-                () = stopped(&mut shutdown) => {
+                () = stopped_or_held(&mut shutdown, &mut held) => {
                     let _ = connection.frames.send(Zeroizing::new(
                         p3ak_proto::encode(&Envelope::new(0, Message::Shutdown(p3ak_proto::Shutdown {})),
                             self.settings.max_frame).unwrap_or_default())).await;
@@ -1149,6 +1224,14 @@ impl FrameReader {
 }
 
 /// Resolves once `flag` turns true (or its sender is gone).
+/// Resolves when the kernel stops or the plugin is held.
+async fn stopped_or_held(shutdown: &mut watch::Receiver<bool>, held: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        () = stopped(shutdown) => {}
+        () = stopped(held) => {}
+    }
+}
+
 pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|s| *s).await;
 }

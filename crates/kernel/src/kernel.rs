@@ -20,10 +20,12 @@ use crate::authorize::Enforcer;
 use crate::broker::{Broker, SecretValue};
 use crate::config::{Config, Launch};
 use crate::control::{ControlEvent, ControlRequest, KernelStatus, MAX_CONTROL_FRAME, plugin_rows};
+use crate::hitl::{HitlLink, HitlStart};
 use crate::home::Home;
 use crate::host::{Host, PluginSpec};
 use crate::ledger::Ledger;
 use crate::pending::PendingQueue;
+use p3ak_hitl::wire::{OperatorAnswer, OperatorRequest};
 
 /// What the kernel needs to start.
 pub struct KernelOptions {
@@ -45,9 +47,12 @@ pub struct Kernel {
     pub(crate) audit: AuditLog,
     pub(crate) host: Arc<Host>,
     pub(crate) pending: Arc<PendingQueue>,
+    pub(crate) hitl: Arc<HitlLink>,
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) vault: Arc<Vault>,
-    pub(crate) memory_key: Option<VaultKey>,
+    pub(crate) memory_key: std::sync::RwLock<Option<VaultKey>>,
+    /// Kept only when a rekey may be staged (the same passphrase, a new master key).
+    pub(crate) rekey_passphrase: Option<Passphrase>,
     pub(crate) usage: Mutex<crate::control::UsageTotals>,
     stop: watch::Sender<bool>,
 }
@@ -86,7 +91,7 @@ impl Kernel {
             });
         }
 
-        let (vault, memory_key) = {
+        let (vault, memory_key, passphrase) = {
             let home = home.clone();
             tokio::task::spawn_blocking(move || -> Result<_, KernelError> {
                 let mut vault = Vault::open(
@@ -101,11 +106,13 @@ impl Kernel {
                 } else {
                     None
                 };
-                Ok((vault, key))
+                Ok((vault, key, passphrase))
             })
             .await
             .map_err(|e| KernelError::Home(format!("startup task failed: {e}")))??
         };
+        // Kept for a rekey of the memory vault (same passphrase, new master key).
+        let rekey_passphrase = memory_key.is_some().then_some(passphrase);
         let vault = Arc::new(vault);
         let broker = Arc::new(Broker::load(&vault)?);
         let audit = AuditLog::new(Arc::clone(&vault), Arc::clone(&broker));
@@ -129,8 +136,36 @@ impl Kernel {
             config.kernel.clone(),
             audit.clone(),
             Arc::clone(&broker),
-            exe,
+            exe.clone(),
         ));
+        let pending = Arc::new(PendingQueue::default());
+        let hitl = match HitlLink::start(HitlStart {
+            home: &home,
+            settings: &config.hitl,
+            exe: &exe,
+            vault: &vault,
+            categories: vec!["kernel".to_owned()],
+            pending: Arc::clone(&pending),
+            audit: audit.clone(),
+        })
+        .await
+        {
+            Ok(hitl) => hitl,
+            Err(e) => {
+                let _ = std::fs::remove_file(home.pid_file());
+                return Err(e);
+            }
+        };
+        audit
+            .record(
+                "hitl.start",
+                serde_json::json!({
+                    "pid": hitl.info().pid,
+                    "console": hitl.info().login_link.is_some(),
+                    "console_error": hitl.info().console_error,
+                }),
+            )
+            .await?;
         host.start().await;
         let (stop, _) = watch::channel(false);
         Ok(Arc::new(Self {
@@ -141,10 +176,12 @@ impl Kernel {
             broker,
             audit,
             host,
-            pending: Arc::new(PendingQueue::default()),
+            pending,
+            hitl,
             ledger: Mutex::new(Ledger::default()),
             vault,
-            memory_key,
+            memory_key: std::sync::RwLock::new(memory_key),
+            rekey_passphrase,
             usage: Mutex::new(crate::control::UsageTotals::default()),
             stop,
         }))
@@ -160,6 +197,21 @@ impl Kernel {
     #[must_use]
     pub fn pending(&self) -> &Arc<PendingQueue> {
         &self.pending
+    }
+
+    /// The approval daemon.
+    #[must_use]
+    pub fn hitl(&self) -> &Arc<HitlLink> {
+        &self.hitl
+    }
+
+    /// Sends an operator's request to the approval daemon (what the control socket does).
+    pub async fn operator(
+        &self,
+        request: OperatorRequest,
+        channel: &str,
+    ) -> Result<OperatorAnswer, KernelError> {
+        self.hitl.operator(request, channel).await
     }
 
     /// The audit log.
@@ -184,6 +236,7 @@ impl Kernel {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(KernelError::io("cannot restrict the control socket"))?;
         let mut stop = self.stop.subscribe();
+        let schedule = tokio::spawn(Arc::clone(self).run_rekey_schedule());
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -195,12 +248,14 @@ impl Kernel {
                 () = crate::host::stopped(&mut stop) => break,
             }
         }
+        schedule.abort();
         drop(listener);
         let _ = std::fs::remove_file(&socket);
         self.shutdown().await
     }
 
     async fn shutdown(&self) -> Result<(), KernelError> {
+        self.hitl.shutdown().await;
         self.host.shutdown().await;
         self.audit
             .record(
@@ -269,21 +324,16 @@ impl Kernel {
                     },
                 }
             }
-            ControlRequest::Pending => ControlEvent::Pending {
-                items: self.pending.list(),
-            },
-            ControlRequest::Approve { id } | ControlRequest::Deny { id } => {
-                let approve = matches!(request, ControlRequest::Approve { .. });
-                match self.pending.resolve(id, approve) {
-                    Ok(info) => ControlEvent::Done {
-                        message: format!(
-                            "{} `{}`: {} for agent {}",
-                            if approve { "approved" } else { "denied" },
-                            info.id,
-                            info.action,
-                            info.agent
-                        ),
-                    },
+            ControlRequest::Hitl { .. } => {
+                let mut request = request;
+                let operator_request = match &mut request {
+                    ControlRequest::Hitl { request } => {
+                        std::mem::replace(request, OperatorRequest::Pending)
+                    }
+                    _ => OperatorRequest::Pending,
+                };
+                match self.hitl.operator(operator_request, &operator).await {
+                    Ok(answer) => ControlEvent::Hitl { answer },
                     Err(e) => ControlEvent::Error {
                         message: e.to_string(),
                     },
@@ -314,6 +364,12 @@ impl Kernel {
                     },
                 }
             }
+            ControlRequest::Rekey => match self.stage_rekey("operator", Some(&events)).await {
+                Ok(message) => ControlEvent::Done { message },
+                Err(e) => ControlEvent::Error {
+                    message: e.to_string(),
+                },
+            },
             ControlRequest::SecretList => ControlEvent::Secrets {
                 items: self.broker.list(),
             },
@@ -335,7 +391,7 @@ impl Kernel {
             pid: std::process::id(),
             home: self.home.root().display().to_string(),
             plugins: plugin_rows(self.host.status()),
-            pending: self.pending.list().len(),
+            pending: self.pending.len(),
             agents: self.agents.keys().cloned().collect(),
             usage: self.usage.lock().map(|u| u.all).unwrap_or_default(),
             usage_by_provider: self

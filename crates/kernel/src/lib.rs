@@ -22,12 +22,15 @@ pub mod broker;
 pub mod config;
 pub mod control;
 mod error;
+pub mod hitl;
 pub mod home;
 pub mod host;
 pub mod kernel;
 mod ledger;
+mod maintenance;
 pub mod pending;
 pub mod proposal;
+mod rekey;
 mod session;
 mod turn;
 

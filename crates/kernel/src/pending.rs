@@ -1,64 +1,48 @@
-//! Escalations waiting for the operator: `p3ak pending`, `p3ak approve`, `p3ak deny`.
+//! Escalations the kernel waits on. The HITL daemon decides them; this is the kernel's side:
+//! one ticket per staged request, answered once by the daemon's release (checked against the
+//! binding the kernel staged) or refusal.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use p3ak_hitl::binding::{Binding, Request};
 use tokio::sync::oneshot;
 
 use crate::authorize::Approval;
 
-/// What the operator sees of one pending escalation: everything (this is not for models).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PendingInfo {
-    /// Its id (`p3ak approve ID`).
-    pub id: String,
-    /// The proposing agent.
-    pub agent: String,
-    /// The action.
-    pub action: String,
-    /// Its arguments (credential references by name, never values).
-    pub args: serde_json::Value,
-    /// The approval level the policy asks for.
-    pub level: u8,
-    /// The rules that escalated it.
-    pub rules: Vec<String>,
-    /// When it was asked, ms since the epoch.
-    pub asked_ms: i64,
-    /// When it turns into a denial, ms since the epoch.
-    pub expires_ms: i64,
-}
-
-/// The operator's answer.
+/// The daemon's answer.
 #[derive(Debug)]
 pub enum Resolution {
-    /// Yes.
+    /// Approved, and out of its undo window.
     Approved(Approval),
-    /// No.
-    Denied,
+    /// Denied, expired, pulled back, or unusable; the word says which (audit only).
+    Refused(String),
 }
 
-/// Why an answer could not be given.
+/// Why a release was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PendingError {
-    /// No such id (never asked, already answered, or timed out).
-    #[error("no pending approval `{0}`")]
-    Unknown(String),
+pub enum ReleaseError {
+    /// No turn waits for that id (answered before, withdrawn, or never staged): a replay.
+    #[error("no escalation `{0}` is waiting (answered already, or never staged)")]
+    NotWaiting(String),
+    /// The released action is not the one the kernel staged.
+    #[error("the released action `{0}` is not the one that was staged")]
+    Mismatch(String),
 }
 
 struct Waiting {
-    info: PendingInfo,
+    binding: Binding,
     answer: oneshot::Sender<Resolution>,
 }
 
-/// The queue. Waiting turns hold the receiving ends.
+/// The tickets.
 #[derive(Default)]
 pub struct PendingQueue {
     items: Mutex<BTreeMap<String, Waiting>>,
 }
 
-/// A turn's place in the queue: await the answer, or drop it to withdraw.
+/// A turn's place in the queue.
 pub struct Ticket {
     /// The id.
     pub id: String,
@@ -66,77 +50,104 @@ pub struct Ticket {
 }
 
 impl PendingQueue {
-    /// Adds an escalation; returns the ticket to wait on.
-    pub fn add(
-        &self,
-        agent: &str,
-        action: &str,
-        args: serde_json::Value,
-        level: u8,
-        rules: Vec<String>,
-        timeout: Duration,
-    ) -> Ticket {
-        let id = new_id();
-        let asked_ms = now_ms();
-        let expires_ms =
-            asked_ms.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+    /// Waits on a request about to be staged.
+    pub(crate) fn add(&self, request: &Request) -> Ticket {
         let (answer, receiver) = oneshot::channel();
-        let info = PendingInfo {
-            id: id.clone(),
-            agent: agent.to_owned(),
-            action: action.to_owned(),
-            args,
-            level,
-            rules,
-            asked_ms,
-            expires_ms,
-        };
         if let Ok(mut items) = self.items.lock() {
-            items.insert(id.clone(), Waiting { info, answer });
+            items.insert(
+                request.id.clone(),
+                Waiting {
+                    binding: request.binding(),
+                    answer,
+                },
+            );
         }
-        Ticket { id, receiver }
+        Ticket {
+            id: request.id.clone(),
+            receiver,
+        }
     }
 
-    /// Everything waiting, oldest first.
-    #[must_use]
-    pub fn list(&self) -> Vec<PendingInfo> {
-        let mut items: Vec<PendingInfo> = self
+    /// The daemon released `request`: the turn waiting for it gets its approval, if the
+    /// request is exactly the one staged. Used once: a second release of the id is refused.
+    pub(crate) fn released(
+        &self,
+        request: &Request,
+        binding: &Binding,
+        factors: Vec<String>,
+    ) -> Result<(), ReleaseError> {
+        let mut items = self
             .items
             .lock()
-            .map(|items| items.values().map(|w| w.info.clone()).collect())
-            .unwrap_or_default();
-        items.sort_by_key(|i| i.asked_ms);
-        items
+            .map_err(|_| ReleaseError::NotWaiting(request.id.clone()))?;
+        let Some(waiting) = items.get(&request.id) else {
+            return Err(ReleaseError::NotWaiting(request.id.clone()));
+        };
+        if !(waiting.binding.matches(binding) && waiting.binding.matches(&request.binding())) {
+            let waiting = items.remove(&request.id);
+            drop(items);
+            if let Some(waiting) = waiting {
+                let _ = waiting
+                    .answer
+                    .send(Resolution::Refused("mismatch".to_owned()));
+            }
+            return Err(ReleaseError::Mismatch(request.id.clone()));
+        }
+        let waiting = items.remove(&request.id);
+        drop(items);
+        if let Some(waiting) = waiting {
+            let approval = Approval::new(request.id.clone(), waiting.binding.to_hex(), factors);
+            let _ = waiting.answer.send(Resolution::Approved(approval));
+        }
+        Ok(())
     }
 
-    /// Answers one. Returns what was answered.
-    pub fn resolve(&self, id: &str, approve: bool) -> Result<PendingInfo, PendingError> {
+    /// The daemon refused `id`.
+    pub(crate) fn refused(&self, id: &str, ending: &str) {
         let waiting = self
             .items
             .lock()
             .ok()
-            .and_then(|mut items| items.remove(id))
-            .ok_or_else(|| PendingError::Unknown(id.to_owned()))?;
-        let resolution = if approve {
-            Resolution::Approved(Approval::new(id.to_owned()))
-        } else {
-            Resolution::Denied
-        };
-        // The turn may have timed out in the same instant; then the answer is simply late.
-        let _ = waiting.answer.send(resolution);
-        Ok(waiting.info)
+            .and_then(|mut items| items.remove(id));
+        if let Some(waiting) = waiting {
+            let _ = waiting.answer.send(Resolution::Refused(ending.to_owned()));
+        }
     }
 
-    /// Removes an item whose turn stopped waiting.
-    pub fn withdraw(&self, id: &str) {
+    /// How many turns wait.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.items.lock().map(|i| i.len()).unwrap_or_default()
+    }
+
+    /// Whether none waits.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets a ticket whose turn stopped waiting.
+    pub(crate) fn withdraw(&self, id: &str) {
         if let Ok(mut items) = self.items.lock() {
             items.remove(id);
+        }
+    }
+
+    /// Refuses everything still waiting (the daemon is gone).
+    pub(crate) fn refuse_all(&self, ending: &str) {
+        let all = self
+            .items
+            .lock()
+            .map(|mut items| std::mem::take(&mut *items))
+            .unwrap_or_default();
+        for (_, waiting) in all {
+            let _ = waiting.answer.send(Resolution::Refused(ending.to_owned()));
         }
     }
 }
 
 impl Ticket {
-    /// Waits for the answer; `None` on timeout (which means no).
+    /// Waits for the answer; `None` when `timeout` passes first (which means no).
     pub async fn wait(self, queue: &PendingQueue, timeout: Duration) -> Option<Resolution> {
         let answer = tokio::time::timeout(timeout, self.receiver).await;
         queue.withdraw(&self.id);
@@ -147,7 +158,8 @@ impl Ticket {
     }
 }
 
-fn new_id() -> String {
+/// A fresh escalation id: 8 hex digits.
+pub(crate) fn new_id() -> String {
     let bytes: [u8; 4] = p3ak_crypto::random_array().unwrap_or_else(|_| {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -163,4 +175,58 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(id: &str) -> Request {
+        Request {
+            id: id.to_owned(),
+            agent: "assistant".to_owned(),
+            action: "files.write".to_owned(),
+            args: serde_json::json!({"path": "a"}),
+            level: 1,
+            rules: vec![],
+            category: "write".to_owned(),
+            asked_ms: 1,
+            expires_ms: 2,
+            crawfish_secs: 0,
+            confirm_twice: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn invariant_i8_a_release_is_taken_once_and_only_for_the_staged_action() {
+        let queue = PendingQueue::default();
+        let staged = request("a1");
+        let ticket = queue.add(&staged);
+        let mut altered = staged.clone();
+        altered.args = serde_json::json!({"path": "b"});
+        // A release of something else under the same id is refused, and so is the turn.
+        assert_eq!(
+            queue.released(&altered, &altered.binding(), vec![]),
+            Err(ReleaseError::Mismatch("a1".to_owned()))
+        );
+        assert!(matches!(
+            ticket.wait(&queue, Duration::from_secs(1)).await,
+            Some(Resolution::Refused(_))
+        ));
+
+        let staged = request("a2");
+        let ticket = queue.add(&staged);
+        queue
+            .released(&staged, &staged.binding(), vec!["PIN".to_owned()])
+            .unwrap();
+        assert!(matches!(
+            ticket.wait(&queue, Duration::from_secs(1)).await,
+            Some(Resolution::Approved(_))
+        ));
+        // Replayed: nobody waits any more.
+        assert_eq!(
+            queue.released(&staged, &staged.binding(), vec![]),
+            Err(ReleaseError::NotWaiting("a2".to_owned()))
+        );
+    }
 }

@@ -368,58 +368,121 @@ impl Kernel {
             Decided::Allowed(authorized) => self.execute(authorized).await,
             Decided::Rejected => Ok(AgentNotice::NotPermitted.to_string()),
             Decided::Escalated(escalation) => {
-                let p = escalation.proposal();
-                let ticket = self.pending.add(
-                    &p.agent,
-                    &p.action,
-                    p.args.clone(),
-                    escalation.level().get(),
-                    verdict.rules.clone(),
-                    escalation.timeout(),
-                );
+                self.escalate(escalation, verdict.rules, events).await
+            }
+        }
+    }
+
+    /// Stages an escalation with the HITL daemon and waits for its answer: a release (after
+    /// the undo window) runs the action; anything else is the opaque "not permitted".
+    pub(crate) async fn escalate(
+        &self,
+        escalation: crate::authorize::Escalation,
+        rules: Vec<String>,
+        events: &mpsc::UnboundedSender<ControlEvent>,
+    ) -> Result<String, KernelError> {
+        let p = escalation.proposal();
+        let asked_ms = crate::pending::now_ms();
+        let timeout = escalation.timeout();
+        let category = escalation
+            .group()
+            .filter(|g| {
+                !g.is_empty()
+                    && g.len() <= 64
+                    && g.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+            .unwrap_or(p3ak_hitl::spool::OTHER)
+            .to_owned();
+        let request = p3ak_hitl::binding::Request {
+            id: crate::pending::new_id(),
+            agent: p.agent.clone(),
+            action: p.action.clone(),
+            args: p.args.clone(),
+            level: escalation.level().get(),
+            rules,
+            category,
+            asked_ms,
+            expires_ms: asked_ms
+                .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)),
+            crawfish_secs: escalation.crawfish().as_secs(),
+            confirm_twice: escalation.confirm_twice(),
+        };
+        let id = request.id.clone();
+        let ticket = self.pending.add(&request);
+        self.audit
+            .record(
+                "escalation",
+                serde_json::json!({
+                    "id": id, "agent": request.agent, "action": request.action,
+                    "args": request.args, "level": request.level, "rules": request.rules,
+                    "category": request.category, "binding": request.binding(),
+                    "timeout_secs": timeout.as_secs(),
+                    "undo_window_secs": request.undo_window_ms() / 1000,
+                    "confirm_twice": request.confirmations_needed() > 1,
+                }),
+            )
+            .await?;
+        if let Err(e) = self.hitl.stage(&request).await {
+            self.pending.withdraw(&id);
+            self.audit
+                .record(
+                    "escalation.unstaged",
+                    serde_json::json!({"id": id, "error": e.to_string()}),
+                )
+                .await?;
+            return Ok(AgentNotice::NotPermitted.to_string());
+        }
+        let _ = events.send(ControlEvent::Approval {
+            id: id.clone(),
+            level: request.level,
+            text: format!(
+                "approval needed (level {}, {}): {} wants to run {} {} — `p3ak approve {id}` or `p3ak deny {id}`",
+                request.level,
+                p3ak_hitl::level::Factor::needed_for(request.level),
+                request.agent,
+                request.action,
+                self.broker.scrubber().scrub(&request.args.to_string()),
+            ),
+        });
+        // The daemon decides the timeout; the kernel waits a little longer, for the undo
+        // window and the release to arrive.
+        let wait = timeout
+            .saturating_add(escalation.crawfish())
+            .saturating_add(std::time::Duration::from_secs(30));
+        match ticket.wait(&self.pending, wait).await {
+            Some(Resolution::Approved(approval)) => {
                 self.audit
                     .record(
-                        "escalation",
+                        "approval",
                         serde_json::json!({
-                            "id": ticket.id, "agent": p.agent, "action": p.action, "args": p.args,
-                            "level": escalation.level().get(), "rules": verdict.rules,
-                            "timeout_secs": escalation.timeout().as_secs(),
+                            "id": id, "binding": approval.binding(), "factors": approval.factors(),
                         }),
                     )
                     .await?;
-                let _ = events.send(ControlEvent::Notice {
-                    text: format!(
-                        "approval needed (level {}): {} wants to run {} {} — `p3ak approve {}` or `p3ak deny {}`",
-                        escalation.level().get(),
-                        p.agent,
-                        p.action,
-                        self.broker.scrubber().scrub(&p.args.to_string()),
-                        ticket.id,
-                        ticket.id
-                    ),
-                });
-                let id = ticket.id.clone();
-                match ticket.wait(&self.pending, escalation.timeout()).await {
-                    Some(Resolution::Approved(approval)) => {
-                        self.audit
-                            .record("approval", serde_json::json!({"id": id, "by": "operator"}))
-                            .await?;
-                        self.execute(ApprovalGate::approve(escalation, approval))
-                            .await
-                    }
-                    Some(Resolution::Denied) => {
-                        self.audit
-                            .record("denial", serde_json::json!({"id": id, "by": "operator"}))
-                            .await?;
-                        Ok(AgentNotice::NotPermitted.to_string())
-                    }
-                    None => {
-                        self.audit
-                            .record("approval.timeout", serde_json::json!({"id": id}))
-                            .await?;
-                        Ok(AgentNotice::NotPermitted.to_string())
-                    }
-                }
+                self.execute(ApprovalGate::approve(escalation, approval))
+                    .await
+            }
+            Some(Resolution::Refused(ending)) => {
+                let event = if ending == "expired" {
+                    "approval.timeout"
+                } else {
+                    "denial"
+                };
+                self.audit
+                    .record(event, serde_json::json!({"id": id, "ending": ending}))
+                    .await?;
+                Ok(AgentNotice::NotPermitted.to_string())
+            }
+            None => {
+                self.hitl.withdraw(&id);
+                self.audit
+                    .record(
+                        "approval.timeout",
+                        serde_json::json!({"id": id, "ending": "kernel gave up waiting"}),
+                    )
+                    .await?;
+                Ok(AgentNotice::NotPermitted.to_string())
             }
         }
     }
@@ -574,7 +637,12 @@ impl Kernel {
         if agent.memory == 0 {
             return prompt;
         }
-        let Some(key_bytes) = self.memory_key.as_ref().map(|k| k.to_handoff_bytes()) else {
+        let Some(key_bytes) = self
+            .memory_key
+            .read()
+            .ok()
+            .and_then(|k| k.as_ref().map(|k| k.to_handoff_bytes()))
+        else {
             return prompt;
         };
         let path = self.home.memory_vault();

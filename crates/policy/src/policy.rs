@@ -79,6 +79,28 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_secs())
 }
 
+/// The shortest rekey interval a policy may ask for.
+pub const MIN_REKEY_EVERY: Duration = Duration::from_secs(86_400);
+
+/// `vault_rekey`: how often the kernel stages a rekey of its vault (a new master key under the
+/// same passphrase), and how the operator approves it. The engine only describes the schedule;
+/// the kernel keeps the clock and the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RekeySchedule {
+    /// A rekey is due when this long has passed since the last one (or since the vault was
+    /// created). At least [`MIN_REKEY_EVERY`].
+    #[serde(rename = "every_secs", serialize_with = "secs")]
+    pub every: Duration,
+    /// The approval level the staged rekey needs (1–5; 5 unless the policy says otherwise).
+    pub level: Level,
+    /// How long the staged rekey waits for an approval; then it is denied.
+    #[serde(rename = "timeout_secs", serialize_with = "secs")]
+    pub timeout: Duration,
+    /// Undo window after approval (level 5 never has one: the kernel runs it at once).
+    #[serde(rename = "crawfish_secs", serialize_with = "secs")]
+    pub crawfish: Duration,
+}
+
 #[derive(Debug, Clone)]
 struct Settings {
     level: Level,
@@ -185,6 +207,7 @@ pub struct Policy {
     acl: Option<HashMap<String, Vec<Pattern>>>,
     credentials: HashMap<String, Vec<Pattern>>,
     totals: Vec<TotalSpec>,
+    vault_rekey: Option<RekeySchedule>,
     defaults: Defaults,
     warnings: Vec<Diagnostic>,
     uids: (EntityUid, EntityUid, EntityUid),
@@ -253,6 +276,12 @@ impl Policy {
     #[must_use]
     pub fn totals(&self) -> &[TotalSpec] {
         &self.totals
+    }
+
+    /// The scheduled vault rekey, when the policy asks for one (`vault_rekey`).
+    #[must_use]
+    pub fn vault_rekey(&self) -> Option<RekeySchedule> {
+        self.vault_rekey
     }
 
     /// How many rules the policy holds (entries, conditional rules and forbids).
@@ -859,6 +888,11 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
         notify: raw_defaults.notify.unwrap_or_default(),
     };
 
+    let vault_rekey = raw
+        .vault_rekey
+        .as_ref()
+        .and_then(|r| rekey_schedule(&mut ck, r, &defaults));
+
     // Agents and agent groups.
     let mut agent_groups: HashMap<String, Vec<String>> = HashMap::new();
     let mut acl: Option<HashMap<String, Vec<Pattern>>> = None;
@@ -1121,6 +1155,7 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
         acl,
         credentials,
         totals,
+        vault_rekey,
         defaults,
         warnings: ck.warnings,
         uids: (
@@ -1129,6 +1164,49 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
             uid("P3ak::Call::\"call\"")?,
         ),
         entities: Entities::empty(),
+    })
+}
+
+const REKEY_LEVEL: Level = Level::MAX;
+
+fn rekey_schedule(
+    ck: &mut Checker,
+    raw: &Spanned<raw::RawRekey>,
+    defaults: &Defaults,
+) -> Option<RekeySchedule> {
+    let r = &raw.value;
+    let mut ok = true;
+    let every = r.every.value.0;
+    if every < MIN_REKEY_EVERY {
+        ck.errors.push(
+            Diagnostic::at(
+                &r.every.referenced,
+                format!(
+                    "`vault_rekey.every` is {}s; it must be at least one day",
+                    every.as_secs()
+                ),
+            )
+            .with_hint("a rekey rewrites the whole vault; use `1d` or more, e.g. `90d`"),
+        );
+        ok = false;
+    }
+    let level = match &r.level {
+        Some(l) if l.value.get() == 0 => {
+            ck.errors.push(
+                Diagnostic::at(&l.referenced, "the rekey level must be 1 to 5")
+                    .with_hint("level 0 would let a rekey run unapproved"),
+            );
+            ok = false;
+            REKEY_LEVEL
+        }
+        Some(l) => l.value,
+        None => REKEY_LEVEL,
+    };
+    ok.then(|| RekeySchedule {
+        every,
+        level,
+        timeout: r.timeout.map_or(defaults.timeout, |d| d.0),
+        crawfish: r.crawfish.map_or(Duration::ZERO, |d| d.0),
     })
 }
 

@@ -21,6 +21,7 @@ pub(crate) const RESERVED: &[&str] = &[
     "totals",
     "credentials",
     "forbid",
+    "vault_rekey",
 ];
 
 /// Whether a top-level key is probably a misspelt section name rather than a group.
@@ -73,6 +74,7 @@ pub(crate) struct RawPolicy {
     pub(crate) totals: OrderedMap<Spanned<RawTotal>>,
     pub(crate) credentials: OrderedMap<Vec<Spanned<String>>>,
     pub(crate) forbid: Vec<Spanned<RawForbid>>,
+    pub(crate) vault_rekey: Option<Spanned<RawRekey>>,
     pub(crate) groups: Vec<(Spanned<String>, OrderedMap<Spanned<RawEntry>>)>,
     /// Top-level keys that look like a misspelt section name.
     pub(crate) misspelt: Vec<(Spanned<String>, &'static str)>,
@@ -102,6 +104,7 @@ impl<'de> Deserialize<'de> for RawPolicy {
                         "totals" => raw.totals = map.next_value()?,
                         "credentials" => raw.credentials = map.next_value()?,
                         "forbid" => raw.forbid = map.next_value()?,
+                        "vault_rekey" => raw.vault_rekey = Some(map.next_value()?),
                         other => {
                             if let Some(close) = RESERVED.iter().find(|r| looks_like(other, r)) {
                                 map.next_value::<de::IgnoredAny>()?;
@@ -138,6 +141,16 @@ pub(crate) struct RawDefaults {
     pub(crate) timeout: Option<Dur>,
     pub(crate) crawfish: Option<Dur>,
     pub(crate) notify: Option<Vec<String>>,
+}
+
+/// `vault_rekey`: when the kernel stages a rekey of its vault, and how it is approved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRekey {
+    pub(crate) every: Spanned<Dur>,
+    pub(crate) level: Option<Spanned<Level>>,
+    pub(crate) timeout: Option<Dur>,
+    pub(crate) crawfish: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

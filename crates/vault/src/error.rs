@@ -33,6 +33,10 @@ pub enum VaultError {
         "vault is damaged ({0}); run `p3ak vault verify` to see where, then `p3ak vault compact` to rebuild it from what is intact"
     )]
     Damaged(String),
+    #[error("vault canary: {0}")]
+    Canary(String),
+    #[error("object space `{0}` is reserved for the vault itself")]
+    ReservedSpace(String),
     #[error("audit log: {0}")]
     Log(String),
     #[error("the vault was opened read-only")]
@@ -59,9 +63,34 @@ pub enum VaultError {
     },
     #[error(transparent)]
     Crypto(#[from] p3ak_crypto::CryptoError),
+    /// Another error, with what was being done when it happened.
+    #[error("{context}: {source}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<VaultError>,
+    },
 }
 
 impl VaultError {
+    /// This error, saying what was being done (`while opening the vault`, ...).
+    #[must_use]
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Self::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The error under any context added with [`VaultError::context`].
+    #[must_use]
+    pub fn root(&self) -> &Self {
+        match self {
+            Self::Context { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let context = context.into();
         move |source| Self::Io { context, source }

@@ -7,6 +7,7 @@
 //! commit slot naming the new end of the log.
 #![forbid(unsafe_code)]
 
+mod canary;
 mod doc;
 mod error;
 pub mod external;
@@ -20,6 +21,7 @@ mod seal;
 mod store;
 mod transfer;
 
+pub use canary::{CANARY_SPACE, CanaryCheck};
 pub use doc::{
     DocId, DocMeta, MAX_OBJECT_NAME_LEN, NewDocument, ObjectInfo, PutOutcome, PutStatus,
     validate_object_name, validate_tag,

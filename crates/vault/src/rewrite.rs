@@ -122,6 +122,16 @@ impl Vault {
                 return Err(e);
             }
         };
+        // The new file replaces the old one only if its canary reads back under the new keys;
+        // a vault from before canaries gets one here.
+        let canary = new_vault
+            .ensure_canary()
+            .and_then(|_| new_vault.check_canary());
+        if let Err(e) = canary {
+            drop(new_vault);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         new_vault.log_event(
             event,
             serde_json::json!({

@@ -190,7 +190,12 @@ impl VerifyReport {
             objects: scan
                 .docs
                 .values()
-                .filter(|e| e.meta.space.is_some())
+                .filter(|e| {
+                    e.meta
+                        .space
+                        .as_deref()
+                        .is_some_and(|s| !crate::canary::is_reserved_space(s))
+                })
                 .count(),
             records: scan.accepted_count,
             bytes: scan.accepted_end,

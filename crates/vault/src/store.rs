@@ -550,13 +550,19 @@ impl Vault {
         };
         let seed = Key::generate()?;
         let vault = Self::create_file(path, &prefix, &slots, sealer, &seed, Some(lock), true)?;
-        vault.log_event(
-            "vault.create",
-            serde_json::json!({
-                "format_version": prefix.version,
-                "encryption": prefix.encryption.name(),
-            }),
-        )?;
+        // The canary goes in with the log's first entry: one commit, so a vault never exists
+        // with one and not the other.
+        vault.commit_batch(|batch| {
+            crate::canary::write(batch)?;
+            batch.log(
+                "vault.create",
+                serde_json::json!({
+                    "format_version": prefix.version,
+                    "encryption": prefix.encryption.name(),
+                    "canary": true,
+                }),
+            )
+        })?;
         Ok(vault)
     }
 
@@ -1063,11 +1069,21 @@ impl Vault {
                 .filter(|e| e.meta.space.is_none())
                 .map(|e| e.meta.size)
                 .sum(),
-            objects: state.objects.len(),
+            // The canary is the vault's own, not a subsystem's: it is not counted.
+            objects: state
+                .objects
+                .keys()
+                .filter(|(space, _)| !crate::canary::is_reserved_space(space))
+                .count(),
             object_bytes: state
                 .docs
                 .values()
-                .filter(|e| e.meta.space.is_some())
+                .filter(|e| {
+                    e.meta
+                        .space
+                        .as_deref()
+                        .is_some_and(|s| !crate::canary::is_reserved_space(s))
+                })
                 .map(|e| e.meta.size)
                 .sum(),
             file_bytes,
@@ -1424,11 +1440,13 @@ impl Transaction<'_, '_> {
 
     /// Writes object `name` in `space`, replacing an object of the same name.
     pub fn put_object(&mut self, space: &str, name: &str, content: &[u8]) -> Result<()> {
+        refuse_reserved(space)?;
         self.batch.put_object(space, name, content, None)
     }
 
     /// Removes object `name` from `space`; returns whether it existed.
     pub fn delete_object(&mut self, space: &str, name: &str) -> Result<bool> {
+        refuse_reserved(space)?;
         self.batch.delete_object(space, name)
     }
 
@@ -1436,6 +1454,14 @@ impl Transaction<'_, '_> {
     pub fn log(&mut self, kind: &str, payload: serde_json::Value) -> Result<()> {
         self.batch.log(kind, payload)
     }
+}
+
+/// Spaces the vault keeps for itself (the canary) are not the callers' to change.
+fn refuse_reserved(space: &str) -> Result<()> {
+    if crate::canary::is_reserved_space(space) {
+        return Err(VaultError::ReservedSpace(space.to_owned()));
+    }
+    Ok(())
 }
 
 impl State {

@@ -300,6 +300,8 @@ fn independent_reader_agrees_on_a_fresh_vault() {
     let vault = open(&path, &key(&path), Access::Read).unwrap();
     assert_eq!(py["documents"], serde_json::Value::Array(rust_view(&vault)));
     assert_log_agrees(&py, &vault);
+    // The canary is checked by the independent reader too, and is not a document to it.
+    assert_eq!(py["canary"], true);
 
     let plain_path = dir.path().join("plain.vault");
     let plain = Vault::create(&plain_path, Protection::Unencrypted).unwrap();

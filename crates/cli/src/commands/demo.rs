@@ -8,6 +8,7 @@
 //! what comes back. The audit trail is printed and verified, and the demo checks that the key
 //! reached no request the model received and no audit entry.
 
+use p3ak_hitl::wire::{OperatorAnswer, OperatorRequest};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -190,22 +191,32 @@ pub fn run(_args: Args, out: &Output) -> anyhow::Result<()> {
             .collect::<Vec<_>>();
         steps.done("up", format!("kernel started: {}", running.join(", ")));
 
-        // The operator: denies the payment as soon as it is asked for.
-        let pending = Arc::clone(kernel.pending());
+        // The operator: denies the payment as soon as the approval daemon has it.
         let denied = Arc::new(Mutex::new(Vec::new()));
         let operator = {
             let denied = Arc::clone(&denied);
+            let kernel = Arc::clone(&kernel);
             tokio::spawn(async move {
                 for _ in 0..600 {
-                    for item in pending.list() {
-                        if pending.resolve(&item.id, false).is_ok()
+                    let items = match kernel
+                        .operator(OperatorRequest::Pending, "demo operator")
+                        .await
+                    {
+                        Ok(OperatorAnswer::Pending { items }) => items,
+                        _ => Vec::new(),
+                    };
+                    for item in items {
+                        let r = &item.request;
+                        let deny = OperatorRequest::Deny { id: r.id.clone() };
+                        if let Ok(OperatorAnswer::Done { .. }) =
+                            kernel.operator(deny, "demo operator").await
                             && let Ok(mut d) = denied.lock()
                         {
-                            let url = item.args.get("url").and_then(|u| u.as_str());
+                            let url = r.args.get("url").and_then(|u| u.as_str());
                             d.push(format!(
                                 "level {} escalation of {} to {} denied by the operator",
-                                item.level,
-                                item.action,
+                                r.level,
+                                r.action,
                                 url.unwrap_or("?")
                             ));
                         }
@@ -347,6 +358,7 @@ fn config(degraded: bool) -> String {
     };
     format!(
         "[kernel]\ndefault_agent = \"assistant\"\n{sandbox}\n\
+         [hitl]\nconsole = \"off\"\n\n\
          [plugins.vault]\nbuiltin = \"vault\"\n\n\
          [plugins.http]\nbuiltin = \"http\"\n\n\
          [plugins.shell]\nbuiltin = \"shell\"\n\n\

@@ -11,7 +11,7 @@ use p3ak_kernel::home::Home;
 use p3ak_kernel::{Kernel, KernelError, KernelOptions};
 use p3ak_vault::{Access, KdfParams, Unlock, Vault};
 
-use crate::output::{Output, sanitize, sanitize_text, timestamp_ms};
+use crate::output::{Output, sanitize, sanitize_text};
 use crate::secrets::{self, ENV_PASSPHRASE, PassphraseArgs, Source};
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +179,15 @@ fn report_start(kernel: &Kernel, out: &Output) {
              as `provider` in agents/<name>.toml (see README)",
         );
     }
+    let hitl = kernel.hitl().info();
+    if let Some(link) = &hitl.login_link {
+        out.warn(format_args!(
+            "approvals: `p3ak pending`, or the web console (this link works once): {link}"
+        ));
+    }
+    if let Some(problem) = &hitl.console_error {
+        out.warn(format_args!("  {problem}"));
+    }
     out.warn("talk to it with `p3ak chat`; stop it with Ctrl-C or SIGTERM");
 }
 
@@ -200,7 +209,13 @@ async fn wait_for_signal() {
 
 /// Sends one control request, printing intermediate events; returns the final one or fails
 /// with its error.
-fn call(request: &ControlRequest, out: &Output) -> anyhow::Result<ControlEvent> {
+pub(super) fn call(request: &ControlRequest, out: &Output) -> anyhow::Result<ControlEvent> {
+    call_asking(request, out, false)
+}
+
+/// [`call`]; with `ask`, an approval the turn waits for is asked for right here (levels 1
+/// and 3: a yes, or the PIN), which is the operator's yes on this authenticated channel.
+fn call_asking(request: &ControlRequest, out: &Output, ask: bool) -> anyhow::Result<ControlEvent> {
     let home = home()?;
     let streamed = std::cell::Cell::new(false);
     let event = control::call(&home.control_socket(), request, |event| {
@@ -210,6 +225,12 @@ fn call(request: &ControlRequest, out: &Output) -> anyhow::Result<ControlEvent> 
         }
         match event {
             ControlEvent::Notice { text } => out.warn(sanitize(text)),
+            ControlEvent::Approval { id, level, text } => {
+                out.warn(sanitize(text));
+                if ask {
+                    super::hitl::ask_inline(id, *level, out);
+                }
+            }
             ControlEvent::Chunk { text } => {
                 let mut stdout = std::io::stdout();
                 let _ = write!(stdout, "{}", sanitize_text(text));
@@ -268,13 +289,15 @@ pub fn status(out: &Output) -> anyhow::Result<()> {
 }
 
 pub fn chat(args: &ChatArgs, out: &Output) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal() && !out.is_json();
     let send = |text: String| -> anyhow::Result<()> {
         let request = ControlRequest::Chat {
             agent: args.agent.clone(),
             conversation: args.conversation.clone(),
             text,
         };
-        match call(&request, out)? {
+        match call_asking(&request, out, interactive)? {
             ControlEvent::Reply { text } if out.is_json() => {
                 out.json(&ControlEvent::Reply { text });
             }
@@ -286,14 +309,17 @@ pub fn chat(args: &ChatArgs, out: &Output) -> anyhow::Result<()> {
     if let Some(message) = &args.message {
         return send(message.clone());
     }
-    let stdin = std::io::stdin();
-    let interactive = stdin.is_terminal();
     if interactive {
         out.warn("type a message and press Enter; Ctrl-D to leave");
     }
     let mut failed = false;
-    for line in stdin.lock().lines() {
-        let line = line.context("cannot read stdin")?;
+    loop {
+        // Not `lines()`: that holds stdin's lock, and an approval asked mid-turn reads it too.
+        let mut line = String::new();
+        if stdin.read_line(&mut line).context("cannot read stdin")? == 0 {
+            break;
+        }
+        let line = line.trim_end_matches(['\n', '\r']).to_owned();
         if line.trim().is_empty() {
             continue;
         }
@@ -310,44 +336,6 @@ pub fn chat(args: &ChatArgs, out: &Output) -> anyhow::Result<()> {
         bail!("some messages failed");
     }
     Ok(())
-}
-
-pub fn pending(out: &Output) -> anyhow::Result<()> {
-    let ControlEvent::Pending { items } = call(&ControlRequest::Pending, out)? else {
-        bail!("unexpected answer from the kernel");
-    };
-    if out.is_json() {
-        out.json(&items);
-        return Ok(());
-    }
-    if items.is_empty() {
-        out.line("nothing waits for approval");
-    }
-    for item in items {
-        out.line(format_args!(
-            "{}  level {}  {} wants {} {}",
-            item.id,
-            item.level,
-            item.agent,
-            item.action,
-            sanitize(&item.args.to_string())
-        ));
-        out.line(format_args!(
-            "          rules: {}; denied at {} unless answered",
-            item.rules.join(", "),
-            timestamp_ms(item.expires_ms)
-        ));
-    }
-    Ok(())
-}
-
-pub fn answer(id: &str, approve: bool, out: &Output) -> anyhow::Result<()> {
-    let request = if approve {
-        ControlRequest::Approve { id: id.to_owned() }
-    } else {
-        ControlRequest::Deny { id: id.to_owned() }
-    };
-    done(call(&request, out)?, out)
 }
 
 fn done(event: ControlEvent, out: &Output) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 
 mod audit;
 mod demo;
+mod hitl;
 mod kernel;
 mod memory;
 mod models;
@@ -28,10 +29,13 @@ pub enum Command {
     Chat(kernel::ChatArgs),
     /// Actions waiting for your approval.
     Pending,
-    /// Approve a pending action.
-    Approve(kernel::IdArg),
+    /// Approve a pending action (`--pin` or `--totp` for level 3; levels 4 and 5 in the console).
+    Approve(hitl::ApproveArgs),
     /// Deny a pending action.
     Deny(kernel::IdArg),
+    /// Humans in the loop: pull back, history, PIN, TOTP, the console's login link.
+    #[command(subcommand)]
+    Hitl(hitl::Command),
     /// Credentials the broker injects into tool calls.
     #[command(subcommand)]
     Secret(kernel::SecretCommand),
@@ -62,9 +66,10 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Up(args) => kernel::up(&args, out),
         Command::Status => kernel::status(out),
         Command::Chat(args) => kernel::chat(&args, out),
-        Command::Pending => kernel::pending(out),
-        Command::Approve(arg) => kernel::answer(&arg.id, true, out),
-        Command::Deny(arg) => kernel::answer(&arg.id, false, out),
+        Command::Pending => hitl::pending(out),
+        Command::Approve(args) => hitl::approve(&args, out),
+        Command::Deny(arg) => hitl::deny(&arg.id, out),
+        Command::Hitl(command) => hitl::run(command, out),
         Command::Secret(command) => kernel::secret(command, out),
         Command::Plugin(command) => kernel::plugin(command),
         Command::Vault(command) => vault::run(command, out),

@@ -3,9 +3,10 @@
 
 Usage: read_vault.py VAULT   (passphrase in P3AK_PASSPHRASE; ignored for unencrypted vaults)
 
-Prints JSON: {"encryption", "vault_id", "generation", "documents": [{id, title, tags, size,
-sha256}]}. Exits 1 with a message on any check that fails. It shares no code with the Rust
-implementation; the test suite compares the two.
+Prints JSON: {"encryption", "vault_id", "generation", "log", "canary", "documents": [{id,
+title, tags, size, sha256}]}; internal objects (a `space` in their metadata) are not documents,
+and the canary's check value is checked. Exits 1 with a message on any check that fails. It
+shares no code with the Rust implementation; the test suite compares the two.
 """
 import hashlib
 import hmac
@@ -171,12 +172,21 @@ def main(path):
         log["checkpoint_size"] = size
 
     out = []
+    canary = False
     for doc_id in order:
         if doc_id not in docs:
             continue
         meta, content = docs[doc_id]["meta"], docs[doc_id]["content"]
         if len(content) != meta["size"]:
             fail(f"size of {doc_id}")
+        if "space" in meta:
+            # An internal object (search index, canary): not a document, no fingerprint.
+            if meta["space"] == "vault-canary":
+                check = hashlib.sha256(b"p3ak vault v1 canary" + content[:32]).digest()
+                if len(content) != 64 or content[32:] != check:
+                    fail("the canary does not match its check value")
+                canary = True
+            continue
         fp_msg = b"p3ak vault v1 fingerprint" + content
         fp = hmac.new(ids_key, fp_msg, hashlib.sha256).hexdigest() if encrypted else hashlib.sha256(fp_msg).hexdigest()
         if fp != meta["fingerprint"]:
@@ -193,6 +203,7 @@ def main(path):
         "vault_id": vault_id.hex(),
         "generation": generation,
         "log": log,
+        "canary": canary,
         "documents": out,
     }))
 

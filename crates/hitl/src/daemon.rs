@@ -1,0 +1,831 @@
+//! The HITL daemon: `p3ak hitl run`, started by the kernel as its own process (under its own
+//! Unix user when the kernel runs as root), speaking [`wire`](crate::wire) frames over its
+//! stdin and stdout.
+//!
+//! [`Service`] is its state: the [`Desk`], the factor store, the spool and the channel to the
+//! kernel. Every operator request — from the CLI (relayed by the kernel from its control
+//! socket) or from the web console — goes through it, and it alone moves spool files forward
+//! and tells the kernel what was released. Every attempt, success, failure and lockout is sent
+//! to the kernel as an audit event (the kernel owns the audit log).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+
+use crate::HitlError;
+use crate::binding::{Binding, Request};
+use crate::desk::{Approved, Decided, Desk, Ending, Stage, View};
+use crate::factors::{CurrentFactor, Factors};
+use crate::level::{Factor, Proof};
+use crate::pin::Pin;
+use crate::spool::{self, Spool, SpoolKey};
+use crate::wire::{self, OperatorAnswer, OperatorRequest, Start, ToDaemon, ToKernel};
+
+/// What a [`Service`] is made of.
+pub struct ServiceOptions {
+    /// The spool (prepared).
+    pub spool: Spool,
+    /// This run's spool key.
+    pub spool_key: SpoolKey,
+    /// The factor store.
+    pub factors: Factors,
+}
+
+struct Inner {
+    desk: Desk,
+    factors: Factors,
+}
+
+/// The daemon's state, shared by the kernel channel, the timer and the console.
+pub struct Service {
+    inner: Mutex<Inner>,
+    spool: Spool,
+    key: SpoolKey,
+    to_kernel: mpsc::UnboundedSender<ToKernel>,
+    wake: Notify,
+    login: Mutex<Option<crate::console::LoginTokens>>,
+}
+
+impl Service {
+    /// A service, and the receiving end of what it tells the kernel.
+    pub fn new(
+        options: ServiceOptions,
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<ToKernel>), HitlError> {
+        let (to_kernel, receiver) = mpsc::unbounded_channel();
+        let service = Arc::new(Self {
+            inner: Mutex::new(Inner {
+                desk: Desk::new(),
+                factors: options.factors,
+            }),
+            spool: options.spool,
+            key: options.spool_key,
+            to_kernel,
+            wake: Notify::new(),
+            login: Mutex::new(None),
+        });
+        Ok((service, receiver))
+    }
+
+    fn inner(&self) -> Result<MutexGuard<'_, Inner>, HitlError> {
+        self.inner
+            .lock()
+            .map_err(|_| HitlError::Daemon("the daemon's state is poisoned".to_owned()))
+    }
+
+    /// Now, ms since the epoch.
+    #[must_use]
+    pub fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+
+    /// Records an event in the kernel's audit log.
+    pub fn audit(&self, event: &str, data: serde_json::Value) {
+        let _ = self.to_kernel.send(ToKernel::Audit {
+            event: event.to_owned(),
+            data,
+        });
+    }
+
+    /// Reads `staging/<category>/<id>` and puts it on the desk. A file that does not open,
+    /// or that was staged before, is moved to `rejected/` and refused.
+    pub fn admit_staged(&self, id: &str, category: &str) -> Result<View, HitlError> {
+        let admitted = self.read_staged(id, category).and_then(|request| {
+            let mut inner = self.inner()?;
+            inner.desk.admit(request, now_ms())
+        });
+        match admitted {
+            Ok(view) => {
+                self.audit(
+                    "hitl.staged",
+                    json!({
+                        "id": view.request.id, "agent": view.request.agent,
+                        "action": view.request.action, "level": view.request.level,
+                        "category": view.request.category, "binding": view.binding,
+                        "expires_ms": view.request.expires_ms,
+                    }),
+                );
+                self.wake.notify_one();
+                Ok(view)
+            }
+            Err(e) => {
+                if crate::binding::is_token(id, 64) && crate::binding::is_token(category, 64) {
+                    let _ = spool::move_file(
+                        &self.spool.category(category).join(id),
+                        &self.spool.rejected(),
+                    );
+                }
+                self.audit(
+                    "hitl.staged.refused",
+                    json!({"id": id, "category": category, "error": e.to_string()}),
+                );
+                let _ = self.to_kernel.send(ToKernel::Refused {
+                    id: id.to_owned(),
+                    ending: "invalid".to_owned(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn read_staged(&self, id: &str, category: &str) -> Result<Request, HitlError> {
+        for value in [id, category] {
+            if !crate::binding::is_token(value, 64) {
+                return Err(HitlError::InvalidRequest {
+                    id: id.to_owned(),
+                    reason: format!("`{value}` is not a spool name"),
+                });
+            }
+        }
+        let path = self.spool.category(category).join(id);
+        let bytes = spool::read_file(&path)?;
+        self.key.open(&bytes, category, id, &path)
+    }
+
+    /// Everything on the desk.
+    #[must_use]
+    pub fn list(&self) -> Vec<View> {
+        self.inner().map(|i| i.desk.list()).unwrap_or_default()
+    }
+
+    /// One item.
+    #[must_use]
+    pub fn get(&self, id: &str) -> Option<View> {
+        self.inner().ok().and_then(|i| i.desk.get(id))
+    }
+
+    /// Decided items, newest first.
+    #[must_use]
+    pub fn history(&self) -> Vec<Decided> {
+        self.inner().map(|i| i.desk.history()).unwrap_or_default()
+    }
+
+    /// One approval of `id` (which must be the action `binding` names) with a verified proof.
+    pub fn approve(
+        &self,
+        id: &str,
+        binding: &Binding,
+        proof: Proof,
+    ) -> Result<Approved, HitlError> {
+        self.tick();
+        let (factor, channel) = (proof.factor(), proof.channel().to_owned());
+        let now = now_ms();
+        let result = {
+            let mut inner = self.inner()?;
+            let result = inner.desk.approve(id, binding, proof, now);
+            let view = inner.desk.get(id);
+            result.map(|approved| (approved, view))
+        };
+        let (approved, view) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                let e = match e {
+                    HitlError::Unknown(_) if self.ended_as(id, Ending::Expired) => {
+                        HitlError::Expired(id.to_owned())
+                    }
+                    e => e,
+                };
+                self.audit(
+                    "hitl.approval.refused",
+                    json!({"id": id, "factor": factor, "channel": channel, "error": e.to_string()}),
+                );
+                return Err(e);
+            }
+        };
+        match &approved {
+            Approved::NeedsAnother => {
+                self.audit(
+                    "hitl.confirmation",
+                    json!({"id": id, "factor": factor, "channel": channel, "confirmed": 1, "needed": 2}),
+                );
+            }
+            Approved::Approved { release_ms } => {
+                let category = view
+                    .as_ref()
+                    .map(|v| v.request.category.clone())
+                    .unwrap_or_default();
+                let from = self.spool.category(&category).join(id);
+                if let Err(e) = spool::move_file(&from, &self.spool.outbox()) {
+                    // The staged file is gone or moved: nothing may run.
+                    let ended = self.inner().ok().and_then(|mut i| i.desk.withdraw(id, now));
+                    self.audit(
+                        "hitl.approval.failed",
+                        json!({"id": id, "error": e.to_string()}),
+                    );
+                    let _ = self.to_kernel.send(ToKernel::Refused {
+                        id: id.to_owned(),
+                        ending: "spool".to_owned(),
+                    });
+                    drop(ended);
+                    return Err(e);
+                }
+                self.audit(
+                    "hitl.approval",
+                    json!({
+                        "id": id, "factor": factor, "channel": channel,
+                        "factors": view.as_ref().map(|v| v.confirmations.iter().map(|c| c.factor).collect::<Vec<_>>()),
+                        "release_ms": release_ms, "undo_window_ms": release_ms.saturating_sub(now),
+                    }),
+                );
+                self.wake.notify_one();
+                if *release_ms <= now {
+                    self.tick();
+                }
+            }
+        }
+        Ok(approved)
+    }
+
+    fn ended_as(&self, id: &str, ending: Ending) -> bool {
+        self.history()
+            .iter()
+            .any(|d| d.request.id == id && d.ending == ending)
+    }
+
+    /// The operator's no.
+    pub fn deny(&self, id: &str, channel: &str) -> Result<Decided, HitlError> {
+        self.tick();
+        let decided = self.inner()?.desk.deny(id, now_ms());
+        self.conclude_answer(decided, channel, "hitl.deny.refused")
+    }
+
+    /// Cancels an approved action in its undo window.
+    pub fn pull_back(&self, id: &str, channel: &str) -> Result<Decided, HitlError> {
+        self.tick();
+        let decided = self.inner()?.desk.pull_back(id, now_ms());
+        self.conclude_answer(decided, channel, "hitl.pullback.refused")
+    }
+
+    fn conclude_answer(
+        &self,
+        decided: Result<Decided, HitlError>,
+        channel: &str,
+        refused_event: &str,
+    ) -> Result<Decided, HitlError> {
+        match decided {
+            Ok(decided) => {
+                self.conclude(&decided, channel);
+                Ok(decided)
+            }
+            Err(e) => {
+                self.audit(
+                    refused_event,
+                    json!({"channel": channel, "error": e.to_string()}),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// The kernel stopped waiting.
+    pub fn withdraw(&self, id: &str) {
+        let decided = self
+            .inner()
+            .ok()
+            .and_then(|mut i| i.desk.withdraw(id, now_ms()));
+        if let Some(decided) = decided {
+            self.conclude(&decided, "kernel");
+        }
+    }
+
+    /// Ends what is due: expiries and releases.
+    pub fn tick(&self) {
+        let ended = self
+            .inner()
+            .map(|mut i| i.desk.tick(now_ms()))
+            .unwrap_or_default();
+        for decided in ended {
+            self.conclude(&decided, "timer");
+        }
+    }
+
+    /// When the timer should look again.
+    fn next_due_ms(&self) -> Option<i64> {
+        self.inner().ok().and_then(|i| i.desk.next_due_ms())
+    }
+
+    /// Moves the ended item's file and tells the kernel.
+    fn conclude(&self, decided: &Decided, channel: &str) {
+        let id = decided.request.id.as_str();
+        let staged = self.spool.category(&decided.request.category).join(id);
+        let outbox = self.spool.outbox().join(id);
+        let factors: Vec<String> = decided
+            .confirmations
+            .iter()
+            .map(|c| c.factor.to_string())
+            .collect();
+        let (event, refused) = match decided.ending {
+            Ending::Released => match self.release(decided, &outbox) {
+                Ok(request) => {
+                    self.audit(
+                        "hitl.released",
+                        json!({"id": id, "binding": decided.binding, "factors": factors}),
+                    );
+                    let _ = self.to_kernel.send(ToKernel::Released {
+                        request,
+                        binding: decided.binding,
+                        factors,
+                    });
+                    return;
+                }
+                Err(e) => {
+                    let _ = spool::move_file(&outbox, &self.spool.rejected());
+                    self.audit(
+                        "hitl.release.failed",
+                        json!({"id": id, "error": e.to_string()}),
+                    );
+                    ("hitl.release.failed", "unreadable")
+                }
+            },
+            Ending::PulledBack => {
+                let moved = spool::move_file(&outbox, &self.spool.rejected());
+                self.audit(
+                    "hitl.pulled_back",
+                    json!({"id": id, "channel": channel, "moved": moved.is_ok()}),
+                );
+                ("hitl.pulled_back", "pulled_back")
+            }
+            ending @ (Ending::Denied | Ending::Expired | Ending::Withdrawn) => {
+                let moved = spool::move_file(&staged, &self.spool.rejected());
+                let (event, word) = match ending {
+                    Ending::Denied => ("hitl.denied", "denied"),
+                    Ending::Expired => ("hitl.expired", "expired"),
+                    _ => ("hitl.withdrawn", "withdrawn"),
+                };
+                self.audit(
+                    event,
+                    json!({"id": id, "channel": channel, "moved": moved.is_ok()}),
+                );
+                (event, word)
+            }
+        };
+        let _ = event;
+        let _ = self.to_kernel.send(ToKernel::Refused {
+            id: id.to_owned(),
+            ending: refused.to_owned(),
+        });
+    }
+
+    /// Reads the approved action back from `outbox/` (what the executor runs is what was
+    /// approved), checks its binding, and moves it to `sent/`.
+    fn release(&self, decided: &Decided, outbox: &std::path::Path) -> Result<Request, HitlError> {
+        let bytes = spool::read_file(outbox)?;
+        let request = self.key.open(
+            &bytes,
+            &decided.request.category,
+            &decided.request.id,
+            outbox,
+        )?;
+        if !request.binding().matches(&decided.binding) {
+            return Err(HitlError::Mismatch {
+                id: decided.request.id.clone(),
+            });
+        }
+        spool::move_file(outbox, &self.spool.sent())?;
+        Ok(request)
+    }
+
+    /// Checks a PIN: the L3 proof. Audited; wrong tries count towards the lockout.
+    pub fn verify_pin(&self, pin: &Pin, channel: &str) -> Result<Proof, HitlError> {
+        let result = self
+            .inner()
+            .and_then(|mut i| i.factors.verify_pin(pin, channel, now_ms()));
+        self.audit_factor(Factor::Pin, channel, result.as_ref().err());
+        result
+    }
+
+    /// Checks a TOTP code: the headless L3 proof.
+    pub fn verify_totp(&self, code: &str, channel: &str) -> Result<Proof, HitlError> {
+        let result = self
+            .inner()
+            .and_then(|mut i| i.factors.verify_totp(code, channel, now_ms()));
+        self.audit_factor(Factor::Totp, channel, result.as_ref().err());
+        result
+    }
+
+    /// Checks the PIN half of a level 5 approval.
+    pub fn check_pin_for_webauthn(&self, pin: &Pin, channel: &str) -> Result<(), HitlError> {
+        let result = self
+            .inner()
+            .and_then(|mut i| i.factors.verify_pin_for_webauthn(pin, now_ms()));
+        self.audit_factor(Factor::WebAuthnAndPin, channel, result.as_ref().err());
+        result
+    }
+
+    fn audit_factor(&self, factor: Factor, channel: &str, error: Option<&HitlError>) {
+        match error {
+            None => self.audit(
+                "hitl.factor.ok",
+                json!({"factor": factor, "channel": channel}),
+            ),
+            Some(HitlError::LockedOut { seconds }) => self.audit(
+                "hitl.factor.locked",
+                json!({"factor": factor, "channel": channel, "locked_secs": seconds}),
+            ),
+            Some(e) => self.audit(
+                "hitl.factor.failed",
+                json!({"factor": factor, "channel": channel, "error": e.to_string()}),
+            ),
+        }
+    }
+
+    /// Works on the factor store (the console's passkeys).
+    pub fn with_factors<T>(
+        &self,
+        f: impl FnOnce(&mut Factors) -> Result<T, HitlError>,
+    ) -> Result<T, HitlError> {
+        let mut inner = self.inner()?;
+        f(&mut inner.factors)
+    }
+
+    /// Sets where fresh console login links come from.
+    pub fn set_login(&self, login: crate::console::LoginTokens) {
+        if let Ok(mut slot) = self.login.lock() {
+            *slot = Some(login);
+        }
+    }
+
+    /// Answers an operator's request relayed by the kernel.
+    pub fn operator(&self, request: &OperatorRequest, channel: &str) -> OperatorAnswer {
+        match self.operator_inner(request, channel) {
+            Ok(answer) => answer,
+            Err(e) => OperatorAnswer::Error {
+                message: e.to_string(),
+            },
+        }
+    }
+
+    fn operator_inner(
+        &self,
+        request: &OperatorRequest,
+        channel: &str,
+    ) -> Result<OperatorAnswer, HitlError> {
+        let done = |message: String| Ok(OperatorAnswer::Done { message });
+        match request {
+            OperatorRequest::Pending => {
+                self.tick();
+                Ok(OperatorAnswer::Pending { items: self.list() })
+            }
+            OperatorRequest::History => Ok(OperatorAnswer::History {
+                items: self.history(),
+            }),
+            OperatorRequest::Approve { id, pin, totp } => {
+                self.tick();
+                let view = self.get(id).ok_or_else(|| {
+                    if self.ended_as(id, Ending::Expired) {
+                        HitlError::Expired(id.clone())
+                    } else {
+                        HitlError::Unknown(id.clone())
+                    }
+                })?;
+                let proof = match (pin, totp) {
+                    (Some(pin), _) => self.verify_pin(&Pin::new(pin.clone())?, channel)?,
+                    (None, Some(code)) => self.verify_totp(code, channel)?,
+                    (None, None) => Proof::operator_yes(channel),
+                };
+                match self.approve(id, &view.binding, proof)? {
+                    Approved::NeedsAnother => done(format!(
+                        "confirmation 1 of 2 given for `{id}` ({}); approve once more to confirm",
+                        view.request.action
+                    )),
+                    Approved::Approved { release_ms } => {
+                        let wait = release_ms.saturating_sub(now_ms());
+                        if wait > 0 {
+                            done(format!(
+                                "approved `{id}`: {} for agent {}; it runs in {} s unless you pull it back (`p3ak hitl pullback {id}`)",
+                                view.request.action,
+                                view.request.agent,
+                                (wait + 999) / 1000
+                            ))
+                        } else {
+                            done(format!(
+                                "approved `{id}`: {} for agent {}",
+                                view.request.action, view.request.agent
+                            ))
+                        }
+                    }
+                }
+            }
+            OperatorRequest::Deny { id } => {
+                let d = self.deny(id, channel)?;
+                done(format!(
+                    "denied `{id}`: {} for agent {}",
+                    d.request.action, d.request.agent
+                ))
+            }
+            OperatorRequest::PullBack { id } => {
+                let d = self.pull_back(id, channel)?;
+                done(format!(
+                    "pulled back `{id}`: {} for agent {} will not run",
+                    d.request.action, d.request.agent
+                ))
+            }
+            OperatorRequest::PinSet {
+                pin,
+                current,
+                current_totp,
+            } => {
+                let new = Pin::new(pin.clone())?;
+                let current_pin = current.clone().map(Pin::new).transpose()?;
+                let proof = current_factor(current_pin.as_ref(), current_totp.as_deref());
+                let result = self
+                    .inner()
+                    .and_then(|mut i| i.factors.set_pin_with(&new, proof, now_ms()));
+                match &result {
+                    Ok(()) => self.audit("hitl.pin.set", json!({"channel": channel})),
+                    Err(e) => self.audit(
+                        "hitl.pin.set.refused",
+                        json!({"channel": channel, "error": e.to_string()}),
+                    ),
+                }
+                result?;
+                done("PIN set".to_owned())
+            }
+            OperatorRequest::TotpEnroll { pin, totp } => {
+                let pin = pin.clone().map(Pin::new).transpose()?;
+                let proof = current_factor(pin.as_ref(), totp.as_deref());
+                let result = self.inner().and_then(|mut i| {
+                    i.factors
+                        .totp_begin_enrollment_with("operator", proof, now_ms())
+                });
+                match &result {
+                    Ok(_) => self.audit("hitl.totp.enroll", json!({"channel": channel})),
+                    Err(e) => self.audit(
+                        "hitl.totp.enroll.refused",
+                        json!({"channel": channel, "error": e.to_string()}),
+                    ),
+                }
+                let enrollment = result?;
+                Ok(OperatorAnswer::Enrollment {
+                    uri: enrollment.uri.clone(),
+                    secret: enrollment.secret_base32.clone(),
+                })
+            }
+            OperatorRequest::TotpConfirm { code } => {
+                let result = self
+                    .inner()
+                    .and_then(|mut i| i.factors.totp_confirm(code, now_ms()));
+                match &result {
+                    Ok(()) => self.audit("hitl.totp.active", json!({"channel": channel})),
+                    Err(e) => self.audit(
+                        "hitl.totp.confirm.refused",
+                        json!({"channel": channel, "error": e.to_string()}),
+                    ),
+                }
+                result?;
+                done("TOTP is active: `p3ak approve ID --totp` takes a code for level 3".to_owned())
+            }
+            OperatorRequest::Login => {
+                let link = self
+                    .login
+                    .lock()
+                    .ok()
+                    .and_then(|l| l.as_ref().map(crate::console::LoginTokens::link))
+                    .transpose()?
+                    .ok_or_else(|| {
+                        HitlError::Daemon("the web console is not running".to_owned())
+                    })?;
+                self.audit("hitl.console.link", json!({"channel": channel}));
+                done(link)
+            }
+            OperatorRequest::Factors => {
+                let inner = self.inner()?;
+                let f = &inner.factors;
+                done(format!(
+                    "PIN: {}; TOTP: {}; security keys: {}",
+                    if f.pin_is_set() {
+                        "set"
+                    } else {
+                        "not set (`p3ak hitl pin set`)"
+                    },
+                    if f.totp_is_active() {
+                        "active"
+                    } else {
+                        "not set up"
+                    },
+                    f.passkeys().len()
+                ))
+            }
+        }
+    }
+
+    /// Runs the timer until the service is dropped elsewhere: expiries and releases happen on
+    /// time even when nobody asks.
+    pub async fn run_timer(self: Arc<Self>) {
+        loop {
+            self.tick();
+            let wait = self.next_due_ms().map_or(Duration::from_secs(3600), |due| {
+                Duration::from_millis(u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0))
+            });
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Moves what a previous run left in `staging/` and `outbox/` to `rejected/`: its turns
+    /// are gone, and its key with them.
+    pub fn sweep_previous_run(&self) -> usize {
+        let mut moved = 0;
+        let mut dirs = vec![self.spool.outbox()];
+        if let Ok(entries) = std::fs::read_dir(self.spool.staging()) {
+            dirs.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+        }
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                if spool::move_file(&entry.path(), &self.spool.rejected()).is_ok() {
+                    moved += 1;
+                }
+            }
+        }
+        if moved > 0 {
+            self.audit("hitl.swept", json!({"moved_to_rejected": moved}));
+        }
+        moved
+    }
+}
+
+/// `p3ak hitl run`: reads the start frame, then serves the kernel until it says stop or
+/// closes the pipe.
+pub async fn run<R, W>(mut input: R, mut output: W) -> Result<(), HitlError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut reader = FrameReader::new();
+    let start: Start = reader
+        .next(&mut input)
+        .await?
+        .ok_or_else(|| HitlError::Daemon("the kernel sent no start frame".to_owned()))?;
+    let home = std::path::PathBuf::from(&start.home);
+    let spool = Spool::new(home.join("spool"));
+    spool.prepare(&start.categories, None)?;
+    let state_key = p3ak_crypto::Key::from_slice(&zeroize::Zeroizing::new(
+        hex::decode(&start.state_key)
+            .map_err(|_| HitlError::Daemon("the state key is not hex".to_owned()))?,
+    ))?;
+    let factors = Factors::open(&home.join("hitl"), &state_key)?;
+    let (service, mut to_kernel) = Service::new(ServiceOptions {
+        spool,
+        spool_key: SpoolKey::from_hex(&start.spool_key)?,
+        factors,
+    })?;
+    service.sweep_previous_run();
+
+    let (stop_console, console_stopped) = tokio::sync::watch::channel(false);
+    let mut console_address = None;
+    if let Some(listen) = &start.console {
+        let settings =
+            crate::console::ConsoleSettings::from_start(listen, start.console_origin.as_deref())?;
+        let login = crate::console::LoginTokens::new(settings.origin.clone());
+        if let Some(token) = &start.login_token {
+            login.add(token)?;
+        }
+        service.set_login(login.clone());
+        let console = crate::console::bind(settings).await?;
+        console_address = Some(console.local_addr().to_string());
+        let service = Arc::clone(&service);
+        let mut stopped = console_stopped.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = console.serve(service, login, shutdown).await {
+                tracing::error!("console stopped: {e}");
+            }
+        });
+    }
+    drop(start);
+
+    let writer = tokio::spawn(async move {
+        while let Some(message) = to_kernel.recv().await {
+            let Ok(payload) = serde_json::to_vec(&message) else {
+                continue;
+            };
+            let Ok(frame) = p3ak_proto::encode_payload(&payload, wire::MAX_FRAME) else {
+                continue;
+            };
+            if output.write_all(&frame).await.is_err() || output.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let _ = service.to_kernel.send(ToKernel::Ready {
+        console: console_address,
+    });
+    let timer = tokio::spawn(Arc::clone(&service).run_timer());
+
+    let result = loop {
+        let message: ToDaemon = match reader.next(&mut input).await {
+            Ok(Some(message)) => message,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        match message {
+            ToDaemon::Staged { id, category } => {
+                let _ = service.admit_staged(&id, &category);
+            }
+            ToDaemon::Withdraw { id } => service.withdraw(&id),
+            ToDaemon::Operator {
+                call,
+                channel,
+                request,
+            } => {
+                let answer = {
+                    let service = Arc::clone(&service);
+                    tokio::task::spawn_blocking(move || service.operator(&request, &channel))
+                        .await
+                        .unwrap_or_else(|e| OperatorAnswer::Error {
+                            message: format!("the daemon's task failed: {e}"),
+                        })
+                };
+                let _ = service.to_kernel.send(ToKernel::Answer { call, answer });
+            }
+            ToDaemon::Shutdown => break Ok(()),
+        }
+    };
+    timer.abort();
+    stop_console.send_replace(true);
+    // Whatever still waits is withdrawn: the kernel is going away.
+    for view in service.list() {
+        if matches!(view.stage, Stage::Waiting { .. } | Stage::Approved { .. }) {
+            service.withdraw(&view.request.id);
+        }
+    }
+    drop(service);
+    let _ = writer.await;
+    result
+}
+
+/// Reads length-prefixed JSON frames.
+pub struct FrameReader {
+    decoder: p3ak_proto::FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameReader {
+    /// A reader with the wire's frame limit.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            decoder: p3ak_proto::FrameDecoder::new(wire::MAX_FRAME),
+            buf: vec![0u8; 64 * 1024],
+        }
+    }
+
+    /// The next frame as `T`; `None` at a clean end of input.
+    pub async fn next<T: serde::de::DeserializeOwned, R: AsyncRead + Unpin>(
+        &mut self,
+        input: &mut R,
+    ) -> Result<Option<T>, HitlError> {
+        loop {
+            if let Some(payload) = self
+                .decoder
+                .next_frame()
+                .map_err(|e| HitlError::Daemon(format!("bad frame: {e}")))?
+            {
+                let payload = zeroize::Zeroizing::new(payload);
+                return serde_json::from_slice(&payload)
+                    .map(Some)
+                    .map_err(|e| HitlError::Daemon(format!("bad message: {e}")));
+            }
+            let n = input
+                .read(&mut self.buf)
+                .await
+                .map_err(HitlError::io("cannot read the channel"))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.decoder.push(self.buf.get(..n).unwrap_or_default());
+        }
+    }
+}
+
+fn current_factor<'a>(pin: Option<&'a Pin>, totp: Option<&'a str>) -> Option<CurrentFactor<'a>> {
+    match (pin, totp) {
+        (Some(pin), _) => Some(CurrentFactor::Pin(pin)),
+        (None, Some(code)) => Some(CurrentFactor::Totp(code)),
+        (None, None) => None,
+    }
+}
+
+/// Now, ms since the epoch.
+#[must_use]
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
