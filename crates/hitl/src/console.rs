@@ -44,7 +44,7 @@ use zeroize::Zeroize;
 
 use crate::HitlError;
 use crate::binding::Binding;
-use crate::daemon::Service;
+use crate::daemon::{Answer, Service};
 use crate::desk::Approved;
 use crate::level::{Factor, Proof};
 use crate::pin::Pin;
@@ -857,46 +857,23 @@ fn approved_message(
 }
 
 async fn deny(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let (who, form) = match posted(&app, &headers, &body) {
-        Ok(ok) => ok,
-        Err(refused) => return *refused,
-    };
-    let service = Arc::clone(&app.service);
-    let channel = who.channel.clone();
-    let id = form.id.clone();
-    let result = blocking(move || service.deny(&id, &channel)).await;
-    match result {
-        Ok(d) => app.flash(
-            &who,
-            true,
-            format!(
-                "denied `{}`: {} for agent {}",
-                form.id, d.request.action, d.request.agent
-            ),
-        ),
-        Err(e) => app.flash(&who, false, e.to_string()),
-    }
-    see_other("/")
+    answer(&app, &headers, &body, Answer::Deny).await
 }
 
 async fn pull_back(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let (who, form) = match posted(&app, &headers, &body) {
+    answer(&app, &headers, &body, Answer::PullBack).await
+}
+
+async fn answer(app: &Shared, headers: &HeaderMap, body: &Bytes, answer: Answer) -> Response {
+    let (who, form) = match posted(app, headers, body) {
         Ok(ok) => ok,
         Err(refused) => return *refused,
     };
     let service = Arc::clone(&app.service);
     let channel = who.channel.clone();
     let id = form.id.clone();
-    let result = blocking(move || service.pull_back(&id, &channel)).await;
-    match result {
-        Ok(d) => app.flash(
-            &who,
-            true,
-            format!(
-                "pulled back `{}`: {} for agent {} will not run",
-                form.id, d.request.action, d.request.agent
-            ),
-        ),
+    match blocking(move || service.answer(answer, &id, &channel)).await {
+        Ok(message) => app.flash(&who, true, message),
         Err(e) => app.flash(&who, false, e.to_string()),
     }
     see_other("/")

@@ -24,6 +24,15 @@ use crate::pin::Pin;
 use crate::spool::{self, Spool, SpoolKey};
 use crate::wire::{self, OperatorAnswer, OperatorRequest, Start, ToDaemon, ToKernel};
 
+/// An operator's answer other than an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// No, for a waiting item.
+    Deny,
+    /// Cancel an approved item in its undo window.
+    PullBack,
+}
+
 /// What a [`Service`] is made of.
 pub struct ServiceOptions {
     /// The spool (prepared).
@@ -279,6 +288,23 @@ impl Service {
         }
     }
 
+    /// Denies a waiting item or pulls back an approved one; says what was done.
+    pub fn answer(&self, answer: Answer, id: &str, channel: &str) -> Result<String, HitlError> {
+        let (d, done) = match answer {
+            Answer::Deny => (self.deny(id, channel)?, "denied"),
+            Answer::PullBack => (self.pull_back(id, channel)?, "pulled back"),
+        };
+        let tail = if answer == Answer::PullBack {
+            " will not run"
+        } else {
+            ""
+        };
+        Ok(format!(
+            "{done} `{id}`: {} for agent {}{tail}",
+            d.request.action, d.request.agent
+        ))
+    }
+
     /// The kernel stopped waiting.
     pub fn withdraw(&self, id: &str) {
         let decided = self
@@ -508,20 +534,8 @@ impl Service {
                     }
                 }
             }
-            OperatorRequest::Deny { id } => {
-                let d = self.deny(id, channel)?;
-                done(format!(
-                    "denied `{id}`: {} for agent {}",
-                    d.request.action, d.request.agent
-                ))
-            }
-            OperatorRequest::PullBack { id } => {
-                let d = self.pull_back(id, channel)?;
-                done(format!(
-                    "pulled back `{id}`: {} for agent {} will not run",
-                    d.request.action, d.request.agent
-                ))
-            }
+            OperatorRequest::Deny { id } => done(self.answer(Answer::Deny, id, channel)?),
+            OperatorRequest::PullBack { id } => done(self.answer(Answer::PullBack, id, channel)?),
             OperatorRequest::PinSet {
                 pin,
                 current,
@@ -681,25 +695,14 @@ where
     let (stop_console, console_stopped) = tokio::sync::watch::channel(false);
     let mut console_address = None;
     if let Some(listen) = &start.console {
-        let settings =
-            crate::console::ConsoleSettings::from_start(listen, start.console_origin.as_deref())?;
-        let login = crate::console::LoginTokens::new(settings.origin.clone());
-        if let Some(token) = &start.login_token {
-            login.add(token)?;
-        }
-        service.set_login(login.clone());
-        let console = crate::console::bind(settings).await?;
-        console_address = Some(console.local_addr().to_string());
-        let service = Arc::clone(&service);
-        let mut stopped = console_stopped.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = console.serve(service, login, shutdown).await {
-                tracing::error!("console stopped: {e}");
+        match start_console(&service, listen, &start, console_stopped.clone()).await {
+            Ok(address) => console_address = Some(address),
+            Err(e) => {
+                // Not fatal: the CLI still approves levels 1 and 3; `p3ak up` says what failed.
+                tracing::error!("the web console does not run: {e}");
+                service.audit("hitl.console.failed", json!({"error": e.to_string()}));
             }
-        });
+        }
     }
     drop(start);
 
@@ -761,6 +764,34 @@ where
     drop(service);
     let _ = writer.await;
     result
+}
+
+async fn start_console(
+    service: &Arc<Service>,
+    listen: &str,
+    start: &Start,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<String, HitlError> {
+    let mut settings =
+        crate::console::ConsoleSettings::from_start(listen, start.console_origin.as_deref())?;
+    settings.allow_public = start.console_public;
+    let console = crate::console::bind(settings).await?;
+    let login = crate::console::LoginTokens::new(console.origin().clone());
+    if let Some(token) = &start.login_token {
+        login.add(token)?;
+    }
+    service.set_login(login.clone());
+    let address = console.local_addr().to_string();
+    let service = Arc::clone(service);
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = console.serve(service, login, shutdown).await {
+            tracing::error!("console stopped: {e}");
+        }
+    });
+    Ok(address)
 }
 
 /// Reads length-prefixed JSON frames.

@@ -28,6 +28,9 @@ pub struct Start {
     /// The origin the console is reached at (`http://localhost:7325`).
     #[serde(default)]
     pub console_origin: Option<String>,
+    /// Whether a non-loopback console address is allowed (`[hitl] console_public`).
+    #[serde(default)]
+    pub console_public: bool,
     /// The one-time login token `p3ak up` printed.
     #[serde(default)]
     pub login_token: Option<String>,

@@ -6,7 +6,7 @@
 //! only the kernel holds them.
 
 use std::collections::HashMap;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -133,6 +133,7 @@ impl HitlLink {
             categories,
             console: console.map(|a| a.to_string()),
             console_origin: settings.console_origin.clone(),
+            console_public: settings.console_public,
             login_token: login_token.as_ref().map(|t| t.to_string()),
         };
         write_frame(&mut stdin, &start_frame).await?;
@@ -492,22 +493,11 @@ fn prepare_dirs(
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), KernelError> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(KernelError::io(
-        format!("cannot set the mode of `{}`", path.display()),
-    ))
+    crate::host::sandboxing::set_mode(path, mode).map_err(KernelError::Hitl)
 }
 
 /// Directories above the home that belong to the kernel's user get search permission for
 /// others (never read), so the daemon's user can reach the spool.
 fn traversable_ancestors(path: &Path) -> Result<(), KernelError> {
-    let me = rustix::process::geteuid().as_raw();
-    for dir in path.ancestors().skip(1) {
-        let Ok(meta) = std::fs::metadata(dir) else {
-            continue;
-        };
-        if meta.mode() & 0o001 == 0 && meta.uid() == me {
-            set_mode(dir, (meta.mode() & 0o7777) | 0o001)?;
-        }
-    }
-    Ok(())
+    crate::host::sandboxing::traversable_ancestors(path).map_err(KernelError::Hitl)
 }

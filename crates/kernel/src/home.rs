@@ -215,6 +215,13 @@ default_agent = "assistant"
 # sandbox = "enforce"
 # plugin_ids = [61000, 61999]
 
+# Approvals: the web console (levels 2, 4 and 5 are given there; `p3ak up` prints a one-time
+# login link). "off" turns it off; a non-loopback address needs console_public = true.
+# [hitl]
+# console = "127.0.0.1:7325"
+# console_origin = "http://localhost:7325"   # WebAuthn needs a host name, not an IP address
+# ids = [60990, 60991]                       # as root: the daemon's uid, the kernel's spool uid
+
 # Plugins. First-party ones name a `builtin`; third-party ones give a `path` to an
 # executable (any language: see docs/protocol.md). `config` is handed to the plugin.
 [plugins.files]
@@ -274,6 +281,9 @@ read:
 
 write:
   # Level 1 waits for your yes: `p3ak pending`, then `p3ak approve ID` or `p3ak deny ID`.
+  # Level 2 is a tap in the web console, 3 your PIN (`p3ak approve ID --pin`), 4 a security
+  # key in the console, 5 a security key with your PIN, twice. `crawfish: 10m` adds an undo
+  # window after approval (`p3ak hitl pullback ID`).
   files.write: { level: 1, timeout: 10m }
   vault.write: { level: 1, timeout: 10m }
 

@@ -1628,7 +1628,7 @@ pub mod sandboxing {
         Ok(())
     }
 
-    fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("cannot set the mode of `{}`: {e}", path.display()))
     }
@@ -1659,7 +1659,7 @@ pub mod sandboxing {
     /// A plugin's user must be able to walk from `/` to its files: directories on the way
     /// that belong to the kernel's user get search permission for others (not read: nothing
     /// can be listed). Others' directories are left alone.
-    fn traversable_ancestors(path: &Path) -> Result<(), String> {
+    pub(crate) fn traversable_ancestors(path: &Path) -> Result<(), String> {
         let me = rustix::process::geteuid().as_raw();
         for dir in path.ancestors() {
             let Ok(meta) = std::fs::metadata(dir) else {

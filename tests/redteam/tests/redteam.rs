@@ -16,7 +16,7 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,19 +120,12 @@ impl Kernel {
             {"content": "served"},
         ]});
         std::fs::write(home.join("script.json"), script.to_string()).unwrap();
-        // A stand-in for the HITL outbox (its own issue): 0700, the kernel's user only.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(home.join("spool/outbox"))
-            .unwrap();
-        std::fs::write(home.join("spool/outbox/approved.json"), "{}").unwrap();
         let hostile = env!("CARGO_BIN_EXE_hostile");
         let mut args = vec!["attack".to_owned(), attack.to_owned()];
         args.extend(extra_args.iter().cloned());
         let config = format!(
             "[kernel]\nping_interval = \"1s\"\nping_timeout = \"2s\"\nrestart_limit = 2\n\
-             tool_timeout = \"5s\"\n\n\
+             tool_timeout = \"5s\"\n\n[hitl]\nconsole = \"off\"\n\n\
              [plugins.model]\nbuiltin = \"scripted\"\n\
              config = {{ script = \"script.json\", record = \"requests.jsonl\" }}\n\n\
              [plugins.benign]\npath = \"{hostile}\"\nargs = [\"benign\"]\n\
@@ -382,11 +375,12 @@ fn invariant_i7_the_hitl_outbox_cannot_be_listed_or_written() {
             "{:?}",
             entries(&audit, "sandbox.denied")
         );
+        // The real outbox (the approval daemon's, 0700): the attack put nothing there.
         let names: Vec<_> = std::fs::read_dir(k.home().join("spool/outbox"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("approved.json")]);
+        assert!(names.is_empty(), "the outbox holds {names:?}");
     }
 }
 
