@@ -1348,3 +1348,57 @@ fn the_scheduled_rekey_runs_once_approved_and_the_canary_reads_back() {
         &k.home().join("vaults/memory.vault").display().to_string(),
     ]);
 }
+
+#[test]
+fn invariant_i8_a_totp_code_approves_level_three_once() {
+    let policy = FILES_POLICY.replace("level: 1", "level: 3");
+    let mut k = Kernel::new(
+        &policy,
+        script(vec![
+            tools(vec![call(
+                "files__write",
+                serde_json::json!({"path": "totp.txt", "content": "headless"}),
+            )]),
+            say("ok"),
+        ]),
+        "",
+    );
+    k.up();
+    let enrolled: serde_json::Value =
+        serde_json::from_str(&k.ok(&["hitl", "totp", "enroll", "--json"])).unwrap();
+    let secret = enrolled["secret"].as_str().unwrap().to_owned();
+    assert!(
+        enrolled["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
+    let now_ms = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    let code = p3ak_hitl::totp::code_for(&secret, now_ms()).unwrap();
+    k.ok(&["hitl", "totp", "confirm", &code]);
+    let chat = chat_in_background(&k, "write it");
+    let id = k.wait_pending(1)[0]["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The confirming code is spent; the next step's code (within the allowed skew) approves.
+    let spent = k.run_stdin(&["approve", &id, "--totp"], &format!("{code}\n"));
+    assert!(!spent.status.success(), "a used code approved");
+    let next = p3ak_hitl::totp::code_for(&secret, now_ms() + 30_000).unwrap();
+    let ok = k.run_stdin(&["approve", &id, "--totp"], &format!("{next}\n"));
+    assert!(ok.status.success(), "{}", stderr_of(&ok));
+    assert!(chat.join().unwrap().status.success());
+    assert_eq!(
+        std::fs::read_to_string(k.home().join("workspaces/assistant/totp.txt")).unwrap(),
+        "headless"
+    );
+    assert!(!serde_json::to_string(&k.audit()).unwrap().contains(&secret));
+}
