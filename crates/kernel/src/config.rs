@@ -423,6 +423,18 @@ mod tests {
         let config = Config::parse(crate::home::DEFAULT_CONFIG, Path::new("config.toml")).unwrap();
         assert!(config.plugins.contains_key("files"));
         assert_eq!(config.kernel.max_steps, 8);
+        assert_eq!(
+            config.hitl.console_addr().unwrap(),
+            Some("127.0.0.1:7325".parse().unwrap())
+        );
+        let public = Config::parse(
+            "[hitl]\nconsole = \"0.0.0.0:7325\"\nconsole_public = true\n",
+            Path::new("config.toml"),
+        )
+        .unwrap();
+        assert!(public.hitl.console_addr().unwrap().is_some());
+        let off = Config::parse("[hitl]\nconsole = \"off\"\n", Path::new("c")).unwrap();
+        assert_eq!(off.hitl.console_addr().unwrap(), None);
     }
 
     #[test]
@@ -435,6 +447,14 @@ mod tests {
             ("[plugins.\"a b\"]\nbuiltin = \"files\"\n", "plugin name"),
             ("[kernel]\nping_interval = \"soon\"\n", "soon"),
             ("[kernel]\ntypo = 1\n", "typo"),
+            ("[hitl]\nconsole = \"0.0.0.0:7325\"\n", "console_public"),
+            ("[hitl]\nconsole = \"localhost\"\n", "not an address"),
+            (
+                "[hitl]\nids = [61005, 61006]\n",
+                "outside kernel.plugin_ids",
+            ),
+            ("[hitl]\nids = [60990, 60990]\n", "two different ids"),
+            ("[hitl]\nconsol = \"off\"\n", "consol"),
             (
                 "[kernel]\nsandbox = \"off\"\n",
                 "expected `enforce` or `degraded`",

@@ -81,6 +81,9 @@ pub struct KernelStatus {
     pub pending: usize,
     /// Agents by name.
     pub agents: Vec<String>,
+    /// The approval daemon: pid, whether it runs, whether its console does.
+    #[serde(default)]
+    pub hitl: serde_json::Value,
     /// Tokens used since the start, summed over turns.
     pub usage: p3ak_proto::Usage,
     /// The same, by provider plugin.

@@ -392,6 +392,12 @@ impl Kernel {
             home: self.home.root().display().to_string(),
             plugins: plugin_rows(self.host.status()),
             pending: self.pending.len(),
+            hitl: serde_json::json!({
+                "pid": self.hitl.info().pid,
+                "running": self.hitl.is_alive(),
+                "console": self.hitl.info().login_link.is_some(),
+                "console_error": self.hitl.info().console_error,
+            }),
             agents: self.agents.keys().cloned().collect(),
             usage: self.usage.lock().map(|u| u.all).unwrap_or_default(),
             usage_by_provider: self

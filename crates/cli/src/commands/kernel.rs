@@ -269,6 +269,21 @@ pub fn status(out: &Output) -> anyhow::Result<()> {
         status.usage.input_tokens,
         status.usage.output_tokens
     ));
+    let hitl = &status.hitl;
+    out.line(format_args!(
+        "approval daemon: {} (pid {}); web console: {}",
+        if hitl["running"] == true {
+            "running"
+        } else {
+            "STOPPED: escalations are denied"
+        },
+        hitl["pid"],
+        if hitl["console"] == true {
+            "on (`p3ak hitl login` for a link)"
+        } else {
+            "off"
+        }
+    ));
     for (provider, usage) in &status.usage_by_provider {
         out.line(format_args!(
             "  tokens by {provider}: {} in, {} out",

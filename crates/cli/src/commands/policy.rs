@@ -113,6 +113,7 @@ fn check(path: &Path, out: &Output) -> anyhow::Result<()> {
         "ok": true,
         "rules": policy.rule_count(),
         "totals": policy.totals(),
+        "vault_rekey": policy.vault_rekey(),
         "warnings": diagnostics_json(path, policy.warnings()),
     }));
     let warnings = policy.warnings().len();
@@ -131,6 +132,13 @@ fn check(path: &Path, out: &Output) -> anyhow::Result<()> {
             total.window.as_secs(),
             total.actions.join(", ")
         )));
+    }
+    if let Some(rekey) = policy.vault_rekey() {
+        out.line(format_args!(
+            "  the memory vault is rekeyed every {} once approved at level {}",
+            humantime::format_duration(rekey.every),
+            rekey.level.get()
+        ));
     }
     Ok(())
 }
