@@ -1103,6 +1103,27 @@ fn stderr_of(out: &Output) -> String {
 
 const PIN: &str = "135792";
 
+/// A kernel whose model makes one `files.write` under `policy`, then says "ok".
+fn one_write(policy: &str, path: &str, content: &str) -> Kernel {
+    Kernel::new(
+        policy,
+        script(vec![
+            tools(vec![call(
+                "files__write",
+                serde_json::json!({"path": path, "content": content}),
+            )]),
+            say("ok"),
+        ]),
+        "",
+    )
+}
+
+/// Sets [`PIN`] through the CLI.
+fn set_pin(k: &Kernel) {
+    let set = k.run_stdin(&["hitl", "pin", "set"], &format!("{PIN}\n"));
+    assert!(set.status.success(), "{}", stderr_of(&set));
+}
+
 #[test]
 fn invariant_i8_level_three_takes_the_pin_and_five_wrong_pins_lock_out() {
     let policy = FILES_POLICY.replace("level: 1", "level: 3");
@@ -1122,8 +1143,7 @@ fn invariant_i8_level_three_takes_the_pin_and_five_wrong_pins_lock_out() {
         "",
     );
     k.up();
-    let set = k.run_stdin(&["hitl", "pin", "set"], &format!("{PIN}\n"));
-    assert!(set.status.success(), "{}", stderr_of(&set));
+    set_pin(&k);
     // Changing it needs the current one.
     let change = k.run_stdin(&["hitl", "pin", "set"], "000111\n864200\n");
     assert!(!change.status.success());
@@ -1222,17 +1242,7 @@ fn invariant_i8_level_three_takes_the_pin_and_five_wrong_pins_lock_out() {
 #[test]
 fn invariant_i8_the_undo_window_delays_execution_and_pull_back_cancels_it() {
     let policy = FILES_POLICY.replace("level: 1", "level: 1\n    crawfish: 1m");
-    let mut k = Kernel::new(
-        &policy,
-        script(vec![
-            tools(vec![call(
-                "files__write",
-                serde_json::json!({"path": "undo.txt", "content": "regret"}),
-            )]),
-            say("ok"),
-        ]),
-        "",
-    );
+    let mut k = one_write(&policy, "undo.txt", "regret");
     k.up();
     let chat = chat_in_background(&k, "write it");
     let id = k.wait_pending(1)[0]["request"]["id"]
@@ -1263,20 +1273,9 @@ fn invariant_i8_the_undo_window_delays_execution_and_pull_back_cancels_it() {
 #[test]
 fn invariant_i8_levels_four_and_five_are_refused_on_the_command_line() {
     let policy = FILES_POLICY.replace("level: 1", "level: 4");
-    let mut k = Kernel::new(
-        &policy,
-        script(vec![
-            tools(vec![call(
-                "files__write",
-                serde_json::json!({"path": "signed.txt", "content": "x"}),
-            )]),
-            say("ok"),
-        ]),
-        "",
-    );
+    let mut k = one_write(&policy, "signed.txt", "x");
     k.up();
-    let set = k.run_stdin(&["hitl", "pin", "set"], &format!("{PIN}\n"));
-    assert!(set.status.success(), "{}", stderr_of(&set));
+    set_pin(&k);
     let chat = chat_in_background(&k, "sign it");
     let id = k.wait_pending(1)[0]["request"]["id"]
         .as_str()
@@ -1309,8 +1308,7 @@ fn the_scheduled_rekey_runs_once_approved_and_the_canary_reads_back() {
         "[plugins.vault]\nbuiltin = \"vault\"\n",
     );
     k.up();
-    let set = k.run_stdin(&["hitl", "pin", "set"], &format!("{PIN}\n"));
-    assert!(set.status.success(), "{}", stderr_of(&set));
+    set_pin(&k);
     let before = std::fs::read(k.home().join("vaults/memory.vault")).unwrap();
     let mut rekey = k.cmd();
     rekey
@@ -1352,17 +1350,7 @@ fn the_scheduled_rekey_runs_once_approved_and_the_canary_reads_back() {
 #[test]
 fn invariant_i8_a_totp_code_approves_level_three_once() {
     let policy = FILES_POLICY.replace("level: 1", "level: 3");
-    let mut k = Kernel::new(
-        &policy,
-        script(vec![
-            tools(vec![call(
-                "files__write",
-                serde_json::json!({"path": "totp.txt", "content": "headless"}),
-            )]),
-            say("ok"),
-        ]),
-        "",
-    );
+    let mut k = one_write(&policy, "totp.txt", "headless");
     k.up();
     let enrolled: serde_json::Value =
         serde_json::from_str(&k.ok(&["hitl", "totp", "enroll", "--json"])).unwrap();
