@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """wordcount: an example P3AK tool plugin, standard library only. Copy it to start your own.
 
-The kernel starts this file with three environment variables and waits for it to connect:
-  P3AK_PLUGIN_SOCKET  the Unix socket to connect to
+The kernel starts this file with its connection to the kernel, a Unix stream socket, as
+standard input (as inetd does), and two environment variables:
   P3AK_PLUGIN_NAME    the name the operator gave this plugin in config.toml
   P3AK_MAX_FRAME      the largest frame payload, in bytes
 Every frame is a 4-byte big-endian length, then that many bytes of one UTF-8 JSON object.
@@ -87,9 +87,18 @@ def run(action, args):
     raise Invalid(f"unknown action {action!r}")
 
 
+def kernel_connection():
+    """The socket on standard input; /dev/null takes its place, so that programs this plugin
+    might start do not inherit the kernel's connection."""
+    sock = socket.socket(fileno=os.dup(0))
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return sock
+
+
 def main():
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(os.environ["P3AK_PLUGIN_SOCKET"])
+    sock = kernel_connection()
 
     # Handshake: hello -> welcome, register -> registered. Our requests use fresh ids.
     send(sock, 1, "hello", plugin=os.environ["P3AK_PLUGIN_NAME"], versions=VERSIONS,

@@ -815,7 +815,9 @@ fn invariant_i9_bad_config_gives_one_line_errors() {
 
     let out = k.run(&["approve", "nothing"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no kernel is running"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no approval daemon is running"), "{stderr}");
+    assert!(stderr.contains("p3ak up"), "{stderr}");
 }
 
 #[test]

@@ -213,7 +213,13 @@ fn no_encrypt_sets_the_status_byte_and_info_prints_it() {
     assert_eq!(bytes[10], 0, "encryption-status byte");
     let out = env.run(None, &["vault", "info", &env.v(), "--header-only"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("encryption      none"));
+    // Used as plaintext only when the operator says so again: the header does not decide.
     let out = env.run(None, &["vault", "put", &env.v(), "--text", "hello"]);
+    assert_fails_with(&out, "is not encrypted");
+    let out = env.run(
+        None,
+        &["vault", "put", &env.v(), "--text", "hello", "--no-encrypt"],
+    );
     assert!(
         out.status.success(),
         "no passphrase needed: {}",

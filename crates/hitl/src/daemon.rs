@@ -1,18 +1,18 @@
-//! The HITL daemon: `p3ak hitl run`, started by the kernel as its own process (under its own
-//! Unix user when the kernel runs as root), speaking [`wire`](crate::wire) frames over its
-//! stdin and stdout.
+//! The HITL daemon: `p3ak hitl run`, its own process (under its own Unix user as root),
+//! speaking [`wire`](crate::wire) frames with the kernel over a socket pair on its stdin.
 //!
 //! [`Service`] is its state: the [`Desk`], the factor store, the spool and the channel to the
-//! kernel. Every operator request — from the CLI (relayed by the kernel from its control
-//! socket) or from the web console — goes through it, and it alone moves spool files forward
-//! and tells the kernel what was released. Every attempt, success, failure and lockout is sent
-//! to the kernel as an audit event (the kernel owns the audit log).
+//! kernel. Every operator request — from the CLI on the operator socket
+//! ([`crate::operator`], peer uid checked) or from the web console — goes through it, and it
+//! alone moves spool files forward and tells the kernel what was released. Every attempt,
+//! success, failure, lockout and refused peer is sent to the kernel as an audit event (the
+//! kernel owns the audit log).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 
 use crate::HitlError;
@@ -20,9 +20,12 @@ use crate::binding::{Binding, Request};
 use crate::desk::{Approved, Decided, Desk, Ending, Stage, View};
 use crate::factors::{CurrentFactor, Factors};
 use crate::level::{Factor, Proof};
+use crate::operator::Peer;
 use crate::pin::Pin;
 use crate::spool::{self, Spool, SpoolKey};
-use crate::wire::{self, OperatorAnswer, OperatorRequest, Start, ToDaemon, ToKernel};
+use crate::wire::{
+    self, OperatorAnswer, OperatorRequest, Refusal, Start, Started, ToDaemon, ToKernel,
+};
 
 /// An operator's answer other than an approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +135,7 @@ impl Service {
                 );
                 let _ = self.to_kernel.send(ToKernel::Refused {
                     id: id.to_owned(),
-                    ending: "invalid".to_owned(),
+                    ending: Refusal::Invalid,
                 });
                 Err(e)
             }
@@ -225,7 +228,7 @@ impl Service {
                     );
                     let _ = self.to_kernel.send(ToKernel::Refused {
                         id: id.to_owned(),
-                        ending: "spool".to_owned(),
+                        ending: Refusal::Spool,
                     });
                     drop(ended);
                     return Err(e);
@@ -362,7 +365,7 @@ impl Service {
                         "hitl.release.failed",
                         json!({"id": id, "error": e.to_string()}),
                     );
-                    ("hitl.release.failed", "unreadable")
+                    ("hitl.release.failed", Refusal::Unreadable)
                 }
             },
             Ending::PulledBack => {
@@ -371,14 +374,14 @@ impl Service {
                     "hitl.pulled_back",
                     json!({"id": id, "channel": channel, "moved": moved.is_ok()}),
                 );
-                ("hitl.pulled_back", "pulled_back")
+                ("hitl.pulled_back", Refusal::PulledBack)
             }
             ending @ (Ending::Denied | Ending::Expired | Ending::Withdrawn) => {
                 let moved = spool::move_file(&staged, &self.spool.rejected());
                 let (event, word) = match ending {
-                    Ending::Denied => ("hitl.denied", "denied"),
-                    Ending::Expired => ("hitl.expired", "expired"),
-                    _ => ("hitl.withdrawn", "withdrawn"),
+                    Ending::Denied => ("hitl.denied", Refusal::Denied),
+                    Ending::Expired => ("hitl.expired", Refusal::Expired),
+                    _ => ("hitl.withdrawn", Refusal::Withdrawn),
                 };
                 self.audit(
                     event,
@@ -390,7 +393,7 @@ impl Service {
         let _ = event;
         let _ = self.to_kernel.send(ToKernel::Refused {
             id: id.to_owned(),
-            ending: refused.to_owned(),
+            ending: refused,
         });
     }
 
@@ -665,26 +668,25 @@ impl Service {
     }
 }
 
-/// `p3ak hitl run`: reads the start frame, then serves the kernel until it says stop or
-/// closes the pipe.
-pub async fn run<R, W>(mut input: R, mut output: W) -> Result<(), HitlError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+/// `p3ak hitl run`: reads the [`Start`] frame from `channel` (its standard input, one end of a
+/// socket pair whose other end the kernel holds), opens its factor store, binds the operator
+/// socket and the console, reports on `report` (its standard output, read by whoever started
+/// it) and serves until the kernel says stop or closes the channel.
+pub async fn run<W: std::io::Write>(
+    channel: tokio::net::UnixStream,
+    report: W,
+) -> Result<(), HitlError> {
+    let (mut input, mut output) = channel.into_split();
     let mut reader = FrameReader::new();
     let start: Start = reader
         .next(&mut input)
         .await?
-        .ok_or_else(|| HitlError::Daemon("the kernel sent no start frame".to_owned()))?;
+        .ok_or_else(|| HitlError::Daemon("no start frame on the channel".to_owned()))?;
     let home = std::path::PathBuf::from(&start.home);
     let spool = Spool::new(home.join("spool"));
     spool.prepare(&start.categories, None)?;
-    let state_key = p3ak_crypto::Key::from_slice(&zeroize::Zeroizing::new(
-        hex::decode(&start.state_key)
-            .map_err(|_| HitlError::Daemon("the state key is not hex".to_owned()))?,
-    ))?;
-    let factors = Factors::open(&home.join("hitl"), &state_key)?;
+    let hitl_dir = home.join("hitl");
+    let (factors, resealed) = open_factors(&hitl_dir, &start)?;
     let (service, mut to_kernel) = Service::new(ServiceOptions {
         spool,
         spool_key: SpoolKey::from_hex(&start.spool_key)?,
@@ -692,19 +694,39 @@ where
     })?;
     service.sweep_previous_run();
 
-    let (stop_console, console_stopped) = tokio::sync::watch::channel(false);
-    let mut console_address = None;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let operators = serve_operators(
+        &service,
+        &hitl_dir,
+        start.operators.clone(),
+        stopped.clone(),
+    )?;
+    let mut started = Started {
+        console: None,
+        login_link: None,
+        console_error: None,
+        resealed,
+    };
     if let Some(listen) = &start.console {
-        match start_console(&service, listen, &start, console_stopped.clone()).await {
-            Ok(address) => console_address = Some(address),
+        match start_console(&service, listen, &start, stopped.clone()).await {
+            Ok((address, link)) => {
+                started.console = Some(address);
+                started.login_link = Some(link);
+            }
             Err(e) => {
                 // Not fatal: the CLI still approves levels 1 and 3; `p3ak up` says what failed.
                 tracing::error!("the web console does not run: {e}");
                 service.audit("hitl.console.failed", json!({"error": e.to_string()}));
+                started.console_error = Some(format!(
+                    "the web console could not listen on {listen}: {e}; approvals that need it (levels 2, 4, 5) cannot be given"
+                ));
             }
         }
     }
+    let console_address = started.console.clone();
     drop(start);
+    report_started(report, &started)?;
+    drop(started);
 
     let writer = tokio::spawn(async move {
         while let Some(message) = to_kernel.recv().await {
@@ -735,26 +757,13 @@ where
                 let _ = service.admit_staged(&id, &category);
             }
             ToDaemon::Withdraw { id } => service.withdraw(&id),
-            ToDaemon::Operator {
-                call,
-                channel,
-                request,
-            } => {
-                let answer = {
-                    let service = Arc::clone(&service);
-                    tokio::task::spawn_blocking(move || service.operator(&request, &channel))
-                        .await
-                        .unwrap_or_else(|e| OperatorAnswer::Error {
-                            message: format!("the daemon's task failed: {e}"),
-                        })
-                };
-                let _ = service.to_kernel.send(ToKernel::Answer { call, answer });
-            }
             ToDaemon::Shutdown => break Ok(()),
         }
     };
     timer.abort();
-    stop_console.send_replace(true);
+    stop.send_replace(true);
+    operators.abort();
+    let _ = std::fs::remove_file(crate::operator::socket_path(&hitl_dir));
     // Whatever still waits is withdrawn: the kernel is going away.
     for view in service.list() {
         if matches!(view.stage, Stage::Waiting { .. } | Stage::Approved { .. }) {
@@ -766,20 +775,146 @@ where
     result
 }
 
+/// Opens the factor store under the start frame's key; one an older release sealed under
+/// another key is resealed under the new one (and says so).
+fn open_factors(dir: &std::path::Path, start: &Start) -> Result<(Factors, bool), HitlError> {
+    let key = hex_key(&start.state_key, "state key")?;
+    match Factors::open(dir, &key) {
+        Ok(factors) => Ok((factors, false)),
+        Err(e @ HitlError::Corrupt { .. }) => {
+            let Some(previous) = &start.previous_state_key else {
+                return Err(e);
+            };
+            let previous = hex_key(previous, "previous state key")?;
+            let mut factors = Factors::open(dir, &previous).map_err(|_| e)?;
+            factors.reseal(&key)?;
+            Ok((factors, true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn hex_key(text: &str, what: &str) -> Result<p3ak_crypto::Key, HitlError> {
+    let bytes = zeroize::Zeroizing::new(
+        hex::decode(text.trim())
+            .map_err(|_| HitlError::Daemon(format!("the {what} is not hex")))?,
+    );
+    Ok(p3ak_crypto::Key::from_slice(&bytes)?)
+}
+
+fn report_started<W: std::io::Write>(mut report: W, started: &Started) -> Result<(), HitlError> {
+    let mut line = zeroize::Zeroizing::new(
+        serde_json::to_vec(started).map_err(|e| HitlError::Daemon(e.to_string()))?,
+    );
+    line.push(b'\n');
+    report
+        .write_all(&line)
+        .and_then(|()| report.flush())
+        .map_err(HitlError::io("cannot report the start"))
+}
+
+/// Binds `<hitl_dir>/operator.sock` and serves each operator request on it; peers whose uid
+/// is not in `operators` are refused and audited.
+fn serve_operators(
+    service: &Arc<Service>,
+    hitl_dir: &std::path::Path,
+    operators: Vec<u32>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, HitlError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = crate::operator::socket_path(hitl_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(HitlError::Io {
+                context: format!("cannot remove `{}`", path.display()),
+                source: e,
+            });
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(&path)
+        .map_err(HitlError::io(format!("cannot bind `{}`", path.display())))?;
+    // Anyone may connect; the peer's uid decides (a operator need not own this directory).
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(
+        HitlError::io(format!("cannot open `{}` to operators", path.display())),
+    )?;
+    let service = Arc::clone(service);
+    Ok(tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopped.wait_for(|s| *s) => return,
+            };
+            let Ok((stream, _)) = accepted else {
+                continue;
+            };
+            let service = Arc::clone(&service);
+            let operators = operators.clone();
+            tokio::spawn(async move { serve_operator(service, stream, &operators).await });
+        }
+    }))
+}
+
+async fn serve_operator(
+    service: Arc<Service>,
+    mut stream: tokio::net::UnixStream,
+    operators: &[u32],
+) {
+    let peer = match stream.peer_cred() {
+        Ok(cred) => Peer {
+            uid: cred.uid(),
+            pid: cred.pid(),
+        },
+        Err(_) => return,
+    };
+    let request = crate::operator::read_request(&mut stream).await;
+    if !operators.contains(&peer.uid) {
+        let what = request.as_ref().map_or("unreadable", OperatorRequest::name);
+        service.audit(
+            "hitl.operator.refused",
+            json!({"peer_uid": peer.uid, "peer_pid": peer.pid, "request": what}),
+        );
+        let refusal = HitlError::NotOperator { uid: peer.uid };
+        let _ = crate::operator::write_answer(
+            &mut stream,
+            &OperatorAnswer::Error {
+                message: refusal.to_string(),
+            },
+        )
+        .await;
+        return;
+    }
+    let answer = match request {
+        Ok(request) => {
+            let channel = peer.channel();
+            let service = Arc::clone(&service);
+            tokio::task::spawn_blocking(move || service.operator(&request, &channel))
+                .await
+                .unwrap_or_else(|e| OperatorAnswer::Error {
+                    message: format!("the daemon's task failed: {e}"),
+                })
+        }
+        Err(e) => OperatorAnswer::Error {
+            message: e.to_string(),
+        },
+    };
+    let _ = crate::operator::write_answer(&mut stream, &answer).await;
+}
+
+/// Binds the console and returns its address and a first one-time login link.
 async fn start_console(
     service: &Arc<Service>,
     listen: &str,
     start: &Start,
     mut stopped: tokio::sync::watch::Receiver<bool>,
-) -> Result<String, HitlError> {
+) -> Result<(String, String), HitlError> {
     let mut settings =
         crate::console::ConsoleSettings::from_start(listen, start.console_origin.as_deref())?;
     settings.allow_public = start.console_public;
     let console = crate::console::bind(settings).await?;
     let login = crate::console::LoginTokens::new(console.origin().clone());
-    if let Some(token) = &start.login_token {
-        login.add(token)?;
-    }
+    let link = login.link()?;
     service.set_login(login.clone());
     let address = console.local_addr().to_string();
     let service = Arc::clone(service);
@@ -791,7 +926,7 @@ async fn start_console(
             tracing::error!("console stopped: {e}");
         }
     });
-    Ok(address)
+    Ok((address, link))
 }
 
 /// Reads length-prefixed JSON frames.
@@ -816,7 +951,8 @@ impl FrameReader {
         }
     }
 
-    /// The next frame as `T`; `None` at a clean end of input.
+    /// The next frame as `T`; `None` at a clean end of input. A stream that ends inside a
+    /// frame is an error, not an end.
     pub async fn next<T: serde::de::DeserializeOwned, R: AsyncRead + Unpin>(
         &mut self,
         input: &mut R,
@@ -828,15 +964,16 @@ impl FrameReader {
                 .map_err(|e| HitlError::Daemon(format!("bad frame: {e}")))?
             {
                 let payload = zeroize::Zeroizing::new(payload);
-                return serde_json::from_slice(&payload)
-                    .map(Some)
-                    .map_err(|e| HitlError::Daemon(format!("bad message: {e}")));
+                return crate::operator::decode(&payload).map(Some);
             }
             let n = input
                 .read(&mut self.buf)
                 .await
                 .map_err(HitlError::io("cannot read the channel"))?;
             if n == 0 {
+                self.decoder
+                    .finish()
+                    .map_err(|e| HitlError::Daemon(format!("bad frame: {e}")))?;
                 return Ok(None);
             }
             self.decoder.push(self.buf.get(..n).unwrap_or_default());

@@ -76,6 +76,18 @@ pub enum HitlError {
         /// Why.
         reason: String,
     },
+    /// A process that is not one of the operators asked the daemon something.
+    #[error("uid {uid} is not an operator of this approval daemon")]
+    NotOperator {
+        /// The peer's uid.
+        uid: u32,
+    },
+    /// Nothing answers on the daemon's socket.
+    #[error("no approval daemon is running (nothing answers on `{}`): start the kernel with `p3ak up`", socket.display())]
+    NotRunning {
+        /// The socket tried.
+        socket: PathBuf,
+    },
     /// The console or daemon could not do its work.
     #[error("{0}")]
     Daemon(String),

@@ -157,6 +157,14 @@ impl Factors {
         })
     }
 
+    /// Seals the store under `key` from now on (written at once).
+    pub fn reseal(&mut self, key: &Key) -> Result<(), HitlError> {
+        let old = std::mem::replace(&mut self.aead, AeadKey::new(key)?);
+        self.persist().inspect_err(|_| {
+            self.aead = old;
+        })
+    }
+
     /// The sealed file.
     #[must_use]
     pub fn path(&self) -> &Path {

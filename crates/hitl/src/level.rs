@@ -86,8 +86,9 @@ impl Proof {
         }
     }
 
-    /// The operator's yes on the control socket, which checked the peer's uid. The kernel
-    /// relays it; this is the L1 proof.
+    /// The operator's yes on the operator socket, whose peer uid the daemon checked: the L1
+    /// proof. Public for the daemon's tests and benches; it is worth nothing outside the
+    /// daemon's process, whose desk alone takes proofs.
     #[must_use]
     pub fn operator_yes(channel: impl Into<String>) -> Self {
         Self::verified(Factor::OperatorYes, channel)

@@ -23,6 +23,7 @@ pub mod desk;
 mod error;
 pub mod factors;
 pub mod level;
+pub mod operator;
 pub mod pin;
 pub mod spool;
 pub mod totp;

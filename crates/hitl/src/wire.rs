@@ -1,6 +1,13 @@
 //! What the kernel and the HITL daemon say to each other: length-prefixed JSON frames (as in
-//! the plugin protocol) over the daemon's stdin (kernel → daemon) and stdout (daemon → kernel).
-//! Only the kernel holds those pipes, so the channel needs no further authentication.
+//! the plugin protocol) over one socket pair, the daemon's end being its standard input. Only
+//! the kernel holds the other end. Whoever starts the daemon (the warden as root, or the
+//! kernel itself) writes the [`Start`] frame into that end before the kernel reads from it, and
+//! reads the daemon's [`Started`] report from its standard output: the daemon's own key and
+//! the console's login link never reach the kernel.
+//!
+//! The channel carries only what the kernel may do: stage a request, withdraw one, stop. The
+//! operator's answers and factors go to the daemon by other ways ([`crate::operator`], the
+//! console), so no factor passes through the kernel.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +17,7 @@ use crate::desk::{Decided, View};
 /// Largest frame either side sends.
 pub const MAX_FRAME: usize = 4 << 20;
 
-/// What the daemon needs to start; the first frame the kernel sends.
+/// What the daemon needs to start; the first frame on its channel, from whoever started it.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Start {
@@ -18,10 +25,16 @@ pub struct Start {
     pub home: String,
     /// The spool key for this run (hex, 32 bytes): staged files are sealed with it.
     pub spool_key: String,
-    /// The key of the daemon's factor store (hex, 32 bytes).
+    /// The key of the daemon's factor store (hex, 32 bytes), derived from the operator's
+    /// passphrase by the starter; the kernel never holds it when it runs under its own uid.
     pub state_key: String,
+    /// The key an older release kept the factor store under (hex), to reseal it once.
+    #[serde(default)]
+    pub previous_state_key: Option<String>,
     /// Spool categories to prepare under `staging/`.
     pub categories: Vec<String>,
+    /// The uids that may use the operator socket.
+    pub operators: Vec<u32>,
     /// The console's listen address (`127.0.0.1:7325`), or none for no console.
     #[serde(default)]
     pub console: Option<String>,
@@ -31,17 +44,41 @@ pub struct Start {
     /// Whether a non-loopback console address is allowed (`[hitl] console_public`).
     #[serde(default)]
     pub console_public: bool,
-    /// The one-time login token `p3ak up` printed.
-    #[serde(default)]
-    pub login_token: Option<String>,
 }
 
 impl Drop for Start {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.spool_key);
         zeroize::Zeroize::zeroize(&mut self.state_key);
-        if let Some(token) = &mut self.login_token {
-            zeroize::Zeroize::zeroize(token);
+        if let Some(key) = &mut self.previous_state_key {
+            zeroize::Zeroize::zeroize(key);
+        }
+    }
+}
+
+/// What the daemon tells whoever started it, on its standard output, once it is up: one JSON
+/// line. The login link goes to the operator's terminal, never to the kernel.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Started {
+    /// The console's address, if it runs.
+    #[serde(default)]
+    pub console: Option<String>,
+    /// A one-time link into the console.
+    #[serde(default)]
+    pub login_link: Option<String>,
+    /// Why the console does not run, when it was asked for.
+    #[serde(default)]
+    pub console_error: Option<String>,
+    /// Whether the factor store was resealed under the new key.
+    #[serde(default)]
+    pub resealed: bool,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(link) = &mut self.login_link {
+            zeroize::Zeroize::zeroize(link);
         }
     }
 }
@@ -62,21 +99,11 @@ pub enum ToDaemon {
         /// Its id.
         id: String,
     },
-    /// An operator request relayed from the control socket; answered by [`ToKernel::Answer`]
-    /// with the same `call`.
-    Operator {
-        /// Correlation.
-        call: u64,
-        /// Who (the control socket's peer).
-        channel: String,
-        /// What.
-        request: OperatorRequest,
-    },
     /// Stop.
     Shutdown,
 }
 
-/// An operator's request to the daemon.
+/// An operator's request to the daemon, on the operator socket ([`crate::operator`]).
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OperatorRequest {
@@ -134,6 +161,25 @@ pub enum OperatorRequest {
     Login,
     /// Which factors are set up.
     Factors,
+}
+
+impl OperatorRequest {
+    /// The request's name, for the audit log (never its factors).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approve { .. } => "approve",
+            Self::Deny { .. } => "deny",
+            Self::PullBack { .. } => "pull_back",
+            Self::History => "history",
+            Self::PinSet { .. } => "pin_set",
+            Self::TotpEnroll { .. } => "totp_enroll",
+            Self::TotpConfirm { .. } => "totp_confirm",
+            Self::Login => "login",
+            Self::Factors => "factors",
+        }
+    }
 }
 
 impl Drop for OperatorRequest {
@@ -198,15 +244,44 @@ pub enum ToKernel {
         /// The id.
         id: String,
         /// Why (for the audit log).
-        ending: String,
+        ending: Refusal,
     },
-    /// The answer to an operator request.
-    Answer {
-        /// Correlation.
-        call: u64,
-        /// The answer.
-        answer: OperatorAnswer,
-    },
+}
+
+/// Why the daemon refused an item (for the audit log; the agent hears the same for each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// The operator said no.
+    Denied,
+    /// Nobody answered in time.
+    Expired,
+    /// Pulled back in its undo window.
+    PulledBack,
+    /// The kernel withdrew it.
+    Withdrawn,
+    /// Its staged file was unreadable or invalid.
+    Invalid,
+    /// Its spool file could not be moved.
+    Spool,
+    /// Its approved file could not be read back.
+    Unreadable,
+}
+
+impl Refusal {
+    /// The word, as the audit log shows it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+            Self::PulledBack => "pulled_back",
+            Self::Withdrawn => "withdrawn",
+            Self::Invalid => "invalid",
+            Self::Spool => "spool",
+            Self::Unreadable => "unreadable",
+        }
+    }
 }
 
 /// An answer to an operator.

@@ -21,7 +21,7 @@ use p3ak_hitl::factors::Factors;
 use p3ak_hitl::level::Proof;
 use p3ak_hitl::pin::Pin;
 use p3ak_hitl::spool::{Spool, SpoolKey, write_staged};
-use p3ak_hitl::wire::ToKernel;
+use p3ak_hitl::wire::{Refusal, ToKernel};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 struct Setup {
@@ -185,7 +185,7 @@ fn invariant_i8_a_timeout_denies_and_moves_the_action_to_rejected() {
     s.service.tick();
     assert!(s.spool.rejected().join("t1").exists());
     match s.verdict() {
-        ToKernel::Refused { ending, .. } => assert_eq!(ending, "expired"),
+        ToKernel::Refused { ending, .. } => assert_eq!(ending, Refusal::Expired),
         other => panic!("expected a refusal, got {other:?}"),
     }
     let view = request("t1", 1, 0, 200).binding();
@@ -211,7 +211,7 @@ fn invariant_i8_an_action_altered_in_the_outbox_is_not_released() {
     std::thread::sleep(Duration::from_millis(1100));
     s.service.tick();
     match s.verdict() {
-        ToKernel::Refused { ending, .. } => assert_eq!(ending, "unreadable"),
+        ToKernel::Refused { ending, .. } => assert_eq!(ending, Refusal::Unreadable),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(s.spool.rejected().join("x1").exists());

@@ -4,28 +4,31 @@
 //! A tool call refers to a secret as `{"$secret": "NAME"}` anywhere in its arguments. The model
 //! only ever sees and writes the name. After the enforcer (or a human) authorised the call, the
 //! broker replaces each reference by the value for the plugin's eyes only; whatever comes back
-//! — results, errors, plugin logs — passes through the [`Scrubber`], which replaces the value
-//! and its base64, hex and URL-encoded forms by `[redacted]`.
+//! — results, errors, plugin logs — passes through the [`Scrubber`] (see [`crate::scrub`]),
+//! which replaces the value in every form it knows by `[redacted]`.
+//!
+//! A secret may be *bound* to hosts (`p3ak secret set NAME --host api.example.com --host
+//! '*.example.org'`): the broker then injects it only into a call whose arguments hold at
+//! least one URL and whose every URL has a host within the binding. A call with no URL, or
+//! with one whose host cannot be read, cannot show where the value would go: refused. A
+//! provider's key bound so goes only to a provider whose config names its `base_url` within
+//! the binding. The check covers URLs only: a tool that reaches other hosts by other means (a
+//! shell command naming a bare host) is kept in check by scopes and the policy.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use arc_swap::ArcSwap;
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use p3ak_policy::Pattern;
 use p3ak_vault::Vault;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::KernelError;
+pub use crate::scrub::{REDACTED, Scrubber};
 
 /// The object space secrets live in, inside the kernel's vault.
 pub const SECRETS_SPACE: &str = "secrets";
-
-/// What a scrubbed secret is replaced with.
-pub const REDACTED: &str = "[redacted]";
 
 /// Shortest secret accepted: shorter ones could not be scrubbed without mangling ordinary text.
 pub const MIN_SECRET_LEN: usize = 8;
@@ -51,13 +54,16 @@ impl SecretValue {
     }
 }
 
-/// A secret's name and scopes, for listings: never the value.
+/// A secret's name, scopes and hosts, for listings: never the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretInfo {
     /// The name tool calls use.
     pub name: String,
     /// Action patterns it may be injected into; empty means whatever the policy allows.
     pub scopes: Vec<String>,
+    /// Host patterns it may be sent to; empty means unbound.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -65,6 +71,8 @@ struct StoredSecret {
     value: String,
     #[serde(default)]
     scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    hosts: Vec<String>,
 }
 
 impl Drop for StoredSecret {
@@ -77,6 +85,8 @@ struct Entry {
     value: SecretValue,
     scopes: Vec<Pattern>,
     scope_text: Vec<String>,
+    /// Host patterns, lower-case; empty: unbound.
+    hosts: Vec<String>,
 }
 
 /// Why a reference could not be resolved.
@@ -92,6 +102,26 @@ pub enum BrokerError {
         name: String,
         /// The action.
         action: String,
+    },
+    /// The secret is bound to hosts and the call sends it to another.
+    #[error("credential `{name}` is bound to other hosts than `{host}`")]
+    HostNotAllowed {
+        /// The secret.
+        name: String,
+        /// The host outside its binding.
+        host: String,
+    },
+    /// The secret is bound to hosts and the call names no URL: where it goes cannot be checked.
+    #[error("credential `{name}` is bound to hosts and the call names no URL to check")]
+    NoDestination {
+        /// The secret.
+        name: String,
+    },
+    /// The secret is bound to hosts and a URL of the call has no host that can be read.
+    #[error("credential `{name}` is bound to hosts and a URL of the call has no readable host")]
+    UnreadableUrl {
+        /// The secret.
+        name: String,
     },
 }
 
@@ -130,11 +160,13 @@ impl Broker {
         name: &str,
         value: SecretValue,
         scopes: Vec<String>,
+        hosts: Vec<String>,
     ) -> Result<(), KernelError> {
-        store_secret(vault, name, &value, &scopes)?;
+        let hosts = store_secret(vault, name, &value, &scopes, &hosts)?;
         let stored = StoredSecret {
             value: value.expose().to_owned(),
             scopes,
+            hosts,
         };
         let entry = entry_from(&stored)?;
         if let Ok(mut entries) = self.entries.write() {
@@ -144,7 +176,7 @@ impl Broker {
         Ok(())
     }
 
-    /// Names and scopes.
+    /// Names, scopes and hosts.
     #[must_use]
     pub fn list(&self) -> Vec<SecretInfo> {
         self.entries
@@ -155,6 +187,7 @@ impl Broker {
                     .map(|(name, e)| SecretInfo {
                         name: name.clone(),
                         scopes: e.scope_text.clone(),
+                        hosts: e.hosts.clone(),
                     })
                     .collect()
             })
@@ -167,7 +200,8 @@ impl Broker {
         self.scrubber.load_full()
     }
 
-    /// Replaces every reference in `args` by its value, for `action`.
+    /// Replaces every reference in `args` by its value, for `action`. A secret bound to hosts
+    /// is injected only if every URL in `args` is on one of them, and there is one.
     pub(crate) fn inject(
         &self,
         action: &str,
@@ -177,17 +211,20 @@ impl Broker {
             .entries
             .read()
             .map_err(|_| BrokerError::Missing(String::new()))?;
-        let mut out = args.clone();
-        inject_into(&mut out, &entries, action)?;
-        Ok(InjectedArgs(out))
+        let destinations = Destinations::of(args);
+        let mut out = InjectedArgs(args.clone());
+        inject_into(&mut out.0, &entries, action, &destinations)?;
+        Ok(out)
     }
 
     /// The value of credential `name` for provider plugin `plugin`, checked against the
-    /// secret's scopes as the action `<plugin>.inference`.
+    /// secret's scopes as the action `<plugin>.inference`, and, if it is bound to hosts,
+    /// against the URLs of the plugin's `config` (its `base_url`).
     pub(crate) fn provider_credential(
         &self,
         name: &str,
         plugin: &str,
+        config: &serde_json::Value,
     ) -> Result<p3ak_proto::Credential, BrokerError> {
         let entries = self
             .entries
@@ -203,6 +240,7 @@ impl Broker {
                 action,
             });
         }
+        Destinations::of(config).allow(name, &entry.hosts)?;
         Ok(p3ak_proto::Credential::new(entry.value.expose().to_owned()))
     }
 
@@ -225,17 +263,39 @@ fn entry_from(stored: &StoredSecret) -> Result<Entry, KernelError> {
         value: SecretValue::new(stored.value.clone()),
         scopes,
         scope_text: stored.scopes.clone(),
+        hosts: checked_hosts(&stored.hosts)?,
     })
 }
 
-/// Checks a secret's name, value and scopes, then writes it to the kernel's vault. Used by the
-/// running kernel and by `p3ak secret set` when no kernel runs.
+/// Host patterns, checked and lower-cased.
+fn checked_hosts(hosts: &[String]) -> Result<Vec<String>, KernelError> {
+    hosts
+        .iter()
+        .map(|h| {
+            if let Ok(ip) = h.parse::<std::net::Ipv6Addr>() {
+                Ok(ip.to_string())
+            } else if valid_host_pattern(h) {
+                Ok(h.to_ascii_lowercase())
+            } else {
+                Err(KernelError::Secret(format!(
+                    "host `{h}`: expected a host name (`api.example.com`), a domain's subdomains \
+                     (`*.example.com`) or an IP address"
+                )))
+            }
+        })
+        .collect()
+}
+
+/// Checks a secret's name, value, scopes and hosts, then writes it to the kernel's vault; returns
+/// the hosts as stored (lower-case). Used by the running kernel and by `p3ak secret set` when no
+/// kernel runs.
 pub fn store_secret(
     vault: &Vault,
     name: &str,
     value: &SecretValue,
     scopes: &[String],
-) -> Result<(), KernelError> {
+    hosts: &[String],
+) -> Result<Vec<String>, KernelError> {
     if !valid_secret_name(name) {
         return Err(KernelError::Secret(format!(
             "secret name `{name}`: use 1–64 letters, digits, `_` and `-`"
@@ -255,9 +315,11 @@ pub fn store_secret(
     for scope in scopes {
         Pattern::parse(scope).map_err(|e| KernelError::Secret(format!("scope `{scope}`: {e}")))?;
     }
+    let hosts = checked_hosts(hosts)?;
     let stored = StoredSecret {
         value: value.expose().to_owned(),
         scopes: scopes.to_vec(),
+        hosts: hosts.clone(),
     };
     let bytes = Zeroizing::new(
         serde_json::to_vec(&stored).map_err(|e| KernelError::Secret(e.to_string()))?,
@@ -266,10 +328,10 @@ pub fn store_secret(
         tx.put_object(SECRETS_SPACE, name, &bytes)?;
         tx.log(
             "secret.set",
-            serde_json::json!({"name": name, "scopes": scopes}),
+            serde_json::json!({"name": name, "scopes": scopes, "hosts": hosts}),
         )
     })?;
-    Ok(())
+    Ok(hosts)
 }
 
 /// Lists secrets straight from a vault (no kernel running).
@@ -279,16 +341,17 @@ pub fn list_stored(vault: &Vault) -> Vec<SecretInfo> {
         .objects(SECRETS_SPACE)
         .into_iter()
         .map(|object| {
-            let scopes = vault
+            let (scopes, hosts) = vault
                 .read_object(SECRETS_SPACE, &object.name)
                 .ok()
                 .flatten()
                 .and_then(|bytes| serde_json::from_slice::<StoredSecret>(bytes.expose()).ok())
-                .map(|s| s.scopes.clone())
+                .map(|s| (s.scopes.clone(), s.hosts.clone()))
                 .unwrap_or_default();
             SecretInfo {
                 name: object.name,
                 scopes,
+                hosts,
             }
         })
         .collect()
@@ -340,6 +403,7 @@ fn inject_into(
     value: &mut serde_json::Value,
     entries: &BTreeMap<String, Entry>,
     action: &str,
+    destinations: &Destinations,
 ) -> Result<(), BrokerError> {
     match value {
         serde_json::Value::Object(map) => {
@@ -353,16 +417,146 @@ fn inject_into(
                         action: action.to_owned(),
                     });
                 }
+                destinations.allow(name, &entry.hosts)?;
                 *value = serde_json::Value::String(entry.value.expose().to_owned());
                 return Ok(());
             }
             map.values_mut()
-                .try_for_each(|v| inject_into(v, entries, action))
+                .try_for_each(|v| inject_into(v, entries, action, destinations))
         }
         serde_json::Value::Array(items) => items
             .iter_mut()
-            .try_for_each(|v| inject_into(v, entries, action)),
+            .try_for_each(|v| inject_into(v, entries, action, destinations)),
         _ => Ok(()),
+    }
+}
+
+/// Where a call's arguments say they go: the hosts of every URL in them.
+struct Destinations {
+    hosts: Vec<String>,
+    /// A URL whose host cannot be read (`file:///…`, `https://`, `://x`).
+    unreadable: bool,
+}
+
+impl Destinations {
+    /// The URLs in every string of `value`, keys included; a URL is `scheme://…` up to a
+    /// space or a quote, anywhere in a string.
+    fn of(value: &serde_json::Value) -> Self {
+        let mut out = Self {
+            hosts: Vec::new(),
+            unreadable: false,
+        };
+        out.visit(value);
+        out
+    }
+
+    fn visit(&mut self, value: &serde_json::Value) {
+        match value {
+            serde_json::Value::String(s) => self.scan(s),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| self.visit(v)),
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    self.scan(key);
+                    self.visit(v);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn scan(&mut self, text: &str) {
+        let bytes = text.as_bytes();
+        let mut from = 0;
+        while let Some(found) = text.get(from..).and_then(|t| t.find("://")) {
+            let sep = from + found;
+            from = sep + 3;
+            let mut start = sep;
+            while start > 0
+                && bytes
+                    .get(start - 1)
+                    .is_some_and(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            {
+                start -= 1;
+            }
+            while start < sep && !bytes.get(start).is_some_and(u8::is_ascii_alphabetic) {
+                start += 1;
+            }
+            let end = text
+                .get(sep..)
+                .and_then(|t| t.find(|c: char| c.is_whitespace() || "\"'<>`".contains(c)))
+                .map_or(text.len(), |e| sep + e);
+            let host = text
+                .get(start..end)
+                .filter(|_| start < sep)
+                .and_then(|url| url::Url::parse(url).ok())
+                .and_then(|url| url.host_str().map(normal_host))
+                .filter(|host| !host.is_empty());
+            match host {
+                Some(host) => self.hosts.push(host),
+                None => self.unreadable = true,
+            }
+        }
+    }
+
+    /// Whether secret `name`, bound to `patterns` (none: unbound), may go where these go.
+    fn allow(&self, name: &str, patterns: &[String]) -> Result<(), BrokerError> {
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        if self.unreadable {
+            return Err(BrokerError::UnreadableUrl {
+                name: name.to_owned(),
+            });
+        }
+        if self.hosts.is_empty() {
+            return Err(BrokerError::NoDestination {
+                name: name.to_owned(),
+            });
+        }
+        match self
+            .hosts
+            .iter()
+            .find(|host| !patterns.iter().any(|p| host_matches(host, p)))
+        {
+            Some(host) => Err(BrokerError::HostNotAllowed {
+                name: name.to_owned(),
+                host: host.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A URL's host as compared: lower-case, without a final dot or an IPv6 address's brackets.
+fn normal_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
+/// A host pattern: `api.example.com`, `*.example.com` (its subdomains, not itself), an IPv4 or
+/// an IPv6 address. The same forms as the policy's `host_in`.
+#[must_use]
+pub fn valid_host_pattern(pattern: &str) -> bool {
+    if pattern.parse::<std::net::Ipv6Addr>().is_ok() {
+        return true;
+    }
+    let host = pattern.strip_prefix("*.").unwrap_or(pattern);
+    !host.is_empty()
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+}
+
+/// Whether `host` (as [`normal_host`] gives it) is within `pattern` (lower-case). As the
+/// policy's `host_in` matches; that crate keeps its matcher private.
+fn host_matches(host: &str, pattern: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(parent) => host
+            .strip_suffix(parent)
+            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+        None => host == pattern,
     }
 }
 
@@ -390,169 +584,181 @@ pub(crate) fn zeroize_value(value: &mut serde_json::Value) {
     }
 }
 
-/// Finds secret values, in every form we know, in text.
-pub struct Scrubber {
-    matcher: Option<AhoCorasick>,
-}
-
-impl Scrubber {
-    /// A scrubber that finds nothing.
-    #[must_use]
-    pub fn empty() -> Self {
-        Self { matcher: None }
-    }
-
-    /// A scrubber for these values.
-    pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut needles: Vec<String> = Vec::new();
-        for value in values {
-            needles.extend(forms(value));
-        }
-        needles.retain(|n| n.len() >= 4);
-        needles.sort();
-        needles.dedup();
-        if needles.is_empty() {
-            return Self::empty();
-        }
-        let matcher = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(&needles)
-            .ok();
-        needles.iter_mut().for_each(Zeroize::zeroize);
-        Self { matcher }
-    }
-
-    /// `text` with every secret replaced by [`REDACTED`].
-    #[must_use]
-    pub fn scrub(&self, text: &str) -> String {
-        match &self.matcher {
-            Some(m) => m.replace_all(text, &vec![REDACTED; m.patterns_len()]),
-            None => text.to_owned(),
-        }
-    }
-
-    /// Whether `text` holds a secret.
-    #[must_use]
-    pub fn finds(&self, text: &str) -> bool {
-        self.matcher.as_ref().is_some_and(|m| m.is_match(text))
-    }
-
-    /// Scrubs every string (keys too) in a JSON value.
-    pub fn scrub_value(&self, value: &mut serde_json::Value) {
-        if self.matcher.is_none() {
-            return;
-        }
-        match value {
-            serde_json::Value::String(s) if self.finds(s) => *s = self.scrub(s),
-            serde_json::Value::String(_) => {}
-            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_value(v)),
-            serde_json::Value::Object(map) => {
-                let old = std::mem::take(map);
-                for (key, mut v) in old {
-                    self.scrub_value(&mut v);
-                    map.insert(self.scrub(&key), v);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The forms a value can take on its way back: itself, JSON-escaped, base64 (standard and
-/// URL-safe, padded or not, and at each of the three byte alignments, so that
-/// `base64("user:" + secret)` is caught too), hex (both cases) and URL-encoded.
-fn forms(value: &str) -> Vec<String> {
-    let bytes = value.as_bytes();
-    let mut out = vec![value.to_owned()];
-    if let Ok(json) = serde_json::to_string(value)
-        && let Some(inner) = json.get(1..json.len().saturating_sub(1))
-    {
-        out.push(inner.to_owned());
-    }
-    for engine in [&STANDARD, &URL_SAFE, &STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-        out.push(engine.encode(bytes));
-    }
-    for offset in 1..3usize {
-        let mut shifted = vec![0u8; offset];
-        shifted.extend_from_slice(bytes);
-        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-            let encoded = engine.encode(&shifted);
-            // Characters wholly made of the value's bits: from the first 6-bit group after the
-            // prefix to the last complete one.
-            let first = (8 * offset).div_ceil(6);
-            let last = (8 * (offset + bytes.len())) / 6;
-            if let Some(fragment) = encoded.get(first..last).filter(|f| f.len() >= 8) {
-                out.push(fragment.to_owned());
-            }
-        }
-        shifted.zeroize();
-    }
-    // Unaligned fragments of the aligned encodings too (`base64(secret + "…")`).
-    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-        let encoded = engine.encode(bytes);
-        let last = (8 * bytes.len()) / 6;
-        if let Some(fragment) = encoded.get(..last).filter(|f| f.len() >= 8) {
-            out.push(fragment.to_owned());
-        }
-    }
-    out.push(hex::encode(bytes));
-    out.push(hex::encode_upper(bytes));
-    out.push(
-        percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
-            .to_string(),
-    );
-    out.push(url::form_urlencoded::byte_serialize(bytes).collect());
-    out
-}
-
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed step should fail loudly"
+)]
 mod tests {
     use super::*;
 
     const SECRET: &str = "sk-live-4f9a8b7c6d5e";
 
-    #[test]
-    fn invariant_i4_every_encoding_of_a_secret_is_scrubbed() {
-        let scrubber = Scrubber::new([SECRET]);
-        let encodings = [
-            SECRET.to_owned(),
-            STANDARD.encode(SECRET),
-            URL_SAFE_NO_PAD.encode(SECRET),
-            STANDARD.encode(format!("user:{SECRET}")),
-            STANDARD.encode(format!("ab{SECRET}")),
-            STANDARD.encode(format!("{SECRET}:tail")),
-            hex::encode(SECRET),
-            hex::encode_upper(SECRET),
-            url::form_urlencoded::byte_serialize(SECRET.as_bytes()).collect(),
-            percent_encoding::utf8_percent_encode(SECRET, percent_encoding::NON_ALPHANUMERIC)
-                .to_string(),
-        ];
-        for encoded in encodings {
-            let text = format!("Authorization: Basic {encoded} and more");
-            let scrubbed = scrubber.scrub(&text);
-            assert!(
-                scrubbed.contains(REDACTED),
-                "{encoded} survived in {scrubbed}"
-            );
-            assert!(
-                !scrubbed.contains(&encoded),
-                "{encoded} survived in {scrubbed}"
-            );
+    /// A broker holding one secret `api` with these hosts, and `plain` with none.
+    fn broker(hosts: &[&str]) -> Broker {
+        let mut entries = BTreeMap::new();
+        for (name, hosts) in [("api", hosts), ("plain", &[][..])] {
+            let stored = StoredSecret {
+                value: SECRET.to_owned(),
+                scopes: Vec::new(),
+                hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            };
+            entries.insert(name.to_owned(), entry_from(&stored).unwrap());
         }
-        assert_eq!(scrubber.scrub("nothing here"), "nothing here");
+        let broker = Broker {
+            entries: RwLock::new(entries),
+            scrubber: ArcSwap::from_pointee(Scrubber::empty()),
+        };
+        broker.rebuild();
+        broker
+    }
+
+    fn call(url: serde_json::Value, name: &str) -> serde_json::Value {
+        serde_json::json!({"url": url, "headers": {"x-api-key": {"$secret": name}}})
+    }
+
+    const BOUND: [&str; 2] = ["api.example.com", "*.example.org"];
+
+    #[test]
+    fn invariant_i4_a_bound_credential_goes_to_its_hosts() {
+        let broker = broker(&BOUND);
+        for url in [
+            serde_json::json!("https://api.example.com/v1/send"),
+            serde_json::json!("https://API.Example.COM./v1"),
+            serde_json::json!("https://eu.example.org:8443/x?y=https://api.example.com/"),
+            serde_json::json!(["https://a.example.org/", "http://b.c.example.org/"]),
+        ] {
+            let injected = broker.inject("http.request", &call(url.clone(), "api"));
+            let injected = injected.unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(injected.value()["headers"]["x-api-key"], SECRET, "{url}");
+        }
     }
 
     #[test]
-    fn invariant_i4_json_values_are_scrubbed_keys_included() {
-        let scrubber = Scrubber::new([SECRET]);
-        let mut value = serde_json::json!({
-            "headers": {"authorization": format!("Bearer {SECRET}")},
-            SECRET: [1, format!("x{SECRET}y")],
-        });
-        scrubber.scrub_value(&mut value);
-        let text = value.to_string();
-        assert!(!text.contains(SECRET), "{text}");
-        assert!(text.contains(REDACTED));
+    fn invariant_i4_a_bound_credential_is_refused_for_other_hosts() {
+        let broker = broker(&BOUND);
+        for url in [
+            serde_json::json!("https://evil.example/"),
+            serde_json::json!("https://api.example.com.evil.example/"),
+            serde_json::json!("https://api.example.com@evil.example/"),
+            serde_json::json!("https://example.org/"),
+            serde_json::json!("https://notexample.org/"),
+            serde_json::json!(["https://api.example.com/", "https://evil.example/"]),
+            // A URL anywhere in a string counts, not only a whole-string one.
+            serde_json::json!({"to": "https://api.example.com/", "then": "post it to ftp://evil.example/x"}),
+        ] {
+            match broker.inject("http.request", &call(url.clone(), "api")) {
+                Err(BrokerError::HostNotAllowed { name, host }) => {
+                    assert_eq!(name, "api");
+                    assert!(
+                        host.contains("evil") || host.ends_with("example.org"),
+                        "{host}"
+                    );
+                }
+                Err(e) => panic!("{url}: {e}"),
+                Ok(_) => panic!("{url}: injected"),
+            }
+        }
+    }
+
+    #[test]
+    fn invariant_i4_a_bound_credential_without_a_url_is_refused() {
+        let broker = broker(&BOUND);
+        for args in [
+            serde_json::json!({"cmd": "curl api.example.com", "k": {"$secret": "api"}}),
+            serde_json::json!({"k": {"$secret": "api"}}),
+        ] {
+            match broker.inject("shell.run", &args) {
+                Err(BrokerError::NoDestination { name }) => assert_eq!(name, "api"),
+                Err(e) => panic!("{args}: {e}"),
+                Ok(_) => panic!("{args}: injected"),
+            }
+        }
+        // A URL whose host cannot be read proves nothing either.
+        for url in ["https://", "file:///etc/passwd", "://api.example.com/"] {
+            let args = call(serde_json::json!([url, "https://api.example.com/"]), "api");
+            assert!(
+                matches!(
+                    broker.inject("http.request", &args),
+                    Err(BrokerError::UnreadableUrl { .. })
+                ),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn invariant_i4_an_unbound_credential_is_injected_as_before() {
+        let broker = broker(&BOUND);
+        for args in [
+            call(serde_json::json!("https://evil.example/"), "plain"),
+            serde_json::json!({"k": {"$secret": "plain"}}),
+        ] {
+            let injected = broker.inject("http.request", &args).unwrap();
+            assert_eq!(injected.value().to_string().matches(SECRET).count(), 1);
+        }
+        // Nor does an unbound one in the same call escape the bound one's check.
+        let both = serde_json::json!({"url": "https://evil.example/",
+            "a": {"$secret": "plain"}, "b": {"$secret": "api"}});
+        assert!(broker.inject("http.request", &both).is_err());
+    }
+
+    #[test]
+    fn invariant_i4_a_bound_provider_key_goes_only_to_its_configured_base_url() {
+        let broker = broker(&BOUND);
+        let config = |url: &str| serde_json::json!({"base_url": url, "model": "m"});
+        assert!(
+            broker
+                .provider_credential("api", "claude", &config("https://api.example.com/v1"))
+                .is_ok()
+        );
+        assert!(matches!(
+            broker.provider_credential("api", "claude", &config("https://evil.example/v1")),
+            Err(BrokerError::HostNotAllowed { .. })
+        ));
+        // The plugin's built-in default is not known here: a bound key needs `base_url`.
+        assert!(matches!(
+            broker.provider_credential("api", "claude", &serde_json::json!({"model": "m"})),
+            Err(BrokerError::NoDestination { .. })
+        ));
+        assert!(
+            broker
+                .provider_credential("plain", "claude", &serde_json::json!({}))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn host_patterns_are_checked() {
+        for good in [
+            "api.example.com",
+            "*.example.org",
+            "127.0.0.1",
+            "::1",
+            "API.Example.com",
+        ] {
+            assert!(valid_host_pattern(good), "{good}");
+        }
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "https://api.example.com",
+            "api.example.com/x",
+            "a..b",
+            "exa mple.com",
+            "*.*.example.com",
+            "bücher.example",
+            "api.example.com:443",
+        ] {
+            assert!(!valid_host_pattern(bad), "{bad}");
+        }
+        assert!(host_matches("api.example.org", "*.example.org"));
+        assert!(!host_matches("example.org", "*.example.org"));
+        assert!(!host_matches("evilexample.org", "*.example.org"));
+        assert!(host_matches("::1", "::1"));
     }
 
     #[test]

@@ -46,8 +46,12 @@ pub struct HitlSettings {
     pub console_origin: Option<String>,
     /// Allow a console address other than loopback. Off: approvals are for this machine.
     pub console_public: bool,
-    /// As root: the daemon's uid and gid, and the uid and gid the kernel stages under.
+    /// As root: the approval daemon's uid (and gid), and the kernel's own: `p3ak up` runs
+    /// the kernel under it, with no privilege, and it stages escalations as that user.
     pub ids: (u32, u32),
+    /// More uids (beside the one that runs `p3ak up`) that may approve on the daemon's
+    /// operator socket and talk to the kernel's control socket.
+    pub operators: Vec<u32>,
 }
 
 impl Default for HitlSettings {
@@ -57,6 +61,7 @@ impl Default for HitlSettings {
             console_origin: None,
             console_public: false,
             ids: (60990, 60991),
+            operators: Vec::new(),
         }
     }
 }
@@ -343,6 +348,14 @@ impl Config {
                 "hitl.ids [{daemon_id}, {writer_id}] must lie outside kernel.plugin_ids [{first}, {last}]"
             )));
         }
+        for uid in &config.hitl.operators {
+            if *uid == daemon_id || *uid == writer_id || (first..=last).contains(uid) {
+                return Err(error(format!(
+                    "hitl.operators: uid {uid} is the daemon's, the kernel's or a plugin's; an \
+                     operator is a person's account"
+                )));
+            }
+        }
         if k.max_steps == 0 {
             return Err(error("kernel.max_steps must be at least 1".to_owned()));
         }
@@ -454,6 +467,8 @@ mod tests {
                 "outside kernel.plugin_ids",
             ),
             ("[hitl]\nids = [60990, 60990]\n", "two different ids"),
+            ("[hitl]\noperators = [60991]\n", "a person's account"),
+            ("[hitl]\noperators = [61002]\n", "a person's account"),
             ("[hitl]\nconsol = \"off\"\n", "consol"),
             (
                 "[kernel]\nsandbox = \"off\"\n",

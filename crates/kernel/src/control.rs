@@ -1,8 +1,8 @@
-//! The control socket (`run/control.sock`): how `p3ak chat`, `pending`, `approve`, `deny`, `hitl`,
-//! `secret` and `status` talk to a running kernel. Frames as in the plugin protocol (4-byte
-//! length + JSON); one request per connection, answered by one or more events, the last of
-//! which is final. Only processes of the kernel's own uid may connect (checked with
-//! `SO_PEERCRED`; the socket's directory is 0700 too).
+//! The control socket (`run/control.sock`): how `p3ak chat`, `secret`, `status` and
+//! `hitl rekey` talk to a running kernel. Frames as in the plugin protocol (4-byte length +
+//! JSON); one request per connection, answered by one or more events, the last of which is
+//! final. Only the operators' uids are served (checked with `SO_PEERCRED`). Approvals do not
+//! come this way: they go to the approval daemon's own socket.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -33,12 +33,6 @@ pub enum ControlRequest {
         /// The text.
         text: String,
     },
-    /// A request for the approval daemon: pending, approve, deny, pull back, history,
-    /// PIN and TOTP set-up, a console login link.
-    Hitl {
-        /// The request.
-        request: p3ak_hitl::wire::OperatorRequest,
-    },
     /// Stage a rekey of the memory vault now, at the schedule's level; answered once it ran
     /// or was refused.
     Rekey,
@@ -51,8 +45,11 @@ pub enum ControlRequest {
         /// Action patterns it may be used with.
         #[serde(default)]
         scopes: Vec<String>,
+        /// Host patterns it may be sent to; none: unbound.
+        #[serde(default)]
+        hosts: Vec<String>,
     },
-    /// Names and scopes of the secrets.
+    /// Names, scopes and hosts of the secrets.
     SecretList,
     /// Plugins and pending approvals.
     Status,
@@ -127,11 +124,6 @@ pub enum ControlEvent {
     Reply {
         /// The text.
         text: String,
-    },
-    /// The approval daemon's answer (final).
-    Hitl {
-        /// The answer.
-        answer: p3ak_hitl::wire::OperatorAnswer,
     },
     /// Secrets (final).
     Secrets {
@@ -213,7 +205,7 @@ pub fn call(
             .next_frame()
             .map_err(|e| KernelError::Control(e.to_string()))?
         {
-            let event: ControlEvent = serde_json::from_slice(&payload)
+            let event: ControlEvent = p3ak_proto::from_slice_strict(&payload)
                 .map_err(|e| KernelError::Control(format!("bad answer: {e}")))?;
             if event.is_final() {
                 return Ok(event);

@@ -1,26 +1,32 @@
-//! The kernel's side of humans in the loop: it starts the HITL daemon (`p3ak hitl run`, under
-//! its own uid as root), stages escalated actions into `spool/staging/` (through a process
-//! under the kernel's spool uid as root, because root passes every permission check), relays
-//! the operator's requests from the control socket, records what the daemon reports in the
-//! audit log, and hands each release to the waiting turn. The daemon's pipes are the channel:
-//! only the kernel holds them.
+//! The kernel's side of humans in the loop.
+//!
+//! [`spawn_daemon`] starts the approval daemon (`p3ak hitl run`, under its own uid as root)
+//! with one end of a socket pair as its standard input, writes its [`Start`] frame into the
+//! other end and reads its [`Started`] report from its standard output. Whoever starts it —
+//! the warden for an unprivileged kernel, or the kernel itself — keeps the report (it holds the
+//! console's login link) and hands only the channel to the kernel.
+//!
+//! [`HitlLink`] is the kernel's end of that channel: it stages escalated actions into
+//! `spool/staging/` (sealed, and as a user that may create files there but not read or list
+//! them), tells the daemon, records what the daemon reports in the audit log, and hands each
+//! release to the waiting turn. It cannot approve, deny, read a factor or mint a console link:
+//! those go from the operator to the daemon directly ([`p3ak_hitl::operator`], the console).
 
-use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use p3ak_crypto::{KdfParams, Key, Passphrase};
 use p3ak_hitl::binding::Request;
 use p3ak_hitl::spool::{Owners, Spool, SpoolKey};
-use p3ak_hitl::wire::{self, OperatorAnswer, OperatorRequest, Start, ToDaemon, ToKernel};
-use p3ak_vault::Vault;
+use p3ak_hitl::wire::{self, Start, Started, ToDaemon, ToKernel};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 use crate::KernelError;
 use crate::audit::AuditLog;
@@ -28,138 +34,282 @@ use crate::config::HitlSettings;
 use crate::home::Home;
 use crate::pending::PendingQueue;
 
-/// The vault object holding the key of the daemon's factor store.
-const STATE_KEY_SPACE: &str = "hitl";
-const STATE_KEY_NAME: &str = "state-key";
+/// Where round 1 kept the factor store's key: inside the kernel's vault (read once, to reseal
+/// the store under the daemon's own key).
+const OLD_STATE_KEY: (&str, &str) = ("hitl", "state-key");
+/// The salt of the daemon's own key, beside its factor store.
+const STATE_SALT: &str = "state.salt";
 /// How long the daemon has to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long an operator request may take (a PIN costs an Argon2id hash).
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What `p3ak up` tells the operator about the daemon.
-#[derive(Debug, Clone)]
+/// What `p3ak up` tells about the daemon; nothing in it is secret.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct HitlInfo {
     /// The daemon's pid.
     pub pid: Option<u32>,
-    /// The console's one-time login link, when the console runs.
-    pub login_link: Option<String>,
+    /// Whether the web console runs.
+    pub console: bool,
     /// Why the console does not run, when it was asked for.
     pub console_error: Option<String>,
 }
 
-/// A running daemon.
+/// Everything [`spawn_daemon`] needs.
+pub(crate) struct DaemonLaunch<'a> {
+    pub(crate) home: &'a Home,
+    pub(crate) settings: &'a HitlSettings,
+    pub(crate) exe: &'a Path,
+    pub(crate) categories: Vec<String>,
+    /// The daemon's uid and gid (as root).
+    pub(crate) daemon: Option<(u32, u32)>,
+    /// The uid and gid that stage requests (as root): the kernel's own when it runs under its
+    /// own uid.
+    pub(crate) writer: Option<(u32, u32)>,
+    /// The uids that may use the operator socket.
+    pub(crate) operators: Vec<u32>,
+    pub(crate) state_key: Key,
+    pub(crate) previous_state_key: Option<Key>,
+    pub(crate) spool_key: &'a SpoolKey,
+}
+
+/// A daemon, started.
+pub(crate) struct DaemonStarted {
+    pub(crate) child: tokio::process::Child,
+    /// The kernel's end of its channel.
+    pub(crate) channel: std::os::unix::net::UnixStream,
+    pub(crate) info: HitlInfo,
+    /// The console's first login link: for the operator's terminal only.
+    pub(crate) login_link: Option<zeroize::Zeroizing<String>>,
+    pub(crate) resealed: bool,
+}
+
+/// Prepares the spool and the daemon's directory, starts the daemon and waits for its report.
+pub(crate) async fn spawn_daemon(launch: DaemonLaunch<'_>) -> Result<DaemonStarted, KernelError> {
+    let spool = Spool::new(launch.home.spool());
+    prepare_dirs(
+        launch.home,
+        &spool,
+        &launch.categories,
+        launch.daemon,
+        launch.writer,
+    )?;
+    let console = launch.settings.console_addr().map_err(KernelError::Hitl)?;
+    let (kernel_end, daemon_end) = std::os::unix::net::UnixStream::pair()
+        .map_err(KernelError::io("cannot create the daemon's channel"))?;
+    let program = p3ak_sandbox::Program::open(launch.exe, launch.daemon)
+        .map_err(|e| KernelError::Hitl(format!("cannot start the daemon: {e}")))?;
+    let mut command = program.command();
+    command
+        .args(["hitl", "run"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/")
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(daemon_end)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some((uid, gid)) = launch.daemon {
+        // As root, std clears the supplementary groups when it sets a uid.
+        command.uid(uid).gid(gid);
+    }
+    let mut command = tokio::process::Command::from(command);
+    command.kill_on_drop(true);
+    let mut child = command.spawn().map_err(|e| {
+        KernelError::Hitl(format!(
+            "cannot start `{} hitl run`: {e}",
+            launch.exe.display()
+        ))
+    })?;
+    drop(command);
+    let pid = child.id();
+    let start = Start {
+        home: launch.home.root().display().to_string(),
+        spool_key: launch.spool_key.to_hex().to_string(),
+        state_key: hex::encode(launch.state_key.expose()),
+        previous_state_key: launch
+            .previous_state_key
+            .as_ref()
+            .map(|k| hex::encode(k.expose())),
+        categories: launch.categories,
+        operators: launch.operators,
+        console: console.map(|a| a.to_string()),
+        console_origin: launch.settings.console_origin.clone(),
+        console_public: launch.settings.console_public,
+    };
+    // The start frame goes into the kernel's end, towards the daemon: the kernel, reading from
+    // this end, never sees it.
+    let mut channel = kernel_end;
+    write_frame_blocking(&mut channel, &start)?;
+    drop(start);
+    let Some(stdout) = child.stdout.take() else {
+        return Err(KernelError::Hitl(
+            "the daemon has no report pipe".to_owned(),
+        ));
+    };
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let report = tokio::time::timeout(START_TIMEOUT, lines.next_line()).await;
+    let started: Started = match report {
+        Ok(Ok(Some(line))) => {
+            let line = zeroize::Zeroizing::new(line);
+            p3ak_proto::from_slice_strict(line.as_bytes())
+                .map_err(|e| KernelError::Hitl(format!("the daemon's report: {e}")))?
+        }
+        Ok(Ok(None) | Err(_)) => {
+            let status = child.wait().await.ok();
+            return Err(KernelError::Hitl(format!(
+                "the daemon stopped while starting{}",
+                status.map(|s| format!(" ({s})")).unwrap_or_default()
+            )));
+        }
+        Err(_) => {
+            return Err(KernelError::Hitl(format!(
+                "the daemon did not start within {} s",
+                START_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    let login_link = started
+        .login_link
+        .as_ref()
+        .map(|l| zeroize::Zeroizing::new(l.clone()));
+    Ok(DaemonStarted {
+        child,
+        channel,
+        info: HitlInfo {
+            pid,
+            console: started.console.is_some(),
+            console_error: started.console_error.clone(),
+        },
+        login_link,
+        resealed: started.resealed,
+    })
+}
+
+/// The key of the daemon's factor store: Argon2id of the operator's passphrase with a salt of
+/// its own (`hitl/state.salt`, made on first use). Derived by whoever starts the daemon; an
+/// unprivileged kernel never holds the passphrase, so it cannot derive it.
+pub(crate) fn state_key(home: &Home, passphrase: &Passphrase) -> Result<Key, KernelError> {
+    let dir = home.hitl();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(KernelError::io(format!(
+            "cannot create `{}`",
+            dir.display()
+        )))?;
+    let path = dir.join(STATE_SALT);
+    let salt: [u8; 16] = match std::fs::read(&path) {
+        Ok(bytes) => bytes.as_slice().try_into().map_err(|_| {
+            KernelError::Hitl(format!("`{}` is not a 16-byte salt", path.display()))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let salt = p3ak_crypto::random_array::<16>()?;
+            crate::files::write_private(&path, &salt)?;
+            salt
+        }
+        Err(e) => {
+            return Err(KernelError::Io {
+                context: format!("cannot read `{}`", path.display()),
+                source: e,
+            });
+        }
+    };
+    Ok(p3ak_crypto::derive_key_from_passphrase(
+        passphrase,
+        &salt,
+        KdfParams::RFC9106_SECOND,
+    )?)
+}
+
+/// The factor store's key as round 1 kept it in the kernel's vault, if it is still there.
+pub(crate) fn previous_state_key(vault: &p3ak_vault::Vault) -> Result<Option<Key>, KernelError> {
+    let (space, name) = OLD_STATE_KEY;
+    match vault.read_object(space, name)? {
+        Some(bytes) => Ok(Some(Key::from_slice(bytes.expose())?)),
+        None => Ok(None),
+    }
+}
+
+/// Forgets round 1's key once the daemon resealed its store under its own.
+pub(crate) fn forget_previous_state_key(vault: &p3ak_vault::Vault) -> Result<(), KernelError> {
+    let (space, name) = OLD_STATE_KEY;
+    if vault.read_object(space, name)?.is_some() {
+        vault.transact(|tx| tx.delete_object(space, name))?;
+    }
+    Ok(())
+}
+
+/// How the kernel writes staged files.
+#[derive(Clone)]
+pub(crate) enum StageWriter {
+    /// Itself: it is the spool's writer (its own uid, or no root at all).
+    Direct,
+    /// As root: through `p3ak hitl stage` under the writer's uid, because root passes every
+    /// permission check.
+    AsUser { exe: PathBuf, uid: u32, gid: u32 },
+}
+
+/// The kernel's end of a running daemon's channel.
 pub struct HitlLink {
     to_daemon: mpsc::UnboundedSender<ToDaemon>,
-    calls: Arc<Mutex<HashMap<u64, oneshot::Sender<OperatorAnswer>>>>,
-    next_call: AtomicU64,
     spool: Spool,
     key: SpoolKey,
-    writer: Option<(u32, u32)>,
-    owners: Option<Owners>,
-    exe: PathBuf,
+    writer: StageWriter,
     alive: Arc<AtomicBool>,
+    /// The daemon's process, when this kernel started it (the warden holds it otherwise).
     child: Mutex<Option<tokio::process::Child>>,
     info: HitlInfo,
 }
 
-/// Everything [`HitlLink::start`] needs.
-pub(crate) struct HitlStart<'a> {
-    pub(crate) home: &'a Home,
-    pub(crate) settings: &'a HitlSettings,
-    pub(crate) exe: &'a Path,
-    pub(crate) vault: &'a Vault,
-    pub(crate) categories: Vec<String>,
+/// Everything [`HitlLink::attach`] needs.
+pub(crate) struct Attach {
+    pub(crate) channel: std::os::unix::net::UnixStream,
+    pub(crate) child: Option<tokio::process::Child>,
+    pub(crate) info: HitlInfo,
+    pub(crate) spool: Spool,
+    pub(crate) key: SpoolKey,
+    pub(crate) writer: StageWriter,
     pub(crate) pending: Arc<PendingQueue>,
     pub(crate) audit: AuditLog,
 }
 
 impl HitlLink {
-    /// Prepares the spool, starts the daemon and waits until it is ready.
-    pub(crate) async fn start(start: HitlStart<'_>) -> Result<Arc<Self>, KernelError> {
-        let HitlStart {
-            home,
-            settings,
-            exe,
-            vault,
-            categories,
+    /// Serves the kernel's end of the daemon's channel: the daemon's reports go to the audit
+    /// log and to the waiting turns.
+    pub(crate) async fn attach(attach: Attach) -> Result<Arc<Self>, KernelError> {
+        let Attach {
+            channel,
+            child,
+            info,
+            spool,
+            key,
+            writer,
             pending,
             audit,
-        } = start;
-        let root = rustix::process::geteuid().is_root();
-        let (daemon_id, writer_id) = settings.ids;
-        let daemon = root.then_some((daemon_id, daemon_id));
-        let writer = root.then_some((writer_id, writer_id));
-        let spool = Spool::new(home.spool());
-        prepare_dirs(home, &spool, &categories, daemon, writer)?;
-
-        let key = SpoolKey::generate()?;
-        let state_key = state_key(vault)?;
-        let console = settings.console_addr().map_err(KernelError::Hitl)?;
-        let login_token = match console {
-            Some(_) => Some(zeroize::Zeroizing::new(hex::encode(
-                p3ak_crypto::random_array::<32>()?,
-            ))),
-            None => None,
-        };
-
-        let program = p3ak_sandbox::Program::open(exe, daemon)
-            .map_err(|e| KernelError::Hitl(format!("cannot start the daemon: {e}")))?;
-        let mut command = program.command();
-        command
-            .args(["hitl", "run"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some((uid, gid)) = daemon {
-            command.uid(uid).gid(gid);
-        }
-        let mut command = tokio::process::Command::from(command);
-        command.kill_on_drop(true);
-        let mut child = command.spawn().map_err(|e| {
-            KernelError::Hitl(format!("cannot start `{} hitl run`: {e}", exe.display()))
-        })?;
-        let pid = child.id();
-        let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(KernelError::Hitl("the daemon has no pipes".to_owned()));
-        };
-
-        let start_frame = Start {
-            home: home.root().display().to_string(),
-            spool_key: key.to_hex().to_string(),
-            state_key: hex::encode(state_key.expose()),
-            categories,
-            console: console.map(|a| a.to_string()),
-            console_origin: settings.console_origin.clone(),
-            console_public: settings.console_public,
-            login_token: login_token.as_ref().map(|t| t.to_string()),
-        };
-        write_frame(&mut stdin, &start_frame).await?;
-        drop(start_frame);
-
+        } = attach;
+        channel
+            .set_nonblocking(true)
+            .map_err(KernelError::io("cannot use the daemon's channel"))?;
+        let channel = tokio::net::UnixStream::from_std(channel)
+            .map_err(KernelError::io("cannot use the daemon's channel"))?;
+        let (mut input, mut output) = channel.into_split();
         let (to_daemon, mut outgoing) = mpsc::unbounded_channel::<ToDaemon>();
         tokio::spawn(async move {
             while let Some(message) = outgoing.recv().await {
                 let stop = matches!(message, ToDaemon::Shutdown);
-                if write_frame(&mut stdin, &message).await.is_err() || stop {
+                if write_frame(&mut output, &message).await.is_err() || stop {
                     break;
                 }
             }
         });
-
-        let calls: Arc<Mutex<HashMap<u64, oneshot::Sender<OperatorAnswer>>>> = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
-        let (ready_tx, ready_rx) = oneshot::channel::<Option<String>>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         {
-            let calls = Arc::clone(&calls);
             let alive = Arc::clone(&alive);
             tokio::spawn(async move {
                 let mut ready = Some(ready_tx);
                 let mut reader = p3ak_hitl::daemon::FrameReader::new();
                 loop {
-                    let message: ToKernel = match reader.next(&mut stdout).await {
+                    let message: ToKernel = match reader.next(&mut input).await {
                         Ok(Some(message)) => message,
                         Ok(None) => break,
                         Err(e) => {
@@ -170,9 +320,9 @@ impl HitlLink {
                         }
                     };
                     match message {
-                        ToKernel::Ready { console } => {
+                        ToKernel::Ready { .. } => {
                             if let Some(ready) = ready.take() {
-                                let _ = ready.send(console);
+                                let _ = ready.send(());
                             }
                         }
                         ToKernel::Audit { event, data } => {
@@ -198,86 +348,41 @@ impl HitlLink {
                                     .await;
                             }
                         }
-                        ToKernel::Refused { id, ending } => pending.refused(&id, &ending),
-                        ToKernel::Answer { call, answer } => {
-                            let waiter = calls.lock().ok().and_then(|mut c| c.remove(&call));
-                            if let Some(waiter) = waiter {
-                                let _ = waiter.send(answer);
-                            }
-                        }
+                        ToKernel::Refused { id, ending } => pending.refused(&id, ending),
                     }
                 }
                 alive.store(false, Ordering::SeqCst);
                 // Nothing can be approved any more: every waiting turn hears no.
-                pending.refuse_all("daemon stopped");
-                if let Ok(mut calls) = calls.lock() {
-                    calls.clear();
-                }
+                pending.refuse_all();
                 let _ = audit.record("hitl.stopped", json!({})).await;
             });
         }
-
-        let console_address = match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
-            Ok(Ok(address)) => address,
+        match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
+            Ok(Ok(())) => {}
             Ok(Err(_)) => {
-                let status = child.wait().await.ok();
-                return Err(KernelError::Hitl(format!(
-                    "the daemon stopped while starting{}",
-                    status.map(|s| format!(" ({s})")).unwrap_or_default()
-                )));
+                return Err(KernelError::Hitl(
+                    "the daemon stopped before it was ready".to_owned(),
+                ));
             }
             Err(_) => {
                 return Err(KernelError::Hitl(format!(
-                    "the daemon did not start within {} s",
+                    "the daemon was not ready within {} s",
                     START_TIMEOUT.as_secs()
                 )));
             }
-        };
-        let (login_link, console_error) = match (&console, &console_address, &login_token) {
-            (Some(_), Some(address), Some(token)) => {
-                let origin = settings.console_origin.clone().unwrap_or_else(|| {
-                    let port = address.rsplit(':').next().unwrap_or("7325");
-                    format!("http://localhost:{port}")
-                });
-                (
-                    Some(format!(
-                        "{}/login?token={}",
-                        origin.trim_end_matches('/'),
-                        token.as_str()
-                    )),
-                    None,
-                )
-            }
-            (Some(asked), None, _) => (
-                None,
-                Some(format!(
-                    "the web console could not listen on {asked} (see the log); approvals that need it (levels 2, 4, 5) cannot be given"
-                )),
-            ),
-            _ => (None, None),
-        };
+        }
         Ok(Arc::new(Self {
             to_daemon,
-            calls,
-            next_call: AtomicU64::new(1),
             spool,
             key,
             writer,
-            owners: daemon
-                .zip(writer)
-                .map(|(daemon, (_, writer_gid))| Owners { daemon, writer_gid }),
-            exe: exe.to_owned(),
             alive,
-            child: Mutex::new(Some(child)),
-            info: HitlInfo {
-                pid,
-                login_link,
-                console_error,
-            },
+            child: Mutex::new(child),
+            info,
         }))
     }
 
-    /// What `p3ak up` prints.
+    /// What `p3ak status` shows.
     #[must_use]
     pub fn info(&self) -> &HitlInfo {
         &self.info
@@ -289,17 +394,23 @@ impl HitlLink {
         self.alive.load(Ordering::SeqCst)
     }
 
-    /// Writes `request` into `staging/<category>/` and tells the daemon.
-    pub(crate) async fn stage(&self, request: &Request) -> Result<(), KernelError> {
+    /// Writes `request` into `staging/<category>/` (or `other/`, when the spool has no
+    /// directory for its category: they are made when the daemon starts, from the policy's
+    /// groups) and tells the daemon. Returns the request as staged.
+    pub(crate) async fn stage(&self, request: &Request) -> Result<Request, KernelError> {
         if !self.is_alive() {
             return Err(KernelError::Hitl("the daemon is not running".to_owned()));
         }
-        self.spool
-            .prepare_category(&request.category, self.owners)?;
-        let sealed = self.key.seal(request)?;
-        match self.writer {
-            Some(ids) => self.stage_as(ids, request, &sealed).await?,
-            None => {
+        let mut request = request.clone();
+        if !self.spool.category(&request.category).is_dir() {
+            request.category = p3ak_hitl::spool::OTHER.to_owned();
+        }
+        let sealed = self.key.seal(&request)?;
+        match &self.writer {
+            StageWriter::AsUser { exe, uid, gid } => {
+                stage_as(exe, (*uid, *gid), &self.spool, &request, &sealed).await?;
+            }
+            StageWriter::Direct => {
                 let spool = self.spool.clone();
                 let (category, id) = (request.category.clone(), request.id.clone());
                 tokio::task::spawn_blocking(move || {
@@ -312,89 +423,13 @@ impl HitlLink {
         self.send(ToDaemon::Staged {
             id: request.id.clone(),
             category: request.category.clone(),
-        })
-    }
-
-    /// As root: `p3ak hitl stage` under the spool writer's uid, which may create the file but
-    /// not list, read or move anything.
-    async fn stage_as(
-        &self,
-        (uid, gid): (u32, u32),
-        request: &Request,
-        sealed: &[u8],
-    ) -> Result<(), KernelError> {
-        let program = p3ak_sandbox::Program::open(&self.exe, Some((uid, gid)))
-            .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
-        let mut command = program.command();
-        command
-            .args(["hitl", "stage", "--spool"])
-            .arg(self.spool.root())
-            .args(["--category", &request.category, "--id", &request.id])
-            .env_clear()
-            .current_dir("/")
-            .uid(uid)
-            .gid(gid)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut command = tokio::process::Command::from(command);
-        command.kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(sealed)
-                .await
-                .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
-        }
-        let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-            .await
-            .map_err(|_| KernelError::Hitl("staging took longer than 20 s".to_owned()))?
-            .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
-        if !output.status.success() {
-            return Err(KernelError::Hitl(format!(
-                "cannot stage `{}`: {}",
-                request.id,
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-        Ok(())
+        })?;
+        Ok(request)
     }
 
     /// The kernel stopped waiting for `id`.
     pub(crate) fn withdraw(&self, id: &str) {
         let _ = self.send(ToDaemon::Withdraw { id: id.to_owned() });
-    }
-
-    /// Relays an operator's request and waits for the answer.
-    pub async fn operator(
-        &self,
-        request: OperatorRequest,
-        channel: &str,
-    ) -> Result<OperatorAnswer, KernelError> {
-        let call = self.next_call.fetch_add(1, Ordering::SeqCst);
-        let (answer, receiver) = oneshot::channel();
-        if let Ok(mut calls) = self.calls.lock() {
-            calls.insert(call, answer);
-        }
-        self.send(ToDaemon::Operator {
-            call,
-            channel: channel.to_owned(),
-            request,
-        })?;
-        let answer = tokio::time::timeout(CALL_TIMEOUT, receiver).await;
-        if let Ok(mut calls) = self.calls.lock() {
-            calls.remove(&call);
-        }
-        match answer {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(KernelError::Hitl("the daemon stopped".to_owned())),
-            Err(_) => Err(KernelError::Hitl(format!(
-                "no answer within {} s",
-                CALL_TIMEOUT.as_secs()
-            ))),
-        }
     }
 
     fn send(&self, message: ToDaemon) -> Result<(), KernelError> {
@@ -406,7 +441,8 @@ impl HitlLink {
             .map_err(|_| KernelError::Hitl("the daemon is not running".to_owned()))
     }
 
-    /// Stops the daemon (it withdraws what still waits) and waits for it.
+    /// Stops the daemon (it withdraws what still waits) and, if this kernel started it, waits
+    /// for it.
     pub(crate) async fn shutdown(&self) {
         let _ = self.to_daemon.send(ToDaemon::Shutdown);
         let child = self.child.lock().ok().and_then(|mut c| c.take());
@@ -420,8 +456,56 @@ impl HitlLink {
     }
 }
 
-async fn write_frame<T: serde::Serialize>(
-    stdin: &mut tokio::process::ChildStdin,
+/// As root: `p3ak hitl stage` under the writer's uid, which may create the file but not list,
+/// read or move anything.
+async fn stage_as(
+    exe: &Path,
+    (uid, gid): (u32, u32),
+    spool: &Spool,
+    request: &Request,
+    sealed: &[u8],
+) -> Result<(), KernelError> {
+    let program = p3ak_sandbox::Program::open(exe, Some((uid, gid)))
+        .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
+    let mut command = program.command();
+    command
+        .args(["hitl", "stage", "--spool"])
+        .arg(spool.root())
+        .args(["--category", &request.category, "--id", &request.id])
+        .env_clear()
+        .current_dir("/")
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut command = tokio::process::Command::from(command);
+    command.kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(sealed)
+            .await
+            .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .map_err(|_| KernelError::Hitl("staging took longer than 20 s".to_owned()))?
+        .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
+    if !output.status.success() {
+        return Err(KernelError::Hitl(format!(
+            "cannot stage `{}`: {}",
+            request.id,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn write_frame_blocking<T: serde::Serialize>(
+    stream: &mut std::os::unix::net::UnixStream,
     message: &T,
 ) -> Result<(), KernelError> {
     let payload = zeroize::Zeroizing::new(
@@ -431,24 +515,29 @@ async fn write_frame<T: serde::Serialize>(
         p3ak_proto::encode_payload(&payload, wire::MAX_FRAME)
             .map_err(|e| KernelError::Hitl(e.to_string()))?,
     );
-    stdin
-        .write_all(&frame)
-        .await
-        .map_err(|e| KernelError::Hitl(format!("cannot write to the daemon: {e}")))?;
-    stdin
-        .flush()
-        .await
+    std::io::Write::write_all(stream, &frame)
         .map_err(|e| KernelError::Hitl(format!("cannot write to the daemon: {e}")))
 }
 
-/// The key of the daemon's factor store: random, kept in the kernel's (encrypted) vault.
-fn state_key(vault: &Vault) -> Result<p3ak_crypto::Key, KernelError> {
-    if let Some(bytes) = vault.read_object(STATE_KEY_SPACE, STATE_KEY_NAME)? {
-        return Ok(p3ak_crypto::Key::from_slice(bytes.expose())?);
-    }
-    let key = p3ak_crypto::Key::generate()?;
-    vault.transact(|tx| tx.put_object(STATE_KEY_SPACE, STATE_KEY_NAME, key.expose()))?;
-    Ok(key)
+async fn write_frame<T: serde::Serialize>(
+    output: &mut tokio::net::unix::OwnedWriteHalf,
+    message: &T,
+) -> Result<(), KernelError> {
+    let payload = zeroize::Zeroizing::new(
+        serde_json::to_vec(message).map_err(|e| KernelError::Hitl(e.to_string()))?,
+    );
+    let frame = zeroize::Zeroizing::new(
+        p3ak_proto::encode_payload(&payload, wire::MAX_FRAME)
+            .map_err(|e| KernelError::Hitl(e.to_string()))?,
+    );
+    output
+        .write_all(&frame)
+        .await
+        .map_err(|e| KernelError::Hitl(format!("cannot write to the daemon: {e}")))?;
+    output
+        .flush()
+        .await
+        .map_err(|e| KernelError::Hitl(format!("cannot write to the daemon: {e}")))
 }
 
 /// The spool's layout and the daemon's own directory; as root, their owners, and a home its
@@ -487,17 +576,18 @@ fn prepare_dirs(
         set_mode(home.root(), 0o711)?;
         traversable_ancestors(home.root())?;
     }
-    set_mode(&dir, 0o700)?;
+    // Operators reach the daemon's socket inside; nothing else in it is theirs to read.
+    set_mode(&dir, 0o711)?;
     spool.prepare(categories, owners)?;
     Ok(())
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), KernelError> {
-    crate::host::sandboxing::set_mode(path, mode).map_err(KernelError::Hitl)
+    crate::launch::plan::set_mode(path, mode).map_err(KernelError::Hitl)
 }
 
 /// Directories above the home that belong to the kernel's user get search permission for
 /// others (never read), so the daemon's user can reach the spool.
 fn traversable_ancestors(path: &Path) -> Result<(), KernelError> {
-    crate::host::sandboxing::traversable_ancestors(path).map_err(KernelError::Hitl)
+    crate::launch::plan::traversable_ancestors(path).map_err(KernelError::Hitl)
 }

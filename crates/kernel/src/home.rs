@@ -58,7 +58,7 @@ impl Home {
     pub fn memory_vault(&self) -> PathBuf {
         self.root.join("vaults").join("memory.vault")
     }
-    /// `run/`: sockets and the pid file (0700).
+    /// `run/`: the control socket and the pid file (0711).
     #[must_use]
     pub fn run(&self) -> PathBuf {
         self.root.join("run")
@@ -148,7 +148,8 @@ impl Home {
         Ok(created)
     }
 
-    /// Makes `run/` exist with mode 0700, whatever it was.
+    /// Makes `run/` exist with mode 0711, whatever it was: operators reach the control
+    /// socket inside (which checks who they are), nobody else can list it.
     pub(crate) fn prepare_run_dir(&self) -> Result<(), KernelError> {
         let run = self.run();
         DirBuilder::new()
@@ -159,7 +160,7 @@ impl Home {
                 "cannot create `{}`",
                 run.display()
             )))?;
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).map_err(
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o711)).map_err(
             KernelError::io(format!("cannot restrict `{}`", run.display())),
         )
     }

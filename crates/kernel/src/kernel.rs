@@ -18,16 +18,20 @@ use crate::agent::{Agent, load_agents};
 use crate::audit::AuditLog;
 use crate::authorize::Enforcer;
 use crate::broker::{Broker, SecretValue};
-use crate::config::{Config, Launch};
+use crate::config::Config;
 use crate::control::{ControlEvent, ControlRequest, KernelStatus, MAX_CONTROL_FRAME, plugin_rows};
-use crate::hitl::{HitlLink, HitlStart};
+use crate::hitl::{Attach, DaemonLaunch, HitlLink, StageWriter};
 use crate::home::Home;
-use crate::host::{Host, PluginSpec};
+use crate::host::Host;
+use crate::launch::{Launcher, LocalLauncher};
 use crate::ledger::Ledger;
 use crate::pending::PendingQueue;
-use p3ak_hitl::wire::{OperatorAnswer, OperatorRequest};
+use crate::warden::RemoteLauncher;
+use p3ak_hitl::spool::{Spool, SpoolKey};
 
-/// What the kernel needs to start.
+/// What the kernel needs to start in this process (the demo, tests, a host without the
+/// warden): it derives its keys from the passphrase and starts plugins and the approval daemon
+/// itself.
 pub struct KernelOptions {
     /// Its home.
     pub home: Home,
@@ -35,6 +39,17 @@ pub struct KernelOptions {
     pub passphrase: Passphrase,
     /// The `p3ak` binary, which first-party plugins run from.
     pub exe: PathBuf,
+}
+
+/// How the memory vault is rekeyed: with the passphrase this process holds, or by the warden,
+/// which holds it for an unprivileged kernel.
+pub(crate) enum Rekeyer {
+    /// Here.
+    Local(Passphrase),
+    /// By the warden.
+    Warden(Arc<RemoteLauncher>),
+    /// Not at all (no memory vault).
+    None,
 }
 
 /// A running kernel.
@@ -51,20 +66,162 @@ pub struct Kernel {
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) vault: Arc<Vault>,
     pub(crate) memory_key: std::sync::RwLock<Option<VaultKey>>,
-    /// Kept only when a rekey may be staged (the same passphrase, a new master key).
-    pub(crate) rekey_passphrase: Option<Passphrase>,
+    pub(crate) rekeyer: Rekeyer,
     pub(crate) usage: Mutex<crate::control::UsageTotals>,
+    /// The uids served on the control socket.
+    operators: Vec<u32>,
+    /// The warden, when it started this kernel.
+    warden: Option<Arc<RemoteLauncher>>,
     stop: watch::Sender<bool>,
 }
 
+/// What both ways of starting have ready before the plugins start.
+struct Opened {
+    home: Home,
+    config: Config,
+    policy: Policy,
+    agents: BTreeMap<String, Agent>,
+    vault: Arc<Vault>,
+    broker: Arc<Broker>,
+    audit: AuditLog,
+}
+
 impl Kernel {
-    /// Opens everything and starts the plugins.
+    /// Opens everything and starts the approval daemon and the plugins, in this process.
     pub async fn start(options: KernelOptions) -> Result<Arc<Self>, KernelError> {
         let KernelOptions {
             home,
             passphrase,
             exe,
         } = options;
+        let (kernel_key, memory_key, state_key, passphrase) = {
+            let home = home.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, KernelError> {
+                let kernel = VaultKey::derive(&home.kernel_vault(), &passphrase)?;
+                let memory = home.memory_vault();
+                let memory = if memory.exists() {
+                    Some(VaultKey::derive(&memory, &passphrase)?)
+                } else {
+                    None
+                };
+                let state = crate::hitl::state_key(&home, &passphrase)?;
+                Ok((kernel, memory, state, passphrase))
+            })
+            .await
+            .map_err(|e| KernelError::Home(format!("startup task failed: {e}")))??
+        };
+        let opened = Self::open(home, &kernel_key).await?;
+        let Opened {
+            home,
+            config,
+            policy,
+            ..
+        } = &opened;
+        let root = rustix::process::geteuid().is_root();
+        let (daemon_id, writer_id) = config.hitl.ids;
+        let daemon = root.then_some((daemon_id, daemon_id));
+        let writer = root.then_some((writer_id, writer_id));
+        let operators = crate::warden::operators(config);
+        let previous_state_key = crate::hitl::previous_state_key(&opened.vault)?;
+        let spool_key = SpoolKey::generate()?;
+        let mut categories = vec!["kernel".to_owned()];
+        categories.extend(policy.groups());
+        let started = crate::hitl::spawn_daemon(DaemonLaunch {
+            home,
+            settings: &config.hitl,
+            exe: &exe,
+            categories,
+            daemon,
+            writer,
+            operators: operators.clone(),
+            state_key,
+            previous_state_key,
+            spool_key: &spool_key,
+        })
+        .await?;
+        if started.resealed {
+            crate::hitl::forget_previous_state_key(&opened.vault)?;
+        }
+        let writer = match writer {
+            Some((uid, gid)) => StageWriter::AsUser {
+                exe: exe.clone(),
+                uid,
+                gid,
+            },
+            None => StageWriter::Direct,
+        };
+        let specs = crate::launch::plugin_specs(home, config);
+        let launcher = Launcher::Local(Arc::new(LocalLauncher::new(
+            specs,
+            &config.kernel,
+            home.root(),
+            exe,
+            rustix::process::getegid().as_raw(),
+        )));
+        let rekeyer = if memory_key.is_some() {
+            Rekeyer::Local(passphrase)
+        } else {
+            Rekeyer::None
+        };
+        let kernel = Self::assemble(
+            opened,
+            Assembly {
+                memory_key,
+                launcher,
+                daemon: DaemonSide::Started(Box::new(started)),
+                spool_key,
+                writer,
+                rekeyer,
+                operators,
+                warden: None,
+            },
+        )
+        .await?;
+        Ok(kernel)
+    }
+
+    /// Starts the kernel the warden prepared: keys instead of the passphrase, plugins and the
+    /// approval daemon started by the warden.
+    pub(crate) async fn start_under_warden(
+        start: crate::warden::KernelStart,
+        daemon_channel: std::os::unix::net::UnixStream,
+        remote: Arc<RemoteLauncher>,
+    ) -> Result<Arc<Self>, KernelError> {
+        let home = Home::new(&start.home);
+        let kernel_key = handoff_key(&start.kernel_key)?;
+        let memory_key = start.memory_key.as_ref().map(handoff_key).transpose()?;
+        let spool_key = SpoolKey::from_hex(start.spool_key.expose())?;
+        let opened = Self::open(home, &kernel_key).await?;
+        drop(kernel_key);
+        if start.forget_previous_state_key {
+            crate::hitl::forget_previous_state_key(&opened.vault)?;
+        }
+        let rekeyer = if memory_key.is_some() {
+            Rekeyer::Warden(Arc::clone(&remote))
+        } else {
+            Rekeyer::None
+        };
+        Self::assemble(
+            opened,
+            Assembly {
+                memory_key,
+                launcher: Launcher::Remote(Arc::clone(&remote)),
+                daemon: DaemonSide::Attached {
+                    channel: daemon_channel,
+                    info: start.hitl.clone(),
+                },
+                spool_key,
+                writer: StageWriter::Direct,
+                rekeyer,
+                operators: start.operators.clone(),
+                warden: Some(remote),
+            },
+        )
+        .await
+    }
+
+    /// Checks the home, reads config, policy and agents, and opens the kernel's vault.
+    async fn open(home: Home, key: &VaultKey) -> Result<Opened, KernelError> {
         if !home.is_initialised() {
             return Err(KernelError::Home(format!(
                 "`{}` is not set up: run `p3ak init`",
@@ -74,11 +231,7 @@ impl Kernel {
         home.prepare_run_dir()?;
         check_not_running(&home)?;
         let config = Config::load(&home.config())?;
-        let policy_path = home.policy();
-        let policy_text = std::fs::read_to_string(&policy_path).map_err(KernelError::io(
-            format!("cannot read `{}`", policy_path.display()),
-        ))?;
-        let policy = Policy::from_yaml(&policy_text)?;
+        let policy = load_policy(&home)?;
         let agents = load_agents(&home.agents())?;
         if !agents.contains_key(&config.kernel.default_agent) {
             return Err(KernelError::Config {
@@ -90,66 +243,85 @@ impl Kernel {
                 ),
             });
         }
-
-        let (vault, memory_key, passphrase) = {
-            let home = home.clone();
-            tokio::task::spawn_blocking(move || -> Result<_, KernelError> {
-                let mut vault = Vault::open(
-                    &home.kernel_vault(),
-                    Unlock::Passphrase(&passphrase),
-                    Access::Write,
-                )?;
+        let vault = {
+            let path = home.kernel_vault();
+            let key = VaultKey::from_handoff_bytes(key.to_handoff_bytes().expose())?;
+            tokio::task::spawn_blocking(move || -> Result<Vault, KernelError> {
+                let mut vault = Vault::open(&path, Unlock::Key(&key), Access::Write)?;
                 vault.set_actor("kernel");
-                let memory = home.memory_vault();
-                let key = if memory.exists() {
-                    Some(VaultKey::derive(&memory, &passphrase)?)
-                } else {
-                    None
-                };
-                Ok((vault, key, passphrase))
+                Ok(vault)
             })
             .await
             .map_err(|e| KernelError::Home(format!("startup task failed: {e}")))??
         };
-        // Kept for a rekey of the memory vault (same passphrase, new master key).
-        let rekey_passphrase = memory_key.is_some().then_some(passphrase);
         let vault = Arc::new(vault);
         let broker = Arc::new(Broker::load(&vault)?);
         let audit = AuditLog::new(Arc::clone(&vault), Arc::clone(&broker));
         std::fs::write(home.pid_file(), std::process::id().to_string())
             .map_err(KernelError::io("cannot write the pid file"))?;
+        Ok(Opened {
+            home,
+            config,
+            policy,
+            agents,
+            vault,
+            broker,
+            audit,
+        })
+    }
 
-        let specs = plugin_specs(&home, &config, memory_key.as_ref());
+    /// Attaches the approval daemon, starts the plugins and builds the kernel.
+    async fn assemble(opened: Opened, assembly: Assembly) -> Result<Arc<Self>, KernelError> {
+        let Opened {
+            home,
+            config,
+            policy,
+            agents,
+            vault,
+            broker,
+            audit,
+        } = opened;
+        let Assembly {
+            memory_key,
+            launcher,
+            daemon,
+            spool_key,
+            writer,
+            rekeyer,
+            operators,
+            warden,
+        } = assembly;
+        let specs = crate::launch::plugin_specs(&home, &config);
         audit
             .record(
                 "kernel.start",
                 serde_json::json!({
                     "pid": std::process::id(),
+                    "uid": rustix::process::geteuid().as_raw(),
+                    "warden": warden.is_some(),
                     "plugins": specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
                     "agents": agents.keys().collect::<Vec<_>>(),
                     "policy_rules": policy.rule_count(),
                 }),
             )
             .await?;
-        let host = Arc::new(Host::new(
-            specs,
-            config.kernel.clone(),
-            audit.clone(),
-            Arc::clone(&broker),
-            exe.clone(),
-        ));
         let pending = Arc::new(PendingQueue::default());
-        let hitl = match HitlLink::start(HitlStart {
-            home: &home,
-            settings: &config.hitl,
-            exe: &exe,
-            vault: &vault,
-            categories: vec!["kernel".to_owned()],
+        let (channel, child, info) = match daemon {
+            DaemonSide::Started(started) => (started.channel, Some(started.child), started.info),
+            DaemonSide::Attached { channel, info } => (channel, None, info),
+        };
+        let attached = HitlLink::attach(Attach {
+            channel,
+            child,
+            info,
+            spool: Spool::new(home.spool()),
+            key: spool_key,
+            writer,
             pending: Arc::clone(&pending),
             audit: audit.clone(),
         })
-        .await
-        {
+        .await;
+        let hitl = match attached {
             Ok(hitl) => hitl,
             Err(e) => {
                 let _ = std::fs::remove_file(home.pid_file());
@@ -161,11 +333,19 @@ impl Kernel {
                 "hitl.start",
                 serde_json::json!({
                     "pid": hitl.info().pid,
-                    "console": hitl.info().login_link.is_some(),
+                    "console": hitl.info().console,
                     "console_error": hitl.info().console_error,
                 }),
             )
             .await?;
+        let host = Arc::new(Host::new(
+            specs,
+            config.kernel.clone(),
+            audit.clone(),
+            Arc::clone(&broker),
+            launcher,
+            memory_key.as_ref().map(|k| Arc::new(k.to_handoff_bytes())),
+        ));
         host.start().await;
         let (stop, _) = watch::channel(false);
         Ok(Arc::new(Self {
@@ -181,10 +361,21 @@ impl Kernel {
             ledger: Mutex::new(Ledger::default()),
             vault,
             memory_key: std::sync::RwLock::new(memory_key),
-            rekey_passphrase,
+            rekeyer,
             usage: Mutex::new(crate::control::UsageTotals::default()),
+            operators,
+            warden,
             stop,
         }))
+    }
+
+    /// Tells the warden (when it started this kernel) that it serves: the warden then shows
+    /// the operator the console's link.
+    pub async fn warden_ready(&self) -> Result<(), KernelError> {
+        match &self.warden {
+            Some(warden) => warden.ready().await,
+            None => Ok(()),
+        }
     }
 
     /// The plugin host.
@@ -203,15 +394,6 @@ impl Kernel {
     #[must_use]
     pub fn hitl(&self) -> &Arc<HitlLink> {
         &self.hitl
-    }
-
-    /// Sends an operator's request to the approval daemon (what the control socket does).
-    pub async fn operator(
-        &self,
-        request: OperatorRequest,
-        channel: &str,
-    ) -> Result<OperatorAnswer, KernelError> {
-        self.hitl.operator(request, channel).await
     }
 
     /// The audit log.
@@ -233,9 +415,13 @@ impl Kernel {
             "cannot bind `{}`",
             socket.display()
         )))?;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(KernelError::io("cannot restrict the control socket"))?;
+        // Anyone may connect; the peer's uid decides (an operator need not be the kernel's
+        // uid: as root the kernel runs under its own).
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).map_err(
+            KernelError::io("cannot open the control socket to operators"),
+        )?;
         let mut stop = self.stop.subscribe();
+        let mut warden_gone = self.warden.as_ref().map(|w| w.gone());
         let schedule = tokio::spawn(Arc::clone(self).run_rekey_schedule());
         loop {
             tokio::select! {
@@ -246,6 +432,10 @@ impl Kernel {
                     }
                 }
                 () = crate::host::stopped(&mut stop) => break,
+                () = warden_stopped(&mut warden_gone) => {
+                    tracing::error!("the warden went away: stopping");
+                    break;
+                }
             }
         }
         schedule.abort();
@@ -268,9 +458,8 @@ impl Kernel {
     }
 
     async fn handle_control(self: Arc<Self>, mut stream: UnixStream) {
-        let own_uid = rustix::process::geteuid().as_raw();
-        match stream.peer_cred() {
-            Ok(cred) if cred.uid() == own_uid => {}
+        let peer_uid = match stream.peer_cred() {
+            Ok(cred) if self.operators.contains(&cred.uid()) => cred.uid(),
             Ok(cred) => {
                 let _ = self
                     .audit
@@ -282,7 +471,7 @@ impl Kernel {
                 return;
             }
             Err(_) => return,
-        }
+        };
         let request = match read_request(&mut stream).await {
             Ok(request) => request,
             Err(message) => {
@@ -292,7 +481,7 @@ impl Kernel {
         };
         let (events, mut receiver) = mpsc::unbounded_channel::<ControlEvent>();
         let kernel = Arc::clone(&self);
-        let work = tokio::spawn(async move { kernel.control(request, events).await });
+        let work = tokio::spawn(async move { kernel.control(request, events, peer_uid).await });
         while let Some(event) = receiver.recv().await {
             let last = event.is_final();
             if write_event(&mut stream, &event).await.is_err() || last {
@@ -303,8 +492,13 @@ impl Kernel {
         let _ = work.await;
     }
 
-    async fn control(&self, request: ControlRequest, events: mpsc::UnboundedSender<ControlEvent>) {
-        let operator = format!("operator (uid {})", rustix::process::geteuid().as_raw());
+    async fn control(
+        &self,
+        request: ControlRequest,
+        events: mpsc::UnboundedSender<ControlEvent>,
+        peer_uid: u32,
+    ) {
+        let operator = format!("operator (uid {peer_uid})");
         let event = match &request {
             ControlRequest::Chat {
                 agent,
@@ -324,34 +518,21 @@ impl Kernel {
                     },
                 }
             }
-            ControlRequest::Hitl { .. } => {
-                let mut request = request;
-                let operator_request = match &mut request {
-                    ControlRequest::Hitl { request } => {
-                        std::mem::replace(request, OperatorRequest::Pending)
-                    }
-                    _ => OperatorRequest::Pending,
-                };
-                match self.hitl.operator(operator_request, &operator).await {
-                    Ok(answer) => ControlEvent::Hitl { answer },
-                    Err(e) => ControlEvent::Error {
-                        message: e.to_string(),
-                    },
-                }
-            }
             ControlRequest::SecretSet {
                 name,
                 value,
                 scopes,
+                hosts,
             } => {
                 let broker = Arc::clone(&self.broker);
                 let vault = Arc::clone(&self.vault);
-                let (name, scopes) = (name.clone(), scopes.clone());
+                let (name, scopes, hosts) = (name.clone(), scopes.clone(), hosts.clone());
                 let value = SecretValue::new(value.clone());
                 let shown = name.clone();
-                let result =
-                    tokio::task::spawn_blocking(move || broker.set(&vault, &name, value, scopes))
-                        .await;
+                let result = tokio::task::spawn_blocking(move || {
+                    broker.set(&vault, &name, value, scopes, hosts)
+                })
+                .await;
                 match result {
                     Ok(Ok(())) => ControlEvent::Done {
                         message: format!("secret `{shown}` stored"),
@@ -395,7 +576,7 @@ impl Kernel {
             hitl: serde_json::json!({
                 "pid": self.hitl.info().pid,
                 "running": self.hitl.is_alive(),
-                "console": self.hitl.info().login_link.is_some(),
+                "console": self.hitl.info().console,
                 "console_error": self.hitl.info().console_error,
             }),
             agents: self.agents.keys().cloned().collect(),
@@ -409,7 +590,7 @@ impl Kernel {
     }
 }
 
-fn check_not_running(home: &Home) -> Result<(), KernelError> {
+pub(crate) fn check_not_running(home: &Home) -> Result<(), KernelError> {
     let Ok(text) = std::fs::read_to_string(home.pid_file()) else {
         return Ok(());
     };
@@ -428,59 +609,53 @@ fn check_not_running(home: &Home) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Each enabled plugin, with the settings first-party plugins need filled in.
-fn plugin_specs(home: &Home, config: &Config, memory_key: Option<&VaultKey>) -> Vec<PluginSpec> {
-    let mut specs = Vec::new();
-    for (name, plugin) in &config.plugins {
-        if !plugin.enabled {
-            continue;
+/// Reads and compiles `policy.yaml`.
+pub(crate) fn load_policy(home: &Home) -> Result<Policy, KernelError> {
+    let path = home.policy();
+    let text = std::fs::read_to_string(&path)
+        .map_err(KernelError::io(format!("cannot read `{}`", path.display())))?;
+    Ok(Policy::from_yaml(&text)?)
+}
+
+fn handoff_key(key: &p3ak_proto::Credential) -> Result<VaultKey, KernelError> {
+    let bytes = zeroize::Zeroizing::new(
+        hex::decode(key.expose())
+            .map_err(|_| KernelError::Home("a key from the warden is not hex".to_owned()))?,
+    );
+    Ok(VaultKey::from_handoff_bytes(&bytes)?)
+}
+
+/// Resolves when the warden's channel closed (never without a warden).
+async fn warden_stopped(gone: &mut Option<watch::Receiver<bool>>) {
+    match gone {
+        Some(gone) => {
+            let _ = gone.wait_for(|g| *g).await;
         }
-        let Some(launch) = plugin.launch() else {
-            continue;
-        };
-        let mut settings: serde_json::Map<String, serde_json::Value> = plugin
-            .config
-            .iter()
-            .filter_map(|(k, v)| serde_json::to_value(v).ok().map(|v| (k.clone(), v)))
-            .collect();
-        let mut stdin = None;
-        if let Launch::Builtin(builtin) = &launch {
-            let path = |p: PathBuf| serde_json::Value::String(p.display().to_string());
-            match builtin.as_str() {
-                "files" | "shell" => {
-                    settings
-                        .entry("workspaces")
-                        .or_insert_with(|| path(home.workspaces()));
-                }
-                "vault" => {
-                    settings
-                        .entry("vault")
-                        .or_insert_with(|| path(home.memory_vault()));
-                    stdin = memory_key.map(|k| Arc::new(k.to_handoff_bytes()));
-                }
-                _ => {}
-            }
-            // Relative paths in first-party settings are relative to the home.
-            for key in ["script", "record", "workspaces", "vault"] {
-                if let Some(serde_json::Value::String(p)) = settings.get(key) {
-                    let p = PathBuf::from(p);
-                    if p.is_relative() {
-                        let absolute = home.root().join(p);
-                        settings.insert(key.to_owned(), path(absolute));
-                    }
-                }
-            }
-        }
-        specs.push(PluginSpec {
-            name: name.clone(),
-            launch,
-            args: plugin.args.clone(),
-            config: serde_json::Value::Object(settings),
-            stdin,
-            socket: home.plugin_socket(name),
-        });
+        None => std::future::pending().await,
     }
-    specs
+}
+
+/// How the approval daemon reaches [`Kernel::assemble`].
+enum DaemonSide {
+    /// This kernel started it.
+    Started(Box<crate::hitl::DaemonStarted>),
+    /// The warden started it and handed over the channel.
+    Attached {
+        channel: std::os::unix::net::UnixStream,
+        info: crate::hitl::HitlInfo,
+    },
+}
+
+/// What differs between the two ways of starting.
+struct Assembly {
+    memory_key: Option<VaultKey>,
+    launcher: Launcher,
+    daemon: DaemonSide,
+    spool_key: SpoolKey,
+    writer: StageWriter,
+    rekeyer: Rekeyer,
+    operators: Vec<u32>,
+    warden: Option<Arc<RemoteLauncher>>,
 }
 
 async fn read_request(stream: &mut UnixStream) -> Result<ControlRequest, String> {
@@ -490,7 +665,7 @@ async fn read_request(stream: &mut UnixStream) -> Result<ControlRequest, String>
         loop {
             if let Some(payload) = decoder.next_frame().map_err(|e| e.to_string())? {
                 let payload = zeroize::Zeroizing::new(payload);
-                return serde_json::from_slice::<ControlRequest>(&payload)
+                return p3ak_proto::from_slice_strict::<ControlRequest>(&payload)
                     .map_err(|e| format!("invalid request: {e}"));
             }
             let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;

@@ -15,7 +15,7 @@ use p3ak_vault::VaultKey;
 use serde_json::json;
 
 use crate::KernelError;
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, Rekeyer};
 use crate::pending::{Resolution, new_id, now_ms};
 use crate::rekey;
 
@@ -90,11 +90,12 @@ impl Kernel {
                 path.display()
             )));
         }
-        let Some(passphrase) = self.rekey_passphrase.as_ref() else {
+        if matches!(self.rekeyer, Rekeyer::None) {
             return Err(KernelError::Hitl(
-                "the kernel keeps no passphrase to rekey with".to_owned(),
+                "the memory vault was created after the kernel started: restart it to rekey"
+                    .to_owned(),
             ));
-        };
+        }
         let schedule = self.enforcer.policy().vault_rekey();
         let level = schedule.map_or(DEFAULT_LEVEL, |s| s.level.get());
         let timeout = schedule.map_or(DEFAULT_TIMEOUT, |s| s.timeout);
@@ -149,10 +150,11 @@ impl Kernel {
             Some(Resolution::Approved(approval)) => approval,
             Some(Resolution::Refused(ending)) => {
                 self.audit
-                    .record("denial", json!({"id": id, "ending": ending}))
+                    .record("denial", json!({"id": id, "ending": ending.as_str()}))
                     .await?;
                 return Err(KernelError::Hitl(format!(
-                    "the rekey `{id}` was not approved ({ending})"
+                    "the rekey `{id}` was not approved ({})",
+                    ending.as_str()
                 )));
             }
             None => {
@@ -171,11 +173,10 @@ impl Kernel {
                 json!({"id": id, "binding": approval.binding(), "factors": approval.factors()}),
             )
             .await?;
-        self.run_rekey(&id, passphrase).await
+        self.run_rekey(&id).await
     }
 
-    async fn run_rekey(&self, id: &str, passphrase: &Passphrase) -> Result<String, KernelError> {
-        let path = self.home.memory_vault();
+    async fn run_rekey(&self, id: &str) -> Result<String, KernelError> {
         let holders = self.vault_plugins();
         for name in &holders {
             if !self.host.hold(name).await {
@@ -187,15 +188,21 @@ impl Kernel {
                 )));
             }
         }
-        let pass = Passphrase::new(String::from_utf8_lossy(passphrase.expose()).into_owned());
-        let outcome = tokio::task::spawn_blocking(move || {
-            let kdf = rekey::current_kdf(&path)?;
-            let report = rekey::rekey_vault(&path, &pass, kdf)?;
-            let key = VaultKey::derive(&path, &pass)?;
-            Ok::<_, KernelError>((report, key))
-        })
-        .await
-        .map_err(|e| KernelError::Hitl(format!("the rekey task failed: {e}")))?;
+        let outcome = match &self.rekeyer {
+            Rekeyer::Local(passphrase) => {
+                let pass =
+                    Passphrase::new(String::from_utf8_lossy(passphrase.expose()).into_owned());
+                let home = self.home.clone();
+                tokio::task::spawn_blocking(move || rekey_memory_vault(&home, &pass))
+                    .await
+                    .map_err(|e| KernelError::Hitl(format!("the rekey task failed: {e}")))
+                    .and_then(|r| r)
+            }
+            Rekeyer::Warden(warden) => warden.rekey_memory().await.and_then(|(report, key)| {
+                Ok((report, VaultKey::from_handoff_bytes(key.expose())?))
+            }),
+            Rekeyer::None => Err(KernelError::Hitl("nothing to rekey".to_owned())),
+        };
         match outcome {
             Ok((report, key)) => {
                 let handoff = Arc::new(key.to_handoff_bytes());
@@ -244,4 +251,17 @@ impl Kernel {
             .map(|(name, _)| name.clone())
             .collect()
     }
+}
+
+/// Rewrites the memory vault of `home` under a new master key with the same passphrase, reads
+/// its canary and a document back, and returns the report and the vault's new key. Blocks.
+pub(crate) fn rekey_memory_vault(
+    home: &crate::home::Home,
+    passphrase: &Passphrase,
+) -> Result<(rekey::RekeyReport, VaultKey), KernelError> {
+    let path = home.memory_vault();
+    let kdf = rekey::current_kdf(&path)?;
+    let report = rekey::rekey_vault(&path, passphrase, kdf)?;
+    let key = VaultKey::derive(&path, passphrase)?;
+    Ok((report, key))
 }

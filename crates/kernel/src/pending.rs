@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use p3ak_hitl::binding::{Binding, Request};
+use p3ak_hitl::wire::Refusal;
 use tokio::sync::oneshot;
 
 use crate::authorize::Approval;
@@ -16,8 +17,37 @@ use crate::authorize::Approval;
 pub enum Resolution {
     /// Approved, and out of its undo window.
     Approved(Approval),
-    /// Denied, expired, pulled back, or unusable; the word says which (audit only).
-    Refused(String),
+    /// Not approved; which way is for the audit log only.
+    Refused(Refused),
+}
+
+/// How an escalation ended without an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The daemon's ending: denied, expired, pulled back, withdrawn, unusable.
+    Daemon(Refusal),
+    /// The daemon released an action other than the one staged under that id.
+    Mismatch,
+    /// The daemon went away.
+    DaemonStopped,
+}
+
+impl Refused {
+    /// The word for the audit log.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Daemon(refusal) => refusal.as_str(),
+            Self::Mismatch => "mismatch",
+            Self::DaemonStopped => "daemon stopped",
+        }
+    }
+
+    /// Whether nobody answered in time.
+    #[must_use]
+    pub fn timed_out(self) -> bool {
+        self == Self::Daemon(Refusal::Expired)
+    }
 }
 
 /// Why a release was not taken.
@@ -87,9 +117,7 @@ impl PendingQueue {
             let waiting = items.remove(&request.id);
             drop(items);
             if let Some(waiting) = waiting {
-                let _ = waiting
-                    .answer
-                    .send(Resolution::Refused("mismatch".to_owned()));
+                let _ = waiting.answer.send(Resolution::Refused(Refused::Mismatch));
             }
             return Err(ReleaseError::Mismatch(request.id.clone()));
         }
@@ -103,14 +131,16 @@ impl PendingQueue {
     }
 
     /// The daemon refused `id`.
-    pub(crate) fn refused(&self, id: &str, ending: &str) {
+    pub(crate) fn refused(&self, id: &str, ending: Refusal) {
         let waiting = self
             .items
             .lock()
             .ok()
             .and_then(|mut items| items.remove(id));
         if let Some(waiting) = waiting {
-            let _ = waiting.answer.send(Resolution::Refused(ending.to_owned()));
+            let _ = waiting
+                .answer
+                .send(Resolution::Refused(Refused::Daemon(ending)));
         }
     }
 
@@ -134,14 +164,16 @@ impl PendingQueue {
     }
 
     /// Refuses everything still waiting (the daemon is gone).
-    pub(crate) fn refuse_all(&self, ending: &str) {
+    pub(crate) fn refuse_all(&self) {
         let all = self
             .items
             .lock()
             .map(|mut items| std::mem::take(&mut *items))
             .unwrap_or_default();
         for (_, waiting) in all {
-            let _ = waiting.answer.send(Resolution::Refused(ending.to_owned()));
+            let _ = waiting
+                .answer
+                .send(Resolution::Refused(Refused::DaemonStopped));
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use p3ak_policy::Tier;
+use p3ak_policy::{Declared, Tier};
 use p3ak_proto::{ToolCall, ToolDefinition};
 
 use crate::broker;
@@ -27,8 +27,9 @@ pub struct OfferedAction {
     pub description: String,
     /// JSON Schema of the arguments.
     pub parameters: serde_json::Value,
-    /// The tier the plugin recommended.
-    pub declared: Tier,
+    /// The tier the plugin recommended, and whether the plugin is one of ours (a third
+    /// party's declared tier counts only where the policy trusts it).
+    pub declared: Declared,
     pub(crate) validator: Arc<jsonschema::Validator>,
 }
 
@@ -111,8 +112,8 @@ pub struct Proposal {
     pub args: serde_json::Value,
     /// The credentials the arguments refer to.
     pub credentials: Vec<String>,
-    /// The tier the plugin recommended.
-    pub declared: Option<Tier>,
+    /// The tier the plugin recommended, and who the plugin is.
+    pub declared: Option<Declared>,
 }
 
 /// Why a tool call could not be parsed. Safe to tell the model.
@@ -263,7 +264,7 @@ mod tests {
             description: String::new(),
             validator: Arc::new(compile_schema(&schema).unwrap()),
             parameters: schema,
-            declared: Tier::Observe,
+            declared: Declared::first_party(Tier::Observe),
         }])
     }
 

@@ -54,7 +54,7 @@ pub(crate) fn current_kdf(path: &Path) -> Result<KdfParams, KernelError> {
 }
 
 /// What a successful rekey did, for the audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RekeyReport {
     /// Documents carried over into the rekeyed vault.
     pub(crate) documents: usize,

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use p3ak_policy::{AgentNotice, Context, TimeOfDay};
+use p3ak_policy::{AgentNotice, Context, Declared, Origin, TimeOfDay};
 use p3ak_proto::{
     ChatMessage, Inbound, InferenceRequest, Invoke, Message, PluginKind, Role, ToolCall, Usage,
 };
@@ -18,6 +18,7 @@ use crate::host::HostError;
 use crate::kernel::Kernel;
 use crate::pending::Resolution;
 use crate::proposal::{self, OfferedAction, ToolTable, policy_tier, tool_name};
+use crate::scrub::StreamScrubber;
 use crate::session;
 
 /// All a model learns of a call that will not run (invariant I3).
@@ -129,13 +130,23 @@ impl Kernel {
             .plugins
             .get(&provider_name)
             .and_then(|p| p.credential.clone());
+        // Where a key bound to hosts may go: the URLs of the provider's config.
+        let urls = self
+            .config
+            .plugins
+            .get(&provider_name)
+            .and_then(|p| serde_json::to_value(&p.config).ok())
+            .unwrap_or_default();
+        // One stream for the whole turn: a secret split across chunks, or across steps, is
+        // held back until it is whole, and then redacted.
+        let mut stream = StreamScrubber::new(std::sync::Arc::clone(&scrubber));
         let mut reply = None;
         let mut turn_usage = Usage::default();
         for step in 0..self.config.kernel.max_steps {
             // Fetched per request: a key changed with `p3ak secret set` applies at once.
             let credential = match &credential_name {
                 None => None,
-                Some(name) => match self.broker.provider_credential(name, &provider_name) {
+                Some(name) => match self.broker.provider_credential(name, &provider_name, &urls) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         let e = format!(
@@ -145,6 +156,8 @@ impl Kernel {
                     }
                 },
             };
+            // The history as one text: a secret split across messages is redacted too.
+            scrubber.scrub_joined(messages.iter_mut().map(|m| &mut m.content));
             let request = InferenceRequest {
                 model: agent.model.clone(),
                 system: system.clone(),
@@ -163,16 +176,18 @@ impl Kernel {
                     }),
                 )
                 .await?;
-            let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel::<String>();
+            let (chunk_tx, mut chunk_rx) = crate::host::connection::chunk_queue();
             let forward = {
                 let events = events.clone();
-                let scrubber = std::sync::Arc::clone(&scrubber);
+                let mut stream = std::mem::replace(
+                    &mut stream,
+                    StreamScrubber::new(std::sync::Arc::clone(&scrubber)),
+                );
                 tokio::spawn(async move {
                     while let Some(text) = chunk_rx.recv().await {
-                        let _ = events.send(ControlEvent::Chunk {
-                            text: scrubber.scrub(&text),
-                        });
+                        send_chunk(&events, stream.push(&text));
                     }
+                    stream
                 })
             };
             let answer = provider
@@ -182,7 +197,9 @@ impl Kernel {
                     Some(chunk_tx),
                 )
                 .await;
-            let _ = forward.await;
+            if let Ok(forwarded) = forward.await {
+                stream = forwarded;
+            }
             let response = match answer {
                 Ok(Message::InferenceResponse(r)) => r,
                 Ok(other) => {
@@ -239,9 +256,7 @@ impl Kernel {
             }
             if !content.is_empty() {
                 // The next step's text streams after this one's: keep them apart.
-                let _ = events.send(ControlEvent::Chunk {
-                    text: "\n".to_owned(),
-                });
+                send_chunk(events, stream.push("\n"));
             }
             for call in calls {
                 let outcome = self
@@ -255,6 +270,13 @@ impl Kernel {
                 });
             }
         }
+        send_chunk(events, stream.finish());
+        scrubber.scrub_joined(messages.iter_mut().map(|m| &mut m.content));
+        // The reply as the history now has it, redacted across messages too.
+        let reply = reply.map(|reply| match messages.last() {
+            Some(last) if last.role == Role::Assistant => last.content.clone(),
+            _ => reply,
+        });
         let reply = match reply {
             Some(reply) => reply,
             None => {
@@ -423,16 +445,19 @@ impl Kernel {
                 }),
             )
             .await?;
-        if let Err(e) = self.hitl.stage(&request).await {
-            self.pending.withdraw(&id);
-            self.audit
-                .record(
-                    "escalation.unstaged",
-                    serde_json::json!({"id": id, "error": e.to_string()}),
-                )
-                .await?;
-            return Ok(AgentNotice::NotPermitted.to_string());
-        }
+        let request = match self.hitl.stage(&request).await {
+            Ok(staged) => staged,
+            Err(e) => {
+                self.pending.withdraw(&id);
+                self.audit
+                    .record(
+                        "escalation.unstaged",
+                        serde_json::json!({"id": id, "error": e.to_string()}),
+                    )
+                    .await?;
+                return Ok(AgentNotice::NotPermitted.to_string());
+            }
+        };
         let _ = events.send(ControlEvent::Approval {
             id: id.clone(),
             level: request.level,
@@ -460,17 +485,30 @@ impl Kernel {
                         }),
                     )
                     .await?;
-                self.execute(ApprovalGate::approve(escalation, approval))
-                    .await
+                match ApprovalGate::approve(escalation, &request, approval) {
+                    Ok(authorized) => self.execute(authorized).await,
+                    Err(mismatch) => {
+                        self.audit
+                            .record(
+                                "approval.mismatch",
+                                serde_json::json!({"id": id, "error": mismatch.to_string()}),
+                            )
+                            .await?;
+                        Ok(AgentNotice::NotPermitted.to_string())
+                    }
+                }
             }
             Some(Resolution::Refused(ending)) => {
-                let event = if ending == "expired" {
+                let event = if ending.timed_out() {
                     "approval.timeout"
                 } else {
                     "denial"
                 };
                 self.audit
-                    .record(event, serde_json::json!({"id": id, "ending": ending}))
+                    .record(
+                        event,
+                        serde_json::json!({"id": id, "ending": ending.as_str()}),
+                    )
                     .await?;
                 Ok(AgentNotice::NotPermitted.to_string())
             }
@@ -490,9 +528,8 @@ impl Kernel {
     /// Runs an authorised call. Takes the authorisation by value: it is spent here.
     pub(crate) async fn execute(&self, authorized: Authorized) -> Result<String, KernelError> {
         let p = authorized.proposal();
-        let Some(plugin) = p.plugin.clone() else {
-            return Ok(NOT_PERMITTED.to_owned());
-        };
+        let target = authorized.target();
+        let plugin = target.plugin.clone();
         let Some(connection) = self.host.connection(&plugin) else {
             self.audit
                 .record(
@@ -502,7 +539,7 @@ impl Kernel {
                 .await?;
             return Ok("action failed: the tool is not available right now".to_owned());
         };
-        let injected = match self.broker.inject(&p.action, &p.args) {
+        let injected = match self.broker.inject(&target.full(), &p.args) {
             Ok(args) => args,
             Err(e) => {
                 self.audit
@@ -511,17 +548,19 @@ impl Kernel {
                         serde_json::json!({"agent": p.agent, "action": p.action, "error": e.to_string()}),
                     )
                     .await?;
-                return Ok("action failed: a credential it needs is unavailable".to_owned());
+                // The policy allowed the call; the broker did not: the model must not learn
+                // which (invariant I3). The detail is in the audit entry above.
+                return Ok(NOT_PERMITTED.to_owned());
             }
         };
         if let Ok(mut ledger) = self.ledger.lock() {
-            ledger.record(self.enforcer.policy().totals(), &p.action, &p.args);
+            ledger.record(self.enforcer.policy().totals(), &target.full(), &p.args);
         }
         self.audit
             .record(
                 "execution",
                 serde_json::json!({
-                    "agent": p.agent, "call_id": p.call_id, "action": p.action, "args": p.args,
+                    "agent": p.agent, "call_id": p.call_id, "action": target.full(), "args": p.args,
                     "credentials": p.credentials, "tier": authorized.tier(),
                     "approval": authorized.approval(),
                 }),
@@ -529,7 +568,7 @@ impl Kernel {
             .await?;
         let invoke = Message::Invoke(Invoke {
             agent: p.agent.clone(),
-            action: p.plugin_action.clone(),
+            action: target.action.clone(),
             args: injected.value().clone(),
             deadline_ms: u64::try_from(self.config.kernel.tool_timeout.as_millis()).ok(),
         });
@@ -593,7 +632,12 @@ impl Kernel {
         for (plugin, connection) in self.host.running(PluginKind::Tool) {
             for action in &connection.registration.actions {
                 let full = format!("{plugin}.{}", action.spec.name);
-                let declared = policy_tier(action.spec.tier);
+                let origin = if self.host.is_first_party(&plugin) {
+                    Origin::FirstParty
+                } else {
+                    Origin::ThirdParty
+                };
+                let declared = Declared::new(policy_tier(action.spec.tier), origin);
                 if !agent.offers(&full) || policy.never_permits(&agent.name, &full, Some(declared))
                 {
                     continue;
@@ -702,6 +746,13 @@ fn truncate_json(value: serde_json::Value) -> serde_json::Value {
         cut -= 1;
     }
     serde_json::json!({"truncated": true, "bytes": text.len(), "head": text.get(..cut)})
+}
+
+/// Sends streamed text to the person, if there is any.
+fn send_chunk(events: &mpsc::UnboundedSender<ControlEvent>, text: String) {
+    if !text.is_empty() {
+        let _ = events.send(ControlEvent::Chunk { text });
+    }
 }
 
 fn add_usage(total: &mut Usage, more: Usage) {

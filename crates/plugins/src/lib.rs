@@ -12,10 +12,11 @@
 //! | `openai` | provider | Chat Completions: OpenAI, llama.cpp, vLLM, LM Studio, … |
 //! | `ollama` | provider | Ollama's `/api/chat` |
 //!
-//! [`run`] is the entry point: it reads the environment the kernel sets
-//! (`P3AK_PLUGIN_SOCKET`, `P3AK_PLUGIN_NAME`, optional `P3AK_MAX_FRAME`), connects, and serves
-//! until `shutdown` or the end of the connection. [`serve`] does the same over a stream that is
-//! already connected, and [`runtime`] holds the protocol loop any blocking plugin can reuse.
+//! [`run`] is the entry point: it takes the connection the kernel hands over as standard input
+//! (a socket), reads the environment the kernel sets (`P3AK_PLUGIN_NAME`, optional
+//! `P3AK_MAX_FRAME`), and serves until `shutdown` or the end of the connection. [`serve`] does
+//! the same over any connected stream, and [`runtime`] holds the protocol loop any blocking
+//! plugin can reuse.
 //!
 //! The crate never prints and never exits; every failure is a [`PluginError`].
 #![forbid(unsafe_code)]
@@ -30,11 +31,9 @@ pub mod shell;
 pub mod vault;
 mod workspace;
 
-use std::io::Read;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 
-use p3ak_proto::{ErrorKind, ProtoError};
+use p3ak_proto::{ErrorKind, ProtoError, Welcome};
 use p3ak_vault::{SecretBytes, VaultKey};
 
 pub use runtime::{Handler, Provider, StreamSink, Tool, ToolFailure};
@@ -54,8 +53,6 @@ pub const BUILTINS: &[&str] = &[
 /// The `software` string sent in `hello`.
 pub const SOFTWARE: &str = concat!("p3ak-plugins ", env!("CARGO_PKG_VERSION"));
 
-/// Environment variable: the Unix socket the kernel listens on for this plugin.
-pub const ENV_SOCKET: &str = "P3AK_PLUGIN_SOCKET";
 /// Environment variable: the plugin's configured name (what it says in `hello`).
 pub const ENV_NAME: &str = "P3AK_PLUGIN_NAME";
 /// Environment variable: the largest frame payload in bytes (optional).
@@ -84,16 +81,11 @@ pub enum PluginError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The kernel's socket could not be reached.
-    #[error("cannot connect to `{}`: {source}", path.display())]
-    Connect {
-        /// The socket path.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The vault key handed over on standard input could not be read or is malformed.
-    #[error("vault key on standard input: {0}")]
+    /// Standard input is not the connection the kernel hands over.
+    #[error("no connection to the kernel: {0}")]
+    NoConnection(String),
+    /// The vault key handed over in `welcome` is missing or malformed.
+    #[error("vault key: {0}")]
     Key(String),
     /// The plugin's settings from `welcome` are unusable.
     #[error("invalid config: {0}")]
@@ -122,44 +114,37 @@ pub enum PluginError {
     },
 }
 
-/// How a plugin was started: what [`run`] reads from the environment and standard input.
+/// How a plugin was started: what [`run`] reads from the environment.
 pub struct Launch {
     /// The configured name, sent in `hello` (`P3AK_PLUGIN_NAME`).
     pub plugin: String,
     /// The largest frame payload, both ways.
     pub max_frame: usize,
-    /// The `vault` plugin's key (`None`: the vault is unencrypted). Others ignore it.
-    pub vault_key: Option<VaultKey>,
 }
 
 impl Launch {
-    /// A launch under `plugin` with the default frame limit and no key.
+    /// A launch under `plugin` with the default frame limit.
     #[must_use]
     pub fn new(plugin: &str) -> Self {
         Self {
             plugin: plugin.to_owned(),
             max_frame: p3ak_proto::DEFAULT_MAX_FRAME,
-            vault_key: None,
         }
     }
 }
 
-/// Runs the first-party plugin `name` as the kernel started it: reads the environment (and,
-/// for `vault`, the key on standard input, to its end), connects to the kernel's socket and
-/// serves until `shutdown` or the end of the connection.
+/// Runs the first-party plugin `name` as the kernel started it: takes the connection on
+/// standard input (putting `/dev/null` in its place, so that programs it runs do not inherit
+/// it), reads the environment and serves until `shutdown` or the end of the connection.
 ///
 /// # Errors
 ///
-/// An unknown `name`, a missing or malformed environment variable, an unreadable key, an
-/// unreachable socket, a refused handshake, an invalid config or a broken connection.
+/// An unknown `name`, a standard input that is not a socket, a missing or malformed
+/// environment variable, a refused handshake, an invalid config or key, or a broken connection.
 pub fn run(name: &str) -> Result<(), PluginError> {
     if !BUILTINS.contains(&name) {
         return Err(PluginError::UnknownPlugin(name.to_owned()));
     }
-    let socket = std::env::var_os(ENV_SOCKET)
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .ok_or(PluginError::MissingEnv(ENV_SOCKET))?;
     let plugin = match std::env::var(ENV_NAME) {
         Ok(n) if !n.is_empty() => n,
         Ok(_) | Err(std::env::VarError::NotPresent) => {
@@ -182,24 +167,11 @@ pub fn run(name: &str) -> Result<(), PluginError> {
             });
         }
     };
-    let vault_key = if name == "vault" {
-        read_key(&mut std::io::stdin().lock())?
-    } else {
-        None
-    };
-    let stream = UnixStream::connect(&socket).map_err(|source| PluginError::Connect {
-        path: socket.clone(),
-        source,
-    })?;
-    serve(
-        name,
-        stream,
-        Launch {
-            plugin,
-            max_frame,
-            vault_key,
-        },
-    )
+    let stream = UnixStream::from(
+        p3ak_proto::io::take_stdin_socket()
+            .map_err(|e| PluginError::NoConnection(e.to_string()))?,
+    );
+    serve(name, stream, Launch { plugin, max_frame })
 }
 
 fn parse_max_frame(text: &str) -> Result<usize, PluginError> {
@@ -220,23 +192,20 @@ fn parse_max_frame(text: &str) -> Result<usize, PluginError> {
     Ok(n)
 }
 
-/// Reads a key handed over as [`VaultKey::to_handoff_bytes`], to the end of `input`. Nothing
-/// at all means the vault is unencrypted. The buffer is zeroized when dropped.
+/// The key the kernel hands the `vault` plugin in `welcome` ([`VaultKey::to_handoff_bytes`],
+/// hex). The memory vault is always encrypted: no key is an error.
 ///
 /// # Errors
 ///
-/// [`PluginError::Key`] when `input` cannot be read or does not hold a key.
-pub fn read_key<R: Read>(input: &mut R) -> Result<Option<VaultKey>, PluginError> {
-    let mut bytes = SecretBytes::with_capacity(64);
-    input
-        .read_to_end(bytes.expose_mut())
-        .map_err(|e| PluginError::Key(e.to_string()))?;
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    VaultKey::from_handoff_bytes(bytes.expose())
-        .map(Some)
-        .map_err(|e| PluginError::Key(e.to_string()))
+/// [`PluginError::Key`] when there is none or it is malformed.
+pub fn vault_key(welcome: &Welcome) -> Result<VaultKey, PluginError> {
+    let key = welcome.key.as_ref().ok_or_else(|| {
+        PluginError::Key("none was handed over: the memory vault is always encrypted".to_owned())
+    })?;
+    let bytes = SecretBytes::new(
+        hex::decode(key.expose()).map_err(|_| PluginError::Key("not hex".to_owned()))?,
+    );
+    VaultKey::from_handoff_bytes(bytes.expose()).map_err(|e| PluginError::Key(e.to_string()))
 }
 
 /// Serves the first-party plugin `name` over an already-connected stream: the handshake as
@@ -246,50 +215,48 @@ pub fn read_key<R: Read>(input: &mut R) -> Result<Option<VaultKey>, PluginError>
 ///
 /// As [`run`], less what concerns the environment.
 pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), PluginError> {
-    let Launch {
-        plugin,
-        max_frame,
-        vault_key,
-    } = launch;
+    let Launch { plugin, max_frame } = launch;
     match name {
-        "files" => runtime::serve(stream, &plugin, max_frame, |config| {
+        "files" => runtime::serve(stream, &plugin, max_frame, |w| {
             Ok(Handler::Tool(Box::new(files::Files::from_config(
-                config, max_frame,
+                &w.config, max_frame,
             )?)))
         }),
-        "shell" => runtime::serve(stream, &plugin, max_frame, |config| {
+        "shell" => runtime::serve(stream, &plugin, max_frame, |w| {
             Ok(Handler::Tool(Box::new(shell::Shell::from_config(
-                config, max_frame,
+                &w.config, max_frame,
             )?)))
         }),
-        "http" => runtime::serve(stream, &plugin, max_frame, |config| {
+        "http" => runtime::serve(stream, &plugin, max_frame, |w| {
             Ok(Handler::Tool(Box::new(http::Http::from_config(
-                config, max_frame,
+                &w.config, max_frame,
             )?)))
         }),
-        "vault" => runtime::serve(stream, &plugin, max_frame, move |config| {
+        "vault" => runtime::serve(stream, &plugin, max_frame, |w| {
             Ok(Handler::Tool(Box::new(vault::VaultTool::from_config(
-                config, vault_key, max_frame,
+                &w.config,
+                vault_key(w)?,
+                max_frame,
             )?)))
         }),
-        "scripted" => runtime::serve(stream, &plugin, max_frame, |config| {
+        "scripted" => runtime::serve(stream, &plugin, max_frame, |w| {
             Ok(Handler::Provider(Box::new(
-                scripted::Scripted::from_config(config)?,
+                scripted::Scripted::from_config(&w.config)?,
             )))
         }),
-        "anthropic" => runtime::serve(stream, &plugin, max_frame, |config| {
+        "anthropic" => runtime::serve(stream, &plugin, max_frame, |w| {
             Ok(Handler::Provider(Box::new(
-                providers::anthropic::Anthropic::from_config(config)?,
+                providers::anthropic::Anthropic::from_config(&w.config)?,
             )))
         }),
-        "openai" => runtime::serve(stream, &plugin, max_frame, |config| {
+        "openai" => runtime::serve(stream, &plugin, max_frame, |w| {
             Ok(Handler::Provider(Box::new(
-                providers::openai::OpenAi::from_config(config)?,
+                providers::openai::OpenAi::from_config(&w.config)?,
             )))
         }),
-        "ollama" => runtime::serve(stream, &plugin, max_frame, |config| {
+        "ollama" => runtime::serve(stream, &plugin, max_frame, |w| {
             Ok(Handler::Provider(Box::new(
-                providers::ollama::Ollama::from_config(config)?,
+                providers::ollama::Ollama::from_config(&w.config)?,
             )))
         }),
         other => Err(PluginError::UnknownPlugin(other.to_owned())),
@@ -335,9 +302,15 @@ mod tests {
     }
 
     #[test]
-    fn empty_key_input_means_unencrypted() {
-        assert!(read_key(&mut std::io::empty()).unwrap().is_none());
-        let err = read_key(&mut &b"short"[..]).err().unwrap();
-        assert!(err.to_string().starts_with("vault key on standard input"));
+    fn invariant_i6_the_vault_plugin_needs_a_key() {
+        let welcome = |key: Option<&str>| Welcome {
+            version: 1,
+            config: serde_json::Value::Null,
+            key: key.map(|k| p3ak_proto::Credential::new(k.to_owned())),
+        };
+        let err = vault_key(&welcome(None)).err().unwrap();
+        assert!(err.to_string().contains("always encrypted"), "{err}");
+        assert!(vault_key(&welcome(Some("zz"))).is_err());
+        assert!(vault_key(&welcome(Some("00ff"))).is_err());
     }
 }

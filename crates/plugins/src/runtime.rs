@@ -23,7 +23,7 @@ use p3ak_proto::io::{read_message, write_message};
 use p3ak_proto::{
     ActionSpec, Envelope, ErrorKind, ErrorMessage, Hello, InferenceRequest, InferenceResponse,
     Message, PROTOCOL_VERSION, PluginKind, Pong, ProtoError, Register, SUPPORTED_VERSIONS,
-    StreamChunk, ToolResult,
+    StreamChunk, ToolResult, Welcome,
 };
 
 use crate::{PluginError, SOFTWARE};
@@ -227,7 +227,7 @@ pub fn serve<F>(
     build: F,
 ) -> Result<(), PluginError>
 where
-    F: FnOnce(&serde_json::Value) -> Result<Handler, PluginError>,
+    F: FnOnce(&Welcome) -> Result<Handler, PluginError>,
 {
     let mut reader = stream.try_clone().map_err(|source| PluginError::Io {
         context: "cannot clone the connection",
@@ -262,7 +262,7 @@ where
         )));
     }
     writer.version = welcome.version;
-    let handler = match build(&welcome.config) {
+    let handler = match build(&welcome) {
         Ok(handler) => handler,
         Err(e) => {
             let _ = writer.send(0, error_message(ErrorKind::Invalid, e.to_string()));
@@ -487,6 +487,7 @@ mod tests {
             Message::Welcome(Welcome {
                 version: 1,
                 config: serde_json::Value::Null,
+                key: None,
             }),
         );
         let Message::Register(register) = recv(&mut kernel).message else {
@@ -572,6 +573,7 @@ mod tests {
             Message::Welcome(Welcome {
                 version: 1,
                 config: serde_json::json!({}),
+                key: None,
             }),
         );
         let reply = recv(&mut kernel);

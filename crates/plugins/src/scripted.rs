@@ -22,7 +22,8 @@
 //! both rounded up. An `error` response is sent as `error {kind, message, retry_after_ms}`.
 //! Once the script is used up every request gets `(the script has no more replies)`. With
 //! `stream: true` the content is first sent as `stream_chunk`s, one word (with the space
-//! after it) each.
+//! after it) each; a response with `"chunks": ["…", "…"]` streams exactly those pieces instead,
+//! and its content, unless given, is their concatenation (a secret split across chunks).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -60,6 +61,8 @@ struct Entry {
     #[serde(default)]
     content: Option<String>,
     #[serde(default)]
+    chunks: Option<Vec<String>>,
+    #[serde(default)]
     tool_calls: Vec<Call>,
     #[serde(default)]
     error: Option<Failure>,
@@ -91,6 +94,7 @@ fn empty_object() -> Value {
 enum Reply {
     Answer {
         content: String,
+        chunks: Option<Vec<String>>,
         calls: Vec<(String, Value)>,
     },
     Error(ToolFailure),
@@ -157,8 +161,13 @@ fn parse_script(text: &str) -> Result<Vec<Reply>, String> {
             let at = |reason: &str| format!("response {}: {reason}", i + 1);
             match entry.error {
                 Some(failure) => {
-                    if entry.content.is_some() || !entry.tool_calls.is_empty() {
-                        return Err(at("an `error` response has no `content` or `tool_calls`"));
+                    if entry.content.is_some()
+                        || entry.chunks.is_some()
+                        || !entry.tool_calls.is_empty()
+                    {
+                        return Err(at(
+                            "an `error` response has no `content`, `chunks` or `tool_calls`",
+                        ));
                     }
                     Ok(Reply::Error(ToolFailure {
                         retry_after_ms: failure.retry_after_ms,
@@ -179,8 +188,14 @@ fn parse_script(text: &str) -> Result<Vec<Reply>, String> {
                         }
                         calls.push((call.name, call.arguments));
                     }
+                    let content = match (entry.content, &entry.chunks) {
+                        (Some(content), _) => content,
+                        (None, Some(chunks)) => chunks.concat(),
+                        (None, None) => String::new(),
+                    };
                     Ok(Reply::Answer {
-                        content: entry.content.unwrap_or_default(),
+                        content,
+                        chunks: entry.chunks,
                         calls,
                     })
                 }
@@ -208,14 +223,27 @@ impl Provider for Scripted {
                 .write_all(&line)
                 .map_err(|e| ToolFailure::permanent(format!("cannot record the request: {e}")))?;
         }
-        let (content, calls) = match self.replies.next() {
+        let (content, chunks, calls) = match self.replies.next() {
             Some(Reply::Error(failure)) => return Err(failure),
-            Some(Reply::Answer { content, calls }) => (content, calls),
-            None => (EXHAUSTED.to_owned(), Vec::new()),
+            Some(Reply::Answer {
+                content,
+                chunks,
+                calls,
+            }) => (content, chunks, calls),
+            None => (EXHAUSTED.to_owned(), None, Vec::new()),
         };
         if request.stream {
-            for word in content.split_inclusive(char::is_whitespace) {
-                stream.send(word)?;
+            match &chunks {
+                Some(chunks) => {
+                    for chunk in chunks {
+                        stream.send(chunk)?;
+                    }
+                }
+                None => {
+                    for word in content.split_inclusive(char::is_whitespace) {
+                        stream.send(word)?;
+                    }
+                }
             }
         }
         let tool_calls: Vec<ToolCall> = calls
@@ -252,7 +280,7 @@ impl Provider for Scripted {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -272,6 +300,19 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.starts_with("response 1:"), "{e}");
+        let e = parse_script(r#"{"responses": [{"error": {"kind": "auth"}, "chunks": ["x"]}]}"#)
+            .err()
+            .unwrap();
+        assert!(e.starts_with("response 1:"), "{e}");
+        let Some(Reply::Answer { content, .. }) =
+            parse_script(r#"{"responses": [{"chunks": ["ab", "cd"]}]}"#)
+                .unwrap()
+                .into_iter()
+                .next()
+        else {
+            panic!("an answer")
+        };
+        assert_eq!(content, "abcd");
         assert!(parse_script("{").is_err());
         assert!(parse_script(r#"{"responses": [], "extra": 1}"#).is_err());
         assert_eq!(parse_script(r#"{"responses": []}"#).unwrap().len(), 0);

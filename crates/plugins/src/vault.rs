@@ -56,7 +56,7 @@ struct Config {
 /// The `vault` tool.
 pub struct VaultTool {
     path: PathBuf,
-    key: Option<VaultKey>,
+    key: VaultKey,
     max_read: usize,
 }
 
@@ -70,7 +70,7 @@ impl VaultTool {
     /// damaged, wrong key).
     pub fn from_config(
         config: &Value,
-        key: Option<VaultKey>,
+        key: VaultKey,
         max_frame: usize,
     ) -> Result<Self, PluginError> {
         let config: Config = crate::parse_config(config)?;
@@ -92,11 +92,7 @@ impl VaultTool {
     fn open(&self, access: Access, actor: &str) -> Result<Vault, ToolFailure> {
         let started = std::time::Instant::now();
         loop {
-            let unlock = match &self.key {
-                Some(key) => Unlock::Key(key),
-                None => Unlock::Unencrypted,
-            };
-            match Vault::open(&self.path, unlock, access) {
+            match Vault::open(&self.path, Unlock::Key(&self.key), access) {
                 // Another writer (an ingest, say) is committing: wait a little for it.
                 Err(VaultError::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
                     std::thread::sleep(std::time::Duration::from_millis(100));

@@ -12,6 +12,8 @@
 //!
 //! `expect` is `allow`, `reject`, `{ allow: TIER }`, or `{ escalate: LEVEL }` (optionally with
 //! `confirm_twice: BOOL`); `rules: [ID, ...]` additionally checks the deciding rule ids.
+//! `declared: TIER` is a tier declared by a third-party plugin; a first-party one is
+//! `declared: { tier: TIER, origin: first_party }`.
 
 use std::fmt;
 
@@ -21,7 +23,7 @@ use serde_saphyr::Spanned;
 
 use crate::error::{Diagnostic, PolicyError, Position};
 use crate::policy::Policy;
-use crate::types::{Context, Decision, Level, Request, Tier, Verdict};
+use crate::types::{Context, Decision, Declared, Level, Request, Tier, Verdict};
 
 /// The decision a case expects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -151,7 +153,7 @@ struct RawCase {
     args: Option<serde_json::Value>,
     #[serde(default)]
     credentials: Vec<String>,
-    declared: Option<Tier>,
+    declared: Option<Declared>,
     #[serde(default)]
     context: Context,
     expect: Expect,

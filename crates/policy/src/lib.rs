@@ -34,4 +34,6 @@ pub use error::{Diagnostic, PolicyError, Position};
 pub use pattern::{Pattern, valid_action_name};
 pub use policy::{Explanation, MIN_REKEY_EVERY, Policy, RekeySchedule, Step, TotalKind, TotalSpec};
 pub use swap::PolicyCell;
-pub use types::{AgentNotice, Context, Decision, Level, Request, Tier, TimeOfDay, Verdict};
+pub use types::{
+    AgentNotice, Context, Decision, Declared, Level, Origin, Request, Tier, TimeOfDay, Verdict,
+};

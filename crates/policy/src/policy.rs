@@ -11,8 +11,8 @@ use serde_saphyr::Spanned;
 use crate::condition::{Compiler, Condition};
 use crate::error::{Diagnostic, PolicyError, Position};
 use crate::pattern::Pattern;
-use crate::raw::{self, RawCond, RawEntry, RawPolicy, Unknown};
-use crate::types::{Decision, Level, Request, Tier, Verdict};
+use crate::raw::{self, RawEntry, RawPolicy, Unknown};
+use crate::types::{Decision, Declared, Level, Origin, Request, Tier, Verdict};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_LEVEL: Level = match Level::new(2) {
@@ -193,6 +193,19 @@ struct Defaults {
     timeout: Duration,
     crawfish: Duration,
     notify: Vec<String>,
+    /// `trust_declared_tiers`: third-party actions whose declared tier counts.
+    trust: Vec<Pattern>,
+}
+
+/// What the engine makes of a plugin's declared tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Honoured {
+    /// Nothing was declared.
+    Undeclared,
+    /// First-party, or third-party and trusted by the operator: the tier counts.
+    Tier(Tier),
+    /// Third-party and not trusted: the action is unknown, whatever it declared.
+    Ignored(Tier),
 }
 
 /// An operator's policy, parsed, checked and compiled. Immutable: to change the policy,
@@ -284,6 +297,16 @@ impl Policy {
         self.vault_rekey
     }
 
+    /// The action groups the policy names (`read`, `send`, …), sorted, each once: the HITL
+    /// spool files escalations by them.
+    #[must_use]
+    pub fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self.entries.iter().map(|e| e.group.clone()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+
     /// How many rules the policy holds (entries, conditional rules and forbids).
     #[must_use]
     pub fn rule_count(&self) -> usize {
@@ -300,8 +323,17 @@ impl Policy {
     /// approval: an unconditional forbid covers it, the agent may not propose it, or nothing
     /// mentions it and the default rejects. The kernel masks such actions so that no model
     /// ever sees them. A conditional rule never makes an action "never": it might not hold.
+    ///
+    /// `declared` is read exactly as [`Policy::decide`] reads [`Request::declared`]: a bare
+    /// [`Tier`] is third-party, and a third-party tier the operator does not trust is ignored.
     #[must_use]
-    pub fn never_permits(&self, agent: &str, action: &str, declared: Option<Tier>) -> bool {
+    pub fn never_permits(
+        &self,
+        agent: &str,
+        action: &str,
+        declared: Option<impl Into<Declared>>,
+    ) -> bool {
+        let declared = declared.map(Into::into);
         let forbidden = self
             .forbid_index
             .lookup(action)
@@ -320,9 +352,33 @@ impl Policy {
             }
         }
         if self.entry_index.lookup(action).is_empty() {
-            return matches!(self.default_for(declared).0, Decision::Reject);
+            let honoured = self.honoured(action, declared);
+            return matches!(self.default_for(honoured).0, Decision::Reject);
         }
         false
+    }
+
+    /// The one place that decides whether a declared tier counts (invariant I2): always for a
+    /// first-party plugin, for a third-party one only where `defaults.trust_declared_tiers`
+    /// names the action.
+    fn honoured(&self, action: &str, declared: Option<Declared>) -> Honoured {
+        match declared {
+            None => Honoured::Undeclared,
+            Some(Declared {
+                tier,
+                origin: Origin::FirstParty,
+            }) => Honoured::Tier(tier),
+            Some(Declared {
+                tier,
+                origin: Origin::ThirdParty,
+            }) => {
+                if self.defaults.trust.iter().any(|p| p.matches(action)) {
+                    Honoured::Tier(tier)
+                } else {
+                    Honoured::Ignored(tier)
+                }
+            }
+        }
     }
 
     /// Decides a request and records every rule that took part.
@@ -377,18 +433,36 @@ impl Policy {
         let env = if conditions.is_empty() {
             None
         } else {
-            Some(self.cedar_request(request, &conditions))
+            Some(self.environment(request, &conditions))
         };
-        let eval = |condition: &Condition| -> Result<bool, String> {
-            let request = match &env {
-                Some(Ok(request)) => request,
-                Some(Err(e)) => return Err(e.clone()),
-                None => return Err("no evaluation context".to_owned()),
+        let eval = |condition: &Condition| -> Result<bool, Failure> {
+            let env = match &env {
+                Some(Ok(env)) => env,
+                Some(Err(e)) => return Err(Failure::Error(e.clone())),
+                None => return Err(Failure::Error("no evaluation context".to_owned())),
             };
-            match cedar_policy::eval_expression(request, &self.entities, &condition.expr) {
+            // A rule that reads a value the engine cannot represent rejects, whichever way its
+            // branches would have gone: it is never skipped.
+            if let Some(read) = condition
+                .reads
+                .iter()
+                .find(|r| env.unrepresentable.iter().any(|at| r.touches(at)))
+            {
+                return Err(Failure::Unrepresentable(read.name()));
+            }
+            // A list element that could not be judged explains the error better than Cedar.
+            let why = |cedar: String| {
+                condition
+                    .derived
+                    .iter()
+                    .find_map(|d| env.derived_errors.get(&d.key))
+                    .cloned()
+                    .unwrap_or(cedar)
+            };
+            match cedar_policy::eval_expression(&env.request, &self.entities, &condition.expr) {
                 Ok(EvalResult::Bool(b)) => Ok(b),
-                Ok(_) => Err("condition is not a boolean".to_owned()),
-                Err(e) => Err(e.to_string()),
+                Ok(_) => Err(Failure::Error(why("condition is not a boolean".to_owned()))),
+                Err(e) => Err(Failure::Error(why(e.to_string()))),
             }
         };
 
@@ -398,10 +472,10 @@ impl Policy {
                 None => Ok(true),
                 Some(c) => eval(c),
             };
-            let (hit, text) = match outcome {
-                Ok(true) => (true, "matched".to_owned()),
-                Ok(false) => (false, "not matched".to_owned()),
-                Err(e) => (true, format!("error: {e}")),
+            let (hit, text, rule) = match outcome {
+                Ok(true) => (true, "matched".to_owned(), forbid.id.clone()),
+                Ok(false) => (false, "not matched".to_owned(), forbid.id.clone()),
+                Err(failure) => (true, failure.outcome(), failure.rule(&forbid.id)),
             };
             if hit {
                 candidates.push(Candidate {
@@ -409,7 +483,7 @@ impl Policy {
                     decision: Decision::Reject,
                     tier: None,
                     group: None,
-                    rule: forbid.id.clone(),
+                    rule,
                 });
             }
             record(Step {
@@ -481,11 +555,18 @@ impl Policy {
 
         // 4. The operator's entries and their conditional rules, or the defaults.
         if entries.is_empty() {
-            let (decision, tier, rule) = self.default_for(request.declared);
+            let honoured = self.honoured(action, request.declared);
+            let (decision, tier, rule) = self.default_for(honoured);
+            let outcome = match honoured {
+                Honoured::Ignored(tier) => format!(
+                    "applies (declared tier `{tier}` ignored: a third-party plugin not trusted by `defaults.trust_declared_tiers`)"
+                ),
+                Honoured::Undeclared | Honoured::Tier(_) => "applies".to_owned(),
+            };
             record(Step {
                 rule: rule.to_owned(),
                 kind: "default",
-                outcome: "applies".to_owned(),
+                outcome,
                 effect: Some(decision.clone()),
                 condition: None,
             });
@@ -515,13 +596,17 @@ impl Policy {
             });
         }
         for (entry, rule) in rules {
+            let mut deciding = rule.id.clone();
             let (effect, outcome) = match eval(&rule.condition) {
                 Ok(true) => match &rule.effect {
                     Effect::Reject => (Some((Decision::Reject, None)), "matched".to_owned()),
                     Effect::Apply(s) => (Some((s.decision(), Some(s.tier))), "matched".to_owned()),
                 },
                 Ok(false) => (None, "not matched".to_owned()),
-                Err(e) => (Some((Decision::Reject, None)), format!("error: {e}")),
+                Err(failure) => {
+                    deciding = failure.rule(&rule.id);
+                    (Some((Decision::Reject, None)), failure.outcome())
+                }
             };
             record(Step {
                 rule: rule.id.clone(),
@@ -536,14 +621,14 @@ impl Policy {
                     decision,
                     tier,
                     group: Some(entry.group.clone()),
-                    rule: rule.id.clone(),
+                    rule: deciding,
                 });
             }
         }
         combine(candidates)
     }
 
-    fn default_for(&self, declared: Option<Tier>) -> (Decision, Option<Tier>, &'static str) {
+    fn default_for(&self, declared: Honoured) -> (Decision, Option<Tier>, &'static str) {
         let escalate = |tier: Tier| {
             let settings = Settings {
                 level: self.defaults.level,
@@ -556,19 +641,21 @@ impl Policy {
             (settings.decision(), Some(tier))
         };
         match declared {
-            // A plugin can lower its own action to observe, never raise it (invariant I2).
-            Some(Tier::Observe) => (
+            // A plugin the operator relies on can lower its own action to observe, never raise
+            // it (invariant I2).
+            Honoured::Tier(Tier::Observe) => (
                 Decision::Allow {
                     tier: Tier::Observe,
                 },
                 Some(Tier::Observe),
                 "default:declared-observe",
             ),
-            Some(tier) => {
+            Honoured::Tier(tier) => {
                 let (d, t) = escalate(tier);
                 (d, t, "default:declared")
             }
-            None => match self.defaults.unknown {
+            // What a stranger declares opens nothing: its action is unknown.
+            Honoured::Undeclared | Honoured::Ignored(_) => match self.defaults.unknown {
                 Unknown::Reject => (Decision::Reject, None, "default:unknown"),
                 Unknown::Escalate => {
                     let (d, t) = escalate(Tier::Commit);
@@ -578,19 +665,53 @@ impl Policy {
         }
     }
 
+    /// Everything the conditions of one decision are evaluated against.
+    fn environment(&self, request: &Request, conditions: &[&Condition]) -> Result<Env, String> {
+        let mut unrepresentable = Vec::new();
+        unrepresentable_at(
+            &request.args,
+            &mut vec!["args".to_owned()],
+            &mut unrepresentable,
+        );
+        // A sum fed such a value is unknown too, and says so.
+        for spec in &self.totals {
+            let TotalKind::Sum { .. } = spec.kind else {
+                continue;
+            };
+            if !spec.patterns.iter().any(|p| p.matches(&request.action)) {
+                continue;
+            }
+            let arg: Vec<String> = std::iter::once("args".to_owned())
+                .chain(spec.path.iter().cloned())
+                .collect();
+            if unrepresentable
+                .iter()
+                .any(|at: &Vec<String>| at.starts_with(&arg) || arg.starts_with(at))
+            {
+                unrepresentable.push(vec!["total".to_owned(), spec.name.clone()]);
+            }
+        }
+        let mut derived_errors = HashMap::new();
+        let request = self.cedar_request(request, conditions, &mut derived_errors)?;
+        Ok(Env {
+            request,
+            unrepresentable,
+            derived_errors,
+        })
+    }
+
     fn cedar_request(
         &self,
         request: &Request,
         conditions: &[&Condition],
+        derived_errors: &mut HashMap<String, String>,
     ) -> Result<cedar_policy::Request, String> {
         let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(6);
         pairs.push((
             "agent".to_owned(),
             RestrictedExpression::new_string(request.agent.clone()),
         ));
-        if let Some(args) = to_cedar(&request.args) {
-            pairs.push(("args".to_owned(), args));
-        }
+        pairs.push(("args".to_owned(), to_cedar(&request.args)));
         let mut totals = Vec::new();
         for spec in &self.totals {
             if let Some(value) = total_value(spec, request) {
@@ -613,14 +734,18 @@ impl Policy {
                 RestrictedExpression::new_string(channel.clone()),
             ));
         }
-        let derived: Vec<(String, RestrictedExpression)> = conditions
-            .iter()
-            .flat_map(|c| c.derived.iter())
-            .filter_map(|d| {
-                d.evaluate(&request.args)
-                    .map(|b| (d.key.clone(), RestrictedExpression::new_bool(b)))
-            })
-            .collect();
+        let mut derived: Vec<(String, RestrictedExpression)> = Vec::new();
+        for d in conditions.iter().flat_map(|c| c.derived.iter()) {
+            match d.evaluate(&request.args) {
+                None => {}
+                Some(Ok(b)) => derived.push((d.key.clone(), RestrictedExpression::new_bool(b))),
+                // Not a boolean: a condition that reaches it fails to evaluate, and rejects.
+                Some(Err(why)) => {
+                    derived.push((d.key.clone(), RestrictedExpression::new_string(why.clone())));
+                    derived_errors.insert(d.key.clone(), why);
+                }
+            }
+        }
         pairs.push((
             "derived".to_owned(),
             RestrictedExpression::new_record(derived).map_err(|e| e.to_string())?,
@@ -663,27 +788,98 @@ fn total_value(spec: &TotalSpec, request: &Request) -> Option<i64> {
     prior.checked_add(own)
 }
 
-/// JSON to a Cedar value, built directly (never through Cedar's JSON format, whose `__entity`
-/// and `__extn` escapes a caller could otherwise smuggle in). Nulls, fractions and integers
-/// beyond `i64` have no Cedar form: record fields holding them are left out, and a list holding
-/// one is left out whole, so a condition that reads them fails and rejects.
-fn to_cedar(value: &serde_json::Value) -> Option<RestrictedExpression> {
+/// What the conditions of one decision are evaluated against.
+struct Env {
+    request: cedar_policy::Request,
+    /// Paths in the context (`["args", "amount"]`, `["total", "paid"]`) of values the engine
+    /// cannot represent; a list holding one anywhere is listed whole.
+    unrepresentable: Vec<Vec<String>>,
+    /// Why a derived fact could not be decided, by key.
+    derived_errors: HashMap<String, String>,
+}
+
+/// Why a condition did not give an answer. Either way the rule rejects.
+enum Failure {
+    /// Cedar (or Rust, for a derived fact) could not evaluate it.
+    Error(String),
+    /// It reads (the named subject reaches) a value the engine cannot represent.
+    Unrepresentable(String),
+}
+
+impl Failure {
+    /// The deciding rule id: the rule's own, or one that says the engine could not read.
+    fn rule(&self, id: &str) -> String {
+        match self {
+            Self::Error(_) => id.to_owned(),
+            Self::Unrepresentable(read) => format!("engine:unrepresentable:{read}"),
+        }
+    }
+
+    /// For `explain`.
+    fn outcome(&self) -> String {
+        match self {
+            Self::Error(e) => format!("error: {e}"),
+            Self::Unrepresentable(read) => format!(
+                "error: reading `{read}` meets a value the engine cannot represent (a null, a fraction or an integer beyond 64 bits); rejected as `engine:unrepresentable:{read}`"
+            ),
+        }
+    }
+}
+
+/// Whether the engine can represent `value` exactly: no null, no number but a 64-bit integer.
+fn representable(value: &serde_json::Value) -> bool {
     use serde_json::Value;
     match value {
-        Value::Null => None,
-        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
-        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
-        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
-        Value::Array(items) => items
-            .iter()
-            .map(to_cedar)
-            .collect::<Option<Vec<_>>>()
-            .map(RestrictedExpression::new_set),
-        Value::Object(map) => RestrictedExpression::new_record(
-            map.iter()
-                .filter_map(|(k, v)| to_cedar(v).map(|e| (k.clone(), e))),
-        )
-        .ok(),
+        Value::Null => false,
+        Value::Number(n) => n.as_i64().is_some(),
+        Value::Bool(_) | Value::String(_) => true,
+        Value::Array(items) => items.iter().all(representable),
+        Value::Object(map) => map.values().all(representable),
+    }
+}
+
+/// Collects the paths of unrepresentable values under `value` (at `path`). Paths stop at
+/// lists: a condition reads a list whole.
+fn unrepresentable_at(
+    value: &serde_json::Value,
+    path: &mut Vec<String>,
+    out: &mut Vec<Vec<String>>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                path.push(key.clone());
+                unrepresentable_at(child, path, out);
+                path.pop();
+            }
+        }
+        other if !representable(other) => out.push(path.clone()),
+        _ => {}
+    }
+}
+
+/// JSON to a Cedar value, built directly (never through Cedar's JSON format, whose `__entity`
+/// and `__extn` escapes a caller could otherwise smuggle in). Nulls, fractions and integers
+/// beyond `i64` have no Cedar form: they become an empty record, so that `present` sees them.
+/// No condition ever reads one: `Env::unrepresentable` rejects the rules that would.
+fn to_cedar(value: &serde_json::Value) -> RestrictedExpression {
+    use serde_json::Value;
+    let placeholder = || {
+        RestrictedExpression::new_record(std::iter::empty::<(String, RestrictedExpression)>())
+            .unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+    };
+    match value {
+        Value::Null => placeholder(),
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::Number(n) => n
+            .as_i64()
+            .map_or_else(placeholder, RestrictedExpression::new_long),
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        Value::Array(items) => RestrictedExpression::new_set(items.iter().map(to_cedar)),
+        Value::Object(map) => {
+            RestrictedExpression::new_record(map.iter().map(|(k, v)| (k.clone(), to_cedar(v))))
+                .unwrap_or_else(|_| placeholder())
+        }
     }
 }
 
@@ -793,11 +989,12 @@ impl Checker {
             || text.chars().any(char::is_whitespace)
             || text.starts_with("default:")
             || text.starts_with("credential:")
+            || text.starts_with("engine:")
             || text == "agents"
         {
             self.errors.push(
                 Diagnostic::new(position, format!("invalid rule id `{text}`")).with_hint(
-                    "ids are non-empty, without spaces or `/`, and not `agents`, `default:...` or `credential:...`",
+                    "ids are non-empty, without spaces or `/`, and not `agents`, `default:...`, `credential:...` or `engine:...`",
                 ),
             );
         } else if let Some(first) = self.ids.get(text) {
@@ -880,12 +1077,14 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
         Some(l) => l.value,
         None => DEFAULT_LEVEL,
     };
+    let trust = trusted_patterns(&mut ck, &raw_defaults.trust_declared_tiers);
     let defaults = Defaults {
         unknown: raw_defaults.unknown,
         level,
         timeout: raw_defaults.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
         crawfish: raw_defaults.crawfish.map_or(Duration::ZERO, |d| d.0),
         notify: raw_defaults.notify.unwrap_or_default(),
+        trust,
     };
 
     let vault_rekey = raw
@@ -1056,7 +1255,7 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
         let condition = f
             .when
             .as_ref()
-            .and_then(|w| compiler.compile(w, &mut ck.errors));
+            .and_then(|w| compiler.compile(w, &mut ck.errors, &mut ck.warnings));
         if f.when.is_none() && agents.is_none() {
             unconditional.push((id.clone(), patterns.clone()));
         }
@@ -1167,6 +1366,42 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
     })
 }
 
+/// `defaults.trust_declared_tiers`: action patterns of third-party plugins whose declared
+/// tiers the operator trusts. A name without a dot is a kernel tool, which declares nothing,
+/// so it is almost certainly a plugin name missing its `.*`.
+fn trusted_patterns(ck: &mut Checker, texts: &[Spanned<String>]) -> Vec<Pattern> {
+    let mut out = Vec::new();
+    for text in texts {
+        let Some(pattern) = ck.pattern(text) else {
+            continue;
+        };
+        match &pattern {
+            Pattern::Exact(name) if !name.contains('.') => {
+                ck.errors.push(
+                    Diagnostic::at(
+                        &text.referenced,
+                        format!("`{name}` in `trust_declared_tiers` is not a plugin action"),
+                    )
+                    .with_hint(format!(
+                        "plugin actions are `PLUGIN.ACTION`; write `{name}.*` to trust every tier the plugin `{name}` declares"
+                    )),
+                );
+                continue;
+            }
+            Pattern::Any => ck.warnings.push(
+                Diagnostic::at(
+                    &text.referenced,
+                    "`trust_declared_tiers: [\"*\"]` trusts every plugin: any third-party plugin can declare its actions `observe` and run them without a human",
+                )
+                .with_hint("name the plugins you trust instead, e.g. `weather.*`"),
+            ),
+            Pattern::Exact(_) | Pattern::Prefix(_) => {}
+        }
+        out.push(pattern);
+    }
+    out
+}
+
 const REKEY_LEVEL: Level = Level::MAX;
 
 fn rekey_schedule(
@@ -1273,19 +1508,11 @@ fn compile_rule(
             return None;
         }
     };
-    let condition = compile_when(compiler, &r.when, &mut ck.errors)?;
+    let condition = compiler.compile(&r.when, &mut ck.errors, &mut ck.warnings)?;
     Some(CondRule {
         id,
         agents,
         condition,
         effect,
     })
-}
-
-fn compile_when(
-    compiler: &mut Compiler<'_>,
-    when: &Spanned<RawCond>,
-    errors: &mut Vec<Diagnostic>,
-) -> Option<Condition> {
-    compiler.compile(when, errors)
 }

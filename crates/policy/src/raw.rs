@@ -141,6 +141,9 @@ pub(crate) struct RawDefaults {
     pub(crate) timeout: Option<Dur>,
     pub(crate) crawfish: Option<Dur>,
     pub(crate) notify: Option<Vec<String>>,
+    /// Action patterns whose third-party declared tiers the operator trusts.
+    #[serde(default)]
+    pub(crate) trust_declared_tiers: Vec<Spanned<String>>,
 }
 
 /// `vault_rekey`: when the kernel stages a rekey of its vault, and how it is approved.

@@ -168,6 +168,111 @@ pub struct Context {
     pub channel: Option<String>,
 }
 
+/// Who wrote the plugin that declared an action's tier.
+///
+/// The kernel knows: a plugin it runs as `p3ak plugin run NAME` is first-party; any other
+/// executable is third-party. A third-party plugin's declared tier counts only where the
+/// operator trusts it (`defaults.trust_declared_tiers`); otherwise its action is unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Shipped with P3AK.
+    FirstParty,
+    /// Anything else. The default: a declaration nobody vouched for opens nothing.
+    #[default]
+    ThirdParty,
+}
+
+impl Origin {
+    /// The name used in case files and JSON (`first_party`, `third_party`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FirstParty => "first_party",
+            Self::ThirdParty => "third_party",
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The tier a plugin recommended for an action when it registered it, and who the plugin is.
+///
+/// In JSON and case files: `{ "tier": "observe", "origin": "first_party" }`, or just the tier
+/// (`"observe"`), which is third-party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Declared {
+    /// The recommended tier.
+    pub tier: Tier,
+    /// Who declared it.
+    pub origin: Origin,
+}
+
+impl Declared {
+    /// A tier declared by a plugin of the given origin.
+    #[must_use]
+    pub const fn new(tier: Tier, origin: Origin) -> Self {
+        Self { tier, origin }
+    }
+
+    /// A tier declared by a first-party plugin.
+    #[must_use]
+    pub const fn first_party(tier: Tier) -> Self {
+        Self::new(tier, Origin::FirstParty)
+    }
+
+    /// A tier declared by a third-party plugin.
+    #[must_use]
+    pub const fn third_party(tier: Tier) -> Self {
+        Self::new(tier, Origin::ThirdParty)
+    }
+}
+
+/// A bare tier says nothing about who declared it, so it is third-party.
+impl From<Tier> for Declared {
+    fn from(tier: Tier) -> Self {
+        Self::third_party(tier)
+    }
+}
+
+impl<'de> Deserialize<'de> for Declared {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IntoDeserializer as _, MapAccess};
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Declared;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a tier (`observe`, `act`, `commit`) or `{ tier: TIER, origin: first_party | third_party }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Declared, E> {
+                let tier = Tier::deserialize(v.into_deserializer())?;
+                Ok(Declared::third_party(tier))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Declared, A::Error> {
+                let mut tier: Option<Tier> = None;
+                let mut origin: Option<Origin> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "tier" if tier.is_none() => tier = Some(map.next_value()?),
+                        "origin" if origin.is_none() => origin = Some(map.next_value()?),
+                        "tier" | "origin" => {
+                            return Err(de::Error::custom(format!("duplicate key `{key}`")));
+                        }
+                        other => return Err(de::Error::unknown_field(other, &["tier", "origin"])),
+                    }
+                }
+                let tier = tier.ok_or_else(|| de::Error::missing_field("tier"))?;
+                Ok(Declared::new(tier, origin.unwrap_or_default()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// A proposed call, as the kernel parsed it from a model's output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,9 +287,10 @@ pub struct Request {
     /// Names of the credentials the call asks the broker to inject.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<String>,
-    /// The tier the plugin recommended when it registered the action, if it declared it.
+    /// The tier the plugin recommended when it registered the action, if it declared it, and
+    /// whether that plugin is first-party.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub declared: Option<Tier>,
+    pub declared: Option<Declared>,
     /// What the runtime supplies: totals, time of day, channel.
     #[serde(default)]
     pub context: Context,
@@ -222,10 +328,12 @@ impl Request {
         self
     }
 
-    /// Sets the tier the plugin declared for the action.
+    /// Sets the tier the plugin declared for the action: a [`Declared`], or a bare [`Tier`],
+    /// which counts as declared by a third-party plugin (the safe default). Use
+    /// [`Declared::first_party`] for a plugin shipped with P3AK.
     #[must_use]
-    pub fn with_declared(mut self, tier: Tier) -> Self {
-        self.declared = Some(tier);
+    pub fn with_declared(mut self, declared: impl Into<Declared>) -> Self {
+        self.declared = Some(declared.into());
         self
     }
 

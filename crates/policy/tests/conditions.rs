@@ -163,17 +163,30 @@ fn any_not_present_and_raw_cedar() {
 #[test]
 fn evaluation_errors_reject_and_are_never_skipped() {
     let p = rule("{ args.amount: { gt: 100 } }", "level: 2");
-    for args in [
-        json!({}),
-        json!({ "amount": "lots" }),
-        json!({ "amount": 1.5 }),
-        json!({ "amount": null }),
-        json!({ "amount": u64::MAX }),
-        json!({ "amount": { "__extn": { "fn": "decimal", "arg": "1.0" } } }),
+    for (args, deciding) in [
+        (json!({}), "r"),
+        (json!({ "amount": "lots" }), "r"),
+        (
+            json!({ "amount": { "__extn": { "fn": "decimal", "arg": "1.0" } } }),
+            "r",
+        ),
+        // Values the engine cannot represent say so (tests/unrepresentable.rs).
+        (
+            json!({ "amount": 1.5 }),
+            "engine:unrepresentable:args.amount",
+        ),
+        (
+            json!({ "amount": null }),
+            "engine:unrepresentable:args.amount",
+        ),
+        (
+            json!({ "amount": u64::MAX }),
+            "engine:unrepresentable:args.amount",
+        ),
     ] {
         let verdict = p.decide(&Request::new("amber", "t.call").with_args(args.clone()));
         assert_eq!(verdict.decision, Decision::Reject, "{args}");
-        assert_eq!(verdict.rules, ["r"]);
+        assert_eq!(verdict.rules, [deciding]);
     }
     let explained = p.explain(&Request::new("amber", "t.call"));
     let step = explained.steps.iter().find(|s| s.rule == "r").unwrap();

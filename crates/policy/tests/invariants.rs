@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use p3ak_policy::{AgentNotice, Decision, Policy, PolicyCell, Request, Tier};
+use p3ak_policy::{AgentNotice, Decision, Declared, Origin, Policy, PolicyCell, Request, Tier};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -126,7 +126,7 @@ fn gen_request() -> impl Strategy<Value = Request> {
         0..ACTIONS.len(),
         prop_oneof![Just("amber"), Just("ledger")],
         proptest::option::of(-5i64..250),
-        proptest::option::of(0..TIERS.len()),
+        proptest::option::of((0..TIERS.len(), any::<bool>())),
     )
         .prop_map(|(action, agent, amount, declared)| {
             let args = match amount {
@@ -134,7 +134,16 @@ fn gen_request() -> impl Strategy<Value = Request> {
                 None => json!({}),
             };
             let mut request = Request::new(agent, ACTIONS[action]).with_args(args);
-            request.declared = declared.map(|t| TIERS[t]);
+            request.declared = declared.map(|(t, first)| {
+                Declared::new(
+                    TIERS[t],
+                    if first {
+                        Origin::FirstParty
+                    } else {
+                        Origin::ThirdParty
+                    },
+                )
+            });
             request
         })
 }
@@ -221,16 +230,25 @@ proptest! {
     fn invariant_i2_plugin_cannot_raise_its_own_tier(
         request in gen_request(),
         declared in 0..TIERS.len(),
+        first_party in any::<bool>(),
+        trusted in any::<bool>(),
     ) {
-        let policy = policy("group:\n  a.x: { level: 2 }\n");
+        let trust = if trusted { "defaults: { trust_declared_tiers: [\"b.*\"] }\n" } else { "" };
+        let policy = policy(&format!("{trust}group:\n  a.x: {{ level: 2 }}\n"));
+        let origin = if first_party { Origin::FirstParty } else { Origin::ThirdParty };
         let mut request = request;
-        request.declared = Some(TIERS[declared]);
+        request.declared = Some(Declared::new(TIERS[declared], origin));
         let verdict = policy.decide(&request);
+        let counts = first_party || (trusted && request.action.starts_with("b."));
         if request.action == "a.x" {
             // The operator spoke: what the plugin declares changes nothing.
             let mut silent = request.clone();
             silent.declared = None;
             prop_assert_eq!(&verdict, &policy.decide(&silent));
+        } else if !counts {
+            // A stranger's declaration is ignored: the action is unknown.
+            prop_assert_eq!(&verdict.decision, &Decision::Reject);
+            prop_assert_eq!(verdict.rules, vec!["default:unknown".to_owned()]);
         } else if let Decision::Allow { tier } = verdict.decision {
             // Where the operator is silent, a plugin reaches observe at most.
             prop_assert_eq!(tier, Tier::Observe);
@@ -274,9 +292,11 @@ fn invariant_i2_unknown_action_escalates_when_the_operator_says_so() {
 }
 
 #[test]
-fn invariant_i2_declared_observe_starts_at_observe_and_other_tiers_escalate() {
+fn invariant_i2_first_party_declared_observe_starts_at_observe_and_other_tiers_escalate() {
     let policy = policy("read:\n  a.b: { level: 0 }\n");
-    let observe = policy.decide(&Request::new("amber", "p.look").with_declared(Tier::Observe));
+    let observe = policy.decide(
+        &Request::new("amber", "p.look").with_declared(Declared::first_party(Tier::Observe)),
+    );
     assert_eq!(
         observe.decision,
         Decision::Allow {
@@ -284,7 +304,8 @@ fn invariant_i2_declared_observe_starts_at_observe_and_other_tiers_escalate() {
         }
     );
     for tier in [Tier::Act, Tier::Commit] {
-        let verdict = policy.decide(&Request::new("amber", "p.do").with_declared(tier));
+        let verdict = policy
+            .decide(&Request::new("amber", "p.do").with_declared(Declared::first_party(tier)));
         assert!(
             matches!(verdict.decision, Decision::Escalate { .. }),
             "{tier}"

@@ -1,6 +1,9 @@
 //! Frames: length-prefixed JSON.
 
-use crate::{Envelope, HEADER_LEN, Message, PROTOCOL_VERSION, ProtoError, SUPPORTED_VERSIONS};
+use crate::{
+    Envelope, HEADER_LEN, Message, PROTOCOL_VERSION, ProtoError, SUPPORTED_VERSIONS,
+    from_slice_strict,
+};
 
 /// Splits a byte stream into frame payloads. Push bytes as they arrive; pull whole payloads.
 #[derive(Debug)]
@@ -106,12 +109,12 @@ pub fn encode_payload(payload: &[u8], max: usize) -> Result<Vec<u8>, ProtoError>
     Ok(frame)
 }
 
-/// Decodes one frame payload. Strict: unknown types and unknown fields are errors, and so is a
-/// version this side does not speak.
+/// Decodes one frame payload. Strict: unknown types and unknown fields are errors, and so are
+/// a member name repeated in any object (see [`from_slice_strict`]) and a version this side
+/// does not speak.
 pub fn decode(payload: &[u8]) -> Result<Envelope, ProtoError> {
-    let text = std::str::from_utf8(payload).map_err(|e| ProtoError::Json(e.to_string()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| ProtoError::Json(e.to_string()))?;
+    std::str::from_utf8(payload).map_err(|e| ProtoError::Json(e.to_string()))?;
+    let value: serde_json::Value = from_slice_strict(payload)?;
     let serde_json::Value::Object(mut object) = value else {
         return Err(ProtoError::Invalid(
             "a message must be a JSON object".to_owned(),

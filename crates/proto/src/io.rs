@@ -29,7 +29,8 @@ pub fn read_message<R: Read>(reader: &mut R, max: usize) -> Result<Option<Envelo
     if len == 0 {
         return Err(ProtoError::EmptyFrame);
     }
-    let mut payload = vec![0u8; len];
+    // An `invoke` carries injected secrets: wipe the raw bytes once decoded.
+    let mut payload = zeroize::Zeroizing::new(vec![0u8; len]);
     reader.read_exact(&mut payload).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             ProtoError::Truncated(HEADER_LEN)
@@ -50,4 +51,29 @@ pub fn write_message<W: Write>(
     writer.write_all(&frame)?;
     writer.flush()?;
     Ok(())
+}
+
+/// Takes the connection a process was started with on its standard input (a plugin's to the
+/// kernel, the approval daemon's), and puts `/dev/null` in its place, so that programs the
+/// process starts do not inherit the connection. The returned descriptor is close-on-exec.
+///
+/// # Errors
+///
+/// When standard input is not a socket (the process was not started by the kernel), or the
+/// descriptor cannot be duplicated.
+pub fn take_stdin_socket() -> Result<std::os::fd::OwnedFd, ProtoError> {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let stat = rustix::fs::fstat(stdin.as_fd()).map_err(std::io::Error::from)?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return Err(ProtoError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "standard input is not a socket: this program is started by the p3ak kernel, \
+             which hands it its connection there",
+        )));
+    }
+    let connection = stdin.as_fd().try_clone_to_owned()?;
+    let null = std::fs::File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null).map_err(std::io::Error::from)?;
+    Ok(connection)
 }

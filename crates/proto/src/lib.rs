@@ -27,6 +27,7 @@ mod strict;
 
 pub use codec::{FrameDecoder, decode, encode, encode_payload};
 pub use message::*;
+pub use strict::from_slice_strict;
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

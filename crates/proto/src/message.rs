@@ -98,6 +98,10 @@ pub struct Welcome {
     /// The plugin's settings from `config.toml` (never secrets: those go through the broker).
     #[serde(default)]
     pub config: serde_json::Value,
+    /// A key the kernel hands this plugin for the data it serves (the `vault` plugin's key to
+    /// the memory vault, hex), outside `config` so that it is never logged with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Credential>,
 }
 
 /// What a plugin is.

@@ -114,8 +114,11 @@ fn message() -> impl Strategy<Value = Message> {
                 software
             })
         ),
-        (any::<u32>(), json())
-            .prop_map(|(version, config)| Message::Welcome(Welcome { version, config })),
+        (any::<u32>(), json()).prop_map(|(version, config)| Message::Welcome(Welcome {
+            version,
+            config,
+            key: None,
+        })),
         (kind(), vec(action(), 0..3))
             .prop_map(|(kind, actions)| Message::Register(Register { kind, actions })),
         Just(Message::Registered(Registered {})),

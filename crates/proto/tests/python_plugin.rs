@@ -1,7 +1,7 @@
 //! The example Python plugin (`examples/plugins/wordcount.py`) speaks the protocol: this test
 //! plays the kernel's side of a whole session with it over a real Unix socket.
 
-#![expect(
+#![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
@@ -10,7 +10,7 @@
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -57,32 +57,6 @@ impl Plugin {
             }
             assert!(start.elapsed() < TIMEOUT, "the plugin did not exit");
             std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn accept(listener: &UnixListener, plugin: &mut Plugin) -> UnixStream {
-    listener.set_nonblocking(true).unwrap();
-    let start = Instant::now();
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false).unwrap();
-                stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-                stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-                return stream;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if let Some(status) = plugin.0.try_wait().unwrap() {
-                    panic!(
-                        "plugin exited ({status}) before connecting: {}",
-                        plugin.stderr()
-                    );
-                }
-                assert!(start.elapsed() < TIMEOUT, "the plugin did not connect");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("accept: {e}"),
         }
     }
 }
@@ -168,6 +142,7 @@ fn wordcount_plugin_speaks_the_protocol() {
         Message::Welcome(Welcome {
             version,
             config: json!({}),
+            key: None,
         }),
     );
 
@@ -251,24 +226,24 @@ fn start(name: &str, max_frame: usize) -> Option<(tempfile::TempDir, Plugin, Ker
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("plugin.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
-    let mut plugin = Plugin(
+    let (stream, theirs) = UnixStream::pair().unwrap();
+    let plugin = Plugin(
         Command::new("python3")
             .arg(plugin_path())
             // As the kernel does: an empty environment but for these.
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("P3AK_PLUGIN_SOCKET", &socket)
             .env("P3AK_PLUGIN_NAME", name)
             .env("P3AK_MAX_FRAME", max_frame.to_string())
-            .stdin(Stdio::null())
+            // Its connection to the kernel, as the kernel hands it over.
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    let stream = accept(&listener, &mut plugin);
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
     Some((dir, plugin, Kernel { stream }))
 }
 
@@ -284,6 +259,7 @@ fn wordcount_plugin_exits_when_the_kernel_goes_away() {
         Message::Welcome(Welcome {
             version: 1,
             config: Value::Null,
+            key: None,
         }),
     );
     let register = kernel.receive();

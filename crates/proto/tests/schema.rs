@@ -121,10 +121,12 @@ fn samples() -> Vec<Message> {
         Message::Welcome(Welcome {
             version: 1,
             config: json!({"root": "/srv/files", "depth": 3, "follow": false}),
+            key: None,
         }),
         Message::Welcome(Welcome {
             version: 1,
             config: Value::Null,
+            key: None,
         }),
         Message::Register(Register {
             kind: PluginKind::Tool,

@@ -34,7 +34,7 @@ const MAX_PENDING: usize = 256;
 
 /// One access refused to a sandboxed process: by Landlock, or (with [`watch_refusals`]'s
 /// rules) by file permissions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Denial {
     /// For Landlock, the process that created the domain (the plugin's main process); for a
     /// permission refusal, the process refused.

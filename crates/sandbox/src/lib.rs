@@ -20,6 +20,7 @@
 //! This is the one crate of the workspace allowed `unsafe`: each block says why it is sound.
 
 pub mod denials;
+mod harden;
 pub mod ids;
 pub mod profile;
 mod program;
@@ -29,6 +30,7 @@ mod support;
 mod syscalls_x86_64;
 pub mod trace;
 
+pub use harden::{harden_process, hardening};
 pub use ids::allocate_ids;
 pub use profile::{Class, Profile};
 pub use program::Program;

@@ -145,7 +145,11 @@ impl Profile {
 
     /// The BPF programs enforcing it, in the order to install them: first one that answers
     /// `clone3` with `ENOSYS` (so libc falls back to `clone`, whose flags a filter can see),
-    /// then the allowlist, which kills the process on anything else.
+    /// one that answers `socket(AF_UNIX, …)` with `EACCES` in every class (a plugin's one
+    /// connection is the socket it inherits: it may not open another to anything on the host,
+    /// abstract or named; libc's callers, such as the name service cache lookup, fall back on
+    /// the error), then the allowlist, which kills the process on anything else. Where two
+    /// filters disagree the kernel takes the stricter answer.
     ///
     /// # Errors
     ///
@@ -205,6 +209,21 @@ impl Profile {
             .map_err(seccomp)?;
             programs.push(BpfProgram::try_from(no_clone3).map_err(seccomp)?);
         }
+        if let Some(socket) = crate::syscall_number("socket") {
+            let unix_only = SeccompRule::new(vec![
+                SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, AF_UNIX)
+                    .map_err(seccomp)?,
+            ])
+            .map_err(seccomp)?;
+            let no_unix_sockets = SeccompFilter::new(
+                [(socket, vec![unix_only])].into(),
+                SeccompAction::Allow,
+                SeccompAction::Errno(u32::try_from(libc::EACCES).unwrap_or(13)),
+                arch,
+            )
+            .map_err(seccomp)?;
+            programs.push(BpfProgram::try_from(no_unix_sockets).map_err(seccomp)?);
+        }
         programs.push(BpfProgram::try_from(allowlist).map_err(seccomp)?);
         Ok(programs)
     }
@@ -218,6 +237,7 @@ impl Profile {
             .map(String::as_str)
             .filter(|s| self.forks || !matches!(*s, "clone" | "fork" | "vfork"))
             .filter(|s| !self.unix_sockets_only || !matches!(*s, "socket" | "socketpair"))
+            .filter(|s| *s != "socket")
             .collect();
         allow.retain(|s| *s != "clone3");
         let mut rules = vec![serde_json::json!({
@@ -237,19 +257,30 @@ impl Profile {
                 }));
             }
         }
-        if self.unix_sockets_only {
-            let names: Vec<&str> = ["socket", "socketpair"]
-                .into_iter()
-                .filter(|s| self.syscalls.contains(*s))
-                .collect();
-            if !names.is_empty() {
+        if self.syscalls.contains("socket") {
+            rules.push(serde_json::json!({
+                "names": ["socket"],
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": libc::EACCES,
+                "args": [{"index": 0, "value": AF_UNIX, "op": "SCMP_CMP_EQ"}],
+                "comment": "no new Unix socket: the connection to the kernel is inherited",
+            }));
+            if !self.unix_sockets_only {
                 rules.push(serde_json::json!({
-                    "names": names,
+                    "names": ["socket"],
                     "action": "SCMP_ACT_ALLOW",
-                    "args": [{"index": 0, "value": AF_UNIX, "op": "SCMP_CMP_EQ"}],
-                    "comment": "AF_UNIX only: the plugin's connection to the kernel",
+                    "args": [{"index": 0, "value": AF_UNIX, "op": "SCMP_CMP_NE"}],
+                    "comment": "the network families",
                 }));
             }
+        }
+        if self.unix_sockets_only && self.syscalls.contains("socketpair") {
+            rules.push(serde_json::json!({
+                "names": ["socketpair"],
+                "action": "SCMP_ACT_ALLOW",
+                "args": [{"index": 0, "value": AF_UNIX, "op": "SCMP_CMP_EQ"}],
+                "comment": "an anonymous pair reaches nothing outside the process",
+            }));
         }
         if self.syscalls.contains("clone3") {
             rules.push(serde_json::json!({

@@ -17,6 +17,14 @@ pub enum VaultError {
     HeaderDamaged(String),
     #[error("the vault is encrypted: a passphrase is needed")]
     PassphraseRequired,
+    /// A passphrase or key was given for a vault whose header says it is not encrypted: a
+    /// plaintext vault put where an encrypted one was (a downgrade). Such a vault opens only
+    /// with [`crate::Unlock::Unencrypted`].
+    #[error(
+        "`{}` is not encrypted: its header says plaintext, but a passphrase or key was given for it",
+        path.display()
+    )]
+    NotEncrypted { path: PathBuf },
     #[error("vault is locked by pid {pid}")]
     Locked { pid: String },
     #[error("`{}` already exists", path.display())]

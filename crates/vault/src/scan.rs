@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::doc::{DocId, DocMeta};
 use crate::error::{Result, VaultError};
-use crate::format::{self, CommitSlot, HEADER_LEN, Header, RECORD_HEADER_LEN, RecordHeader, kind};
+use crate::format::{
+    self, CommitSlot, Encryption, HEADER_LEN, Header, RECORD_HEADER_LEN, RecordHeader, kind,
+};
 use crate::seal::Sealer;
 
 /// Where a record is.
@@ -115,6 +117,8 @@ impl OpenReport {
 /// What `verify` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
+    /// The header's encryption status, by name (`none` for a plaintext vault).
+    pub encryption: &'static str,
     pub documents: usize,
     /// Internal objects (search index files, embeddings), verified like documents.
     pub objects: usize,
@@ -181,7 +185,13 @@ impl VerifyReport {
                 scan.report.recovered_records
             ));
         }
+        if header.prefix.encryption == Encryption::None {
+            warnings.push(
+                "the vault is not encrypted: its records are plaintext and their checks catch accidents, not tampering".to_owned(),
+            );
+        }
         Self {
+            encryption: header.prefix.encryption.name(),
             documents: scan
                 .docs
                 .values()

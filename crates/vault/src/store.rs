@@ -252,10 +252,13 @@ pub struct VaultKey {
 
 impl VaultKey {
     /// Runs Argon2id once for the vault at `path`; fails with `wrong passphrase or damaged
-    /// header` when no key slot opens.
+    /// header` when no key slot opens, and with [`VaultError::NotEncrypted`] when the vault is
+    /// not encrypted (there is no key to derive, and a plaintext vault is no stand-in for an
+    /// encrypted one).
     pub fn derive(path: &Path, passphrase: &Passphrase) -> Result<Self> {
         let file = open_file(path, false)?;
         let (header, _) = read_header(path, &file)?;
+        check_unlock_kind(path, &header, &Unlock::Passphrase(passphrase))?;
         derive_vault_key(&header, passphrase).map(|(key, _)| key)
     }
 
@@ -345,12 +348,29 @@ fn derive_vault_key(header: &Header, passphrase: &Passphrase) -> Result<(VaultKe
     Err(VaultError::WrongPassphrase)
 }
 
-fn unlock(header: &Header, unlock: &Unlock<'_>) -> Result<Sealer> {
-    if header.prefix.encryption == Encryption::None {
-        return Ok(Sealer::Plain);
+/// Whether the way the caller unlocks fits the vault's encryption status. A passphrase or a key
+/// means the caller expects an encrypted vault: a plaintext one in its place (swapped in, or its
+/// encryption byte flipped) is a downgrade and is refused, never opened as plaintext. Only
+/// [`Unlock::Unencrypted`], the caller's explicit choice, opens a plaintext vault; an encrypted
+/// vault refuses it.
+fn check_unlock_kind(path: &Path, header: &Header, unlock: &Unlock<'_>) -> Result<()> {
+    match (header.prefix.encryption, unlock) {
+        (Encryption::None, Unlock::Passphrase(_) | Unlock::Key(_)) => {
+            Err(VaultError::NotEncrypted {
+                path: path.to_owned(),
+            })
+        }
+        (Encryption::Aes256Gcm, Unlock::Unencrypted) => Err(VaultError::PassphraseRequired),
+        (Encryption::None, Unlock::Unencrypted)
+        | (Encryption::Aes256Gcm, Unlock::Passphrase(_) | Unlock::Key(_)) => Ok(()),
     }
+}
+
+/// The sealer for the caller's unlock: the caller's choice decides, the header has to agree.
+fn unlock(path: &Path, header: &Header, unlock: &Unlock<'_>) -> Result<Sealer> {
+    check_unlock_kind(path, header, unlock)?;
     let keys = match unlock {
-        Unlock::Unencrypted => return Err(VaultError::PassphraseRequired),
+        Unlock::Unencrypted => return Ok(Sealer::Plain),
         Unlock::Passphrase(passphrase) => derive_vault_key(header, passphrase)?.1,
         Unlock::Key(key) => {
             try_kek(header, &key.kek, key.kdf, key.salt)?.ok_or(VaultError::WrongPassphrase)?
@@ -379,7 +399,17 @@ pub(crate) fn intact_commit_slots(header: &Header, sealer: &Sealer) -> Vec<(usiz
 impl Vault {
     /// Opens a vault. With [`Access::Write`] the writer lock is taken, an uncommitted torn tail
     /// left by a crash is cut away, and a damaged vault is refused.
+    ///
+    /// A passphrase or key opens only an encrypted vault ([`VaultError::NotEncrypted`]
+    /// otherwise); [`Unlock::Unencrypted`] only a plaintext one
+    /// ([`VaultError::PassphraseRequired`] otherwise). Either refusal comes before anything is
+    /// written: no lock file, no stale temporary file removed, no unlock failure noted.
     pub fn open(path: &Path, how: Unlock<'_>, access: Access) -> Result<Self> {
+        {
+            let file = open_file(path, false)?;
+            let (header, _) = read_header(path, &file)?;
+            check_unlock_kind(path, &header, &how)?;
+        }
         let lock = match access {
             Access::Read => None,
             Access::Write | Access::Repair => Some(WriterLock::acquire(path)?),
@@ -389,7 +419,8 @@ impl Vault {
         }
         let file = open_file(path, access != Access::Read)?;
         let (header, file_len) = read_header(path, &file)?;
-        let sealer = match unlock(&header, &how) {
+        // Checked again on the header read under the lock: the file may have been replaced.
+        let sealer = match unlock(path, &header, &how) {
             Err(VaultError::WrongPassphrase) if matches!(how, Unlock::Passphrase(_)) => {
                 crate::failures::record(path);
                 return Err(VaultError::WrongPassphrase);

@@ -7,6 +7,7 @@ pub const ATTACKS: &[&str] = &[
     "read_vault",
     "audit_log",
     "other_socket",
+    "approve",
     "outbox",
     "ptrace_kernel",
     "signal_kernel",

@@ -165,6 +165,7 @@ pub fn run(_args: Args, out: &Output) -> anyhow::Result<()> {
             "mail_api",
             &SecretValue::new(key.clone()),
             &["http.request".to_owned()],
+            &[],
         )?;
     }
     steps.done(
@@ -191,25 +192,26 @@ pub fn run(_args: Args, out: &Output) -> anyhow::Result<()> {
             .collect::<Vec<_>>();
         steps.done("up", format!("kernel started: {}", running.join(", ")));
 
-        // The operator: denies the payment as soon as the approval daemon has it.
+        // The operator: denies the payment as soon as the approval daemon has it, on the
+        // daemon's own socket (the kernel is not on that path).
         let denied = Arc::new(Mutex::new(Vec::new()));
         let operator = {
             let denied = Arc::clone(&denied);
-            let kernel = Arc::clone(&kernel);
+            let socket = p3ak_hitl::operator::socket_path(&home.hitl());
+            let ask = move |request: OperatorRequest| {
+                let socket = socket.clone();
+                tokio::task::spawn_blocking(move || p3ak_hitl::operator::call(&socket, &request))
+            };
             tokio::spawn(async move {
                 for _ in 0..600 {
-                    let items = match kernel
-                        .operator(OperatorRequest::Pending, "demo operator")
-                        .await
-                    {
-                        Ok(OperatorAnswer::Pending { items }) => items,
+                    let items = match ask(OperatorRequest::Pending).await {
+                        Ok(Ok(OperatorAnswer::Pending { items })) => items,
                         _ => Vec::new(),
                     };
                     for item in items {
                         let r = &item.request;
                         let deny = OperatorRequest::Deny { id: r.id.clone() };
-                        if let Ok(OperatorAnswer::Done { .. }) =
-                            kernel.operator(deny, "demo operator").await
+                        if let Ok(Ok(OperatorAnswer::Done { .. })) = ask(deny).await
                             && let Ok(mut d) = denied.lock()
                         {
                             let url = r.args.get("url").and_then(|u| u.as_str());

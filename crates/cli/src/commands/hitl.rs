@@ -1,7 +1,7 @@
 //! Humans in the loop: `p3ak pending`, `approve`, `deny`, and `p3ak hitl …` (pull back,
-//! history, PIN, TOTP, console login). Each is a request to the approval daemon, relayed by the
-//! kernel from its control socket. `p3ak hitl run` and `p3ak hitl stage` are what the kernel
-//! starts.
+//! history, PIN, TOTP, console login). Each is a request straight to the approval daemon on
+//! its operator socket: the kernel never sees an answer or a factor. `p3ak hitl run` and
+//! `p3ak hitl stage` are what the kernel (or the warden) starts.
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::PathBuf;
@@ -111,14 +111,13 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
     }
 }
 
-/// Sends one request to the daemon through the kernel.
-fn ask(request: OperatorRequest, out: &Output) -> anyhow::Result<OperatorAnswer> {
-    match super::kernel::call(&ControlRequest::Hitl { request }, out)? {
-        ControlEvent::Hitl {
-            answer: OperatorAnswer::Error { message },
-        } => bail!("{message}"),
-        ControlEvent::Hitl { answer } => Ok(answer),
-        _ => bail!("unexpected answer from the kernel"),
+/// Sends one request to the approval daemon on its operator socket.
+fn ask(request: OperatorRequest, _out: &Output) -> anyhow::Result<OperatorAnswer> {
+    let home = super::kernel::home()?;
+    let socket = p3ak_hitl::operator::socket_path(&home.hitl());
+    match p3ak_hitl::operator::call(&socket, &request)? {
+        OperatorAnswer::Error { message } => bail!("{message}"),
+        answer => Ok(answer),
     }
 }
 
@@ -187,6 +186,8 @@ fn print_view(item: &View, out: &Output) {
 }
 
 pub fn approve(args: &ApproveArgs, out: &Output) -> anyhow::Result<()> {
+    // It reads a PIN or a code: nothing of the same uid may read it out of this process.
+    p3ak_sandbox::harden_process().context("cannot harden the process")?;
     let pin = if args.pin {
         Some(read_factor("PIN")?)
     } else {
@@ -251,6 +252,7 @@ fn print_decided(item: &Decided, out: &Output) {
 }
 
 fn pin_set(out: &Output) -> anyhow::Result<()> {
+    p3ak_sandbox::harden_process().context("cannot harden the process")?;
     let interactive = std::io::stdin().is_terminal();
     let set = ask(OperatorRequest::Factors, out)?;
     let has_pin =
@@ -276,6 +278,7 @@ fn pin_set(out: &Output) -> anyhow::Result<()> {
 }
 
 fn totp_enroll(out: &Output) -> anyhow::Result<()> {
+    p3ak_sandbox::harden_process().context("cannot harden the process")?;
     let interactive = std::io::stdin().is_terminal();
     let set = ask(OperatorRequest::Factors, out)?;
     let has_pin =
@@ -380,18 +383,26 @@ fn read_secret(interactive: bool, prompt: &str) -> anyhow::Result<zeroize::Zeroi
     Ok(value)
 }
 
-/// `p3ak hitl run`.
+/// `p3ak hitl run`: its channel to the kernel is the socket on its standard input.
 fn daemon() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+    p3ak_sandbox::harden_process().context("cannot harden the approval daemon")?;
+    let channel = std::os::unix::net::UnixStream::from(
+        p3ak_proto::io::take_stdin_socket().context("the approval daemon's channel")?,
+    );
+    channel
+        .set_nonblocking(true)
+        .context("cannot use the approval daemon's channel")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(p3ak_hitl::daemon::run(
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-    ))?;
-    Ok(())
+    runtime.block_on(async move {
+        let channel = tokio::net::UnixStream::from_std(channel)
+            .context("cannot use the approval daemon's channel")?;
+        p3ak_hitl::daemon::run(channel, std::io::stdout()).await?;
+        Ok::<(), anyhow::Error>(())
+    })
 }
 
 /// `p3ak hitl stage`: one sealed request from stdin into `staging/<category>/<id>`.

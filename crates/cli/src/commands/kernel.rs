@@ -8,8 +8,9 @@ use anyhow::{Context, bail};
 use p3ak_kernel::broker::{self, SecretValue};
 use p3ak_kernel::control::{self, ControlEvent, ControlRequest};
 use p3ak_kernel::home::Home;
-use p3ak_kernel::{Kernel, KernelError, KernelOptions};
-use p3ak_vault::{Access, KdfParams, Unlock, Vault};
+use p3ak_kernel::warden::{self, WardenEvent, WardenOptions};
+use p3ak_kernel::{Kernel, KernelError};
+use p3ak_vault::{Access, KdfParams, Unlock, Vault, VaultError};
 
 use crate::output::{Output, sanitize, sanitize_text};
 use crate::secrets::{self, ENV_PASSPHRASE, PassphraseArgs, Source};
@@ -54,6 +55,11 @@ pub enum SecretCommand {
         /// An action pattern it may be injected into (repeatable); none: what the policy allows.
         #[arg(long = "scope", value_name = "PATTERN")]
         scopes: Vec<String>,
+        /// A host it may be sent to (repeatable): `api.example.com`, `*.example.org` (its
+        /// subdomains) or an IP address. Bound so, it goes only into calls whose every URL is
+        /// on these hosts, and which name one.
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
         #[command(flatten)]
         passphrase: PassphraseArgs,
     },
@@ -66,7 +72,7 @@ pub enum SecretCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginCommand {
-    /// Run a first-party plugin (the kernel does this; it connects to P3AK_PLUGIN_SOCKET).
+    /// Run a first-party plugin (the kernel does this; its connection is standard input).
     Run {
         /// files, http, shell, vault or scripted.
         name: String,
@@ -133,22 +139,66 @@ pub fn up(args: &UpArgs, out: &Output) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+    p3ak_sandbox::harden_process().context("cannot harden the process")?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let options = WardenOptions {
+        home,
+        passphrase: pass,
+        exe,
+        kernel_args: if out.is_json() {
+            vec!["--json".to_owned()]
+        } else {
+            Vec::new()
+        },
+    };
+    runtime
+        .block_on(warden::run(options, |event| match event {
+            WardenEvent::Up {
+                login_link,
+                console_error,
+            } => {
+                if out.is_json() {
+                    out.json(&serde_json::json!({
+                        "event": "console", "login_link": login_link, "error": console_error,
+                    }));
+                    return;
+                }
+                if let Some(link) = &login_link {
+                    out.warn(format_args!(
+                    "approvals: `p3ak pending`, or the web console (this link works once): {link}"
+                ));
+                }
+                if let Some(problem) = &console_error {
+                    out.warn(format_args!("  {problem}"));
+                }
+            }
+        }))
+        .map_err(|e| explain_downgrade(e.into()))?;
+    out.warn("the kernel stopped");
+    Ok(())
+}
+
+/// `p3ak kernel`: the kernel itself, started by the warden (`p3ak up`) with its channel as
+/// standard input; under its own uid as root.
+pub fn kernel_child(out: &Output) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+    p3ak_sandbox::harden_process().context("cannot harden the kernel")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let kernel = Kernel::start(KernelOptions {
-            home: home.clone(),
-            passphrase: pass,
-            exe,
-        })
-        .await?;
+        let kernel = warden::start_kernel()
+            .await
+            .map_err(|e| explain_downgrade(e.into()))?;
         report_start(&kernel, out);
+        kernel.warden_ready().await?;
         let stopper = Arc::clone(&kernel);
         tokio::spawn(async move {
             wait_for_signal().await;
             stopper.request_stop();
         });
         kernel.serve().await?;
-        out.warn("the kernel stopped");
         Ok::<(), anyhow::Error>(())
     })
 }
@@ -160,8 +210,10 @@ fn report_start(kernel: &Kernel, out: &Output) {
         return;
     }
     out.warn(format_args!(
-        "p3ak kernel up (pid {}) on `{}`",
-        status.pid, status.home
+        "p3ak kernel up (pid {}, uid {}) on `{}`",
+        status.pid,
+        rustix::process::geteuid().as_raw(),
+        status.home
     ));
     for plugin in &status.plugins {
         let name = plugin["name"].as_str().unwrap_or("?");
@@ -178,15 +230,6 @@ fn report_start(kernel: &Kernel, out: &Output) {
             "  no language model is running: add a provider plugin to config.toml and name it \
              as `provider` in agents/<name>.toml (see README)",
         );
-    }
-    let hitl = kernel.hitl().info();
-    if let Some(link) = &hitl.login_link {
-        out.warn(format_args!(
-            "approvals: `p3ak pending`, or the web console (this link works once): {link}"
-        ));
-    }
-    if let Some(problem) = &hitl.console_error {
-        out.warn(format_args!("  {problem}"));
     }
     out.warn("talk to it with `p3ak chat`; stop it with Ctrl-C or SIGTERM");
 }
@@ -306,6 +349,10 @@ pub fn status(out: &Output) -> anyhow::Result<()> {
 pub fn chat(args: &ChatArgs, out: &Output) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal() && !out.is_json();
+    if interactive {
+        // An approval asked mid-turn reads a PIN here.
+        p3ak_sandbox::harden_process().context("cannot harden the process")?;
+    }
     let send = |text: String| -> anyhow::Result<()> {
         let request = ControlRequest::Chat {
             agent: args.agent.clone(),
@@ -371,6 +418,7 @@ pub fn secret(command: SecretCommand, out: &Output) -> anyhow::Result<()> {
         SecretCommand::Set {
             name,
             scopes,
+            hosts,
             passphrase: pass_args,
         } => {
             let value = read_secret_value()?;
@@ -379,6 +427,7 @@ pub fn secret(command: SecretCommand, out: &Output) -> anyhow::Result<()> {
                     name,
                     value: value.into_inner(),
                     scopes,
+                    hosts,
                 };
                 match call(&request, out) {
                     Err(e) if is_not_running(&e) => {}
@@ -393,6 +442,7 @@ pub fn secret(command: SecretCommand, out: &Output) -> anyhow::Result<()> {
                 &name,
                 &SecretValue::new(value.into_inner()),
                 &scopes,
+                &hosts,
             )?;
             done(
                 ControlEvent::Done {
@@ -424,7 +474,12 @@ pub fn secret(command: SecretCommand, out: &Output) -> anyhow::Result<()> {
                     } else {
                         item.scopes.join(", ")
                     };
-                    out.line(format_args!("{}  {scopes}", item.name));
+                    let hosts = if item.hosts.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  hosts: {}", item.hosts.join(", "))
+                    };
+                    out.line(format_args!("{}  {scopes}{hosts}", item.name));
                 }
             }
             Ok(())
@@ -444,9 +499,30 @@ fn open_kernel_vault(home: &Home, args: &PassphraseArgs, access: Access) -> anyh
         bail!("`{}` is not set up: run `p3ak init`", home.root().display());
     }
     let pass = passphrase(args)?;
-    let mut vault = Vault::open(&home.kernel_vault(), Unlock::Passphrase(&pass), access)?;
+    let mut vault = Vault::open(&home.kernel_vault(), Unlock::Passphrase(&pass), access)
+        .map_err(|e| explain_downgrade(e.into()))?;
     vault.set_actor(super::operator_actor());
     Ok(vault)
+}
+
+/// The home's vaults are always encrypted, and opened with the passphrase: the vault library
+/// refuses a plaintext one in their place. This says what that means.
+fn explain_downgrade(error: anyhow::Error) -> anyhow::Error {
+    let vault_error = error
+        .downcast_ref::<VaultError>()
+        .or_else(|| match error.downcast_ref::<KernelError>() {
+            Some(KernelError::Vault(e)) => Some(e),
+            _ => None,
+        })
+        .map(VaultError::root);
+    match vault_error {
+        Some(VaultError::NotEncrypted { path }) => anyhow::anyhow!(
+            "`{}` is not encrypted, and it was left untouched: the vaults of a P3AK home always \
+             are, so this file was replaced; restore it from a backup",
+            path.display()
+        ),
+        _ => error,
+    }
 }
 
 /// A secret value: from a hidden prompt at a terminal, else stdin's first line.

@@ -314,7 +314,8 @@ fn embed_log_path(vault: &Path) -> PathBuf {
 }
 
 /// Starts `p3ak vault embed --key-stdin` in its own process group, handing it the vault key on
-/// a pipe (never argv or the environment). Its errors go to `<vault>.embed.log`.
+/// a pipe (never argv or the environment), or `--no-encrypt` and no key for a vault the operator
+/// opened as unencrypted. Its errors go to `<vault>.embed.log`.
 fn spawn_embedder(path: &Path, access: &VaultAccess) -> anyhow::Result<u32> {
     use std::os::unix::fs::OpenOptionsExt;
     let exe = std::env::current_exe().context("cannot find the p3ak binary")?;
@@ -325,11 +326,16 @@ fn spawn_embedder(path: &Path, access: &VaultAccess) -> anyhow::Result<u32> {
         .mode(0o600)
         .open(embed_log_path(path))
         .context("cannot open the embedding log")?;
-    let mut child = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    command
         .arg("vault")
         .arg("embed")
         .arg(path)
-        .arg("--key-stdin")
+        .arg("--key-stdin");
+    if matches!(access, VaultAccess::Unencrypted) {
+        command.arg("--no-encrypt");
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(log)
@@ -344,14 +350,18 @@ fn spawn_embedder(path: &Path, access: &VaultAccess) -> anyhow::Result<u32> {
     Ok(child.id())
 }
 
-/// Reads the key handed over by [`spawn_embedder`].
-pub fn key_from_stdin() -> anyhow::Result<VaultAccess> {
+/// Reads the key handed over by [`spawn_embedder`]; with `no_encrypt` (the vault was opened as
+/// unencrypted, explicitly) there is none.
+pub fn key_from_stdin(no_encrypt: bool) -> anyhow::Result<VaultAccess> {
     let mut bytes = p3ak_crypto::SecretBytes::with_capacity(64);
     std::io::stdin()
         .read_to_end(bytes.expose_mut())
         .context("cannot read the key from standard input")?;
-    if bytes.is_empty() {
-        return Ok(VaultAccess::Unencrypted);
+    match (bytes.is_empty(), no_encrypt) {
+        (true, true) => return Ok(VaultAccess::Unencrypted),
+        (true, false) => bail!("no vault key on standard input"),
+        (false, true) => bail!("a vault key on standard input and `--no-encrypt`: give one"),
+        (false, false) => {}
     }
     Ok(VaultAccess::Key(VaultKey::from_handoff_bytes(
         bytes.expose(),

@@ -42,6 +42,9 @@ pub enum Command {
     /// Plugins (used by the kernel).
     #[command(subcommand, hide = true)]
     Plugin(kernel::PluginCommand),
+    /// The kernel itself (`p3ak up` starts it, under its own uid as root).
+    #[command(hide = true)]
+    Kernel,
     /// Create, fill, read and maintain encrypted vaults.
     #[command(subcommand)]
     Vault(vault::Command),
@@ -72,6 +75,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Hitl(command) => hitl::run(command, out),
         Command::Secret(command) => kernel::secret(command, out),
         Command::Plugin(command) => kernel::plugin(command),
+        Command::Kernel => kernel::kernel_child(out),
         Command::Vault(command) => vault::run(command, out),
         Command::Policy(command) => policy::run(command, out),
         Command::Audit(command) => audit::run(command, out),

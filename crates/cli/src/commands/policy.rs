@@ -47,6 +47,10 @@ pub struct ExplainArgs {
     /// The tier the plugin declared for the action, if any.
     #[arg(long, value_parser = parse_tier)]
     declared: Option<Tier>,
+    /// The declaring plugin is first-party (`builtin`); without this flag it is a third
+    /// party's, whose tier counts only where `defaults.trust_declared_tiers` says.
+    #[arg(long, requires = "declared")]
+    first_party: bool,
     /// A credential the call references (repeatable).
     #[arg(long = "credential")]
     credentials: Vec<String>,
@@ -161,7 +165,14 @@ fn explain(args: ExplainArgs, out: &Output) -> anyhow::Result<()> {
         action: args.action,
         args: call_args,
         credentials: args.credentials,
-        declared: args.declared,
+        declared: args.declared.map(|tier| {
+            let origin = if args.first_party {
+                p3ak_policy::Origin::FirstParty
+            } else {
+                p3ak_policy::Origin::ThirdParty
+            };
+            p3ak_policy::Declared::new(tier, origin)
+        }),
         context,
     };
     let explanation = policy.explain(&request);

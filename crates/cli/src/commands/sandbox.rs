@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use p3ak_kernel::config::{KernelSettings, Launch, PluginSandbox};
-use p3ak_kernel::host::PluginSpec;
-use p3ak_kernel::host::sandboxing::{PluginPlan, Sandbox};
+use p3ak_kernel::launch::PluginSpec;
+use p3ak_kernel::launch::plan::{PluginPlan, Sandbox};
 use p3ak_sandbox::profile::Traced;
 use p3ak_sandbox::trace::{Report, Tracer};
 use p3ak_sandbox::{Class, Profile};
@@ -198,10 +198,11 @@ impl Harness {
         } else {
             (None, None)
         };
-        let mut stdin = None;
-        if plugin == "vault" {
-            stdin = Some(make_vault(&home)?);
-        }
+        let key = if plugin == "vault" {
+            Some(make_vault(&home)?)
+        } else {
+            None
+        };
         let config = if path.is_some() {
             json!({})
         } else {
@@ -212,8 +213,6 @@ impl Harness {
             launch: launch.clone(),
             args: Vec::new(),
             config: config.clone(),
-            stdin: None,
-            socket: home.join("run").join(format!("plugin-{plugin}.sock")),
         };
         let mut settings = KernelSettings {
             sandbox: p3ak_sandbox::Mode::Degraded,
@@ -226,46 +225,29 @@ impl Harness {
                 ..PluginSandbox::default()
             },
         );
-        let sandbox = Sandbox::new(&settings, std::iter::once(&spec));
-        let plan: PluginPlan = sandbox.plan(&spec, &exe).map_err(|e| anyhow!(e))?;
-        let listener = UnixListener::bind(&spec.socket)?;
-        if mode != RunMode::Bare {
-            sandbox
-                .prepare_files(&spec, &plan)
-                .map_err(|e| anyhow!(e))?;
-        } else {
+        let sandbox = Sandbox::new(
+            &settings,
+            std::iter::once(&spec),
+            &home,
+            rustix::process::getegid().as_raw(),
+        );
+        let mut plan: PluginPlan = sandbox.plan(&spec, &exe).map_err(|e| anyhow!(e))?;
+        if mode == RunMode::Bare {
             std::fs::create_dir_all(&plan.scratch)?;
-        }
-        let program = match &launch {
-            Launch::Builtin(_) => &exe,
-            Launch::Path(p) => p,
-        };
-        let ids = if mode == RunMode::Bare {
-            None
+            plan.prepared.ids = None;
         } else {
-            plan.prepared.ids
-        };
-        let mut command = p3ak_sandbox::Program::open(program, ids)?.command();
-        if let Launch::Builtin(b) = &launch {
-            command.args(["plugin", "run", b]);
+            sandbox.prepare_files(&plan).map_err(|e| anyhow!(e))?;
         }
-        command
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("LANG", "C.UTF-8")
-            .env("HOME", &plan.scratch)
-            .env("TMPDIR", &plan.scratch)
-            .env("P3AK_PLUGIN_SOCKET", &spec.socket)
-            .env("P3AK_PLUGIN_NAME", plugin)
-            .env("P3AK_MAX_FRAME", settings.max_frame.to_string())
-            .current_dir(&plan.scratch)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        // The same command the kernel starts a plugin with, its connection on stdin.
+        let (stream, theirs) = UnixStream::pair()?;
+        let mut command = p3ak_kernel::launch::command(
+            &spec,
+            &plan,
+            &exe,
+            settings.max_frame,
+            std::os::fd::OwnedFd::from(theirs),
+        )?;
+        command.stderr(Stdio::inherit());
         let support = sandbox.support().clone();
         let (child, tracer) = match mode {
             RunMode::Trace => (
@@ -278,21 +260,11 @@ impl Harness {
             }
             RunMode::Bare => (Some(command.spawn()?), None),
         };
-        let mut harness_child = child;
-        let mut tracer = tracer;
-        let input = match (harness_child.as_mut(), tracer.as_mut()) {
-            (Some(child), _) => child.stdin.take(),
-            (None, Some(tracer)) => tracer.stdin.take(),
-            (None, None) => None,
-        };
-        if let (Some(key), Some(mut input)) = (&stdin, input) {
-            input.write_all(key)?;
-        }
-        let stream = accept(&listener, Duration::from_secs(20))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
         let mut harness = Self {
             _dir: dir,
             stream,
-            child: harness_child,
+            child,
             tracer,
             next_id: 100,
             max_frame: settings.max_frame,
@@ -301,17 +273,22 @@ impl Harness {
             _server: server,
             http_port: port,
         };
-        harness.handshake(plugin, config)?;
+        harness.handshake(plugin, config, key.as_deref())?;
         Ok(harness)
     }
 
-    fn handshake(&mut self, plugin: &str, config: Value) -> anyhow::Result<()> {
+    fn handshake(&mut self, plugin: &str, config: Value, key: Option<&[u8]>) -> anyhow::Result<()> {
         let hello = self.read()?;
         if hello["type"] != "hello" || hello["plugin"] != plugin {
             bail!("expected hello from `{plugin}`, got {hello}");
         }
         let id = hello["id"].clone();
-        self.write(&json!({"v": 1, "id": id, "type": "welcome", "version": 1, "config": config}))?;
+        let mut welcome =
+            json!({"v": 1, "id": id, "type": "welcome", "version": 1, "config": config});
+        if let Some(key) = key {
+            welcome["key"] = json!(hex::encode(key));
+        }
+        self.write(&welcome)?;
         let register = self.read()?;
         if register["type"] != "register" {
             bail!("expected register, got {register}");
@@ -506,26 +483,6 @@ fn args_from_schema(schema: &Value) -> Value {
         args.insert(name.to_owned(), value);
     }
     Value::Object(args)
-}
-
-fn accept(listener: &UnixListener, timeout: Duration) -> anyhow::Result<UnixStream> {
-    listener.set_nonblocking(true)?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false)?;
-                return Ok(stream);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if Instant::now() > deadline {
-                    bail!("the plugin did not connect in time");
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// A loopback HTTP service answering a few requests, for the `http` plugin's trace.

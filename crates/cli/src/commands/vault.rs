@@ -24,9 +24,6 @@ pub enum Command {
     Create {
         #[command(flatten)]
         target: VaultArg,
-        /// Store documents in plaintext (integrity-checked only). The header says so.
-        #[arg(long)]
-        no_encrypt: bool,
     },
     /// Store a document; prints its id.
     Put {
@@ -187,6 +184,43 @@ pub struct VaultArg {
     vault: PathBuf,
     #[command(flatten)]
     passphrase: PassphraseArgs,
+    /// The vault is unencrypted: `create` stores documents in plaintext (integrity-checked
+    /// only, and the header says so); every other command opens such a vault, without a
+    /// passphrase. Without this flag a vault whose header says unencrypted is refused.
+    #[arg(long)]
+    no_encrypt: bool,
+}
+
+/// What the operator is told when a vault is not what the command line says it is.
+fn refuse_mismatch(target: &VaultArg, error: anyhow::Error) -> anyhow::Error {
+    use p3ak_vault::VaultError;
+    let path = target.vault.display();
+    match error.downcast_ref::<VaultError>().map(VaultError::root) {
+        Some(VaultError::NotEncrypted { .. }) => anyhow::anyhow!(
+            "`{path}` is not encrypted, and it was left untouched: if you created it with \
+             `--no-encrypt`, pass `--no-encrypt` to use it; otherwise it is not your encrypted \
+             vault (`p3ak vault info --header-only` shows its header)"
+        ),
+        Some(VaultError::PassphraseRequired) => {
+            anyhow::anyhow!("`{path}` is encrypted: drop `--no-encrypt` and give its passphrase")
+        }
+        _ => error,
+    }
+}
+
+/// Checks, before any passphrase is asked for, that the vault's header agrees with the command
+/// line: encrypted without `--no-encrypt`, unencrypted with it. The header never chooses how
+/// the vault is opened; the library checks again when it opens it.
+fn check_encryption(target: &VaultArg) -> anyhow::Result<()> {
+    let header = p3ak_vault::peek(&target.vault)?;
+    let result = match (header.is_encrypted(), target.no_encrypt) {
+        (false, false) => Err(p3ak_vault::VaultError::NotEncrypted {
+            path: target.vault.clone(),
+        }),
+        (true, true) => Err(p3ak_vault::VaultError::PassphraseRequired),
+        (true, false) | (false, true) => Ok(()),
+    };
+    result.map_err(|e| refuse_mismatch(target, e.into()))
 }
 
 fn parse_tag(text: &str) -> Result<(String, String), String> {
@@ -206,28 +240,29 @@ fn passphrase(target: &VaultArg) -> anyhow::Result<Passphrase> {
     })
 }
 
-/// The vault's key (one Argon2id run), for commands that reopen the vault.
+/// The vault's key (one Argon2id run), for commands that reopen the vault; with
+/// `--no-encrypt`, no key.
 fn vault_access(target: &VaultArg) -> anyhow::Result<memory::VaultAccess> {
-    let header = p3ak_vault::peek(&target.vault)?;
-    if !header.is_encrypted() {
+    check_encryption(target)?;
+    if target.no_encrypt {
         return Ok(memory::VaultAccess::Unencrypted);
     }
     let passphrase = passphrase(target)?;
-    Ok(memory::VaultAccess::Key(VaultKey::derive(
-        &target.vault,
-        &passphrase,
-    )?))
+    let key = VaultKey::derive(&target.vault, &passphrase)
+        .map_err(|e| refuse_mismatch(target, e.into()))?;
+    Ok(memory::VaultAccess::Key(key))
 }
 
-/// Opens a vault, asking for the passphrase only when the header says it is encrypted.
+/// Opens a vault with its passphrase, or as plaintext with `--no-encrypt`.
 fn open(target: &VaultArg, access: Access, out: &Output) -> anyhow::Result<Vault> {
-    let header = p3ak_vault::peek(&target.vault)?;
-    let mut vault = if header.is_encrypted() {
-        let passphrase = passphrase(target)?;
-        Vault::open(&target.vault, Unlock::Passphrase(&passphrase), access)?
+    check_encryption(target)?;
+    let opened = if target.no_encrypt {
+        Vault::open(&target.vault, Unlock::Unencrypted, access)
     } else {
-        Vault::open(&target.vault, Unlock::Unencrypted, access)?
+        let passphrase = passphrase(target)?;
+        Vault::open(&target.vault, Unlock::Passphrase(&passphrase), access)
     };
+    let mut vault = opened.map_err(|e| refuse_mismatch(target, e.into()))?;
     vault.set_actor(crate::commands::operator_actor());
     let report = vault.open_report();
     if report.torn_tail_bytes > 0 {
@@ -260,7 +295,7 @@ fn open(target: &VaultArg, access: Access, out: &Output) -> anyhow::Result<Vault
 pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
     match command {
         Command::Demo(args) => super::vault_demo::run(args, out),
-        Command::Create { target, no_encrypt } => create(&target, no_encrypt, out),
+        Command::Create { target } => create(&target, out),
         Command::Put {
             target,
             file,
@@ -375,7 +410,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         }
         Command::Embed { target, key_stdin } => {
             let access = if key_stdin {
-                memory::key_from_stdin()?
+                memory::key_from_stdin(target.no_encrypt)?
             } else {
                 vault_access(&target)?
             };
@@ -403,13 +438,14 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
             target,
             new_passphrase_file,
         } => {
-            let vault = open(&target, Access::Write, out)?;
-            if !vault.is_encrypted() {
+            check_encryption(&target)?;
+            if target.no_encrypt {
                 bail!(
-                    "`{}` is not encrypted; export it and import it into a new encrypted vault",
+                    "`{}` is not encrypted, so it has no passphrase to change: export it and import it into a new encrypted vault",
                     target.vault.display()
                 );
             }
+            let vault = open(&target, Access::Write, out)?;
             let new = secrets::read(Source {
                 file: new_passphrase_file.as_ref(),
                 env: ENV_NEW_PASSPHRASE,
@@ -425,8 +461,8 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
     }
 }
 
-fn create(target: &VaultArg, no_encrypt: bool, out: &Output) -> anyhow::Result<()> {
-    let vault = if no_encrypt {
+fn create(target: &VaultArg, out: &Output) -> anyhow::Result<()> {
+    let vault = if target.no_encrypt {
         out.warn("creating an UNENCRYPTED vault: its content is stored in plaintext");
         Vault::create(&target.vault, Protection::Unencrypted)?
     } else {
@@ -616,9 +652,18 @@ fn verify(target: &VaultArg, out: &Output) -> anyhow::Result<()> {
         out.warn(warning);
     }
     match report.problems.first() {
-        None => {
+        None if vault.is_encrypted() => {
             out.line(format!(
                 "ok: {} documents, {} records, {} authenticated",
+                report.documents,
+                report.records,
+                bytes(report.bytes)
+            ));
+            Ok(())
+        }
+        None => {
+            out.line(format!(
+                "ok (unencrypted): {} documents, {} records, {} checked",
                 report.documents,
                 report.records,
                 bytes(report.bytes)

@@ -1,9 +1,11 @@
 // Approving without the HITL daemon's release: an `Approval` cannot be made outside the kernel.
+use p3ak_hitl::binding::Request;
 use p3ak_kernel::authorize::{Approval, ApprovalGate, Escalation};
 
-fn forge(escalation: Escalation) {
+fn forge(escalation: Escalation, staged: &Request) {
     let _ = ApprovalGate::approve(
         escalation,
+        staged,
         Approval {
             id: String::new(),
             binding: String::new(),

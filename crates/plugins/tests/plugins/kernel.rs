@@ -6,8 +6,8 @@ use std::thread::JoinHandle;
 use p3ak_plugins::{Launch, PluginError};
 use p3ak_proto::io::{read_message, write_message};
 use p3ak_proto::{
-    Envelope, ErrorMessage, InferenceRequest, InferenceResponse, Invoke, Message, Register,
-    Registered, Shutdown, Welcome,
+    Credential, Envelope, ErrorMessage, InferenceRequest, InferenceResponse, Invoke, Message,
+    Register, Registered, Shutdown, Welcome,
 };
 use serde_json::Value;
 
@@ -26,6 +26,16 @@ pub fn start(builtin: &str, config: Value) -> Kernel {
 }
 
 pub fn start_with(builtin: &str, config: Value, launch: Launch) -> Kernel {
+    start_keyed(builtin, config, launch, None)
+}
+
+/// As [`start_with`], handing `key` over in `welcome` (the vault plugin's).
+pub fn start_keyed(
+    builtin: &str,
+    config: Value,
+    launch: Launch,
+    key: Option<Credential>,
+) -> Kernel {
     let (plugin, stream) = UnixStream::pair().unwrap();
     let builtin = builtin.to_owned();
     let expected_name = launch.plugin.clone();
@@ -45,7 +55,14 @@ pub fn start_with(builtin: &str, config: Value, launch: Launch) -> Kernel {
     assert_eq!(hello.plugin, expected_name);
     assert_eq!(hello.versions, p3ak_proto::SUPPORTED_VERSIONS);
     assert!(hello.software.unwrap().starts_with("p3ak-plugins "));
-    kernel.send(0, Message::Welcome(Welcome { version: 1, config }));
+    kernel.send(
+        0,
+        Message::Welcome(Welcome {
+            version: 1,
+            config,
+            key,
+        }),
+    );
     match kernel.recv().message {
         Message::Register(register) => kernel.register = register,
         other => panic!("expected register, got {other:?}"),
@@ -56,6 +73,16 @@ pub fn start_with(builtin: &str, config: Value, launch: Launch) -> Kernel {
 
 /// Starts a plugin whose config is refused: returns the error it sent and the one it returned.
 pub fn start_failing(builtin: &str, config: Value, launch: Launch) -> (ErrorMessage, PluginError) {
+    start_failing_keyed(builtin, config, launch, None)
+}
+
+/// As [`start_failing`], handing `key` over in `welcome`.
+pub fn start_failing_keyed(
+    builtin: &str,
+    config: Value,
+    launch: Launch,
+    key: Option<Credential>,
+) -> (ErrorMessage, PluginError) {
     let (plugin, stream) = UnixStream::pair().unwrap();
     let builtin = builtin.to_owned();
     let thread = std::thread::spawn(move || p3ak_plugins::serve(&builtin, plugin, launch));
@@ -69,7 +96,14 @@ pub fn start_failing(builtin: &str, config: Value, launch: Launch) -> (ErrorMess
         next_id: 1,
     };
     let _hello = kernel.recv();
-    kernel.send(0, Message::Welcome(Welcome { version: 1, config }));
+    kernel.send(
+        0,
+        Message::Welcome(Welcome {
+            version: 1,
+            config,
+            key,
+        }),
+    );
     let Message::Error(sent) = kernel.recv().message else {
         panic!("expected an error")
     };

@@ -1,8 +1,7 @@
 //! The `run` entry point: its errors in process, and the real thing in a child process that
-//! gets its environment (and, for the vault, its key on standard input) like the kernel gives.
+//! gets its connection on standard input and its environment like the kernel gives them.
 
-use std::io::Write;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
 use p3ak_plugins::PluginError;
@@ -21,13 +20,12 @@ fn unknown_plugin_and_missing_environment() {
         "unknown plugin `teleport`: the first-party plugins are files, shell, http, vault, scripted, anthropic, openai and ollama"
     );
     // The test process has no plugin environment.
-    if std::env::var_os("P3AK_PLUGIN_SOCKET").is_none() {
+    if std::env::var_os("P3AK_PLUGIN_NAME").is_none() {
         let e = p3ak_plugins::run("files").unwrap_err();
         assert!(
-            matches!(e, PluginError::MissingEnv("P3AK_PLUGIN_SOCKET")),
+            matches!(e, PluginError::MissingEnv("P3AK_PLUGIN_NAME")),
             "{e}"
         );
-        assert!(e.to_string().contains("`P3AK_PLUGIN_SOCKET`"));
     }
 }
 
@@ -42,9 +40,10 @@ fn child_plugin() {
     }
 }
 
-/// Starts this test binary as plugin `name` under the kernel's environment, with `stdin`.
-fn spawn(name: &str, socket: &std::path::Path, stdin: &[u8]) -> std::process::Child {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+/// Starts this test binary as plugin `name` under the kernel's environment, `stdin` its
+/// standard input (the kernel gives it one end of a socket pair).
+fn spawn(name: &str, stdin: Stdio) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "run::child_plugin",
@@ -55,18 +54,19 @@ fn spawn(name: &str, socket: &std::path::Path, stdin: &[u8]) -> std::process::Ch
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("P3AK_TEST_CHILD", name)
-        .env("P3AK_PLUGIN_SOCKET", socket)
         .env("P3AK_PLUGIN_NAME", format!("my-{name}"))
         .env("P3AK_MAX_FRAME", "65536")
-        .stdin(Stdio::piped())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin).unwrap();
-    drop(input);
-    child
+        .unwrap()
+}
+
+/// A socket pair: the kernel's end, and the plugin's as its standard input.
+fn connection() -> (UnixStream, Stdio) {
+    let (kernel, plugin) = UnixStream::pair().unwrap();
+    (kernel, Stdio::from(std::os::fd::OwnedFd::from(plugin)))
 }
 
 /// What the child wrote, both streams.
@@ -79,11 +79,11 @@ fn said(output: &std::process::Output) -> String {
 }
 
 fn handshake(
-    listener: &UnixListener,
+    mut stream: UnixStream,
     name: &str,
     config: serde_json::Value,
-) -> std::os::unix::net::UnixStream {
-    let (mut stream, _) = listener.accept().unwrap();
+    key: Option<p3ak_proto::Credential>,
+) -> UnixStream {
     let hello = read_message(&mut stream, MAX).unwrap().unwrap();
     let Message::Hello(hello) = hello.message else {
         panic!("{hello:?}")
@@ -91,7 +91,14 @@ fn handshake(
     assert_eq!(hello.plugin, format!("my-{name}"));
     write_message(
         &mut stream,
-        &Envelope::new(0, Message::Welcome(Welcome { version: 1, config })),
+        &Envelope::new(
+            0,
+            Message::Welcome(Welcome {
+                version: 1,
+                config,
+                key,
+            }),
+        ),
         MAX,
     )
     .unwrap();
@@ -113,9 +120,7 @@ fn handshake(
 fn run_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
 
-    // The vault plugin, its key on standard input.
-    let socket = dir.path().join("vault.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
+    // The vault plugin, its key in `welcome`.
     let vault_path = dir.path().join("memory.vault");
     let pass = p3ak_vault::Passphrase::new("pass phrase".into());
     drop(
@@ -133,8 +138,10 @@ fn run_from_the_environment() {
         .unwrap(),
     );
     let key = p3ak_vault::VaultKey::derive(&vault_path, &pass).unwrap();
-    let child = spawn("vault", &socket, key.to_handoff_bytes().expose());
-    let mut stream = handshake(&listener, "vault", json!({"vault": vault_path}));
+    let (kernel, plugin) = connection();
+    let child = spawn("vault", plugin);
+    let key = p3ak_proto::Credential::new(hex::encode(key.to_handoff_bytes().expose()));
+    let mut stream = handshake(kernel, "vault", json!({"vault": vault_path}), Some(key));
     write_message(
         &mut stream,
         &Envelope::new(
@@ -142,7 +149,7 @@ fn run_from_the_environment() {
             Message::Invoke(p3ak_proto::Invoke {
                 agent: "a".into(),
                 action: "write".into(),
-                args: json!({"title": "t", "content": "handed over on stdin"}),
+                args: json!({"title": "t", "content": "written with the handed-over key"}),
                 deadline_ms: None,
             }),
         ),
@@ -161,10 +168,8 @@ fn run_from_the_environment() {
     assert!(output.status.success(), "{}", said(&output));
 
     // A plugin whose config is refused exits with an error.
-    let socket = dir.path().join("files.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
-    let child = spawn("files", &socket, b"");
-    let (mut stream, _) = listener.accept().unwrap();
+    let (mut stream, plugin) = connection();
+    let child = spawn("files", plugin);
     let _hello = read_message(&mut stream, MAX).unwrap().unwrap();
     write_message(
         &mut stream,
@@ -173,6 +178,7 @@ fn run_from_the_environment() {
             Message::Welcome(Welcome {
                 version: 1,
                 config: json!({}),
+                key: None,
             }),
         ),
         MAX,
@@ -188,12 +194,12 @@ fn run_from_the_environment() {
         said(&output)
     );
 
-    // No socket to connect to.
-    let child = spawn("scripted", &dir.path().join("nobody.sock"), b"");
+    // Started by something else than the kernel: standard input is no socket.
+    let child = spawn("scripted", Stdio::null());
     let output = child.wait_with_output().unwrap();
     assert!(!output.status.success());
     assert!(
-        said(&output).contains("cannot connect"),
+        said(&output).contains("no connection to the kernel"),
         "{}",
         said(&output)
     );

@@ -7,7 +7,9 @@ use p3ak_proto::{ErrorKind, Tier};
 use p3ak_vault::{Access, KdfParams, Passphrase, Protection, Unlock, Vault, VaultKey};
 use serde_json::json;
 
-use crate::kernel::{Kernel, start_failing, start_with};
+use p3ak_proto::Credential;
+
+use crate::kernel::{Kernel, start_failing_keyed, start_keyed};
 
 const KDF: KdfParams = KdfParams {
     memory_kib: KdfParams::MIN_MEMORY_KIB,
@@ -32,15 +34,17 @@ fn create(dir: &Path, name: &str) -> (PathBuf, VaultKey) {
     (path, key)
 }
 
-fn launch(key: Option<VaultKey>) -> Launch {
-    Launch {
-        vault_key: key,
-        ..Launch::new("memory")
-    }
+fn handoff(key: Option<VaultKey>) -> Option<Credential> {
+    key.map(|k| Credential::new(hex::encode(k.to_handoff_bytes().expose())))
 }
 
 fn start(path: &Path, key: Option<VaultKey>) -> Kernel {
-    start_with("vault", json!({"vault": path}), launch(key))
+    start_keyed(
+        "vault",
+        json!({"vault": path}),
+        Launch::new("memory"),
+        handoff(key),
+    )
 }
 
 #[test]
@@ -136,22 +140,23 @@ fn write_search_read_round_trip() {
 }
 
 #[test]
-fn unencrypted_vault_without_a_key() {
+fn invariant_i6_the_memory_vault_is_never_served_unencrypted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plain.vault");
     drop(Vault::create(&path, Protection::Unencrypted).unwrap());
-    let mut kernel = start(&path, None);
-    let id = kernel.ok(
-        "a",
-        "write",
-        json!({"title": "Note", "content": "remember the milk"}),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let found = kernel.ok("a", "search", json!({"query": "milk"}));
-    assert_eq!(found["hits"][0]["id"], id.as_str());
-    kernel.shutdown();
+    let before = std::fs::read(&path).unwrap();
+    let (sent, returned) =
+        start_failing_keyed("vault", json!({"vault": path}), Launch::new("memory"), None);
+    assert_eq!(sent.kind, ErrorKind::Invalid);
+    assert!(
+        returned.to_string().contains("always encrypted"),
+        "{returned}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the vault was written"
+    );
 }
 
 #[test]
@@ -192,17 +197,24 @@ fn wrong_or_missing_key_fails_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = create(dir.path(), "memory.vault");
     let (_, other_key) = create(dir.path(), "other.vault");
-    let (sent, returned) = start_failing("vault", json!({"vault": path}), launch(Some(other_key)));
+    let (sent, returned) = start_failing_keyed(
+        "vault",
+        json!({"vault": path}),
+        Launch::new("memory"),
+        handoff(Some(other_key)),
+    );
     assert_eq!(sent.kind, ErrorKind::Invalid);
     assert!(
         returned.to_string().contains("cannot open the vault"),
         "{returned}"
     );
-    let (_, returned) = start_failing("vault", json!({"vault": path}), launch(None));
+    // The memory vault is always encrypted: no key is refused before anything is opened.
+    let (_, returned) =
+        start_failing_keyed("vault", json!({"vault": path}), Launch::new("memory"), None);
     assert!(
-        returned.to_string().contains("cannot open the vault"),
+        returned.to_string().contains("always encrypted"),
         "{returned}"
     );
-    let (_, returned) = start_failing("vault", json!({}), launch(None));
+    let (_, returned) = start_failing_keyed("vault", json!({}), Launch::new("memory"), None);
     assert!(returned.to_string().contains("vault"), "{returned}");
 }
