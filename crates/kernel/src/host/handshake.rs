@@ -297,4 +297,120 @@ mod tests {
             );
         }
     }
+
+    /// The fuzz target's check, run here over deterministic inputs (CI builds the fuzz target
+    /// but does not run it).
+    mod fuzzed {
+        use super::*;
+        use crate::host::registration::{MAX_ACTIONS, MAX_DESCRIPTION, Registration, validate};
+        use p3ak_proto::{FrameDecoder, PluginKind};
+
+        include!("handshake_check.rs");
+
+        /// xorshift64: the same inputs on every run, no dependency.
+        struct Rng(u64);
+
+        impl Rng {
+            fn next(&mut self) -> u64 {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0
+            }
+
+            fn below(&mut self, n: usize) -> usize {
+                usize::try_from(self.next() % n as u64).unwrap()
+            }
+        }
+
+        /// Real frames, good and bad, one JSON payload each.
+        const FRAMES: &[&str] = &[
+            r#"{"v":1,"id":1,"type":"hello","plugin":"files","versions":[1]}"#,
+            r#"{"v":1,"id":2,"type":"hello","plugin":"files","versions":[1,2,99]}"#,
+            r#"{"v":1,"id":3,"type":"hello","plugin":"vault","versions":[1]}"#,
+            r#"{"v":1,"id":4,"type":"hello","plugin":"files","versions":[99]}"#,
+            r#"{"v":1,"id":5,"type":"register","kind":"tool","actions":[{"name":"read","description":"read","tier":"observe","parameters":{"type":"object"}}]}"#,
+            r#"{"v":1,"id":6,"type":"register","kind":"tool","actions":[]}"#,
+            r#"{"v":1,"id":7,"type":"register","kind":"provider","actions":[]}"#,
+            r#"{"v":1,"id":8,"type":"register","kind":"connector","actions":[{"name":"x","description":"","tier":"observe","parameters":{"type":"object"}}]}"#,
+            r#"{"v":1,"id":9,"type":"register","kind":"tool","actions":[{"name":"a.b","description":"","tier":"observe","parameters":{"type":"object"}}]}"#,
+            r#"{"v":1,"id":10,"type":"register","kind":"tool","actions":[{"name":"a","description":"","tier":"observe","parameters":{"type":"object"}},{"name":"a","description":"","tier":"observe","parameters":{"type":"object"}}]}"#,
+            r#"{"v":1,"id":11,"type":"register","kind":"tool","actions":[{"name":"a__b","description":"","tier":"observe","parameters":{"type":"string"}}]}"#,
+            r#"{"v":1,"id":12,"type":"register","kind":"tool","actions":[{"name":"w","description":"","tier":"observe","parameters":{"type":"object","properties":{"p":{"type":"nope"}}}}]}"#,
+            r#"{"v":1,"id":13,"type":"ping"}"#,
+            r#"{"v":9,"id":14,"type":"hello","plugin":"files","versions":[9]}"#,
+            r#"{"v":1,"id":15,"type":"hello","plugin":"files","versions":[1],"plugin":"vault"}"#,
+            r#"{"v":1,"id":16,"type":"registered"}"#,
+            r#"[1,2,3]"#,
+            "",
+        ];
+
+        /// `count` frames picked from [`FRAMES`] (so repeated and out of order), one per line.
+        fn frames(rng: &mut Rng, count: usize) -> Vec<u8> {
+            let mut out = Vec::new();
+            for i in 0..count {
+                if i > 0 {
+                    out.push(b'\n');
+                }
+                out.extend_from_slice(FRAMES[rng.below(FRAMES.len())].as_bytes());
+            }
+            out
+        }
+
+        #[test]
+        fn invariant_i7_a_handshake_registers_only_what_validation_accepts() {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+            let mut registered = 0;
+            for round in 0..4000 {
+                let mode = u8::try_from(rng.next() & 0xFF).unwrap();
+                let mut data = vec![mode];
+                match round % 4 {
+                    // Random bytes.
+                    0 => {
+                        let len = rng.below(256);
+                        data.extend((0..len).map(|_| rng.next().to_le_bytes()[0]));
+                    }
+                    // Real frames, repeated and out of order.
+                    1 | 2 => {
+                        let count = 1 + rng.below(4);
+                        data.extend(frames(&mut rng, count));
+                    }
+                    // Real frames with their headers, a byte flipped or the stream cut short.
+                    _ => {
+                        data[0] &= !2;
+                        let count = 1 + rng.below(3);
+                        let mut bytes = Vec::new();
+                        for line in frames(&mut rng, count).split(|&b| b == b'\n') {
+                            bytes.extend(frame(line));
+                        }
+                        let at = rng.below(bytes.len());
+                        if rng.next() % 2 == 0 {
+                            bytes[at] ^= 1 << rng.below(8);
+                        } else {
+                            bytes.truncate(at);
+                        }
+                        data.extend(bytes);
+                    }
+                }
+                if run(&data) {
+                    registered += 1;
+                }
+            }
+            // The inputs reach the registration check, not only the refusals.
+            assert!(registered > 0);
+        }
+
+        #[test]
+        fn invariant_i7_a_full_handshake_in_every_read_size_registers() {
+            let hello = FRAMES[0].as_bytes();
+            let register = FRAMES[4].as_bytes();
+            for read in 1..64u8 {
+                let mut data = vec![(read << 2) | 2];
+                data.extend_from_slice(hello);
+                data.push(b'\n');
+                data.extend_from_slice(register);
+                assert!(run(&data), "read size {read}");
+            }
+        }
+    }
 }
