@@ -363,27 +363,44 @@ pub fn valid_secret_name(name: &str) -> bool {
     crate::config::valid_plugin_name(name)
 }
 
+/// Why a credential reference is malformed (about syntax, not policy: the model may hear it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    /// `{"$secret": 1}`.
+    #[error("`$secret` must name a credential as a string")]
+    NotAString,
+    /// `{"$secret": "a", "b": 1}`.
+    #[error("an object with `$secret` may hold nothing else")]
+    NotAlone,
+    /// A name that is not a credential name.
+    #[error("`{0}` is not a credential name")]
+    BadName(String),
+}
+
 /// The names `args` refers to, in order of first appearance. A malformed reference (an object
 /// with `$secret` and other keys, or a name that is not a string or not valid) is an error that
 /// may be shown to the model: it is about syntax, not policy.
-pub fn references(args: &serde_json::Value) -> Result<Vec<String>, String> {
+pub fn references(args: &serde_json::Value) -> Result<Vec<String>, ReferenceError> {
     let mut names = Vec::new();
     collect_references(args, &mut names)?;
     Ok(names)
 }
 
-fn collect_references(value: &serde_json::Value, names: &mut Vec<String>) -> Result<(), String> {
+fn collect_references(
+    value: &serde_json::Value,
+    names: &mut Vec<String>,
+) -> Result<(), ReferenceError> {
     match value {
         serde_json::Value::Object(map) => {
             if let Some(name) = map.get(REFERENCE_KEY) {
                 let serde_json::Value::String(name) = name else {
-                    return Err("`$secret` must name a credential as a string".to_owned());
+                    return Err(ReferenceError::NotAString);
                 };
                 if map.len() != 1 {
-                    return Err("an object with `$secret` may hold nothing else".to_owned());
+                    return Err(ReferenceError::NotAlone);
                 }
                 if !valid_secret_name(name) {
-                    return Err(format!("`{name}` is not a credential name"));
+                    return Err(ReferenceError::BadName(name.clone()));
                 }
                 if !names.contains(name) {
                     names.push(name.clone());

@@ -66,22 +66,39 @@ impl Default for HitlSettings {
     }
 }
 
+/// Why `hitl.console` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsoleAddrError {
+    /// Not an address.
+    #[error("hitl.console `{console}` is not an address like `127.0.0.1:7325` (or \"off\")")]
+    NotAnAddress {
+        /// What it says.
+        console: String,
+        /// Why it does not parse.
+        source: std::net::AddrParseError,
+    },
+    /// Beyond this machine without `console_public`.
+    #[error(
+        "hitl.console `{0}` is not a loopback address; set hitl.console_public = true to serve approvals beyond this machine"
+    )]
+    NotLoopback(std::net::SocketAddr),
+}
+
 impl HitlSettings {
     /// The console's address; `None` when it is off.
-    pub fn console_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+    pub fn console_addr(&self) -> Result<Option<std::net::SocketAddr>, ConsoleAddrError> {
         if self.console == "off" {
             return Ok(None);
         }
-        let addr: std::net::SocketAddr = self.console.parse().map_err(|_| {
-            format!(
-                "hitl.console `{}` is not an address like `127.0.0.1:7325` (or \"off\")",
-                self.console
-            )
-        })?;
+        let addr: std::net::SocketAddr =
+            self.console
+                .parse()
+                .map_err(|source| ConsoleAddrError::NotAnAddress {
+                    console: self.console.clone(),
+                    source,
+                })?;
         if !addr.ip().is_loopback() && !self.console_public {
-            return Err(format!(
-                "hitl.console `{addr}` is not a loopback address; set hitl.console_public = true to serve approvals beyond this machine"
-            ));
+            return Err(ConsoleAddrError::NotLoopback(addr));
         }
         Ok(Some(addr))
     }
@@ -336,7 +353,10 @@ impl Config {
                 "kernel.plugin_ids [{first}, {last}] must be a range of ids from 1000 up"
             )));
         }
-        config.hitl.console_addr().map_err(error)?;
+        config
+            .hitl
+            .console_addr()
+            .map_err(|e| error(e.to_string()))?;
         let (daemon_id, writer_id) = config.hitl.ids;
         if daemon_id < 1000 || writer_id < 1000 || daemon_id == writer_id {
             return Err(error(format!(

@@ -92,7 +92,10 @@ pub(crate) async fn spawn_daemon(launch: DaemonLaunch<'_>) -> Result<DaemonStart
         launch.daemon,
         launch.writer,
     )?;
-    let console = launch.settings.console_addr().map_err(KernelError::Hitl)?;
+    let console = launch
+        .settings
+        .console_addr()
+        .map_err(|e| KernelError::Hitl(e.to_string()))?;
     let (kernel_end, daemon_end) = std::os::unix::net::UnixStream::pair()
         .map_err(KernelError::io("cannot create the daemon's channel"))?;
     let program = p3ak_sandbox::Program::open(launch.exe, launch.daemon)
@@ -583,11 +586,11 @@ fn prepare_dirs(
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), KernelError> {
-    crate::launch::plan::set_mode(path, mode).map_err(KernelError::Hitl)
+    crate::launch::plan::set_mode(path, mode).map_err(|e| KernelError::Hitl(e.to_string()))
 }
 
 /// Directories above the home that belong to the kernel's user get search permission for
 /// others (never read), so the daemon's user can reach the spool.
 fn traversable_ancestors(path: &Path) -> Result<(), KernelError> {
-    crate::launch::plan::traversable_ancestors(path).map_err(KernelError::Hitl)
+    crate::launch::plan::traversable_ancestors(path).map_err(|e| KernelError::Hitl(e.to_string()))
 }

@@ -143,12 +143,12 @@ pub enum ProposalError {
         message: String,
     },
     /// A credential reference is malformed.
-    #[error("invalid credential reference in `{tool}`: {message}")]
+    #[error("invalid credential reference in `{tool}`: {source}")]
     Reference {
         /// The tool.
         tool: String,
         /// What is wrong.
-        message: String,
+        source: broker::ReferenceError,
     },
 }
 
@@ -168,9 +168,9 @@ pub fn parse(agent: &str, call: &ToolCall, table: &ToolTable) -> Result<Proposal
         return Err(ProposalError::NotAnObject(name.to_owned()));
     };
     let credentials =
-        broker::references(&call.arguments).map_err(|message| ProposalError::Reference {
+        broker::references(&call.arguments).map_err(|source| ProposalError::Reference {
             tool: name.to_owned(),
-            message,
+            source,
         })?;
     let Some(offered) = table.get(name) else {
         let action = name.replace("__", ".");
@@ -227,12 +227,25 @@ fn replace_references(value: &mut serde_json::Value) {
     }
 }
 
+/// Why an action's schema is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// Parameters must be an object.
+    #[error("parameters must be a JSON Schema with \"type\": \"object\"")]
+    NotAnObject,
+    /// It does not compile.
+    #[error(transparent)]
+    Invalid(#[from] Box<jsonschema::ValidationError<'static>>),
+}
+
 /// Compiles an action's schema; an invalid one is refused at registration.
-pub(crate) fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+pub(crate) fn compile_schema(
+    schema: &serde_json::Value,
+) -> Result<jsonschema::Validator, SchemaError> {
     if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
-        return Err("parameters must be a JSON Schema with \"type\": \"object\"".to_owned());
+        return Err(SchemaError::NotAnObject);
     }
-    jsonschema::validator_for(schema).map_err(|e| e.to_string())
+    jsonschema::validator_for(schema).map_err(|e| SchemaError::Invalid(Box::new(e)))
 }
 
 /// Converts a protocol tier to the policy's.

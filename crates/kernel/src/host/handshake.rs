@@ -384,7 +384,7 @@ mod tests {
                             bytes.extend(frame(line));
                         }
                         let at = rng.below(bytes.len());
-                        if rng.next() % 2 == 0 {
+                        if rng.next().is_multiple_of(2) {
                             bytes[at] ^= 1 << rng.below(8);
                         } else {
                             bytes.truncate(at);

@@ -89,9 +89,10 @@ pub fn validate(
             return Err(RegistrationError::LongDescription(spec.name));
         }
         let validator =
-            compile_schema(&spec.parameters).map_err(|reason| RegistrationError::Schema {
+            compile_schema(&spec.parameters).map_err(|e| RegistrationError::Schema {
                 action: spec.name.clone(),
-                reason,
+                // Text: the error is `Clone + Eq` and goes back to the plugin as a message.
+                reason: e.to_string(),
             })?;
         actions.push(RegisteredAction {
             spec,

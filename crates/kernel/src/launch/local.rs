@@ -109,10 +109,10 @@ impl LocalLauncher {
         let plan = self
             .sandbox
             .plan(spec, &self.exe)
-            .map_err(LaunchError::Failed)?;
+            .map_err(|e| LaunchError::Failed(e.to_string()))?;
         self.sandbox
             .prepare_files(&plan)
-            .map_err(LaunchError::Failed)?;
+            .map_err(|e| LaunchError::Failed(e.to_string()))?;
         let (kernel_end, plugin_end) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| LaunchError::Failed(format!("cannot create its connection: {e}")))?;
         let mut command = super::command(
@@ -154,7 +154,7 @@ impl LocalLauncher {
             Ok(feed) => feed,
             Err(why) => {
                 return DenialFeed {
-                    why_not: Some(why),
+                    why_not: Some(why.to_string()),
                     permission_refusals: false,
                     denials: None,
                 };
@@ -198,26 +198,34 @@ impl LocalLauncher {
     }
 }
 
+/// Why the host's refused accesses cannot be reported.
+#[derive(Debug, thiserror::Error)]
+enum NoDenialFeed {
+    #[error("the kernel is not root: it cannot read the host's audit log")]
+    NotRoot,
+    #[error("Landlock ABI 7 (Linux 6.15) is needed to log denials")]
+    OldLandlock,
+    #[error(
+        "the host's audit subsystem is off: `auditctl -e 1` (or the `audit=1` boot \
+         parameter) makes refused file accesses show up here"
+    )]
+    AuditOff,
+    #[error(transparent)]
+    Sandbox(#[from] p3ak_sandbox::SandboxError),
+}
+
 /// The feed of Landlock denials, or why there is none on this host.
 fn denial_feed(
     support: &p3ak_sandbox::Support,
-) -> Result<p3ak_sandbox::denials::DenialFeed, String> {
+) -> Result<p3ak_sandbox::denials::DenialFeed, NoDenialFeed> {
     if !support.root {
-        return Err("the kernel is not root: it cannot read the host's audit log".to_owned());
+        return Err(NoDenialFeed::NotRoot);
     }
     if support.landlock_abi.is_none_or(|abi| abi < 7) {
-        return Err("Landlock ABI 7 (Linux 6.15) is needed to log denials".to_owned());
+        return Err(NoDenialFeed::OldLandlock);
     }
-    match p3ak_sandbox::denials::host_audit_enabled() {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(
-                "the host's audit subsystem is off: `auditctl -e 1` (or the `audit=1` boot \
-                 parameter) makes refused file accesses show up here"
-                    .to_owned(),
-            );
-        }
-        Err(e) => return Err(e.to_string()),
+    if !p3ak_sandbox::denials::host_audit_enabled()? {
+        return Err(NoDenialFeed::AuditOff);
     }
-    p3ak_sandbox::denials::DenialFeed::open().map_err(|e| e.to_string())
+    Ok(p3ak_sandbox::denials::DenialFeed::open()?)
 }

@@ -7,17 +7,75 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use p3ak_sandbox::{Class, Limits, Mode, Plan, Support};
+use std::sync::Arc;
+
+use p3ak_sandbox::{Class, Limits, Mode, Plan, SandboxError, Support};
 
 use super::PluginSpec;
 use crate::config::{KernelSettings, Launch, PluginSandbox};
+
+/// Why a plugin cannot be planned, or its files prepared.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlanError {
+    /// The plugins' uids could not be allocated.
+    #[error(transparent)]
+    Ids(Arc<SandboxError>),
+    /// None was allocated for this identity.
+    #[error("no uid allocated for `{0}`")]
+    NoUid(String),
+    /// The scratch directory is not inside a home.
+    #[error("no home")]
+    NoHome,
+    /// A file or directory could not be created.
+    #[error("cannot create `{path}`: {source}")]
+    Create {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        source: Arc<std::io::Error>,
+    },
+    /// A mode could not be set.
+    #[error("cannot set the mode of `{path}`: {source}")]
+    Mode {
+        /// Of what.
+        path: PathBuf,
+        /// Why.
+        source: Arc<std::io::Error>,
+    },
+    /// A path could not be given to a plugin's user.
+    #[error("cannot give `{path}` to uid {uid}: {source}")]
+    Chown {
+        /// Which.
+        path: PathBuf,
+        /// To whom.
+        uid: u32,
+        /// Why.
+        source: Arc<std::io::Error>,
+    },
+    /// A path could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        source: Arc<std::io::Error>,
+    },
+    /// A directory could not be listed.
+    #[error("cannot list `{path}`: {source}")]
+    List {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        source: Arc<std::io::Error>,
+    },
+}
 
 /// The host's sandbox: what the machine offers and who each plugin is.
 pub struct Sandbox {
     mode: Mode,
     support: Support,
     missing: Vec<String>,
-    ids: Result<BTreeMap<String, u32>, String>,
+    ids: Result<BTreeMap<String, u32>, Arc<SandboxError>>,
     settings: BTreeMap<String, PluginSandbox>,
     home: PathBuf,
     /// The kernel's gid: the group of the trees a plugin serves that the kernel reads too
@@ -113,7 +171,7 @@ impl Sandbox {
             .collect();
         let (first, last) = settings.plugin_ids;
         let ids = p3ak_sandbox::allocate_ids(identities.iter().map(String::as_str), first, last)
-            .map_err(|e| e.to_string());
+            .map_err(Arc::new);
         Self {
             mode: settings.sandbox,
             support,
@@ -182,7 +240,7 @@ impl Sandbox {
     }
 
     /// What `spec` may reach, as which user.
-    pub fn plan(&self, spec: &PluginSpec, exe: &Path) -> Result<PluginPlan, String> {
+    pub fn plan(&self, spec: &PluginSpec, exe: &Path) -> Result<PluginPlan, PlanError> {
         let settings = self.settings.get(&spec.name).cloned().unwrap_or_default();
         let identity = identity(spec, Some(&settings));
         let class = settings.class.unwrap_or_else(|| class_of(&spec.launch));
@@ -275,10 +333,10 @@ impl Sandbox {
         };
         let id = match &self.ids {
             Ok(ids) => ids.get(&identity).copied(),
-            Err(e) => return Err(e.clone()),
+            Err(e) => return Err(PlanError::Ids(Arc::clone(e))),
         };
         let ids = if self.support.root {
-            let id = id.ok_or_else(|| format!("no uid allocated for `{identity}`"))?;
+            let id = id.ok_or_else(|| PlanError::NoUid(identity.clone()))?;
             Some((id, id))
         } else {
             None
@@ -309,7 +367,7 @@ impl Sandbox {
     /// Makes what the plugin needs exist and belong to it: its scratch directory, the trees
     /// it writes, and a path to them it may traverse. Its connection to the kernel is a socket
     /// it inherits, so nothing of `run/` is opened to it.
-    pub fn prepare_files(&self, plan: &PluginPlan) -> Result<(), String> {
+    pub fn prepare_files(&self, plan: &PluginPlan) -> Result<(), PlanError> {
         // Landlock rules need the files to exist: the plugin may write them, not create
         // them next to the kernel's own.
         for file in &plan.files {
@@ -319,7 +377,10 @@ impl Sandbox {
                     .append(true)
                     .mode(0o600)
                     .open(file)
-                    .map_err(|e| format!("cannot create `{}`: {e}", file.display()))?;
+                    .map_err(|e| PlanError::Create {
+                        path: file.clone(),
+                        source: Arc::new(e),
+                    })?;
             }
         }
         let Some((uid, gid)) = plan.prepared.ids else {
@@ -329,7 +390,7 @@ impl Sandbox {
             .scratch
             .parent()
             .and_then(Path::parent)
-            .ok_or("no home")?
+            .ok_or(PlanError::NoHome)?
             .to_owned();
         // The home and plugins/ are traversable, not listable: 0711. Everything the kernel
         // keeps inside stays 0700/0600.
@@ -358,12 +419,15 @@ impl Sandbox {
     }
 }
 
-fn make_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+fn make_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), PlanError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        .map_err(|e| PlanError::Create {
+            path: dir.to_owned(),
+            source: Arc::new(e),
+        })?;
     if let Some((uid, gid)) = owner {
         chown(dir, uid, gid)?;
         set_mode(dir, 0o700)?;
@@ -371,14 +435,21 @@ fn make_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot set the mode of `{}`: {e}", path.display()))
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), PlanError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+        PlanError::Mode {
+            path: path.to_owned(),
+            source: Arc::new(e),
+        }
+    })
 }
 
-fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .map_err(|e| format!("cannot give `{}` to uid {uid}: {e}", path.display()))
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), PlanError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| PlanError::Chown {
+        path: path.to_owned(),
+        uid,
+        source: Arc::new(e),
+    })
 }
 
 /// Gives a tree to a plugin's user (symlinks themselves, never what they point to).
@@ -388,11 +459,13 @@ pub(crate) fn chown_tree(
     uid: u32,
     gid: u32,
     modes: Option<(u32, u32)>,
-) -> Result<(), String> {
+) -> Result<(), PlanError> {
     let mut stack = vec![dir.to_owned()];
     while let Some(path) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&path)
-            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| PlanError::Read {
+            path: path.clone(),
+            source: Arc::new(e),
+        })?;
         if meta.uid() != uid || meta.gid() != gid {
             chown(&path, uid, gid)?;
         }
@@ -409,8 +482,10 @@ pub(crate) fn chown_tree(
             }
         }
         if meta.is_dir() {
-            let entries = std::fs::read_dir(&path)
-                .map_err(|e| format!("cannot list `{}`: {e}", path.display()))?;
+            let entries = std::fs::read_dir(&path).map_err(|e| PlanError::List {
+                path: path.clone(),
+                source: Arc::new(e),
+            })?;
             stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
         }
     }
@@ -420,7 +495,7 @@ pub(crate) fn chown_tree(
 /// A plugin's user must be able to walk from `/` to its files: directories on the way
 /// that belong to the kernel's user get search permission for others (not read: nothing
 /// can be listed). Others' directories are left alone.
-pub(crate) fn traversable_ancestors(path: &Path) -> Result<(), String> {
+pub(crate) fn traversable_ancestors(path: &Path) -> Result<(), PlanError> {
     let me = rustix::process::geteuid().as_raw();
     for dir in path.ancestors() {
         let Ok(meta) = std::fs::metadata(dir) else {

@@ -111,7 +111,7 @@ impl RemoteLauncher {
                                 (Ok(_), None) => Err(KernelError::Hitl(
                                     "the warden rekeyed without a key".to_owned(),
                                 )),
-                                (Err(message), _) => Err(KernelError::Hitl(message)),
+                                (Err(remote), _) => Err(KernelError::Hitl(remote.message)),
                             };
                             let waiter = rekeys.lock().ok().and_then(|mut r| r.remove(&id));
                             if let Some(waiter) = waiter {

@@ -358,8 +358,8 @@ fn channel_error(e: channel::ChannelError) -> KernelError {
 /// As root: what the kernel's uid must own (its vault, `run/`) or read (its configuration,
 /// the memory vault), and a home every user it starts may pass through.
 fn prepare_home(home: &Home, (uid, gid): (u32, u32)) -> Result<(), KernelError> {
-    use launch::plan::{chown_tree, set_mode, traversable_ancestors};
-    let error = KernelError::Home;
+    use launch::plan::{PlanError, chown_tree, set_mode, traversable_ancestors};
+    let error = |e: PlanError| KernelError::Home(e.to_string());
     set_mode(home.root(), 0o711).map_err(error)?;
     traversable_ancestors(home.root()).map_err(error)?;
     let audit = home.kernel_vault().parent().map(PathBuf::from);
@@ -471,7 +471,9 @@ impl Warden {
                     },
                     Err(e) => ToKernel::Rekeyed {
                         id,
-                        outcome: Err(e.to_string()),
+                        outcome: Err(wire::RemoteError {
+                            message: e.to_string(),
+                        }),
                         key: None,
                     },
                 };

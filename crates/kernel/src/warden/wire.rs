@@ -78,10 +78,20 @@ pub(crate) enum ToKernel {
         /// Correlation.
         id: u64,
         /// The report for the audit log, or why it failed.
-        outcome: Result<crate::rekey::RekeyReport, String>,
+        outcome: Result<crate::rekey::RekeyReport, RemoteError>,
         /// The vault's new key (handoff bytes, hex), when it worked.
         key: Option<Credential>,
     },
+}
+
+/// An error from the other side, as its text. Serialized as a bare string, as the
+/// plain string it replaced was: the wire does not change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(transparent)]
+#[error("{message}")]
+pub(crate) struct RemoteError {
+    /// What went wrong.
+    pub(crate) message: String,
 }
 
 /// What the kernel runs with.
@@ -112,4 +122,33 @@ pub(crate) struct KernelStart {
     pub(crate) denials_why_not: Option<String>,
     /// Whether refusals by file permissions are audited too.
     pub(crate) permission_refusals: bool,
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_rekey_reads_on_the_wire_as_it_always_did() {
+        let failed = ToKernel::Rekeyed {
+            id: 3,
+            outcome: Err(RemoteError {
+                message: "the vault is busy".to_owned(),
+            }),
+            key: None,
+        };
+        let text = serde_json::to_string(&failed).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"rekeyed","id":3,"outcome":{"Err":"the vault is busy"},"key":null}"#
+        );
+        let ToKernel::Rekeyed { outcome, .. } = serde_json::from_str(&text).unwrap() else {
+            panic!("not a rekey");
+        };
+        assert_eq!(outcome.unwrap_err().to_string(), "the vault is busy");
+    }
 }
