@@ -4,16 +4,22 @@
 //! `Debug` nor `Clone`, so a secret cannot be printed by accident or silently duplicated.
 //! AES-256-GCM, HKDF and HMAC come from `ring` (fast, constant-time, audited); Argon2id comes
 //! from RustCrypto's `argon2`.
+//!
+//! Two pieces of plumbing live here too, as the lowest crate every stateful crate depends on:
+//! the wall clock ([`clock`]) and the private atomic file write ([`write_private`]).
 #![forbid(unsafe_code)]
 
 mod aead;
+pub mod clock;
 mod error;
+mod file;
 mod kdf;
 mod mac;
 mod secret;
 
 pub use aead::{AeadKey, NONCE_LEN, TAG_LEN};
 pub use error::CryptoError;
+pub use file::{WriteError, WriteStep, write_private};
 pub use kdf::{KdfParams, derive_key_from_passphrase, derive_subkey};
 pub use mac::{MAC_LEN, MacKey, sha256};
 pub use secret::{KEY_LEN, Key, Passphrase, SecretBytes};

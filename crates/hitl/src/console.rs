@@ -539,10 +539,14 @@ impl App {
     }
 
     fn cookie(&self, id: &str, max_age_secs: i64) -> String {
-        format!(
-            "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}{}",
-            if self.secure_cookie { "; Secure" } else { "" }
-        )
+        cookie::Cookie::build((COOKIE, id))
+            .http_only(true)
+            .same_site(cookie::SameSite::Strict)
+            .path("/")
+            .max_age(cookie::time::Duration::seconds(max_age_secs))
+            .secure(self.secure_cookie)
+            .build()
+            .to_string()
     }
 }
 
@@ -551,10 +555,10 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.trim().to_owned())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == COOKIE)
+        .map(|c| c.value().to_owned())
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 

@@ -9,7 +9,7 @@
 //! kernel owns the audit log).
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -990,10 +990,4 @@ fn current_factor<'a>(pin: Option<&'a Pin>, totp: Option<&'a str>) -> Option<Cur
 }
 
 /// Now, ms since the epoch.
-#[must_use]
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
-}
+pub use p3ak_crypto::clock::now_ms;

@@ -26,9 +26,9 @@
 //! Times are passed in (`now_ms`, milliseconds since the epoch) so the daemon uses its clock
 //! and tests need no sleeping.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use p3ak_crypto::{AeadKey, KdfParams, Key, NONCE_LEN, TAG_LEN};
@@ -118,7 +118,6 @@ impl Default for State {
 /// Methods take `&mut self`: the daemon keeps it behind one lock. A PIN check is an Argon2id
 /// hash (a fraction of a second at the default cost), best run off the async threads.
 pub struct Factors {
-    dir: PathBuf,
     path: PathBuf,
     aead: AeadKey,
     kdf: KdfParams,
@@ -149,7 +148,6 @@ impl Factors {
             None => State::default(),
         };
         Ok(Self {
-            dir: dir.to_owned(),
             path,
             aead,
             kdf,
@@ -497,7 +495,7 @@ impl Factors {
     /// Seals the state and replaces the file atomically.
     fn persist(&self) -> Result<(), HitlError> {
         let sealed = seal(&self.aead, &self.state)?;
-        write_atomically(&self.dir, &self.path, &sealed)
+        write_atomically(&self.path, &sealed)
     }
 }
 
@@ -605,28 +603,11 @@ fn read_limited(path: &Path) -> Result<Option<Vec<u8>>, HitlError> {
 }
 
 /// Temporary file (0600) in the same directory, synced, renamed over `path`, directory synced.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), HitlError> {
-    let suffix = hex::encode(p3ak_crypto::random_array::<8>()?);
-    let tmp = dir.join(format!(".{FILE_NAME}.{suffix}.tmp"));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(HitlError::io(format!("creating `{}`", tmp.display())))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(HitlError::io(format!("writing `{}`", tmp.display())))?;
-        fs::rename(&tmp, path).map_err(HitlError::io(format!("replacing `{}`", path.display())))
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(HitlError::io(format!("syncing `{}`", dir.display())))
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HitlError> {
+    p3ak_crypto::write_private(path, bytes).map_err(|e| {
+        let (context, source) = e.into_parts();
+        HitlError::Io { context, source }
+    })
 }
 
 #[cfg(test)]

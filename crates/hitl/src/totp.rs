@@ -17,6 +17,8 @@
 
 use std::fmt::Write as _;
 
+use data_encoding::BASE32_NOPAD;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use totp_rs::{Algorithm, Builder, Secret};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -37,7 +39,12 @@ pub const ENROLLMENT_TTL_MS: i64 = 10 * 60 * 1000;
 /// The longest account name in an enrollment URI.
 pub const MAX_ACCOUNT_CHARS: usize = 64;
 
-const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/// What stays unencoded in the URI's account name: RFC 3986's unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A TOTP shared secret. Zeroized on drop; no `Debug`, no `Clone`.
 pub(crate) struct TotpSecret(Zeroizing<[u8; SECRET_LEN]>);
@@ -217,7 +224,7 @@ impl Enrollment {
         uri.push_str("otpauth://totp/");
         uri.push_str(ISSUER);
         uri.push(':');
-        percent_encode(account, &mut uri);
+        uri.extend(utf8_percent_encode(account, UNRESERVED));
         uri.push_str("?secret=");
         uri.push_str(&secret_base32);
         uri.push_str("&issuer=");
@@ -283,61 +290,34 @@ fn check_account(account: &str) -> Result<(), HitlError> {
     Ok(())
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(text: &str, out: &mut String) {
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-}
-
+/// Base32 (RFC 4648, no padding) into a zeroizing string sized up front, so no copy of the
+/// secret is left behind by a reallocation.
 fn base32_encode(bytes: &[u8]) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::with_capacity(bytes.len().div_ceil(5) * 8));
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &b in bytes {
-        buffer = (buffer << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(base32_char(buffer >> bits));
-        }
-        buffer &= (1 << bits) - 1;
-    }
-    if bits > 0 {
-        out.push(base32_char(buffer << (5 - bits)));
-    }
-    buffer.zeroize();
+    let mut out = Zeroizing::new(String::with_capacity(BASE32_NOPAD.encode_len(bytes.len())));
+    BASE32_NOPAD.encode_append(bytes, &mut out);
     out
-}
-
-fn base32_char(index: u32) -> char {
-    BASE32
-        .get((index & 31) as usize)
-        .map_or('A', |&b| char::from(b))
 }
 
 /// Decodes base32 (either case; spaces and `=` padding ignored).
 fn base32_decode(text: &str) -> Result<Zeroizing<Vec<u8>>, HitlError> {
-    let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 5 / 8 + 1));
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for c in text.chars().filter(|c| !c.is_whitespace() && *c != '=') {
-        let upper = c.to_ascii_uppercase();
-        let value = BASE32
-            .iter()
-            .position(|&b| char::from(b) == upper)
-            .ok_or_else(|| HitlError::Factor("a TOTP secret is base32 (A-Z and 2-7)".to_owned()))?;
-        buffer = (buffer << 5) | u32::try_from(value).unwrap_or(0);
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from((buffer >> bits) & 0xff).unwrap_or(0));
-        }
-        buffer &= (1 << bits) - 1;
-    }
-    buffer.zeroize();
+    let mut clean = Zeroizing::new(String::with_capacity(text.len()));
+    clean.extend(
+        text.chars()
+            .filter(|c| !c.is_whitespace() && *c != '=')
+            .map(|c| c.to_ascii_uppercase()),
+    );
+    let invalid = |e: data_encoding::DecodeError| {
+        HitlError::Factor(match e.kind {
+            data_encoding::DecodeKind::Symbol => "a TOTP secret is base32 (A-Z and 2-7)".to_owned(),
+            _ => format!("a TOTP secret is not valid base32: {e}"),
+        })
+    };
+    let len = BASE32_NOPAD.decode_len(clean.len()).map_err(invalid)?;
+    let mut out = Zeroizing::new(vec![0u8; len]);
+    let n = BASE32_NOPAD
+        .decode_mut(clean.as_bytes(), &mut out)
+        .map_err(|partial| invalid(partial.error))?;
+    out.truncate(n);
     Ok(out)
 }
 

@@ -1,34 +1,16 @@
-//! The kernel's one way to write a small private file: a temporary file beside it (0600, from
-//! `tempfile`), written and synced, renamed over the target, and the directory synced, so that
-//! a crash leaves the old file or the new one, never a torn mix.
+//! The kernel's one way to write a small private file: `p3ak_crypto::write_private` (0600,
+//! atomic, file and directory synced), with the kernel's error.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::KernelError;
 
 /// Replaces `path` with `bytes`, atomically and durably, readable by its owner only.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KernelError> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| KernelError::Home(format!("`{}` has no directory", path.display())))?;
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(KernelError::io(format!(
-        "cannot write in `{}`",
-        dir.display()
-    )))?;
-    file.write_all(bytes)
-        .and_then(|()| file.as_file().sync_all())
-        .map_err(KernelError::io(format!(
-            "cannot write `{}`",
-            path.display()
-        )))?;
-    file.persist(path).map_err(|e| KernelError::Io {
-        context: format!("cannot replace `{}`", path.display()),
-        source: e.error,
-    })?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(KernelError::io(format!("cannot sync `{}`", dir.display())))
+    p3ak_crypto::write_private(path, bytes).map_err(|e| {
+        let (context, source) = e.into_parts();
+        KernelError::Io { context, source }
+    })
 }
 
 #[cfg(test)]

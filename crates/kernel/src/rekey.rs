@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use p3ak_crypto::Passphrase;
+use p3ak_crypto::clock::now_unix;
 use p3ak_vault::{Access, DocId, KdfParams, NewKeys, Unlock, Vault, VaultError};
 
 use crate::error::KernelError;
@@ -92,12 +93,6 @@ impl RekeyReport {
 
 fn step(path: &Path, what: &str, error: VaultError) -> KernelError {
     KernelError::Vault(error.context(format!("scheduled rekey of `{}`: {what}", path.display())))
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Rekeys the vault at `path`: a new master key (and a new salt) under the same passphrase,

@@ -1017,28 +1017,6 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row.first().copied().unwrap_or(0);
-        if let Some(first) = row.first_mut() {
-            *first = i + 1;
-        }
-        for (j, cb) in b.iter().enumerate() {
-            let (Some(&left), Some(&up)) = (row.get(j), row.get(j + 1)) else {
-                continue;
-            };
-            let value = (up + 1).min(left + 1).min(prev + usize::from(ca != *cb));
-            prev = up;
-            if let Some(slot) = row.get_mut(j + 1) {
-                *slot = value;
-            }
-        }
-    }
-    row.last().copied().unwrap_or(0)
-}
-
 fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
     let mut ck = Checker {
         errors: Vec::new(),

@@ -26,7 +26,7 @@ pub(crate) const RESERVED: &[&str] = &[
 
 /// Whether a top-level key is probably a misspelt section name rather than a group.
 fn looks_like(key: &str, section: &str) -> bool {
-    let d = crate::policy::edit_distance(key, section);
+    let d = strsim::levenshtein(key, section);
     d == 1 || (d == 2 && key.len() >= 6)
 }
 

@@ -26,8 +26,6 @@ pub mod profile;
 mod program;
 mod spawn;
 mod support;
-#[cfg(target_arch = "x86_64")]
-mod syscalls_x86_64;
 pub mod trace;
 
 pub use harden::{harden_process, hardening};
@@ -112,29 +110,39 @@ impl SandboxError {
 /// The name of a system call number on this architecture (`syscall_N` when unknown).
 #[must_use]
 pub fn syscall_name(nr: i64) -> String {
-    syscall_table()
-        .iter()
-        .find(|(_, n)| *n == nr)
-        .map_or_else(|| format!("syscall_{nr}"), |(name, _)| (*name).to_owned())
+    sysno(nr).map_or_else(|| format!("syscall_{nr}"), |name| name.to_owned())
 }
 
 /// The number of a system call by name on this architecture.
 #[must_use]
 pub fn syscall_number(name: &str) -> Option<i64> {
-    syscall_table()
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, nr)| *nr)
+    #[cfg(target_arch = "x86_64")]
+    {
+        name.parse::<syscalls::x86_64::Sysno>()
+            .ok()
+            .map(|sysno| i64::from(sysno.id()))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = name;
+        None
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
-fn syscall_table() -> &'static [(&'static str, i64)] {
-    syscalls_x86_64::SYSCALLS
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn syscall_table() -> &'static [(&'static str, i64)] {
-    &[]
+/// The name of an x86_64 system call number (profiles exist for x86_64 only).
+fn sysno(nr: i64) -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        usize::try_from(nr)
+            .ok()
+            .and_then(syscalls::x86_64::Sysno::new)
+            .map(|sysno| sysno.name())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = nr;
+        None
+    }
 }
 
 /// Whether this build has seccomp profiles for the machine's architecture.

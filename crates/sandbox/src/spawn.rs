@@ -8,6 +8,11 @@ use landlock::{
     ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, RulesetAttr, RulesetCreated,
     RulesetCreatedAttr, Scope, path_beneath_rules,
 };
+use rustix::process::{Gid, Resource, Rlimit, Uid, setrlimit};
+use rustix::thread::{
+    UnshareFlags, set_no_new_privs, set_thread_groups, set_thread_res_gid, set_thread_res_uid,
+    unshare_unsafe,
+};
 use seccompiler::BpfProgram;
 use serde::Serialize;
 
@@ -68,16 +73,11 @@ pub struct Plan {
 pub struct Prepared {
     ruleset: Option<RulesetCreated>,
     programs: Vec<BpfProgram>,
-    ids: Option<(u32, u32)>,
+    ids: Option<(Uid, Gid)>,
     new_netns: bool,
-    rlimits: [(RlimitResource, u64); 5],
+    rlimits: [(Resource, u64); 5],
     trace: bool,
 }
-
-#[cfg(target_env = "gnu")]
-type RlimitResource = libc::__rlimit_resource_t;
-#[cfg(not(target_env = "gnu"))]
-type RlimitResource = libc::c_int;
 
 /// The Landlock ABI whose file-system rights are handled (newer kernels add nothing here the
 /// rules below would grant; older ones get what they have, best effort).
@@ -108,18 +108,30 @@ impl Plan {
         } else {
             Vec::new()
         };
+        let ids = match self.ids {
+            // -1 asks setresuid/setresgid to leave the id unchanged: it would keep the kernel's.
+            Some((uid, gid)) if uid == u32::MAX || gid == u32::MAX => {
+                return Err(SandboxError::Ids {
+                    first: uid,
+                    last: gid,
+                    message: "4294967295 (-1) is not a usable uid or gid".to_owned(),
+                });
+            }
+            Some((uid, gid)) => Some((Uid::from_raw(uid), Gid::from_raw(gid))),
+            None => None,
+        };
         let l = self.limits;
         Ok(Prepared {
             ruleset,
             programs,
-            ids: self.ids,
+            ids,
             new_netns: !self.network && support.root,
             rlimits: [
-                (libc::RLIMIT_AS, l.address_space),
-                (libc::RLIMIT_NOFILE, l.open_files),
-                (libc::RLIMIT_NPROC, l.processes),
-                (libc::RLIMIT_CPU, l.cpu_seconds),
-                (libc::RLIMIT_CORE, 0),
+                (Resource::As, l.address_space),
+                (Resource::Nofile, l.open_files),
+                (Resource::Nproc, l.processes),
+                (Resource::Cpu, l.cpu_seconds),
+                (Resource::Core, 0),
             ],
             trace: self.trace,
         })
@@ -174,52 +186,40 @@ impl Prepared {
         }
     }
 
-    /// Runs in the child. Only async-signal-safe system calls from here on.
+    /// Runs in the child. Only async-signal-safe system calls from here on: rustix's calls
+    /// below are single raw system calls that neither allocate nor lock, and their errors are
+    /// plain errno values.
     fn apply(mut self) -> std::io::Result<()> {
-        let last = std::io::Error::last_os_error;
         if self.trace {
+            // rustix has no ptrace.
             // SAFETY: PTRACE_TRACEME takes no pointers; the parent becomes the tracer.
             if unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } != 0 {
-                return Err(last());
+                return Err(std::io::Error::last_os_error());
             }
         }
         if self.new_netns {
-            // SAFETY: unshare takes a flag word only; it gives this process an empty network
-            // namespace (a loopback that is down, no routes).
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                return Err(last());
-            }
+            // SAFETY: only a new network namespace (a loopback that is down, no routes); the
+            // descriptor table is not unshared, so no descriptor changes meaning.
+            unsafe { unshare_unsafe(UnshareFlags::NEWNET) }?;
         }
         for (resource, value) in self.rlimits {
-            let limit = libc::rlimit {
-                rlim_cur: value,
-                rlim_max: value,
-            };
-            // SAFETY: `limit` is a valid rlimit on this stack frame, read by the kernel only.
-            if unsafe { libc::setrlimit(resource, &raw const limit) } != 0 {
-                return Err(last());
-            }
+            setrlimit(
+                resource,
+                Rlimit {
+                    current: Some(value),
+                    maximum: Some(value),
+                },
+            )?;
         }
         if let Some((uid, gid)) = self.ids {
-            // SAFETY: a zero-length group list with a null pointer clears the supplementary
-            // groups; setresgid/setresuid take integers. Groups and gid go first, while the
-            // process still has the privilege to change them.
-            unsafe {
-                if libc::setgroups(0, std::ptr::null()) != 0 {
-                    return Err(last());
-                }
-                if libc::setresgid(gid, gid, gid) != 0 {
-                    return Err(last());
-                }
-                if libc::setresuid(uid, uid, uid) != 0 {
-                    return Err(last());
-                }
-            }
+            // Groups and gid go first, while the process still has the privilege to change
+            // them. These are the per-thread system calls (not glibc's all-threads broadcast):
+            // the child of `fork` has one thread, so the whole process changes.
+            set_thread_groups(&[])?;
+            set_thread_res_gid(gid, gid, gid)?;
+            set_thread_res_uid(uid, uid, uid)?;
         }
-        // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(last());
-        }
+        set_no_new_privs(true)?;
         if let Some(ruleset) = self.ruleset.take() {
             // `restrict_self` makes two system calls (prctl, landlock_restrict_self) and builds
             // its status on the stack; its errors carry an errno, not an allocation.
@@ -238,6 +238,8 @@ impl Prepared {
 }
 
 /// Marks every descriptor above stderr close-on-exec: the plugin starts with 0, 1 and 2 only.
+/// libc here: rustix has no `close_range`, and its `fcntl` wants a borrowed descriptor that
+/// a bare number in the fallback loop is not.
 fn close_inherited_fds() -> std::io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range takes integers; CLOEXEC only sets a flag on open descriptors (the

@@ -72,11 +72,11 @@ pub fn probe() -> Support {
         landlock_abi: landlock_abi(),
         seccomp: seccomp_filter_available(),
         seccomp_profiles: crate::arch_supported(),
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        root: unsafe { libc::geteuid() } == 0,
+        root: rustix::process::geteuid().is_root(),
     }
 }
 
+/// libc here: the `landlock` crate keeps its ABI probe private, and rustix has no Landlock.
 fn landlock_abi() -> Option<u32> {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
     // SAFETY: with a null attribute, size 0 and the VERSION flag the call only returns the
@@ -97,9 +97,12 @@ fn seccomp_filter_available() -> bool {
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         return status.lines().any(|l| l.starts_with("Seccomp_filters:"));
     }
-    // SAFETY: PR_GET_SECCOMP takes no pointer arguments; it returns the mode or fails with
-    // EINVAL when the kernel has no seccomp at all.
-    unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) >= 0 }
+    // PR_GET_SECCOMP fails with EINVAL when the kernel has no seccomp at all; any mode, even
+    // one rustix does not name (ERANGE), means it has.
+    match rustix::thread::secure_computing_mode() {
+        Ok(_) => true,
+        Err(e) => e == rustix::io::Errno::RANGE,
+    }
 }
 
 #[cfg(test)]

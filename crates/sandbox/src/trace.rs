@@ -4,6 +4,9 @@
 //!
 //! The tracer is a thread of its own: ptrace requests must come from the thread that is the
 //! tracer, which is the thread that forked the child.
+//!
+//! libc here: rustix has no `ptrace`, and its `waitpid` does not take `__WALL` (needed to
+//! reap traced threads).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;

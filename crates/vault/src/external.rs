@@ -4,19 +4,18 @@
 //! file. Checking compares the file with the log: a file older than the last publication the
 //! log records was put back; a log that no longer holds what the file covers was cut.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use p3ak_audit::CheckpointJson;
 
 use crate::error::{Result, VaultError};
-use crate::store::{Vault, sync_parent};
+use crate::store::Vault;
 
 /// Kind of the log entry that records a published checkpoint.
 pub const CHECKPOINT_EVENT: &str = "audit.checkpoint";
 
-/// Signs the log, records the publication in it, and writes `file` atomically (0600).
+/// Signs the log, records the publication in it, and writes `file` atomically (0600, file and
+/// directory synced).
 pub fn publish_checkpoint(vault: &Vault, file: &Path) -> Result<CheckpointJson> {
     let cp = vault.sign_checkpoint()?;
     let public = vault
@@ -33,23 +32,12 @@ pub fn publish_checkpoint(vault: &Vault, file: &Path) -> Result<CheckpointJson> 
     let json = CheckpointJson::new(&cp, &public);
     let text = serde_json::to_vec_pretty(&json)
         .map_err(|e| VaultError::Log(format!("cannot encode checkpoint: {e}")))?;
-    let mut tmp_name = file.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = file.with_file_name(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
-    let context = format!("cannot write `{}`", file.display());
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(VaultError::io(context.clone()))?;
-    out.write_all(&text)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.sync_all())
-        .map_err(VaultError::io(context.clone()))?;
-    std::fs::rename(&tmp, file).map_err(VaultError::io(context))?;
-    sync_parent(file)?;
+    let mut bytes = text;
+    bytes.push(b'\n');
+    p3ak_crypto::write_private(file, &bytes).map_err(|e| {
+        let (context, source) = e.into_parts();
+        VaultError::Io { context, source }
+    })?;
     Ok(json)
 }
 

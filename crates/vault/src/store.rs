@@ -187,11 +187,7 @@ impl HeaderInfo {
     }
 }
 
-pub(crate) fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub(crate) use p3ak_crypto::clock::now_unix;
 
 fn read_header(path: &Path, file: &File) -> Result<(Header, u64)> {
     let len = file
@@ -1503,11 +1499,7 @@ impl State {
 }
 
 /// Unix milliseconds, for log entries and checkpoints.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use p3ak_crypto::clock::now_ms;
 
 /// `uid=U pid=P`: the process's owner (read from `/proc/self`, no libc) and id.
 fn default_actor() -> String {
