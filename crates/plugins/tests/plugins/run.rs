@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use p3ak_plugins::{PluginError, RunError};
 use p3ak_proto::io::{read_message, write_message};
-use p3ak_proto::{Envelope, Message, Registered, Shutdown, Welcome};
+use p3ak_proto::{Envelope, Message, Welcome};
 use serde_json::json;
 
 use crate::kernel::MAX;
@@ -79,44 +79,6 @@ fn said(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-fn handshake(
-    mut stream: UnixStream,
-    name: &str,
-    config: serde_json::Value,
-    key: Option<p3ak_proto::Credential>,
-) -> UnixStream {
-    let hello = read_message(&mut stream, MAX).unwrap().unwrap();
-    let Message::Hello(hello) = hello.message else {
-        panic!("{hello:?}")
-    };
-    assert_eq!(hello.plugin, format!("my-{name}"));
-    write_message(
-        &mut stream,
-        &Envelope::new(
-            0,
-            Message::Welcome(Welcome {
-                version: 1,
-                config,
-                key,
-            }),
-        ),
-        MAX,
-    )
-    .unwrap();
-    let register = read_message(&mut stream, MAX).unwrap().unwrap();
-    assert!(
-        matches!(register.message, Message::Register(_)),
-        "{register:?}"
-    );
-    write_message(
-        &mut stream,
-        &Envelope::new(0, Message::Registered(Registered {})),
-        MAX,
-    )
-    .unwrap();
-    stream
 }
 
 #[test]

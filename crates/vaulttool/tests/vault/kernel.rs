@@ -20,16 +20,8 @@ pub struct Kernel {
     next_id: u64,
 }
 
-/// Starts plugin `builtin` under the name `name` and does the handshake with `config`.
-pub fn start(builtin: &str, config: Value) -> Kernel {
-    start_with(builtin, config, Launch::new(builtin))
-}
-
-pub fn start_with(builtin: &str, config: Value, launch: Launch) -> Kernel {
-    start_keyed(builtin, config, launch, None)
-}
-
-/// As [`start_with`], handing `key` over in `welcome` (the vault plugin's).
+/// Starts the plugin as `launch.plugin` and does the handshake with `config`, handing `key`
+/// over in `welcome`.
 pub fn start_keyed(
     builtin: &str,
     config: Value,
@@ -72,11 +64,6 @@ pub fn start_keyed(
     }
     kernel.send(0, Message::Registered(Registered {}));
     kernel
-}
-
-/// Starts a plugin whose config is refused: returns the error it sent and the one it returned.
-pub fn start_failing(builtin: &str, config: Value, launch: Launch) -> (ErrorMessage, PluginError) {
-    start_failing_keyed(builtin, config, launch, None)
 }
 
 /// As [`start_failing`], handing `key` over in `welcome`.
@@ -188,26 +175,5 @@ impl Kernel {
         if let Some(thread) = self.thread.take() {
             thread.join().unwrap().unwrap();
         }
-    }
-}
-
-/// A user message.
-pub fn user(text: &str) -> p3ak_proto::ChatMessage {
-    p3ak_proto::ChatMessage {
-        role: p3ak_proto::Role::User,
-        content: text.to_owned(),
-        tool_calls: Vec::new(),
-        tool_call_id: None,
-    }
-}
-
-pub fn request(messages: Vec<p3ak_proto::ChatMessage>, stream: bool) -> InferenceRequest {
-    InferenceRequest {
-        model: None,
-        system: "be brief".to_owned(),
-        messages,
-        tools: Vec::new(),
-        stream,
-        credential: None,
     }
 }
