@@ -66,7 +66,8 @@ pub fn start_keyed(
     kernel
 }
 
-/// As [`start_failing`], handing `key` over in `welcome`.
+/// Starts a plugin whose config or key is refused: returns the error it sent and the one it
+/// returned.
 pub fn start_failing_keyed(
     builtin: &str,
     config: Value,
