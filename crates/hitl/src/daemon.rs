@@ -11,8 +11,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use p3ak_proto::ProtoError;
+use p3ak_proto::tokio_io::{FrameReader, write_json};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 
 use crate::HitlError;
@@ -153,7 +154,7 @@ impl Service {
         }
         let path = self.spool.category(category).join(id);
         let bytes = spool::read_file(&path)?;
-        self.key.open(&bytes, category, id, &path)
+        Ok(self.key.open(&bytes, category, id, &path)?)
     }
 
     /// Everything on the desk.
@@ -231,7 +232,7 @@ impl Service {
                         ending: Refusal::Spool,
                     });
                     drop(ended);
-                    return Err(e);
+                    return Err(e.into());
                 }
                 self.audit(
                     "hitl.approval",
@@ -676,11 +677,12 @@ pub async fn run<W: std::io::Write>(
     channel: tokio::net::UnixStream,
     report: W,
 ) -> Result<(), HitlError> {
-    let (mut input, mut output) = channel.into_split();
-    let mut reader = FrameReader::new();
+    let (input, mut output) = channel.into_split();
+    let mut reader = FrameReader::new(input, wire::MAX_FRAME);
     let start: Start = reader
-        .next(&mut input)
-        .await?
+        .read_json()
+        .await
+        .map_err(HitlError::frame("bad frame"))?
         .ok_or_else(|| HitlError::Daemon("no start frame on the channel".to_owned()))?;
     let home = std::path::PathBuf::from(&start.home);
     let spool = Spool::new(home.join("spool"));
@@ -730,14 +732,11 @@ pub async fn run<W: std::io::Write>(
 
     let writer = tokio::spawn(async move {
         while let Some(message) = to_kernel.recv().await {
-            let Ok(payload) = serde_json::to_vec(&message) else {
-                continue;
-            };
-            let Ok(frame) = p3ak_proto::encode_payload(&payload, wire::MAX_FRAME) else {
-                continue;
-            };
-            if output.write_all(&frame).await.is_err() || output.flush().await.is_err() {
-                break;
+            match write_json(&mut output, &message, wire::MAX_FRAME).await {
+                // The channel is gone.
+                Err(ProtoError::Io(_)) => break,
+                // This message cannot be sent; the next may.
+                Ok(()) | Err(_) => {}
             }
         }
     });
@@ -747,10 +746,10 @@ pub async fn run<W: std::io::Write>(
     let timer = tokio::spawn(Arc::clone(&service).run_timer());
 
     let result = loop {
-        let message: ToDaemon = match reader.next(&mut input).await {
+        let message: ToDaemon = match reader.read_json().await {
             Ok(Some(message)) => message,
             Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
+            Err(e) => break Err(HitlError::frame("bad frame")(e)),
         };
         match message {
             ToDaemon::Staged { id, category } => {
@@ -927,58 +926,6 @@ async fn start_console(
         }
     });
     Ok((address, link))
-}
-
-/// Reads length-prefixed JSON frames.
-pub struct FrameReader {
-    decoder: p3ak_proto::FrameDecoder,
-    buf: Vec<u8>,
-}
-
-impl Default for FrameReader {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FrameReader {
-    /// A reader with the wire's frame limit.
-    #[must_use]
-    pub fn new() -> Self {
-        Self {
-            decoder: p3ak_proto::FrameDecoder::new(wire::MAX_FRAME),
-            buf: vec![0u8; 64 * 1024],
-        }
-    }
-
-    /// The next frame as `T`; `None` at a clean end of input. A stream that ends inside a
-    /// frame is an error, not an end.
-    pub async fn next<T: serde::de::DeserializeOwned, R: AsyncRead + Unpin>(
-        &mut self,
-        input: &mut R,
-    ) -> Result<Option<T>, HitlError> {
-        loop {
-            if let Some(payload) = self
-                .decoder
-                .next_frame()
-                .map_err(|e| HitlError::Daemon(format!("bad frame: {e}")))?
-            {
-                let payload = zeroize::Zeroizing::new(payload);
-                return crate::operator::decode(&payload).map(Some);
-            }
-            let n = input
-                .read(&mut self.buf)
-                .await
-                .map_err(HitlError::io("cannot read the channel"))?;
-            if n == 0 {
-                self.decoder
-                    .finish()
-                    .map_err(|e| HitlError::Daemon(format!("bad frame: {e}")))?;
-                return Ok(None);
-            }
-            self.decoder.push(self.buf.get(..n).unwrap_or_default());
-        }
-    }
 }
 
 fn current_factor<'a>(pin: Option<&'a Pin>, totp: Option<&'a str>) -> Option<CurrentFactor<'a>> {

@@ -336,7 +336,22 @@ impl Desk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binding::tests::request;
+
+    fn request(id: &str, level: u8) -> Request {
+        Request {
+            id: id.to_owned(),
+            agent: "assistant".to_owned(),
+            action: "files.write".to_owned(),
+            args: serde_json::json!({"path": "notes.txt", "text": "hello"}),
+            level,
+            rules: vec!["write.files.write".to_owned()],
+            category: "write".to_owned(),
+            asked_ms: 1_000,
+            expires_ms: 61_000,
+            crawfish_secs: 10,
+            confirm_twice: false,
+        }
+    }
 
     fn proof(factor: Factor) -> Proof {
         Proof::verified(factor, "test")

@@ -91,12 +91,29 @@ pub enum HitlError {
     /// The console or daemon could not do its work.
     #[error("{0}")]
     Daemon(String),
+    /// A frame on the kernel's channel or the operator socket that is not what this side
+    /// expects, or that could not be sent.
+    #[error("{context}: {source}")]
+    Frame {
+        /// What was being read or written.
+        context: &'static str,
+        /// Why.
+        #[source]
+        source: p3ak_proto::ProtoError,
+    },
+    /// Staging, sealing or moving a request failed.
+    #[error(transparent)]
+    Approval(#[from] p3ak_approval::ApprovalError),
     /// Crypto failed.
     #[error(transparent)]
     Crypto(#[from] p3ak_crypto::CryptoError),
 }
 
 impl HitlError {
+    pub(crate) fn frame(context: &'static str) -> impl FnOnce(p3ak_proto::ProtoError) -> Self {
+        move |source| Self::Frame { context, source }
+    }
+
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let context = context.into();
         move |source| Self::Io { context, source }

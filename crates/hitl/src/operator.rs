@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use p3ak_proto::FrameDecoder;
-use serde::Serialize;
+use p3ak_proto::tokio_io::{FrameReader, write_json};
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde::{Deserialize, Serialize};
 
 use crate::HitlError;
-use crate::wire::{MAX_FRAME, OperatorAnswer, OperatorRequest};
+use crate::desk::{Decided, View};
+use crate::wire::MAX_FRAME;
 
 /// The socket's file name in the daemon's directory.
 pub const SOCKET: &str = "operator.sock";
@@ -130,31 +131,13 @@ impl Peer {
 pub(crate) async fn read_request(
     stream: &mut tokio::net::UnixStream,
 ) -> Result<OperatorRequest, HitlError> {
-    let mut decoder = FrameDecoder::new(MAX_FRAME);
-    let mut buf = zeroize::Zeroizing::new(vec![0u8; 16 * 1024]);
+    let mut reader = FrameReader::new(stream, MAX_FRAME);
     let read = async {
-        loop {
-            if let Some(payload) = decoder
-                .next_frame()
-                .map_err(|e| HitlError::Daemon(format!("bad request: {e}")))?
-            {
-                let payload = zeroize::Zeroizing::new(payload);
-                return decode::<OperatorRequest>(&payload);
-            }
-            let n = stream
-                .read(&mut buf)
-                .await
-                .map_err(HitlError::io("cannot read the request"))?;
-            if n == 0 {
-                decoder
-                    .finish()
-                    .map_err(|e| HitlError::Daemon(format!("bad request: {e}")))?;
-                return Err(HitlError::Daemon(
-                    "the connection closed before a request".to_owned(),
-                ));
-            }
-            decoder.push(buf.get(..n).unwrap_or_default());
-        }
+        reader
+            .read_json::<OperatorRequest>()
+            .await
+            .map_err(HitlError::frame("bad request"))?
+            .ok_or_else(|| HitlError::Daemon("the connection closed before a request".to_owned()))
     };
     tokio::time::timeout(CALL_TIMEOUT, read)
         .await
@@ -166,15 +149,149 @@ pub(crate) async fn write_answer(
     stream: &mut tokio::net::UnixStream,
     answer: &OperatorAnswer,
 ) -> Result<(), HitlError> {
-    let payload = zeroize::Zeroizing::new(
-        serde_json::to_vec(answer).map_err(|e| HitlError::Daemon(e.to_string()))?,
-    );
-    let frame = zeroize::Zeroizing::new(
-        p3ak_proto::encode_payload(&payload, MAX_FRAME)
-            .map_err(|e| HitlError::Daemon(e.to_string()))?,
-    );
-    stream
-        .write_all(&frame)
+    write_json(stream, answer, MAX_FRAME)
         .await
-        .map_err(HitlError::io("cannot answer"))
+        .map_err(HitlError::frame("cannot answer"))
+}
+
+/// An operator's request to the daemon, on the operator socket (this module).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OperatorRequest {
+    /// What waits, and what sits in its undo window.
+    Pending,
+    /// Approve (L1 without a factor, L3 with a PIN or TOTP code).
+    Approve {
+        /// The id.
+        id: String,
+        /// A PIN, if given.
+        #[serde(default)]
+        pin: Option<String>,
+        /// A TOTP code, if given.
+        #[serde(default)]
+        totp: Option<String>,
+    },
+    /// Deny.
+    Deny {
+        /// The id.
+        id: String,
+    },
+    /// Pull back an approved action in its undo window.
+    PullBack {
+        /// The id.
+        id: String,
+    },
+    /// Decided items.
+    History,
+    /// Set (or change) the PIN.
+    PinSet {
+        /// The new PIN.
+        pin: String,
+        /// The current one, when one is set.
+        #[serde(default)]
+        current: Option<String>,
+        /// Or a current TOTP code.
+        #[serde(default)]
+        current_totp: Option<String>,
+    },
+    /// Start TOTP enrollment.
+    TotpEnroll {
+        /// The PIN, when a factor is set.
+        #[serde(default)]
+        pin: Option<String>,
+        /// Or a current TOTP code.
+        #[serde(default)]
+        totp: Option<String>,
+    },
+    /// Confirm TOTP enrollment with a first code.
+    TotpConfirm {
+        /// The code.
+        code: String,
+    },
+    /// A fresh one-time console login link.
+    Login,
+    /// Which factors are set up.
+    Factors,
+}
+
+impl OperatorRequest {
+    /// The request's name, for the audit log (never its factors).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approve { .. } => "approve",
+            Self::Deny { .. } => "deny",
+            Self::PullBack { .. } => "pull_back",
+            Self::History => "history",
+            Self::PinSet { .. } => "pin_set",
+            Self::TotpEnroll { .. } => "totp_enroll",
+            Self::TotpConfirm { .. } => "totp_confirm",
+            Self::Login => "login",
+            Self::Factors => "factors",
+        }
+    }
+}
+
+impl Drop for OperatorRequest {
+    fn drop(&mut self) {
+        let z = |s: &mut Option<String>| {
+            if let Some(s) = s {
+                zeroize::Zeroize::zeroize(s);
+            }
+        };
+        match self {
+            Self::Approve { pin, totp, .. } => {
+                z(pin);
+                z(totp);
+            }
+            Self::PinSet {
+                pin,
+                current,
+                current_totp,
+            } => {
+                zeroize::Zeroize::zeroize(pin);
+                z(current);
+                z(current_totp);
+            }
+            Self::TotpEnroll { pin, totp } => {
+                z(pin);
+                z(totp);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An answer to an operator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OperatorAnswer {
+    /// Done; what was done.
+    Done {
+        /// In words.
+        message: String,
+    },
+    /// Items on the desk.
+    Pending {
+        /// The items.
+        items: Vec<View>,
+    },
+    /// Decided items.
+    History {
+        /// Newest first.
+        items: Vec<Decided>,
+    },
+    /// TOTP enrollment started.
+    Enrollment {
+        /// `otpauth://` URI.
+        uri: String,
+        /// The base32 secret.
+        secret: String,
+    },
+    /// Failed.
+    Error {
+        /// Why.
+        message: String,
+    },
 }

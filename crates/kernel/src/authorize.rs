@@ -282,7 +282,7 @@ impl ApprovalGate {
     /// `approval` is of `staged` (same id, same binding).
     pub fn approve(
         escalation: Escalation,
-        staged: &p3ak_hitl::binding::Request,
+        staged: &p3ak_approval::binding::Request,
         approval: Approval,
     ) -> Result<Authorized, ApprovalMismatch> {
         let p = &escalation.proposal;
@@ -298,7 +298,7 @@ impl ApprovalGate {
                 staged: staged.id.clone(),
             });
         }
-        let approved = p3ak_hitl::binding::Binding::from_hex(&approval.binding);
+        let approved = p3ak_approval::binding::Binding::from_hex(&approval.binding);
         if !approved.is_some_and(|b| b.matches(&staged.binding())) {
             return Err(ApprovalMismatch::Binding(approval.id));
         }
@@ -351,8 +351,8 @@ mod tests {
         }
     }
 
-    fn staged(id: &str, path: &str) -> p3ak_hitl::binding::Request {
-        p3ak_hitl::binding::Request {
+    fn staged(id: &str, path: &str) -> p3ak_approval::binding::Request {
+        p3ak_approval::binding::Request {
             id: id.to_owned(),
             agent: "assistant".to_owned(),
             action: "files.write".to_owned(),
@@ -367,7 +367,7 @@ mod tests {
         }
     }
 
-    fn approval(request: &p3ak_hitl::binding::Request) -> Approval {
+    fn approval(request: &p3ak_approval::binding::Request) -> Approval {
         Approval::new(request.id.clone(), request.binding().to_hex(), vec![])
     }
 

@@ -62,12 +62,9 @@ pub enum KernelError {
     /// The approval daemon failed or is not running.
     #[error("approval daemon: {0}")]
     Hitl(String),
-}
-
-impl From<p3ak_hitl::HitlError> for KernelError {
-    fn from(e: p3ak_hitl::HitlError) -> Self {
-        Self::Hitl(e.to_string())
-    }
+    /// Staging, sealing or reading back an approval request failed.
+    #[error("approval daemon: {0}")]
+    Approval(#[from] p3ak_approval::ApprovalError),
 }
 
 impl KernelError {

@@ -10,7 +10,7 @@
 //! `spool/staging/` (sealed, and as a user that may create files there but not read or list
 //! them), tells the daemon, records what the daemon reports in the audit log, and hands each
 //! release to the waiting turn. It cannot approve, deny, read a factor or mint a console link:
-//! those go from the operator to the daemon directly ([`p3ak_hitl::operator`], the console).
+//! those go from the operator to the daemon directly (`p3ak_hitl::operator`, the console).
 
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use p3ak_approval::binding::Request;
+use p3ak_approval::spool::{Owners, Spool, SpoolKey};
+use p3ak_approval::wire::{self, Start, Started, ToDaemon, ToKernel};
 use p3ak_crypto::{KdfParams, Key, Passphrase};
-use p3ak_hitl::binding::Request;
-use p3ak_hitl::spool::{Owners, Spool, SpoolKey};
-use p3ak_hitl::wire::{self, Start, Started, ToDaemon, ToKernel};
+use p3ak_proto::tokio_io::FrameReader;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -294,7 +295,7 @@ impl HitlLink {
             .map_err(KernelError::io("cannot use the daemon's channel"))?;
         let channel = tokio::net::UnixStream::from_std(channel)
             .map_err(KernelError::io("cannot use the daemon's channel"))?;
-        let (mut input, mut output) = channel.into_split();
+        let (input, mut output) = channel.into_split();
         let (to_daemon, mut outgoing) = mpsc::unbounded_channel::<ToDaemon>();
         tokio::spawn(async move {
             while let Some(message) = outgoing.recv().await {
@@ -310,9 +311,9 @@ impl HitlLink {
             let alive = Arc::clone(&alive);
             tokio::spawn(async move {
                 let mut ready = Some(ready_tx);
-                let mut reader = p3ak_hitl::daemon::FrameReader::new();
+                let mut reader = FrameReader::new(input, wire::MAX_FRAME);
                 loop {
-                    let message: ToKernel = match reader.next(&mut input).await {
+                    let message: ToKernel = match reader.read_json().await {
                         Ok(Some(message)) => message,
                         Ok(None) => break,
                         Err(e) => {
@@ -406,7 +407,7 @@ impl HitlLink {
         }
         let mut request = request.clone();
         if !self.spool.category(&request.category).is_dir() {
-            request.category = p3ak_hitl::spool::OTHER.to_owned();
+            request.category = p3ak_approval::spool::OTHER.to_owned();
         }
         let sealed = self.key.seal(&request)?;
         match &self.writer {
@@ -417,7 +418,7 @@ impl HitlLink {
                 let spool = self.spool.clone();
                 let (category, id) = (request.category.clone(), request.id.clone());
                 tokio::task::spawn_blocking(move || {
-                    p3ak_hitl::spool::write_staged(&spool, &category, &id, &sealed)
+                    p3ak_approval::spool::write_staged(&spool, &category, &id, &sealed)
                 })
                 .await
                 .map_err(|e| KernelError::Hitl(format!("staging task failed: {e}")))??;
@@ -526,19 +527,7 @@ async fn write_frame<T: serde::Serialize>(
     output: &mut tokio::net::unix::OwnedWriteHalf,
     message: &T,
 ) -> Result<(), KernelError> {
-    let payload = zeroize::Zeroizing::new(
-        serde_json::to_vec(message).map_err(|e| KernelError::Hitl(e.to_string()))?,
-    );
-    let frame = zeroize::Zeroizing::new(
-        p3ak_proto::encode_payload(&payload, wire::MAX_FRAME)
-            .map_err(|e| KernelError::Hitl(e.to_string()))?,
-    );
-    output
-        .write_all(&frame)
-        .await
-        .map_err(|e| KernelError::Hitl(format!("cannot write to the daemon: {e}")))?;
-    output
-        .flush()
+    p3ak_proto::tokio_io::write_json(output, message, wire::MAX_FRAME)
         .await
         .map_err(|e| KernelError::Hitl(format!("cannot write to the daemon: {e}")))
 }

@@ -84,7 +84,7 @@ impl Home {
         self.root.join("workspaces")
     }
 
-    /// `spool/`: staging, outbox, sent, rejected (see `p3ak_hitl::spool`).
+    /// `spool/`: staging, outbox, sent, rejected (see `p3ak_approval::spool`).
     #[must_use]
     pub fn spool(&self) -> PathBuf {
         self.root.join("spool")

@@ -9,7 +9,6 @@ use std::time::Duration;
 use p3ak_crypto::Passphrase;
 use p3ak_policy::{Policy, PolicyCell};
 use p3ak_vault::{Access, Unlock, Vault, VaultKey};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 
@@ -27,7 +26,7 @@ use crate::launch::{Launcher, LocalLauncher};
 use crate::ledger::Ledger;
 use crate::pending::PendingQueue;
 use crate::warden::RemoteLauncher;
-use p3ak_hitl::spool::{Spool, SpoolKey};
+use p3ak_approval::spool::{Spool, SpoolKey};
 
 /// What the kernel needs to start in this process (the demo, tests, a host without the
 /// warden): it derives its keys from the passphrase and starts plugins and the approval daemon
@@ -659,32 +658,24 @@ struct Assembly {
 }
 
 async fn read_request(stream: &mut UnixStream) -> Result<ControlRequest, String> {
-    let mut decoder = p3ak_proto::FrameDecoder::new(MAX_CONTROL_FRAME);
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut reader = p3ak_proto::tokio_io::FrameReader::new(stream, MAX_CONTROL_FRAME);
     let read = async {
-        loop {
-            if let Some(payload) = decoder.next_frame().map_err(|e| e.to_string())? {
-                let payload = zeroize::Zeroizing::new(payload);
-                return p3ak_proto::from_slice_strict::<ControlRequest>(&payload)
-                    .map_err(|e| format!("invalid request: {e}"));
+        match reader.read_json::<ControlRequest>().await {
+            Ok(Some(request)) => Ok(request),
+            Ok(None) => Err("closed before a whole request".to_owned()),
+            Err(e @ (p3ak_proto::ProtoError::Json(_) | p3ak_proto::ProtoError::Invalid(_))) => {
+                Err(format!("invalid request: {e}"))
             }
-            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("closed before a whole request".to_owned());
-            }
-            decoder.push(buf.get(..n).unwrap_or_default());
+            Err(e) => Err(e.to_string()),
         }
     };
-    let result = tokio::time::timeout(Duration::from_secs(10), read)
+    tokio::time::timeout(Duration::from_secs(10), read)
         .await
-        .map_err(|_| "no request in time".to_owned())?;
-    zeroize::Zeroize::zeroize(&mut buf);
-    result
+        .map_err(|_| "no request in time".to_owned())?
 }
 
 async fn write_event(stream: &mut UnixStream, event: &ControlEvent) -> Result<(), String> {
-    let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
-    let frame =
-        p3ak_proto::encode_payload(&payload, MAX_CONTROL_FRAME).map_err(|e| e.to_string())?;
-    stream.write_all(&frame).await.map_err(|e| e.to_string())
+    p3ak_proto::tokio_io::write_json(stream, event, MAX_CONTROL_FRAME)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use p3ak_approval::binding::Request;
 use p3ak_crypto::Passphrase;
-use p3ak_hitl::binding::Request;
 use p3ak_vault::VaultKey;
 use serde_json::json;
 
@@ -139,7 +139,7 @@ impl Kernel {
             let _ = events.send(crate::control::ControlEvent::Notice {
                 text: format!(
                     "rekey staged as `{id}` (level {level}: {}); it runs once approved",
-                    p3ak_hitl::level::Factor::needed_for(level)
+                    p3ak_approval::level::Factor::needed_for(level)
                 ),
             });
         }

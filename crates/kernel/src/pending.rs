@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use p3ak_hitl::binding::{Binding, Request};
-use p3ak_hitl::wire::Refusal;
+use p3ak_approval::binding::{Binding, Request};
+use p3ak_approval::wire::Refusal;
 use tokio::sync::oneshot;
 
 use crate::authorize::Approval;

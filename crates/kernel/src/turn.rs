@@ -414,9 +414,9 @@ impl Kernel {
                     && g.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             })
-            .unwrap_or(p3ak_hitl::spool::OTHER)
+            .unwrap_or(p3ak_approval::spool::OTHER)
             .to_owned();
-        let request = p3ak_hitl::binding::Request {
+        let request = p3ak_approval::binding::Request {
             id: crate::pending::new_id(),
             agent: p.agent.clone(),
             action: p.action.clone(),
@@ -464,7 +464,7 @@ impl Kernel {
             text: format!(
                 "approval needed (level {}, {}): {} wants to run {} {} — `p3ak approve {id}` or `p3ak deny {id}`",
                 request.level,
-                p3ak_hitl::level::Factor::needed_for(request.level),
+                p3ak_approval::level::Factor::needed_for(request.level),
                 request.agent,
                 request.action,
                 self.broker.scrubber().scrub(&request.args.to_string()),

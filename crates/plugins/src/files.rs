@@ -21,9 +21,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::PluginError;
-use crate::args::{Args, schema, shorten};
-use crate::runtime::{Tool, ToolFailure};
 use crate::workspace::{Workspaces, lookup_failure, open_beneath, relative};
+use p3ak_sdk::args::{Args, schema, shorten};
+use p3ak_sdk::runtime::{Tool, ToolFailure};
 
 /// Largest file `read` returns and `write` accepts.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -50,7 +50,7 @@ impl Files {
     ///
     /// [`PluginError::Config`] when `workspaces` is missing or cannot be created or opened.
     pub fn from_config(config: &Value, max_frame: usize) -> Result<Self, PluginError> {
-        let config: Config = crate::parse_config(config)?;
+        let config: Config = p3ak_sdk::parse_config(config)?;
         Ok(Self {
             workspaces: Workspaces::open(&config.workspaces)?,
             max_file: MAX_FILE_BYTES.min(max_frame / 2),

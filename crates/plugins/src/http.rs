@@ -27,8 +27,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::PluginError;
-use crate::args::{Args, schema, shorten};
-use crate::runtime::{Tool, ToolFailure};
+use p3ak_sdk::args::{Args, schema, shorten};
+use p3ak_sdk::runtime::{Tool, ToolFailure};
 
 /// Longest timeout an operator may configure, in seconds.
 pub const MAX_TIMEOUT_SECS: u64 = 600;
@@ -70,9 +70,9 @@ impl Http {
     ///
     /// [`PluginError::Config`] for limits out of range or a client that cannot be built.
     pub fn from_config(config: &Value, max_frame: usize) -> Result<Self, PluginError> {
-        let config: Config = crate::parse_config(config)?;
-        crate::check_setting("timeout_secs", config.timeout_secs, MAX_TIMEOUT_SECS, "")?;
-        crate::check_setting("max_body", config.max_body, MAX_BODY_LIMIT, " bytes")?;
+        let config: Config = p3ak_sdk::parse_config(config)?;
+        p3ak_sdk::check_setting("timeout_secs", config.timeout_secs, MAX_TIMEOUT_SECS, "")?;
+        p3ak_sdk::check_setting("max_body", config.max_body, MAX_BODY_LIMIT, " bytes")?;
         static PROVIDER: Once = Once::new();
         PROVIDER.call_once(|| {
             // Fails only when the process already chose a provider; reqwest then uses that one.

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::PluginError;
-use crate::runtime::{Provider, StreamSink, ToolFailure};
+use p3ak_sdk::runtime::{Provider, StreamSink, ToolFailure};
 
 /// The content sent once the script is used up.
 pub const EXHAUSTED: &str = "(the script has no more replies)";
@@ -115,7 +115,7 @@ impl Scripted {
     /// [`PluginError::Config`] with a one-line reason: a missing `script`, an unreadable or
     /// malformed script (with the response's position), a record file that cannot be opened.
     pub fn from_config(config: &Value) -> Result<Self, PluginError> {
-        let config: Config = crate::parse_config(config)?;
+        let config: Config = p3ak_sdk::parse_config(config)?;
         let shown = config.script.display().to_string();
         let bad = |reason: String| PluginError::Config(format!("script `{shown}`: {reason}"));
         let size = std::fs::metadata(&config.script)
@@ -127,7 +127,7 @@ impl Scripted {
             )));
         }
         let text = std::fs::read_to_string(&config.script).map_err(|e| bad(e.to_string()))?;
-        let replies = parse_script(&text).map_err(bad)?;
+        let replies = parse_script(&text).map_err(|e| bad(e.to_string()))?;
         let record = match &config.record {
             None => None,
             Some(path) => Some(
@@ -152,13 +152,32 @@ impl Scripted {
     }
 }
 
-fn parse_script(text: &str) -> Result<Vec<Reply>, String> {
-    let file: ScriptFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+/// Why a script does not parse.
+#[derive(Debug, thiserror::Error)]
+enum ScriptError {
+    /// Not the script's JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// One response is inconsistent.
+    #[error("response {index}: {reason}")]
+    Response {
+        /// From 1.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn parse_script(text: &str) -> Result<Vec<Reply>, ScriptError> {
+    let file: ScriptFile = serde_json::from_str(text)?;
     file.responses
         .into_iter()
         .enumerate()
         .map(|(i, entry)| {
-            let at = |reason: &str| format!("response {}: {reason}", i + 1);
+            let at = |reason: &str| ScriptError::Response {
+                index: i + 1,
+                reason: reason.to_owned(),
+            };
             match entry.error {
                 Some(failure) => {
                     if entry.content.is_some()
@@ -288,21 +307,25 @@ mod tests {
     fn script_errors_say_where() {
         let e = parse_script(r#"{"responses": [{"content": "a"}, {"error": {"kind": "nope"}}]}"#)
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("unknown variant"), "{e}");
         let e = parse_script(
             r#"{"responses": [{"content": "a"}, {"tool_calls": [{"name": "x", "arguments": 3}]}]}"#,
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(e.starts_with("response 2:"), "{e}");
         let e = parse_script(r#"{"responses": [{"error": {"kind": "auth"}, "content": "x"}]}"#)
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.starts_with("response 1:"), "{e}");
         let e = parse_script(r#"{"responses": [{"error": {"kind": "auth"}, "chunks": ["x"]}]}"#)
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.starts_with("response 1:"), "{e}");
         let Some(Reply::Answer { content, .. }) =
             parse_script(r#"{"responses": [{"chunks": ["ab", "cd"]}]}"#)

@@ -25,9 +25,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::PluginError;
-use crate::args::{Args, schema};
-use crate::runtime::{Tool, ToolFailure};
 use crate::workspace::Workspaces;
+use p3ak_sdk::args::{Args, schema};
+use p3ak_sdk::runtime::{Tool, ToolFailure};
 
 /// Longest timeout an operator may configure, in seconds.
 pub const MAX_TIMEOUT_SECS: u64 = 600;
@@ -76,9 +76,9 @@ impl Shell {
     /// [`PluginError::Config`] for a missing `workspaces`, limits out of range, or a
     /// workspace directory that cannot be created.
     pub fn from_config(config: &Value, max_frame: usize) -> Result<Self, PluginError> {
-        let config: Config = crate::parse_config(config)?;
-        crate::check_setting("timeout_secs", config.timeout_secs, MAX_TIMEOUT_SECS, "")?;
-        crate::check_setting("max_output", config.max_output, MAX_OUTPUT_LIMIT, " bytes")?;
+        let config: Config = p3ak_sdk::parse_config(config)?;
+        p3ak_sdk::check_setting("timeout_secs", config.timeout_secs, MAX_TIMEOUT_SECS, "")?;
+        p3ak_sdk::check_setting("max_output", config.max_output, MAX_OUTPUT_LIMIT, " bytes")?;
         Ok(Self {
             workspaces: Workspaces::open(&config.workspaces)?,
             timeout_secs: config.timeout_secs,
@@ -254,7 +254,7 @@ impl Tool for Shell {
             "run" => self.run(agent, args),
             other => Err(ToolFailure::invalid(format!(
                 "unknown action `{}`",
-                crate::args::shorten(other)
+                p3ak_sdk::args::shorten(other)
             ))),
         }
     }

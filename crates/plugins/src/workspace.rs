@@ -12,11 +12,10 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use crate::PluginError;
-use crate::args::shorten;
-use crate::runtime::ToolFailure;
+use p3ak_sdk::args::{check_agent, shorten};
+use p3ak_sdk::runtime::ToolFailure;
 
 /// Longest agent name.
-const MAX_AGENT_LEN: usize = 64;
 /// Longest path an action accepts, in bytes.
 const MAX_PATH_LEN: usize = 4096;
 /// How often a lookup that raced with a rename is retried.
@@ -93,23 +92,6 @@ impl Workspaces {
             path: self.root.join(agent),
             fd,
         })
-    }
-}
-
-/// Agent names: 1 to 64 of `A-Z a-z 0-9 _ -`.
-pub(crate) fn check_agent(agent: &str) -> Result<(), ToolFailure> {
-    let valid = !agent.is_empty()
-        && agent.len() <= MAX_AGENT_LEN
-        && agent
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if valid {
-        Ok(())
-    } else {
-        Err(ToolFailure::invalid(format!(
-            "agent name `{}` is not valid: 1 to {MAX_AGENT_LEN} letters, digits, `_` or `-`",
-            shorten(agent)
-        )))
     }
 }
 
@@ -228,14 +210,6 @@ mod tests {
             let e = relative(bad).err().unwrap();
             assert!(e.message.contains(says), "{bad:?}: {}", e.message);
             assert_eq!(e.kind, p3ak_proto::ErrorKind::Invalid);
-        }
-    }
-
-    #[test]
-    fn agent_names() {
-        check_agent("assistant_2-b").unwrap();
-        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(65)] {
-            assert!(check_agent(bad).is_err(), "{bad}");
         }
     }
 }

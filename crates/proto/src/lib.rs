@@ -24,6 +24,8 @@ mod codec;
 pub mod io;
 mod message;
 mod strict;
+#[cfg(feature = "tokio")]
+pub mod tokio_io;
 
 pub use codec::{FrameDecoder, decode, encode, encode_payload};
 pub use message::*;
@@ -77,7 +79,7 @@ pub enum ProtoError {
     /// The stream ended inside a frame.
     #[error("connection closed mid-frame ({0} bytes buffered)")]
     Truncated(usize),
-    /// The underlying stream failed (only from [`io`]).
+    /// The underlying stream failed (only from [`io`] and `tokio_io`).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }

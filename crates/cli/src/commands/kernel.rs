@@ -558,6 +558,10 @@ impl IntoInner for zeroize::Zeroizing<String> {
 
 pub fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     match command {
+        // `vault` needs the vault and memory crates, so it is not in p3ak-plugins.
+        PluginCommand::Run { name } if name == p3ak_vaulttool::NAME => {
+            p3ak_vaulttool::run().with_context(|| format!("plugin `{name}`"))
+        }
         PluginCommand::Run { name } => {
             p3ak_plugins::run(&name).with_context(|| format!("plugin `{name}`"))
         }

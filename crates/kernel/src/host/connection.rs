@@ -6,10 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use p3ak_proto::{
-    Envelope, ErrorKind, ErrorMessage, FrameDecoder, Message, PluginKind, ProtoError,
-};
-use tokio::io::AsyncReadExt;
+use p3ak_proto::{Envelope, ErrorKind, ErrorMessage, Message, PluginKind, ProtoError};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
@@ -270,38 +267,8 @@ impl Connection {
     }
 }
 
-/// Reads frames from a plugin; an oversized or malformed one is an error (and the end).
-pub(super) struct FrameReader {
-    read: OwnedReadHalf,
-    decoder: FrameDecoder,
-    buf: Vec<u8>,
-}
-
-impl FrameReader {
-    pub(super) fn new(read: OwnedReadHalf, max: usize) -> Self {
-        Self {
-            read,
-            decoder: FrameDecoder::new(max),
-            buf: vec![0u8; 64 * 1024],
-        }
-    }
-
-    /// The next message; `None` at a clean end of the stream.
-    pub(super) async fn next(&mut self) -> Result<Option<Envelope>, ProtoError> {
-        loop {
-            if let Some(payload) = self.decoder.next_frame()? {
-                let payload = Zeroizing::new(payload);
-                return p3ak_proto::decode(&payload).map(Some);
-            }
-            let n = self.read.read(&mut self.buf).await?;
-            if n == 0 {
-                self.decoder.finish()?;
-                return Ok(None);
-            }
-            self.decoder.push(self.buf.get(..n).unwrap_or_default());
-        }
-    }
-}
+/// Reads frames from a plugin; an oversized, malformed or cut-off one is an error (and the end).
+pub(super) type FrameReader = p3ak_proto::tokio_io::FrameReader<OwnedReadHalf>;
 
 #[cfg(test)]
 mod tests {

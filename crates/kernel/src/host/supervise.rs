@@ -314,7 +314,7 @@ impl Host {
         ping.tick().await;
         let ending = loop {
             tokio::select! {
-                frame = reader.next() => match frame {
+                frame = reader.read_message() => match frame {
                     Ok(Some(envelope)) => if let Err(v) = connection.deliver(envelope) {
                         break Ending::Violation(v);
                     },
@@ -358,7 +358,7 @@ impl Host {
         let deadline = tokio::time::Instant::now() + self.settings.start_timeout;
         let mut handshake = Handshake::new(plugin, config, key);
         loop {
-            let frame = tokio::time::timeout_at(deadline, reader.next())
+            let frame = tokio::time::timeout_at(deadline, reader.read_message())
                 .await
                 .map_err(|_| HandshakeError::Timeout(handshake.expected()))?;
             let send = |envelope: &Envelope| {
@@ -421,7 +421,7 @@ impl Host {
                         Err(_) => Err(Ending::PingFailed("abandoned".to_owned())),
                     };
                 }
-                frame = reader.next() => match frame {
+                frame = reader.read_message() => match frame {
                     Ok(Some(envelope)) => connection.deliver(envelope).map_err(Ending::Violation)?,
                     Ok(None) => return Err(Ending::Closed),
                     Err(e) => return Err(Ending::Violation(e.into())),

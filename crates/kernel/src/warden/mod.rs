@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use p3ak_approval::spool::SpoolKey;
 use p3ak_crypto::Passphrase;
-use p3ak_hitl::spool::SpoolKey;
 use p3ak_proto::Credential;
 use p3ak_vault::{Access, Unlock, Vault, VaultKey};
 use tokio::sync::mpsc;

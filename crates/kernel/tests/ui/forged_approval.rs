@@ -1,5 +1,5 @@
 // Approving without the HITL daemon's release: an `Approval` cannot be made outside the kernel.
-use p3ak_hitl::binding::Request;
+use p3ak_approval::binding::Request;
 use p3ak_kernel::authorize::{Approval, ApprovalGate, Escalation};
 
 fn forge(escalation: Escalation, staged: &Request) {

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::sse::{Events, data_json};
 use super::{Arguments, CallIds, Common, Endpoint, PendingCall, Redactor, Reply};
 use crate::PluginError;
-use crate::runtime::{Provider, StreamSink, ToolFailure};
+use p3ak_sdk::runtime::{Provider, StreamSink, ToolFailure};
 
 /// The default API address.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";

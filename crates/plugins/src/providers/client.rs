@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{Common, MAX_ERROR_BYTES, MAX_RESPONSE_BYTES};
 use crate::PluginError;
-use crate::runtime::ToolFailure;
+use p3ak_sdk::runtime::ToolFailure;
 
 /// Replaces the request's API key by `[redacted]` in whatever goes back to the kernel.
 #[derive(Clone, Copy)]

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::PluginError;
-use crate::runtime::ToolFailure;
+use p3ak_sdk::runtime::ToolFailure;
 
 pub(crate) use client::{Endpoint, Redactor};
 
@@ -81,9 +81,9 @@ fn default_retry_wait() -> u64 {
 impl Common {
     /// Checks the ranges; `what` names the provider in messages.
     pub(crate) fn check(&self) -> Result<(), PluginError> {
-        crate::check_setting("timeout_secs", self.timeout_secs, MAX_TIMEOUT_SECS, "")?;
-        crate::check_setting("retry_base_ms", self.retry_base_ms, 60_000, "")?;
-        crate::check_setting(
+        p3ak_sdk::check_setting("timeout_secs", self.timeout_secs, MAX_TIMEOUT_SECS, "")?;
+        p3ak_sdk::check_setting("retry_base_ms", self.retry_base_ms, 60_000, "")?;
+        p3ak_sdk::check_setting(
             "max_retry_wait_secs",
             self.max_retry_wait_secs,
             MAX_RETRY_WAIT_SECS,
@@ -96,7 +96,7 @@ impl Common {
             )));
         }
         if let Some(n) = self.max_tokens {
-            crate::check_setting("max_tokens", n, 1_000_000, "")?;
+            p3ak_sdk::check_setting("max_tokens", n, 1_000_000, "")?;
         }
         if self.model.as_deref().is_some_and(str::is_empty) {
             return Err(PluginError::Config(
@@ -142,8 +142,8 @@ pub(crate) fn split_config<T: serde::de::DeserializeOwned>(
             mine.insert((*key).to_owned(), value);
         }
     }
-    let common: Common = crate::parse_config(&Value::Object(common))?;
-    let mine: T = crate::parse_config(&Value::Object(mine))?;
+    let common: Common = p3ak_sdk::parse_config(&Value::Object(common))?;
+    let mine: T = p3ak_sdk::parse_config(&Value::Object(mine))?;
     common.check()?;
     Ok((common, mine))
 }

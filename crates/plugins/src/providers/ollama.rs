@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::sse::JsonLines;
 use super::{Arguments, CallIds, Common, Endpoint, PendingCall, Reply};
 use crate::PluginError;
-use crate::runtime::{Provider, StreamSink, ToolFailure};
+use p3ak_sdk::runtime::{Provider, StreamSink, ToolFailure};
 
 /// The default API address.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:11434";

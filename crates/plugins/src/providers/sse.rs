@@ -7,7 +7,7 @@ use reqwest::blocking::Response;
 use sse_parse::{Event, SseParser};
 
 use super::{Endpoint, MAX_RESPONSE_BYTES};
-use crate::runtime::ToolFailure;
+use p3ak_sdk::runtime::ToolFailure;
 
 /// Pulls bytes from a response body, at most [`MAX_RESPONSE_BYTES`] in all.
 struct Body<'a> {

@@ -3,7 +3,7 @@
 use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 
-use p3ak_plugins::{Launch, PluginError};
+use p3ak_plugins::{Launch, RunError};
 use p3ak_proto::io::{read_message, write_message};
 use p3ak_proto::{
     Credential, Envelope, ErrorMessage, InferenceRequest, InferenceResponse, Invoke, Message,
@@ -16,7 +16,7 @@ pub const MAX: usize = p3ak_proto::DEFAULT_MAX_FRAME;
 pub struct Kernel {
     pub stream: UnixStream,
     pub register: Register,
-    thread: Option<JoinHandle<Result<(), PluginError>>>,
+    thread: Option<JoinHandle<Result<(), RunError>>>,
     next_id: u64,
 }
 
@@ -72,7 +72,7 @@ pub fn start_keyed(
 }
 
 /// Starts a plugin whose config is refused: returns the error it sent and the one it returned.
-pub fn start_failing(builtin: &str, config: Value, launch: Launch) -> (ErrorMessage, PluginError) {
+pub fn start_failing(builtin: &str, config: Value, launch: Launch) -> (ErrorMessage, RunError) {
     start_failing_keyed(builtin, config, launch, None)
 }
 
@@ -82,7 +82,7 @@ pub fn start_failing_keyed(
     config: Value,
     launch: Launch,
     key: Option<Credential>,
-) -> (ErrorMessage, PluginError) {
+) -> (ErrorMessage, RunError) {
     let (plugin, stream) = UnixStream::pair().unwrap();
     let builtin = builtin.to_owned();
     let thread = std::thread::spawn(move || p3ak_plugins::serve(&builtin, plugin, launch));

@@ -16,4 +16,3 @@ mod providers;
 mod run;
 mod scripted;
 mod shell;
-mod vault;

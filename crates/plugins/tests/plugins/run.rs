@@ -4,9 +4,9 @@
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
-use p3ak_plugins::PluginError;
+use p3ak_plugins::{PluginError, RunError};
 use p3ak_proto::io::{read_message, write_message};
-use p3ak_proto::{Envelope, Message, Registered, Shutdown, Welcome};
+use p3ak_proto::{Envelope, Message, Welcome};
 use serde_json::json;
 
 use crate::kernel::MAX;
@@ -14,7 +14,7 @@ use crate::kernel::MAX;
 #[test]
 fn unknown_plugin_and_missing_environment() {
     let e = p3ak_plugins::run("teleport").unwrap_err();
-    assert!(matches!(e, PluginError::UnknownPlugin(_)));
+    assert!(matches!(e, RunError::UnknownPlugin(_)));
     assert_eq!(
         e.to_string(),
         "unknown plugin `teleport`: the first-party plugins are files, shell, http, vault, scripted, anthropic, openai and ollama"
@@ -23,7 +23,10 @@ fn unknown_plugin_and_missing_environment() {
     if std::env::var_os("P3AK_PLUGIN_NAME").is_none() {
         let e = p3ak_plugins::run("files").unwrap_err();
         assert!(
-            matches!(e, PluginError::MissingEnv("P3AK_PLUGIN_NAME")),
+            matches!(
+                e,
+                RunError::Plugin(PluginError::MissingEnv("P3AK_PLUGIN_NAME"))
+            ),
             "{e}"
         );
     }
@@ -78,95 +81,8 @@ fn said(output: &std::process::Output) -> String {
     )
 }
 
-fn handshake(
-    mut stream: UnixStream,
-    name: &str,
-    config: serde_json::Value,
-    key: Option<p3ak_proto::Credential>,
-) -> UnixStream {
-    let hello = read_message(&mut stream, MAX).unwrap().unwrap();
-    let Message::Hello(hello) = hello.message else {
-        panic!("{hello:?}")
-    };
-    assert_eq!(hello.plugin, format!("my-{name}"));
-    write_message(
-        &mut stream,
-        &Envelope::new(
-            0,
-            Message::Welcome(Welcome {
-                version: 1,
-                config,
-                key,
-            }),
-        ),
-        MAX,
-    )
-    .unwrap();
-    let register = read_message(&mut stream, MAX).unwrap().unwrap();
-    assert!(
-        matches!(register.message, Message::Register(_)),
-        "{register:?}"
-    );
-    write_message(
-        &mut stream,
-        &Envelope::new(0, Message::Registered(Registered {})),
-        MAX,
-    )
-    .unwrap();
-    stream
-}
-
 #[test]
 fn run_from_the_environment() {
-    let dir = tempfile::tempdir().unwrap();
-
-    // The vault plugin, its key in `welcome`.
-    let vault_path = dir.path().join("memory.vault");
-    let pass = p3ak_vault::Passphrase::new("pass phrase".into());
-    drop(
-        p3ak_vault::Vault::create(
-            &vault_path,
-            p3ak_vault::Protection::Passphrase {
-                passphrase: &pass,
-                kdf: p3ak_vault::KdfParams {
-                    memory_kib: p3ak_vault::KdfParams::MIN_MEMORY_KIB,
-                    iterations: 1,
-                    parallelism: 1,
-                },
-            },
-        )
-        .unwrap(),
-    );
-    let key = p3ak_vault::VaultKey::derive(&vault_path, &pass).unwrap();
-    let (kernel, plugin) = connection();
-    let child = spawn("vault", plugin);
-    let key = p3ak_proto::Credential::new(hex::encode(key.to_handoff_bytes().expose()));
-    let mut stream = handshake(kernel, "vault", json!({"vault": vault_path}), Some(key));
-    write_message(
-        &mut stream,
-        &Envelope::new(
-            5,
-            Message::Invoke(p3ak_proto::Invoke {
-                agent: "a".into(),
-                action: "write".into(),
-                args: json!({"title": "t", "content": "written with the handed-over key"}),
-                deadline_ms: None,
-            }),
-        ),
-        MAX,
-    )
-    .unwrap();
-    let reply = read_message(&mut stream, MAX).unwrap().unwrap();
-    assert!(matches!(reply.message, Message::Result(_)), "{reply:?}");
-    write_message(
-        &mut stream,
-        &Envelope::new(6, Message::Shutdown(Shutdown {})),
-        MAX,
-    )
-    .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", said(&output));
-
     // A plugin whose config is refused exits with an error.
     let (mut stream, plugin) = connection();
     let child = spawn("files", plugin);

@@ -6,18 +6,14 @@ use serde_json::{Map, Value};
 use crate::runtime::ToolFailure;
 
 /// An action's arguments: a JSON object with only known fields.
-pub(crate) struct Args {
+pub struct Args {
     action: &'static str,
     fields: Map<String, Value>,
 }
 
 impl Args {
     /// Checks that `value` is an object whose fields are all in `allowed`.
-    pub(crate) fn new(
-        action: &'static str,
-        value: Value,
-        allowed: &[&str],
-    ) -> Result<Self, ToolFailure> {
+    pub fn new(action: &'static str, value: Value, allowed: &[&str]) -> Result<Self, ToolFailure> {
         let Value::Object(fields) = value else {
             return Err(ToolFailure::invalid(format!(
                 "`{action}`: the arguments must be a JSON object"
@@ -44,7 +40,7 @@ impl Args {
     }
 
     /// A required string.
-    pub(crate) fn string(&self, name: &str) -> Result<&str, ToolFailure> {
+    pub fn string(&self, name: &str) -> Result<&str, ToolFailure> {
         match self.present(name) {
             Some(Value::String(s)) => Ok(s),
             Some(_) => Err(self.wrong(name, "a string")),
@@ -56,7 +52,7 @@ impl Args {
     }
 
     /// An optional string.
-    pub(crate) fn opt_string(&self, name: &str) -> Result<Option<&str>, ToolFailure> {
+    pub fn opt_string(&self, name: &str) -> Result<Option<&str>, ToolFailure> {
         match self.present(name) {
             Some(Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(self.wrong(name, "a string")),
@@ -65,7 +61,7 @@ impl Args {
     }
 
     /// An optional boolean.
-    pub(crate) fn opt_bool(&self, name: &str) -> Result<Option<bool>, ToolFailure> {
+    pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, ToolFailure> {
         match self.present(name) {
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(_) => Err(self.wrong(name, "true or false")),
@@ -74,12 +70,7 @@ impl Args {
     }
 
     /// An optional integer in `min..=max`.
-    pub(crate) fn opt_int(
-        &self,
-        name: &str,
-        min: u64,
-        max: u64,
-    ) -> Result<Option<u64>, ToolFailure> {
+    pub fn opt_int(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ToolFailure> {
         match self.present(name) {
             Some(v) => match v.as_u64() {
                 Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
@@ -90,10 +81,7 @@ impl Args {
     }
 
     /// An optional object whose values are all strings.
-    pub(crate) fn opt_string_map(
-        &self,
-        name: &str,
-    ) -> Result<Option<Vec<(&str, &str)>>, ToolFailure> {
+    pub fn opt_string_map(&self, name: &str) -> Result<Option<Vec<(&str, &str)>>, ToolFailure> {
         match self.present(name) {
             Some(Value::Object(map)) => map
                 .iter()
@@ -109,13 +97,13 @@ impl Args {
     }
 
     /// Any JSON value, if present and not null.
-    pub(crate) fn opt_value(&self, name: &str) -> Option<&Value> {
+    pub fn opt_value(&self, name: &str) -> Option<&Value> {
         self.present(name)
     }
 }
 
 /// At most 100 characters of user input, for messages.
-pub(crate) fn shorten(text: &str) -> String {
+pub fn shorten(text: &str) -> String {
     let mut out: String = text
         .chars()
         .take(100)
@@ -129,7 +117,7 @@ pub(crate) fn shorten(text: &str) -> String {
 
 /// An object schema with `additionalProperties: false`.
 /// (`required` is left out when empty: draft 4 wants at least one name in it.)
-pub(crate) fn schema(properties: Value, required: &[&str]) -> Value {
+pub fn schema(properties: Value, required: &[&str]) -> Value {
     let mut schema = serde_json::json!({
         "type": "object",
         "properties": properties,
@@ -141,6 +129,26 @@ pub(crate) fn schema(properties: Value, required: &[&str]) -> Value {
         object.insert("required".to_owned(), serde_json::json!(required));
     }
     schema
+}
+
+/// Longest agent name the kernel gives.
+pub const MAX_AGENT_LEN: usize = 64;
+
+/// Agent names: 1 to 64 of `A-Z a-z 0-9 _ -`.
+pub fn check_agent(agent: &str) -> Result<(), ToolFailure> {
+    let valid = !agent.is_empty()
+        && agent.len() <= MAX_AGENT_LEN
+        && agent
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ToolFailure::invalid(format!(
+            "agent name `{}` is not valid: 1 to {MAX_AGENT_LEN} letters, digits, `_` or `-`",
+            shorten(agent)
+        )))
+    }
 }
 
 #[cfg(test)]

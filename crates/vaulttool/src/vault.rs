@@ -1,9 +1,9 @@
 //! `vault`: the agents' memory — search, read and write the memory vault through
 //! `p3ak-memory`.
 //!
-//! Config: `vault` (absolute path of the vault file). The key arrives on standard input as
-//! [`VaultKey::to_handoff_bytes`] (nothing: an unencrypted vault); [`crate::run`] reads it to
-//! the end before connecting and the buffer is zeroized.
+//! Config: `vault` (absolute path of the vault file). The key arrives in `welcome` as
+//! [`VaultKey::to_handoff_bytes`] in hex ([`crate::vault_key`]); the memory vault is always
+//! encrypted, so no key is an error.
 //!
 //! The vault is reopened for each call rather than held: reads open it read-only (no lock, so
 //! the operator's `p3ak vault ingest` runs beside the plugin and its documents show up at the
@@ -32,9 +32,9 @@ use p3ak_vault::{Access, Unlock, Vault, VaultError, VaultKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::PluginError;
-use crate::args::{Args, schema, shorten};
-use crate::runtime::{Tool, ToolFailure};
+use p3ak_sdk::PluginError;
+use p3ak_sdk::args::{Args, schema, shorten};
+use p3ak_sdk::runtime::{Tool, ToolFailure};
 
 /// Most results a search returns.
 pub const MAX_K: u64 = 50;
@@ -73,7 +73,7 @@ impl VaultTool {
         key: VaultKey,
         max_frame: usize,
     ) -> Result<Self, PluginError> {
-        let config: Config = crate::parse_config(config)?;
+        let config: Config = p3ak_sdk::parse_config(config)?;
         let tool = Self {
             path: config.vault,
             key,
@@ -196,7 +196,7 @@ impl VaultTool {
                 "`write`: more than {MAX_TAGS} tags"
             )));
         }
-        crate::workspace::check_agent(agent)?;
+        p3ak_sdk::args::check_agent(agent)?;
         let vault = self.open(Access::Write, &actor(agent))?;
         let mut memory = Memory::open(&vault).map_err(memory_failure)?;
         let options = IngestOptions {

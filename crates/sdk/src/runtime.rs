@@ -26,7 +26,7 @@ use p3ak_proto::{
     StreamChunk, ToolResult, Welcome,
 };
 
-use crate::{PluginError, SOFTWARE};
+use crate::PluginError;
 
 /// A failed request: its kind and one line for a human (lowercase, no trailing period).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -212,7 +212,8 @@ struct Request {
 
 /// Runs the protocol over `stream` as `plugin`: the handshake, with `build` turning the
 /// `welcome` config into the [`Handler`], then requests until `shutdown` or the end of the
-/// connection. `max_frame` bounds frames both ways.
+/// connection. `software` is what `hello` says the plugin is (`my-tool 1.2`); `max_frame`
+/// bounds frames both ways.
 ///
 /// # Errors
 ///
@@ -223,6 +224,7 @@ struct Request {
 pub fn serve<F>(
     stream: UnixStream,
     plugin: &str,
+    software: &str,
     max_frame: usize,
     build: F,
 ) -> Result<(), PluginError>
@@ -243,7 +245,7 @@ where
         Message::Hello(Hello {
             plugin: plugin.to_owned(),
             versions: SUPPORTED_VERSIONS.to_vec(),
-            software: Some(SOFTWARE.to_owned()),
+            software: Some(software.to_owned()),
         }),
     )?;
     let welcome = match handshake_message(&mut reader, &writer, "welcome")? {
@@ -475,7 +477,9 @@ mod tests {
     fn handshake_then_requests_in_order() {
         let (plugin, mut kernel) = UnixStream::pair().unwrap();
         let thread = std::thread::spawn(move || {
-            serve(plugin, "echo", 8192, |_| Ok(Handler::Tool(Box::new(Echo))))
+            serve(plugin, "echo", "echo-test 1", 8192, |_| {
+                Ok(Handler::Tool(Box::new(Echo)))
+            })
         });
         let Message::Hello(hello) = recv(&mut kernel).message else {
             panic!("no hello")
@@ -549,7 +553,9 @@ mod tests {
     fn refusal_and_bad_config_are_errors() {
         let (plugin, mut kernel) = UnixStream::pair().unwrap();
         let thread = std::thread::spawn(move || {
-            serve(plugin, "echo", 8192, |_| Ok(Handler::Tool(Box::new(Echo))))
+            serve(plugin, "echo", "echo-test 1", 8192, |_| {
+                Ok(Handler::Tool(Box::new(Echo)))
+            })
         });
         let _ = recv(&mut kernel);
         send(
@@ -562,7 +568,7 @@ mod tests {
 
         let (plugin, mut kernel) = UnixStream::pair().unwrap();
         let thread = std::thread::spawn(move || {
-            serve(plugin, "echo", 8192, |_| {
+            serve(plugin, "echo", "echo-test 1", 8192, |_| {
                 Err(PluginError::Config("missing field `x`".to_owned()))
             })
         });
@@ -585,6 +591,11 @@ mod tests {
 
         let (plugin, kernel) = UnixStream::pair().unwrap();
         drop(kernel);
-        assert!(serve(plugin, "echo", 8192, |_| Ok(Handler::Tool(Box::new(Echo)))).is_err());
+        assert!(
+            serve(plugin, "echo", "echo-test 1", 8192, |_| Ok(Handler::Tool(
+                Box::new(Echo)
+            )))
+            .is_err()
+        );
     }
 }

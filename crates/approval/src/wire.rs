@@ -6,13 +6,12 @@
 //! the console's login link never reach the kernel.
 //!
 //! The channel carries only what the kernel may do: stage a request, withdraw one, stop. The
-//! operator's answers and factors go to the daemon by other ways ([`crate::operator`], the
+//! operator's answers and factors go to the daemon by other ways (`p3ak_hitl::operator`, the
 //! console), so no factor passes through the kernel.
 
 use serde::{Deserialize, Serialize};
 
 use crate::binding::{Binding, Request};
-use crate::desk::{Decided, View};
 
 /// Largest frame either side sends.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -103,115 +102,6 @@ pub enum ToDaemon {
     Shutdown,
 }
 
-/// An operator's request to the daemon, on the operator socket ([`crate::operator`]).
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum OperatorRequest {
-    /// What waits, and what sits in its undo window.
-    Pending,
-    /// Approve (L1 without a factor, L3 with a PIN or TOTP code).
-    Approve {
-        /// The id.
-        id: String,
-        /// A PIN, if given.
-        #[serde(default)]
-        pin: Option<String>,
-        /// A TOTP code, if given.
-        #[serde(default)]
-        totp: Option<String>,
-    },
-    /// Deny.
-    Deny {
-        /// The id.
-        id: String,
-    },
-    /// Pull back an approved action in its undo window.
-    PullBack {
-        /// The id.
-        id: String,
-    },
-    /// Decided items.
-    History,
-    /// Set (or change) the PIN.
-    PinSet {
-        /// The new PIN.
-        pin: String,
-        /// The current one, when one is set.
-        #[serde(default)]
-        current: Option<String>,
-        /// Or a current TOTP code.
-        #[serde(default)]
-        current_totp: Option<String>,
-    },
-    /// Start TOTP enrollment.
-    TotpEnroll {
-        /// The PIN, when a factor is set.
-        #[serde(default)]
-        pin: Option<String>,
-        /// Or a current TOTP code.
-        #[serde(default)]
-        totp: Option<String>,
-    },
-    /// Confirm TOTP enrollment with a first code.
-    TotpConfirm {
-        /// The code.
-        code: String,
-    },
-    /// A fresh one-time console login link.
-    Login,
-    /// Which factors are set up.
-    Factors,
-}
-
-impl OperatorRequest {
-    /// The request's name, for the audit log (never its factors).
-    #[must_use]
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Approve { .. } => "approve",
-            Self::Deny { .. } => "deny",
-            Self::PullBack { .. } => "pull_back",
-            Self::History => "history",
-            Self::PinSet { .. } => "pin_set",
-            Self::TotpEnroll { .. } => "totp_enroll",
-            Self::TotpConfirm { .. } => "totp_confirm",
-            Self::Login => "login",
-            Self::Factors => "factors",
-        }
-    }
-}
-
-impl Drop for OperatorRequest {
-    fn drop(&mut self) {
-        let z = |s: &mut Option<String>| {
-            if let Some(s) = s {
-                zeroize::Zeroize::zeroize(s);
-            }
-        };
-        match self {
-            Self::Approve { pin, totp, .. } => {
-                z(pin);
-                z(totp);
-            }
-            Self::PinSet {
-                pin,
-                current,
-                current_totp,
-            } => {
-                zeroize::Zeroize::zeroize(pin);
-                z(current);
-                z(current_totp);
-            }
-            Self::TotpEnroll { pin, totp } => {
-                z(pin);
-                z(totp);
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Daemon → kernel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -282,37 +172,4 @@ impl Refusal {
             Self::Unreadable => "unreadable",
         }
     }
-}
-
-/// An answer to an operator.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum OperatorAnswer {
-    /// Done; what was done.
-    Done {
-        /// In words.
-        message: String,
-    },
-    /// Items on the desk.
-    Pending {
-        /// The items.
-        items: Vec<View>,
-    },
-    /// Decided items.
-    History {
-        /// Newest first.
-        items: Vec<Decided>,
-    },
-    /// TOTP enrollment started.
-    Enrollment {
-        /// `otpauth://` URI.
-        uri: String,
-        /// The base32 secret.
-        secret: String,
-    },
-    /// Failed.
-    Error {
-        /// Why.
-        message: String,
-    },
 }

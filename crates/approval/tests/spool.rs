@@ -17,8 +17,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use p3ak_hitl::binding::Request;
-use p3ak_hitl::spool::{Owners, Spool, SpoolKey, write_staged};
+use p3ak_approval::binding::Request;
+use p3ak_approval::spool::{Owners, Spool, SpoolKey, write_staged};
 
 const DAEMON: u32 = 60_980;
 const WRITER: u32 = 60_981;

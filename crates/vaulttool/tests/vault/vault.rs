@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use p3ak_plugins::Launch;
 use p3ak_proto::{ErrorKind, Tier};
+use p3ak_sdk::Launch;
 use p3ak_vault::{Access, KdfParams, Passphrase, Protection, Unlock, Vault, VaultKey};
 use serde_json::json;
 

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use p3ak_crypto::{AeadKey, Key, NONCE_LEN};
 
-use crate::HitlError;
+use crate::ApprovalError;
 use crate::binding::Request;
 
 /// Magic at the start of a staged file.
@@ -92,10 +92,10 @@ impl Spool {
         &self,
         category: &str,
         owners: Option<Owners>,
-    ) -> Result<(), HitlError> {
+    ) -> Result<(), ApprovalError> {
         let dir = self.category(category);
         if !crate::binding::is_token(category, 64) {
-            return Err(HitlError::InvalidRequest {
+            return Err(ApprovalError::InvalidRequest {
                 id: category.to_owned(),
                 reason: "a spool category is 1–64 letters, digits, `-` or `_`".to_owned(),
             });
@@ -108,7 +108,11 @@ impl Spool {
 
     /// Creates the layout (and `other` among the categories) with its modes, and, given
     /// `owners` (as root), its owners. Existing directories get their modes and owners reset.
-    pub fn prepare(&self, categories: &[String], owners: Option<Owners>) -> Result<(), HitlError> {
+    pub fn prepare(
+        &self,
+        categories: &[String],
+        owners: Option<Owners>,
+    ) -> Result<(), ApprovalError> {
         let mut dirs: Vec<(PathBuf, u32, bool)> = vec![
             (self.root.clone(), 0o710, true),
             (self.staging(), 0o710, true),
@@ -122,7 +126,7 @@ impl Spool {
         names.dedup();
         for name in names {
             if !crate::binding::is_token(name, 64) {
-                return Err(HitlError::InvalidRequest {
+                return Err(ApprovalError::InvalidRequest {
                     id: name.to_owned(),
                     reason: "a spool category is 1–64 letters, digits, `-` or `_`".to_owned(),
                 });
@@ -134,7 +138,10 @@ impl Spool {
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir)
-                .map_err(HitlError::io(format!("cannot create `{}`", dir.display())))?;
+                .map_err(ApprovalError::io(format!(
+                    "cannot create `{}`",
+                    dir.display()
+                )))?;
             if let Some(owners) = owners {
                 let gid = if writer_group {
                     owners.writer_gid
@@ -142,11 +149,11 @@ impl Spool {
                     owners.daemon.1
                 };
                 std::os::unix::fs::lchown(&dir, Some(owners.daemon.0), Some(gid)).map_err(
-                    HitlError::io(format!("cannot give `{}` to the daemon", dir.display())),
+                    ApprovalError::io(format!("cannot give `{}` to the daemon", dir.display())),
                 )?;
             }
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(
-                HitlError::io(format!("cannot set the mode of `{}`", dir.display())),
+                ApprovalError::io(format!("cannot set the mode of `{}`", dir.display())),
             )?;
         }
         Ok(())
@@ -161,20 +168,18 @@ pub struct SpoolKey {
 
 impl SpoolKey {
     /// A fresh random key.
-    pub fn generate() -> Result<Self, HitlError> {
+    pub fn generate() -> Result<Self, ApprovalError> {
         Self::from_key(Key::generate()?)
     }
 
     /// From its hex form (the daemon's start message).
-    pub fn from_hex(text: &str) -> Result<Self, HitlError> {
-        let bytes = zeroize::Zeroizing::new(
-            hex::decode(text.trim())
-                .map_err(|_| HitlError::Daemon("the spool key is not hex".to_owned()))?,
-        );
+    pub fn from_hex(text: &str) -> Result<Self, ApprovalError> {
+        let bytes =
+            zeroize::Zeroizing::new(hex::decode(text.trim()).map_err(ApprovalError::KeyNotHex)?);
         Self::from_key(Key::from_slice(&bytes)?)
     }
 
-    fn from_key(raw: Key) -> Result<Self, HitlError> {
+    fn from_key(raw: Key) -> Result<Self, ApprovalError> {
         Ok(Self {
             key: AeadKey::new(&raw)?,
             raw,
@@ -188,10 +193,9 @@ impl SpoolKey {
     }
 
     /// Seals a request into the bytes of its staged file.
-    pub fn seal(&self, request: &Request) -> Result<Vec<u8>, HitlError> {
-        let mut plain = zeroize::Zeroizing::new(
-            serde_json::to_vec(request).map_err(|e| HitlError::Daemon(e.to_string()))?,
-        );
+    pub fn seal(&self, request: &Request) -> Result<Vec<u8>, ApprovalError> {
+        let mut plain =
+            zeroize::Zeroizing::new(serde_json::to_vec(request).map_err(ApprovalError::Encode)?);
         let nonce: [u8; NONCE_LEN] = p3ak_crypto::random_array()?;
         let mut body = std::mem::take(&mut *plain);
         self.key
@@ -211,10 +215,10 @@ impl SpoolKey {
         category: &str,
         id: &str,
         path: &Path,
-    ) -> Result<Request, HitlError> {
-        let corrupt = |reason: &str| HitlError::Corrupt {
+    ) -> Result<Request, ApprovalError> {
+        let corrupt = |reason: &'static str| ApprovalError::Corrupt {
             path: path.to_owned(),
-            reason: reason.to_owned(),
+            reason,
         };
         let rest = bytes
             .strip_prefix(MAGIC.as_slice())
@@ -229,7 +233,10 @@ impl SpoolKey {
                 corrupt("it does not authenticate (not sealed for this run, or altered)")
             })?;
         let request: Request =
-            serde_json::from_slice(&body).map_err(|e| corrupt(&format!("not a request: {e}")))?;
+            serde_json::from_slice(&body).map_err(|source| ApprovalError::NotARequest {
+                path: path.to_owned(),
+                source,
+            })?;
         if request.id != id || request.category != category {
             return Err(corrupt("filed under another id or category"));
         }
@@ -249,10 +256,10 @@ pub fn write_staged(
     category: &str,
     id: &str,
     bytes: &[u8],
-) -> Result<PathBuf, HitlError> {
+) -> Result<PathBuf, ApprovalError> {
     for (what, value) in [("id", id), ("category", category)] {
         if !crate::binding::is_token(value, 64) {
-            return Err(HitlError::InvalidRequest {
+            return Err(ApprovalError::InvalidRequest {
                 id: id.to_owned(),
                 reason: format!("the {what} `{value}` is not 1–64 letters, digits, `-` or `_`"),
             });
@@ -263,56 +270,66 @@ pub fn write_staged(
     // Stat through the path works with search permission alone; listing is not needed.
     let shared = std::fs::metadata(&dir)
         .map(|m| m.uid() != rustix::process::geteuid().as_raw())
-        .map_err(HitlError::io(format!("cannot reach `{}`", dir.display())))?;
+        .map_err(ApprovalError::io(format!(
+            "cannot reach `{}`",
+            dir.display()
+        )))?;
     let mode = if shared { 0o004 } else { 0o400 };
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(&path)
-        .map_err(HitlError::io(format!("cannot stage `{}`", path.display())))?;
+        .map_err(ApprovalError::io(format!(
+            "cannot stage `{}`",
+            path.display()
+        )))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
-        .map_err(HitlError::io(format!("cannot write `{}`", path.display())))?;
+        .map_err(ApprovalError::io(format!(
+            "cannot write `{}`",
+            path.display()
+        )))?;
     Ok(path)
 }
 
 /// Reads a staged (or outbox) file, refusing anything but a regular file of sane size.
-pub fn read_file(path: &Path) -> Result<Vec<u8>, HitlError> {
+pub fn read_file(path: &Path) -> Result<Vec<u8>, ApprovalError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
-        .map_err(HitlError::io(format!("cannot read `{}`", path.display())))?;
-    let meta = file
-        .metadata()
-        .map_err(HitlError::io(format!("cannot read `{}`", path.display())))?;
+        .map_err(ApprovalError::io(format!(
+            "cannot read `{}`",
+            path.display()
+        )))?;
+    let meta = file.metadata().map_err(ApprovalError::io(format!(
+        "cannot read `{}`",
+        path.display()
+    )))?;
     if !meta.is_file() || meta.len() > MAX_STAGED {
-        return Err(HitlError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("not a regular file of at most {MAX_STAGED} bytes"),
-        });
+        return Err(ApprovalError::NotAFile(path.to_owned()));
     }
     let mut bytes = Vec::new();
     file.take(MAX_STAGED)
         .read_to_end(&mut bytes)
-        .map_err(HitlError::io(format!("cannot read `{}`", path.display())))?;
+        .map_err(ApprovalError::io(format!(
+            "cannot read `{}`",
+            path.display()
+        )))?;
     Ok(bytes)
 }
 
 /// Moves a spool file; the destination must not exist.
-pub fn move_file(from: &Path, to_dir: &Path) -> Result<PathBuf, HitlError> {
+pub fn move_file(from: &Path, to_dir: &Path) -> Result<PathBuf, ApprovalError> {
     let name = from
         .file_name()
-        .ok_or_else(|| HitlError::Daemon(format!("`{}` has no file name", from.display())))?;
+        .ok_or_else(|| ApprovalError::NoFileName(from.to_owned()))?;
     let to = to_dir.join(name);
     if to.exists() {
-        return Err(HitlError::Daemon(format!(
-            "`{}` already exists",
-            to.display()
-        )));
+        return Err(ApprovalError::Exists(to));
     }
-    std::fs::rename(from, &to).map_err(HitlError::io(format!(
+    std::fs::rename(from, &to).map_err(ApprovalError::io(format!(
         "cannot move `{}` to `{}`",
         from.display(),
         to_dir.display()

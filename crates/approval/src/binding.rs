@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::HitlError;
+use crate::ApprovalError;
 use crate::level::MAX_LEVEL;
 
 /// One escalated action, as the kernel stages it.
@@ -43,9 +43,9 @@ pub struct Request {
 
 impl Request {
     /// Checks what the daemon relies on: a sane id and category, a level it can ask for.
-    pub fn validate(&self) -> Result<(), HitlError> {
+    pub fn validate(&self) -> Result<(), ApprovalError> {
         let bad = |reason: String| {
-            Err(HitlError::InvalidRequest {
+            Err(ApprovalError::InvalidRequest {
                 id: self.id.clone(),
                 reason,
             })
@@ -109,7 +109,9 @@ impl Request {
     }
 }
 
-pub(crate) fn is_token(s: &str, max: usize) -> bool {
+/// Whether `s` is 1–`max` ASCII letters, digits, `-` or `_` (an id or a spool category).
+#[must_use]
+pub fn is_token(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
         && s.bytes()
@@ -167,10 +169,10 @@ impl<'de> Deserialize<'de> for Binding {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    pub(crate) fn request(id: &str, level: u8) -> Request {
+    fn request(id: &str, level: u8) -> Request {
         Request {
             id: id.to_owned(),
             agent: "assistant".to_owned(),
