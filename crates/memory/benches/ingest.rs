@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use lopdf::content::{Content, Operation};
 use lopdf::{Document, Object, Stream, dictionary};
 use p3ak_memory::{
-    EmbeddingBatch, IngestItem, IngestOptions, Memory, TextEmbedder, store_embeddings,
+    EmbeddingBatch, IngestItem, IngestOptions, Memory, MiniLm, TextEmbedder, store_embeddings,
 };
 use p3ak_vault::{KdfParams, Passphrase, Protection, Vault};
 
@@ -259,23 +259,6 @@ fn write_files(dir: &Path, n: usize, ext: &str, mut make: impl FnMut() -> Vec<u8
 // ---------------------------------------------------------------------------------------------
 // Figures
 
-/// all-MiniLM-L6-v2, as the memory layer wants it (the CLI's `MiniLm`).
-struct MiniLm(p3ak_embed::Embedder);
-
-impl TextEmbedder for MiniLm {
-    fn model(&self) -> &str {
-        p3ak_embed::MODEL_NAME
-    }
-
-    fn dimensions(&self) -> usize {
-        p3ak_embed::DIMENSIONS
-    }
-
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        self.0.embed(texts).map_err(|e| e.to_string())
-    }
-}
-
 fn new_vault(dir: &Path, name: &str) -> Vault {
     Vault::create(
         &dir.join(format!("{name}.vault")),
@@ -447,7 +430,7 @@ fn main() {
 
     match p3ak_embed::test_support::model_dir() {
         Some(model_dir) => {
-            let model = MiniLm(p3ak_embed::Embedder::load(&model_dir).unwrap());
+            let model = MiniLm::new(p3ak_embed::Embedder::load(&model_dir).unwrap());
             with_embedding(
                 dir.path(),
                 "markdown",

@@ -1,0 +1,22 @@
+//! Fixtures and fakes the workspace's tests share: what a test needs from its host ([`need`]),
+//! a temporary P3AK home driving the `p3ak` binary ([`home`]), a running kernel ([`kernel`])
+//! and loopback services ([`http`]).
+//!
+//! A dev-dependency only: no runtime crate may depend on it. Helpers panic on failure, as a
+//! failed step should fail the test loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stderr,
+    reason = "test kit: a failed step fails the test that called it"
+)]
+
+pub mod home;
+pub mod http;
+pub mod kernel;
+pub mod need;
+
+pub use home::{Home, stderr};
+pub use kernel::Kernel;
