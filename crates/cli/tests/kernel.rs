@@ -22,17 +22,7 @@ const PASS: &str = "kernel test passphrase";
 fn kernel(policy: &str, script: serde_json::Value, extra_plugins: &str) -> Kernel {
     let home = Home::init(PASS);
     let extra_plugins = with_scripts(&home, extra_plugins);
-    std::fs::write(home.home().join("policy.yaml"), policy).unwrap();
-    std::fs::write(
-        home.home().join("agents/assistant.toml"),
-        "prompt = \"test agent\"\nprovider = \"model\"\ntools = [\"*\"]\nmemory = 0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        home.home().join("script.json"),
-        serde_json::to_vec(&script).unwrap(),
-    )
-    .unwrap();
+    home.write_scripted(policy, &script);
     let config = format!(
         "[kernel]\n{}ping_interval = \"1s\"\nping_timeout = \"2s\"\nrestart_limit = 3\n\
          tool_timeout = \"3s\"\n\n\
@@ -607,19 +597,7 @@ fn the_demo_stops_the_injection_and_serves_the_real_request() {
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["ok"], true);
-    let steps: Vec<&str> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap())
-        .collect();
+    let steps = p3ak_testkit::demo_steps(&out);
     assert_eq!(
         steps,
         [

@@ -18,17 +18,7 @@ const KEY: &str = "sk-live-4f9a8b7c6d5e";
 /// script.
 fn kernel(policy: &str, script: &serde_json::Value) -> Kernel {
     let k = Home::init(PASS);
-    std::fs::write(k.home().join("policy.yaml"), policy).unwrap();
-    std::fs::write(
-        k.home().join("agents/assistant.toml"),
-        "prompt = \"test agent\"\nprovider = \"model\"\ntools = [\"*\"]\nmemory = 0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        k.home().join("script.json"),
-        serde_json::to_vec(script).unwrap(),
-    )
-    .unwrap();
+    k.write_scripted(policy, script);
     std::fs::write(
         k.home().join("config.toml"),
         format!(

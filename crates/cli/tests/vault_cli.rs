@@ -539,15 +539,7 @@ fn rekey_killed_at_random_moments_leaves_a_complete_vault() {
 fn the_demo_walks_every_step_and_says_so_in_json() {
     let env = Env::new();
     let out = env.run(None, &["vault", "demo", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["ok"], true);
-    let steps: Vec<&str> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap())
-        .collect();
+    let steps = p3ak_testkit::demo_steps(&out);
     assert_eq!(
         steps,
         [

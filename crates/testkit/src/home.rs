@@ -103,6 +103,22 @@ impl Home {
         serde_json::from_str(&self.ok(&all)).unwrap()
     }
 
+    /// A scripted setup: `policy.yaml`, one agent `assistant` on the provider `model` with every
+    /// tool, and the provider's `script.json`.
+    pub fn write_scripted(&self, policy: &str, script: &serde_json::Value) {
+        std::fs::write(self.home.join("policy.yaml"), policy).unwrap();
+        std::fs::write(
+            self.home.join("agents/assistant.toml"),
+            "prompt = \"test agent\"\nprovider = \"model\"\ntools = [\"*\"]\nmemory = 0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            self.home.join("script.json"),
+            serde_json::to_vec(script).unwrap(),
+        )
+        .unwrap();
+    }
+
     /// `p3ak secret set NAME FLAGS…` with the value on stdin.
     pub fn set_secret(&self, name: &str, flags: &[&str], value: &str) {
         let out = self
@@ -127,6 +143,20 @@ pub fn p3ak() -> Command {
 /// Where the `p3ak` binary of this build is (beside the test binary's `deps/`).
 pub fn p3ak_path() -> PathBuf {
     assert_cmd::cargo::cargo_bin("p3ak")
+}
+
+/// The step names of a demo's `--json` report, which must say `"ok": true`; the command must
+/// have succeeded.
+pub fn demo_steps(out: &Output) -> Vec<String> {
+    assert!(out.status.success(), "{}", stderr(out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// A command's stderr, as text.
