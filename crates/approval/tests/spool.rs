@@ -1,16 +1,9 @@
 //! The spool's permissions, checked by the operating system: a process under the kernel's
 //! spool uid may create files in `staging/<category>/` and nothing else — it cannot list
 //! staging, cannot read or write the outbox, cannot move a file forward. These need root
-//! (to create the users' files); without it they say so and skip.
+//! (to create the users' files) and are ignored unless asked for (`.ci/run` runs them).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::print_stderr,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+#![cfg(test)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -22,18 +15,6 @@ use p3ak_approval::spool::{Owners, Spool, SpoolKey, write_staged};
 
 const DAEMON: u32 = 60_980;
 const WRITER: u32 = 60_981;
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-fn skip(test: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("skipped {test}: needs root to give the spool to a daemon and a writer user");
-    true
-}
 
 /// A spool in a fresh directory, owned as the kernel lays it out as root.
 fn spool() -> (tempfile::TempDir, Spool) {
@@ -101,10 +82,9 @@ fn daemon_file(path: &Path) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i8_the_kernel_uid_can_stage_but_cannot_list_staging_or_read_back() {
-    if skip("invariant_i8_the_kernel_uid_can_stage_but_cannot_list_staging_or_read_back") {
-        return;
-    }
+    p3ak_testkit::need::root();
     let (_dir, spool) = spool();
     let category = spool.category("write");
     let staged = category.join("a1");
@@ -136,10 +116,9 @@ fn invariant_i8_the_kernel_uid_can_stage_but_cannot_list_staging_or_read_back() 
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i8_the_kernel_uid_cannot_read_or_write_the_outbox() {
-    if skip("invariant_i8_the_kernel_uid_cannot_read_or_write_the_outbox") {
-        return;
-    }
+    p3ak_testkit::need::root();
     let (_dir, spool) = spool();
     let approved = spool.outbox().join("b1");
     daemon_file(&approved);
@@ -171,10 +150,9 @@ fn invariant_i8_the_kernel_uid_cannot_read_or_write_the_outbox() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i8_the_kernel_uid_cannot_move_a_file_forward() {
-    if skip("invariant_i8_the_kernel_uid_cannot_move_a_file_forward") {
-        return;
-    }
+    p3ak_testkit::need::root();
     let (_dir, spool) = spool();
     let staged = spool.category("write").join("c1");
     let out = as_writer(&format!("printf x > '{}'", staged.display()));

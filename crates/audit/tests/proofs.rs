@@ -1,13 +1,7 @@
 //! Inclusion and consistency proofs for every size 1..=300, checked by our RFC 9162 verifiers
 //! and against `ct-merkle`, an independent implementation.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code"
-)]
+#![cfg(test)]
 
 use ct_merkle::HashableLeaf;
 use ct_merkle::mem_backed_tree::MemoryBackedTree;

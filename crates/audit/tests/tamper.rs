@@ -1,13 +1,7 @@
 //! Every way of tampering with a log is detected and names the entry, in the pure core (the
 //! vault's tests repeat this on the encrypted file).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code"
-)]
+#![cfg(test)]
 
 use p3ak_audit::{Chain, Checkpoint, LogError, Signer};
 use p3ak_crypto::Key;

@@ -1,12 +1,6 @@
 //! End-to-end tests of `p3ak audit …` and `p3ak vault log`, driving the real binary.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+#![cfg(test)]
 
 use std::process::Output;
 

@@ -4,39 +4,36 @@
 //! line, and the swapped file is left byte for byte as it was: no secret, no document, no audit
 //! entry is written in plaintext. A plaintext vault is used only with `--no-encrypt`.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+#![cfg(test)]
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use assert_cmd::Command;
+use p3ak_testkit::{Home, stderr};
 
 const PASS: &str = "downgrade test passphrase";
 const SECRET: &str = "the-secret-value-4f2a9c";
 const DOCUMENT: &str = "the confidential document 7b31e0";
 
-struct Home {
-    dir: tempfile::TempDir,
+struct Downgrade(Home);
+
+impl Deref for Downgrade {
+    type Target = Home;
+
+    fn deref(&self) -> &Home {
+        &self.0
+    }
 }
 
-impl Home {
+impl Downgrade {
     /// A home set up by `p3ak init`; plugins in degraded mode when not root (as the kernel
     /// tests run them), though `up` must refuse before it starts any.
     fn new() -> Self {
-        let this = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let out = this.run(&["init"]);
-        assert!(out.status.success(), "init: {}", stderr(&out));
-        if !is_root() {
+        let this = Self(Home::init(PASS));
+        if !p3ak_testkit::need::is_root() {
             let config = this.home().join("config.toml");
             let text = std::fs::read_to_string(&config).unwrap();
             assert!(text.contains("# sandbox = \"enforce\""));
@@ -44,10 +41,6 @@ impl Home {
             std::fs::write(&config, text).unwrap();
         }
         this
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
     }
 
     fn kernel_vault(&self) -> PathBuf {
@@ -58,27 +51,13 @@ impl Home {
         self.home().join("vaults/memory.vault")
     }
 
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::cargo_bin("p3ak").unwrap();
-        cmd.current_dir(self.dir.path())
-            .env("P3AK_HOME", self.home())
-            .env("P3AK_PASSPHRASE", PASS)
-            .env_remove("P3AK_NEW_PASSPHRASE")
-            .timeout(Duration::from_secs(120));
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
     /// Replaces `target` with a vault made by `p3ak vault create --no-encrypt`.
     fn swap_for_plaintext(&self, target: &Path) {
-        let plain = self.dir.path().join("plain.vault");
+        let plain = self.path("plain.vault");
         let out = self.run(&["vault", "create", plain.to_str().unwrap(), "--no-encrypt"]);
         assert!(out.status.success(), "create: {}", stderr(&out));
         std::fs::rename(&plain, target).unwrap();
-        let _ = std::fs::remove_file(self.dir.path().join("plain.vault.lock"));
+        let _ = std::fs::remove_file(self.path("plain.vault.lock"));
     }
 
     /// Every file under the home, with its bytes.
@@ -97,17 +76,6 @@ impl Home {
         }
         files
     }
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid() == 0
-    })
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Exit 1, one `error:` line naming `path` as not encrypted.
@@ -131,7 +99,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[test]
 fn invariant_i6_secret_set_refuses_a_plaintext_kernel_vault() {
-    let h = Home::new();
+    let h = Downgrade::new();
     let vault = h.kernel_vault();
     h.swap_for_plaintext(&vault);
     let before = h.snapshot();
@@ -156,10 +124,10 @@ fn invariant_i6_secret_set_refuses_a_plaintext_kernel_vault() {
     assert!(after.values().all(|bytes| !contains(bytes, SECRET)));
 }
 
-#[test]
-fn invariant_i6_up_refuses_a_plaintext_kernel_vault() {
-    let h = Home::new();
-    let vault = h.kernel_vault();
+/// `p3ak up` refuses the plaintext vault at `vault` (as `which` picks it) and writes nothing.
+fn up_refuses(which: fn(&Downgrade) -> PathBuf) {
+    let h = Downgrade::new();
+    let vault = which(&h);
     h.swap_for_plaintext(&vault);
     let before = std::fs::read(&vault).unwrap();
 
@@ -180,36 +148,24 @@ fn invariant_i6_up_refuses_a_plaintext_kernel_vault() {
 }
 
 #[test]
-fn invariant_i6_up_refuses_a_plaintext_memory_vault() {
-    let h = Home::new();
-    let vault = h.memory_vault();
-    h.swap_for_plaintext(&vault);
-    let before = std::fs::read(&vault).unwrap();
+fn invariant_i6_up_refuses_a_plaintext_kernel_vault() {
+    up_refuses(Downgrade::kernel_vault);
+}
 
-    let out = h
-        .cmd()
-        .arg("up")
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    assert_refused(&out, &vault);
-    assert_eq!(
-        std::fs::read(&vault).unwrap(),
-        before,
-        "the vault was written"
-    );
-    assert!(!h.home().join("run/control.sock").exists());
+#[test]
+fn invariant_i6_up_refuses_a_plaintext_memory_vault() {
+    up_refuses(Downgrade::memory_vault);
 }
 
 #[test]
 fn invariant_i6_vault_put_and_ingest_refuse_a_plaintext_memory_vault() {
-    let h = Home::new();
+    let h = Downgrade::new();
     let vault = h.memory_vault();
     let v = vault.to_str().unwrap().to_owned();
     h.swap_for_plaintext(&vault);
-    let doc = h.dir.path().join("note.md");
+    let doc = h.path("note.md");
     std::fs::write(&doc, format!("# Note\n\n{DOCUMENT}\n")).unwrap();
-    let pass_file = h.dir.path().join("pass.txt");
+    let pass_file = h.path("pass.txt");
     std::fs::write(&pass_file, format!("{PASS}\n")).unwrap();
     let before = h.snapshot();
 
@@ -254,15 +210,13 @@ fn invariant_i6_vault_put_and_ingest_refuse_a_plaintext_memory_vault() {
 /// says `none`.
 #[test]
 fn invariant_i6_every_vault_command_refuses_a_plaintext_vault_without_no_encrypt() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = dir.path().join("plain.vault");
+    let h = Home::new(PASS);
+    let dir = h.dir();
+    let vault = h.path("plain.vault");
     let v = vault.to_str().unwrap().to_owned();
     let p3ak = || {
-        let mut cmd = Command::cargo_bin("p3ak").unwrap();
-        cmd.current_dir(dir.path())
-            .env("P3AK_HOME", dir.path().join("home"))
-            .env("P3AK_PASSPHRASE", PASS)
-            .env("P3AK_NEW_PASSPHRASE", "a new passphrase for rekey")
+        let mut cmd = h.cmd();
+        cmd.env("P3AK_NEW_PASSPHRASE", "a new passphrase for rekey")
             .timeout(Duration::from_secs(60));
         cmd
     };
@@ -286,14 +240,14 @@ fn invariant_i6_every_vault_command_refuses_a_plaintext_vault_without_no_encrypt
     assert!(out.status.success(), "{}", stderr(&out));
     let put: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = put["id"].as_str().unwrap().to_owned();
-    let import = dir.path().join("import");
+    let import = dir.join("import");
     std::fs::create_dir(&import).unwrap();
     std::fs::write(import.join("a.txt"), "imported").unwrap();
-    let note = dir.path().join("note.md");
+    let note = dir.join("note.md");
     std::fs::write(&note, "# Note\n\nText.\n").unwrap();
-    let _ = std::fs::remove_file(dir.path().join("plain.vault.lock"));
+    let _ = std::fs::remove_file(dir.join("plain.vault.lock"));
     let before = std::fs::read(&vault).unwrap();
-    let export = dir.path().join("export");
+    let export = dir.join("export");
     let commands: Vec<Vec<&str>> = vec![
         vec!["put", &v, "--text", "more"],
         vec!["get", &v, &id],
@@ -317,7 +271,7 @@ fn invariant_i6_every_vault_command_refuses_a_plaintext_vault_without_no_encrypt
         assert_refused(&out, &vault);
         assert_eq!(std::fs::read(&vault).unwrap(), before, "{args:?} wrote");
         assert!(!export.exists());
-        let entries: Vec<_> = std::fs::read_dir(dir.path())
+        let entries: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.starts_with("plain.vault"))
@@ -369,14 +323,12 @@ fn invariant_i6_every_vault_command_refuses_a_plaintext_vault_without_no_encrypt
 /// The other direction: `--no-encrypt` does not open an encrypted vault.
 #[test]
 fn invariant_i6_no_encrypt_does_not_open_an_encrypted_vault() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = dir.path().join("enc.vault");
+    let h = Home::new(PASS);
+    let vault = h.path("enc.vault");
     let v = vault.to_str().unwrap().to_owned();
     let p3ak = || {
-        let mut cmd = Command::cargo_bin("p3ak").unwrap();
-        cmd.current_dir(dir.path())
-            .env("P3AK_PASSPHRASE", PASS)
-            .timeout(Duration::from_secs(60));
+        let mut cmd = h.cmd();
+        cmd.timeout(Duration::from_secs(60));
         cmd
     };
     let out = p3ak().args(["vault", "create", &v]).output().unwrap();

@@ -2,265 +2,61 @@
 //! `pending`, `approve`, `deny`, `secret`, with the scripted provider and real plugin
 //! processes. Each test has its own home and kernel.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::print_stderr,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+#![cfg(test)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use base64::Engine;
+use p3ak_testkit::http::HeaderRecorder;
+use p3ak_testkit::kernel::sandbox_setting;
+use p3ak_testkit::need::is_root;
+use p3ak_testkit::{Home, Kernel, need};
 
 const PASS: &str = "kernel test passphrase";
 
-struct Kernel {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+/// A home set up by `p3ak init`, with this policy, one agent `assistant` using the scripted
+/// provider `model`, and these extra plugin tables.
+fn kernel(policy: &str, script: serde_json::Value, extra_plugins: &str) -> Kernel {
+    let home = Home::init(PASS);
+    let extra_plugins = with_scripts(&home, extra_plugins);
+    home.write_scripted(policy, &script);
+    let config = format!(
+        "[kernel]\n{}ping_interval = \"1s\"\nping_timeout = \"2s\"\nrestart_limit = 3\n\
+         tool_timeout = \"3s\"\n\n\
+         [hitl]\nconsole = \"127.0.0.1:0\"\n\n\
+         [plugins.files]\nbuiltin = \"files\"\n\n\
+         [plugins.http]\nbuiltin = \"http\"\n\n\
+         [plugins.model]\nbuiltin = \"scripted\"\n\
+         config = {{ script = \"script.json\", record = \"requests.jsonl\" }}\n\n{extra_plugins}",
+        sandbox_setting()
+    );
+    std::fs::write(home.home().join("config.toml"), config).unwrap();
+    Kernel::new(home)
 }
 
-impl Kernel {
-    /// A home set up by `p3ak init`, with this policy, one agent `assistant` using the scripted
-    /// provider `model`, and these extra plugin tables.
-    fn new(policy: &str, script: serde_json::Value, extra_plugins: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let this = Self { dir, child: None };
-        let extra_plugins = this.with_scripts(extra_plugins);
-        let out = this.run(&["init"]);
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(this.home().join("policy.yaml"), policy).unwrap();
-        std::fs::write(
-            this.home().join("agents/assistant.toml"),
-            "prompt = \"test agent\"\nprovider = \"model\"\ntools = [\"*\"]\nmemory = 0\n",
-        )
-        .unwrap();
-        std::fs::write(
-            this.home().join("script.json"),
-            serde_json::to_vec(&script).unwrap(),
-        )
-        .unwrap();
-        let config = format!(
-            "[kernel]\n{}ping_interval = \"1s\"\nping_timeout = \"2s\"\nrestart_limit = 3\n\
-             tool_timeout = \"3s\"\n\n\
-             [hitl]\nconsole = \"127.0.0.1:0\"\n\n\
-             [plugins.files]\nbuiltin = \"files\"\n\n\
-             [plugins.http]\nbuiltin = \"http\"\n\n\
-             [plugins.model]\nbuiltin = \"scripted\"\n\
-             config = {{ script = \"script.json\", record = \"requests.jsonl\" }}\n\n{extra_plugins}",
-            sandbox_setting()
-        );
-        std::fs::write(this.home().join("config.toml"), config).unwrap();
-        this
+/// Copies the Python test plugins beside the home and puts their path for `@SCRIPTS@`:
+/// a plugin's user must reach a script by its path, and the checkout may sit where
+/// strangers cannot (CI clones under `/root`, mode 0700).
+fn with_scripts(home: &Home, extra_plugins: &str) -> String {
+    if !extra_plugins.contains("@SCRIPTS@") {
+        return extra_plugins.to_owned();
     }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
+    let scripts = home.path("scripts");
+    std::fs::create_dir(&scripts).unwrap();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for source in [
+        manifest.join("tests/plugins/misbehave.py"),
+        manifest.join("../../examples/plugins/wordcount.py"),
+    ] {
+        let copy = scripts.join(source.file_name().unwrap());
+        std::fs::copy(&source, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-
-    /// Copies the Python test plugins beside the home and puts their path for `@SCRIPTS@`:
-    /// a plugin's user must reach a script by its path, and the checkout may sit where
-    /// strangers cannot (CI clones under `/root`, mode 0700).
-    fn with_scripts(&self, extra_plugins: &str) -> String {
-        if !extra_plugins.contains("@SCRIPTS@") {
-            return extra_plugins.to_owned();
-        }
-        let scripts = self.dir.path().join("scripts");
-        std::fs::create_dir(&scripts).unwrap();
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for source in [
-            manifest.join("tests/plugins/misbehave.py"),
-            manifest.join("../../examples/plugins/wordcount.py"),
-        ] {
-            let copy = scripts.join(source.file_name().unwrap());
-            std::fs::copy(&source, &copy).unwrap();
-            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        std::fs::set_permissions(&scripts, std::fs::Permissions::from_mode(0o755)).unwrap();
-        extra_plugins.replace("@SCRIPTS@", &scripts.display().to_string())
-    }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::cargo_bin("p3ak").unwrap();
-        cmd.env("P3AK_HOME", self.home())
-            .env("P3AK_PASSPHRASE", PASS)
-            .env_remove("P3AK_NEW_PASSPHRASE")
-            .timeout(Duration::from_secs(120));
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "p3ak {args:?} failed: {}\nkernel log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Starts `p3ak up` and waits for its control socket.
-    fn up(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("kernel.log")).unwrap();
-        let child = StdCommand::new(assert_cmd::cargo::cargo_bin("p3ak"))
-            .arg("up")
-            .env("P3AK_HOME", self.home())
-            .env("P3AK_PASSPHRASE", PASS)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let socket = self.home().join("run/control.sock");
-        let started = Instant::now();
-        while !socket.exists() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the kernel did not come up:\n{}",
-                self.log()
-            );
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the kernel exited ({status}):\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("kernel.log")).unwrap_or_default()
-    }
-
-    /// The requests the scripted provider received, in order.
-    fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.home().join("requests.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// The tool results in the provider's `n`th request.
-    fn tool_results(&self, n: usize) -> Vec<String> {
-        let requests = self.requests();
-        requests[n]["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["role"] == "tool")
-            .map(|m| m["content"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    /// The kernel's audit log, as JSON entries.
-    fn audit(&self) -> Vec<serde_json::Value> {
-        let out = self.ok(&["audit", "tail", "-n", "100000", "--json"]);
-        serde_json::from_str::<serde_json::Value>(&out)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
-    }
-
-    fn plugin_status(&self, name: &str) -> serde_json::Value {
-        self.status()["plugins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap()
-            .clone()
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let pid = rustix_pid(&child);
-        StdCommand::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no clean shutdown"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// These tests are about the kernel, not the sandbox (the red team is): as root they run
-/// fully sandboxed; without root, where plugins cannot get their own users, in degraded mode.
-fn sandbox_setting() -> &'static str {
-    static NOTE: std::sync::Once = std::sync::Once::new();
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid() == 0
-    });
-    if root {
-        return "";
-    }
-    NOTE.call_once(|| {
-        eprintln!("note: not root: plugins run in sandbox = \"degraded\" (no own uid, no netns)");
-    });
-    "sandbox = \"degraded\"\n"
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid() == 0
-    })
-}
-
-fn rustix_pid(child: &Child) -> u32 {
-    child.id()
-}
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = StdCommand::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let started = Instant::now();
-            while child.try_wait().ok().flatten().is_none()
-                && started.elapsed() < Duration::from_secs(10)
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-        }
-    }
+    std::fs::set_permissions(&scripts, std::fs::Permissions::from_mode(0o755)).unwrap();
+    extra_plugins.replace("@SCRIPTS@", &scripts.display().to_string())
 }
 
 fn call(name: &str, arguments: serde_json::Value) -> serde_json::Value {
@@ -295,7 +91,7 @@ write:
 
 #[test]
 fn invariant_i1_an_allowed_call_runs_and_its_result_reaches_the_model() {
-    let mut k = Kernel::new(
+    let mut k = kernel(
         FILES_POLICY,
         script(vec![
             tools(vec![call("files__list", serde_json::json!({}))]),
@@ -340,7 +136,7 @@ fn invariant_i1_an_allowed_call_runs_and_its_result_reaches_the_model() {
 
 #[test]
 fn invariant_i3_a_rejected_call_tells_the_model_only_action_not_permitted() {
-    let mut k = Kernel::new(
+    let mut k = kernel(
         FILES_POLICY,
         script(vec![
             tools(vec![call(
@@ -377,7 +173,7 @@ fn invariant_i3_a_rejected_call_tells_the_model_only_action_not_permitted() {
 
 #[test]
 fn invariant_i2_unknown_actions_are_denied() {
-    let mut k = Kernel::new(
+    let mut k = kernel(
         "version: 1\ndefaults: { unknown: escalate, level: 1 }\n",
         script(vec![
             tools(vec![call(
@@ -403,7 +199,7 @@ fn invariant_i2_unknown_actions_are_denied() {
 }
 
 fn escalate_and_answer(approve: bool) {
-    let mut k = Kernel::new(
+    let mut k = kernel(
         FILES_POLICY,
         script(vec![
             tools(vec![call(
@@ -480,7 +276,7 @@ fn escalation_denied_does_not() {
 #[test]
 fn escalation_times_out_as_a_denial() {
     let policy = FILES_POLICY.replace("timeout: 30s", "timeout: 1s");
-    let mut k = Kernel::new(
+    let mut k = kernel(
         &policy,
         script(vec![
             tools(vec![call(
@@ -499,47 +295,14 @@ fn escalation_times_out_as_a_denial() {
 }
 
 /// A loopback service that records the `x-api-key` header and echoes it back.
-fn echo_server() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let keys = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(8).flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut key = String::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("x-api-key:") {
-                    key = line[line.len() - v.len()..].trim().to_owned();
-                }
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            keys.lock().unwrap().push(key.clone());
-            let b64 = base64::engine::general_purpose::STANDARD.encode(&key);
-            let answer = format!(
-                "{{\"raw\":\"{key}\",\"b64\":\"{b64}\",\"hex\":\"{}\"}}",
-                hex(&key)
-            );
-            let mut stream = stream;
-            write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            )
-            .unwrap();
-        }
-    });
-    (port, seen)
+fn echo_server() -> HeaderRecorder {
+    HeaderRecorder::start("x-api-key", 8, |key| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+        format!(
+            "{{\"raw\":\"{key}\",\"b64\":\"{b64}\",\"hex\":\"{}\"}}",
+            hex(key)
+        )
+    })
 }
 
 fn hex(text: &str) -> String {
@@ -549,7 +312,8 @@ fn hex(text: &str) -> String {
 #[test]
 fn invariant_i4_a_secret_never_reaches_the_model_logs_or_audit() {
     let secret = "sk-test-9f8e7d6c5b4a39281706";
-    let (port, seen) = echo_server();
+    let server = echo_server();
+    let port = server.port;
     let policy = "version: 1
 network:
   http.request:
@@ -561,7 +325,7 @@ network:
 credentials:
   api: [http.request]
 ";
-    let mut k = Kernel::new(
+    let mut k = kernel(
         policy,
         script(vec![
             tools(vec![call(
@@ -593,11 +357,7 @@ credentials:
     assert!(list.contains("api") && !list.contains(secret), "{list}");
 
     k.ok(&["chat", "-m", "call the api"]);
-    assert_eq!(
-        seen.lock().unwrap().as_slice(),
-        [secret],
-        "the tool got the value"
-    );
+    assert_eq!(server.seen(), [secret], "the tool got the value");
     let results = k.tool_results(1);
     assert!(results[0].contains("[redacted]"), "{results:?}");
     assert_eq!(k.tool_results(2)[1], "action not permitted");
@@ -650,17 +410,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn python_available() -> bool {
-    let ok = StdCommand::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipped: python3 is not installed (the misbehaving test plugins are Python)");
-    }
-    ok
-}
-
 fn misbehave_plugin() -> String {
     "[plugins.bad]\npath = \"@SCRIPTS@/misbehave.py\"\n".to_owned()
 }
@@ -682,11 +431,10 @@ fn wait_running(k: &Kernel, plugin: &str, restarts: u64) {
 }
 
 #[test]
+#[ignore = "needs python3"]
 fn invariant_i7_a_plugin_that_crashes_is_restarted() {
-    if !python_available() {
-        return;
-    }
-    let mut k = Kernel::new(
+    need::python3();
+    let mut k = kernel(
         "version: 1\nread:\n  bad.*: { level: 0 }\n  files.list: { level: 0 }\n",
         script(vec![
             tools(vec![call("bad__crash", serde_json::json!({}))]),
@@ -711,10 +459,8 @@ fn invariant_i7_a_plugin_that_crashes_is_restarted() {
 }
 
 fn misbehaves_and_kernel_keeps_serving(action: &str) {
-    if !python_available() {
-        return;
-    }
-    let mut k = Kernel::new(
+    need::python3();
+    let mut k = kernel(
         "version: 1\nread:\n  bad.*: { level: 0 }\n  files.list: { level: 0 }\n",
         script(vec![
             tools(vec![call(&format!("bad__{action}"), serde_json::json!({}))]),
@@ -744,26 +490,28 @@ fn misbehaves_and_kernel_keeps_serving(action: &str) {
 }
 
 #[test]
+#[ignore = "needs python3"]
 fn invariant_i9_an_oversized_frame_disconnects_the_plugin_and_the_kernel_keeps_serving() {
     misbehaves_and_kernel_keeps_serving("oversize");
 }
 
 #[test]
+#[ignore = "needs python3"]
 fn invariant_i9_a_malformed_frame_disconnects_the_plugin_and_the_kernel_keeps_serving() {
     misbehaves_and_kernel_keeps_serving("garbage");
 }
 
 #[test]
+#[ignore = "needs python3"]
 fn invariant_i7_a_hung_plugin_is_noticed_by_ping_and_restarted() {
     misbehaves_and_kernel_keeps_serving("hang");
 }
 
 #[test]
+#[ignore = "needs python3"]
 fn the_python_example_plugin_serves_through_the_kernel() {
-    if !python_available() {
-        return;
-    }
-    let mut k = Kernel::new(
+    need::python3();
+    let mut k = kernel(
         "version: 1\nread:\n  wordcount.count: { level: 0 }\n\
          forbid:\n  - id: no-shouting\n    actions: [wordcount.shout]\n",
         script(vec![
@@ -796,7 +544,7 @@ fn the_python_example_plugin_serves_through_the_kernel() {
 
 #[test]
 fn invariant_i9_bad_config_gives_one_line_errors() {
-    let k = Kernel::new("version: 1\n", script(vec![]), "");
+    let k = kernel("version: 1\n", script(vec![]), "");
     std::fs::write(
         k.home().join("config.toml"),
         "[plugins.x]\nbuiltin = \"nope\"\n",
@@ -822,7 +570,7 @@ fn invariant_i9_bad_config_gives_one_line_errors() {
 
 #[test]
 fn secrets_are_refused_on_argv_and_validated() {
-    let k = Kernel::new("version: 1\n", script(vec![]), "");
+    let k = kernel("version: 1\n", script(vec![]), "");
     // There is no way to pass the value as an argument.
     let out = k.run(&["secret", "set", "api", "the-value-here"]);
     assert_eq!(out.status.code(), Some(2));
@@ -843,27 +591,13 @@ fn secrets_are_refused_on_argv_and_validated() {
 #[test]
 fn the_demo_stops_the_injection_and_serves_the_real_request() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("p3ak")
-        .unwrap()
+    let out = p3ak_testkit::home::p3ak()
         .env("TMPDIR", dir.path())
-        .env_remove("P3AK_PASSPHRASE")
         .args(["demo", "--json"])
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["ok"], true);
-    let steps: Vec<&str> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap())
-        .collect();
+    let steps = p3ak_testkit::demo_steps(&out);
     assert_eq!(
         steps,
         [
@@ -945,7 +679,7 @@ fn invariant_i4_a_real_providers_api_key_never_reaches_logs_audit_or_errors() {
         Canned::sse(&anthropic_stream("There is one file.", &[], (60, 5))),
         Canned::status(401, Vec::new(), &echoed),
     ]);
-    let mut k = Kernel::new(FILES_POLICY, script(Vec::new()), "");
+    let mut k = kernel(FILES_POLICY, script(Vec::new()), "");
     std::fs::write(
         k.home().join("config.toml"),
         format!(
@@ -1036,7 +770,7 @@ fn invariant_i4_a_real_providers_api_key_never_reaches_logs_audit_or_errors() {
 
 #[test]
 fn a_rate_limited_model_says_when_to_try_again() {
-    let mut k = Kernel::new(
+    let mut k = kernel(
         FILES_POLICY,
         script(vec![serde_json::json!({"error": {
             "kind": "rate_limited", "message": "slow down", "retry_after_ms": 1500}})]),
@@ -1055,43 +789,6 @@ fn a_rate_limited_model_says_when_to_try_again() {
 
 // ---- humans in the loop: the daemon, factors, the undo window, the spool ----
 
-impl Kernel {
-    /// `p3ak ARGS` with `input` on stdin.
-    fn run_stdin(&self, args: &[&str], input: &str) -> Output {
-        self.cmd()
-            .args(args)
-            .write_stdin(input.to_owned())
-            .output()
-            .unwrap()
-    }
-
-    /// Waits until the daemon lists `n` items; returns them.
-    fn wait_pending(&self, n: usize) -> Vec<serde_json::Value> {
-        let started = Instant::now();
-        loop {
-            let items: serde_json::Value =
-                serde_json::from_str(&self.ok(&["pending", "--json"])).unwrap();
-            let items = items.as_array().unwrap().clone();
-            if items.len() >= n {
-                return items;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "nothing became pending:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn kinds(&self) -> Vec<String> {
-        self.audit()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
 fn chat_in_background(k: &Kernel, text: &str) -> std::thread::JoinHandle<Output> {
     let mut chat = k.cmd();
     chat.args(["chat", "-m", text])
@@ -1099,15 +796,11 @@ fn chat_in_background(k: &Kernel, text: &str) -> std::thread::JoinHandle<Output>
     std::thread::spawn(move || chat.output().unwrap())
 }
 
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 const PIN: &str = "135792";
 
 /// A kernel whose model makes one `files.write` under `policy`, then says "ok".
 fn one_write(policy: &str, path: &str, content: &str) -> Kernel {
-    Kernel::new(
+    kernel(
         policy,
         script(vec![
             tools(vec![call(
@@ -1123,13 +816,13 @@ fn one_write(policy: &str, path: &str, content: &str) -> Kernel {
 /// Sets [`PIN`] through the CLI.
 fn set_pin(k: &Kernel) {
     let set = k.run_stdin(&["hitl", "pin", "set"], &format!("{PIN}\n"));
-    assert!(set.status.success(), "{}", stderr_of(&set));
+    assert!(set.status.success(), "{}", p3ak_testkit::stderr(&set));
 }
 
 #[test]
 fn invariant_i8_level_three_takes_the_pin_and_five_wrong_pins_lock_out() {
     let policy = FILES_POLICY.replace("level: 1", "level: 3");
-    let mut k = Kernel::new(
+    let mut k = kernel(
         &policy,
         script(vec![
             tools(vec![call(
@@ -1175,12 +868,12 @@ fn invariant_i8_level_three_takes_the_pin_and_five_wrong_pins_lock_out() {
     let weak = k.run(&["approve", &first]);
     assert!(!weak.status.success());
     assert!(
-        stderr_of(&weak).contains("needs level 3"),
+        p3ak_testkit::stderr(&weak).contains("needs level 3"),
         "{}",
-        stderr_of(&weak)
+        p3ak_testkit::stderr(&weak)
     );
     let ok = k.run_stdin(&["approve", &first, "--pin"], &format!("{PIN}\n"));
-    assert!(ok.status.success(), "{}", stderr_of(&ok));
+    assert!(ok.status.success(), "{}", p3ak_testkit::stderr(&ok));
     // Replayed: the same approval again is refused.
     assert!(
         !k.run_stdin(&["approve", &first, "--pin"], &format!("{PIN}\n"))
@@ -1203,14 +896,14 @@ fn invariant_i8_level_three_takes_the_pin_and_five_wrong_pins_lock_out() {
     let locked = k.run_stdin(&["approve", &second, "--pin"], &format!("{PIN}\n"));
     assert!(!locked.status.success());
     assert!(
-        stderr_of(&locked).contains("locked"),
+        p3ak_testkit::stderr(&locked).contains("locked"),
         "{}",
-        stderr_of(&locked)
+        p3ak_testkit::stderr(&locked)
     );
     k.ok(&["deny", &second]);
 
     let out = chat.join().unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(out.status.success(), "{}", p3ak_testkit::stderr(&out));
     let workspace = k.home().join("workspaces/assistant");
     assert_eq!(
         std::fs::read_to_string(workspace.join("one.txt")).unwrap(),
@@ -1261,7 +954,7 @@ fn invariant_i8_the_undo_window_delays_execution_and_pull_back_cancels_it() {
     assert!(!written.exists(), "ran inside its undo window");
     k.ok(&["hitl", "pullback", &id]);
     let out = chat.join().unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(out.status.success(), "{}", p3ak_testkit::stderr(&out));
     assert!(!written.exists());
     assert_eq!(k.tool_results(1), vec!["action not permitted"]);
     let history: serde_json::Value =
@@ -1285,16 +978,16 @@ fn invariant_i8_levels_four_and_five_are_refused_on_the_command_line() {
         .to_owned();
     let yes = k.run(&["approve", &id]);
     assert!(
-        stderr_of(&yes).contains("security key"),
+        p3ak_testkit::stderr(&yes).contains("security key"),
         "{}",
-        stderr_of(&yes)
+        p3ak_testkit::stderr(&yes)
     );
     let pin = k.run_stdin(&["approve", &id, "--pin"], &format!("{PIN}\n"));
     assert!(!pin.status.success());
     assert!(
-        stderr_of(&pin).contains("needs level 4"),
+        p3ak_testkit::stderr(&pin).contains("needs level 4"),
         "{}",
-        stderr_of(&pin)
+        p3ak_testkit::stderr(&pin)
     );
     k.ok(&["deny", &id]);
     assert!(chat.join().unwrap().status.success());
@@ -1304,7 +997,7 @@ fn invariant_i8_levels_four_and_five_are_refused_on_the_command_line() {
 #[test]
 fn the_scheduled_rekey_runs_once_approved_and_the_canary_reads_back() {
     let policy = format!("{FILES_POLICY}vault_rekey: {{ every: 90d, level: 3 }}\n");
-    let mut k = Kernel::new(
+    let mut k = kernel(
         &policy,
         script(vec![say("hi")]),
         "[plugins.vault]\nbuiltin = \"vault\"\n",
@@ -1323,9 +1016,14 @@ fn the_scheduled_rekey_runs_once_approved_and_the_canary_reads_back() {
     assert_eq!(request["level"], 3);
     let id = request["id"].as_str().unwrap().to_owned();
     let ok = k.run_stdin(&["approve", &id, "--pin"], &format!("{PIN}\n"));
-    assert!(ok.status.success(), "{}", stderr_of(&ok));
+    assert!(ok.status.success(), "{}", p3ak_testkit::stderr(&ok));
     let out = rekey.join().unwrap();
-    assert!(out.status.success(), "{}\n{}", stderr_of(&out), k.log());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        p3ak_testkit::stderr(&out),
+        k.log()
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("canary read back"),
         "{}",
@@ -1384,7 +1082,7 @@ fn invariant_i8_a_totp_code_approves_level_three_once() {
     assert!(!spent.status.success(), "a used code approved");
     let next = p3ak_hitl::totp::code_for(&secret, now_ms() + 30_000).unwrap();
     let ok = k.run_stdin(&["approve", &id, "--totp"], &format!("{next}\n"));
-    assert!(ok.status.success(), "{}", stderr_of(&ok));
+    assert!(ok.status.success(), "{}", p3ak_testkit::stderr(&ok));
     assert!(chat.join().unwrap().status.success());
     assert_eq!(
         std::fs::read_to_string(k.home().join("workspaces/assistant/totp.txt")).unwrap(),

@@ -1,43 +1,40 @@
 //! End-to-end tests of `p3ak vault …`, driving the real binary.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
 use base64::Engine;
+use p3ak_testkit::{Home, stderr};
 
 const PASS: &str = "correct horse battery staple";
 const NEW_PASS: &str = "a completely different passphrase";
 
 struct Env {
-    dir: tempfile::TempDir,
+    home: Home,
 }
 
 impl Env {
     fn new() -> Self {
         Self {
-            dir: tempfile::tempdir().unwrap(),
+            home: Home::new(PASS),
         }
     }
 
-    fn vault(&self) -> PathBuf {
-        self.dir.path().join("notes.vault")
+    fn dir(&self) -> &Path {
+        self.home.dir()
     }
 
-    /// `p3ak <args>` with the passphrase in the environment.
+    fn vault(&self) -> PathBuf {
+        self.home.path("notes.vault")
+    }
+
+    /// `p3ak <args>` with this passphrase (or none) in the environment.
     fn p3ak(&self, pass: Option<&str>) -> Command {
-        let mut cmd = Command::cargo_bin("p3ak").unwrap();
-        cmd.current_dir(self.dir.path())
-            .env_remove("P3AK_PASSPHRASE")
-            .env_remove("P3AK_NEW_PASSPHRASE");
+        let mut cmd = self.home.cmd();
+        cmd.env_remove("P3AK_PASSPHRASE");
         if let Some(pass) = pass {
             cmd.env("P3AK_PASSPHRASE", pass);
         }
@@ -49,13 +46,7 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(Some(PASS), args);
-        assert!(
-            out.status.success(),
-            "p3ak {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.home.ok(args)
     }
 
     fn create(&self) {
@@ -65,10 +56,6 @@ impl Env {
     fn v(&self) -> String {
         self.vault().to_str().unwrap().to_owned()
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The one-line error contract: exit 1, a single `error: ` line on stderr.
@@ -86,7 +73,7 @@ fn create_put_get_round_trip() {
     let env = Env::new();
     env.create();
     let v = env.v();
-    let file = env.dir.path().join("letter.txt");
+    let file = env.dir().join("letter.txt");
     std::fs::write(&file, "Dear Ada,\nthe engine works.\n").unwrap();
     let id = env.ok(&[
         "vault",
@@ -181,7 +168,7 @@ fn wrong_passphrase_exits_1_with_the_documented_message() {
 #[test]
 fn passphrase_comes_from_a_file_the_environment_or_a_terminal_never_argv() {
     let env = Env::new();
-    let pass_file = env.dir.path().join("pass.txt");
+    let pass_file = env.dir().join("pass.txt");
     std::fs::write(&pass_file, format!("{PASS}\n")).unwrap();
     let pf = pass_file.to_str().unwrap();
     let out = env.run(
@@ -345,14 +332,14 @@ fn verify_names_the_first_bad_record() {
 #[test]
 fn invariant_i9_bad_input_is_a_one_line_error_not_a_crash() {
     let env = Env::new();
-    let junk = env.dir.path().join("junk.vault");
+    let junk = env.dir().join("junk.vault");
     std::fs::write(&junk, b"this is not a vault at all").unwrap();
     let junk = junk.to_str().unwrap();
     assert_fails_with(
         &env.run(Some(PASS), &["vault", "list", junk]),
         "is not a p3ak vault",
     );
-    let empty = env.dir.path().join("empty.vault");
+    let empty = env.dir().join("empty.vault");
     std::fs::write(&empty, b"").unwrap();
     assert_fails_with(
         &env.run(Some(PASS), &["vault", "list", empty.to_str().unwrap()]),
@@ -365,7 +352,7 @@ fn invariant_i9_bad_input_is_a_one_line_error_not_a_crash() {
     env.create();
     let mut bytes = std::fs::read(env.vault()).unwrap();
     bytes[8] = 9; // format version
-    let future = env.dir.path().join("future.vault");
+    let future = env.dir().join("future.vault");
     std::fs::write(&future, &bytes).unwrap();
     assert_fails_with(
         &env.run(Some(PASS), &["vault", "info", future.to_str().unwrap()]),
@@ -425,11 +412,7 @@ fn invariant_i6_no_plaintext_at_rest() {
     let env = Env::new();
     env.create();
     let v = env.v();
-    let marker = format!(
-        "P3AK-MARKER-{}-{}",
-        std::process::id(),
-        env.dir.path().display()
-    );
+    let marker = format!("P3AK-MARKER-{}-{}", std::process::id(), env.dir().display());
     let body = format!("top secret: {marker}\n").repeat(50);
     let file = std::env::temp_dir().join(format!("p3ak-i6-{}.txt", std::process::id()));
     std::fs::write(&file, &body).unwrap();
@@ -455,7 +438,7 @@ fn invariant_i6_no_plaintext_at_rest() {
     assert!(out.status.success());
 
     let mut files = Vec::new();
-    files_under(env.dir.path(), &mut files);
+    files_under(env.dir(), &mut files);
     files_under(&std::env::temp_dir(), &mut files);
     assert!(files.iter().any(|f| f == &env.vault()));
     let needles = needles(&marker);
@@ -489,7 +472,7 @@ fn vault_files_are_private() {
     env.ok(&["vault", "put", &env.v(), "--text", "x"]);
     let mode = std::fs::metadata(env.vault()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let lock = env.dir.path().join("notes.vault.lock");
+    let lock = env.dir().join("notes.vault.lock");
     let mode = std::fs::metadata(lock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
@@ -498,7 +481,7 @@ fn vault_files_are_private() {
 fn rekey_killed_at_random_moments_leaves_a_complete_vault() {
     let env = Env::new();
     let v = env.v();
-    let src = env.dir.path().join("src");
+    let src = env.dir().join("src");
     std::fs::create_dir(&src).unwrap();
     for i in 0..1500 {
         std::fs::write(
@@ -556,15 +539,7 @@ fn rekey_killed_at_random_moments_leaves_a_complete_vault() {
 fn the_demo_walks_every_step_and_says_so_in_json() {
     let env = Env::new();
     let out = env.run(None, &["vault", "demo", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["ok"], true);
-    let steps: Vec<&str> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap())
-        .collect();
+    let steps = p3ak_testkit::demo_steps(&out);
     assert_eq!(
         steps,
         [

@@ -1,13 +1,7 @@
 //! Property tests: chunking never loses, duplicates or reorders text and never exceeds
 //! `max_chars`.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code"
-)]
+#![cfg(test)]
 
 use std::collections::BTreeMap;
 

@@ -1,12 +1,6 @@
 //! One test per format, each on a real sample file built here or committed under `fixtures/`.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code"
-)]
+#![cfg(test)]
 
 mod common;
 

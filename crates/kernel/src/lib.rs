@@ -21,6 +21,7 @@ pub mod authorize;
 pub mod broker;
 pub mod config;
 pub mod control;
+pub mod demo;
 mod error;
 mod files;
 pub mod hitl;

@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use lopdf::content::{Content, Operation};
 use lopdf::{Document, Object, Stream, dictionary};
 use p3ak_memory::{
-    EmbeddingBatch, IngestItem, IngestOptions, Memory, TextEmbedder, store_embeddings,
+    EmbeddingBatch, IngestItem, IngestOptions, Memory, MiniLm, TextEmbedder, store_embeddings,
 };
+use p3ak_testkit::corpus::{Rng, Words};
 use p3ak_vault::{KdfParams, Passphrase, Protection, Vault};
 
 const KDF: KdfParams = KdfParams {
@@ -49,80 +50,13 @@ const EMBED_BATCH_CHUNKS: usize = 64;
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness and text
 
-/// SplitMix64: small, fast, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// What the corpus is made of, on top of [`Words`].
+trait Text {
+    fn prose(&self, rng: &mut Rng, chars: usize) -> String;
+    fn phrase(&self, rng: &mut Rng) -> String;
 }
 
-/// A made-up vocabulary, shorter words more frequent, drawn with a Zipf (s = 1) distribution.
-struct Words {
-    vocab: Vec<String>,
-    cdf: Vec<f64>,
-}
-
-impl Words {
-    fn new(rng: &mut Rng) -> Self {
-        const ONSETS: &[&str] = &[
-            "b", "c", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st",
-            "tr", "pl", "gr",
-        ];
-        const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ou"];
-        const CODAS: &[&str] = &["", "", "", "n", "r", "s", "l", "m", "t"];
-        let mut seen = std::collections::HashSet::new();
-        let mut vocab = Vec::with_capacity(VOCABULARY);
-        while vocab.len() < VOCABULARY {
-            let syllables = rng.range(2, 4);
-            let mut w = String::new();
-            for _ in 0..syllables {
-                w.push_str(ONSETS[rng.below(ONSETS.len())]);
-                w.push_str(VOWELS[rng.below(VOWELS.len())]);
-            }
-            w.push_str(CODAS[rng.below(CODAS.len())]);
-            if seen.insert(w.clone()) {
-                vocab.push(w);
-            }
-        }
-        vocab.sort_by_key(String::len);
-        let mut total = 0.0;
-        let cdf = (1..=VOCABULARY)
-            .map(|rank| {
-                total += 1.0 / rank as f64;
-                total
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|c| c / total)
-            .collect();
-        Self { vocab, cdf }
-    }
-
-    fn zipf(&self, rng: &mut Rng) -> &str {
-        let u = rng.unit();
-        let i = self.cdf.partition_point(|&c| c < u).min(VOCABULARY - 1);
-        &self.vocab[i]
-    }
-
+impl Text for Words {
     /// Sentences of Zipf words, about `chars` characters.
     fn prose(&self, rng: &mut Rng, chars: usize) -> String {
         let mut out = String::with_capacity(chars + 16);
@@ -258,23 +192,6 @@ fn write_files(dir: &Path, n: usize, ext: &str, mut make: impl FnMut() -> Vec<u8
 
 // ---------------------------------------------------------------------------------------------
 // Figures
-
-/// all-MiniLM-L6-v2, as the memory layer wants it (the CLI's `MiniLm`).
-struct MiniLm(p3ak_embed::Embedder);
-
-impl TextEmbedder for MiniLm {
-    fn model(&self) -> &str {
-        p3ak_embed::MODEL_NAME
-    }
-
-    fn dimensions(&self) -> usize {
-        p3ak_embed::DIMENSIONS
-    }
-
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        self.0.embed(texts).map_err(|e| e.to_string())
-    }
-}
 
 fn new_vault(dir: &Path, name: &str) -> Vault {
     Vault::create(
@@ -432,7 +349,7 @@ fn main() {
     );
     let mut table = Table::default();
     let mut rng = Rng(0x1a6e57);
-    let words = Words::new(&mut rng);
+    let words = Words::new(&mut rng, VOCABULARY);
     let dir = tempfile::tempdir().unwrap();
 
     let md = write_files(&dir.path().join("md"), MARKDOWN_FILES, "md", || {
@@ -447,7 +364,7 @@ fn main() {
 
     match p3ak_embed::test_support::model_dir() {
         Some(model_dir) => {
-            let model = MiniLm(p3ak_embed::Embedder::load(&model_dir).unwrap());
+            let model = MiniLm::new(p3ak_embed::Embedder::load(&model_dir).unwrap());
             with_embedding(
                 dir.path(),
                 "markdown",

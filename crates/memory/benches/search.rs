@@ -23,6 +23,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use p3ak_memory::{EmbeddingBatch, IngestItem, IngestOptions, Memory, Mode, SearchRequest};
+use p3ak_testkit::corpus::{Rng, Words};
 use p3ak_vault::{Access, KdfParams, Passphrase, Protection, Unlock, Vault, VaultKey};
 
 const KDF: KdfParams = KdfParams {
@@ -46,87 +47,21 @@ const MODEL: &str = "bench-random-384";
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness and text
 
-/// SplitMix64: small, fast, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A random unit vector.
-    fn unit_vector(&mut self) -> Vec<f32> {
-        let v: Vec<f32> = (0..DIMS).map(|_| self.unit() as f32 * 2.0 - 1.0).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-        v.into_iter().map(|x| x / norm).collect()
-    }
+/// A random unit vector.
+fn unit_vector(rng: &mut Rng) -> Vec<f32> {
+    let v: Vec<f32> = (0..DIMS).map(|_| rng.unit() as f32 * 2.0 - 1.0).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+    v.into_iter().map(|x| x / norm).collect()
 }
 
-/// A made-up vocabulary, shorter words more frequent, drawn with a Zipf (s = 1) distribution.
-struct Words {
-    vocab: Vec<String>,
-    cdf: Vec<f64>,
+/// What the corpus is made of, on top of [`Words`].
+trait Text {
+    fn content(&self, rng: &mut Rng) -> &str;
+    fn paragraph(&self, rng: &mut Rng) -> String;
+    fn phrase(&self, rng: &mut Rng, lo: usize, hi: usize) -> String;
 }
 
-impl Words {
-    fn new(rng: &mut Rng) -> Self {
-        const ONSETS: &[&str] = &[
-            "b", "c", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st",
-            "tr", "pl", "gr",
-        ];
-        const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ou"];
-        const CODAS: &[&str] = &["", "", "", "n", "r", "s", "l", "m", "t"];
-        let mut seen = std::collections::HashSet::new();
-        let mut vocab = Vec::with_capacity(VOCABULARY);
-        while vocab.len() < VOCABULARY {
-            let syllables = rng.range(2, 4);
-            let mut w = String::new();
-            for _ in 0..syllables {
-                w.push_str(ONSETS[rng.below(ONSETS.len())]);
-                w.push_str(VOWELS[rng.below(VOWELS.len())]);
-            }
-            w.push_str(CODAS[rng.below(CODAS.len())]);
-            if seen.insert(w.clone()) {
-                vocab.push(w);
-            }
-        }
-        vocab.sort_by_key(String::len);
-        let mut total = 0.0;
-        let cdf = (1..=VOCABULARY)
-            .map(|rank| {
-                total += 1.0 / rank as f64;
-                total
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|c| c / total)
-            .collect();
-        Self { vocab, cdf }
-    }
-
-    fn zipf(&self, rng: &mut Rng) -> &str {
-        let u = rng.unit();
-        let i = self.cdf.partition_point(|&c| c < u).min(VOCABULARY - 1);
-        &self.vocab[i]
-    }
-
+impl Text for Words {
     /// A word of middling to rare frequency (rank 20 and up), uniformly: what people search for.
     fn content(&self, rng: &mut Rng) -> &str {
         &self.vocab[rng.range(20, VOCABULARY - 1)]
@@ -242,7 +177,7 @@ impl Queries {
     fn new(words: &Words, rng: &mut Rng, n: usize) -> Self {
         Self(
             (0..n)
-                .map(|_| (words.phrase(rng, 2, 5), rng.unit_vector()))
+                .map(|_| (words.phrase(rng, 2, 5), unit_vector(rng)))
                 .collect(),
         )
     }
@@ -303,7 +238,7 @@ fn build(dir: &Path, chunks: usize, words: &Words, rng: &mut Rng, table: &mut Ta
     for files in report.files.chunks(1000) {
         let mut batch = EmbeddingBatch::default();
         for f in files {
-            let vectors: Vec<Vec<f32>> = (0..f.chunks).map(|_| rng.unit_vector()).collect();
+            let vectors: Vec<Vec<f32>> = (0..f.chunks).map(|_| unit_vector(rng)).collect();
             batch.push(f.id.unwrap(), MODEL, &vectors);
         }
         stored += p3ak_memory::store_embeddings(&vault, &batch).unwrap();
@@ -577,7 +512,7 @@ fn main() {
     );
     let mut table = Table::default();
     let mut rng = Rng(0x5eed);
-    let words = Words::new(&mut rng);
+    let words = Words::new(&mut rng, VOCABULARY);
     let queries = Queries::new(&words, &mut rng, QUERIES);
     let dir = tempfile::tempdir().unwrap();
     let largest = sizes.iter().copied().max().unwrap_or(0);

@@ -19,6 +19,8 @@ pub mod eval;
 pub mod fusion;
 mod ingest;
 mod memory;
+#[cfg(feature = "minilm")]
+mod minilm;
 mod schema;
 mod search;
 mod vectors;
@@ -31,6 +33,8 @@ pub use memory::{
     EmbedderLock, EmbeddingBatch, Memory, PendingDocument, Status, TextEmbedder, lock_embedder,
     store_embeddings,
 };
+#[cfg(feature = "minilm")]
+pub use minilm::MiniLm;
 pub use search::{Hit, Mode, SearchRequest, SearchResults, SignalDetail, Snippet};
 
 /// Vault space holding the search index's files.

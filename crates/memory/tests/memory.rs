@@ -1,13 +1,7 @@
 //! The memory layer end to end on real vaults: ingest, re-ingest, update, delete, search in each
 //! mode, embeddings arriving later, persistence across reopening, no plaintext on disk.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! member names, so a frame with one is an error (never "last one wins"), in the envelope and
 //! in every object nested anywhere below it, free-form values included.
 
-#![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
+#![cfg(test)]
 
 use p3ak_proto::{
     DEFAULT_MAX_FRAME, Envelope, HEADER_LEN, Message, ProtoError, decode, encode, from_slice_strict,

@@ -1,12 +1,7 @@
 //! The example Python plugin (`examples/plugins/wordcount.py`) speaks the protocol: this test
 //! plays the kernel's side of a whole session with it over a real Unix socket.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
+#![cfg(test)]
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -102,15 +97,6 @@ impl Kernel {
     }
 }
 
-fn python3() -> bool {
-    Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn the_file_can_be_run_directly() {
     let path = plugin_path();
@@ -125,10 +111,9 @@ fn the_file_can_be_run_directly() {
 }
 
 #[test]
+#[ignore = "needs python3"]
 fn wordcount_plugin_speaks_the_protocol() {
-    let Some((_dir, mut plugin, mut kernel)) = start("wordcount", DEFAULT_MAX_FRAME) else {
-        return;
-    };
+    let (_dir, mut plugin, mut kernel) = start("wordcount", DEFAULT_MAX_FRAME);
 
     // hello → welcome
     let hello = kernel.receive();
@@ -217,14 +202,9 @@ fn wordcount_plugin_speaks_the_protocol() {
     assert!(status.success(), "exit {status}: {}", plugin.stderr());
 }
 
-/// Starts the plugin as `name` with a frame limit, and accepts its connection; `None` (and a
-/// note) without python3.
-#[expect(clippy::print_stderr, reason = "says why the test was skipped")]
-fn start(name: &str, max_frame: usize) -> Option<(tempfile::TempDir, Plugin, Kernel)> {
-    if !python3() {
-        eprintln!("skipped: python3 is not installed");
-        return None;
-    }
+/// Starts the plugin as `name` with a frame limit, and accepts its connection.
+fn start(name: &str, max_frame: usize) -> (tempfile::TempDir, Plugin, Kernel) {
+    p3ak_testkit::need::python3();
     let dir = tempfile::tempdir().unwrap();
     let (stream, theirs) = UnixStream::pair().unwrap();
     let plugin = Plugin(
@@ -244,14 +224,13 @@ fn start(name: &str, max_frame: usize) -> Option<(tempfile::TempDir, Plugin, Ker
     );
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    Some((dir, plugin, Kernel { stream }))
+    (dir, plugin, Kernel { stream })
 }
 
 #[test]
+#[ignore = "needs python3"]
 fn wordcount_plugin_exits_when_the_kernel_goes_away() {
-    let Some((_dir, mut plugin, mut kernel)) = start("wc", 4096) else {
-        return;
-    };
+    let (_dir, mut plugin, mut kernel) = start("wc", 4096);
     let hello = kernel.receive();
     assert!(matches!(&hello.message, Message::Hello(h) if h.plugin == "wc"));
     kernel.send(
@@ -272,10 +251,9 @@ fn wordcount_plugin_exits_when_the_kernel_goes_away() {
 }
 
 #[test]
+#[ignore = "needs python3"]
 fn wordcount_plugin_gives_up_without_a_common_version() {
-    let Some((_dir, mut plugin, mut kernel)) = start("wc", 4096) else {
-        return;
-    };
+    let (_dir, mut plugin, mut kernel) = start("wc", 4096);
     let hello = kernel.receive();
     kernel.send(
         hello.id,

@@ -6,13 +6,7 @@
 //! and the schemas and [`p3ak_proto::decode`] must agree on every mutant: both accept or both
 //! refuse.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests"
-)]
+#![cfg(test)]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

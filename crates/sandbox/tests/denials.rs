@@ -1,14 +1,8 @@
 //! A Landlock denial after `exec` reaches the host's audit log and comes back out of
 //! [`DenialFeed`] with the sandboxed process's pid and uid. Needs root (a uid switch, the
-//! audit socket); without it the test says it was skipped.
+//! audit socket): ignored unless asked for (`.ci/run` runs it as root).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr,
-    reason = "test code"
-)]
+#![cfg(test)]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,15 +12,13 @@ use p3ak_sandbox::denials::{DenialFeed, host_audit_enabled, set_host_audit};
 use p3ak_sandbox::{Class, Limits, Plan, probe};
 
 #[test]
+#[ignore = "needs root and Landlock ABI 7 (audit logging)"]
 fn invariant_i7_a_refused_open_is_reported_with_the_plugins_pid_and_uid() {
-    if !probe().root {
-        eprintln!("skipped: needs root (a uid switch and the audit socket)");
-        return;
-    }
-    if probe().landlock_abi.is_none_or(|abi| abi < 7) {
-        eprintln!("skipped: Landlock ABI 7 (audit logging) is not available");
-        return;
-    }
+    p3ak_testkit::need::root();
+    assert!(
+        probe().landlock_abi.is_some_and(|abi| abi >= 7),
+        "this test needs Landlock ABI 7 (audit logging), which this kernel does not offer"
+    );
     if !host_audit_enabled().unwrap() {
         eprintln!("note: enabling the host's audit subsystem for this test (auditctl -e 1)");
         set_host_audit(true).unwrap();
@@ -62,11 +54,9 @@ fn invariant_i7_a_refused_open_is_reported_with_the_plugins_pid_and_uid() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_a_permission_refusal_is_reported_once_the_rules_are_in() {
-    if !probe().root {
-        eprintln!("skipped: needs root (a uid switch, audit rules and the audit socket)");
-        return;
-    }
+    p3ak_testkit::need::root();
     if !host_audit_enabled().unwrap() {
         eprintln!("note: enabling the host's audit subsystem for this test (auditctl -e 1)");
         set_host_audit(true).unwrap();

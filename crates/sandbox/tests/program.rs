@@ -1,15 +1,9 @@
 //! A plugin's uid is a stranger's: it may not walk to its own binary (`cargo install` as root
 //! puts `p3ak` under `/root`, mode 0700). [`Program`] starts it anyway, through the file the
 //! parent opened, while Landlock still decides by the binary's real path. Needs root (a uid
-//! switch); without it the tests say they were skipped.
+//! switch): ignored unless asked for (`.ci/run` runs them as root).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr,
-    reason = "test code"
-)]
+#![cfg(test)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -73,13 +67,22 @@ fn run(program: &Path, plan: &Plan, file: &Path) -> std::io::Result<std::process
     command.output()
 }
 
-#[test]
-fn invariant_i7_a_plugin_starts_from_a_directory_its_user_cannot_enter() {
+/// The host's sandbox support, which must offer all these tests use.
+fn supported() -> p3ak_sandbox::Support {
+    p3ak_testkit::need::root();
     let support = probe();
-    if !support.root || support.landlock_abi.is_none() || !support.seccomp {
-        eprintln!("skipped: needs root, Landlock and seccomp (a uid switch under the sandbox)");
-        return;
-    }
+    assert!(
+        support.landlock_abi.is_some() && support.seccomp,
+        "this test needs Landlock and seccomp, which this kernel does not offer: {:?}",
+        support.missing()
+    );
+    support
+}
+
+#[test]
+#[ignore = "needs root, Landlock and seccomp"]
+fn invariant_i7_a_plugin_starts_from_a_directory_its_user_cannot_enter() {
+    let support = supported();
     let (_dir, cat, file) = closed_cat();
     let plan = plan(vec![cat.clone()], vec![file.clone()]);
 
@@ -104,12 +107,9 @@ fn invariant_i7_a_plugin_starts_from_a_directory_its_user_cannot_enter() {
 }
 
 #[test]
+#[ignore = "needs root, Landlock and seccomp"]
 fn invariant_i7_landlock_still_decides_what_a_plugin_may_execute() {
-    let support = probe();
-    if !support.root || support.landlock_abi.is_none() || !support.seccomp {
-        eprintln!("skipped: needs root, Landlock and seccomp (a uid switch under the sandbox)");
-        return;
-    }
+    supported();
     let (_dir, cat, file) = closed_cat();
     // The binary is readable by the rules but not executable: the open file is no way round.
     let plan = plan(Vec::new(), vec![file.clone(), cat.clone()]);

@@ -2,13 +2,7 @@
 //! by an attacker who can recompute every record tag (an unencrypted vault's tags are plain
 //! SHA-256), because the log's hash chain and signed checkpoint do not depend on them.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code"
-)]
+#![cfg(test)]
 
 mod common;
 

@@ -1,13 +1,7 @@
 //! The canary: written at create, checked after a rewrite, hidden from everything that lists
 //! documents or objects.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+#![cfg(test)]
 
 mod common;
 

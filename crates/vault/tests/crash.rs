@@ -1,13 +1,7 @@
 //! Crash safety: cut the file at every byte of the last record and at a sample of offsets
 //! elsewhere; reopen each. Every record committed before the cut is there; nothing panics.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+#![cfg(test)]
 
 mod common;
 

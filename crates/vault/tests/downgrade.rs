@@ -4,13 +4,7 @@
 //! its encryption byte flipped), every entry point refuses and nothing is written: not the
 //! vault, not a lock file, not an unlock-failure note, not an export.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+#![cfg(test)]
 
 mod common;
 

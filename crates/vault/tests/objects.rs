@@ -2,13 +2,7 @@
 //! document commands, replaced by name, carried through compact and rekey, committed atomically
 //! with the documents they describe.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+#![cfg(test)]
 
 mod common;
 

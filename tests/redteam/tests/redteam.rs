@@ -3,18 +3,11 @@
 //! test checks that the attack failed, that the kernel's audit log holds what stopped it,
 //! and that the kernel then still serves a turn through `benign`.
 //!
-//! The sandbox gives plugins their own users: the suite needs root, and says it was skipped
-//! when it is not. It runs the `p3ak` binary from the same target directory (built by
+//! The sandbox gives plugins their own users: the suite needs root and is ignored unless
+//! asked for (`.ci/run` runs it as root). It runs the `p3ak` binary from the same target directory (built by
 //! `cargo test --workspace`).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::print_stderr,
-    reason = "test code: a failed step should fail the test loudly"
-)]
+#![cfg(test)]
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -25,18 +18,10 @@ use serde_json::{Value, json};
 
 const PASS: &str = "red team passphrase";
 
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// `None` (and a line saying why) when the suite cannot run here.
-fn p3ak() -> Option<PathBuf> {
-    if !is_root() {
-        eprintln!(
-            "skipped: the red team needs root (plugins get their own uids, network namespaces)"
-        );
-        return None;
-    }
+/// The `p3ak` binary beside this test's; the suite needs root (plugins get their own uids and
+/// network namespaces).
+fn p3ak() -> PathBuf {
+    p3ak_testkit::need::root();
     enable_host_audit();
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
@@ -46,7 +31,7 @@ fn p3ak() -> Option<PathBuf> {
         "{} is missing: build it first (`cargo build -p p3ak`, or `cargo test --workspace`)",
         p3ak.display()
     );
-    Some(p3ak)
+    p3ak
 }
 
 /// Landlock logs its denials only while the host's audit subsystem is on; the kernel reads
@@ -274,8 +259,8 @@ fn assert_sandboxed_start(audit: &[Value]) {
 
 /// An attack that must come back with an error (no process killed): the plugin's report
 /// says it was blocked, its sandboxed start is audited, and the kernel keeps serving.
-fn blocked(attack: &str, extra: &[String]) -> Option<(Kernel, Vec<Value>)> {
-    let p3ak = p3ak()?;
+fn blocked(attack: &str, extra: &[String]) -> (Kernel, Vec<Value>) {
+    let p3ak = p3ak();
     let mut k = Kernel::new(p3ak, attack, extra);
     k.up();
     let marker = format!("redteam: {attack}:");
@@ -297,7 +282,7 @@ fn blocked(attack: &str, extra: &[String]) -> Option<(Kernel, Vec<Value>)> {
         "{attack}: no sandbox.denied in {:?}",
         audit.iter().map(|e| &e["kind"]).collect::<Vec<_>>()
     );
-    Some((k, audit))
+    (k, audit)
 }
 
 /// Whether some `sandbox.denied` of the attacker mentions `text`.
@@ -311,8 +296,8 @@ fn denial_mentions(audit: &[Value], text: &str) -> bool {
 }
 
 /// An attack the sandbox answers by killing the plugin: audited with the signal.
-fn killed(attack: &str, kind: &str, signal: i64, extra: &[String]) -> Option<Vec<Value>> {
-    let p3ak = p3ak()?;
+fn killed(attack: &str, kind: &str, signal: i64, extra: &[String]) -> Vec<Value> {
+    let p3ak = p3ak();
     let mut k = Kernel::new(p3ak, attack, extra);
     k.up();
     k.wait_log("the attacker to be killed", |log| {
@@ -329,12 +314,12 @@ fn killed(attack: &str, kind: &str, signal: i64, extra: &[String]) -> Option<Vec
         "no {kind} with signal {signal}: {:?}",
         entries(&audit, "plugin.exit")
     );
-    Some(audit)
+    audit
 }
 
 /// An attack on the protocol: the kernel cuts the plugin off and audits why.
-fn misbehaved(attack: &str, reason: &str) -> Option<Vec<Value>> {
-    let p3ak = p3ak()?;
+fn misbehaved(attack: &str, reason: &str) -> Vec<Value> {
+    let p3ak = p3ak();
     let mut k = Kernel::new(p3ak, attack, &[]);
     k.up();
     k.wait_log("the attacker to be cut off", |log| {
@@ -350,93 +335,97 @@ fn misbehaved(attack: &str, reason: &str) -> Option<Vec<Value>> {
             .contains(reason)),
         "no plugin.misbehaved with `{reason}`: {hits:?}"
     );
-    Some(audit)
+    audit
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_reading_the_vault_is_denied() {
-    if let Some((_, audit)) = blocked("read_vault", &[]) {
-        assert!(
-            denial_mentions(&audit, "kernel.vault") || denial_mentions(&audit, "memory.vault"),
-            "{:?}",
-            entries(&audit, "sandbox.denied")
-        );
-    }
+    let (_, audit) = blocked("read_vault", &[]);
+    assert!(
+        denial_mentions(&audit, "kernel.vault") || denial_mentions(&audit, "memory.vault"),
+        "{:?}",
+        entries(&audit, "sandbox.denied")
+    );
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_the_audit_log_is_out_of_reach() {
-    if let Some((k, audit)) = blocked("audit_log", &[]) {
-        assert!(
-            denial_mentions(&audit, "/audit"),
-            "{:?}",
-            entries(&audit, "sandbox.denied")
-        );
-        // And the log still verifies: nothing was appended behind the kernel's back.
-        k.ok(&["audit", "verify"]);
-    }
+    let (k, audit) = blocked("audit_log", &[]);
+    assert!(
+        denial_mentions(&audit, "/audit"),
+        "{:?}",
+        entries(&audit, "sandbox.denied")
+    );
+    // And the log still verifies: nothing was appended behind the kernel's back.
+    k.ok(&["audit", "verify"]);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_another_plugins_socket_is_out_of_reach() {
     // Its one connection is inherited: creating a Unix socket at all is outside every tool
     // profile (and `EACCES` where a class may create network sockets).
-    if let Some(audit) = killed("other_socket", "sandbox.violation", 31, &[]) {
-        assert!(
-            denial_mentions(&audit, "/run"),
-            "{:?}",
-            entries(&audit, "sandbox.denied")
-        );
-    }
+    let audit = killed("other_socket", "sandbox.violation", 31, &[]);
+    assert!(
+        denial_mentions(&audit, "/run"),
+        "{:?}",
+        entries(&audit, "sandbox.denied")
+    );
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_the_hitl_outbox_cannot_be_listed_or_written() {
-    if let Some((k, audit)) = blocked("outbox", &[]) {
-        assert!(
-            denial_mentions(&audit, "outbox"),
-            "{:?}",
-            entries(&audit, "sandbox.denied")
-        );
-        // The real outbox (the approval daemon's, 0700): the attack put nothing there.
-        let names: Vec<_> = std::fs::read_dir(k.home().join("spool/outbox"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert!(names.is_empty(), "the outbox holds {names:?}");
-    }
+    let (k, audit) = blocked("outbox", &[]);
+    assert!(
+        denial_mentions(&audit, "outbox"),
+        "{:?}",
+        entries(&audit, "sandbox.denied")
+    );
+    // The real outbox (the approval daemon's, 0700): the attack put nothing there.
+    let names: Vec<_> = std::fs::read_dir(k.home().join("spool/outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "the outbox holds {names:?}");
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_ptrace_of_the_kernel_kills_the_plugin() {
     killed("ptrace_kernel", "sandbox.violation", 31, &[]);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_signalling_the_kernel_kills_the_plugin() {
     killed("signal_kernel", "sandbox.violation", 31, &[]);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_the_kernels_environment_cannot_be_read() {
     blocked("kernel_environ", &[]);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_exec_of_a_shell_is_denied() {
-    if let Some((_, audit)) = blocked("exec_sh", &[]) {
-        // Landlock refused the exec, and the kernel audited the refusal.
-        let hits = denied(&audit, "fs.execute");
-        assert!(
-            hits.iter()
-                .any(|e| e["payload"]["detail"].as_str().unwrap().contains("/bin/")),
-            "{:?}",
-            entries(&audit, "sandbox.denied")
-        );
-    }
+    let (_, audit) = blocked("exec_sh", &[]);
+    // Landlock refused the exec, and the kernel audited the refusal.
+    let hits = denied(&audit, "fs.execute");
+    assert!(
+        hits.iter()
+            .any(|e| e["payload"]["detail"].as_str().unwrap().contains("/bin/")),
+        "{:?}",
+        entries(&audit, "sandbox.denied")
+    );
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_tcp_without_network_kills_the_plugin() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let target = listener.local_addr().unwrap().to_string();
@@ -444,38 +433,40 @@ fn invariant_i7_tcp_without_network_kills_the_plugin() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_a_fork_bomb_kills_the_plugin() {
     killed("fork_bomb", "sandbox.violation", 31, &[]);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_allocating_10_gib_fails() {
-    if let Some(audit) = killed("alloc_10g", "plugin.signal", 6, &[]) {
-        assert!(!audit.is_empty());
-    }
+    let audit = killed("alloc_10g", "plugin.signal", 6, &[]);
+    assert!(!audit.is_empty());
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_writing_outside_its_directory_is_denied() {
-    if let Some((k, audit)) = blocked("write_outside", &[]) {
-        // `/tmp` is open to every uid: only Landlock stands in the way, and says so.
-        assert!(
-            entries(&audit, "sandbox.denied")
-                .iter()
-                .any(|e| e["payload"]["detail"].as_str().unwrap().contains("/tmp")),
-            "{:?}",
-            entries(&audit, "sandbox.denied")
-        );
-        assert!(!k.home().join("workspaces/evil.txt").exists());
-        assert!(!Path::new("/tmp/p3ak-redteam-evil.txt").exists());
-        let config = std::fs::read_to_string(k.home().join("config.toml")).unwrap();
-        assert!(!config.contains("red team"));
-    }
+    let (k, audit) = blocked("write_outside", &[]);
+    // `/tmp` is open to every uid: only Landlock stands in the way, and says so.
+    assert!(
+        entries(&audit, "sandbox.denied")
+            .iter()
+            .any(|e| e["payload"]["detail"].as_str().unwrap().contains("/tmp")),
+        "{:?}",
+        entries(&audit, "sandbox.denied")
+    );
+    assert!(!k.home().join("workspaces/evil.txt").exists());
+    assert!(!Path::new("/tmp/p3ak-redteam-evil.txt").exists());
+    let config = std::fs::read_to_string(k.home().join("config.toml")).unwrap();
+    assert!(!config.contains("red team"));
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_a_symlink_does_not_escape() {
-    let Some(p3ak) = p3ak() else { return };
+    let p3ak = p3ak();
     let mut k = Kernel::new(p3ak, "symlink_escape", &[]);
     let scratch = k.home().join("plugins/attacker");
     std::fs::create_dir_all(&scratch).unwrap();
@@ -502,34 +493,38 @@ fn invariant_i7_a_symlink_does_not_escape() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i9_a_2_gib_frame_is_refused() {
     misbehaved("big_frame", "protocol violation");
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i9_invalid_json_is_refused() {
     misbehaved("invalid_json", "protocol violation");
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_registering_as_another_plugin_is_refused() {
     misbehaved("impersonate", "said hello as `benign`");
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i7_a_flood_of_frames_is_cut_off() {
     misbehaved("flood", "flooded the kernel");
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i8_a_plugin_cannot_reach_the_approval_daemon() {
-    if let Some(audit) = killed("approve", "sandbox.violation", 31, &[]) {
-        assert!(
-            denial_mentions(&audit, "hitl"),
-            "{:?}",
-            entries(&audit, "sandbox.denied")
-        );
-    }
+    let audit = killed("approve", "sandbox.violation", 31, &[]);
+    assert!(
+        denial_mentions(&audit, "hitl"),
+        "{:?}",
+        entries(&audit, "sandbox.denied")
+    );
 }
 
 /// The kernel's own uid as root (`[hitl] ids`, second): what runs `p3ak kernel`.
@@ -604,8 +599,9 @@ fn console_post(port: u16, path: &str, body: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i8_the_kernels_uid_cannot_approve_mint_a_link_or_read_a_factor() {
-    let Some(p3ak) = p3ak() else { return };
+    let p3ak = p3ak();
     const PIN: &str = "4826193";
     // Three escalations of the same action, at levels 1, 2 and 3.
     let policy = "version: 1\nact:\n  benign.echo:\n    level: 1\n    timeout: 60s\n    rules:\n      \
@@ -792,8 +788,9 @@ fn disguises(key: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i3_i4_a_hostile_model_and_tool_learn_nothing_and_leak_nothing() {
-    let Some(p3ak) = p3ak() else { return };
+    let p3ak = p3ak();
     const MODEL_KEY: &str = "sk-redteam-9f8e7d6c5b4a3f2e";
     const TOOL_KEY: &str = "tk-leaky-7a6b5c4d3e2f1a0b";
     let hostile = env!("CARGO_BIN_EXE_hostile");
@@ -883,8 +880,9 @@ fn invariant_i3_i4_a_hostile_model_and_tool_learn_nothing_and_leak_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i9_a_provider_streaming_without_end_is_cut_off_and_the_kernel_stays_small() {
-    let Some(p3ak) = p3ak() else { return };
+    let p3ak = p3ak();
     let hostile = env!("CARGO_BIN_EXE_hostile");
     let extra = format!(
         "[plugins.model]\npath = \"{hostile}\"\nargs = [\"model\", \"stream_flood\"]\n\
@@ -941,8 +939,9 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i6_nothing_the_kernel_keeps_is_plaintext_at_rest() {
-    let Some(p3ak) = p3ak() else { return };
+    let p3ak = p3ak();
     const CANARY: &str = "launch code PLAINTEXT-CANARY-4711";
     const SECRET: &str = "sk-at-rest-5e4d3c2b1a09";
     let mut k = Kernel::new(p3ak, "benign", &[]);
@@ -978,8 +977,9 @@ fn invariant_i6_nothing_the_kernel_keeps_is_plaintext_at_rest() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invariant_i6_a_swapped_plaintext_vault_stops_the_kernel_and_stays_untouched() {
-    let Some(p3ak) = p3ak() else { return };
+    let p3ak = p3ak();
     let k = Kernel::new(p3ak, "benign", &[]);
     for vault in ["audit/kernel.vault", "vaults/memory.vault"] {
         let path = k.home().join(vault);

@@ -13,7 +13,8 @@ use clap::ValueEnum;
 use p3ak_memory::eval::{Collection, EvalEvent};
 use p3ak_memory::{
     EmbeddingBatch, Fusion, IngestEvent, IngestItem, IngestOptions, IngestReport, IngestStatus,
-    Memory, Mode, SearchRequest, TextEmbedder, expand_paths, lock_embedder, store_embeddings,
+    Memory, MiniLm, Mode, SearchRequest, TextEmbedder, expand_paths, lock_embedder,
+    store_embeddings,
 };
 use p3ak_vault::{Access, Unlock, Vault, VaultError, VaultKey};
 use serde_json::json;
@@ -100,23 +101,6 @@ impl From<FusionArg> for Fusion {
     }
 }
 
-/// all-MiniLM-L6-v2, as the memory layer wants it.
-pub struct MiniLm(p3ak_embed::Embedder);
-
-impl TextEmbedder for MiniLm {
-    fn model(&self) -> &str {
-        p3ak_embed::MODEL_NAME
-    }
-
-    fn dimensions(&self) -> usize {
-        p3ak_embed::DIMENSIONS
-    }
-
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        self.0.embed(texts).map_err(|e| e.to_string())
-    }
-}
-
 fn models_dir() -> anyhow::Result<PathBuf> {
     Ok(crate::commands::audit::home()?.join("models"))
 }
@@ -133,7 +117,7 @@ pub fn load_embedder() -> anyhow::Result<Option<MiniLm>> {
     };
     let embedder =
         p3ak_embed::Embedder::load(&model.dir).context("cannot load the embedding model")?;
-    Ok(Some(MiniLm(embedder)))
+    Ok(Some(MiniLm::new(embedder)))
 }
 
 /// What to do about embeddings after an ingest.
