@@ -732,11 +732,10 @@ pub async fn run<W: std::io::Write>(
 
     let writer = tokio::spawn(async move {
         while let Some(message) = to_kernel.recv().await {
-            match write_json(&mut output, &message, wire::MAX_FRAME).await {
-                // The channel is gone.
-                Err(ProtoError::Io(_)) => break,
-                // This message cannot be sent; the next may.
-                Ok(()) | Err(_) => {}
+            // The channel is gone; any other error spoils this message only, the next may go.
+            if let Err(ProtoError::Io(_)) = write_json(&mut output, &message, wire::MAX_FRAME).await
+            {
+                break;
             }
         }
     });

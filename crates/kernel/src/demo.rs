@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use p3ak_hitl::wire::{OperatorAnswer, OperatorRequest};
+use p3ak_approval::binding::Request;
 use p3ak_vault::{Access, KdfParams, LogEntry, Passphrase, Unlock, Vault};
 use serde::Serialize;
 
@@ -82,7 +82,28 @@ pub enum DemoEvent<'a> {
 
 /// The operator's side: asks the approval daemon whose state directory is the first argument
 /// (`p3ak_hitl::operator`); `None` when it does not answer.
-pub type Operator = dyn Fn(&Path, &OperatorRequest) -> Option<OperatorAnswer> + Send + Sync;
+pub type Operator = dyn Fn(&Path, OperatorCall) -> Option<OperatorReply> + Send + Sync;
+
+/// What the demo's operator asks the approval daemon (on its own socket, through the CLI).
+#[derive(Debug, Clone)]
+pub enum OperatorCall {
+    /// The requests waiting for a decision.
+    Pending,
+    /// Deny one.
+    Deny {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone)]
+pub enum OperatorReply {
+    /// The requests waiting.
+    Pending(Vec<Request>),
+    /// Done.
+    Done,
+}
 
 const INJECTED_MAIL: &str = "From: \"Accounts\" <billing@supplier-invoices.example>\r
 To: alex@home.example\r
@@ -250,21 +271,20 @@ pub fn run(
         let operator = {
             let denied = Arc::clone(&denied);
             let hitl = home.hitl();
-            let ask = move |request: OperatorRequest| {
+            let ask = move |call: OperatorCall| {
                 let hitl = hitl.clone();
                 let operator = Arc::clone(&operator);
-                tokio::task::spawn_blocking(move || operator(&hitl, &request))
+                tokio::task::spawn_blocking(move || operator(&hitl, call))
             };
             tokio::spawn(async move {
                 for _ in 0..600 {
-                    let items = match ask(OperatorRequest::Pending).await {
-                        Ok(Some(OperatorAnswer::Pending { items })) => items,
+                    let items = match ask(OperatorCall::Pending).await {
+                        Ok(Some(OperatorReply::Pending(items))) => items,
                         _ => Vec::new(),
                     };
-                    for item in items {
-                        let r = &item.request;
-                        let deny = OperatorRequest::Deny { id: r.id.clone() };
-                        if let Ok(Some(OperatorAnswer::Done { .. })) = ask(deny).await
+                    for r in &items {
+                        let deny = OperatorCall::Deny { id: r.id.clone() };
+                        if let Ok(Some(OperatorReply::Done)) = ask(deny).await
                             && let Ok(mut d) = denied.lock()
                         {
                             let url = r.args.get("url").and_then(|u| u.as_str());

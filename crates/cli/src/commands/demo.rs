@@ -12,8 +12,19 @@ pub struct Args {}
 
 pub fn run(_args: Args, out: &Output) -> anyhow::Result<()> {
     // The operator's answers go to the approval daemon directly, never through the kernel.
-    let operator: Arc<demo::Operator> = Arc::new(|hitl, request| {
-        p3ak_hitl::operator::call(&p3ak_hitl::operator::socket_path(hitl), request).ok()
+    let operator: Arc<demo::Operator> = Arc::new(|hitl, call| {
+        use p3ak_hitl::operator::{OperatorAnswer, OperatorRequest};
+        let request = match call {
+            demo::OperatorCall::Pending => OperatorRequest::Pending,
+            demo::OperatorCall::Deny { id } => OperatorRequest::Deny { id },
+        };
+        match p3ak_hitl::operator::call(&p3ak_hitl::operator::socket_path(hitl), &request).ok()? {
+            OperatorAnswer::Pending { items } => Some(demo::OperatorReply::Pending(
+                items.into_iter().map(|item| item.request).collect(),
+            )),
+            OperatorAnswer::Done { .. } => Some(demo::OperatorReply::Done),
+            _ => None,
+        }
     });
     let steps = demo::run(
         std::env::current_exe()?,
