@@ -81,7 +81,7 @@ pub enum DemoEvent<'a> {
 }
 
 /// The operator's side: asks the approval daemon whose state directory is the first argument
-/// (`p3ak_hitl::operator`); `None` when it does not answer.
+/// (`p3ak_approval::operator`); `None` when it does not answer.
 pub type Operator = dyn Fn(&Path, OperatorCall) -> Option<OperatorReply> + Send + Sync;
 
 /// What the demo's operator asks the approval daemon (on its own socket, through the CLI).

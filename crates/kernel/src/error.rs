@@ -62,6 +62,9 @@ pub enum KernelError {
     /// The approval daemon failed or is not running.
     #[error("approval daemon: {0}")]
     Hitl(String),
+    /// A background task of the kernel panicked or was cancelled.
+    #[error("a kernel task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
     /// Staging, sealing or reading back an approval request failed.
     #[error("approval daemon: {0}")]
     Approval(#[from] p3ak_approval::ApprovalError),

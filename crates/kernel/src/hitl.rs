@@ -10,7 +10,7 @@
 //! `spool/staging/` (sealed, and as a user that may create files there but not read or list
 //! them), tells the daemon, records what the daemon reports in the audit log, and hands each
 //! release to the waiting turn. It cannot approve, deny, read a factor or mint a console link:
-//! those go from the operator to the daemon directly (`p3ak_hitl::operator`, the console).
+//! those go from the operator to the daemon directly (`p3ak_approval::operator`, the console).
 
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
@@ -25,12 +25,11 @@ use p3ak_approval::spool::{Owners, Spool, SpoolKey};
 use p3ak_approval::wire::{self, Start, Started, ToDaemon, ToKernel};
 use p3ak_crypto::{KdfParams, Key, Passphrase};
 use p3ak_proto::tokio_io::FrameReader;
-use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::KernelError;
-use crate::audit::AuditLog;
+use crate::audit::{AuditEvent, AuditLog};
 use crate::config::HitlSettings;
 use crate::home::Home;
 use crate::pending::PendingQueue;
@@ -317,8 +316,10 @@ impl HitlLink {
                         Ok(Some(message)) => message,
                         Ok(None) => break,
                         Err(e) => {
-                            let _ = audit
-                                .record("hitl.channel.error", json!({"error": e.to_string()}))
+                            audit
+                                .note(AuditEvent::HitlChannelError {
+                                    error: e.to_string(),
+                                })
                                 .await;
                             break;
                         }
@@ -331,12 +332,11 @@ impl HitlLink {
                         }
                         ToKernel::Audit { event, data } => {
                             // The daemon's events are its own: `hitl.*`, nothing else.
-                            let event = if event.starts_with("hitl.") {
-                                event
-                            } else {
-                                format!("hitl.{event}")
+                            let event = match event.strip_prefix("hitl.") {
+                                Some(own) => own.to_owned(),
+                                None => event,
                             };
-                            let _ = audit.record_owned(event, data).await;
+                            audit.note(AuditEvent::Hitl { event, data }).await;
                         }
                         ToKernel::Released {
                             request,
@@ -344,11 +344,11 @@ impl HitlLink {
                             factors,
                         } => {
                             if let Err(e) = pending.released(&request, &binding, factors) {
-                                let _ = audit
-                                    .record(
-                                        "approval.release.refused",
-                                        json!({"id": request.id, "error": e.to_string()}),
-                                    )
+                                audit
+                                    .note(AuditEvent::ApprovalReleaseRefused {
+                                        id: request.id.clone(),
+                                        error: e.to_string(),
+                                    })
                                     .await;
                             }
                         }
@@ -358,7 +358,7 @@ impl HitlLink {
                 alive.store(false, Ordering::SeqCst);
                 // Nothing can be approved any more: every waiting turn hears no.
                 pending.refuse_all();
-                let _ = audit.record("hitl.stopped", json!({})).await;
+                audit.note(AuditEvent::HitlStopped {}).await;
             });
         }
         match tokio::time::timeout(START_TIMEOUT, ready_rx).await {

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::KernelError;
 use crate::agent::{Agent, load_agents};
+use crate::audit::AuditEvent;
 use crate::audit::AuditLog;
 use crate::authorize::Enforcer;
 use crate::broker::{Broker, SecretValue};
@@ -23,8 +24,8 @@ use crate::hitl::{Attach, DaemonLaunch, HitlLink, StageWriter};
 use crate::home::Home;
 use crate::host::Host;
 use crate::launch::{Launcher, LocalLauncher};
-use crate::ledger::Ledger;
 use crate::pending::PendingQueue;
+use crate::road::{Road, RoadParts, SystemClock};
 use crate::warden::RemoteLauncher;
 use p3ak_approval::spool::{Spool, SpoolKey};
 
@@ -56,13 +57,12 @@ pub struct Kernel {
     pub(crate) home: Home,
     pub(crate) config: Config,
     pub(crate) agents: BTreeMap<String, Agent>,
-    pub(crate) enforcer: Enforcer,
+    pub(crate) road: Road,
     pub(crate) broker: Arc<Broker>,
     pub(crate) audit: AuditLog,
     pub(crate) host: Arc<Host>,
     pub(crate) pending: Arc<PendingQueue>,
     pub(crate) hitl: Arc<HitlLink>,
-    pub(crate) ledger: Mutex<Ledger>,
     pub(crate) vault: Arc<Vault>,
     pub(crate) memory_key: std::sync::RwLock<Option<VaultKey>>,
     pub(crate) rekeyer: Rekeyer,
@@ -292,17 +292,14 @@ impl Kernel {
         } = assembly;
         let specs = crate::launch::plugin_specs(&home, &config);
         audit
-            .record(
-                "kernel.start",
-                serde_json::json!({
-                    "pid": std::process::id(),
-                    "uid": rustix::process::geteuid().as_raw(),
-                    "warden": warden.is_some(),
-                    "plugins": specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-                    "agents": agents.keys().collect::<Vec<_>>(),
-                    "policy_rules": policy.rule_count(),
-                }),
-            )
+            .record(AuditEvent::KernelStart {
+                pid: std::process::id(),
+                uid: rustix::process::geteuid().as_raw(),
+                warden: warden.is_some(),
+                plugins: specs.iter().map(|s| s.name.clone()).collect(),
+                agents: agents.keys().cloned().collect(),
+                policy_rules: policy.rule_count(),
+            })
             .await?;
         let pending = Arc::new(PendingQueue::default());
         let (channel, child, info) = match daemon {
@@ -328,14 +325,11 @@ impl Kernel {
             }
         };
         audit
-            .record(
-                "hitl.start",
-                serde_json::json!({
-                    "pid": hitl.info().pid,
-                    "console": hitl.info().console,
-                    "console_error": hitl.info().console_error,
-                }),
-            )
+            .record(AuditEvent::HitlStart {
+                pid: hitl.info().pid,
+                console: hitl.info().console,
+                console_error: hitl.info().console_error.clone(),
+            })
             .await?;
         let host = Arc::new(Host::new(
             specs,
@@ -347,17 +341,26 @@ impl Kernel {
         ));
         host.start().await;
         let (stop, _) = watch::channel(false);
+        let tool_timeout = config.kernel.tool_timeout;
         Ok(Arc::new(Self {
             home,
             config,
             agents,
-            enforcer: Enforcer::new(Arc::new(PolicyCell::new(policy))),
+            road: Road::new(RoadParts {
+                enforcer: Enforcer::new(Arc::new(PolicyCell::new(policy))),
+                broker: Arc::clone(&broker),
+                audit: Arc::new(audit.clone()),
+                plugins: Arc::clone(&host) as Arc<dyn crate::road::Plugins>,
+                desk: Arc::clone(&hitl) as Arc<dyn crate::road::ApprovalDesk>,
+                pending: Arc::clone(&pending),
+                clock: Arc::new(SystemClock),
+                tool_timeout,
+            }),
             broker,
             audit,
             host,
             pending,
             hitl,
-            ledger: Mutex::new(Ledger::default()),
             vault,
             memory_key: std::sync::RwLock::new(memory_key),
             rekeyer,
@@ -447,10 +450,9 @@ impl Kernel {
         self.hitl.shutdown().await;
         self.host.shutdown().await;
         self.audit
-            .record(
-                "kernel.stop",
-                serde_json::json!({"pid": std::process::id()}),
-            )
+            .record(AuditEvent::KernelStop {
+                pid: std::process::id(),
+            })
             .await?;
         let _ = std::fs::remove_file(self.home.pid_file());
         Ok(())
@@ -460,12 +462,10 @@ impl Kernel {
         let peer_uid = match stream.peer_cred() {
             Ok(cred) if self.operators.contains(&cred.uid()) => cred.uid(),
             Ok(cred) => {
-                let _ = self
-                    .audit
-                    .record(
-                        "control.refused",
-                        serde_json::json!({"peer_uid": cred.uid()}),
-                    )
+                self.audit
+                    .note(AuditEvent::ControlRefused {
+                        peer_uid: cred.uid(),
+                    })
                     .await;
                 return;
             }

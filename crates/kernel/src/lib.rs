@@ -34,6 +34,7 @@ mod maintenance;
 pub mod pending;
 pub mod proposal;
 mod rekey;
+pub mod road;
 pub mod scrub;
 mod session;
 mod turn;

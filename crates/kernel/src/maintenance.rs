@@ -14,6 +14,8 @@ use p3ak_crypto::Passphrase;
 use p3ak_vault::VaultKey;
 use serde_json::json;
 
+use crate::audit::AuditEvent;
+
 use crate::KernelError;
 use crate::kernel::{Kernel, Rekeyer};
 use crate::pending::{Resolution, new_id, now_ms};
@@ -31,7 +33,7 @@ impl Kernel {
     /// Waits for the schedule and stages each rekey as it falls due. Runs until the kernel
     /// stops; does nothing without a schedule or a memory vault.
     pub(crate) async fn run_rekey_schedule(self: Arc<Self>) {
-        let Some(schedule) = self.enforcer.policy().vault_rekey() else {
+        let Some(schedule) = self.road.enforcer().policy().vault_rekey() else {
             return;
         };
         let path = self.home.memory_vault();
@@ -48,9 +50,11 @@ impl Kernel {
                 continue;
             }
             if let Err(e) = self.stage_rekey("schedule", None).await {
-                let _ = self
-                    .audit
-                    .record("vault.rekey.failed", json!({"error": e.to_string()}))
+                self.audit
+                    .note(AuditEvent::VaultRekeyFailed {
+                        id: None,
+                        error: e.to_string(),
+                    })
                     .await;
                 // Denied, timed out or failed: ask again after a day, not in a loop.
                 tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
@@ -96,7 +100,7 @@ impl Kernel {
                     .to_owned(),
             ));
         }
-        let schedule = self.enforcer.policy().vault_rekey();
+        let schedule = self.road.enforcer().policy().vault_rekey();
         let level = schedule.map_or(DEFAULT_LEVEL, |s| s.level.get());
         let timeout = schedule.map_or(DEFAULT_TIMEOUT, |s| s.timeout);
         let crawfish = schedule.map_or(Duration::ZERO, |s| s.crawfish);
@@ -122,14 +126,19 @@ impl Kernel {
         let id = request.id.clone();
         let ticket = self.pending.add(&request);
         self.audit
-            .record(
-                "escalation",
-                json!({
-                    "id": id, "agent": "kernel", "action": REKEY_ACTION, "args": request.args,
-                    "level": level, "rules": request.rules, "category": "kernel",
-                    "binding": request.binding(), "timeout_secs": timeout.as_secs(),
-                }),
-            )
+            .record(AuditEvent::Escalation {
+                id: id.clone(),
+                agent: "kernel".to_owned(),
+                action: REKEY_ACTION.to_owned(),
+                args: request.args.clone(),
+                level: request.level,
+                rules: request.rules.clone(),
+                category: "kernel".to_owned(),
+                binding: request.binding().to_hex(),
+                timeout_secs: timeout.as_secs(),
+                undo_window_secs: None,
+                confirm_twice: None,
+            })
             .await?;
         if let Err(e) = self.hitl.stage(&request).await {
             self.pending.withdraw(&id);
@@ -150,7 +159,10 @@ impl Kernel {
             Some(Resolution::Approved(approval)) => approval,
             Some(Resolution::Refused(ending)) => {
                 self.audit
-                    .record("denial", json!({"id": id, "ending": ending.as_str()}))
+                    .record(AuditEvent::Denial {
+                        id: id.clone(),
+                        ending: ending.as_str().to_owned(),
+                    })
                     .await?;
                 return Err(KernelError::Hitl(format!(
                     "the rekey `{id}` was not approved ({})",
@@ -160,7 +172,10 @@ impl Kernel {
             None => {
                 self.hitl.withdraw(&id);
                 self.audit
-                    .record("approval.timeout", json!({"id": id}))
+                    .record(AuditEvent::ApprovalTimeout {
+                        id: id.clone(),
+                        ending: None,
+                    })
                     .await?;
                 return Err(KernelError::Hitl(format!(
                     "the rekey `{id}` was not approved in time"
@@ -168,10 +183,11 @@ impl Kernel {
             }
         };
         self.audit
-            .record(
-                "approval",
-                json!({"id": id, "binding": approval.binding(), "factors": approval.factors()}),
-            )
+            .record(AuditEvent::Approval {
+                id: id.clone(),
+                binding: approval.binding().to_owned(),
+                factors: approval.factors().to_vec(),
+            })
             .await?;
         self.run_rekey(&id).await
     }
@@ -212,11 +228,12 @@ impl Kernel {
                 for name in &holders {
                     self.host.resume(name, Some(Arc::clone(&handoff))).await;
                 }
-                let mut payload = report.audit_payload();
-                if let Some(map) = payload.as_object_mut() {
-                    map.insert("id".to_owned(), json!(id));
-                }
-                self.audit.record("vault.rekey", payload).await?;
+                self.audit
+                    .record(AuditEvent::VaultRekey {
+                        id: id.to_owned(),
+                        report: report.audit_payload(),
+                    })
+                    .await?;
                 Ok(format!(
                     "memory vault rekeyed: {} documents, canary {}",
                     report.documents,
@@ -232,10 +249,10 @@ impl Kernel {
                     self.host.resume(name, None).await;
                 }
                 self.audit
-                    .record(
-                        "vault.rekey.failed",
-                        json!({"id": id, "error": e.to_string()}),
-                    )
+                    .record(AuditEvent::VaultRekeyFailed {
+                        id: Some(id.to_owned()),
+                        error: e.to_string(),
+                    })
                     .await?;
                 Err(e)
             }

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 pub use connection::{Connection, HostError, Violation};
 pub use registration::{RegisteredAction, Registration};
 
+use crate::audit::AuditEvent;
 use crate::audit::AuditLog;
 use crate::broker::Broker;
 use crate::config::KernelSettings;
@@ -153,7 +154,7 @@ impl Host {
         for weaker in weaker {
             tracing::warn!("sandbox: {}", weaker.as_str().unwrap_or_default());
         }
-        let _ = self.audit.record("sandbox.host", described).await;
+        self.audit.note(AuditEvent::SandboxHost { described }).await;
         match self.launcher.refusal() {
             (Some(refusal), _) => tracing::error!("{refusal}"),
             (None, missing) if !missing.is_empty() => {
@@ -189,15 +190,12 @@ impl Host {
                 }
             });
         }
-        let _ = self
-            .audit
-            .record(
-                "sandbox.denials",
-                serde_json::json!({
-                    "audited": feed.why_not.is_none(), "why_not": feed.why_not,
-                    "permission_refusals": feed.permission_refusals,
-                }),
-            )
+        self.audit
+            .note(AuditEvent::SandboxDenials {
+                audited: feed.why_not.is_none(),
+                why_not: feed.why_not.clone(),
+                permission_refusals: serde_json::json!(feed.permission_refusals),
+            })
             .await;
     }
 
@@ -230,15 +228,13 @@ impl Host {
         // kernel reached for the approval daemon's files, say).
         if plugins.is_empty() && denial.uid == rustix::process::geteuid().as_raw() {
             if limiter.admit("kernel", Instant::now()).is_some() {
-                let _ = self
-                    .audit
-                    .record(
-                        "kernel.denied",
-                        serde_json::json!({
-                            "pid": denial.pid, "uid": denial.uid,
-                            "blockers": denial.blockers, "detail": denial.detail,
-                        }),
-                    )
+                self.audit
+                    .note(AuditEvent::KernelDenied {
+                        pid: serde_json::json!(denial.pid),
+                        uid: serde_json::json!(denial.uid),
+                        blockers: serde_json::json!(denial.blockers),
+                        detail: serde_json::json!(denial.detail),
+                    })
                     .await;
             }
             return;
@@ -250,16 +246,15 @@ impl Host {
         let Some(suppressed) = limiter.admit(first, Instant::now()) else {
             return;
         };
-        let _ = self
-            .audit
-            .record(
-                "sandbox.denied",
-                serde_json::json!({
-                    "plugin": plugins.join("|"), "pid": denial.pid, "uid": denial.uid,
-                    "blockers": denial.blockers, "detail": denial.detail,
-                    "suppressed_before": suppressed,
-                }),
-            )
+        self.audit
+            .note(AuditEvent::SandboxDenied {
+                plugin: plugins.join("|"),
+                pid: serde_json::json!(denial.pid),
+                uid: serde_json::json!(denial.uid),
+                blockers: serde_json::json!(denial.blockers),
+                detail: serde_json::json!(denial.detail),
+                suppressed_before: suppressed,
+            })
             .await;
     }
 

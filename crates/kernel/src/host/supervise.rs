@@ -16,6 +16,7 @@ use super::connection::{Connection, FrameReader, HostError, Violation};
 use super::handshake::{Handshake, HandshakeError, Step};
 use super::registration::Registration;
 use super::{Host, PluginState, Slot, stopped};
+use crate::audit::AuditEvent;
 use crate::launch::{ExitInfo, ExitWatch, LaunchError};
 use crate::scrub::StreamScrubber;
 
@@ -107,28 +108,29 @@ impl Host {
                 *p = None;
             }
             if self.stopping.load(Ordering::SeqCst) {
-                let _ = self
-                    .audit
-                    .record("plugin.stop", serde_json::json!({"plugin": name}))
+                self.audit
+                    .note(AuditEvent::PluginStop {
+                        plugin: name.clone(),
+                    })
                     .await;
                 slot.state.send_replace(PluginState::Stopped);
                 return;
             }
             if *slot.held.borrow() {
-                let _ = self
-                    .audit
-                    .record("plugin.held", serde_json::json!({"plugin": name}))
+                self.audit
+                    .note(AuditEvent::PluginHeld {
+                        plugin: name.clone(),
+                    })
                     .await;
                 continue;
             }
             let reason = ending.to_string();
             tracing::warn!(plugin = %name, %reason, "plugin stopped");
-            let _ = self
-                .audit
-                .record(
-                    "plugin.exit",
-                    serde_json::json!({"plugin": name, "reason": reason}),
-                )
+            self.audit
+                .note(AuditEvent::PluginExit {
+                    plugin: name.clone(),
+                    reason: reason.clone(),
+                })
                 .await;
             // A plugin that ran well for a while starts again from the shortest delay.
             if started.elapsed() > self.settings.restart_window {
@@ -142,12 +144,11 @@ impl Host {
                     recent.len(),
                     humantime::format_duration(self.settings.restart_window)
                 );
-                let _ = self
-                    .audit
-                    .record(
-                        "plugin.failed",
-                        serde_json::json!({"plugin": name, "reason": detail}),
-                    )
+                self.audit
+                    .note(AuditEvent::PluginFailed {
+                        plugin: name.clone(),
+                        reason: detail.clone(),
+                    })
                     .await;
                 tracing::error!(plugin = %name, "{detail}: given up");
                 slot.state.send_replace(PluginState::Failed(detail));
@@ -166,9 +167,10 @@ impl Host {
             }
             backoff = (backoff * 2).min(Duration::from_secs(30));
             slot.restarts.fetch_add(1, Ordering::Relaxed);
-            let _ = self
-                .audit
-                .record("plugin.restart", serde_json::json!({"plugin": name}))
+            self.audit
+                .note(AuditEvent::PluginRestart {
+                    plugin: name.clone(),
+                })
                 .await;
             slot.state.send_replace(PluginState::Starting);
         }
@@ -181,24 +183,23 @@ impl Host {
             Ok(launched) => launched,
             Err(e) => {
                 if let LaunchError::Refused(_) = &e {
-                    let _ = self
-                        .audit
-                        .record(
-                            "sandbox.refused",
-                            serde_json::json!({"plugin": name, "missing": self.launcher.refusal().1}),
-                        )
+                    self.audit
+                        .note(AuditEvent::SandboxRefused {
+                            plugin: name.clone(),
+                            missing: serde_json::json!(self.launcher.refusal().1),
+                        })
                         .await;
                 }
                 return Ending::NotStarted(e.to_string());
             }
         };
         let pid = launched.pid;
-        let _ = self
-            .audit
-            .record(
-                "plugin.start",
-                serde_json::json!({"plugin": name, "pid": pid, "sandbox": launched.sandbox}),
-            )
+        self.audit
+            .note(AuditEvent::PluginStart {
+                plugin: name.clone(),
+                pid,
+                sandbox: serde_json::json!(launched.sandbox),
+            })
             .await;
         if let Ok(mut p) = slot.pid.write() {
             *p = Some(pid);
@@ -435,12 +436,11 @@ impl Host {
 
     async fn audit_misbehaved(&self, plugin: &str, ending: &Ending) {
         if ending.misbehaved() {
-            let _ = self
-                .audit
-                .record(
-                    "plugin.misbehaved",
-                    serde_json::json!({"plugin": plugin, "reason": ending.to_string()}),
-                )
+            self.audit
+                .note(AuditEvent::PluginMisbehaved {
+                    plugin: plugin.to_owned(),
+                    reason: ending.to_string(),
+                })
                 .await;
         }
     }
@@ -451,23 +451,29 @@ impl Host {
         let Some(signal) = status.signal else {
             return;
         };
-        let (kind, layer) = match signal {
-            31 => (
-                "sandbox.violation",
-                "seccomp: a system call outside its profile",
-            ),
-            24 => ("sandbox.violation", "rlimit: CPU time"),
-            25 => ("sandbox.violation", "rlimit: file size"),
-            _ => ("plugin.signal", "killed by a signal"),
+        let (violation, layer) = match signal {
+            31 => (true, "seccomp: a system call outside its profile"),
+            24 => (true, "rlimit: CPU time"),
+            25 => (true, "rlimit: file size"),
+            _ => (false, "killed by a signal"),
         };
-        let _ = self
-            .audit
-            .record(
-                kind,
-                serde_json::json!({"plugin": plugin, "signal": signal, "stopped_by": layer,
-                    "core_dumped": status.core_dumped}),
-            )
-            .await;
+        let (plugin, stopped_by) = (plugin.to_owned(), layer.to_owned());
+        let event = if violation {
+            AuditEvent::SandboxViolation {
+                plugin,
+                signal,
+                stopped_by,
+                core_dumped: status.core_dumped,
+            }
+        } else {
+            AuditEvent::PluginSignal {
+                plugin,
+                signal,
+                stopped_by,
+                core_dumped: status.core_dumped,
+            }
+        };
+        self.audit.note(event).await;
     }
 
     /// Records what a plugin registered. Returns nothing to the plugin about masking.
@@ -477,16 +483,12 @@ impl Host {
             .iter()
             .map(|a| format!("{plugin}.{}", a.spec.name))
             .collect();
-        let _ = self
-            .audit
-            .record(
-                "plugin.registered",
-                serde_json::json!({
-                    "plugin": plugin,
-                    "kind": registration.kind,
-                    "actions": actions,
-                }),
-            )
+        self.audit
+            .note(AuditEvent::PluginRegistered {
+                plugin: plugin.to_owned(),
+                kind: registration.kind,
+                actions,
+            })
             .await;
     }
 }

@@ -1,0 +1,319 @@
+//! The audit trail's schema: every entry the kernel writes is one [`AuditEvent`].
+//!
+//! `docs/audit.md` lists exactly these kinds (a test keeps the two in step). An event is either
+//! *required* — a step of the road that does not happen unless it is durable — or *best
+//! effort*: a lifecycle note (a plugin restarted, a peer was refused) whose failure to be
+//! written is reported in the kernel's log instead, since there is nothing left to stop.
+
+use p3ak_policy::{Tier, Verdict};
+use p3ak_proto::{StopReason, Usage};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Whether an event's step waits for it to be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The step does not happen unless the entry is written (invariant I5).
+    Required,
+    /// A note about something that already happened; a failure to write it is logged.
+    BestEffort,
+}
+
+macro_rules! audit_events {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $kind:literal, $durability:ident {
+            $( $(#[$field_meta:meta])* $field:ident : $ty:ty ),* $(,)?
+        }
+    ),* $(,)?) => {
+        /// One entry of the kernel's audit log; its `kind` is the entry's kind on disk.
+        #[derive(Debug, Clone, Serialize)]
+        #[serde(tag = "audit_kind")]
+        pub enum AuditEvent {
+            $(
+                $(#[$doc])*
+                #[serde(rename = $kind)]
+                #[allow(missing_docs)]
+                $variant { $( $(#[$field_meta])* $field: $ty ),* },
+            )*
+        }
+
+        impl AuditEvent {
+            /// Every kind, in the order `docs/audit.md` lists them.
+            pub const KINDS: &'static [(&'static str, Durability)] =
+                &[$(($kind, Durability::$durability)),*];
+
+            /// The kind as `docs/audit.md` lists it (`hitl.*` for the daemon's events).
+            #[must_use]
+            pub fn declared_kind(&self) -> &'static str {
+                match self {
+                    $( Self::$variant { .. } => $kind, )*
+                }
+            }
+
+            /// Whether the step waits for this entry.
+            #[must_use]
+            pub fn durability(&self) -> Durability {
+                match self {
+                    $( Self::$variant { .. } => Durability::$durability, )*
+                }
+            }
+        }
+    };
+}
+
+audit_events! {
+    /// A message for an agent arrived.
+    Inbound = "inbound", Required {
+        agent: String, conversation: String, sender: String, channel: String, text: String,
+    },
+    /// A turn ran out of time.
+    TurnTimeout = "turn.timeout", Required { agent: String, conversation: String },
+    /// A request to the model.
+    InferenceRequest = "inference.request", Required {
+        agent: String, provider: String, step: u32, messages: usize, tools: Vec<String>,
+    },
+    /// The model's answer (scrubbed), with the tool calls it proposed.
+    InferenceResponse = "inference.response", Required {
+        agent: String, step: u32, content: String, tool_calls: Vec<Value>, stop: StopReason,
+        usage: Usage,
+    },
+    /// The model failed (scrubbed).
+    InferenceError = "inference.error", Required { agent: String, error: String },
+    /// A turn used all its steps.
+    TurnLimit = "turn.limit", Required { agent: String, max_steps: u32 },
+    /// The reply to the person.
+    Reply = "reply", Required {
+        agent: String, conversation: String, text: String, provider: String,
+        model: Option<String>, usage: Usage,
+    },
+    /// Memory passages put into the agent's prompt.
+    MemoryContext = "memory.context", Required { agent: String, passages: String },
+    /// A tool call that is not a valid proposal.
+    ProposalInvalid = "proposal.invalid", Required { agent: String, call: String, error: String },
+    /// A tool call, parsed.
+    Proposal = "proposal", Required {
+        agent: String, call_id: String, action: String, args: Value, credentials: Vec<String>,
+    },
+    /// The enforcer's decision, with the rules that made it.
+    Decision = "decision", Required {
+        agent: String, call_id: String, action: String, verdict: Verdict,
+    },
+    /// An action handed to the approval daemon.
+    Escalation = "escalation", Required {
+        id: String, agent: String, action: String, args: Value, level: u8, rules: Vec<String>,
+        category: String, binding: String, timeout_secs: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        undo_window_secs: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        confirm_twice: Option<bool>,
+    },
+    /// The daemon could not stage an escalation: the action does not run.
+    EscalationUnstaged = "escalation.unstaged", Required { id: String, error: String },
+    /// A human approved (binding and factors as the daemon released them).
+    Approval = "approval", Required { id: String, binding: String, factors: Vec<String> },
+    /// A release that does not match what was staged: the action does not run.
+    ApprovalMismatch = "approval.mismatch", Required { id: String, error: String },
+    /// Nobody answered in time.
+    ApprovalTimeout = "approval.timeout", Required {
+        id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ending: Option<String>,
+    },
+    /// A human (or the daemon's rules) said no.
+    Denial = "denial", Required { id: String, ending: String },
+    /// The tool's plugin is not running.
+    ExecutionUnavailable = "execution.unavailable", Required { agent: String, action: String },
+    /// The broker refused a credential the call named: the action does not run.
+    CredentialRefused = "credential.refused", Required { agent: String, action: String, error: String },
+    /// An authorised call about to run.
+    Execution = "execution", Required {
+        agent: String, call_id: String, action: String, args: Value, credentials: Vec<String>,
+        tier: Tier, approval: Option<String>,
+    },
+    /// What a tool returned (scrubbed, truncated).
+    Result = "result", Required {
+        agent: String, call_id: String, action: String, elapsed_ms: u64, result: Value,
+    },
+    /// The memory vault was rekeyed.
+    VaultRekey = "vault.rekey", Required {
+        id: String,
+        #[serde(flatten)]
+        report: Value,
+    },
+    /// A rekey failed.
+    VaultRekeyFailed = "vault.rekey.failed", Required {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        error: String,
+    },
+    /// The kernel started.
+    KernelStart = "kernel.start", Required {
+        pid: u32, uid: u32, warden: bool, plugins: Vec<String>, agents: Vec<String>,
+        policy_rules: usize,
+    },
+    /// The approval daemon started.
+    HitlStart = "hitl.start", Required {
+        pid: Option<u32>, console: bool, console_error: Option<String>,
+    },
+    /// The kernel stopped.
+    KernelStop = "kernel.stop", Required { pid: u32 },
+    /// A peer that is no operator opened the control socket.
+    ControlRefused = "control.refused", BestEffort { peer_uid: u32 },
+    /// The channel to the approval daemon failed.
+    HitlChannelError = "hitl.channel.error", BestEffort { error: String },
+    /// One of the approval daemon's own events, forwarded (`hitl.<event>`; see docs/hitl.md).
+    Hitl = "hitl.*", BestEffort { event: String, data: Value },
+    /// A release the pending queue refused.
+    ApprovalReleaseRefused = "approval.release.refused", BestEffort { id: String, error: String },
+    /// The approval daemon is gone; everything waiting was refused.
+    HitlStopped = "hitl.stopped", BestEffort {},
+    /// A plugin process started.
+    PluginStart = "plugin.start", BestEffort { plugin: String, pid: u32, sandbox: Value },
+    /// A plugin registered its actions.
+    PluginRegistered = "plugin.registered", BestEffort {
+        plugin: String, kind: p3ak_proto::PluginKind, actions: Vec<String>,
+    },
+    /// A plugin stopped with the kernel.
+    PluginStop = "plugin.stop", BestEffort { plugin: String },
+    /// A plugin was held (memory vault rekey).
+    PluginHeld = "plugin.held", BestEffort { plugin: String },
+    /// A plugin exited.
+    PluginExit = "plugin.exit", BestEffort { plugin: String, reason: String },
+    /// A plugin broke the protocol.
+    PluginMisbehaved = "plugin.misbehaved", BestEffort { plugin: String, reason: String },
+    /// A plugin restarted too often: given up.
+    PluginFailed = "plugin.failed", BestEffort { plugin: String, reason: String },
+    /// A plugin restarts.
+    PluginRestart = "plugin.restart", BestEffort { plugin: String },
+    /// A plugin killed by a signal.
+    PluginSignal = "plugin.signal", BestEffort {
+        plugin: String, signal: i32, stopped_by: String, core_dumped: bool,
+    },
+    /// A sandbox layer stopped a plugin (seccomp, an rlimit).
+    SandboxViolation = "sandbox.violation", BestEffort {
+        plugin: String, signal: i32, stopped_by: String, core_dumped: bool,
+    },
+    /// The sandbox refused to start a plugin (a layer missing and required).
+    SandboxRefused = "sandbox.refused", BestEffort { plugin: String, missing: Value },
+    /// What the host's sandbox offers.
+    SandboxHost = "sandbox.host", BestEffort {
+        #[serde(flatten)]
+        described: Value,
+    },
+    /// Whether Landlock denials can be read here.
+    SandboxDenials = "sandbox.denials", BestEffort {
+        audited: bool, why_not: Option<String>, permission_refusals: Value,
+    },
+    /// The sandbox denied a plugin an access.
+    SandboxDenied = "sandbox.denied", BestEffort {
+        plugin: String, pid: Value, uid: Value, blockers: Value, detail: Value,
+        suppressed_before: u64,
+    },
+    /// The kernel's own uid was denied an access.
+    KernelDenied = "kernel.denied", BestEffort {
+        pid: Value, uid: Value, blockers: Value, detail: Value,
+    },
+}
+
+impl AuditEvent {
+    /// The entry's kind as written: the declared kind, or `hitl.<event>` for the daemon's.
+    #[must_use]
+    pub fn kind(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::Hitl { event, .. } => format!("hitl.{event}").into(),
+            other => other.declared_kind().into(),
+        }
+    }
+
+    /// The entry's payload: the event without its kind.
+    #[must_use]
+    pub fn payload(&self) -> Value {
+        if let Self::Hitl { data, .. } = self {
+            return data.clone();
+        }
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut map)) => {
+                map.remove("audit_kind");
+                Value::Object(map)
+            }
+            // Every variant is a struct of serialisable fields: an object.
+            Ok(other) => other,
+            Err(e) => serde_json::json!({"unserialisable": e.to_string()}),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows of the table under "The kernel's entries" in `docs/audit.md`: (kind, durability).
+    fn documented_kinds() -> Vec<(String, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/audit.md");
+        let text = std::fs::read_to_string(path).unwrap();
+        let section = text.split("## The kernel's entries").nth(1).unwrap();
+        section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_audit_lists_exactly_the_kernels_event_kinds() {
+        let code: Vec<(String, String)> = AuditEvent::KINDS
+            .iter()
+            .map(|(kind, durability)| {
+                let durability = match durability {
+                    Durability::Required => "required",
+                    Durability::BestEffort => "best effort",
+                };
+                ((*kind).to_owned(), durability.to_owned())
+            })
+            .collect();
+        assert_eq!(
+            documented_kinds(),
+            code,
+            "docs/audit.md and AuditEvent differ"
+        );
+    }
+
+    #[test]
+    fn a_payload_is_the_event_without_its_tag_and_keeps_a_field_named_kind() {
+        let event = AuditEvent::PluginRegistered {
+            plugin: "files".into(),
+            kind: p3ak_proto::PluginKind::Tool,
+            actions: vec!["read".into()],
+        };
+        assert_eq!(event.kind(), "plugin.registered");
+        assert_eq!(
+            event.payload(),
+            serde_json::json!({"plugin": "files", "kind": "tool", "actions": ["read"]})
+        );
+    }
+
+    #[test]
+    fn the_daemons_events_are_written_under_their_own_name() {
+        let event = AuditEvent::Hitl {
+            event: "approved".into(),
+            data: serde_json::json!({"id": "a1"}),
+        };
+        assert_eq!(event.kind(), "hitl.approved");
+        assert_eq!(event.declared_kind(), "hitl.*");
+        assert_eq!(event.payload(), serde_json::json!({"id": "a1"}));
+        assert_eq!(event.durability(), Durability::BestEffort);
+    }
+
+    #[test]
+    fn kinds_are_unique() {
+        let mut kinds: Vec<&str> = AuditEvent::KINDS.iter().map(|(k, _)| *k).collect();
+        kinds.sort_unstable();
+        let before = kinds.len();
+        kinds.dedup();
+        assert_eq!(before, kinds.len());
+    }
+}

@@ -1,0 +1,422 @@
+//! The road: one tool call from proposal to the text the model gets back.
+//!
+//! ```text
+//! ToolCall ─▶ Proposal ─▶ Enforcer ─┬─ Allowed ─────────────────────────▶ Authorized ─▶ broker ─▶ plugin
+//!  (parse)     (audited)  (audited) ├─ Escalated ─▶ ApprovalDesk ─▶ gate ─┘ (audited)   (inject)
+//!                                   └─ Rejected ─▶ "action not permitted"
+//! ```
+//!
+//! [`Road`] owns the enforcer, the broker, the pending approvals and the ledger, and reaches
+//! the world only through [`ports`]: an [`AuditSink`], [`Plugins`], an [`ApprovalDesk`] and a
+//! [`Clock`]. The kernel plugs in its audit log, plugin host, approval daemon and the system
+//! clock; the tests beside this module plug in fakes and check invariants I1–I4 and I8 in
+//! milliseconds.
+
+pub mod ports;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use p3ak_policy::{AgentNotice, Context, TimeOfDay};
+use p3ak_proto::{Invoke, Message, ToolCall};
+use tokio::sync::mpsc;
+
+pub use ports::{ApprovalDesk, AuditSink, Clock, PluginLink, Plugins, SystemClock};
+
+use crate::KernelError;
+use crate::audit::AuditEvent;
+use crate::authorize::{ApprovalGate, Authorized, Decided, Enforcer, Escalation};
+use crate::broker::Broker;
+use crate::control::ControlEvent;
+use crate::host::HostError;
+use crate::ledger::Ledger;
+use crate::pending::{PendingQueue, Resolution};
+use crate::proposal::{self, ToolTable};
+
+/// All a model learns of a call that will not run (invariant I3).
+pub const NOT_PERMITTED: &str = "action not permitted";
+
+/// What the road is built from.
+pub struct RoadParts {
+    /// Decides each proposal.
+    pub enforcer: Enforcer,
+    /// Injects credentials and scrubs what flows back.
+    pub broker: Arc<Broker>,
+    /// Where every step is recorded.
+    pub audit: Arc<dyn AuditSink>,
+    /// The running plugins.
+    pub plugins: Arc<dyn Plugins>,
+    /// The approval daemon.
+    pub desk: Arc<dyn ApprovalDesk>,
+    /// Where the daemon's answers arrive.
+    pub pending: Arc<PendingQueue>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// How long a tool may take.
+    pub tool_timeout: Duration,
+}
+
+/// The one road from a proposed tool call to its execution.
+pub struct Road {
+    enforcer: Enforcer,
+    broker: Arc<Broker>,
+    audit: Arc<dyn AuditSink>,
+    plugins: Arc<dyn Plugins>,
+    desk: Arc<dyn ApprovalDesk>,
+    pending: Arc<PendingQueue>,
+    clock: Arc<dyn Clock>,
+    ledger: Mutex<Ledger>,
+    tool_timeout: Duration,
+}
+
+impl Road {
+    /// Builds the road.
+    #[must_use]
+    pub fn new(parts: RoadParts) -> Self {
+        Self {
+            enforcer: parts.enforcer,
+            broker: parts.broker,
+            audit: parts.audit,
+            plugins: parts.plugins,
+            desk: parts.desk,
+            pending: parts.pending,
+            clock: parts.clock,
+            ledger: Mutex::new(Ledger::default()),
+            tool_timeout: parts.tool_timeout,
+        }
+    }
+
+    /// The enforcer (its policy is swapped on reload).
+    #[must_use]
+    pub fn enforcer(&self) -> &Enforcer {
+        &self.enforcer
+    }
+
+    /// The clock.
+    #[must_use]
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// One tool call, from proposal to the text the model gets back. `events` receives the
+    /// notices for the person (an approval is needed), never anything the model sees.
+    pub async fn handle_call(
+        &self,
+        agent: &str,
+        call: &ToolCall,
+        table: &ToolTable,
+        channel: &str,
+        events: &mpsc::UnboundedSender<ControlEvent>,
+    ) -> Result<String, KernelError> {
+        let proposal = match proposal::parse(agent, call, table) {
+            Ok(p) => p,
+            Err(e) => {
+                self.audit
+                    .append(AuditEvent::ProposalInvalid {
+                        agent: agent.to_owned(),
+                        call: call.name.clone(),
+                        error: e.to_string(),
+                    })
+                    .await?;
+                return Ok(format!("invalid tool call: {e}"));
+            }
+        };
+        self.audit
+            .append(AuditEvent::Proposal {
+                agent: proposal.agent.clone(),
+                call_id: proposal.call_id.clone(),
+                action: proposal.action.clone(),
+                args: proposal.args.clone(),
+                credentials: proposal.credentials.clone(),
+            })
+            .await?;
+        let context = self.context(channel);
+        let action = proposal.action.clone();
+        let (decided, verdict) = self.enforcer.decide(proposal, context);
+        let rules = verdict.rules.clone();
+        self.audit
+            .append(AuditEvent::Decision {
+                agent: agent.to_owned(),
+                call_id: call.id.clone(),
+                action,
+                verdict,
+            })
+            .await?;
+        match decided {
+            Decided::Allowed(authorized) => self.execute(authorized).await,
+            Decided::Rejected => Ok(AgentNotice::NotPermitted.to_string()),
+            Decided::Escalated(escalation) => self.escalate(escalation, rules, events).await,
+        }
+    }
+
+    /// Stages an escalation with the approval daemon and waits for its answer: a release
+    /// (after the undo window) runs the action; anything else is the opaque "not permitted".
+    pub(crate) async fn escalate(
+        &self,
+        escalation: Escalation,
+        rules: Vec<String>,
+        events: &mpsc::UnboundedSender<ControlEvent>,
+    ) -> Result<String, KernelError> {
+        let p = escalation.proposal();
+        let asked_ms = self.clock.unix_ms();
+        let timeout = escalation.timeout();
+        let category = escalation
+            .group()
+            .filter(|g| {
+                !g.is_empty()
+                    && g.len() <= 64
+                    && g.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+            .unwrap_or(p3ak_approval::spool::OTHER)
+            .to_owned();
+        let request = p3ak_approval::binding::Request {
+            id: crate::pending::new_id(),
+            agent: p.agent.clone(),
+            action: p.action.clone(),
+            args: p.args.clone(),
+            level: escalation.level().get(),
+            rules,
+            category,
+            asked_ms,
+            expires_ms: asked_ms
+                .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)),
+            crawfish_secs: escalation.crawfish().as_secs(),
+            confirm_twice: escalation.confirm_twice(),
+        };
+        let id = request.id.clone();
+        let ticket = self.pending.add(&request);
+        let recorded = self
+            .audit
+            .append(AuditEvent::Escalation {
+                id: id.clone(),
+                agent: request.agent.clone(),
+                action: request.action.clone(),
+                args: request.args.clone(),
+                level: request.level,
+                rules: request.rules.clone(),
+                category: request.category.clone(),
+                binding: request.binding().to_hex(),
+                timeout_secs: timeout.as_secs(),
+                undo_window_secs: Some(request.undo_window_ms() / 1000),
+                confirm_twice: Some(request.confirmations_needed() > 1),
+            })
+            .await;
+        if let Err(e) = recorded {
+            self.pending.withdraw(&id);
+            return Err(e);
+        }
+        let request = match self.desk.stage(&request).await {
+            Ok(staged) => staged,
+            Err(e) => {
+                self.pending.withdraw(&id);
+                self.audit
+                    .append(AuditEvent::EscalationUnstaged {
+                        id,
+                        error: e.to_string(),
+                    })
+                    .await?;
+                return Ok(AgentNotice::NotPermitted.to_string());
+            }
+        };
+        let _ = events.send(ControlEvent::Approval {
+            id: id.clone(),
+            level: request.level,
+            text: format!(
+                "approval needed (level {}, {}): {} wants to run {} {} — `p3ak approve {id}` or `p3ak deny {id}`",
+                request.level,
+                p3ak_approval::level::Factor::needed_for(request.level),
+                request.agent,
+                request.action,
+                self.broker.scrubber().scrub(&request.args.to_string()),
+            ),
+        });
+        // The daemon decides the timeout; the road waits a little longer, for the undo window
+        // and the release to arrive.
+        let wait = timeout
+            .saturating_add(escalation.crawfish())
+            .saturating_add(Duration::from_secs(30));
+        match ticket.wait(&self.pending, wait).await {
+            Some(Resolution::Approved(approval)) => {
+                self.audit
+                    .append(AuditEvent::Approval {
+                        id: id.clone(),
+                        binding: approval.binding().to_owned(),
+                        factors: approval.factors().to_vec(),
+                    })
+                    .await?;
+                match ApprovalGate::approve(escalation, &request, approval) {
+                    Ok(authorized) => self.execute(authorized).await,
+                    Err(mismatch) => {
+                        self.audit
+                            .append(AuditEvent::ApprovalMismatch {
+                                id,
+                                error: mismatch.to_string(),
+                            })
+                            .await?;
+                        Ok(AgentNotice::NotPermitted.to_string())
+                    }
+                }
+            }
+            Some(Resolution::Refused(ending)) => {
+                let event = if ending.timed_out() {
+                    AuditEvent::ApprovalTimeout {
+                        id,
+                        ending: Some(ending.as_str().to_owned()),
+                    }
+                } else {
+                    AuditEvent::Denial {
+                        id,
+                        ending: ending.as_str().to_owned(),
+                    }
+                };
+                self.audit.append(event).await?;
+                Ok(AgentNotice::NotPermitted.to_string())
+            }
+            None => {
+                self.desk.withdraw(&id);
+                self.audit
+                    .append(AuditEvent::ApprovalTimeout {
+                        id,
+                        ending: Some("kernel gave up waiting".to_owned()),
+                    })
+                    .await?;
+                Ok(AgentNotice::NotPermitted.to_string())
+            }
+        }
+    }
+
+    /// Runs an authorised call. Takes the authorisation by value: it is spent here.
+    pub(crate) async fn execute(&self, authorized: Authorized) -> Result<String, KernelError> {
+        let p = authorized.proposal();
+        let target = authorized.target();
+        let plugin = target.plugin.clone();
+        let Some(link) = self.plugins.link(&plugin) else {
+            self.audit
+                .append(AuditEvent::ExecutionUnavailable {
+                    agent: p.agent.clone(),
+                    action: p.action.clone(),
+                })
+                .await?;
+            return Ok("action failed: the tool is not available right now".to_owned());
+        };
+        let injected = match self.broker.inject(&target.full(), &p.args) {
+            Ok(args) => args,
+            Err(e) => {
+                self.audit
+                    .append(AuditEvent::CredentialRefused {
+                        agent: p.agent.clone(),
+                        action: p.action.clone(),
+                        error: e.to_string(),
+                    })
+                    .await?;
+                // The policy allowed the call; the broker did not: the model must not learn
+                // which (invariant I3). The detail is in the audit entry above.
+                return Ok(NOT_PERMITTED.to_owned());
+            }
+        };
+        if let Ok(mut ledger) = self.ledger.lock() {
+            ledger.record(self.enforcer.policy().totals(), &target.full(), &p.args);
+        }
+        self.audit
+            .append(AuditEvent::Execution {
+                agent: p.agent.clone(),
+                call_id: p.call_id.clone(),
+                action: target.full(),
+                args: p.args.clone(),
+                credentials: p.credentials.clone(),
+                tier: authorized.tier(),
+                approval: authorized.approval().map(str::to_owned),
+            })
+            .await?;
+        let invoke = Message::Invoke(Invoke {
+            agent: p.agent.clone(),
+            action: target.action.clone(),
+            args: injected.value().clone(),
+            deadline_ms: u64::try_from(self.tool_timeout.as_millis()).ok(),
+        });
+        drop(injected);
+        let started = Instant::now();
+        let answer = link.request(invoke, self.tool_timeout, None).await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let scrubber = self.broker.scrubber();
+        let (text, record) = match answer {
+            Ok(Message::Result(result)) => {
+                let mut output = result.output;
+                scrubber.scrub_value(&mut output);
+                let text = output.to_string();
+                (text, serde_json::json!({"output": output}))
+            }
+            Ok(other) => {
+                let e = HostError::Unexpected(plugin.clone(), other.type_name());
+                (
+                    format!("action failed: {e}"),
+                    serde_json::json!({"error": e.to_string()}),
+                )
+            }
+            Err(HostError::Plugin(e)) => {
+                let message = scrubber.scrub(&e.message);
+                let kind = serde_json::to_value(e.kind).unwrap_or_default();
+                (
+                    format!(
+                        "action failed ({}): {message}",
+                        kind.as_str().unwrap_or("error")
+                    ),
+                    serde_json::json!({"error": message, "kind": kind}),
+                )
+            }
+            Err(e) => {
+                let message = scrubber.scrub(&e.to_string());
+                (
+                    format!("action failed: {message}"),
+                    serde_json::json!({"error": message}),
+                )
+            }
+        };
+        self.audit
+            .append(AuditEvent::Result {
+                agent: p.agent.clone(),
+                call_id: p.call_id.clone(),
+                action: p.action.clone(),
+                elapsed_ms,
+                result: truncate_json(record),
+            })
+            .await?;
+        Ok(text)
+    }
+
+    /// What the policy sees of the moment: the time, the channel, the running totals.
+    fn context(&self, channel: &str) -> Context {
+        let now = self.clock.now();
+        let time = u8::try_from(now.hour())
+            .ok()
+            .zip(u8::try_from(now.minute()).ok())
+            .and_then(|(h, m)| TimeOfDay::new(h, m));
+        let totals = self
+            .ledger
+            .lock()
+            .map(|l| l.totals(self.enforcer.policy().totals(), Instant::now()))
+            .unwrap_or_default();
+        Context {
+            totals,
+            time,
+            channel: Some(channel.to_owned()),
+        }
+    }
+}
+
+/// Keeps audit entries of results bounded.
+fn truncate_json(value: serde_json::Value) -> serde_json::Value {
+    const MAX: usize = 64 * 1024;
+    let text = value.to_string();
+    if text.len() <= MAX {
+        return value;
+    }
+    let mut cut = MAX;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    serde_json::json!({"truncated": true, "bytes": text.len(), "head": text.get(..cut)})
+}

