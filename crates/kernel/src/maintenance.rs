@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::audit::AuditEvent;
 
 use crate::KernelError;
+use crate::error::RekeyRefused;
 use crate::kernel::{Kernel, Rekeyer};
 use crate::pending::{Resolution, new_id, now_ms};
 use crate::rekey;
@@ -89,16 +90,10 @@ impl Kernel {
     ) -> Result<String, KernelError> {
         let path = self.home.memory_vault();
         if !path.exists() {
-            return Err(KernelError::NotFound(format!(
-                "there is no memory vault at `{}` to rekey",
-                path.display()
-            )));
+            return Err(RekeyRefused::NoVault(path).into());
         }
         if matches!(self.rekeyer, Rekeyer::None) {
-            return Err(KernelError::Hitl(
-                "the memory vault was created after the kernel started: restart it to rekey"
-                    .to_owned(),
-            ));
+            return Err(RekeyRefused::CreatedAfterStart.into());
         }
         let schedule = self.road.enforcer().policy().vault_rekey();
         let level = schedule.map_or(DEFAULT_LEVEL, |s| s.level.get());
@@ -164,10 +159,11 @@ impl Kernel {
                         ending: ending.as_str().to_owned(),
                     })
                     .await?;
-                return Err(KernelError::Hitl(format!(
-                    "the rekey `{id}` was not approved ({})",
-                    ending.as_str()
-                )));
+                return Err(RekeyRefused::NotApproved {
+                    id,
+                    ending: ending.as_str(),
+                }
+                .into());
             }
             None => {
                 self.hitl.withdraw(&id);
@@ -177,9 +173,7 @@ impl Kernel {
                         ending: None,
                     })
                     .await?;
-                return Err(KernelError::Hitl(format!(
-                    "the rekey `{id}` was not approved in time"
-                )));
+                return Err(RekeyRefused::NoAnswer(id).into());
             }
         };
         self.audit
@@ -199,9 +193,11 @@ impl Kernel {
                 for name in &holders {
                     self.host.resume(name, None).await;
                 }
-                return Err(KernelError::Hitl(format!(
-                    "the rekey `{id}` did not run: plugin `{name}` did not stop"
-                )));
+                return Err(RekeyRefused::PluginDidNotStop {
+                    id: id.to_owned(),
+                    plugin: name.clone(),
+                }
+                .into());
             }
         }
         let outcome = match &self.rekeyer {
@@ -211,13 +207,13 @@ impl Kernel {
                 let home = self.home.clone();
                 tokio::task::spawn_blocking(move || rekey_memory_vault(&home, &pass))
                     .await
-                    .map_err(|e| KernelError::Hitl(format!("the rekey task failed: {e}")))
+                    .map_err(KernelError::Task)
                     .and_then(|r| r)
             }
             Rekeyer::Warden(warden) => warden.rekey_memory().await.and_then(|(report, key)| {
                 Ok((report, VaultKey::from_handoff_bytes(key.expose())?))
             }),
-            Rekeyer::None => Err(KernelError::Hitl("nothing to rekey".to_owned())),
+            Rekeyer::None => Err(RekeyRefused::CreatedAfterStart.into()),
         };
         match outcome {
             Ok((report, key)) => {

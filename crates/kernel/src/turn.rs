@@ -12,6 +12,7 @@ use crate::KernelError;
 use crate::agent::Agent;
 use crate::audit::AuditEvent;
 use crate::control::ControlEvent;
+use crate::error::ProviderUnavailable;
 use crate::host::HostError;
 use crate::kernel::Kernel;
 use crate::proposal::{OfferedAction, ToolTable, policy_tier, tool_name};
@@ -33,13 +34,10 @@ impl Kernel {
             .clone()
             .unwrap_or_else(|| self.config.kernel.default_agent.clone());
         let Some(agent) = self.agents.get(&agent_name).cloned() else {
-            return Err(KernelError::NotFound(format!("no agent `{agent_name}`")));
+            return Err(KernelError::UnknownAgent(agent_name));
         };
         if !session::valid_conversation(&inbound.conversation) {
-            return Err(KernelError::NotFound(format!(
-                "conversation `{}`: use letters, digits, `_` and `-`",
-                inbound.conversation
-            )));
+            return Err(KernelError::BadConversation(inbound.conversation.clone()));
         }
         self.audit
             .record(AuditEvent::Inbound {
@@ -60,10 +58,7 @@ impl Kernel {
                         conversation: inbound.conversation.clone(),
                     })
                     .await?;
-                Err(KernelError::Control(format!(
-                    "the turn took longer than {}",
-                    humantime::format_duration(limit)
-                )))
+                Err(KernelError::TurnTimeout(limit))
             }
         }
     }
@@ -77,29 +72,18 @@ impl Kernel {
     ) -> Result<String, KernelError> {
         let scrubber = self.broker.scrubber();
         let Some(provider_name) = agent.provider.clone() else {
-            return Err(KernelError::Home(format!(
-                "agent `{}` has no provider: set `provider` in agents/{}.toml to a provider \
-                 plugin configured in config.toml",
-                agent.name, agent.name
-            )));
+            return Err(ProviderUnavailable::Unset(agent.name.clone()).into());
         };
         let provider = match self.host.connection(&provider_name) {
             Some(c) if c.registration.kind == PluginKind::Provider => c,
             Some(_) => {
-                return Err(KernelError::Home(format!(
-                    "plugin `{provider_name}` is not a provider"
-                )));
+                return Err(ProviderUnavailable::WrongKind(provider_name).into());
             }
             None if self.host.is_configured(&provider_name) => {
-                return Err(KernelError::Home(format!(
-                    "provider `{provider_name}` is not running (see `p3ak status`)"
-                )));
+                return Err(ProviderUnavailable::Stopped(provider_name).into());
             }
             None => {
-                return Err(KernelError::Home(format!(
-                    "provider `{provider_name}` is not configured: add [plugins.{provider_name}] \
-                     to config.toml"
-                )));
+                return Err(ProviderUnavailable::Unconfigured(provider_name).into());
             }
         };
 
@@ -108,7 +92,7 @@ impl Kernel {
             let (a, c) = (agent.name.clone(), inbound.conversation.clone());
             tokio::task::spawn_blocking(move || session::load(&vault, &a, &c))
                 .await
-                .map_err(|e| KernelError::Home(e.to_string()))??
+                .map_err(KernelError::Task)??
         };
         messages.push(ChatMessage {
             role: Role::User,
@@ -297,7 +281,7 @@ impl Kernel {
             let (a, c) = (agent.name.clone(), inbound.conversation.clone());
             tokio::task::spawn_blocking(move || session::store(&vault, &a, &c, &messages))
                 .await
-                .map_err(|e| KernelError::Home(e.to_string()))??;
+                .map_err(KernelError::Task)??;
         }
         self.audit
             .record(AuditEvent::Reply {
@@ -322,7 +306,7 @@ impl Kernel {
         channel: &str,
     ) -> Result<String, KernelError> {
         let Some(agent) = self.agents.get(agent).cloned() else {
-            return Err(KernelError::NotFound(format!("no agent `{agent}`")));
+            return Err(KernelError::UnknownAgent(agent.to_owned()));
         };
         let table = self.tool_table(&agent);
         let (events, _) = mpsc::unbounded_channel();
@@ -343,7 +327,7 @@ impl Kernel {
                 error: message.clone(),
             })
             .await?;
-        Err(KernelError::Control(format!("the model failed: {message}")))
+        Err(KernelError::ModelFailed(message))
     }
 
     /// The tools `agent` is offered now: registered by a running tool plugin, listed in the
