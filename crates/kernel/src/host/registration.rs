@@ -104,3 +104,92 @@ pub fn validate(
         actions,
     })
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
+mod tests {
+    use p3ak_proto::{Register, Tier};
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(name: &str) -> ActionSpec {
+        ActionSpec {
+            name: name.to_owned(),
+            description: "does a thing".to_owned(),
+            parameters: json!({"type": "object", "properties": {"path": {"type": "string"}}}),
+            tier: Tier::Observe,
+        }
+    }
+
+    fn tool(actions: Vec<ActionSpec>) -> Register {
+        Register {
+            kind: PluginKind::Tool,
+            actions,
+        }
+    }
+
+    #[test]
+    fn a_tool_registers_its_actions_with_compiled_schemas() {
+        let registration = validate("files", tool(vec![spec("read"), spec("write")])).unwrap();
+        assert_eq!(registration.actions.len(), 2);
+        let read = &registration.actions[0];
+        assert!(read.validator.is_valid(&json!({"path": "a"})));
+        assert!(!read.validator.is_valid(&json!({"path": 3})));
+    }
+
+    #[test]
+    fn invariant_i9_a_bad_registration_is_refused_with_its_reason() {
+        let mut long = spec("long");
+        long.description = "x".repeat(MAX_DESCRIPTION + 1);
+        let mut not_object = spec("list");
+        not_object.parameters = json!({"type": "array"});
+        let mut uncompilable = spec("odd");
+        uncompilable.parameters = json!({"type": "object", "properties": {"a": {"type": 7}}});
+        let cases = [
+            (
+                Register {
+                    kind: PluginKind::Provider,
+                    actions: vec![spec("read")],
+                },
+                RegistrationError::ActionsOnNonTool,
+            ),
+            (
+                tool((0..=MAX_ACTIONS).map(|i| spec(&format!("a{i}"))).collect()),
+                RegistrationError::TooManyActions,
+            ),
+            // `.` and `__` would let a plugin name another plugin's action.
+            (
+                tool(vec![spec("vault.search")]),
+                RegistrationError::BadName("vault.search".into()),
+            ),
+            (
+                tool(vec![spec("vault__search")]),
+                RegistrationError::BadName("vault__search".into()),
+            ),
+            (
+                tool(vec![spec("")]),
+                RegistrationError::BadName(String::new()),
+            ),
+            (
+                tool(vec![spec("read"), spec("read")]),
+                RegistrationError::Duplicate("read".into()),
+            ),
+            (
+                tool(vec![long]),
+                RegistrationError::LongDescription("long".into()),
+            ),
+        ];
+        for (register, expected) in cases {
+            assert_eq!(validate("files", register).err(), Some(expected));
+        }
+        for register in [tool(vec![not_object]), tool(vec![uncompilable])] {
+            let error = validate("files", register).err().unwrap();
+            assert!(matches!(error, RegistrationError::Schema { .. }), "{error}");
+            assert!(!error.to_string().contains('\n'), "one line: {error}");
+        }
+    }
+}
