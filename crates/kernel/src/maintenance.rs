@@ -19,7 +19,7 @@ use crate::audit::AuditEvent;
 use crate::KernelError;
 use crate::error::RekeyRefused;
 use crate::kernel::{Kernel, Rekeyer};
-use crate::pending::{Resolution, new_id, now_ms};
+use crate::pending::{Resolution, new_id};
 use crate::rekey;
 
 /// The action name the rekey is staged under.
@@ -43,7 +43,7 @@ impl Kernel {
                 return;
             };
             let last = self.last_rekey_unix().await;
-            let now = now_ms() / 1000;
+            let now = self.road.clock().unix_ms() / 1000;
             if !rekey::is_due(schedule.every, last, header.created, now) {
                 let due = rekey::next_due_unix(schedule.every, last, header.created);
                 let wait = Duration::from_secs(u64::try_from(due - now).unwrap_or(0)).min(RECHECK);
@@ -99,7 +99,7 @@ impl Kernel {
         let level = schedule.map_or(DEFAULT_LEVEL, |s| s.level.get());
         let timeout = schedule.map_or(DEFAULT_TIMEOUT, |s| s.timeout);
         let crawfish = schedule.map_or(Duration::ZERO, |s| s.crawfish);
-        let asked_ms = now_ms();
+        let asked_ms = self.road.clock().unix_ms();
         let request = Request {
             id: new_id(),
             agent: "kernel".to_owned(),
