@@ -81,6 +81,9 @@ pub enum KernelError {
     /// The scheduled rekey did not happen.
     #[error("{0}")]
     Rekey(#[from] RekeyRefused),
+    /// The audit log's writer thread is gone: nothing can be recorded, so nothing runs.
+    #[error("the audit log's writer stopped: nothing can be recorded")]
+    AuditWriterGone,
     /// A background task of the kernel panicked or was cancelled.
     #[error("a kernel task failed: {0}")]
     Task(#[source] tokio::task::JoinError),

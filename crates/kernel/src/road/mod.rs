@@ -123,31 +123,33 @@ impl Road {
                 return Ok(format!("invalid tool call: {e}"));
             }
         };
-        self.audit
-            .append(AuditEvent::Proposal {
-                agent: proposal.agent.clone(),
-                call_id: proposal.call_id.clone(),
-                action: proposal.action.clone(),
-                args: proposal.args.clone(),
-                credentials: proposal.credentials.clone(),
-            })
-            .await?;
+        // The proposal and its decision are committed together with what follows from
+        // them (the execution intent, the escalation, or nothing for a rejection): one
+        // durable commit before anything happens, instead of one per entry.
+        let mut trail = vec![AuditEvent::Proposal {
+            agent: proposal.agent.clone(),
+            call_id: proposal.call_id.clone(),
+            action: proposal.action.clone(),
+            args: proposal.args.clone(),
+            credentials: proposal.credentials.clone(),
+        }];
         let context = self.context(channel);
         let action = proposal.action.clone();
         let (decided, verdict) = self.enforcer.decide(proposal, context);
         let rules = verdict.rules.clone();
-        self.audit
-            .append(AuditEvent::Decision {
-                agent: agent.to_owned(),
-                call_id: call.id.clone(),
-                action,
-                verdict,
-            })
-            .await?;
+        trail.push(AuditEvent::Decision {
+            agent: agent.to_owned(),
+            call_id: call.id.clone(),
+            action,
+            verdict,
+        });
         match decided {
-            Decided::Allowed(authorized) => self.execute(authorized).await,
-            Decided::Rejected => Ok(AgentNotice::NotPermitted.to_string()),
-            Decided::Escalated(escalation) => self.escalate(escalation, rules, events).await,
+            Decided::Allowed(authorized) => self.execute(authorized, trail).await,
+            Decided::Rejected => {
+                self.audit.append_all(trail).await?;
+                Ok(AgentNotice::NotPermitted.to_string())
+            }
+            Decided::Escalated(escalation) => self.escalate(escalation, rules, events, trail).await,
         }
     }
 
@@ -158,6 +160,7 @@ impl Road {
         escalation: Escalation,
         rules: Vec<String>,
         events: &mpsc::UnboundedSender<ControlEvent>,
+        mut trail: Vec<AuditEvent>,
     ) -> Result<String, KernelError> {
         let p = escalation.proposal();
         let asked_ms = self.clock.unix_ms();
@@ -188,22 +191,20 @@ impl Road {
         };
         let id = request.id.clone();
         let ticket = self.pending.add(&request);
-        let recorded = self
-            .audit
-            .append(AuditEvent::Escalation {
-                id: id.clone(),
-                agent: request.agent.clone(),
-                action: request.action.clone(),
-                args: request.args.clone(),
-                level: request.level,
-                rules: request.rules.clone(),
-                category: request.category.clone(),
-                binding: request.binding().to_hex(),
-                timeout_secs: timeout.as_secs(),
-                undo_window_secs: Some(request.undo_window_ms() / 1000),
-                confirm_twice: Some(request.confirmations_needed() > 1),
-            })
-            .await;
+        trail.push(AuditEvent::Escalation {
+            id: id.clone(),
+            agent: request.agent.clone(),
+            action: request.action.clone(),
+            args: request.args.clone(),
+            level: request.level,
+            rules: request.rules.clone(),
+            category: request.category.clone(),
+            binding: request.binding().to_hex(),
+            timeout_secs: timeout.as_secs(),
+            undo_window_secs: Some(request.undo_window_ms() / 1000),
+            confirm_twice: Some(request.confirmations_needed() > 1),
+        });
+        let recorded = self.audit.append_all(trail).await;
         if let Err(e) = recorded {
             self.pending.withdraw(&id);
             return Err(e);
@@ -240,22 +241,21 @@ impl Road {
             .saturating_add(Duration::from_secs(30));
         match ticket.wait(&self.pending, wait).await {
             Some(Resolution::Approved(approval)) => {
-                self.audit
-                    .append(AuditEvent::Approval {
-                        id: id.clone(),
-                        binding: approval.binding().to_owned(),
-                        factors: approval.factors().to_vec(),
-                    })
-                    .await?;
+                // Committed with the execution intent (or the mismatch) that follows from it.
+                let trail = vec![AuditEvent::Approval {
+                    id: id.clone(),
+                    binding: approval.binding().to_owned(),
+                    factors: approval.factors().to_vec(),
+                }];
                 match ApprovalGate::approve(escalation, &request, approval) {
-                    Ok(authorized) => self.execute(authorized).await,
+                    Ok(authorized) => self.execute(authorized, trail).await,
                     Err(mismatch) => {
-                        self.audit
-                            .append(AuditEvent::ApprovalMismatch {
-                                id,
-                                error: mismatch.to_string(),
-                            })
-                            .await?;
+                        let mut trail = trail;
+                        trail.push(AuditEvent::ApprovalMismatch {
+                            id,
+                            error: mismatch.to_string(),
+                        });
+                        self.audit.append_all(trail).await?;
                         Ok(AgentNotice::NotPermitted.to_string())
                     }
                 }
@@ -288,49 +288,54 @@ impl Road {
         }
     }
 
-    /// Runs an authorised call. Takes the authorisation by value: it is spent here.
-    pub(crate) async fn execute(&self, authorized: Authorized) -> Result<String, KernelError> {
+    /// Runs an authorised call. Takes the authorisation by value: it is spent here. `trail`
+    /// holds the entries that led here; they are committed with the execution intent, before
+    /// the tool runs (or with the reason it does not).
+    pub(crate) async fn execute(
+        &self,
+        authorized: Authorized,
+        mut trail: Vec<AuditEvent>,
+    ) -> Result<String, KernelError> {
         let p = authorized.proposal();
         let target = authorized.target();
         let plugin = target.plugin.clone();
         let Some(link) = self.plugins.link(&plugin) else {
-            self.audit
-                .append(AuditEvent::ExecutionUnavailable {
-                    agent: p.agent.clone(),
-                    action: p.action.clone(),
-                })
-                .await?;
+            trail.push(AuditEvent::ExecutionUnavailable {
+                agent: p.agent.clone(),
+                action: p.action.clone(),
+            });
+            self.audit.append_all(trail).await?;
             return Ok("action failed: the tool is not available right now".to_owned());
         };
         let injected = match self.broker.inject(&target.full(), &p.args) {
             Ok(args) => args,
             Err(e) => {
-                self.audit
-                    .append(AuditEvent::CredentialRefused {
-                        agent: p.agent.clone(),
-                        action: p.action.clone(),
-                        error: e.to_string(),
-                    })
-                    .await?;
+                trail.push(AuditEvent::CredentialRefused {
+                    agent: p.agent.clone(),
+                    action: p.action.clone(),
+                    error: e.to_string(),
+                });
+                self.audit.append_all(trail).await?;
                 // The policy allowed the call; the broker did not: the model must not learn
                 // which (invariant I3). The detail is in the audit entry above.
                 return Ok(NOT_PERMITTED.to_owned());
             }
         };
+        trail.push(AuditEvent::Execution {
+            agent: p.agent.clone(),
+            call_id: p.call_id.clone(),
+            action: target.full(),
+            args: p.args.clone(),
+            credentials: p.credentials.clone(),
+            tier: authorized.tier(),
+            approval: authorized.approval().map(str::to_owned),
+        });
+        // Counted before the await, so a concurrent call is decided with this one in its
+        // totals; a call whose intent then fails to commit stays counted (the safe side).
         if let Ok(mut ledger) = self.ledger.lock() {
             ledger.record(self.enforcer.policy().totals(), &target.full(), &p.args);
         }
-        self.audit
-            .append(AuditEvent::Execution {
-                agent: p.agent.clone(),
-                call_id: p.call_id.clone(),
-                action: target.full(),
-                args: p.args.clone(),
-                credentials: p.credentials.clone(),
-                tier: authorized.tier(),
-                approval: authorized.approval().map(str::to_owned),
-            })
-            .await?;
+        self.audit.append_all(trail).await?;
         let invoke = Message::Invoke(Invoke {
             agent: p.agent.clone(),
             action: target.action.clone(),

@@ -37,6 +37,8 @@ struct MemoryAudit {
     events: Mutex<Vec<AuditEvent>>,
     /// Kinds whose write fails.
     failing: Mutex<Vec<&'static str>>,
+    /// The kinds of each commit, in order.
+    commits: Mutex<Vec<Vec<&'static str>>>,
 }
 
 impl MemoryAudit {
@@ -60,22 +62,23 @@ impl MemoryAudit {
 }
 
 impl AuditSink for MemoryAudit {
-    fn append(&self, event: AuditEvent) -> BoxFuture<'_, Result<u64, KernelError>> {
+    fn append_all(&self, batch: Vec<AuditEvent>) -> BoxFuture<'_, Result<u64, KernelError>> {
         Box::pin(async move {
-            if self
-                .failing
-                .lock()
-                .unwrap()
-                .contains(&event.declared_kind())
-            {
+            let failing = self.failing.lock().unwrap();
+            if batch.iter().any(|e| failing.contains(&e.declared_kind())) {
                 return Err(KernelError::Io {
                     context: "audit".to_owned(),
                     source: std::io::Error::other("disk full"),
                 });
             }
             let mut events = self.events.lock().unwrap();
-            events.push(event);
-            Ok(events.len() as u64)
+            let first = events.len() as u64;
+            events.extend(batch.iter().cloned());
+            self.commits
+                .lock()
+                .unwrap()
+                .push(batch.iter().map(AuditEvent::declared_kind).collect());
+            Ok(first)
         })
     }
 }
@@ -524,5 +527,28 @@ async fn invariant_i8_a_release_of_another_action_runs_nothing() {
     assert_eq!(
         b.audit.kinds(),
         ["proposal", "decision", "escalation", "denial"]
+    );
+}
+
+#[tokio::test]
+async fn invariant_i5_each_step_is_durable_in_one_commit_before_it_takes_effect() {
+    let b = bench(Answer::Approve, noon());
+    b.call("files.read", json!({"path": "a.txt"})).await;
+    b.call("files.delete", json!({"path": "a.txt"})).await;
+    b.call("files.write", json!({"path": "a.txt"})).await;
+    let commits = b.audit.commits.lock().unwrap().clone();
+    assert_eq!(
+        commits,
+        [
+            // Allowed: everything up to the intent in one commit, then the result.
+            vec!["proposal", "decision", "execution"],
+            vec!["result"],
+            // Rejected.
+            vec!["proposal", "decision"],
+            // Escalated: on record before the daemon sees it; the approval with the intent.
+            vec!["proposal", "decision", "escalation"],
+            vec!["approval", "execution"],
+            vec!["result"],
+        ]
     );
 }
