@@ -17,6 +17,7 @@
 
 pub mod demo;
 mod directory;
+mod embedding;
 pub mod eval;
 pub mod fusion;
 mod ingest;
@@ -27,6 +28,7 @@ mod schema;
 mod search;
 mod vectors;
 
+pub use embedding::{EmbedTarget, embed_pending};
 pub use fusion::{Fusion, Signal};
 pub use ingest::{
     FileOutcome, IngestEvent, IngestItem, IngestOptions, IngestReport, IngestStatus, expand_paths,
