@@ -40,6 +40,9 @@ pub enum ApprovalError {
     /// A spool file that is not a regular file of sane size.
     #[error("`{path}`: not a regular file of at most {max} bytes", path = .0.display(), max = crate::spool::MAX_STAGED)]
     NotAFile(PathBuf),
+    /// A request to stage that is larger than the daemon reads.
+    #[error("a staged request is at most {max} bytes", max = crate::spool::MAX_STAGED)]
+    TooLarge,
     /// A request that cannot be written as JSON.
     #[error("cannot encode the request: {0}")]
     Encode(#[source] serde_json::Error),

@@ -293,6 +293,25 @@ pub fn write_staged(
     Ok(path)
 }
 
+/// [`write_staged`] for a request read from `reader` (how `p3ak hitl stage` gets it on its
+/// standard input), refusing one over [`MAX_STAGED`] bytes before anything is written.
+pub fn stage_from(
+    spool: &Spool,
+    category: &str,
+    id: &str,
+    reader: impl Read,
+) -> Result<PathBuf, ApprovalError> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_STAGED + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ApprovalError::io("cannot read the request to stage"))?;
+    if bytes.len() as u64 > MAX_STAGED {
+        return Err(ApprovalError::TooLarge);
+    }
+    write_staged(spool, category, id, &bytes)
+}
+
 /// Reads a staged (or outbox) file, refusing anything but a regular file of sane size.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, ApprovalError> {
     let file = OpenOptions::new()

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use p3ak_approval::binding::Request;
-use p3ak_approval::spool::{Owners, Spool, SpoolKey, write_staged};
+use p3ak_approval::spool::{MAX_STAGED, Owners, Spool, SpoolKey, stage_from, write_staged};
 
 const DAEMON: u32 = 60_980;
 const WRITER: u32 = 60_981;
@@ -209,6 +209,17 @@ fn the_layout_has_the_documented_modes() {
     assert!(write_staged(&spool, "write", "d1", b"again").is_err());
     assert!(write_staged(&spool, "write", "../x", b"x").is_err());
     assert!(write_staged(&spool, "../outbox", "x", b"x").is_err());
+    // From a reader (`p3ak hitl stage`): at most what the daemon reads, else nothing written.
+    let sealed = key.seal(&request("d2")).unwrap();
+    let path = stage_from(&spool, "write", "d2", sealed.as_slice()).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), sealed);
+    let huge = std::io::Read::take(std::io::repeat(0), MAX_STAGED + 1);
+    let err = stage_from(&spool, "write", "d3", huge).unwrap_err();
+    assert!(
+        matches!(err, p3ak_approval::ApprovalError::TooLarge),
+        "{err}"
+    );
+    assert!(!spool.category("write").join("d3").exists());
 }
 
 #[test]

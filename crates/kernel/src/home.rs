@@ -1,5 +1,6 @@
 //! `P3AK_HOME`: where everything lives, and `init`, which lays it out.
 
+use std::ffi::OsString;
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -21,6 +22,33 @@ impl Home {
     #[must_use]
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
+    }
+
+    /// The home this process is given: `P3AK_HOME`, else `$XDG_DATA_HOME/p3ak`, else
+    /// `~/.local/share/p3ak`; `None` when not even `HOME` is set.
+    #[must_use]
+    pub fn from_env() -> Option<Self> {
+        Self::from_vars(
+            std::env::var_os("P3AK_HOME"),
+            std::env::var_os("XDG_DATA_HOME"),
+            std::env::var_os("HOME"),
+        )
+    }
+
+    /// [`Home::from_env`] over the values of `P3AK_HOME`, `XDG_DATA_HOME` and `HOME`.
+    #[must_use]
+    pub fn from_vars(
+        p3ak_home: Option<OsString>,
+        xdg_data_home: Option<OsString>,
+        home: Option<OsString>,
+    ) -> Option<Self> {
+        let root = match (p3ak_home, xdg_data_home, home) {
+            (Some(root), _, _) => PathBuf::from(root),
+            (None, Some(data), _) => PathBuf::from(data).join("p3ak"),
+            (None, None, Some(home)) => PathBuf::from(home).join(".local/share/p3ak"),
+            (None, None, None) => return None,
+        };
+        Some(Self::new(root))
     }
 
     /// The directory itself.
@@ -88,6 +116,11 @@ impl Home {
     #[must_use]
     pub fn spool(&self) -> PathBuf {
         self.root.join("spool")
+    }
+    /// `models/`: the embedding model (see `p3ak_embed::install`).
+    #[must_use]
+    pub fn models(&self) -> PathBuf {
+        self.root.join("models")
     }
     /// `hitl/`: the approval daemon's own files (its factor store).
     #[must_use]
@@ -324,3 +357,27 @@ tools = ["files.*", "vault.*", "http.request"]
 # How many passages of the memory vault to include with each message (0: none).
 memory = 3
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_home_is_p3ak_home_then_xdg_data_then_home() {
+        let root = |h: Option<Home>| h.map(|h| h.root().to_owned());
+        let var = |s: &str| Some(OsString::from(s));
+        assert_eq!(
+            root(Home::from_vars(var("/srv/p3ak"), var("/d"), var("/h"))),
+            Some(PathBuf::from("/srv/p3ak"))
+        );
+        assert_eq!(
+            root(Home::from_vars(None, var("/d"), var("/h"))),
+            Some(PathBuf::from("/d/p3ak"))
+        );
+        assert_eq!(
+            root(Home::from_vars(None, None, var("/h"))),
+            Some(PathBuf::from("/h/.local/share/p3ak"))
+        );
+        assert!(Home::from_vars(None, None, None).is_none());
+    }
+}

@@ -10,11 +10,14 @@
 //! - **Structure**: the title and heading path of each chunk, as a third ranked signal.
 //! - **Fusion** ([`fusion`]): the signals' scores, normalised and weighted.
 //! - **Evaluation** ([`eval`]): nDCG@10, MRR@10 and Recall@100 over a judged collection.
+//! - **Demo** ([`demo`]): a temporary vault walked through its whole life (`p3ak vault demo`).
 //!
 //! The crate never prints, never exits and never touches the network.
 #![forbid(unsafe_code)]
 
+pub mod demo;
 mod directory;
+mod embedding;
 pub mod eval;
 pub mod fusion;
 mod ingest;
@@ -25,6 +28,7 @@ mod schema;
 mod search;
 mod vectors;
 
+pub use embedding::{EmbedTarget, embed_pending};
 pub use fusion::{Fusion, Signal};
 pub use ingest::{
     FileOutcome, IngestEvent, IngestItem, IngestOptions, IngestReport, IngestStatus, expand_paths,

@@ -476,3 +476,61 @@ fn invariant_i9_a_damaged_index_is_reported_and_rebuilt() {
     );
     assert_eq!(vault.list().len(), 1, "documents untouched");
 }
+
+#[test]
+fn an_embedding_run_embeds_every_pending_chunk_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, vault) = create(dir.path());
+    let files = [
+        write(
+            dir.path(),
+            "a.md",
+            b"# Bank\n\nCall the bank about the mortgage.\n",
+        ),
+        write(dir.path(), "b.txt", b"buy oat milk and coffee beans\n"),
+        write(dir.path(), "c.md", b"# Trip\n\nBook the train to Lisbon.\n"),
+    ];
+    let chunks = {
+        let mut memory = Memory::open(&vault).unwrap();
+        ingest(&mut memory, &files);
+        memory.status().pending_chunks
+    };
+    assert!(chunks >= 3, "{chunks}");
+    drop(vault);
+
+    let key = VaultKey::derive(&path, &pass()).unwrap();
+    let lock = p3ak_memory::lock_embedder(&path).unwrap().unwrap();
+    let target = p3ak_memory::EmbedTarget {
+        path: &path,
+        unlock: Unlock::Key(&key),
+        actor: "test",
+        lock_wait: std::time::Duration::from_secs(5),
+    };
+    let mut reports = Vec::new();
+    let stored = p3ak_memory::embed_pending(target, &lock, &BagOfWords, 1, &mut |done, all| {
+        reports.push((done, all));
+    })
+    .unwrap();
+    assert_eq!(stored, chunks);
+    // One report before each batch and one at the end; the total never changes here.
+    assert!(reports.len() > 2, "{reports:?}");
+    assert_eq!(reports.first(), Some(&(0, chunks as u64)));
+    assert_eq!(reports.last(), Some(&(chunks as u64, chunks as u64)));
+
+    let vault = reopen(&path, Access::Read);
+    let status = Memory::open(&vault).unwrap().status();
+    assert_eq!(status.pending_chunks, 0);
+    assert_eq!(status.embedded_chunks, chunks);
+    assert_eq!(status.model.as_deref(), Some("test-bag-of-words"));
+    let actors: Vec<String> = vault
+        .log_entries(0, u64::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "memory.embed")
+        .map(|e| e.actor)
+        .collect();
+    assert!(
+        !actors.is_empty() && actors.iter().all(|a| a == "test"),
+        "{actors:?}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Fixtures and fakes the workspace's tests share: what a test needs from its host ([`need`]),
 //! a temporary P3AK home driving the `p3ak` binary ([`home`]), a running kernel ([`kernel`]),
-//! loopback services ([`http`]) and synthetic text for benchmarks ([`corpus`]).
+//! loopback services ([`http`]), the kernel's end of a plugin connection ([`plugin`], feature
+//! `plugin`) and synthetic text for benchmarks ([`corpus`]).
 //!
 //! A dev-dependency only: no runtime crate may depend on it. Helpers panic on failure, as a
 //! failed step should fail the test loudly.
@@ -18,6 +19,8 @@ pub mod home;
 pub mod http;
 pub mod kernel;
 pub mod need;
+#[cfg(feature = "plugin")]
+pub mod plugin;
 
 pub use home::{Home, demo_steps, stderr};
 pub use kernel::Kernel;

@@ -5,6 +5,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::VaultError;
+use crate::store::DocInfo;
 
 /// A document's id: 128 random bits, shown as 32 hex digits. Random, so an id says nothing
 /// about the content it names.
@@ -146,9 +147,82 @@ pub struct PutOutcome {
     pub status: PutStatus,
 }
 
+/// Which documents a listing keeps (`p3ak vault list --match … --tag …`).
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Lowercased: matched against title and source, case-insensitively.
+    needle: Option<String>,
+    tags: Vec<(String, String)>,
+}
+
+impl ListFilter {
+    /// Documents whose title or source contains `matching` (ignoring case), and that carry
+    /// every tag of `tags`.
+    #[must_use]
+    pub fn new(matching: Option<&str>, tags: Vec<(String, String)>) -> Self {
+        Self {
+            needle: matching.map(str::to_lowercase),
+            tags,
+        }
+    }
+
+    #[must_use]
+    pub fn matches(&self, doc: &DocInfo) -> bool {
+        let named = self.needle.as_ref().is_none_or(|needle| {
+            [&doc.title, &doc.source].iter().any(|f| {
+                f.as_ref()
+                    .is_some_and(|t| t.to_lowercase().contains(needle))
+            })
+        });
+        named && self.tags.iter().all(|(k, v)| doc.tags.get(k) == Some(v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info(title: Option<&str>, source: Option<&str>, tags: &[(&str, &str)]) -> DocInfo {
+        DocInfo {
+            id: DocId([0; 16]),
+            title: title.map(str::to_owned),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            created: 0,
+            size: 0,
+            source: source.map(str::to_owned),
+            damaged: None,
+        }
+    }
+
+    #[test]
+    fn list_filter_matches_title_or_source_ignoring_case_and_every_tag() {
+        let tagged = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let doc = info(
+            Some("Budget 2027"),
+            Some("notes.md"),
+            &[("kind", "finance"), ("owner", "sam")],
+        );
+        assert!(ListFilter::default().matches(&doc));
+        assert!(ListFilter::new(Some("BUDGET"), Vec::new()).matches(&doc));
+        assert!(ListFilter::new(Some("notes"), Vec::new()).matches(&doc));
+        assert!(!ListFilter::new(Some("lisbon"), Vec::new()).matches(&doc));
+        assert!(
+            ListFilter::new(None, tagged(&[("kind", "finance"), ("owner", "sam")])).matches(&doc)
+        );
+        assert!(
+            !ListFilter::new(None, tagged(&[("kind", "finance"), ("owner", "alex")])).matches(&doc)
+        );
+        assert!(!ListFilter::new(Some("budget"), tagged(&[("kind", "it")])).matches(&doc));
+        assert!(!ListFilter::new(Some("x"), Vec::new()).matches(&info(None, None, &[])));
+    }
 
     #[test]
     fn id_parses_only_32_hex_digits() {

@@ -23,8 +23,8 @@ mod transfer;
 
 pub use canary::{CANARY_SPACE, CanaryCheck};
 pub use doc::{
-    DocId, DocMeta, MAX_OBJECT_NAME_LEN, NewDocument, ObjectInfo, PutOutcome, PutStatus,
-    validate_object_name, validate_tag,
+    DocId, DocMeta, ListFilter, MAX_OBJECT_NAME_LEN, NewDocument, ObjectInfo, PutOutcome,
+    PutStatus, validate_object_name, validate_tag,
 };
 pub use error::{Result, VaultError};
 pub use log::InclusionProof;

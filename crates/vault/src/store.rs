@@ -34,6 +34,7 @@ pub const MAX_TAGS: usize = 64;
 pub const MAX_META_LEN: usize = 64 * 1024;
 
 /// How to unlock a vault.
+#[derive(Clone, Copy)]
 pub enum Unlock<'a> {
     Passphrase(&'a Passphrase),
     /// A key derived earlier with [`VaultKey::derive`] (no Argon2id run).
@@ -393,6 +394,25 @@ pub(crate) fn intact_commit_slots(header: &Header, sealer: &Sealer) -> Vec<(usiz
 }
 
 impl Vault {
+    /// [`Vault::open`], waiting up to `patience` while another process holds the writer lock
+    /// (an ingest or an embedding run commits briefly); then [`VaultError::Locked`].
+    pub fn open_waiting(
+        path: &Path,
+        how: Unlock<'_>,
+        access: Access,
+        patience: std::time::Duration,
+    ) -> Result<Self> {
+        let started = std::time::Instant::now();
+        loop {
+            match Self::open(path, how, access) {
+                Err(VaultError::Locked { .. }) if started.elapsed() < patience => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Opens a vault. With [`Access::Write`] the writer lock is taken, an uncommitted torn tail
     /// left by a crash is cut away, and a damaged vault is refused.
     ///
@@ -1050,6 +1070,13 @@ impl Vault {
             )));
         }
         Ok(content)
+    }
+
+    /// The documents `filter` keeps, oldest first.
+    pub fn list_matching(&self, filter: &crate::ListFilter) -> Vec<DocInfo> {
+        let mut docs = self.list();
+        docs.retain(|d| filter.matches(d));
+        docs
     }
 
     /// Every document, oldest first.

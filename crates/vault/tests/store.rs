@@ -105,6 +105,27 @@ fn second_writer_is_refused_naming_the_holder() {
 }
 
 #[test]
+fn a_waiting_writer_gets_the_vault_when_the_holder_lets_go() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, vault) = create(dir.path());
+    let key = key(&path);
+    let unlock = Unlock::Key(&key);
+    // No patience: refused at once, as `open` is.
+    let err = Vault::open_waiting(&path, unlock, Access::Write, Duration::ZERO)
+        .err()
+        .unwrap();
+    assert!(matches!(err, VaultError::Locked { .. }), "{err}");
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(vault);
+    });
+    let waited = Vault::open_waiting(&path, unlock, Access::Write, Duration::from_secs(30));
+    holder.join().unwrap();
+    assert!(waited.is_ok(), "the writer waited for the lock");
+}
+
+#[test]
 fn readers_run_while_one_writer_appends() {
     let dir = tempfile::tempdir().unwrap();
     let (_, vault) = create(dir.path());

@@ -90,20 +90,11 @@ impl VaultTool {
     }
 
     fn open(&self, access: Access, actor: &str) -> Result<Vault, ToolFailure> {
-        let started = std::time::Instant::now();
-        loop {
-            match Vault::open(&self.path, Unlock::Key(&self.key), access) {
-                // Another writer (an ingest, say) is committing: wait a little for it.
-                Err(VaultError::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                other => {
-                    let mut vault = other.map_err(vault_failure)?;
-                    vault.set_actor(actor);
-                    return Ok(vault);
-                }
-            }
-        }
+        // Another writer (an ingest, say) may be committing: wait a little for it.
+        let mut vault = Vault::open_waiting(&self.path, Unlock::Key(&self.key), access, LOCK_WAIT)
+            .map_err(vault_failure)?;
+        vault.set_actor(actor);
+        Ok(vault)
     }
 
     fn search(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {

@@ -46,30 +46,16 @@ pub enum Command {
     },
 }
 
-/// `P3AK_HOME`, else `$XDG_DATA_HOME/p3ak`, else `~/.local/share/p3ak`.
-pub fn home() -> anyhow::Result<PathBuf> {
-    if let Some(home) = std::env::var_os("P3AK_HOME") {
-        return Ok(PathBuf::from(home));
-    }
-    if let Some(data) = std::env::var_os("XDG_DATA_HOME") {
-        return Ok(PathBuf::from(data).join("p3ak"));
-    }
-    let Some(user_home) = std::env::var_os("HOME") else {
-        bail!("cannot find P3AK_HOME: set P3AK_HOME or HOME");
-    };
-    Ok(PathBuf::from(user_home).join(".local/share/p3ak"))
-}
-
 struct Paths {
     log: PathBuf,
     checkpoint: PathBuf,
 }
 
 fn paths() -> anyhow::Result<Paths> {
-    let dir = home()?.join("audit");
+    let home = super::kernel::home()?;
     Ok(Paths {
-        log: dir.join("kernel.vault"),
-        checkpoint: dir.join("checkpoint.json"),
+        log: home.kernel_vault(),
+        checkpoint: home.checkpoint(),
     })
 }
 

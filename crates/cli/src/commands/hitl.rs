@@ -3,7 +3,7 @@
 //! its operator socket: the kernel never sees an answer or a factor. `p3ak hitl run` and
 //! `p3ak hitl stage` are what the kernel (or the warden) starts.
 
-use std::io::{BufRead, IsTerminal, Read};
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -407,18 +407,7 @@ fn daemon() -> anyhow::Result<()> {
 
 /// `p3ak hitl stage`: one sealed request from stdin into `staging/<category>/<id>`.
 fn stage(spool: PathBuf, category: &str, id: &str) -> anyhow::Result<()> {
-    let mut bytes = Vec::new();
-    std::io::stdin()
-        .lock()
-        .take(p3ak_hitl::spool::MAX_STAGED + 1)
-        .read_to_end(&mut bytes)
-        .context("cannot read stdin")?;
-    if bytes.len() as u64 > p3ak_hitl::spool::MAX_STAGED {
-        bail!(
-            "a staged request is at most {} bytes",
-            p3ak_hitl::spool::MAX_STAGED
-        );
-    }
-    p3ak_hitl::spool::write_staged(&p3ak_hitl::spool::Spool::new(spool), category, id, &bytes)?;
+    let spool = p3ak_hitl::spool::Spool::new(spool);
+    p3ak_hitl::spool::stage_from(&spool, category, id, std::io::stdin().lock())?;
     Ok(())
 }

@@ -79,8 +79,9 @@ pub enum PluginCommand {
     },
 }
 
+/// `P3AK_HOME`, else `$XDG_DATA_HOME/p3ak`, else `~/.local/share/p3ak`.
 pub fn home() -> anyhow::Result<Home> {
-    Ok(Home::new(super::audit::home()?))
+    Home::from_env().context("cannot find P3AK_HOME: set P3AK_HOME or HOME")
 }
 
 fn new_passphrase(args: &PassphraseArgs) -> anyhow::Result<p3ak_crypto::Passphrase> {

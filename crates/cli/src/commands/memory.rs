@@ -12,11 +12,10 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use p3ak_memory::eval::{Collection, EvalEvent};
 use p3ak_memory::{
-    EmbeddingBatch, Fusion, IngestEvent, IngestItem, IngestOptions, IngestReport, IngestStatus,
+    EmbedTarget, Fusion, IngestEvent, IngestItem, IngestOptions, IngestReport, IngestStatus,
     Memory, MiniLm, Mode, SearchRequest, TextEmbedder, expand_paths, lock_embedder,
-    store_embeddings,
 };
-use p3ak_vault::{Access, Unlock, Vault, VaultError, VaultKey};
+use p3ak_vault::{Access, Unlock, Vault, VaultKey};
 use serde_json::json;
 
 use crate::output::{Output, bytes, sanitize};
@@ -41,27 +40,11 @@ impl VaultAccess {
         }
     }
 
-    pub fn open(&self, path: &Path, access: Access) -> anyhow::Result<Vault> {
-        let mut vault = Vault::open(path, self.unlock(), access)?;
-        vault.set_actor(crate::commands::operator_actor());
-        Ok(vault)
-    }
-
     /// Opens for writing, waiting up to [`LOCK_WAIT`] for another writer to finish.
     pub fn open_writer(&self, path: &Path) -> anyhow::Result<Vault> {
-        let started = Instant::now();
-        loop {
-            match Vault::open(path, self.unlock(), Access::Write) {
-                Err(VaultError::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                other => {
-                    let mut vault = other?;
-                    vault.set_actor(crate::commands::operator_actor());
-                    return Ok(vault);
-                }
-            }
-        }
+        let mut vault = Vault::open_waiting(path, self.unlock(), Access::Write, LOCK_WAIT)?;
+        vault.set_actor(crate::commands::operator_actor());
+        Ok(vault)
     }
 }
 
@@ -102,7 +85,7 @@ impl From<FusionArg> for Fusion {
 }
 
 fn models_dir() -> anyhow::Result<PathBuf> {
-    Ok(crate::commands::audit::home()?.join("models"))
+    Ok(super::kernel::home()?.models())
 }
 
 /// Whether the embedding model is installed.
@@ -355,43 +338,28 @@ pub fn key_from_stdin(no_encrypt: bool) -> anyhow::Result<VaultAccess> {
 /// Embeds every pending chunk, committing every [`EMBED_BATCH_CHUNKS`]; holds the embedding
 /// lock throughout and the vault's writer lock only while committing. Returns the chunks stored.
 pub fn embed_pending(path: &Path, access: &VaultAccess, out: &Output) -> anyhow::Result<usize> {
-    let Some(_lock) = lock_embedder(path)? else {
+    let Some(lock) = lock_embedder(path)? else {
         out.line("another process is embedding this vault's chunks");
         return Ok(0);
     };
     let Some(embedder) = load_embedder()? else {
         bail!("no embedding model is installed: run `p3ak models install`");
     };
+    let actor = crate::commands::operator_actor();
+    let target = EmbedTarget {
+        path,
+        unlock: access.unlock(),
+        actor: &actor,
+        lock_wait: LOCK_WAIT,
+    };
     let bar = out.progress("embed");
-    let mut stored = 0;
-    loop {
-        let vault = access.open(path, Access::Read)?;
-        let memory = Memory::open(&vault)?;
-        let status = memory.status();
-        bar.set_length((stored + status.pending_chunks) as u64);
-        bar.set_position(stored as u64);
-        let pending = memory.pending_embeddings(EMBED_BATCH_CHUNKS)?;
-        drop(memory);
-        drop(vault);
-        if pending.is_empty() {
-            break;
-        }
-        let mut batch = EmbeddingBatch::default();
-        for doc in &pending {
-            let texts: Vec<&str> = doc.texts.iter().map(String::as_str).collect();
-            let vectors = embedder
-                .embed(&texts)
-                .map_err(|e| anyhow::anyhow!("embedding failed: {e}"))?;
-            batch.push(doc.id, embedder.model(), &vectors);
-        }
-        let vault = access.open_writer(path)?;
-        let done = store_embeddings(&vault, &batch)?;
-        if done == 0 && batch.chunks() > 0 {
-            // Every document of the batch was deleted meanwhile; go on with the rest.
-            continue;
-        }
-        stored += done;
-    }
+    let stored = p3ak_memory::embed_pending(
+        target,
+        &lock,
+        &embedder,
+        EMBED_BATCH_CHUNKS,
+        &mut crate::output::track(&bar),
+    )?;
     bar.finish_and_clear();
     Ok(stored)
 }

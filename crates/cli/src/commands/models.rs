@@ -46,7 +46,7 @@ pub struct InstallArgs {
 
 /// `P3AK_HOME/models`.
 fn models_dir() -> anyhow::Result<PathBuf> {
-    Ok(super::audit::home()?.join("models"))
+    Ok(super::kernel::home()?.models())
 }
 
 pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {

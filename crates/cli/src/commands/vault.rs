@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use p3ak_vault::{
-    Access, KdfParams, NewDocument, NewKeys, Passphrase, Protection, Unlock, Vault, VaultKey,
+    Access, KdfParams, ListFilter, NewDocument, NewKeys, Passphrase, Protection, Unlock, Vault,
+    VaultKey,
 };
 
 use super::memory;
@@ -541,19 +542,7 @@ fn list(
     out: &Output,
 ) -> anyhow::Result<()> {
     let vault = open(target, Access::Read, out)?;
-    let needle = matching.map(|m| m.to_lowercase());
-    let docs: Vec<_> = vault
-        .list()
-        .into_iter()
-        .filter(|d| {
-            needle.as_ref().is_none_or(|n| {
-                [&d.title, &d.source]
-                    .iter()
-                    .any(|f| f.as_ref().is_some_and(|t| t.to_lowercase().contains(n)))
-            })
-        })
-        .filter(|d| tags.iter().all(|(k, v)| d.tags.get(k) == Some(v)))
-        .collect();
+    let docs = vault.list_matching(&ListFilter::new(matching.as_deref(), tags));
     out.json(&docs);
     for d in &docs {
         let tags: Vec<String> = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();

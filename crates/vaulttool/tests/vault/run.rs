@@ -1,100 +1,20 @@
 //! The `run` entry point: its errors in process, and the real thing in a child process that
 //! gets its connection on standard input and its environment like the kernel gives them.
 
-use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
-
 use p3ak_proto::io::{read_message, write_message};
-use p3ak_proto::{Envelope, Message, Registered, Shutdown, Welcome};
+use p3ak_proto::{Envelope, Message, Shutdown};
+use p3ak_testkit::plugin::{self, MAX, connection, handshake, said, spawn_child};
 use serde_json::json;
-
-use crate::kernel::MAX;
 
 /// Runs only as the child of `run_from_the_environment`.
 #[test]
 #[ignore = "started as a child process by run_from_the_environment"]
 fn child_plugin() {
-    if std::env::var_os("P3AK_TEST_CHILD").is_some()
+    if plugin::child_plugin().is_some()
         && let Err(e) = p3ak_vaulttool::run()
     {
         panic!("plugin failed: {e}");
     }
-}
-
-/// Starts this test binary as plugin `name` under the kernel's environment, `stdin` its
-/// standard input (the kernel gives it one end of a socket pair).
-fn spawn(name: &str, stdin: Stdio) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "run::child_plugin",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("P3AK_TEST_CHILD", name)
-        .env("P3AK_PLUGIN_NAME", format!("my-{name}"))
-        .env("P3AK_MAX_FRAME", "65536")
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// A socket pair: the kernel's end, and the plugin's as its standard input.
-fn connection() -> (UnixStream, Stdio) {
-    let (kernel, plugin) = UnixStream::pair().unwrap();
-    (kernel, Stdio::from(std::os::fd::OwnedFd::from(plugin)))
-}
-
-/// What the child wrote, both streams.
-fn said(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn handshake(
-    mut stream: UnixStream,
-    name: &str,
-    config: serde_json::Value,
-    key: Option<p3ak_proto::Credential>,
-) -> UnixStream {
-    let hello = read_message(&mut stream, MAX).unwrap().unwrap();
-    let Message::Hello(hello) = hello.message else {
-        panic!("{hello:?}")
-    };
-    assert_eq!(hello.plugin, format!("my-{name}"));
-    write_message(
-        &mut stream,
-        &Envelope::new(
-            0,
-            Message::Welcome(Welcome {
-                version: 1,
-                config,
-                key,
-            }),
-        ),
-        MAX,
-    )
-    .unwrap();
-    let register = read_message(&mut stream, MAX).unwrap().unwrap();
-    assert!(
-        matches!(register.message, Message::Register(_)),
-        "{register:?}"
-    );
-    write_message(
-        &mut stream,
-        &Envelope::new(0, Message::Registered(Registered {})),
-        MAX,
-    )
-    .unwrap();
-    stream
 }
 
 #[test]
@@ -119,10 +39,15 @@ fn run_from_the_environment() {
         .unwrap(),
     );
     let key = p3ak_vault::VaultKey::derive(&vault_path, &pass).unwrap();
-    let (kernel, plugin) = connection();
-    let child = spawn("vault", plugin);
+    let (mut stream, plugin) = connection();
+    let child = spawn_child("run::child_plugin", "vault", plugin);
     let key = p3ak_proto::Credential::new(hex::encode(key.to_handoff_bytes().expose()));
-    let mut stream = handshake(kernel, "vault", json!({"vault": vault_path}), Some(key));
+    handshake(
+        &mut stream,
+        "my-vault",
+        json!({"vault": vault_path}),
+        Some(key),
+    );
     write_message(
         &mut stream,
         &Envelope::new(

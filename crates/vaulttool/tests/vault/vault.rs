@@ -39,12 +39,7 @@ fn handoff(key: Option<VaultKey>) -> Option<Credential> {
 }
 
 fn start(path: &Path, key: Option<VaultKey>) -> Kernel {
-    start_keyed(
-        "vault",
-        json!({"vault": path}),
-        Launch::new("memory"),
-        handoff(key),
-    )
+    start_keyed(json!({"vault": path}), Launch::new("memory"), handoff(key))
 }
 
 #[test]
@@ -145,8 +140,7 @@ fn invariant_i6_the_memory_vault_is_never_served_unencrypted() {
     let path = dir.path().join("plain.vault");
     drop(Vault::create(&path, Protection::Unencrypted).unwrap());
     let before = std::fs::read(&path).unwrap();
-    let (sent, returned) =
-        start_failing_keyed("vault", json!({"vault": path}), Launch::new("memory"), None);
+    let (sent, returned) = start_failing_keyed(json!({"vault": path}), Launch::new("memory"), None);
     assert_eq!(sent.kind, ErrorKind::Invalid);
     assert!(
         returned.to_string().contains("always encrypted"),
@@ -198,7 +192,6 @@ fn wrong_or_missing_key_fails_at_startup() {
     let (path, _) = create(dir.path(), "memory.vault");
     let (_, other_key) = create(dir.path(), "other.vault");
     let (sent, returned) = start_failing_keyed(
-        "vault",
         json!({"vault": path}),
         Launch::new("memory"),
         handoff(Some(other_key)),
@@ -209,12 +202,11 @@ fn wrong_or_missing_key_fails_at_startup() {
         "{returned}"
     );
     // The memory vault is always encrypted: no key is refused before anything is opened.
-    let (_, returned) =
-        start_failing_keyed("vault", json!({"vault": path}), Launch::new("memory"), None);
+    let (_, returned) = start_failing_keyed(json!({"vault": path}), Launch::new("memory"), None);
     assert!(
         returned.to_string().contains("always encrypted"),
         "{returned}"
     );
-    let (_, returned) = start_failing_keyed("vault", json!({}), Launch::new("memory"), None);
+    let (_, returned) = start_failing_keyed(json!({}), Launch::new("memory"), None);
     assert!(returned.to_string().contains("vault"), "{returned}");
 }
