@@ -191,10 +191,15 @@ fn invariant_i8_pin_and_totp_share_one_counter() -> Result {
         assert!(
             matches!(
                 &e,
-                Some(HitlError::Factor(FactorError::Wrong {
-                    factor: "TOTP code",
-                    ..
-                }))
+                Some(HitlError::Factor(
+                    FactorError::Wrong {
+                        factor: "TOTP code",
+                        ..
+                    } | FactorError::WrongLocked {
+                        factor: "TOTP code",
+                        ..
+                    }
+                ))
             ) && e
                 .as_ref()
                 .is_some_and(|e| e.to_string().starts_with("wrong TOTP code")),

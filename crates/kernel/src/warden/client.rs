@@ -86,7 +86,7 @@ impl RemoteLauncher {
                             let error = if refused {
                                 LaunchError::Refused(message)
                             } else {
-                                LaunchError::Failed(message)
+                                LaunchError::Remote(message)
                             };
                             let waiter = launches.lock().ok().and_then(|mut l| l.remove(&id));
                             if let Some(waiter) = waiter {
@@ -172,10 +172,10 @@ impl RemoteLauncher {
                 &[],
             )
             .await
-            .map_err(|e| LaunchError::Failed(format!("the warden: {e}")))?;
+            .map_err(LaunchError::Warden)?;
         match receiver.await {
             Ok(answer) => answer.map(|(launched, _)| launched),
-            Err(_) => Err(LaunchError::Failed("the warden went away".to_owned())),
+            Err(_) => Err(LaunchError::WardenGone),
         }
     }
 
@@ -245,16 +245,14 @@ fn launched(
     exit: oneshot::Receiver<ExitInfo>,
 ) -> LaunchAnswer {
     let mut fds = fds.into_iter();
-    let connection = fds
-        .next()
-        .ok_or_else(|| LaunchError::Failed("the warden sent no connection".to_owned()))?;
+    let connection = fds.next().ok_or(LaunchError::NoConnection)?;
     let stderr = if has_stderr { fds.next() } else { None };
     let connection = std::os::unix::net::UnixStream::from(connection);
     connection
         .set_nonblocking(true)
-        .map_err(|e| LaunchError::Failed(format!("cannot use the connection: {e}")))?;
-    let connection = tokio::net::UnixStream::from_std(connection)
-        .map_err(|e| LaunchError::Failed(format!("cannot use the connection: {e}")))?;
+        .map_err(LaunchError::Connection)?;
+    let connection =
+        tokio::net::UnixStream::from_std(connection).map_err(LaunchError::Connection)?;
     Ok((
         Launched {
             pid,
