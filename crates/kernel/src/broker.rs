@@ -618,6 +618,32 @@ mod tests {
 
     const SECRET: &str = "sk-live-4f9a8b7c6d5e";
 
+    #[test]
+    fn a_bad_scope_or_host_is_refused_with_its_reason() {
+        let stored = |scopes: &[&str], hosts: &[&str]| StoredSecret {
+            value: SECRET.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        };
+        let Err(e) = entry_from(&stored(&[], &["not a host"])) else {
+            panic!("a host with a space was accepted");
+        };
+        assert!(
+            matches!(&e, KernelError::Secret(SecretError::Host { host }) if host == "not a host")
+        );
+        assert!(
+            e.to_string()
+                .starts_with("host `not a host`: expected a host name")
+        );
+        let Err(e) = entry_from(&stored(&["bad pattern!"], &[])) else {
+            panic!("a malformed scope was accepted");
+        };
+        assert!(
+            matches!(&e, KernelError::Secret(SecretError::Scope { scope, .. }) if scope == "bad pattern!")
+        );
+        assert!(e.to_string().starts_with("scope `bad pattern!`: "));
+    }
+
     /// A broker holding one secret `api` with these hosts, and `plain` with none.
     fn broker(hosts: &[&str]) -> Broker {
         let mut entries = BTreeMap::new();

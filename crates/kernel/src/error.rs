@@ -376,3 +376,80 @@ pub enum SecretError {
     #[error("{0}")]
     Encode(#[source] serde_json::Error),
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// The causes below `error`, outermost first.
+    fn causes(error: &KernelError) -> Vec<String> {
+        std::iter::successors(error.source(), |e| (*e).source())
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn messages_read_as_before_and_keep_their_cause() {
+        let spawn = KernelError::from(DaemonError::Spawn {
+            exe: PathBuf::from("/usr/bin/p3ak"),
+            source: std::io::Error::other("no such file"),
+        });
+        assert_eq!(
+            spawn.to_string(),
+            "approval daemon: cannot start `/usr/bin/p3ak hitl run`: no such file"
+        );
+        assert_eq!(
+            causes(&spawn).last().map(String::as_str),
+            Some("no such file")
+        );
+        let io = std::iter::successors(spawn.source(), |e| (*e).source())
+            .find_map(|e| e.downcast_ref::<std::io::Error>());
+        assert!(io.is_some(), "the io::Error is reachable as a source");
+
+        let connect = KernelError::from(ControlError::Connect(std::io::Error::other("refused")));
+        assert_eq!(
+            connect.to_string(),
+            "control connection: cannot connect: refused"
+        );
+        assert_eq!(causes(&connect), ["cannot connect: refused", "refused"]);
+
+        let stopped = KernelError::from(DaemonError::StoppedStarting { status: None });
+        assert_eq!(
+            stopped.to_string(),
+            "approval daemon: the daemon stopped while starting"
+        );
+        let remote = KernelError::from(WardenCallError::Remote {
+            message: "nothing to rekey".to_owned(),
+        });
+        assert_eq!(remote.to_string(), "approval daemon: nothing to rekey");
+        let home = KernelError::NotInitialised {
+            home: PathBuf::from("/srv/p3ak"),
+        };
+        assert_eq!(
+            home.to_string(),
+            "`/srv/p3ak` is not set up: run `p3ak init`"
+        );
+    }
+
+    #[test]
+    fn every_message_is_one_line() {
+        let errors = [
+            KernelError::from(SecretError::Host {
+                host: "a b".to_owned(),
+            }),
+            KernelError::from(SecretError::TooShort { min: 8 }),
+            KernelError::from(DaemonError::StartTimeout { seconds: 30 }),
+            KernelError::from(ControlError::Closed),
+            KernelError::from(WardenError::NoDaemonChannel),
+        ];
+        for error in errors {
+            assert!(!error.to_string().contains('\n'), "{error}");
+        }
+    }
+}

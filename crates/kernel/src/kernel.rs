@@ -695,3 +695,34 @@ async fn write_event(
 ) -> Result<(), p3ak_proto::ProtoError> {
     p3ak_proto::tokio_io::write_json(stream, event, MAX_CONTROL_FRAME).await
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_control_request_is_answered_with_why() {
+        let (mut client, mut server) = UnixStream::pair().unwrap();
+        let frame = p3ak_proto::encode_payload(b"{not json", MAX_CONTROL_FRAME).unwrap();
+        client.write_all(&frame).await.unwrap();
+        let Err(e) = read_request(&mut server).await else {
+            panic!("a request was read");
+        };
+        assert!(matches!(e, RequestError::Invalid(_)), "{e:?}");
+        assert!(e.to_string().starts_with("invalid request: "), "{e}");
+
+        let (client, mut server) = UnixStream::pair().unwrap();
+        drop(client);
+        let Err(e) = read_request(&mut server).await else {
+            panic!("a request was read");
+        };
+        assert!(matches!(e, RequestError::Closed), "{e:?}");
+        assert_eq!(e.to_string(), "closed before a whole request");
+    }
+}
