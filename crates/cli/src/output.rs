@@ -54,7 +54,7 @@ impl Output {
 
     /// The one-line error that ends a failed command.
     pub fn error(&self, error: &anyhow::Error) {
-        let message = sanitize(&format!("{error:#}"));
+        let message = sanitize(&error_line(error));
         if self.json {
             let mut out = std::io::stdout().lock();
             let _ = serde_json::to_writer(&mut out, &serde_json::json!({ "error": message }));
@@ -154,6 +154,23 @@ pub fn timestamp_ms(unix_ms: i64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// An error and its causes on one line, as `{:#}` prints them, except that a cause the line
+/// already ends with is not repeated: the libraries' messages show their cause (they also travel
+/// as text) and keep it as their `source`.
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 /// A byte count for people.
 pub fn bytes(n: u64) -> String {
     indicatif::BinaryBytes(n).to_string()
@@ -162,6 +179,35 @@ pub fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Like the libraries' errors: shows its cause and keeps it as its source.
+    #[derive(Debug)]
+    struct ShowsCause {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for ShowsCause {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot open `x`: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for ShowsCause {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn error_line_shows_each_cause_once() {
+        let cause = || std::io::Error::other("disk on fire");
+        let shown = anyhow::Error::new(ShowsCause { source: cause() });
+        assert_eq!(error_line(&shown), "cannot open `x`: disk on fire");
+        let context = anyhow::Error::new(cause()).context("cannot open `y`");
+        assert_eq!(error_line(&context), "cannot open `y`: disk on fire");
+        let both = anyhow::Error::new(ShowsCause { source: cause() }).context("vault");
+        assert_eq!(error_line(&both), "vault: cannot open `x`: disk on fire");
+    }
 
     #[test]
     fn sanitize_escapes_terminal_controls() {

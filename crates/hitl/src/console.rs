@@ -42,13 +42,13 @@ use serde_json::json;
 use url::Url;
 use zeroize::Zeroize;
 
-use crate::HitlError;
 use crate::binding::Binding;
 use crate::daemon::{Answer, Service};
 use crate::desk::Approved;
 use crate::level::{Factor, Proof};
 use crate::pin::Pin;
 use crate::webauthn::Ceremonies;
+use crate::{HitlError, WebauthnSetupError};
 
 /// Where the console listens unless configured otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7325";
@@ -91,16 +91,14 @@ impl ConsoleSettings {
         let origin = match origin {
             Some(origin) => origin,
             None => Url::parse(&format!("http://localhost:{}", listen.port()))
-                .map_err(|e| HitlError::Daemon(format!("cannot make the console's origin: {e}")))?,
+                .map_err(HitlError::ConsoleOrigin)?,
         };
         if !matches!(origin.scheme(), "http" | "https")
             || origin.host_str().is_none()
             || origin.path() != "/"
             || origin.query().is_some()
         {
-            return Err(HitlError::Daemon(format!(
-                "the console's origin `{origin}` must be `http(s)://host[:port]`"
-            )));
+            return Err(HitlError::ConsoleOriginForm { origin });
         }
         Ok(Self {
             listen,
@@ -111,13 +109,17 @@ impl ConsoleSettings {
 
     /// From the daemon's start frame: a listen address and an optional origin.
     pub fn from_start(listen: &str, origin: Option<&str>) -> Result<Self, HitlError> {
-        let address: SocketAddr = listen.trim().parse().map_err(|_| {
-            HitlError::Daemon(format!("the console address `{listen}` is not `ip:port`"))
-        })?;
+        let address: SocketAddr = listen
+            .trim()
+            .parse()
+            .map_err(|_| HitlError::ConsoleAddress {
+                listen: listen.to_owned(),
+            })?;
         let origin = origin
             .map(|o| {
-                Url::parse(o.trim()).map_err(|e| {
-                    HitlError::Daemon(format!("the console origin `{o}` is not a URL: {e}"))
+                Url::parse(o.trim()).map_err(|source| HitlError::ConsoleOriginUrl {
+                    origin: o.to_owned(),
+                    source,
                 })
             })
             .transpose()?;
@@ -157,9 +159,9 @@ impl LoginTokens {
     }
 
     fn tokens(&self) -> Result<MutexGuard<'_, Tokens>, HitlError> {
-        self.inner
-            .lock()
-            .map_err(|_| HitlError::Daemon("the console's login state is poisoned".to_owned()))
+        self.inner.lock().map_err(|_| HitlError::Poisoned {
+            what: "the console's login state",
+        })
     }
 
     /// A fresh token (hex), good once within [`LOGIN_TTL_MS`].
@@ -173,8 +175,7 @@ impl LoginTokens {
     /// Accepts a token made elsewhere (the one `p3ak up` printed): 64 hex digits.
     pub fn add(&self, token: &str) -> Result<(), HitlError> {
         let mut bytes = [0u8; 32];
-        hex::decode_to_slice(token.trim(), &mut bytes)
-            .map_err(|_| HitlError::Daemon("a console login token is 64 hex digits".to_owned()))?;
+        hex::decode_to_slice(token.trim(), &mut bytes).map_err(|_| HitlError::LoginToken)?;
         self.insert(bytes, crate::daemon::now_ms())
     }
 
@@ -240,17 +241,16 @@ pub struct Console {
     listener: tokio::net::TcpListener,
     address: SocketAddr,
     origin: Url,
-    ceremonies: Result<Ceremonies, String>,
+    ceremonies: Result<Ceremonies, Arc<WebauthnSetupError>>,
 }
 
 /// Binds the console's address. Refuses a non-loopback address unless
 /// [`ConsoleSettings::allow_public`].
 pub async fn bind(settings: ConsoleSettings) -> Result<Console, HitlError> {
     if !settings.listen.ip().is_loopback() && !settings.allow_public {
-        return Err(HitlError::Daemon(format!(
-            "the console would listen on `{}`, which is not a loopback address; it listens on another only when configured to",
-            settings.listen
-        )));
+        return Err(HitlError::ConsolePublic {
+            listen: settings.listen,
+        });
     }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -263,11 +263,9 @@ pub async fn bind(settings: ConsoleSettings) -> Result<Console, HitlError> {
         .map_err(HitlError::io("cannot read the console's address"))?;
     let mut origin = settings.origin;
     if origin.port() == Some(0) && origin.set_port(Some(address.port())).is_err() {
-        return Err(HitlError::Daemon(format!(
-            "cannot put the port in the console's origin `{origin}`"
-        )));
+        return Err(HitlError::ConsolePort { origin });
     }
-    let ceremonies = Ceremonies::new(&origin).map_err(|e| e.to_string());
+    let ceremonies = Ceremonies::new(&origin).map_err(Arc::new);
     if let Err(e) = &ceremonies {
         tracing::warn!("the console runs without WebAuthn: {e}");
     }
@@ -338,7 +336,7 @@ struct App {
     service: Arc<Service>,
     login: LoginTokens,
     sessions: Mutex<HashMap<String, Session>>,
-    ceremonies: Result<Ceremonies, String>,
+    ceremonies: Result<Ceremonies, Arc<WebauthnSetupError>>,
     /// `http://localhost:7325`.
     origin: String,
     secure_cookie: bool,
@@ -593,7 +591,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, HitlError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| HitlError::Daemon(format!("the console's task failed: {e}")))?
+        .map_err(HitlError::ConsoleTask)?
 }
 
 // ----- pages ---------------------------------------------------------------------------------
@@ -624,6 +622,7 @@ async fn pending_page(State(app): State<Shared>, headers: HeaderMap) -> Response
             }),
         ),
     };
+    let webauthn_error = app.ceremonies.as_ref().err().map(ToString::to_string);
     let page = pages::pending(&pages::PendingPage {
         csrf: &who.csrf,
         flash,
@@ -632,7 +631,7 @@ async fn pending_page(State(app): State<Shared>, headers: HeaderMap) -> Response
         pin_set,
         totp_active: totp,
         keys,
-        webauthn: app.ceremonies.as_ref().err().map(String::as_str),
+        webauthn: webauthn_error.as_deref(),
     });
     Html(page.into_string()).into_response()
 }
@@ -678,13 +677,8 @@ async fn keys_page(State(app): State<Shared>, headers: HeaderMap) -> Response {
             }),
         ),
     };
-    let page = pages::keys(
-        &who.csrf,
-        flash,
-        &keys,
-        pin_set,
-        app.ceremonies.as_ref().err().map(String::as_str),
-    );
+    let webauthn_error = app.ceremonies.as_ref().err().map(ToString::to_string);
+    let page = pages::keys(&who.csrf, flash, &keys, pin_set, webauthn_error.as_deref());
     Html(page.into_string()).into_response()
 }
 
@@ -916,7 +910,11 @@ fn posted_json<T: serde::de::DeserializeOwned>(
     if app.ceremonies.is_err() {
         return Err(Box::new(json_error(
             StatusCode::BAD_REQUEST,
-            app.ceremonies.as_ref().err().cloned().unwrap_or_default(),
+            app.ceremonies
+                .as_ref()
+                .err()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         )));
     }
     let value = serde_json::from_slice(body).map_err(|e| {
@@ -978,7 +976,7 @@ async fn register_start(State(app): State<Shared>, headers: HeaderMap, body: Byt
 fn ceremonies(app: &App) -> Result<&Ceremonies, HitlError> {
     app.ceremonies
         .as_ref()
-        .map_err(|e| HitlError::Daemon(e.clone()))
+        .map_err(|e| HitlError::WebauthnUnavailable(Arc::clone(e)))
 }
 
 async fn register_finish(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {

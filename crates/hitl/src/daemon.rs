@@ -83,9 +83,9 @@ impl Service {
     }
 
     fn inner(&self) -> Result<MutexGuard<'_, Inner>, HitlError> {
-        self.inner
-            .lock()
-            .map_err(|_| HitlError::Daemon("the daemon's state is poisoned".to_owned()))
+        self.inner.lock().map_err(|_| HitlError::Poisoned {
+            what: "the daemon's state",
+        })
     }
 
     /// Now, ms since the epoch.
@@ -602,9 +602,7 @@ impl Service {
                     .ok()
                     .and_then(|l| l.as_ref().map(crate::console::LoginTokens::link))
                     .transpose()?
-                    .ok_or_else(|| {
-                        HitlError::Daemon("the web console is not running".to_owned())
-                    })?;
+                    .ok_or(HitlError::ConsoleNotRunning)?;
                 self.audit("hitl.console.link", json!({"channel": channel}));
                 done(link)
             }
@@ -683,7 +681,7 @@ pub async fn run<W: std::io::Write>(
         .read_json()
         .await
         .map_err(HitlError::frame("bad frame"))?
-        .ok_or_else(|| HitlError::Daemon("no start frame on the channel".to_owned()))?;
+        .ok_or(HitlError::NoStartFrame)?;
     let home = std::path::PathBuf::from(&start.home);
     let spool = Spool::new(home.join("spool"));
     spool.prepare(&start.categories, None)?;
@@ -792,18 +790,14 @@ fn open_factors(dir: &std::path::Path, start: &Start) -> Result<(Factors, bool),
     }
 }
 
-fn hex_key(text: &str, what: &str) -> Result<p3ak_crypto::Key, HitlError> {
-    let bytes = zeroize::Zeroizing::new(
-        hex::decode(text.trim())
-            .map_err(|_| HitlError::Daemon(format!("the {what} is not hex")))?,
-    );
+fn hex_key(text: &str, what: &'static str) -> Result<p3ak_crypto::Key, HitlError> {
+    let bytes =
+        zeroize::Zeroizing::new(hex::decode(text.trim()).map_err(|_| HitlError::NotHex { what })?);
     Ok(p3ak_crypto::Key::from_slice(&bytes)?)
 }
 
 fn report_started<W: std::io::Write>(mut report: W, started: &Started) -> Result<(), HitlError> {
-    let mut line = zeroize::Zeroizing::new(
-        serde_json::to_vec(started).map_err(|e| HitlError::Daemon(e.to_string()))?,
-    );
+    let mut line = zeroize::Zeroizing::new(serde_json::to_vec(started).map_err(HitlError::Encode)?);
     line.push(b'\n');
     report
         .write_all(&line)

@@ -34,10 +34,10 @@ use std::path::{Path, PathBuf};
 use p3ak_crypto::{AeadKey, KdfParams, Key, NONCE_LEN, TAG_LEN};
 use zeroize::Zeroizing;
 
-use crate::HitlError;
 use crate::level::{Factor, Proof};
 use crate::pin::{Pin, PinRecord};
 use crate::totp::{self, Enrollment, PendingTotp, TotpRecord};
+use crate::{FactorError, HitlError};
 
 /// The store's file name inside its directory.
 pub const FILE_NAME: &str = "factors.sealed";
@@ -55,8 +55,6 @@ pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 const FORMAT_VERSION: u32 = 1;
 const FIRST_LOCK_MS: i64 = 30_000;
 const MAX_LOCK_MS: i64 = 3_600_000;
-const NO_PIN: &str = "no PIN is set: `p3ak hitl pin set`";
-const NO_TOTP: &str = "TOTP is not set up: `p3ak hitl totp enroll`";
 
 /// A registered WebAuthn passkey, serialised by the WebAuthn module. Not secret: a passkey is a
 /// public key, a credential id and a signature counter.
@@ -222,7 +220,7 @@ impl Factors {
 
     fn check_pin(&mut self, pin: &Pin, now_ms: i64) -> Result<(), HitlError> {
         if self.state.pin.is_none() {
-            return Err(HitlError::Factor(NO_PIN.to_owned()));
+            return Err(FactorError::NoPin.into());
         }
         let right = self.attempt(now_ms, |state| {
             state
@@ -309,16 +307,12 @@ impl Factors {
     /// be used again.
     pub fn totp_confirm(&mut self, code: &str, now_ms: i64) -> Result<(), HitlError> {
         let Some(pending) = self.state.totp_pending.as_ref() else {
-            return Err(HitlError::Factor(
-                "no TOTP enrollment is waiting: `p3ak hitl totp enroll`".to_owned(),
-            ));
+            return Err(FactorError::NoTotpEnrollment.into());
         };
         if pending.expired(now_ms) {
             self.state.totp_pending = None;
             self.persist()?;
-            return Err(HitlError::Factor(
-                "the TOTP enrollment expired: start it again (`p3ak hitl totp enroll`)".to_owned(),
-            ));
+            return Err(FactorError::TotpEnrollmentExpired.into());
         }
         let code = totp::normalize(code)?;
         let right = self.attempt(now_ms, |state| {
@@ -357,7 +351,7 @@ impl Factors {
 
     fn check_totp(&mut self, code: &str, now_ms: i64) -> Result<(), HitlError> {
         if self.state.totp.is_none() {
-            return Err(HitlError::Factor(NO_TOTP.to_owned()));
+            return Err(FactorError::NoTotp.into());
         }
         let code = totp::normalize(code)?;
         let right = self.attempt(now_ms, |state| {
@@ -454,18 +448,14 @@ impl Factors {
     }
 
     /// The error for a wrong factor, saying how many tries are left or how long the lock is.
-    fn wrong(&self, what: &str, now_ms: i64) -> HitlError {
+    fn wrong(&self, factor: &'static str, now_ms: i64) -> HitlError {
         match self.lockout_status(now_ms).locked_for_seconds {
-            Some(seconds) => HitlError::Factor(format!(
-                "wrong {what}: too many wrong tries, locked for {seconds} s"
-            )),
-            None => {
-                let left = LOCKOUT_AFTER.saturating_sub(self.state.failures);
-                let tries = if left == 1 { "try" } else { "tries" };
-                HitlError::Factor(format!(
-                    "wrong {what} ({left} more wrong {tries} before a lockout)"
-                ))
+            Some(seconds) => FactorError::WrongLocked { factor, seconds }.into(),
+            None => FactorError::Wrong {
+                factor,
+                left: LOCKOUT_AFTER.saturating_sub(self.state.failures),
             }
+            .into(),
         }
     }
 
@@ -481,12 +471,8 @@ impl Factors {
         match current {
             Some(CurrentFactor::Pin(pin)) => self.check_pin(pin, now_ms),
             Some(CurrentFactor::Totp(code)) => self.check_totp(code, now_ms),
-            None if self.state.pin.is_some() => Err(HitlError::Factor(
-                "a PIN is set: give the current PIN (or a TOTP code) to change factors".to_owned(),
-            )),
-            None => Err(HitlError::Factor(
-                "TOTP is set up: give a current TOTP code to change factors".to_owned(),
-            )),
+            None if self.state.pin.is_some() => Err(FactorError::PinNeededForChange.into()),
+            None => Err(FactorError::TotpNeededForChange.into()),
         }
     }
 
@@ -527,8 +513,7 @@ impl Write for Counter {
 }
 
 fn seal(aead: &AeadKey, state: &State) -> Result<Vec<u8>, HitlError> {
-    let encode_error =
-        |e: serde_json::Error| HitlError::Daemon(format!("cannot encode the factor store: {e}"));
+    let encode_error = HitlError::EncodeFactors;
     let mut counter = Counter(0);
     serde_json::to_writer(&mut counter, state).map_err(encode_error)?;
     let mut buf = Zeroizing::new(Vec::with_capacity(counter.0.saturating_add(TAG_LEN)));

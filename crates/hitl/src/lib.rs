@@ -31,7 +31,7 @@ mod proof;
 pub mod totp;
 pub mod webauthn;
 
-pub use error::HitlError;
+pub use error::{FactorError, HitlError, WebauthnSetupError};
 pub use p3ak_approval::{ApprovalError, binding, spool};
 
 /// Approval levels: the factors (from `p3ak-approval`) and the proof that one was given.

@@ -66,7 +66,7 @@ pub fn call(socket: &Path, request: &OperatorRequest) -> Result<OperatorAnswer, 
     loop {
         if let Some(payload) = decoder
             .next_frame()
-            .map_err(|e| HitlError::Daemon(format!("bad answer: {e}")))?
+            .map_err(HitlError::frame("bad answer"))?
         {
             let payload = zeroize::Zeroizing::new(payload);
             return decode(&payload);
@@ -75,12 +75,8 @@ pub fn call(socket: &Path, request: &OperatorRequest) -> Result<OperatorAnswer, 
             .read(&mut buf)
             .map_err(HitlError::io("cannot read the daemon's answer"))?;
         if n == 0 {
-            decoder
-                .finish()
-                .map_err(|e| HitlError::Daemon(format!("bad answer: {e}")))?;
-            return Err(HitlError::Daemon(
-                "the approval daemon closed the connection without answering".to_owned(),
-            ));
+            decoder.finish().map_err(HitlError::frame("bad answer"))?;
+            return Err(HitlError::ClosedWithoutAnswer);
         }
         decoder.push(buf.get(..n).unwrap_or_default());
     }
@@ -90,12 +86,9 @@ fn write_frame_blocking<T: Serialize>(
     stream: &mut UnixStream,
     message: &T,
 ) -> Result<(), HitlError> {
-    let payload = zeroize::Zeroizing::new(
-        serde_json::to_vec(message).map_err(|e| HitlError::Daemon(e.to_string()))?,
-    );
+    let payload = zeroize::Zeroizing::new(serde_json::to_vec(message).map_err(HitlError::Encode)?);
     let frame = zeroize::Zeroizing::new(
-        p3ak_proto::encode_payload(&payload, MAX_FRAME)
-            .map_err(|e| HitlError::Daemon(e.to_string()))?,
+        p3ak_proto::encode_payload(&payload, MAX_FRAME).map_err(HitlError::FrameSize)?,
     );
     stream
         .write_all(&frame)
@@ -103,8 +96,7 @@ fn write_frame_blocking<T: Serialize>(
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, HitlError> {
-    p3ak_proto::from_slice_strict(payload)
-        .map_err(|e| HitlError::Daemon(format!("bad message: {e}")))
+    p3ak_proto::from_slice_strict(payload).map_err(HitlError::frame("bad message"))
 }
 
 /// Who is on the other end of an operator connection.
@@ -137,11 +129,11 @@ pub(crate) async fn read_request(
             .read_json::<OperatorRequest>()
             .await
             .map_err(HitlError::frame("bad request"))?
-            .ok_or_else(|| HitlError::Daemon("the connection closed before a request".to_owned()))
+            .ok_or(HitlError::ClosedBeforeRequest)
     };
     tokio::time::timeout(CALL_TIMEOUT, read)
         .await
-        .map_err(|_| HitlError::Daemon("no request in time".to_owned()))?
+        .map_err(|_| HitlError::RequestTimeout)?
 }
 
 /// Writes one answer.

@@ -10,7 +10,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use p3ak_crypto::KdfParams;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::HitlError;
+use crate::{FactorError, HitlError};
 
 /// The fewest characters a PIN may have.
 pub const MIN_PIN_CHARS: usize = 6;
@@ -38,21 +38,23 @@ impl Pin {
         }
         let count = text.chars().count();
         if count < MIN_PIN_CHARS {
-            return Err(HitlError::Factor(format!(
-                "a PIN needs at least {MIN_PIN_CHARS} characters, this one has {count}"
-            )));
+            return Err(FactorError::PinTooShort {
+                min: MIN_PIN_CHARS,
+                count,
+            }
+            .into());
         }
         if count > MAX_PIN_CHARS {
-            return Err(HitlError::Factor(format!(
-                "a PIN has at most {MAX_PIN_CHARS} characters, this one has {count}"
-            )));
+            return Err(FactorError::PinTooLong {
+                max: MAX_PIN_CHARS,
+                count,
+            }
+            .into());
         }
         let mut chars = text.chars();
         let first = chars.next();
         if chars.all(|c| Some(c) == first) {
-            return Err(HitlError::Factor(
-                "a PIN of one character repeated is too easy to guess".to_owned(),
-            ));
+            return Err(FactorError::PinRepeated.into());
         }
         Ok(Self(text))
     }
@@ -173,13 +175,20 @@ mod tests {
 
     #[test]
     fn pins_are_checked_for_length_and_repetition() -> Result<(), HitlError> {
-        assert!(matches!(pin("12345"), Err(HitlError::Factor(m)) if m.contains("at least 6")));
+        assert!(
+            matches!(pin("12345"), Err(e @ HitlError::Factor(FactorError::PinTooShort { .. })) if e.to_string().contains("at least 6"))
+        );
         assert!(pin("123456").is_ok());
-        assert!(matches!(pin("111111"), Err(HitlError::Factor(m)) if m.contains("repeated")));
-        assert!(matches!(pin("ääääää"), Err(HitlError::Factor(_))));
+        assert!(
+            matches!(pin("111111"), Err(e @ HitlError::Factor(FactorError::PinRepeated)) if e.to_string().contains("repeated"))
+        );
+        assert!(matches!(
+            pin("ääääää"),
+            Err(HitlError::Factor(FactorError::PinRepeated))
+        ));
         assert!(pin(&"ab".repeat(64)).is_ok());
         assert!(
-            matches!(pin(&"ab".repeat(65)), Err(HitlError::Factor(m)) if m.contains("at most 128"))
+            matches!(pin(&"ab".repeat(65)), Err(e @ HitlError::Factor(FactorError::PinTooLong { .. })) if e.to_string().contains("at most 128"))
         );
         // characters, not bytes: six two-byte letters are six characters
         assert!(pin("äöüÄÖÜ").is_ok());

@@ -22,7 +22,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use totp_rs::{Algorithm, Builder, Secret};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::HitlError;
+use crate::{FactorError, HitlError};
 
 /// Digits in a code.
 pub const DIGITS: u8 = 6;
@@ -60,13 +60,14 @@ impl TotpSecret {
 
     fn from_base32(text: &str) -> Result<Self, HitlError> {
         let bytes = base32_decode(text)?;
-        let array: [u8; SECRET_LEN] = bytes.as_slice().try_into().map_err(|_| {
-            HitlError::Factor(format!(
-                "a TOTP secret is {SECRET_LEN} bytes ({} base32 characters), this one is {}",
-                SECRET_LEN * 8 / 5,
-                bytes.len()
-            ))
-        })?;
+        let array: [u8; SECRET_LEN] =
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| FactorError::TotpSecretLength {
+                    expected: SECRET_LEN,
+                    len: bytes.len(),
+                })?;
         Ok(Self(Zeroizing::new(array)))
     }
 
@@ -83,10 +84,9 @@ impl TotpSecret {
             .with_step_duration(STEP_SECONDS)
             .with_secret(Secret::new_stack(*self.0))
             .build()
-            .map_err(|e| HitlError::Factor(format!("cannot compute a TOTP code: {e}")))?;
+            .map_err(FactorError::TotpCompute)?;
         let mut out = Zeroizing::new(String::with_capacity(usize::from(digits)));
-        write!(out, "{}", totp.generate(unix_seconds))
-            .map_err(|_| HitlError::Factor("cannot format a TOTP code".to_owned()))?;
+        write!(out, "{}", totp.generate(unix_seconds)).map_err(FactorError::TotpFormat)?;
         Ok(out)
     }
 
@@ -258,34 +258,29 @@ pub(crate) fn normalize(code: &str) -> Result<Zeroizing<String>, HitlError> {
     let mut out = Zeroizing::new(String::with_capacity(code.len()));
     out.extend(code.chars().filter(|c| !c.is_whitespace()));
     if out.len() != usize::from(DIGITS) || !out.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(HitlError::Factor(format!(
-            "a TOTP code is {DIGITS} digits (from your authenticator app)"
-        )));
+        return Err(FactorError::TotpCodeForm { digits: DIGITS }.into());
     }
     Ok(out)
 }
 
 /// Milliseconds since the epoch to whole seconds; refused before 1970.
 fn unix_seconds(now_ms: i64) -> Result<u64, HitlError> {
-    u64::try_from(now_ms.div_euclid(1000)).map_err(|_| {
-        HitlError::Factor(
-            "the system clock is before 1970: TOTP codes cannot be checked".to_owned(),
-        )
-    })
+    u64::try_from(now_ms.div_euclid(1000)).map_err(|_| FactorError::ClockBefore1970.into())
 }
 
 fn check_account(account: &str) -> Result<(), HitlError> {
     let count = account.chars().count();
     if count == 0 || count > MAX_ACCOUNT_CHARS {
-        return Err(HitlError::Factor(format!(
-            "a TOTP account name has 1 to {MAX_ACCOUNT_CHARS} characters"
-        )));
+        return Err(FactorError::TotpAccountLength {
+            max: MAX_ACCOUNT_CHARS,
+        }
+        .into());
     }
     if account.chars().any(|c| c == ':' || c.is_control()) {
-        return Err(HitlError::Factor(format!(
-            "TOTP account name `{}` has a colon or a control character",
-            account.escape_default()
-        )));
+        return Err(FactorError::TotpAccountChars {
+            account: account.to_owned(),
+        }
+        .into());
     }
     Ok(())
 }
@@ -308,8 +303,8 @@ fn base32_decode(text: &str) -> Result<Zeroizing<Vec<u8>>, HitlError> {
     );
     let invalid = |e: data_encoding::DecodeError| {
         HitlError::Factor(match e.kind {
-            data_encoding::DecodeKind::Symbol => "a TOTP secret is base32 (A-Z and 2-7)".to_owned(),
-            _ => format!("a TOTP secret is not valid base32: {e}"),
+            data_encoding::DecodeKind::Symbol => FactorError::TotpSecretSymbol(e),
+            _ => FactorError::TotpSecretBase32(e),
         })
     };
     let len = BASE32_NOPAD.decode_len(clean.len()).map_err(invalid)?;
@@ -420,7 +415,13 @@ mod tests {
     fn codes_are_normalized_and_checked_for_form() -> Result<(), HitlError> {
         assert_eq!(normalize(" 123 456\n")?.as_str(), "123456");
         for bad in ["12345", "1234567", "12345a", "１２３４５６", ""] {
-            assert!(matches!(normalize(bad), Err(HitlError::Factor(_))), "{bad}");
+            assert!(
+                matches!(
+                    normalize(bad),
+                    Err(HitlError::Factor(FactorError::TotpCodeForm { .. }))
+                ),
+                "{bad}"
+            );
         }
         Ok(())
     }

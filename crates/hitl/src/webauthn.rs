@@ -22,13 +22,13 @@ use webauthn_rs::prelude::{
     WebauthnBuilder,
 };
 
-use crate::HitlError;
 use crate::binding::Binding;
 use crate::daemon::Service;
 use crate::desk::{Approved, Stage};
 use crate::factors::StoredPasskey;
 use crate::level::{Factor, Proof};
 use crate::pin::Pin;
+use crate::{FactorError, HitlError, WebauthnSetupError};
 
 /// How long a started ceremony may wait for its finish.
 pub const CEREMONY_TTL_MS: i64 = 120_000;
@@ -96,20 +96,17 @@ pub struct Ceremonies {
 
 impl Ceremonies {
     /// The relying party for a console reached at `origin`: its host is the RP id.
-    pub fn new(origin: &Url) -> Result<Self, HitlError> {
-        let rp_id = origin.domain().ok_or_else(|| {
-            HitlError::Daemon(format!(
-                "WebAuthn needs the console reached by a host name such as `localhost`, not `{}`",
-                origin.host_str().unwrap_or_default()
-            ))
-        })?;
+    pub fn new(origin: &Url) -> Result<Self, WebauthnSetupError> {
+        let rp_id = origin
+            .domain()
+            .ok_or_else(|| WebauthnSetupError::NoHostName {
+                host: origin.host_str().unwrap_or_default().to_owned(),
+            })?;
         let webauthn = WebauthnBuilder::new(rp_id, origin)
             .and_then(|b| b.rp_name("P3AK").build())
-            .map_err(|e| {
-                HitlError::Daemon(format!(
-                    "cannot set up WebAuthn for `{origin}`: {}",
-                    lower(&e.to_string())
-                ))
+            .map_err(|source| WebauthnSetupError::RelyingParty {
+                origin: origin.clone(),
+                source,
             })?;
         Ok(Self {
             webauthn,
@@ -118,10 +115,9 @@ impl Ceremonies {
     }
 
     fn waiting(&self, now_ms: i64) -> Result<MutexGuard<'_, Waiting>, HitlError> {
-        let mut waiting = self
-            .waiting
-            .lock()
-            .map_err(|_| HitlError::Daemon("the WebAuthn state is poisoned".to_owned()))?;
+        let mut waiting = self.waiting.lock().map_err(|_| HitlError::Poisoned {
+            what: "the WebAuthn state",
+        })?;
         waiting.expire(now_ms);
         Ok(waiting)
     }
@@ -143,31 +139,25 @@ impl Ceremonies {
             || name.chars().count() > MAX_NAME_LEN
             || name.chars().any(char::is_control)
         {
-            return Err(HitlError::Factor(format!(
-                "a key's name is 1–{MAX_NAME_LEN} printable characters"
-            )));
+            return Err(FactorError::KeyName { max: MAX_NAME_LEN }.into());
         }
         let (pin_set, stored) =
             service.with_factors(|f| Ok((f.pin_is_set(), f.passkeys().to_vec())))?;
         if stored.iter().any(|k| k.name == name) {
-            return Err(HitlError::Factor(format!(
-                "a key named `{name}` exists already"
-            )));
+            return Err(FactorError::KeyExists {
+                name: name.to_owned(),
+            }
+            .into());
         }
         match (pin_set, pin) {
             (true, Some(pin)) => {
                 service.verify_pin(pin, channel)?;
             }
             (true, None) => {
-                return Err(HitlError::Factor(
-                    "adding a security key needs your PIN".to_owned(),
-                ));
+                return Err(FactorError::PinNeededForKey.into());
             }
             (false, _) if !stored.is_empty() => {
-                return Err(HitlError::Factor(
-                    "set a PIN first (`p3ak hitl pin set`): a second key is added with it"
-                        .to_owned(),
-                ));
+                return Err(FactorError::PinFirst.into());
             }
             (false, _) => {}
         }
@@ -178,7 +168,7 @@ impl Ceremonies {
         let (challenge, state) = self
             .webauthn
             .start_passkey_registration(OPERATOR, "operator", "P3AK operator", Some(exclude))
-            .map_err(|e| refused("cannot start a registration", &e))?;
+            .map_err(|e| refused("cannot start a registration", e))?;
         let now = service.now_ms();
         self.waiting(now)?.registrations.insert(
             session.to_owned(),
@@ -203,26 +193,18 @@ impl Ceremonies {
             .waiting(service.now_ms())?
             .registrations
             .remove(session)
-            .ok_or_else(|| {
-                HitlError::Factor(
-                    "no key registration is in progress (it expired or was used): start again"
-                        .to_owned(),
-                )
-            })?;
+            .ok_or(FactorError::NoRegistration)?;
         let result = self
             .webauthn
             .finish_passkey_registration(credential, &registering.state)
-            .map_err(|e| refused("the new key's answer was refused", &e))
+            .map_err(|e| refused("the new key's answer was refused", e))
             .and_then(|passkey| {
-                let value = serde_json::to_value(&passkey)
-                    .map_err(|e| HitlError::Daemon(format!("cannot store the key: {e}")))?;
+                let value = serde_json::to_value(&passkey).map_err(HitlError::StoreKey)?;
                 let name = registering.name.clone();
                 service.with_factors(|f| {
                     let known = parse_all(f.passkeys())?;
                     if known.iter().any(|k| k.cred_id() == passkey.cred_id()) {
-                        return Err(HitlError::Factor(
-                            "this key is registered already".to_owned(),
-                        ));
+                        return Err(FactorError::KeyRegistered.into());
                     }
                     f.add_passkey(StoredPasskey {
                         name,
@@ -264,14 +246,12 @@ impl Ceremonies {
         }
         let passkeys = parse_all(&service.with_factors(|f| Ok(f.passkeys().to_vec()))?)?;
         if passkeys.is_empty() {
-            return Err(HitlError::Factor(
-                "no security key is registered: add one on the keys page".to_owned(),
-            ));
+            return Err(FactorError::NoKeys.into());
         }
         let (challenge, state) = self
             .webauthn
             .start_passkey_authentication(&passkeys)
-            .map_err(|e| refused("cannot start the security key check", &e))?;
+            .map_err(|e| refused("cannot start the security key check", e))?;
         let now = service.now_ms();
         self.waiting(now)?.approvals.insert(
             (session.to_owned(), id.to_owned()),
@@ -300,11 +280,7 @@ impl Ceremonies {
             .waiting(service.now_ms())?
             .approvals
             .remove(&(session.to_owned(), id.to_owned()))
-            .ok_or_else(|| {
-                HitlError::Factor(format!(
-                    "no security key check is in progress for `{id}` (it expired or was used): start again"
-                ))
-            })?;
+            .ok_or_else(|| FactorError::NoKeyCheck { id: id.to_owned() })?;
         let checked = self.check_assertion(service, credential, &approving.state);
         match &checked {
             Ok(()) => service.audit(
@@ -336,11 +312,9 @@ impl Ceremonies {
         let result = self
             .webauthn
             .finish_passkey_authentication(credential, state)
-            .map_err(|e| refused("the security key's answer was refused", &e))?;
+            .map_err(|e| refused("the security key's answer was refused", e))?;
         if !result.user_verified() {
-            return Err(HitlError::Factor(
-                "the security key did not verify you (no PIN or biometric)".to_owned(),
-            ));
+            return Err(FactorError::NotVerified.into());
         }
         if !result.needs_update() {
             return Ok(());
@@ -351,8 +325,7 @@ impl Ceremonies {
             for entry in &mut stored {
                 let mut passkey = parse(entry)?;
                 if passkey.update_credential(&result) == Some(true) {
-                    entry.passkey = serde_json::to_value(&passkey)
-                        .map_err(|e| HitlError::Daemon(format!("cannot store the key: {e}")))?;
+                    entry.passkey = serde_json::to_value(&passkey).map_err(HitlError::StoreKey)?;
                     changed = true;
                 }
             }
@@ -365,11 +338,12 @@ impl Ceremonies {
 }
 
 fn parse(stored: &StoredPasskey) -> Result<Passkey, HitlError> {
-    serde_json::from_value(stored.passkey.clone()).map_err(|e| {
-        HitlError::Factor(format!(
-            "the stored key `{}` does not read: {e}",
-            stored.name
-        ))
+    serde_json::from_value(stored.passkey.clone()).map_err(|source| {
+        FactorError::StoredKeyUnreadable {
+            name: stored.name.clone(),
+            source,
+        }
+        .into()
     })
 }
 
@@ -377,12 +351,12 @@ fn parse_all(stored: &[StoredPasskey]) -> Result<Vec<Passkey>, HitlError> {
     stored.iter().map(parse).collect()
 }
 
-fn refused(what: &str, e: &webauthn_rs::prelude::WebauthnError) -> HitlError {
-    HitlError::Factor(format!("{what}: {}", lower(&e.to_string())))
+fn refused(what: &'static str, source: webauthn_rs::prelude::WebauthnError) -> HitlError {
+    FactorError::Refused { what, source }.into()
 }
 
 /// webauthn-rs's messages start with a capital; ours do not.
-fn lower(text: &str) -> String {
+pub(crate) fn lower(text: &str) -> String {
     let mut chars = text.chars();
     chars.next().map_or_else(String::new, |first| {
         first.to_lowercase().chain(chars).collect()

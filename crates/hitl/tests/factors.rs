@@ -4,11 +4,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use p3ak_crypto::{KdfParams, Key};
-use p3ak_hitl::HitlError;
 use p3ak_hitl::factors::{CurrentFactor, FILE_NAME, Factors, StoredPasskey};
 use p3ak_hitl::level::Factor;
 use p3ak_hitl::pin::Pin;
 use p3ak_hitl::totp::{self, Enrollment};
+use p3ak_hitl::{FactorError, HitlError};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -70,7 +70,13 @@ fn five_wrong(f: &mut Factors, at: i64) -> Result {
             .err()
             .ok_or("a wrong PIN was accepted")?;
         assert!(
-            matches!(&e, HitlError::Factor(m) if m.starts_with("wrong PIN")),
+            matches!(
+                &e,
+                HitlError::Factor(
+                    FactorError::Wrong { factor: "PIN", .. }
+                        | FactorError::WrongLocked { factor: "PIN", .. }
+                )
+            ) && e.to_string().starts_with("wrong PIN"),
             "try {i}: {e}"
         );
     }
@@ -113,7 +119,15 @@ fn invariant_i8_each_wrong_try_after_a_lock_doubles_the_next_one() -> Result {
     let mut now = T0 + 30_000;
     let e = f.verify_pin(&pin("wrong-pin")?, "test", now).err();
     assert!(
-        matches!(&e, Some(HitlError::Factor(m)) if m.contains("locked for 60 s")),
+        matches!(
+            &e,
+            Some(HitlError::Factor(FactorError::WrongLocked {
+                seconds: 60,
+                ..
+            }))
+        ) && e
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("locked for 60 s")),
         "{e:?}"
     );
     for expected in [120, 240, 480, 960, 1920, 3600, 3600] {
@@ -175,7 +189,20 @@ fn invariant_i8_pin_and_totp_share_one_counter() -> Result {
     for _ in 0..2 {
         let e = f.verify_totp(other_than(&right), "test", now).err();
         assert!(
-            matches!(&e, Some(HitlError::Factor(m)) if m.starts_with("wrong TOTP code")),
+            matches!(
+                &e,
+                Some(HitlError::Factor(
+                    FactorError::Wrong {
+                        factor: "TOTP code",
+                        ..
+                    } | FactorError::WrongLocked {
+                        factor: "TOTP code",
+                        ..
+                    }
+                ))
+            ) && e
+                .as_ref()
+                .is_some_and(|e| e.to_string().starts_with("wrong TOTP code")),
             "{e:?}"
         );
     }
@@ -253,7 +280,7 @@ fn totp_accepts_one_step_of_skew_and_spaces() -> Result {
     let before = f.failures();
     assert!(matches!(
         f.verify_totp("12345", "test", now),
-        Err(HitlError::Factor(_))
+        Err(HitlError::Factor(FactorError::TotpCodeForm { .. }))
     ));
     assert_eq!(f.failures(), before);
     Ok(())
@@ -280,7 +307,7 @@ fn totp_enrollment_is_active_only_after_a_confirming_code() -> Result {
     assert!(f.totp_is_pending(T0));
     let code = totp::code_for(&enrollment.secret_base32, T0)?;
     assert!(
-        matches!(f.verify_totp(&code, "test", T0), Err(HitlError::Factor(m)) if m.contains("not set up"))
+        matches!(f.verify_totp(&code, "test", T0), Err(e @ HitlError::Factor(FactorError::NoTotp)) if e.to_string().contains("not set up"))
     );
 
     // a wrong code does not confirm (and counts)
@@ -295,7 +322,7 @@ fn totp_enrollment_is_active_only_after_a_confirming_code() -> Result {
     assert!(!f.totp_is_pending(T0));
     assert_eq!(f.failures(), 0);
     assert!(
-        matches!(f.totp_confirm(&code, T0), Err(HitlError::Factor(m)) if m.contains("no TOTP enrollment"))
+        matches!(f.totp_confirm(&code, T0), Err(e @ HitlError::Factor(FactorError::NoTotpEnrollment)) if e.to_string().contains("no TOTP enrollment"))
     );
     Ok(())
 }
@@ -308,7 +335,7 @@ fn a_totp_enrollment_expires() -> Result {
     let late = T0 + totp::ENROLLMENT_TTL_MS + 1;
     let code = totp::code_for(&enrollment.secret_base32, late)?;
     assert!(
-        matches!(f.totp_confirm(&code, late), Err(HitlError::Factor(m)) if m.contains("expired"))
+        matches!(f.totp_confirm(&code, late), Err(e @ HitlError::Factor(FactorError::TotpEnrollmentExpired)) if e.to_string().contains("expired"))
     );
     assert!(!f.totp_is_active());
     assert!(!f.totp_is_pending(late));
@@ -321,7 +348,7 @@ fn invariant_i8_setting_a_pin_when_one_exists_needs_the_current_one() -> Result 
     let mut f = with_pin(dir.path())?;
     let new = pin("a-new-pin")?;
     assert!(
-        matches!(f.set_pin(&new, None, T0), Err(HitlError::Factor(m)) if m.contains("current PIN"))
+        matches!(f.set_pin(&new, None, T0), Err(e @ HitlError::Factor(FactorError::PinNeededForChange)) if e.to_string().contains("current PIN"))
     );
     let wrong = pin("wrong-pin")?;
     assert!(f.set_pin(&new, Some(&wrong), T0).is_err());
@@ -343,11 +370,11 @@ fn invariant_i8_with_only_totp_changes_need_a_code() -> Result {
     let new = pin(PIN)?;
     // no PIN can be added, nor TOTP re-enrolled, by whoever reaches the store without a code
     assert!(
-        matches!(f.set_pin(&new, None, T0), Err(HitlError::Factor(m)) if m.contains("TOTP code"))
+        matches!(f.set_pin(&new, None, T0), Err(e @ HitlError::Factor(FactorError::TotpNeededForChange)) if e.to_string().contains("TOTP code"))
     );
     assert!(f.totp_begin_enrollment_with("attacker", None, T0).is_err());
     assert!(
-        matches!(f.set_pin_with(&new, Some(CurrentFactor::Pin(&new)), T0), Err(HitlError::Factor(m)) if m.contains("no PIN is set"))
+        matches!(f.set_pin_with(&new, Some(CurrentFactor::Pin(&new)), T0), Err(e @ HitlError::Factor(FactorError::NoPin)) if e.to_string().contains("no PIN is set"))
     );
     assert!(!f.pin_is_set());
     let now = T0 + 60_000;

@@ -24,8 +24,8 @@ use p3ak_vault::Vault;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::KernelError;
 pub use crate::scrub::{REDACTED, Scrubber};
+use crate::{KernelError, SecretError};
 
 /// The object space secrets live in, inside the kernel's vault.
 pub const SECRETS_SPACE: &str = "secrets";
@@ -139,9 +139,13 @@ impl Broker {
             let Some(bytes) = vault.read_object(SECRETS_SPACE, &object.name)? else {
                 continue;
             };
-            let stored: StoredSecret = serde_json::from_slice(bytes.expose()).map_err(|e| {
-                KernelError::Secret(format!("secret `{}` is unreadable: {e}", object.name))
-            })?;
+            let stored: StoredSecret =
+                serde_json::from_slice(bytes.expose()).map_err(|source| {
+                    SecretError::Unreadable {
+                        name: object.name.clone(),
+                        source,
+                    }
+                })?;
             let entry = entry_from(&stored)?;
             entries.insert(object.name.clone(), entry);
         }
@@ -253,11 +257,18 @@ impl Broker {
     }
 }
 
+fn scope_error(scope: &str, reason: String) -> SecretError {
+    SecretError::Scope {
+        scope: scope.to_owned(),
+        reason,
+    }
+}
+
 fn entry_from(stored: &StoredSecret) -> Result<Entry, KernelError> {
     let scopes = stored
         .scopes
         .iter()
-        .map(|s| Pattern::parse(s).map_err(|e| KernelError::Secret(format!("scope `{s}`: {e}"))))
+        .map(|s| Pattern::parse(s).map_err(|reason| scope_error(s, reason)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Entry {
         value: SecretValue::new(stored.value.clone()),
@@ -277,10 +288,7 @@ fn checked_hosts(hosts: &[String]) -> Result<Vec<String>, KernelError> {
             } else if valid_host_pattern(h) {
                 Ok(h.to_ascii_lowercase())
             } else {
-                Err(KernelError::Secret(format!(
-                    "host `{h}`: expected a host name (`api.example.com`), a domain's subdomains \
-                     (`*.example.com`) or an IP address"
-                )))
+                Err(SecretError::Host { host: h.clone() }.into())
             }
         })
         .collect()
@@ -297,23 +305,22 @@ pub fn store_secret(
     hosts: &[String],
 ) -> Result<Vec<String>, KernelError> {
     if !valid_secret_name(name) {
-        return Err(KernelError::Secret(format!(
-            "secret name `{name}`: use 1–64 letters, digits, `_` and `-`"
-        )));
+        return Err(SecretError::Name {
+            name: name.to_owned(),
+        }
+        .into());
     }
     if value.expose().chars().count() < MIN_SECRET_LEN {
-        return Err(KernelError::Secret(format!(
-            "the value is too short: at least {MIN_SECRET_LEN} characters, so that it can be \
-             scrubbed from text reliably"
-        )));
+        return Err(SecretError::TooShort {
+            min: MIN_SECRET_LEN,
+        }
+        .into());
     }
     if value.expose().contains(['\n', '\r']) {
-        return Err(KernelError::Secret(
-            "the value spans lines: give one line".to_owned(),
-        ));
+        return Err(SecretError::MultiLine.into());
     }
     for scope in scopes {
-        Pattern::parse(scope).map_err(|e| KernelError::Secret(format!("scope `{scope}`: {e}")))?;
+        Pattern::parse(scope).map_err(|reason| scope_error(scope, reason))?;
     }
     let hosts = checked_hosts(hosts)?;
     let stored = StoredSecret {
@@ -321,9 +328,7 @@ pub fn store_secret(
         scopes: scopes.to_vec(),
         hosts: hosts.clone(),
     };
-    let bytes = Zeroizing::new(
-        serde_json::to_vec(&stored).map_err(|e| KernelError::Secret(e.to_string()))?,
-    );
+    let bytes = Zeroizing::new(serde_json::to_vec(&stored).map_err(SecretError::Encode)?);
     vault.transact(|tx| {
         tx.put_object(SECRETS_SPACE, name, &bytes)?;
         tx.log(
@@ -612,6 +617,32 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "sk-live-4f9a8b7c6d5e";
+
+    #[test]
+    fn a_bad_scope_or_host_is_refused_with_its_reason() {
+        let stored = |scopes: &[&str], hosts: &[&str]| StoredSecret {
+            value: SECRET.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        };
+        let Err(e) = entry_from(&stored(&[], &["not a host"])) else {
+            panic!("a host with a space was accepted");
+        };
+        assert!(
+            matches!(&e, KernelError::Secret(SecretError::Host { host }) if host == "not a host")
+        );
+        assert!(
+            e.to_string()
+                .starts_with("host `not a host`: expected a host name")
+        );
+        let Err(e) = entry_from(&stored(&["bad pattern!"], &[])) else {
+            panic!("a malformed scope was accepted");
+        };
+        assert!(
+            matches!(&e, KernelError::Secret(SecretError::Scope { scope, .. }) if scope == "bad pattern!")
+        );
+        assert!(e.to_string().starts_with("scope `bad pattern!`: "));
+    }
 
     /// A broker holding one secret `api` with these hosts, and `plain` with none.
     fn broker(hosts: &[&str]) -> Broker {

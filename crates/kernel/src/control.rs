@@ -12,9 +12,9 @@ use std::time::Duration;
 use p3ak_proto::FrameDecoder;
 use serde::{Deserialize, Serialize};
 
-use crate::KernelError;
 use crate::broker::SecretInfo;
 use crate::host::PluginStatus;
+use crate::{ControlError, KernelError};
 
 /// Largest control frame.
 pub const MAX_CONTROL_FRAME: usize = 4 << 20;
@@ -182,42 +182,32 @@ pub fn call(
                 socket: socket.to_owned(),
             });
         }
-        Err(e) => return Err(KernelError::Control(format!("cannot connect: {e}"))),
+        Err(e) => return Err(ControlError::Connect(e).into()),
     };
-    let payload = zeroize::Zeroizing::new(
-        serde_json::to_vec(request).map_err(|e| KernelError::Control(e.to_string()))?,
-    );
+    let payload =
+        zeroize::Zeroizing::new(serde_json::to_vec(request).map_err(ControlError::Encode)?);
     let frame = zeroize::Zeroizing::new(
-        p3ak_proto::encode_payload(&payload, MAX_CONTROL_FRAME)
-            .map_err(|e| KernelError::Control(e.to_string()))?,
+        p3ak_proto::encode_payload(&payload, MAX_CONTROL_FRAME).map_err(ControlError::Frame)?,
     );
-    stream
-        .write_all(&frame)
-        .map_err(|e| KernelError::Control(format!("cannot send: {e}")))?;
+    stream.write_all(&frame).map_err(ControlError::Send)?;
     let mut decoder = FrameDecoder::new(MAX_CONTROL_FRAME);
     let mut buf = vec![0u8; 64 * 1024];
     // A chat turn may wait for an approval for as long as the policy says; no read timeout.
     stream
         .set_read_timeout(None::<Duration>)
-        .map_err(|e| KernelError::Control(e.to_string()))?;
+        .map_err(ControlError::Socket)?;
     loop {
-        while let Some(payload) = decoder
-            .next_frame()
-            .map_err(|e| KernelError::Control(e.to_string()))?
-        {
-            let event: ControlEvent = p3ak_proto::from_slice_strict(&payload)
-                .map_err(|e| KernelError::Control(format!("bad answer: {e}")))?;
+        while let Some(payload) = decoder.next_frame().map_err(ControlError::Frame)? {
+            let event: ControlEvent =
+                p3ak_proto::from_slice_strict(&payload).map_err(ControlError::Answer)?;
             if event.is_final() {
                 return Ok(event);
             }
             on_event(&event);
         }
-        let n = std::io::Read::read(&mut stream, &mut buf)
-            .map_err(|e| KernelError::Control(format!("cannot read: {e}")))?;
+        let n = std::io::Read::read(&mut stream, &mut buf).map_err(ControlError::Read)?;
         if n == 0 {
-            return Err(KernelError::Control(
-                "the kernel closed the connection without answering".to_owned(),
-            ));
+            return Err(ControlError::Closed.into());
         }
         decoder.push(buf.get(..n).unwrap_or_default());
     }

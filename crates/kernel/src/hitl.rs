@@ -28,11 +28,11 @@ use p3ak_proto::tokio_io::FrameReader;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::KernelError;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::HitlSettings;
 use crate::home::Home;
 use crate::pending::PendingQueue;
+use crate::{DaemonError, KernelError};
 
 /// Where round 1 kept the factor store's key: inside the kernel's vault (read once, to reseal
 /// the store under the daemon's own key).
@@ -41,6 +41,8 @@ const OLD_STATE_KEY: (&str, &str) = ("hitl", "state-key");
 const STATE_SALT: &str = "state.salt";
 /// How long the daemon has to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `p3ak hitl stage` may take.
+const STAGE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What `p3ak up` tells about the daemon; nothing in it is secret.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -95,11 +97,11 @@ pub(crate) async fn spawn_daemon(launch: DaemonLaunch<'_>) -> Result<DaemonStart
     let console = launch
         .settings
         .console_addr()
-        .map_err(|e| KernelError::Hitl(e.to_string()))?;
+        .map_err(DaemonError::ConsoleAddress)?;
     let (kernel_end, daemon_end) = std::os::unix::net::UnixStream::pair()
         .map_err(KernelError::io("cannot create the daemon's channel"))?;
-    let program = p3ak_sandbox::Program::open(launch.exe, launch.daemon)
-        .map_err(|e| KernelError::Hitl(format!("cannot start the daemon: {e}")))?;
+    let program =
+        p3ak_sandbox::Program::open(launch.exe, launch.daemon).map_err(DaemonError::Program)?;
     let mut command = program.command();
     command
         .args(["hitl", "run"])
@@ -115,11 +117,9 @@ pub(crate) async fn spawn_daemon(launch: DaemonLaunch<'_>) -> Result<DaemonStart
     }
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| {
-        KernelError::Hitl(format!(
-            "cannot start `{} hitl run`: {e}",
-            launch.exe.display()
-        ))
+    let mut child = command.spawn().map_err(|source| DaemonError::Spawn {
+        exe: launch.exe.to_owned(),
+        source,
     })?;
     drop(command);
     let pid = child.id();
@@ -143,30 +143,24 @@ pub(crate) async fn spawn_daemon(launch: DaemonLaunch<'_>) -> Result<DaemonStart
     write_frame_blocking(&mut channel, &start)?;
     drop(start);
     let Some(stdout) = child.stdout.take() else {
-        return Err(KernelError::Hitl(
-            "the daemon has no report pipe".to_owned(),
-        ));
+        return Err(DaemonError::NoReportPipe.into());
     };
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let report = tokio::time::timeout(START_TIMEOUT, lines.next_line()).await;
     let started: Started = match report {
         Ok(Ok(Some(line))) => {
             let line = zeroize::Zeroizing::new(line);
-            p3ak_proto::from_slice_strict(line.as_bytes())
-                .map_err(|e| KernelError::Hitl(format!("the daemon's report: {e}")))?
+            p3ak_proto::from_slice_strict(line.as_bytes()).map_err(DaemonError::Report)?
         }
         Ok(Ok(None) | Err(_)) => {
             let status = child.wait().await.ok();
-            return Err(KernelError::Hitl(format!(
-                "the daemon stopped while starting{}",
-                status.map(|s| format!(" ({s})")).unwrap_or_default()
-            )));
+            return Err(DaemonError::StoppedStarting { status }.into());
         }
         Err(_) => {
-            return Err(KernelError::Hitl(format!(
-                "the daemon did not start within {} s",
-                START_TIMEOUT.as_secs()
-            )));
+            return Err(DaemonError::StartTimeout {
+                seconds: START_TIMEOUT.as_secs(),
+            }
+            .into());
         }
     };
     let login_link = started
@@ -201,9 +195,10 @@ pub(crate) fn state_key(home: &Home, passphrase: &Passphrase) -> Result<Key, Ker
         )))?;
     let path = dir.join(STATE_SALT);
     let salt: [u8; 16] = match std::fs::read(&path) {
-        Ok(bytes) => bytes.as_slice().try_into().map_err(|_| {
-            KernelError::Hitl(format!("`{}` is not a 16-byte salt", path.display()))
-        })?,
+        Ok(bytes) => bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| DaemonError::BadSalt { path: path.clone() })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let salt = p3ak_crypto::random_array::<16>()?;
             crate::files::write_private(&path, &salt)?;
@@ -364,15 +359,13 @@ impl HitlLink {
         match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
-                return Err(KernelError::Hitl(
-                    "the daemon stopped before it was ready".to_owned(),
-                ));
+                return Err(DaemonError::StoppedBeforeReady.into());
             }
             Err(_) => {
-                return Err(KernelError::Hitl(format!(
-                    "the daemon was not ready within {} s",
-                    START_TIMEOUT.as_secs()
-                )));
+                return Err(DaemonError::ReadyTimeout {
+                    seconds: START_TIMEOUT.as_secs(),
+                }
+                .into());
             }
         }
         Ok(Arc::new(Self {
@@ -403,7 +396,7 @@ impl HitlLink {
     /// groups) and tells the daemon. Returns the request as staged.
     pub(crate) async fn stage(&self, request: &Request) -> Result<Request, KernelError> {
         if !self.is_alive() {
-            return Err(KernelError::Hitl("the daemon is not running".to_owned()));
+            return Err(DaemonError::NotRunning.into());
         }
         let mut request = request.clone();
         if !self.spool.category(&request.category).is_dir() {
@@ -421,7 +414,7 @@ impl HitlLink {
                     p3ak_approval::spool::write_staged(&spool, &category, &id, &sealed)
                 })
                 .await
-                .map_err(|e| KernelError::Hitl(format!("staging task failed: {e}")))??;
+                .map_err(DaemonError::StageTask)??;
             }
         }
         self.send(ToDaemon::Staged {
@@ -438,11 +431,11 @@ impl HitlLink {
 
     fn send(&self, message: ToDaemon) -> Result<(), KernelError> {
         if !self.is_alive() {
-            return Err(KernelError::Hitl("the daemon is not running".to_owned()));
+            return Err(DaemonError::NotRunning.into());
         }
         self.to_daemon
             .send(message)
-            .map_err(|_| KernelError::Hitl("the daemon is not running".to_owned()))
+            .map_err(|_| DaemonError::NotRunning.into())
     }
 
     /// Stops the daemon (it withdraws what still waits) and, if this kernel started it, waits
@@ -469,8 +462,8 @@ async fn stage_as(
     request: &Request,
     sealed: &[u8],
 ) -> Result<(), KernelError> {
-    let program = p3ak_sandbox::Program::open(exe, Some((uid, gid)))
-        .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
+    let program =
+        p3ak_sandbox::Program::open(exe, Some((uid, gid))).map_err(DaemonError::StageProgram)?;
     let mut command = program.command();
     command
         .args(["hitl", "stage", "--spool"])
@@ -485,25 +478,25 @@ async fn stage_as(
         .stderr(Stdio::piped());
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
+    let mut child = command.spawn().map_err(DaemonError::StageIo)?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(sealed)
             .await
-            .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
+            .map_err(DaemonError::StageIo)?;
     }
-    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+    let output = tokio::time::timeout(STAGE_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| KernelError::Hitl("staging took longer than 20 s".to_owned()))?
-        .map_err(|e| KernelError::Hitl(format!("cannot stage: {e}")))?;
+        .map_err(|_| DaemonError::StageTimeout {
+            seconds: STAGE_TIMEOUT.as_secs(),
+        })?
+        .map_err(DaemonError::StageIo)?;
     if !output.status.success() {
-        return Err(KernelError::Hitl(format!(
-            "cannot stage `{}`: {}",
-            request.id,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
+        return Err(DaemonError::StageRefused {
+            id: request.id.clone(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        }
+        .into());
     }
     Ok(())
 }
@@ -512,15 +505,12 @@ fn write_frame_blocking<T: serde::Serialize>(
     stream: &mut std::os::unix::net::UnixStream,
     message: &T,
 ) -> Result<(), KernelError> {
-    let payload = zeroize::Zeroizing::new(
-        serde_json::to_vec(message).map_err(|e| KernelError::Hitl(e.to_string()))?,
-    );
+    let payload =
+        zeroize::Zeroizing::new(serde_json::to_vec(message).map_err(DaemonError::Encode)?);
     let frame = zeroize::Zeroizing::new(
-        p3ak_proto::encode_payload(&payload, wire::MAX_FRAME)
-            .map_err(|e| KernelError::Hitl(e.to_string()))?,
+        p3ak_proto::encode_payload(&payload, wire::MAX_FRAME).map_err(DaemonError::Frame)?,
     );
-    std::io::Write::write_all(stream, &frame)
-        .map_err(|e| KernelError::Hitl(format!("cannot write to the daemon: {e}")))
+    std::io::Write::write_all(stream, &frame).map_err(|e| DaemonError::Write(e).into())
 }
 
 async fn write_frame<T: serde::Serialize>(
@@ -529,7 +519,7 @@ async fn write_frame<T: serde::Serialize>(
 ) -> Result<(), KernelError> {
     p3ak_proto::tokio_io::write_json(output, message, wire::MAX_FRAME)
         .await
-        .map_err(|e| KernelError::Hitl(format!("cannot write to the daemon: {e}")))
+        .map_err(|e| DaemonError::Send(e).into())
 }
 
 /// The spool's layout and the daemon's own directory; as root, their owners, and a home its
@@ -575,11 +565,11 @@ fn prepare_dirs(
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), KernelError> {
-    crate::launch::plan::set_mode(path, mode).map_err(|e| KernelError::Hitl(e.to_string()))
+    crate::launch::plan::set_mode(path, mode).map_err(|e| DaemonError::Permissions(e).into())
 }
 
 /// Directories above the home that belong to the kernel's user get search permission for
 /// others (never read), so the daemon's user can reach the spool.
 fn traversable_ancestors(path: &Path) -> Result<(), KernelError> {
-    crate::launch::plan::traversable_ancestors(path).map_err(|e| KernelError::Hitl(e.to_string()))
+    crate::launch::plan::traversable_ancestors(path).map_err(|e| DaemonError::Permissions(e).into())
 }

@@ -12,7 +12,6 @@ use p3ak_vault::{Access, Unlock, Vault, VaultKey};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::KernelError;
 use crate::agent::{Agent, load_agents};
 use crate::audit::AuditEvent;
 use crate::audit::AuditLog;
@@ -27,6 +26,7 @@ use crate::launch::{Launcher, LocalLauncher};
 use crate::pending::PendingQueue;
 use crate::road::{Road, RoadParts, SystemClock};
 use crate::warden::RemoteLauncher;
+use crate::{KernelError, WardenError};
 use p3ak_approval::spool::{Spool, SpoolKey};
 
 /// What the kernel needs to start in this process (the demo, tests, a host without the
@@ -107,7 +107,7 @@ impl Kernel {
                 Ok((kernel, memory, state, passphrase))
             })
             .await
-            .map_err(|e| KernelError::Home(format!("startup task failed: {e}")))??
+            .map_err(KernelError::task("startup task"))??
         };
         let opened = Self::open(home, &kernel_key).await?;
         let Opened {
@@ -222,10 +222,9 @@ impl Kernel {
     /// Checks the home, reads config, policy and agents, and opens the kernel's vault.
     async fn open(home: Home, key: &VaultKey) -> Result<Opened, KernelError> {
         if !home.is_initialised() {
-            return Err(KernelError::Home(format!(
-                "`{}` is not set up: run `p3ak init`",
-                home.root().display()
-            )));
+            return Err(KernelError::NotInitialised {
+                home: home.root().to_owned(),
+            });
         }
         home.prepare_run_dir()?;
         check_not_running(&home)?;
@@ -251,7 +250,7 @@ impl Kernel {
                 Ok(vault)
             })
             .await
-            .map_err(|e| KernelError::Home(format!("startup task failed: {e}")))??
+            .map_err(KernelError::task("startup task"))??
         };
         let vault = Arc::new(vault);
         let broker = Arc::new(Broker::load(&vault)?);
@@ -473,7 +472,8 @@ impl Kernel {
         };
         let request = match read_request(&mut stream).await {
             Ok(request) => request,
-            Err(message) => {
+            Err(e) => {
+                let message = e.to_string();
                 let _ = write_event(&mut stream, &ControlEvent::Error { message }).await;
                 return;
             }
@@ -617,10 +617,8 @@ pub(crate) fn load_policy(home: &Home) -> Result<Policy, KernelError> {
 }
 
 fn handoff_key(key: &p3ak_proto::Credential) -> Result<VaultKey, KernelError> {
-    let bytes = zeroize::Zeroizing::new(
-        hex::decode(key.expose())
-            .map_err(|_| KernelError::Home("a key from the warden is not hex".to_owned()))?,
-    );
+    let bytes =
+        zeroize::Zeroizing::new(hex::decode(key.expose()).map_err(|_| WardenError::KeyNotHex)?);
     Ok(VaultKey::from_handoff_bytes(&bytes)?)
 }
 
@@ -657,25 +655,74 @@ struct Assembly {
     warden: Option<Arc<RemoteLauncher>>,
 }
 
-async fn read_request(stream: &mut UnixStream) -> Result<ControlRequest, String> {
+/// Why a control request could not be read; its text is what the client is told.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    /// The client hung up mid-request.
+    #[error("closed before a whole request")]
+    Closed,
+    /// A frame that is not a request.
+    #[error("invalid request: {0}")]
+    Invalid(#[source] p3ak_proto::ProtoError),
+    /// A broken frame (over the limit, cut short, unreadable).
+    #[error("{0}")]
+    Frame(#[source] p3ak_proto::ProtoError),
+    /// Nothing came in time.
+    #[error("no request in time")]
+    Timeout,
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<ControlRequest, RequestError> {
     let mut reader = p3ak_proto::tokio_io::FrameReader::new(stream, MAX_CONTROL_FRAME);
     let read = async {
         match reader.read_json::<ControlRequest>().await {
             Ok(Some(request)) => Ok(request),
-            Ok(None) => Err("closed before a whole request".to_owned()),
+            Ok(None) => Err(RequestError::Closed),
             Err(e @ (p3ak_proto::ProtoError::Json(_) | p3ak_proto::ProtoError::Invalid(_))) => {
-                Err(format!("invalid request: {e}"))
+                Err(RequestError::Invalid(e))
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(RequestError::Frame(e)),
         }
     };
     tokio::time::timeout(Duration::from_secs(10), read)
         .await
-        .map_err(|_| "no request in time".to_owned())?
+        .map_err(|_| RequestError::Timeout)?
 }
 
-async fn write_event(stream: &mut UnixStream, event: &ControlEvent) -> Result<(), String> {
-    p3ak_proto::tokio_io::write_json(stream, event, MAX_CONTROL_FRAME)
-        .await
-        .map_err(|e| e.to_string())
+async fn write_event(
+    stream: &mut UnixStream,
+    event: &ControlEvent,
+) -> Result<(), p3ak_proto::ProtoError> {
+    p3ak_proto::tokio_io::write_json(stream, event, MAX_CONTROL_FRAME).await
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_control_request_is_answered_with_why() {
+        let (mut client, mut server) = UnixStream::pair().unwrap();
+        let frame = p3ak_proto::encode_payload(b"{not json", MAX_CONTROL_FRAME).unwrap();
+        client.write_all(&frame).await.unwrap();
+        let Err(e) = read_request(&mut server).await else {
+            panic!("a request was read");
+        };
+        assert!(matches!(e, RequestError::Invalid(_)), "{e:?}");
+        assert!(e.to_string().starts_with("invalid request: "), "{e}");
+
+        let (client, mut server) = UnixStream::pair().unwrap();
+        drop(client);
+        let Err(e) = read_request(&mut server).await else {
+            panic!("a request was read");
+        };
+        assert!(matches!(e, RequestError::Closed), "{e:?}");
+        assert_eq!(e.to_string(), "closed before a whole request");
+    }
 }

@@ -40,5 +40,7 @@ mod session;
 mod turn;
 pub mod warden;
 
-pub use error::KernelError;
+pub use error::{
+    ControlError, DaemonError, KernelError, SecretError, WardenCallError, WardenError,
+};
 pub use kernel::{Kernel, KernelOptions};

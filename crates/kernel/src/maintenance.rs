@@ -207,7 +207,7 @@ impl Kernel {
                 let home = self.home.clone();
                 tokio::task::spawn_blocking(move || rekey_memory_vault(&home, &pass))
                     .await
-                    .map_err(KernelError::Task)
+                    .map_err(KernelError::task("the rekey"))
                     .and_then(|r| r)
             }
             Rekeyer::Warden(warden) => warden.rekey_memory().await.and_then(|(report, key)| {

@@ -25,10 +25,10 @@ pub(crate) fn load(
     let Some(bytes) = vault.read_object(SESSIONS_SPACE, &object_name(agent, conversation))? else {
         return Ok(Vec::new());
     };
-    serde_json::from_slice(bytes.expose()).map_err(|e| {
-        KernelError::Home(format!(
-            "session `{conversation}` of agent `{agent}` is unreadable: {e}"
-        ))
+    serde_json::from_slice(bytes.expose()).map_err(|source| KernelError::SessionUnreadable {
+        agent: agent.to_owned(),
+        conversation: conversation.to_owned(),
+        source,
     })
 }
 
@@ -48,9 +48,8 @@ pub(crate) fn store(
         start += 1;
     }
     let kept = messages.get(start..).unwrap_or_default();
-    let bytes = zeroize::Zeroizing::new(
-        serde_json::to_vec(kept).map_err(|e| KernelError::Home(e.to_string()))?,
-    );
+    let bytes =
+        zeroize::Zeroizing::new(serde_json::to_vec(kept).map_err(KernelError::SessionEncode)?);
     vault
         .transact(|tx| tx.put_object(SESSIONS_SPACE, &object_name(agent, conversation), &bytes))?;
     Ok(())

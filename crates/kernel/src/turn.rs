@@ -92,7 +92,7 @@ impl Kernel {
             let (a, c) = (agent.name.clone(), inbound.conversation.clone());
             tokio::task::spawn_blocking(move || session::load(&vault, &a, &c))
                 .await
-                .map_err(KernelError::Task)??
+                .map_err(KernelError::task("loading the session"))??
         };
         messages.push(ChatMessage {
             role: Role::User,
@@ -281,7 +281,7 @@ impl Kernel {
             let (a, c) = (agent.name.clone(), inbound.conversation.clone());
             tokio::task::spawn_blocking(move || session::store(&vault, &a, &c, &messages))
                 .await
-                .map_err(KernelError::Task)??;
+                .map_err(KernelError::task("saving the session"))??;
         }
         self.audit
             .record(AuditEvent::Reply {

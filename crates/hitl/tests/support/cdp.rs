@@ -142,18 +142,17 @@ impl Browser {
             .unwrap_or_else(|e| panic!("`{method}` failed: {e}"))
     }
 
-    /// Evaluates `expression` in the page (awaiting a promise); its value, or the exception.
-    pub fn try_eval(&mut self, expression: &str) -> Result<Value, String> {
+    /// Evaluates `expression` in the page (awaiting a promise); its value, or the browser's
+    /// error or exception details as it sent them.
+    pub fn try_eval(&mut self, expression: &str) -> Result<Value, Value> {
         let session = self.session.clone();
-        let result = self
-            .send(
-                Some(&session),
-                "Runtime.evaluate",
-                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
-            )
-            .map_err(|e| e.to_string())?;
+        let result = self.send(
+            Some(&session),
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+        )?;
         if let Some(exception) = result.get("exceptionDetails") {
-            return Err(exception.to_string());
+            return Err(exception.clone());
         }
         Ok(result["result"]["value"].clone())
     }

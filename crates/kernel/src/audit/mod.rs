@@ -116,7 +116,7 @@ impl AuditLog {
             vault.log_events(entries.iter().map(|(k, p)| (k.as_str(), p.clone())))
         })
         .await
-        .map_err(KernelError::Task)?
+        .map_err(KernelError::task("the audit write"))?
         .map_err(KernelError::from)
     }
 

@@ -81,9 +81,9 @@ impl LocalLauncher {
         } = launched;
         connection
             .set_nonblocking(true)
-            .map_err(|e| LaunchError::Failed(format!("cannot use the connection: {e}")))?;
-        let connection = tokio::net::UnixStream::from_std(connection)
-            .map_err(|e| LaunchError::Failed(format!("cannot use the connection: {e}")))?;
+            .map_err(LaunchError::Connection)?;
+        let connection =
+            tokio::net::UnixStream::from_std(connection).map_err(LaunchError::Connection)?;
         Ok(Launched {
             pid,
             uid,
@@ -109,12 +109,12 @@ impl LocalLauncher {
         let plan = self
             .sandbox
             .plan(spec, &self.exe)
-            .map_err(|e| LaunchError::Failed(e.to_string()))?;
+            .map_err(LaunchError::Plan)?;
         self.sandbox
             .prepare_files(&plan)
-            .map_err(|e| LaunchError::Failed(e.to_string()))?;
-        let (kernel_end, plugin_end) = std::os::unix::net::UnixStream::pair()
-            .map_err(|e| LaunchError::Failed(format!("cannot create its connection: {e}")))?;
+            .map_err(LaunchError::Plan)?;
+        let (kernel_end, plugin_end) =
+            std::os::unix::net::UnixStream::pair().map_err(LaunchError::CreateConnection)?;
         let mut command = super::command(
             spec,
             &plan,
@@ -124,19 +124,15 @@ impl LocalLauncher {
         )?;
         plan.prepared
             .prepare(self.sandbox.support())
-            .map_err(|e| LaunchError::Failed(format!("cannot prepare the sandbox: {e}")))?
+            .map_err(LaunchError::Sandbox)?
             .install(&mut command);
         let mut command = tokio::process::Command::from(command);
         command.kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|e| LaunchError::Failed(format!("cannot start: {e}")))?;
+        let mut child = command.spawn().map_err(LaunchError::Spawn)?;
         // The command (and with it the plugin's end of the connection) is gone: only the
         // plugin holds that end now.
         drop(command);
-        let pid = child
-            .id()
-            .ok_or_else(|| LaunchError::Failed("it exited at once".to_owned()))?;
+        let pid = child.id().ok_or(LaunchError::ExitedAtOnce)?;
         let stderr = child.stderr.take().and_then(|s| s.into_owned_fd().ok());
         let started = Started {
             pid,

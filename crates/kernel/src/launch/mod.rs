@@ -114,7 +114,7 @@ pub fn command(
         Launch::Path(path) => path,
     };
     let mut command = p3ak_sandbox::Program::open(program, plan.prepared.ids)
-        .map_err(|e| LaunchError::Failed(e.to_string()))?
+        .map_err(LaunchError::Program)?
         .command();
     if let Launch::Builtin(builtin) = &spec.launch {
         command.arg("plugin").arg("run").arg(builtin);
@@ -239,17 +239,47 @@ pub struct Launched {
 }
 
 /// Why a plugin was not started.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    /// The sandbox is incomplete on this host and the mode is `enforce`.
+    /// The sandbox is incomplete on this host and the mode is `enforce`: what it lacks.
     #[error("{0}")]
     Refused(String),
     /// No plugin of that name is configured.
     #[error("plugin `{0}` is not configured")]
     Unknown(String),
-    /// Starting it failed.
+    /// Its uid, scratch directory or files could not be planned or prepared.
     #[error("{0}")]
-    Failed(String),
+    Plan(#[source] plan::PlanError),
+    /// Its binary cannot be opened for its user.
+    #[error("{0}")]
+    Program(#[source] p3ak_sandbox::SandboxError),
+    /// Its connection could not be created.
+    #[error("cannot create its connection: {0}")]
+    CreateConnection(#[source] std::io::Error),
+    /// The sandbox could not be prepared.
+    #[error("cannot prepare the sandbox: {0}")]
+    Sandbox(#[source] p3ak_sandbox::SandboxError),
+    /// The process did not start.
+    #[error("cannot start: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// It exited before it could be watched.
+    #[error("it exited at once")]
+    ExitedAtOnce,
+    /// Its connection could not be made asynchronous.
+    #[error("cannot use the connection: {0}")]
+    Connection(#[source] std::io::Error),
+    /// The request could not be sent to the warden.
+    #[error("the warden: {0}")]
+    Warden(#[source] crate::warden::channel::ChannelError),
+    /// The warden's channel closed before its answer.
+    #[error("the warden went away")]
+    WardenGone,
+    /// The warden's answer came without the plugin's connection.
+    #[error("the warden sent no connection")]
+    NoConnection,
+    /// The warden could not start it; its error crossed a process boundary, so it is text.
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// What the host's audit subsystem tells about refused accesses of plugins.

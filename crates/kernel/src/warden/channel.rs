@@ -35,7 +35,10 @@ pub enum ChannelError {
     },
     /// The message was not what this side expects.
     #[error("malformed message: {0}")]
-    Malformed(String),
+    Malformed(#[source] p3ak_proto::ProtoError),
+    /// The message to send does not encode.
+    #[error("malformed message: {0}")]
+    Encode(#[source] serde_json::Error),
     /// The message was larger than [`MAX_MESSAGE`] or carried too many descriptors.
     #[error("a message over {MAX_MESSAGE} bytes or {MAX_FDS} descriptors")]
     TooLarge,
@@ -94,9 +97,7 @@ impl Channel {
         message: &T,
         fds: &[BorrowedFd<'_>],
     ) -> Result<(), ChannelError> {
-        let bytes = Zeroizing::new(
-            serde_json::to_vec(message).map_err(|e| ChannelError::Malformed(e.to_string()))?,
-        );
+        let bytes = Zeroizing::new(serde_json::to_vec(message).map_err(ChannelError::Encode)?);
         if bytes.len() > MAX_MESSAGE || fds.len() > MAX_FDS {
             return Err(ChannelError::TooLarge);
         }
@@ -176,8 +177,8 @@ impl Channel {
                 return Err(ChannelError::TooLarge);
             }
             let payload = buf.get(..received.bytes).unwrap_or_default();
-            let message = p3ak_proto::from_slice_strict(payload)
-                .map_err(|e| ChannelError::Malformed(e.to_string()))?;
+            let message =
+                p3ak_proto::from_slice_strict(payload).map_err(ChannelError::Malformed)?;
             return Ok(Some((message, fds)));
         }
     }
@@ -238,7 +239,7 @@ mod tests {
         rustix::net::send(&a, br#"{"text":"a","text":"b"}"#, SendFlags::empty()).unwrap();
         assert!(matches!(
             b.recv::<Note>().await,
-            Err(ChannelError::Malformed(m)) if m.contains("duplicate key")
+            Err(ChannelError::Malformed(e)) if e.to_string().contains("duplicate key")
         ));
         rustix::net::send(&a, &vec![b' '; MAX_MESSAGE + 10], SendFlags::empty()).unwrap();
         assert!(matches!(

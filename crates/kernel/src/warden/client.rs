@@ -11,9 +11,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::channel::Channel;
 use super::wire::{KernelStart, ToKernel, ToWarden};
-use crate::KernelError;
 use crate::launch::{DenialFeed, ExitInfo, LaunchError, Launched};
 use crate::rekey::RekeyReport;
+use crate::{KernelError, WardenCallError};
 
 type LaunchAnswer = Result<(Launched, Vec<OwnedFd>), LaunchError>;
 type RekeyAnswer = Result<(RekeyReport, SecretBytes), KernelError>;
@@ -86,7 +86,7 @@ impl RemoteLauncher {
                             let error = if refused {
                                 LaunchError::Refused(message)
                             } else {
-                                LaunchError::Failed(message)
+                                LaunchError::Remote(message)
                             };
                             let waiter = launches.lock().ok().and_then(|mut l| l.remove(&id));
                             if let Some(waiter) = waiter {
@@ -105,13 +105,12 @@ impl RemoteLauncher {
                             let answer = match (outcome, key) {
                                 (Ok(report), Some(key)) => hex::decode(key.expose())
                                     .map(|bytes| (report, SecretBytes::new(bytes)))
-                                    .map_err(|_| {
-                                        KernelError::Hitl("the rekeyed key is not hex".to_owned())
-                                    }),
-                                (Ok(_), None) => Err(KernelError::Hitl(
-                                    "the warden rekeyed without a key".to_owned(),
-                                )),
-                                (Err(remote), _) => Err(KernelError::Hitl(remote.message)),
+                                    .map_err(|_| WardenCallError::KeyNotHex.into()),
+                                (Ok(_), None) => Err(WardenCallError::NoKey.into()),
+                                (Err(remote), _) => Err(WardenCallError::Remote {
+                                    message: remote.message,
+                                }
+                                .into()),
                             };
                             let waiter = rekeys.lock().ok().and_then(|mut r| r.remove(&id));
                             if let Some(waiter) = waiter {
@@ -173,10 +172,10 @@ impl RemoteLauncher {
                 &[],
             )
             .await
-            .map_err(|e| LaunchError::Failed(format!("the warden: {e}")))?;
+            .map_err(LaunchError::Warden)?;
         match receiver.await {
             Ok(answer) => answer.map(|(launched, _)| launched),
-            Err(_) => Err(LaunchError::Failed("the warden went away".to_owned())),
+            Err(_) => Err(LaunchError::WardenGone),
         }
     }
 
@@ -202,10 +201,8 @@ impl RemoteLauncher {
         self.channel
             .send(&ToWarden::RekeyMemory { id }, &[])
             .await
-            .map_err(|e| KernelError::Hitl(format!("the warden: {e}")))?;
-        receiver
-            .await
-            .map_err(|_| KernelError::Hitl("the warden went away".to_owned()))?
+            .map_err(WardenCallError::Channel)?;
+        receiver.await.map_err(|_| WardenCallError::Gone)?
     }
 
     /// Tells the warden the kernel is serving.
@@ -213,7 +210,7 @@ impl RemoteLauncher {
         self.channel
             .send(&ToWarden::Ready, &[])
             .await
-            .map_err(|e| KernelError::Hitl(format!("the warden: {e}")))
+            .map_err(|e| WardenCallError::Channel(e).into())
     }
 
     /// The sandbox, as the warden described it.
@@ -248,16 +245,14 @@ fn launched(
     exit: oneshot::Receiver<ExitInfo>,
 ) -> LaunchAnswer {
     let mut fds = fds.into_iter();
-    let connection = fds
-        .next()
-        .ok_or_else(|| LaunchError::Failed("the warden sent no connection".to_owned()))?;
+    let connection = fds.next().ok_or(LaunchError::NoConnection)?;
     let stderr = if has_stderr { fds.next() } else { None };
     let connection = std::os::unix::net::UnixStream::from(connection);
     connection
         .set_nonblocking(true)
-        .map_err(|e| LaunchError::Failed(format!("cannot use the connection: {e}")))?;
-    let connection = tokio::net::UnixStream::from_std(connection)
-        .map_err(|e| LaunchError::Failed(format!("cannot use the connection: {e}")))?;
+        .map_err(LaunchError::Connection)?;
+    let connection =
+        tokio::net::UnixStream::from_std(connection).map_err(LaunchError::Connection)?;
     Ok((
         Launched {
             pid,

@@ -43,11 +43,11 @@ pub use client::RemoteLauncher;
 pub(crate) use wire::KernelStart;
 use wire::{ToKernel, ToWarden};
 
-use crate::KernelError;
 use crate::config::Config;
 use crate::hitl::{self, DaemonLaunch};
 use crate::home::Home;
 use crate::launch::{self, ExitInfo, LaunchError, LocalLauncher};
+use crate::{KernelError, WardenCallError, WardenError};
 
 /// What `p3ak up` gives the warden.
 pub struct WardenOptions {
@@ -97,10 +97,9 @@ pub async fn run(
         kernel_args,
     } = options;
     if !home.is_initialised() {
-        return Err(KernelError::Home(format!(
-            "`{}` is not set up: run `p3ak init`",
-            home.root().display()
-        )));
+        return Err(KernelError::NotInitialised {
+            home: home.root().to_owned(),
+        });
     }
     home.prepare_run_dir()?;
     crate::kernel::check_not_running(&home)?;
@@ -119,7 +118,7 @@ pub async fn run(
             derive_keys(&home, &passphrase).map(|k| (k, passphrase))
         })
         .await
-        .map_err(|e| KernelError::Home(format!("key derivation failed: {e}")))??
+        .map_err(KernelError::task("key derivation"))??
     };
     let (keys, passphrase) = keys;
     if let Some(ids) = kernel_ids {
@@ -170,8 +169,8 @@ pub async fn run(
     }
 
     let (warden_end, kernel_end) = channel::pair().map_err(channel_error)?;
-    let program = p3ak_sandbox::Program::open(&exe, kernel_ids)
-        .map_err(|e| KernelError::Home(format!("cannot start the kernel: {e}")))?;
+    let program =
+        p3ak_sandbox::Program::open(&exe, kernel_ids).map_err(WardenError::KernelProgram)?;
     let mut command = program.command();
     command
         .arg("kernel")
@@ -194,9 +193,7 @@ pub async fn run(
     }
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
-    let mut kernel = command
-        .spawn()
-        .map_err(|e| KernelError::Home(format!("cannot start the kernel: {e}")))?;
+    let mut kernel = command.spawn().map_err(WardenError::KernelSpawn)?;
     drop(command);
     let kernel_pid = kernel.id();
     let channel = Channel::new(warden_end).map_err(channel_error)?;
@@ -287,34 +284,29 @@ pub async fn run(
     }
     match kernel_status {
         Some(status) if status.code == Some(0) => Ok(()),
-        Some(status) => Err(KernelError::Home(format!("the kernel stopped: {status}"))),
-        None => Err(KernelError::Home(
-            "the kernel could not be waited for".to_owned(),
-        )),
+        Some(status) => Err(WardenError::KernelStopped { status }.into()),
+        None => Err(WardenError::KernelUnwaitable.into()),
     }
 }
 
 /// The kernel's end: reads the start message from the warden's channel (its standard input)
 /// and starts the kernel with what it says.
 pub async fn start_kernel() -> Result<Arc<crate::Kernel>, KernelError> {
-    let fd = p3ak_proto::io::take_stdin_socket()
-        .map_err(|e| KernelError::Home(format!("the warden's channel: {e}")))?;
+    let fd = p3ak_proto::io::take_stdin_socket().map_err(WardenError::Stdin)?;
     let channel = Channel::new(fd).map_err(channel_error)?;
     let (message, fds) = channel
         .recv::<ToKernel>()
         .await
         .map_err(channel_error)?
-        .ok_or_else(|| KernelError::Home("the warden closed its channel".to_owned()))?;
+        .ok_or(WardenError::Closed)?;
     let ToKernel::Start(start) = message else {
-        return Err(KernelError::Home(
-            "the warden's first message is not a start".to_owned(),
-        ));
+        return Err(WardenError::NotStart.into());
     };
     let daemon_channel = fds
         .into_iter()
         .next()
         .map(std::os::unix::net::UnixStream::from)
-        .ok_or_else(|| KernelError::Home("the warden sent no daemon channel".to_owned()))?;
+        .ok_or(WardenError::NoDaemonChannel)?;
     let remote = RemoteLauncher::new(channel, &start);
     crate::kernel::Kernel::start_under_warden(*start, daemon_channel, remote).await
 }
@@ -352,14 +344,14 @@ fn handoff(key: &VaultKey) -> Credential {
 }
 
 fn channel_error(e: channel::ChannelError) -> KernelError {
-    KernelError::Home(format!("the warden's channel: {e}"))
+    WardenError::Channel(e).into()
 }
 
 /// As root: what the kernel's uid must own (its vault, `run/`) or read (its configuration,
 /// the memory vault), and a home every user it starts may pass through.
 fn prepare_home(home: &Home, (uid, gid): (u32, u32)) -> Result<(), KernelError> {
     use launch::plan::{PlanError, chown_tree, set_mode, traversable_ancestors};
-    let error = |e: PlanError| KernelError::Home(e.to_string());
+    let error = |e: PlanError| KernelError::from(WardenError::Prepare(e));
     set_mode(home.root(), 0o711).map_err(error)?;
     traversable_ancestors(home.root()).map_err(error)?;
     let audit = home.kernel_vault().parent().map(PathBuf::from);
@@ -461,7 +453,7 @@ impl Warden {
                     crate::maintenance::rekey_memory_vault(&home, &passphrase)
                 })
                 .await
-                .map_err(|e| KernelError::Hitl(format!("the rekey task failed: {e}")))
+                .map_err(|e| KernelError::from(WardenCallError::RekeyTask(e)))
                 .and_then(|r| r);
                 let message = match outcome {
                     Ok((report, key)) => ToKernel::Rekeyed {
