@@ -2,8 +2,9 @@
 //! real plugin processes (`files.list` on an empty workspace: as close to a no-op tool as a
 //! real plugin gets), and the IPC round trip to a plugin (ping → pong).
 //!
-//! `cargo bench -p p3ak --bench road`. The road figure includes four audit entries, each a
-//! vault commit with two fsyncs: that is the price of I5, and most of the total.
+//! `cargo bench -p p3ak --bench road`. The road figure includes its audit entries: one vault
+//! commit (two fsyncs) before the tool runs and one after: that is the price of I5, and most
+//! of the total. Concurrent turns share commits (the audit log group-commits).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup")]
 
@@ -14,6 +15,7 @@ use p3ak_kernel::home::Home;
 use p3ak_kernel::{Kernel, KernelOptions};
 use p3ak_vault::{KdfParams, Passphrase};
 
+#[expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 fn road(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path().join("home"));
@@ -58,6 +60,29 @@ fn road(c: &mut Criterion) {
         "road: proposal -> decision -> execution -> result (files.list)",
         &road,
     );
+    // Concurrent turns: the same call from 1 and from 8 tasks at once, calls per second.
+    // Durability is shared between turns only where the audit log group-commits.
+    for parallel in [1usize, 8] {
+        let calls = 400;
+        let started = std::time::Instant::now();
+        runtime.block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..parallel {
+                let kernel = std::sync::Arc::clone(&kernel);
+                let call = call.clone();
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..calls / parallel {
+                        kernel.propose("assistant", &call, "bench").await.unwrap();
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        let rate = calls as f64 / started.elapsed().as_secs_f64();
+        println!("road, {parallel} concurrent turn(s): {rate:.0} calls/s");
+    }
     let files = kernel.host().connection("files").unwrap();
     let ping = sample(5000, || {
         runtime
