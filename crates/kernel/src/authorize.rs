@@ -215,6 +215,7 @@ impl Enforcer {
                 tier: None,
                 group: None,
                 rules: vec![NOT_OFFERED.to_owned()],
+                reasons: Vec::new(),
             };
             return (Decided::Rejected, verdict);
         };

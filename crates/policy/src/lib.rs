@@ -26,14 +26,19 @@ mod condition;
 mod error;
 mod pattern;
 mod policy;
+pub mod provenance;
 mod raw;
 mod swap;
 mod types;
 
 pub use error::{Diagnostic, PolicyError, Position};
 pub use pattern::{Pattern, valid_action_name};
-pub use policy::{Explanation, MIN_REKEY_EVERY, Policy, RekeySchedule, Step, TotalKind, TotalSpec};
+pub use policy::{
+    Explanation, MIN_REKEY_EVERY, Policy, RekeySchedule, Step, TotalKey, TotalKind, TotalSpec,
+};
+pub use provenance::{Origins, Said, Source, SourcePattern, Transcript};
 pub use swap::PolicyCell;
 pub use types::{
-    AgentNotice, Context, Decision, Declared, Level, Origin, Request, Tier, TimeOfDay, Verdict,
+    AgentNotice, Context, Decision, Declared, Grant, Level, Origin, Reason, Request, SessionHistory,
+    Tier, TimeOfDay, Verdict,
 };

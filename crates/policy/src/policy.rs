@@ -47,6 +47,9 @@ pub struct TotalSpec {
     /// How far back to look.
     #[serde(serialize_with = "secs")]
     pub window: Duration,
+    /// Kept apart per value of this key (per payee, per channel, ...); `None`: one total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<TotalKey>,
     #[serde(skip)]
     patterns: Vec<Pattern>,
     #[serde(skip)]
@@ -72,6 +75,92 @@ impl TotalSpec {
                 value.as_i64().filter(|amount| *amount >= 0)
             }
         }
+    }
+}
+
+/// What a total is kept apart by (`by:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TotalKey {
+    /// An argument's value (`by: args.payee`): a text, or a number's JSON text.
+    Arg(String),
+    /// The channel the call came from.
+    Channel,
+    /// The proposing agent.
+    Agent,
+    /// The session (conversation) the call belongs to.
+    Session,
+}
+
+impl std::fmt::Display for TotalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Arg(path) => write!(f, "args.{path}"),
+            Self::Channel => f.write_str("channel"),
+            Self::Agent => f.write_str("agent"),
+            Self::Session => f.write_str("session"),
+        }
+    }
+}
+
+impl Serialize for TotalKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl TotalKey {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "channel" => Some(Self::Channel),
+            "agent" => Some(Self::Agent),
+            "session" => Some(Self::Session),
+            _ => {
+                let path = text.strip_prefix("args.")?;
+                (!path.split('.').any(str::is_empty)).then(|| Self::Arg(path.to_owned()))
+            }
+        }
+    }
+}
+
+impl TotalSpec {
+    /// The key a call is counted under: `Some(None)` for a total kept as one; `None` when the
+    /// call has no value for the key (a missing argument, a list or record, no channel or
+    /// session), which makes the total unavailable for that call.
+    #[must_use]
+    pub fn key_of(
+        &self,
+        agent: &str,
+        args: &serde_json::Value,
+        channel: Option<&str>,
+        session: Option<&str>,
+    ) -> Option<Option<String>> {
+        let Some(by) = &self.by else {
+            return Some(None);
+        };
+        let key = match by {
+            TotalKey::Arg(path) => {
+                let mut value = args;
+                for segment in path.split('.') {
+                    value = value.get(segment)?;
+                }
+                crate::provenance::leaf_text(value)?
+            }
+            TotalKey::Channel => channel?.to_owned(),
+            TotalKey::Agent => agent.to_owned(),
+            TotalKey::Session => session?.to_owned(),
+        };
+        Some(Some(key))
+    }
+
+    /// [`TotalSpec::key_of`] for a request.
+    #[must_use]
+    pub fn key_of_request(&self, request: &Request) -> Option<Option<String>> {
+        self.key_of(
+            &request.agent,
+            &request.args,
+            request.context.channel.as_deref(),
+            request.context.session.as_ref().map(|s| s.id.as_str()),
+        )
     }
 }
 
@@ -891,6 +980,7 @@ fn combine(candidates: Vec<Candidate>) -> Verdict {
             tier: None,
             group: None,
             rules: vec!["default:unknown".to_owned()],
+            reasons: Vec::new(),
         };
     };
     // A forbid always wins: when one matched, it alone is the deciding rule.
@@ -954,6 +1044,7 @@ fn combine(candidates: Vec<Candidate>) -> Verdict {
         tier,
         group,
         rules,
+        reasons: Vec::new(),
     }
 }
 
@@ -1185,8 +1276,19 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
                 None
             }
         };
+        let by = spec.value.by.as_ref().and_then(|by| {
+            let key = TotalKey::parse(&by.value);
+            if key.is_none() {
+                ck.errors.push(
+                    Diagnostic::at(&by.referenced, format!("invalid total key `{}`", by.value))
+                        .with_hint("`by` is `args.NAME`, `channel`, `agent` or `session`"),
+                );
+            }
+            key
+        });
         if let Some((kind, path)) = kind {
             totals.push(TotalSpec {
+                by,
                 name: name.value.clone(),
                 actions: spec.value.actions.iter().map(|a| a.value.clone()).collect(),
                 kind,

@@ -178,6 +178,7 @@ pub(crate) struct RawTotal {
     pub(crate) sum: Option<Spanned<String>>,
     pub(crate) count: Option<bool>,
     pub(crate) window: Dur,
+    pub(crate) by: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

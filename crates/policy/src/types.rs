@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::provenance::{Origins, Said};
+
 /// What kind of effect an action has. Ordered from least to most consequential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -166,6 +168,54 @@ pub struct Context {
     /// The channel the request came from (`console`, `signal`, `voice`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// What this session (one conversation) has already run, for `session.*` conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionHistory>,
+    /// Where each value of the call's arguments came from, for `from:` tests: computed by the
+    /// kernel with [`crate::Transcript::origins_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origins: Option<Origins>,
+    /// The session's labelled texts, for case files and `explain`: when `origins` is absent
+    /// the engine computes them from these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<Vec<Said>>,
+    /// Remembered approvals the owner granted that have not expired (the kernel drops the
+    /// expired ones; the engine reads no clock).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<Grant>,
+}
+
+/// What one session has already run: the actions allowed or approved, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionHistory {
+    /// The session's id (the conversation), for totals kept per session.
+    #[serde(default)]
+    pub id: String,
+    /// The actions that ran, oldest first.
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+/// A remembered approval: the owner approved an escalated call and chose to allow calls like
+/// it for a while. It is never wider than what was approved: the same action, the same values
+/// for the arguments it pins, and at most the level that was approved. It turns an escalation
+/// into an allowance, never a rejection, and never stands in for level 5.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Its id, shown in the verdict's rules as `grant:ID`.
+    pub id: String,
+    /// The exact action it covers.
+    pub action: String,
+    /// Argument paths (`to`, `payee.iban`) and the exact values it was granted for.
+    #[serde(default)]
+    pub args: BTreeMap<String, serde_json::Value>,
+    /// The highest escalation level it stands in for (1–4).
+    pub level: Level,
+    /// When it stops, in seconds since the Unix epoch (for display; the kernel enforces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// Who wrote the plugin that declared an action's tier.
@@ -445,6 +495,23 @@ pub struct Verdict {
     pub group: Option<String>,
     /// Ids of the rules that decided, for the audit log.
     pub rules: Vec<String>,
+    /// Every rule that asked for more than an allowance (the deciding ones and the others),
+    /// strictest first, each with the operator's `why:`. For the approver and the audit log,
+    /// never for a model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<Reason>,
+}
+
+/// A rule that contributed to a decision, and what the operator wrote about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// The rule's id.
+    pub rule: String,
+    /// What the rule asked for.
+    pub effect: Decision,
+    /// The operator's explanation (`why:`), if they wrote one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 impl Verdict {

@@ -408,6 +408,7 @@ impl Road {
             totals,
             time,
             channel: Some(channel.to_owned()),
+            ..Context::default()
         }
     }
 }
