@@ -23,6 +23,7 @@
 
 pub mod cases;
 mod condition;
+mod decimal;
 mod error;
 mod pattern;
 mod policy;

@@ -8,11 +8,14 @@ use cedar_policy::{Entities, EntityUid, EvalResult, RestrictedExpression};
 use serde::Serialize;
 use serde_saphyr::Spanned;
 
-use crate::condition::{Compiler, Condition};
+use crate::condition::{Compiler, Condition, Facts, Need};
+use crate::decimal;
+use crate::provenance::{Origins, Transcript, normalise};
+use crate::raw::{RawSet, Scalar};
 use crate::error::{Diagnostic, PolicyError, Position};
 use crate::pattern::Pattern;
 use crate::raw::{self, RawEntry, RawPolicy, Unknown};
-use crate::types::{Decision, Declared, Level, Origin, Request, Tier, Verdict};
+use crate::types::{Decision, Declared, Grant, Level, Origin, Reason, Request, Tier, Verdict};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_LEVEL: Level = match Level::new(2) {
@@ -47,6 +50,10 @@ pub struct TotalSpec {
     /// How far back to look.
     #[serde(serialize_with = "secs")]
     pub window: Duration,
+    /// Decimal places of a sum of a decimal argument: the total counts units of
+    /// `10^-decimals` (`None`: whole numbers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decimals: Option<u32>,
     /// Kept apart per value of this key (per payee, per channel, ...); `None`: one total.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<TotalKey>,
@@ -58,8 +65,8 @@ pub struct TotalSpec {
 
 impl TotalSpec {
     /// What one call adds to this total: `None` when the action does not count, or when a
-    /// sum's argument is missing, negative or not an integer. The kernel's ledger uses this so
-    /// that it counts exactly what the engine adds.
+    /// sum's argument is missing, negative, not a number, or does not fit its declared decimal
+    /// places. The kernel's ledger uses this so that it counts exactly what the engine adds.
     #[must_use]
     pub fn contribution(&self, action: &str, args: &serde_json::Value) -> Option<i64> {
         if !self.patterns.iter().any(|p| p.matches(action)) {
@@ -68,11 +75,12 @@ impl TotalSpec {
         match self.kind {
             TotalKind::Count => Some(1),
             TotalKind::Sum { .. } => {
-                let mut value = args;
-                for segment in &self.path {
-                    value = value.get(segment)?;
-                }
-                value.as_i64().filter(|amount| *amount >= 0)
+                let value = crate::condition::lookup(args, &self.path)?;
+                let amount = match self.decimals {
+                    Some(scale) => decimal::scaled(value, scale).ok()?,
+                    None => value.as_i64()?,
+                };
+                (amount >= 0).then_some(amount)
             }
         }
     }
@@ -220,6 +228,7 @@ impl Settings {
 #[derive(Debug)]
 struct Entry {
     id: String,
+    why: Option<String>,
     group: String,
     settings: Settings,
     rules: Vec<usize>,
@@ -234,6 +243,7 @@ enum Effect {
 #[derive(Debug)]
 struct CondRule {
     id: String,
+    why: Option<String>,
     agents: Option<HashSet<String>>,
     condition: Condition,
     effect: Effect,
@@ -242,6 +252,7 @@ struct CondRule {
 #[derive(Debug)]
 struct Forbid {
     id: String,
+    why: Option<String>,
     agents: Option<HashSet<String>>,
     condition: Option<Condition>,
 }
@@ -311,6 +322,13 @@ pub struct Policy {
     totals: Vec<TotalSpec>,
     vault_rekey: Option<RekeySchedule>,
     defaults: Defaults,
+    /// Argument paths with declared decimal places.
+    decimals: Vec<(Vec<String>, u32)>,
+    /// Every value of the named sets, normalised: what the operator wrote counts as coming
+    /// from the operator for `from:` tests.
+    operator_values: HashSet<String>,
+    /// `sensitive`: actions after which `session.sensitive` holds.
+    sensitive: Vec<Pattern>,
     warnings: Vec<Diagnostic>,
     uids: (EntityUid, EntityUid, EntityUid),
     entities: Entities,
@@ -349,11 +367,27 @@ struct Candidate {
     tier: Option<Tier>,
     group: Option<String>,
     rule: String,
+    why: Option<String>,
 }
 
 impl Policy {
-    /// Parses, checks and compiles a policy file.
+    /// Parses, checks and compiles a policy file. A set read from a file (`{ file: NAME }`) is
+    /// an error here: use [`Policy::from_yaml_with_files`].
     pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
+        Self::from_yaml_with_files(text, |_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "sets from files need the policy's location (load the policy from its file)",
+            ))
+        })
+    }
+
+    /// Parses, checks and compiles a policy file; `read` gives the text of a file named by a
+    /// set (`{ file: NAME }`, a plain relative name resolved beside the policy by the caller).
+    pub fn from_yaml_with_files(
+        text: &str,
+        read: impl Fn(&str) -> std::io::Result<String>,
+    ) -> Result<Self, PolicyError> {
         if text.lines().all(|l| {
             let l = l.trim();
             l.is_empty() || l.starts_with('#') || l == "---"
@@ -365,7 +399,7 @@ impl Policy {
         }
         let raw: RawPolicy = serde_saphyr::from_str(text)
             .map_err(|e| PolicyError::one(Diagnostic::from_yaml(&e)))?;
-        compile(raw)
+        compile(raw, &read)
     }
 
     /// Problems that do not stop the policy from loading (rules shadowed by a forbid, ...).
@@ -532,12 +566,10 @@ impl Policy {
             };
             // A rule that reads a value the engine cannot represent rejects, whichever way its
             // branches would have gone: it is never skipped.
-            if let Some(read) = condition
-                .reads
-                .iter()
-                .find(|r| env.unrepresentable.iter().any(|at| r.touches(at)))
-            {
-                return Err(Failure::Unrepresentable(read.name()));
+            for read in &condition.reads {
+                if let Some((_, why)) = env.unrepresentable.iter().find(|(at, _)| read.touches(at)) {
+                    return Err(Failure::Unrepresentable(read.name(), why.clone()));
+                }
             }
             // A list element that could not be judged explains the error better than Cedar.
             let why = |cedar: String| {
@@ -548,10 +580,20 @@ impl Policy {
                     .cloned()
                     .unwrap_or(cedar)
             };
+            // Cedar's own error names its internals; a missing part of the request says more.
+            let missing = || {
+                condition
+                    .needs
+                    .iter()
+                    .find(|need| !supplied(request, need))
+                    .map(|need| format!("this call did not supply {need}"))
+            };
             match cedar_policy::eval_expression(&env.request, &self.entities, &condition.expr) {
                 Ok(EvalResult::Bool(b)) => Ok(b),
                 Ok(_) => Err(Failure::Error(why("condition is not a boolean".to_owned()))),
-                Err(e) => Err(Failure::Error(why(e.to_string()))),
+                Err(e) => Err(Failure::Error(
+                    missing().unwrap_or_else(|| why(e.to_string())),
+                )),
             }
         };
 
@@ -573,6 +615,7 @@ impl Policy {
                     tier: None,
                     group: None,
                     rule,
+                    why: forbid.why.clone(),
                 });
             }
             record(Step {
@@ -580,7 +623,7 @@ impl Policy {
                 kind: "forbid",
                 outcome: text,
                 effect: hit.then_some(Decision::Reject),
-                condition: forbid.condition.as_ref().map(|c| c.text.clone()),
+                condition: forbid.condition.as_ref().map(Condition::describe),
             });
         }
 
@@ -596,6 +639,7 @@ impl Policy {
                     tier: None,
                     group: None,
                     rule: "agents".to_owned(),
+                    why: None,
                 });
             }
             record(Step {
@@ -626,6 +670,7 @@ impl Policy {
                     tier: None,
                     group: None,
                     rule: rule.clone(),
+                    why: None,
                 });
             }
             record(Step {
@@ -665,6 +710,7 @@ impl Policy {
                 tier,
                 group: None,
                 rule: rule.to_owned(),
+                why: None,
             });
         }
         for entry in &entries {
@@ -682,6 +728,7 @@ impl Policy {
                 tier: Some(entry.settings.tier),
                 group: Some(entry.group.clone()),
                 rule: entry.id.clone(),
+                why: entry.why.clone(),
             });
         }
         for (entry, rule) in rules {
@@ -702,7 +749,7 @@ impl Policy {
                 kind: "rule",
                 outcome,
                 effect: effect.as_ref().map(|(d, _)| d.clone()),
-                condition: Some(rule.condition.text.clone()),
+                condition: Some(rule.condition.describe()),
             });
             if let Some((decision, tier)) = effect {
                 candidates.push(Candidate {
@@ -711,10 +758,58 @@ impl Policy {
                     tier,
                     group: Some(entry.group.clone()),
                     rule: deciding,
+                    why: rule.why.clone(),
                 });
             }
         }
-        combine(candidates)
+        let verdict = combine(candidates);
+        self.apply_grants(request, verdict, &mut record)
+    }
+
+    /// A remembered approval turns an escalation it covers into an allowance: the same action,
+    /// the same value at every argument it pins, a level no higher than the one approved, and
+    /// never level 5. It cannot touch a rejection.
+    fn apply_grants(
+        &self,
+        request: &Request,
+        verdict: Verdict,
+        record: &mut impl FnMut(Step),
+    ) -> Verdict {
+        let Decision::Escalate { level, .. } = &verdict.decision else {
+            return verdict;
+        };
+        let level = *level;
+        let covers = |grant: &Grant| {
+            grant.action == request.action
+                && level <= grant.level
+                && level < Level::MAX
+                && grant.args.iter().all(|(path, want)| {
+                    let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+                    crate::condition::lookup(&request.args, &path) == Some(want)
+                })
+        };
+        let Some(grant) = request.context.grants.iter().find(|g| covers(g)) else {
+            return verdict;
+        };
+        let rule = format!("grant:{}", grant.id);
+        let tier = verdict.tier.unwrap_or(Tier::Act);
+        record(Step {
+            rule: rule.clone(),
+            kind: "grant",
+            outcome: format!(
+                "applies: remembered approval for `{}` up to level {}",
+                grant.action, grant.level
+            ),
+            effect: Some(Decision::Allow { tier }),
+            condition: None,
+        });
+        Verdict {
+            decision: Decision::Allow { tier },
+            tier: Some(tier),
+            group: verdict.group,
+            rules: vec![rule],
+            reasons: verdict.reasons,
+        }
     }
 
     fn default_for(&self, declared: Honoured) -> (Decision, Option<Tier>, &'static str) {
@@ -756,12 +851,22 @@ impl Policy {
 
     /// Everything the conditions of one decision are evaluated against.
     fn environment(&self, request: &Request, conditions: &[&Condition]) -> Result<Env, String> {
-        let mut unrepresentable = Vec::new();
-        unrepresentable_at(
-            &request.args,
-            &mut vec!["args".to_owned()],
-            &mut unrepresentable,
-        );
+        let mut unrepresentable: Vec<(Vec<String>, Option<String>)> = Vec::new();
+        // Decimal arguments become whole numbers of their smallest unit.
+        let mut args = std::borrow::Cow::Borrowed(&request.args);
+        for (path, scale) in &self.decimals {
+            if crate::condition::lookup(&request.args, &path[..1]).is_some() {
+                let mut at = vec!["args".to_owned()];
+                scale_at(args.to_mut(), path, *scale, &mut at, &mut unrepresentable);
+            }
+        }
+        let mut plain = Vec::new();
+        unrepresentable_at(&args, &mut vec!["args".to_owned()], &mut plain);
+        for at in plain {
+            if !unrepresentable.iter().any(|(p, _)| *p == at) {
+                unrepresentable.push((at, None));
+            }
+        }
         // A sum fed such a value is unknown too, and says so.
         for spec in &self.totals {
             let TotalKind::Sum { .. } = spec.kind else {
@@ -773,15 +878,33 @@ impl Policy {
             let arg: Vec<String> = std::iter::once("args".to_owned())
                 .chain(spec.path.iter().cloned())
                 .collect();
-            if unrepresentable
+            if let Some((_, why)) = unrepresentable
                 .iter()
-                .any(|at: &Vec<String>| at.starts_with(&arg) || arg.starts_with(at))
+                .find(|(at, _)| at.starts_with(&arg) || arg.starts_with(at))
             {
-                unrepresentable.push(vec!["total".to_owned(), spec.name.clone()]);
+                let why = why.clone();
+                unrepresentable.push((vec!["total".to_owned(), spec.name.clone()], why));
             }
         }
+        let needs_provenance = conditions
+            .iter()
+            .any(|c| c.needs.contains(&Need::Provenance));
+        let computed: Option<Origins>;
+        let origins = match (&request.context.origins, &request.context.transcript) {
+            (Some(origins), _) => Some(origins),
+            (None, Some(said)) if needs_provenance => {
+                let transcript: Transcript = said.iter().cloned().collect();
+                computed = Some(transcript.origins_of(&request.args));
+                computed.as_ref()
+            }
+            _ => None,
+        };
+        let facts = Facts {
+            origins,
+            operator: &self.operator_values,
+        };
         let mut derived_errors = HashMap::new();
-        let request = self.cedar_request(request, conditions, &mut derived_errors)?;
+        let request = self.cedar_request(request, &args, conditions, &facts, &mut derived_errors)?;
         Ok(Env {
             request,
             unrepresentable,
@@ -792,18 +915,20 @@ impl Policy {
     fn cedar_request(
         &self,
         request: &Request,
+        args: &serde_json::Value,
         conditions: &[&Condition],
+        facts: &Facts<'_>,
         derived_errors: &mut HashMap<String, String>,
     ) -> Result<cedar_policy::Request, String> {
-        let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(6);
+        let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(7);
         pairs.push((
             "agent".to_owned(),
             RestrictedExpression::new_string(request.agent.clone()),
         ));
-        pairs.push(("args".to_owned(), to_cedar(&request.args)));
+        pairs.push(("args".to_owned(), to_cedar(args)));
         let mut totals = Vec::new();
         for spec in &self.totals {
-            if let Some(value) = total_value(spec, request) {
+            if let Some(value) = total_value(spec, request, args) {
                 totals.push((spec.name.clone(), RestrictedExpression::new_long(value)));
             }
         }
@@ -823,9 +948,34 @@ impl Policy {
                 RestrictedExpression::new_string(channel.clone()),
             ));
         }
+        if let Some(session) = &request.context.session {
+            let sensitive = session
+                .actions
+                .iter()
+                .any(|a| self.sensitive.iter().any(|p| p.matches(a)));
+            let calls = i64::try_from(session.actions.len()).unwrap_or(i64::MAX);
+            let record = RestrictedExpression::new_record([
+                (
+                    "actions".to_owned(),
+                    RestrictedExpression::new_set(
+                        session
+                            .actions
+                            .iter()
+                            .map(|a| RestrictedExpression::new_string(a.clone())),
+                    ),
+                ),
+                (
+                    "sensitive".to_owned(),
+                    RestrictedExpression::new_bool(sensitive),
+                ),
+                ("calls".to_owned(), RestrictedExpression::new_long(calls)),
+            ])
+            .map_err(|e| e.to_string())?;
+            pairs.push(("session".to_owned(), record));
+        }
         let mut derived: Vec<(String, RestrictedExpression)> = Vec::new();
         for d in conditions.iter().flat_map(|c| c.derived.iter()) {
-            match d.evaluate(&request.args) {
+            match d.evaluate(args, facts) {
                 None => {}
                 Some(Ok(b)) => derived.push((d.key.clone(), RestrictedExpression::new_bool(b))),
                 // Not a boolean: a condition that reaches it fails to evaluate, and rejects.
@@ -852,10 +1002,73 @@ impl Policy {
     }
 }
 
+/// Whether a request carries what a condition needs from the kernel.
+pub(crate) fn supplied(request: &Request, need: &Need) -> bool {
+    let context = &request.context;
+    match need {
+        Need::Total(name) => context.totals.contains_key(name),
+        Need::Time => context.time.is_some(),
+        Need::Channel => context.channel.is_some(),
+        Need::Session => context.session.is_some(),
+        Need::Provenance => context.origins.is_some() || context.transcript.is_some(),
+    }
+}
+
+/// Converts the numbers at `path` (under `value`, reached through records and, element by
+/// element, through lists) to whole units of `10^-scale`. A number that does not fit is
+/// recorded with why, at the path down to the first list (a condition reads a list whole).
+fn scale_at(
+    value: &mut serde_json::Value,
+    path: &[String],
+    scale: u32,
+    at: &mut Vec<String>,
+    out: &mut Vec<(Vec<String>, Option<String>)>,
+) {
+    scale_inner(value, path, scale, at, false, out);
+}
+
+fn scale_inner(
+    value: &mut serde_json::Value,
+    path: &[String],
+    scale: u32,
+    at: &mut Vec<String>,
+    listed: bool,
+    out: &mut Vec<(Vec<String>, Option<String>)>,
+) {
+    use serde_json::Value;
+    match (path.split_first(), value) {
+        (_, Value::Array(items)) => {
+            for item in items {
+                scale_inner(item, path, scale, at, true, out);
+            }
+        }
+        (None, leaf @ Value::Number(_)) => match decimal::scaled(leaf, scale) {
+            Ok(units) => *leaf = Value::from(units),
+            Err(e) => {
+                if !out.iter().any(|(p, _)| p == at) {
+                    out.push((at.clone(), Some(e.to_string())));
+                }
+            }
+        },
+        (Some((first, rest)), Value::Object(map)) => {
+            if let Some(child) = map.get_mut(first) {
+                if !listed {
+                    at.push(first.clone());
+                }
+                scale_inner(child, rest, scale, at, listed, out);
+                if !listed {
+                    at.pop();
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The prior value the kernel supplied plus this call's own part. `None` (and so a failed
 /// condition, and a rejection) when the kernel did not supply it, when this call's amount is
-/// missing, negative or not an integer, or on overflow.
-fn total_value(spec: &TotalSpec, request: &Request) -> Option<i64> {
+/// missing, negative or not a number in its unit, or on overflow.
+fn total_value(spec: &TotalSpec, request: &Request, args: &serde_json::Value) -> Option<i64> {
     let prior = *request.context.totals.get(&spec.name)?;
     if !spec.patterns.iter().any(|p| p.matches(&request.action)) {
         return Some(prior);
@@ -863,11 +1076,7 @@ fn total_value(spec: &TotalSpec, request: &Request) -> Option<i64> {
     let own = match spec.kind {
         TotalKind::Count => 1,
         TotalKind::Sum { .. } => {
-            let mut value = &request.args;
-            for segment in &spec.path {
-                value = value.get(segment)?;
-            }
-            let amount = value.as_i64()?;
+            let amount = crate::condition::lookup(args, &spec.path)?.as_i64()?;
             if amount < 0 {
                 return None;
             }
@@ -881,8 +1090,8 @@ fn total_value(spec: &TotalSpec, request: &Request) -> Option<i64> {
 struct Env {
     request: cedar_policy::Request,
     /// Paths in the context (`["args", "amount"]`, `["total", "paid"]`) of values the engine
-    /// cannot represent; a list holding one anywhere is listed whole.
-    unrepresentable: Vec<Vec<String>>,
+    /// cannot represent, and why when more can be said; a list holding one is listed whole.
+    unrepresentable: Vec<(Vec<String>, Option<String>)>,
     /// Why a derived fact could not be decided, by key.
     derived_errors: HashMap<String, String>,
 }
@@ -891,8 +1100,9 @@ struct Env {
 enum Failure {
     /// Cedar (or Rust, for a derived fact) could not evaluate it.
     Error(String),
-    /// It reads (the named subject reaches) a value the engine cannot represent.
-    Unrepresentable(String),
+    /// It reads (the named subject reaches) a value the engine cannot represent, and why
+    /// when more can be said (a decimal that does not fit its places).
+    Unrepresentable(String, Option<String>),
 }
 
 impl Failure {
@@ -900,7 +1110,7 @@ impl Failure {
     fn rule(&self, id: &str) -> String {
         match self {
             Self::Error(_) => id.to_owned(),
-            Self::Unrepresentable(read) => format!("engine:unrepresentable:{read}"),
+            Self::Unrepresentable(read, _) => format!("engine:unrepresentable:{read}"),
         }
     }
 
@@ -908,8 +1118,11 @@ impl Failure {
     fn outcome(&self) -> String {
         match self {
             Self::Error(e) => format!("error: {e}"),
-            Self::Unrepresentable(read) => format!(
+            Self::Unrepresentable(read, None) => format!(
                 "error: reading `{read}` meets a value the engine cannot represent (a null, a fraction or an integer beyond 64 bits); rejected as `engine:unrepresentable:{read}`"
+            ),
+            Self::Unrepresentable(read, Some(why)) => format!(
+                "error: reading `{read}`: {why}; rejected as `engine:unrepresentable:{read}`"
             ),
         }
     }
@@ -983,6 +1196,22 @@ fn combine(candidates: Vec<Candidate>) -> Verdict {
             reasons: Vec::new(),
         };
     };
+    // Every rule that asked for more than an allowance, strictest first, for the approver.
+    let mut reasons: Vec<Reason> = Vec::new();
+    let mut asking: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| !matches!(c.decision, Decision::Allow { .. }))
+        .collect();
+    asking.sort_by_key(|c| std::cmp::Reverse(c.decision.rank()));
+    for c in asking {
+        if !reasons.iter().any(|r| r.rule == c.rule) {
+            reasons.push(Reason {
+                rule: c.rule.clone(),
+                effect: c.decision.clone(),
+                why: c.why.clone(),
+            });
+        }
+    }
     // A forbid always wins: when one matched, it alone is the deciding rule.
     let forbidden = candidates.iter().any(|c| c.forbid);
     let mut decision: Option<Decision> = None;
@@ -1044,7 +1273,7 @@ fn combine(candidates: Vec<Candidate>) -> Verdict {
         tier,
         group,
         rules,
-        reasons: Vec::new(),
+        reasons,
     }
 }
 
@@ -1108,7 +1337,10 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
+fn compile(
+    raw: RawPolicy,
+    read: &dyn Fn(&str) -> std::io::Result<String>,
+) -> Result<Policy, PolicyError> {
     let mut ck = Checker {
         errors: Vec::new(),
         warnings: Vec::new(),
@@ -1223,6 +1455,42 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
             Some(set)
         };
 
+    let sets = compile_sets(&mut ck, &raw.sets, read);
+    let operator_values: HashSet<String> = sets
+        .values()
+        .flatten()
+        .filter_map(|item| match item {
+            Scalar::Str(text) => Some(normalise(text)),
+            Scalar::Int(n) => Some(n.to_string()),
+            Scalar::Bool(_) | Scalar::Frac(_) => None,
+        })
+        .collect();
+    let mut decimals: Vec<(Vec<String>, u32)> = Vec::new();
+    for (key, places) in &raw.decimals.0 {
+        let path: Option<Vec<String>> = key
+            .value
+            .strip_prefix("args.")
+            .map(|p| p.split('.').map(str::to_owned).collect())
+            .filter(|p: &Vec<String>| !p.iter().any(String::is_empty));
+        match path {
+            None => ck.errors.push(
+                Diagnostic::at(&key.referenced, format!("invalid argument path `{}`", key.value))
+                    .with_hint("`decimals` maps argument paths to decimal places, e.g. `args.amount: 2`"),
+            ),
+            Some(_) if places.value > decimal::MAX_SCALE => ck.errors.push(Diagnostic::at(
+                &places.referenced,
+                format!(
+                    "`{}` declares {} decimal places; at most {} are supported",
+                    key.value,
+                    places.value,
+                    decimal::MAX_SCALE
+                ),
+            )),
+            Some(path) => decimals.push((path, places.value)),
+        }
+    }
+    let sensitive = ck.patterns(&raw.sensitive);
+
     // Totals.
     let mut totals = Vec::new();
     for (name, spec) in &raw.totals.0 {
@@ -1287,7 +1555,9 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
             key
         });
         if let Some((kind, path)) = kind {
+            let scale = decimals.iter().find(|(p, _)| *p == path).map(|(_, s)| *s);
             totals.push(TotalSpec {
+                decimals: scale.filter(|_| matches!(kind, TotalKind::Sum { .. })),
                 by,
                 name: name.value.clone(),
                 actions: spec.value.actions.iter().map(|a| a.value.clone()).collect(),
@@ -1298,9 +1568,15 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
             });
         }
     }
-    let total_names: Vec<String> = totals.iter().map(|t| t.name.clone()).collect();
+    let total_names: Vec<(String, Option<u32>)> = totals
+        .iter()
+        .map(|t| (t.name.clone(), t.decimals))
+        .collect();
     let mut compiler = Compiler {
         totals: &total_names,
+        decimals: &decimals,
+        sets: &sets,
+        used_sets: HashSet::new(),
         next_derived: 0,
     };
 
@@ -1345,6 +1621,7 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
         }
         forbids.push(Forbid {
             id,
+            why: f.why.clone(),
             agents,
             condition,
         });
@@ -1403,6 +1680,7 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
             entry_index.insert(&pattern, at);
             entries.push(Entry {
                 id,
+                why: entry.value.why.clone(),
                 group: name.to_owned(),
                 settings,
                 rules: rule_ids,
@@ -1410,6 +1688,18 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
         }
     }
 
+    for (name, spec) in &raw.sets.0 {
+        if !compiler.used_sets.contains(&name.value) {
+            ck.warnings.push(
+                Diagnostic::at(&name.referenced, format!("set `{}` is never used", name.value))
+                    .with_hint(format!(
+                        "use it in a test as `${}` (`in`, `not_in`, `host_in`, ...), or remove it",
+                        name.value
+                    )),
+            );
+        }
+        let _ = spec;
+    }
     if !ck.errors.is_empty() {
         ck.errors.sort_by_key(|d| d.position);
         return Err(PolicyError {
@@ -1436,6 +1726,9 @@ fn compile(raw: RawPolicy) -> Result<Policy, PolicyError> {
         totals,
         vault_rekey,
         defaults,
+        decimals,
+        operator_values,
+        sensitive,
         warnings: ck.warnings,
         uids: (
             uid("P3ak::Agent::\"agent\"")?,
@@ -1588,11 +1881,110 @@ fn compile_rule(
             return None;
         }
     };
+    if let Effect::Apply(settings) = &effect
+        && settings.level <= base.level
+        && r.tier.is_none_or(|t| t <= base.tier)
+        && r.crawfish.is_none()
+        && r.notify.is_none()
+        && r.confirm_twice.is_none_or(|c| !c || base.confirm_twice)
+        && r.timeout.is_none()
+    {
+        ck.warnings.push(
+            Diagnostic::at(
+                &rule.referenced,
+                format!(
+                    "rule `{id}` can never change a decision: its entry already asks for level {}",
+                    base.level
+                ),
+            )
+            .with_hint("rules only make a decision stricter; give it a higher level, or `reject: true`"),
+        );
+    }
     let condition = compiler.compile(&r.when, &mut ck.errors, &mut ck.warnings)?;
     Some(CondRule {
         id,
+        why: r.why.clone(),
         agents,
         condition,
         effect,
     })
+}
+
+/// The longest set file the engine reads.
+const MAX_SET_FILE: usize = 1 << 20;
+
+/// `sets:`: each named set's items, inline or one per line of a file beside the policy
+/// (blank lines and lines starting with `#` skipped).
+fn compile_sets(
+    ck: &mut Checker,
+    raw: &raw::OrderedMap<Spanned<RawSet>>,
+    read: &dyn Fn(&str) -> std::io::Result<String>,
+) -> HashMap<String, Vec<Scalar>> {
+    let mut sets = HashMap::new();
+    for (name, spec) in &raw.0 {
+        if !valid_name(&name.value) {
+            ck.errors.push(
+                Diagnostic::at(&name.referenced, format!("invalid set name `{}`", name.value))
+                    .with_hint("use letters, digits, `_` and `-`"),
+            );
+            continue;
+        }
+        let items = match &spec.value {
+            RawSet::Items(items) => {
+                if let Some(bad) = items.iter().find(|i| matches!(i, Scalar::Frac(_))) {
+                    ck.errors.push(Diagnostic::at(
+                        &spec.referenced,
+                        format!(
+                            "set `{}` holds a fraction ({bad:?}); sets hold text, whole numbers and booleans",
+                            name.value
+                        ),
+                    ));
+                    continue;
+                }
+                items.clone()
+            }
+            RawSet::File(file) => {
+                let plain = !file.value.is_empty()
+                    && !file.value.starts_with('/')
+                    && !file.value.split(['/', '\\']).any(|part| part == ".." || part.is_empty());
+                if !plain {
+                    ck.errors.push(
+                        Diagnostic::at(
+                            &file.referenced,
+                            format!("set file `{}` is not a plain name beside the policy", file.value),
+                        )
+                        .with_hint("write a relative path inside the policy's directory, without `..`"),
+                    );
+                    continue;
+                }
+                match read(&file.value) {
+                    Ok(text) if text.len() > MAX_SET_FILE => {
+                        ck.errors.push(Diagnostic::at(
+                            &file.referenced,
+                            format!(
+                                "set file `{}` is larger than {} bytes",
+                                file.value, MAX_SET_FILE
+                            ),
+                        ));
+                        continue;
+                    }
+                    Ok(text) => text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(|l| Scalar::Str(l.to_owned()))
+                        .collect(),
+                    Err(e) => {
+                        ck.errors.push(Diagnostic::at(
+                            &file.referenced,
+                            format!("cannot read set file `{}`: {e}", file.value),
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
+        sets.insert(name.value.clone(), items);
+    }
+    sets
 }

@@ -22,6 +22,9 @@ pub(crate) const RESERVED: &[&str] = &[
     "credentials",
     "forbid",
     "vault_rekey",
+    "sets",
+    "decimals",
+    "sensitive",
 ];
 
 /// Whether a top-level key is probably a misspelt section name rather than a group.
@@ -75,6 +78,9 @@ pub(crate) struct RawPolicy {
     pub(crate) credentials: OrderedMap<Vec<Spanned<String>>>,
     pub(crate) forbid: Vec<Spanned<RawForbid>>,
     pub(crate) vault_rekey: Option<Spanned<RawRekey>>,
+    pub(crate) sets: OrderedMap<Spanned<RawSet>>,
+    pub(crate) decimals: OrderedMap<Spanned<u32>>,
+    pub(crate) sensitive: Vec<Spanned<String>>,
     pub(crate) groups: Vec<(Spanned<String>, OrderedMap<Spanned<RawEntry>>)>,
     /// Top-level keys that look like a misspelt section name.
     pub(crate) misspelt: Vec<(Spanned<String>, &'static str)>,
@@ -105,6 +111,9 @@ impl<'de> Deserialize<'de> for RawPolicy {
                         "credentials" => raw.credentials = map.next_value()?,
                         "forbid" => raw.forbid = map.next_value()?,
                         "vault_rekey" => raw.vault_rekey = Some(map.next_value()?),
+                        "sets" => raw.sets = map.next_value()?,
+                        "decimals" => raw.decimals = map.next_value()?,
+                        "sensitive" => raw.sensitive = map.next_value()?,
                         other => {
                             if let Some(close) = RESERVED.iter().find(|r| looks_like(other, r)) {
                                 map.next_value::<de::IgnoredAny>()?;
@@ -188,6 +197,7 @@ pub(crate) struct RawForbid {
     pub(crate) actions: Vec<Spanned<String>>,
     pub(crate) agents: Option<Vec<Spanned<String>>>,
     pub(crate) when: Option<Spanned<RawCond>>,
+    pub(crate) why: Option<String>,
 }
 
 /// An operator entry for one action (or a wildcard of actions) inside a group.
@@ -200,6 +210,7 @@ pub(crate) struct RawEntry {
     pub(crate) notify: Option<Vec<String>>,
     pub(crate) confirm_twice: Option<bool>,
     pub(crate) timeout: Option<Dur>,
+    pub(crate) why: Option<String>,
     #[serde(default)]
     pub(crate) rules: Vec<Spanned<RawRule>>,
 }
@@ -219,6 +230,127 @@ pub(crate) struct RawRule {
     pub(crate) notify: Option<Vec<String>>,
     pub(crate) confirm_twice: Option<bool>,
     pub(crate) timeout: Option<Dur>,
+    pub(crate) why: Option<String>,
+}
+
+/// A named set: its items inline, or a file beside the policy with one item per line.
+#[derive(Debug)]
+pub(crate) enum RawSet {
+    Items(Vec<Scalar>),
+    File(Spanned<String>),
+}
+
+impl<'de> Deserialize<'de> for RawSet {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SetVisitor;
+        impl<'de> Visitor<'de> for SetVisitor {
+            type Value = RawSet;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a set: a list of values, or `{ file: NAME }` for a file beside the policy")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawSet, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(RawSet::Items(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSet, A::Error> {
+                let mut file = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "file" if file.is_none() => file = Some(map.next_value()?),
+                        "file" => return Err(de::Error::custom("duplicate key `file`")),
+                        other => return Err(de::Error::unknown_field(other, &["file"])),
+                    }
+                }
+                file.map(RawSet::File)
+                    .ok_or_else(|| de::Error::missing_field("file"))
+            }
+        }
+        deserializer.deserialize_any(SetVisitor)
+    }
+}
+
+/// One item of a list in a test: a value, or every value of a named set (`$contacts`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Item<T> {
+    Value(T),
+    Set(String),
+}
+
+/// A list in a test: `[a, $set, b]`, or a set alone (`in: $contacts`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Listed<T>(pub(crate) Vec<Item<T>>);
+
+/// Reads `$name` as a reference to a set, and `$$text` as the literal `$text`.
+pub(crate) trait SetRef: Sized {
+    fn text(&self) -> Option<&str>;
+    fn from_text(text: String) -> Self;
+    fn into_item(self) -> Item<Self> {
+        match self.text() {
+            Some(t) if t.starts_with("$$") => Item::Value(Self::from_text(t[1..].to_owned())),
+            Some(t) if t.starts_with('$') => Item::Set(t[1..].to_owned()),
+            _ => Item::Value(self),
+        }
+    }
+}
+
+impl SetRef for Scalar {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn from_text(text: String) -> Self {
+        Scalar::Str(text)
+    }
+}
+
+impl SetRef for String {
+    fn text(&self) -> Option<&str> {
+        Some(self)
+    }
+    fn from_text(text: String) -> Self {
+        text
+    }
+}
+
+impl<'de, T: Deserialize<'de> + SetRef> Deserialize<'de> for Listed<T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + SetRef> Visitor<'de> for ListVisitor<T> {
+            type Value = Listed<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list, or a named set such as `$contacts`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Listed<T>, E> {
+                match T::from_text(v.to_owned()).into_item() {
+                    item @ Item::Set(_) => Ok(Listed(vec![item])),
+                    Item::Value(_) => Err(E::custom(format!(
+                        "expected a list or a named set (`$NAME`), found `{v}`"
+                    ))),
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Listed<T>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<T>()? {
+                    items.push(item.into_item());
+                }
+                Ok(Listed(items))
+            }
+        }
+        deserializer.deserialize_any(ListVisitor(PhantomData))
+    }
+}
+
+/// A number in a test: whole, or decimal for an argument with declared decimal places.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Num {
+    Int(i64),
+    Frac(f64),
 }
 
 /// A condition: a mapping of subjects to tests, all of which must hold, plus the
@@ -270,6 +402,9 @@ impl<'de> Deserialize<'de> for RawCond {
 pub(crate) enum Scalar {
     Bool(bool),
     Int(i64),
+    /// A number with a fraction: only for arguments with declared decimal places, where it
+    /// becomes an `Int` of the smallest unit.
+    Frac(f64),
     Str(String),
 }
 
@@ -281,22 +416,37 @@ pub(crate) struct RawOps {
     pub(crate) present: Option<bool>,
     pub(crate) eq: Option<Scalar>,
     pub(crate) ne: Option<Scalar>,
-    pub(crate) gt: Option<i64>,
-    pub(crate) ge: Option<i64>,
-    pub(crate) lt: Option<i64>,
-    pub(crate) le: Option<i64>,
+    pub(crate) gt: Option<Num>,
+    pub(crate) ge: Option<Num>,
+    pub(crate) lt: Option<Num>,
+    pub(crate) le: Option<Num>,
     #[serde(rename = "in")]
-    pub(crate) in_: Option<Vec<Scalar>>,
-    pub(crate) not_in: Option<Vec<Scalar>>,
+    pub(crate) in_: Option<Listed<Scalar>>,
+    pub(crate) not_in: Option<Listed<Scalar>>,
     pub(crate) like: Option<String>,
     pub(crate) not_like: Option<String>,
+    pub(crate) eq_ignore_case: Option<String>,
+    pub(crate) starts_with: Option<String>,
+    pub(crate) ends_with: Option<String>,
+    pub(crate) includes: Option<String>,
+    pub(crate) matches: Option<Spanned<String>>,
+    pub(crate) not_matches: Option<Spanned<String>>,
+    pub(crate) longer_than: Option<u32>,
+    pub(crate) shorter_than: Option<u32>,
     pub(crate) contains: Option<Scalar>,
-    pub(crate) contains_any: Option<Vec<Scalar>>,
-    pub(crate) contains_all: Option<Vec<Scalar>>,
-    pub(crate) host_in: Option<Vec<String>>,
-    pub(crate) host_not_in: Option<Vec<String>>,
-    pub(crate) email_domain_in: Option<Vec<String>>,
-    pub(crate) email_domain_not_in: Option<Vec<String>>,
+    pub(crate) contains_any: Option<Listed<Scalar>>,
+    pub(crate) contains_all: Option<Listed<Scalar>>,
+    pub(crate) host_in: Option<Listed<String>>,
+    pub(crate) host_not_in: Option<Listed<String>>,
+    pub(crate) links_host_in: Option<Listed<String>>,
+    pub(crate) links_host_not_in: Option<Listed<String>>,
+    pub(crate) email_domain_in: Option<Listed<String>>,
+    pub(crate) email_domain_not_in: Option<Listed<String>>,
+    pub(crate) from: Option<Vec<Spanned<String>>>,
+    pub(crate) not_from: Option<Vec<Spanned<String>>>,
+    pub(crate) all: Option<Box<Spanned<RawCond>>>,
+    pub(crate) any: Option<Box<Spanned<RawCond>>>,
+    pub(crate) none: Option<Box<Spanned<RawCond>>>,
     pub(crate) between: Option<(TimeOfDay, TimeOfDay)>,
 }
 

@@ -74,8 +74,12 @@ fn url_hosts_and_email_domains() {
         3
     );
     assert_eq!(level(&p, json!({ "url": "https://notexample.com" })), 3);
-    // Not a URL: the test cannot be evaluated, so the call is rejected.
-    assert_eq!(level(&p, json!({ "url": "example.com" })), REJECTED);
+    // A bare host name is a host (issue 18); a port and a path may follow it.
+    assert_eq!(level(&p, json!({ "url": "example.com" })), 1);
+    assert_eq!(level(&p, json!({ "url": "evil.net:8443/x" })), 3);
+    // Not a host: the test cannot be evaluated, so the call is rejected.
+    assert_eq!(level(&p, json!({ "url": "not a host" })), REJECTED);
+    assert_eq!(level(&p, json!({ "url": "localhost" })), REJECTED);
 
     let p = rule("{ args.to: { email_domain_in: [family.org] } }", "level: 0");
     let p2 = rule(
