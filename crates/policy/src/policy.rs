@@ -359,6 +359,10 @@ pub struct Explanation {
     pub verdict: Verdict,
     /// The rules consulted, in order.
     pub steps: Vec<Step>,
+    /// What the request left out that the rules consulted read (a total, the time, the
+    /// channel, the session, provenance): each such rule rejects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 struct Candidate {
@@ -509,7 +513,52 @@ impl Policy {
     pub fn explain(&self, request: &Request) -> Explanation {
         let mut steps = Vec::new();
         let verdict = self.run(request, Some(&mut steps));
-        Explanation { verdict, steps }
+        let warnings = self.missing_context(request);
+        Explanation {
+            verdict,
+            steps,
+            warnings,
+        }
+    }
+
+    /// For each part of the context the request lacks, the consulted rules that read it.
+    fn missing_context(&self, request: &Request) -> Vec<String> {
+        let agent = request.agent.as_str();
+        let applies =
+            |agents: &Option<HashSet<String>>| agents.as_ref().is_none_or(|a| a.contains(agent));
+        let forbids = self
+            .forbid_index
+            .lookup(&request.action)
+            .into_iter()
+            .filter_map(|i| self.forbids.get(i))
+            .filter(|f| applies(&f.agents))
+            .filter_map(|f| Some((f.id.as_str(), f.condition.as_ref()?)));
+        let rules = self
+            .entry_index
+            .lookup(&request.action)
+            .into_iter()
+            .filter_map(|i| self.entries.get(i))
+            .flat_map(|e| e.rules.iter().filter_map(|i| self.rules.get(*i)))
+            .filter(|r| applies(&r.agents))
+            .map(|r| (r.id.as_str(), &r.condition));
+        let mut missing: Vec<(Need, Vec<&str>)> = Vec::new();
+        for (id, condition) in forbids.chain(rules) {
+            for need in condition.needs.iter().filter(|n| !supplied(request, n)) {
+                match missing.iter_mut().find(|(n, _)| n == need) {
+                    Some((_, ids)) => ids.push(id),
+                    None => missing.push((need.clone(), vec![id])),
+                }
+            }
+        }
+        missing
+            .into_iter()
+            .map(|(need, ids)| {
+                format!(
+                    "this call did not supply {need}; the rules reading it reject: {}",
+                    ids.join(", ")
+                )
+            })
+            .collect()
     }
 
     fn run(&self, request: &Request, mut trace: Option<&mut Vec<Step>>) -> Verdict {

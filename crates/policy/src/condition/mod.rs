@@ -941,6 +941,9 @@ impl Compiler<'_> {
                     Err(e) => sink.errors.push(Diagnostic::at(&s.referenced, e)),
                 }
             }
+            if parsed.len() < sources.len() {
+                continue;
+            }
             if parsed.is_empty() {
                 bad(op, "names no source", sink.errors);
                 continue;
@@ -1007,6 +1010,7 @@ impl Compiler<'_> {
         base: &[String],
         sink: &mut Sink<'_>,
     ) -> ItemCond {
+        let errors_at_start = sink.errors.len();
         let mut parts = Vec::new();
         for (key, ops) in &cond.value.tests {
             let Some(subject) = self.subject(key, Some(base), sink.errors) else {
@@ -1059,7 +1063,7 @@ impl Compiler<'_> {
                 "raw `cedar` cannot be used inside `all`, `any` or `none`",
             ));
         }
-        if parts.is_empty() {
+        if parts.is_empty() && sink.errors.len() == errors_at_start {
             sink.errors.push(
                 Diagnostic::at(&cond.referenced, "empty condition inside a quantifier")
                     .with_hint("write tests on `item` or `item.FIELD`"),
