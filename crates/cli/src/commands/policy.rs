@@ -88,7 +88,11 @@ fn located(path: &Path, error: &PolicyError) -> anyhow::Error {
 }
 
 fn load(path: &Path, out: &Output) -> anyhow::Result<Policy> {
-    let policy = Policy::from_yaml(&read(path)?).map_err(|e| located(path, &e))?;
+    let beside = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let policy = Policy::from_yaml_with_files(&read(path)?, |name| {
+        std::fs::read_to_string(beside.join(name))
+    })
+    .map_err(|e| located(path, &e))?;
     for warning in policy.warnings() {
         out.warn(format!("{}:{warning}", path.display()));
     }
@@ -156,7 +160,7 @@ fn explain(args: ExplainArgs, out: &Output) -> anyhow::Result<()> {
     }
     let context: Context = match &args.context {
         Some(text) => serde_json::from_str(text).context(
-            "invalid `--context`: expected {\"totals\": {NAME: INT}, \"time\": \"HH:MM\", \"channel\": NAME}",
+            "invalid `--context`: expected {\"totals\": {NAME: INT}, \"time\": \"HH:MM\", \"channel\": NAME, \"session\": {\"id\": ID, \"actions\": [...]}, \"transcript\": [{\"from\": SOURCE, \"text\": TEXT}], \"grants\": [...]}",
         )?,
         None => Context::default(),
     };
@@ -190,6 +194,23 @@ fn explain(args: ExplainArgs, out: &Output) -> anyhow::Result<()> {
         "decided by: {}",
         verdict.rules.join(", ")
     )));
+    if !verdict.reasons.is_empty() {
+        out.line("for the approver:");
+        for reason in &verdict.reasons {
+            let why = reason
+                .why
+                .as_deref()
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default();
+            out.line(sanitize(&format!(
+                "  {} ({}){why}",
+                reason.rule, reason.effect
+            )));
+        }
+    }
+    for warning in &explanation.warnings {
+        out.warn(warning);
+    }
     out.line("rules consulted:");
     for step in &explanation.steps {
         let effect = step
@@ -220,8 +241,27 @@ fn test(path: &Path, cases_path: &Path, out: &Output) -> anyhow::Result<()> {
         "cases": outcomes,
     }));
     for outcome in &outcomes {
+        let fired: Vec<&str> = outcome
+            .verdict
+            .rules
+            .iter()
+            .map(String::as_str)
+            .chain(
+                outcome
+                    .verdict
+                    .reasons
+                    .iter()
+                    .map(|r| r.rule.as_str())
+                    .filter(|r| !outcome.verdict.rules.iter().any(|d| d == r)),
+            )
+            .collect();
         match &outcome.failure {
-            None => out.line(sanitize(&format!("ok    {}", outcome.name))),
+            None => out.line(sanitize(&format!(
+                "ok    {} -> {} [{}]",
+                outcome.name,
+                outcome.verdict.decision,
+                fired.join(", ")
+            ))),
             Some(why) => out.line(sanitize(&format!(
                 "FAIL  {} ({}:{}): {why}",
                 outcome.name,
