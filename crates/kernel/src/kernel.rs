@@ -613,7 +613,10 @@ pub(crate) fn load_policy(home: &Home) -> Result<Policy, KernelError> {
     let path = home.policy();
     let text = std::fs::read_to_string(&path)
         .map_err(KernelError::io(format!("cannot read `{}`", path.display())))?;
-    let beside = path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let beside = path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
     Ok(Policy::from_yaml_with_files(&text, |name| {
         std::fs::read_to_string(beside.join(name))
     })?)

@@ -30,7 +30,10 @@ impl fmt::Display for Unfit {
         match self {
             Self::NotANumber => f.write_str("the value is not a number"),
             Self::TooPrecise { text, scale } => {
-                write!(f, "{text} has more than the {scale} decimal places declared")
+                write!(
+                    f,
+                    "{text} has more than the {scale} decimal places declared"
+                )
             }
             Self::TooManyDigits { text } => write!(
                 f,
@@ -148,7 +151,8 @@ mod tests {
             Err(Unfit::TooPrecise { .. })
         ));
         assert!(matches!(
-            scaled(&json!(1234567890.12345678), 8),
+            // A caller's "1234567890.12345678" arrives as the nearest float.
+            scaled(&serde_json::from_str("1234567890.12345678").unwrap(), 8),
             Err(Unfit::TooManyDigits { .. })
         ));
         assert!(matches!(

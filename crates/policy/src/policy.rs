@@ -10,11 +10,11 @@ use serde_saphyr::Spanned;
 
 use crate::condition::{Compiler, Condition, Facts, Need};
 use crate::decimal;
-use crate::provenance::{Origins, Transcript, normalise};
-use crate::raw::{RawSet, Scalar};
 use crate::error::{Diagnostic, PolicyError, Position};
 use crate::pattern::Pattern;
+use crate::provenance::{Origins, Transcript, normalise};
 use crate::raw::{self, RawEntry, RawPolicy, Unknown};
+use crate::raw::{RawSet, Scalar};
 use crate::types::{Decision, Declared, Grant, Level, Origin, Reason, Request, Tier, Verdict};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -616,7 +616,8 @@ impl Policy {
             // A rule that reads a value the engine cannot represent rejects, whichever way its
             // branches would have gone: it is never skipped.
             for read in &condition.reads {
-                if let Some((_, why)) = env.unrepresentable.iter().find(|(at, _)| read.touches(at)) {
+                if let Some((_, why)) = env.unrepresentable.iter().find(|(at, _)| read.touches(at))
+                {
                     return Err(Failure::Unrepresentable(read.name(), why.clone()));
                 }
             }
@@ -904,7 +905,8 @@ impl Policy {
         // Decimal arguments become whole numbers of their smallest unit.
         let mut args = std::borrow::Cow::Borrowed(&request.args);
         for (path, scale) in &self.decimals {
-            if crate::condition::lookup(&request.args, &path[..1]).is_some() {
+            if crate::condition::lookup(&request.args, path.get(..1).unwrap_or_default()).is_some()
+            {
                 let mut at = vec!["args".to_owned()];
                 scale_at(args.to_mut(), path, *scale, &mut at, &mut unrepresentable);
             }
@@ -953,7 +955,8 @@ impl Policy {
             operator: &self.operator_values,
         };
         let mut derived_errors = HashMap::new();
-        let request = self.cedar_request(request, &args, conditions, &facts, &mut derived_errors)?;
+        let request =
+            self.cedar_request(request, &args, conditions, &facts, &mut derived_errors)?;
         Ok(Env {
             request,
             unrepresentable,
@@ -1523,8 +1526,13 @@ fn compile(
             .filter(|p: &Vec<String>| !p.iter().any(String::is_empty));
         match path {
             None => ck.errors.push(
-                Diagnostic::at(&key.referenced, format!("invalid argument path `{}`", key.value))
-                    .with_hint("`decimals` maps argument paths to decimal places, e.g. `args.amount: 2`"),
+                Diagnostic::at(
+                    &key.referenced,
+                    format!("invalid argument path `{}`", key.value),
+                )
+                .with_hint(
+                    "`decimals` maps argument paths to decimal places, e.g. `args.amount: 2`",
+                ),
             ),
             Some(_) if places.value > decimal::MAX_SCALE => ck.errors.push(Diagnostic::at(
                 &places.referenced,
@@ -1740,11 +1748,14 @@ fn compile(
     for (name, spec) in &raw.sets.0 {
         if !compiler.used_sets.contains(&name.value) {
             ck.warnings.push(
-                Diagnostic::at(&name.referenced, format!("set `{}` is never used", name.value))
-                    .with_hint(format!(
-                        "use it in a test as `${}` (`in`, `not_in`, `host_in`, ...), or remove it",
-                        name.value
-                    )),
+                Diagnostic::at(
+                    &name.referenced,
+                    format!("set `{}` is never used", name.value),
+                )
+                .with_hint(format!(
+                    "use it in a test as `${}` (`in`, `not_in`, `host_in`, ...), or remove it",
+                    name.value
+                )),
             );
         }
         let _ = spec;
@@ -1946,7 +1957,9 @@ fn compile_rule(
                     base.level
                 ),
             )
-            .with_hint("rules only make a decision stricter; give it a higher level, or `reject: true`"),
+            .with_hint(
+                "rules only make a decision stricter; give it a higher level, or `reject: true`",
+            ),
         );
     }
     let condition = compiler.compile(&r.when, &mut ck.errors, &mut ck.warnings)?;
@@ -1973,8 +1986,11 @@ fn compile_sets(
     for (name, spec) in &raw.0 {
         if !valid_name(&name.value) {
             ck.errors.push(
-                Diagnostic::at(&name.referenced, format!("invalid set name `{}`", name.value))
-                    .with_hint("use letters, digits, `_` and `-`"),
+                Diagnostic::at(
+                    &name.referenced,
+                    format!("invalid set name `{}`", name.value),
+                )
+                .with_hint("use letters, digits, `_` and `-`"),
             );
             continue;
         }
@@ -1995,14 +2011,22 @@ fn compile_sets(
             RawSet::File(file) => {
                 let plain = !file.value.is_empty()
                     && !file.value.starts_with('/')
-                    && !file.value.split(['/', '\\']).any(|part| part == ".." || part.is_empty());
+                    && !file
+                        .value
+                        .split(['/', '\\'])
+                        .any(|part| part == ".." || part.is_empty());
                 if !plain {
                     ck.errors.push(
                         Diagnostic::at(
                             &file.referenced,
-                            format!("set file `{}` is not a plain name beside the policy", file.value),
+                            format!(
+                                "set file `{}` is not a plain name beside the policy",
+                                file.value
+                            ),
                         )
-                        .with_hint("write a relative path inside the policy's directory, without `..`"),
+                        .with_hint(
+                            "write a relative path inside the policy's directory, without `..`",
+                        ),
                     );
                     continue;
                 }

@@ -246,7 +246,9 @@ impl<'de> Deserialize<'de> for RawSet {
         impl<'de> Visitor<'de> for SetVisitor {
             type Value = RawSet;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a set: a list of values, or `{ file: NAME }` for a file beside the policy")
+                f.write_str(
+                    "a set: a list of values, or `{ file: NAME }` for a file beside the policy",
+                )
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawSet, A::Error> {
                 let mut items = Vec::new();

@@ -109,10 +109,8 @@ fn gen_item() -> impl Strategy<Value = Value> {
             .prop_map(|(size, to)| {
                 let mut record = serde_json::Map::new();
                 record.insert("to".to_owned(), json!(to));
-                if let Some(size) = size {
-                    if !size.is_null() {
-                        record.insert("size".to_owned(), size);
-                    }
+                if let Some(size) = size.filter(|s| !s.is_null()) {
+                    record.insert("size".to_owned(), size);
                 }
                 Value::Object(record)
             }),
@@ -218,7 +216,15 @@ proptest! {
 #[test]
 fn a_value_the_owner_typed_is_credited_to_the_owner() {
     let mut transcript = Transcript::new();
-    transcript.push(Source::Owner, "pay 98.70 to DE89 3704 0044 0532 0130 00 today");
-    let origins = transcript.origins_of(&json!({ "iban": "DE89 3704 0044 0532 0130 00", "amount": 98.7 }));
-    assert!(origins.of("de89 3704 0044 0532 0130 00").contains(&Source::Owner));
+    transcript.push(
+        Source::Owner,
+        "pay 98.70 to DE89 3704 0044 0532 0130 00 today",
+    );
+    let origins =
+        transcript.origins_of(&json!({ "iban": "DE89 3704 0044 0532 0130 00", "amount": 98.7 }));
+    assert!(
+        origins
+            .of("de89 3704 0044 0532 0130 00")
+            .contains(&Source::Owner)
+    );
 }

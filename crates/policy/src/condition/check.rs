@@ -178,7 +178,10 @@ impl Test {
     /// One element, as Cedar would judge it on its own: a comparison or pattern on a value of
     /// the wrong type fails to evaluate; equality and membership simply do not hold.
     pub(crate) fn element(&self, e: &Value, facts: &Facts<'_>) -> Result<bool, String> {
-        let text = || e.as_str().ok_or_else(|| format!("{} is not text", kind_of(e)));
+        let text = || {
+            e.as_str()
+                .ok_or_else(|| format!("{} is not text", kind_of(e)))
+        };
         match self {
             Self::Eq(v) => Ok(scalar_is(v, e)),
             Self::Ne(v) => Ok(!scalar_is(v, e)),
@@ -191,10 +194,9 @@ impl Test {
             Self::Like(p) | Self::NotLike(p) => {
                 Ok(glob(p, text()?) == matches!(self, Self::Like(_)))
             }
-            Self::EqIgnoreCase { text: want, equal } => Ok(e
-                .as_str()
-                .is_some_and(|t| t.to_lowercase() == *want)
-                == *equal),
+            Self::EqIgnoreCase { text: want, equal } => {
+                Ok(e.as_str().is_some_and(|t| t.to_lowercase() == *want) == *equal)
+            }
             Self::Text {
                 kind,
                 needle,
@@ -243,8 +245,9 @@ impl Test {
                 let origins = facts.origins.ok_or(
                     "where the value came from is not known: the kernel supplied no provenance",
                 )?;
-                let value = leaf_text(e)
-                    .ok_or_else(|| format!("{} has no provenance (not text or a number)", kind_of(e)))?;
+                let value = leaf_text(e).ok_or_else(|| {
+                    format!("{} has no provenance (not text or a number)", kind_of(e))
+                })?;
                 let mut found = origins.of(&value);
                 if facts.operator.contains(&normalise(&value)) {
                     found.insert(Source::Operator);
@@ -458,7 +461,11 @@ pub(crate) fn kind_of(value: &Value) -> &'static str {
 fn not_a(text: &str, what: &str) -> String {
     const SHOWN: usize = 60;
     let shown: String = text.chars().take(SHOWN).collect();
-    let more = if text.chars().count() > SHOWN { "…" } else { "" };
+    let more = if text.chars().count() > SHOWN {
+        "…"
+    } else {
+        ""
+    };
     format!("`{shown}{more}` is not a {what}")
 }
 
@@ -585,10 +592,7 @@ fn bare_host_shape(text: &str) -> bool {
     };
     host.contains('.')
         && host.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || c == '-')
+            !label.is_empty() && label.chars().all(|c| c.is_alphanumeric() || c == '-')
         })
 }
 
@@ -614,8 +618,12 @@ pub(crate) fn link_hosts(text: &str) -> Result<Vec<String>, String> {
     finder.url_must_have_scheme(false);
     let mut hosts = Vec::new();
     for link in finder.links(text) {
-        let host = url_host(link.as_str())
-            .ok_or_else(|| format!("the link {} has no readable host", not_a(link.as_str(), "URL")))?;
+        let host = url_host(link.as_str()).ok_or_else(|| {
+            format!(
+                "the link {} has no readable host",
+                not_a(link.as_str(), "URL")
+            )
+        })?;
         hosts.push(host);
     }
     Ok(hosts)

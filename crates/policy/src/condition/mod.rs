@@ -241,9 +241,7 @@ impl Subject {
                     .collect(),
             ),
             Self::Total(name) => Some(vec!["total".to_owned(), name.clone()]),
-            Self::Item { .. } | Self::Time | Self::Channel | Self::Agent | Self::Session(_) => {
-                None
-            }
+            Self::Item { .. } | Self::Time | Self::Channel | Self::Agent | Self::Session(_) => None,
         }
     }
 
@@ -371,10 +369,10 @@ impl Compiler<'_> {
         if let Some(not) = &cond.value.not {
             parts.push(self.compile_inner(not, !negated, sink));
         }
-        if let Some(raw) = &cond.value.cedar {
-            if let Some(text) = self.raw_cedar(raw, sink) {
-                parts.push(if negated { format!("!({text})") } else { text });
-            }
+        if let Some(raw) = &cond.value.cedar
+            && let Some(text) = self.raw_cedar(raw, sink)
+        {
+            parts.push(if negated { format!("!({text})") } else { text });
         }
         if parts.is_empty() {
             if sink.errors.len() > errors_before {
@@ -472,7 +470,9 @@ impl Compiler<'_> {
                                 &key.referenced,
                                 format!("unknown subject `{name}` inside `all`/`any`/`none`"),
                             )
-                            .with_hint("inside a quantifier the subjects are `item` and `item.FIELD`"),
+                            .with_hint(
+                                "inside a quantifier the subjects are `item` and `item.FIELD`",
+                            ),
                         );
                         return None;
                     }
@@ -635,7 +635,8 @@ impl Compiler<'_> {
             ..Gathered::default()
         };
         let mut push = |check: Check, op: &str, shown: String| {
-            g.checks.push((check, format!("`{name}: {{ {op}: {shown} }}`")));
+            g.checks
+                .push((check, format!("`{name}: {{ {op}: {shown} }}`")));
         };
 
         for (op, value, equal) in [("eq", &ops.eq, true), ("ne", &ops.ne, false)] {
@@ -777,8 +778,14 @@ impl Compiler<'_> {
                     holds: true,
                 }),
             ),
-            ("longer_than", ops.longer_than.map(|n| Test::Len(Cmp::Gt, n))),
-            ("shorter_than", ops.shorter_than.map(|n| Test::Len(Cmp::Lt, n))),
+            (
+                "longer_than",
+                ops.longer_than.map(|n| Test::Len(Cmp::Gt, n)),
+            ),
+            (
+                "shorter_than",
+                ops.shorter_than.map(|n| Test::Len(Cmp::Lt, n)),
+            ),
         ];
         for (op, test) in text_tests {
             let Some(test) = test else { continue };
@@ -824,7 +831,10 @@ impl Compiler<'_> {
             }
         }
         let wholes = [
-            ("contains", ops.contains.clone().map(|v| vec![Item::Value(v)])),
+            (
+                "contains",
+                ops.contains.clone().map(|v| vec![Item::Value(v)]),
+            ),
             ("contains_any", ops.contains_any.clone().map(|l| l.0)),
             ("contains_all", ops.contains_all.clone().map(|l| l.0)),
         ];
@@ -871,7 +881,12 @@ impl Compiler<'_> {
         for (op, patterns, kind, inside) in [
             ("host_in", &ops.host_in, DomainKind::UrlHost, true),
             ("host_not_in", &ops.host_not_in, DomainKind::UrlHost, false),
-            ("links_host_in", &ops.links_host_in, DomainKind::LinkHosts, true),
+            (
+                "links_host_in",
+                &ops.links_host_in,
+                DomainKind::LinkHosts,
+                true,
+            ),
             (
                 "links_host_not_in",
                 &ops.links_host_not_in,
@@ -927,8 +942,10 @@ impl Compiler<'_> {
                 shown,
             );
         }
-        for (op, sources, inside) in [("from", &ops.from, true), ("not_from", &ops.not_from, false)]
-        {
+        for (op, sources, inside) in [
+            ("from", &ops.from, true),
+            ("not_from", &ops.not_from, false),
+        ] {
             let Some(sources) = sources else { continue };
             if !subject.valued() {
                 bad(op, "needs an argument", sink.errors);
@@ -1214,5 +1231,4 @@ mod tests {
         assert!(presence.touches(&path("args.payment")));
         assert!(!presence.touches(&path("args.payment.amount.cents")));
     }
-
 }

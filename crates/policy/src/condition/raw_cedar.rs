@@ -193,7 +193,11 @@ mod tests {
     fn sets_are_expanded_outside_string_literals_only() {
         let lookup = |name: &str| (name == "vip").then(|| "[\"a\", \"b\"]".to_owned());
         assert_eq!(
-            expand_sets(r#"$vip.contains(context.args.to) && context.args.memo != "$vip \"$x""#, lookup).unwrap(),
+            expand_sets(
+                r#"$vip.contains(context.args.to) && context.args.memo != "$vip \"$x""#,
+                lookup
+            )
+            .unwrap(),
             r#"["a", "b"].contains(context.args.to) && context.args.memo != "$vip \"$x""#
         );
         assert_eq!(
