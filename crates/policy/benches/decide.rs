@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use p3ak_policy::{Policy, Request};
+use p3ak_policy::{Context, Policy, Request, Source, Transcript};
 use serde_json::json;
 
 fn policy_with(rules: usize) -> Policy {
@@ -52,6 +52,68 @@ fn payment(rules: usize) -> Request {
         "context": { "totals": { "spent": 12000 }, "time": "12:00", "channel": "console" },
     }))
     .unwrap_or_else(|e| panic!("benchmark request: {e}"))
+}
+
+/// A v2 policy of `rules` rules: the mail entry tests a 60-address set, a quantifier over the
+/// recipients, a regular expression, links in the body and provenance, like the office example.
+fn policy_v2(rules: usize) -> Policy {
+    let mut yaml = String::from("sets:\n  contacts: [");
+    for i in 0..60 {
+        let _ = write!(
+            yaml,
+            "{}person{i}@corp.example",
+            if i == 0 { "" } else { ", " }
+        );
+    }
+    yaml.push_str("]\n  ours: [corp.example, \"*.corp.example\"]\nsend:\n  mail.send:\n    level: 1\n    rules:\n");
+    yaml.push_str("      - { id: outside, when: { not: { args.to: { all: { any: [ { item: { email_domain_in: $ours } }, { item: { in: $contacts } } ] } } } }, level: 3 }\n");
+    yaml.push_str("      - { id: not-said, when: { args.to: { not_from: [owner, operator] } }, reject: true }\n");
+    yaml.push_str(
+        "      - { id: phish, when: { args.body: { links_host_not_in: $ours } }, reject: true }\n",
+    );
+    yaml.push_str("      - { id: wire, when: { args.body: { matches: '(?i)\\bwire\\s+transfer\\b' } }, level: 4 }\n");
+    yaml.push_str("      - { id: long, when: { args.body: { longer_than: 20000 } }, level: 2 }\n");
+    yaml.push_str("      - { id: known, when: { args.to: { not_in: $contacts } }, level: 2 }\n");
+    let mut count = 7;
+    let mut i = 0;
+    while count < rules {
+        let _ = write!(
+            yaml,
+            "  p{i}.pay:\n    level: 1\n    rules:\n      - {{ id: big{i}, when: {{ args.amount: {{ gt: 10000 }} }}, level: 4 }}\n      - {{ id: payee{i}, when: {{ args.payee: {{ not_in: $contacts }} }}, reject: true }}\n      - {{ id: said{i}, when: {{ args.payee: {{ not_from: [owner] }} }}, reject: true }}\n"
+        );
+        count += 4;
+        i += 1;
+    }
+    Policy::from_yaml(&yaml).unwrap_or_else(|e| panic!("benchmark policy: {e}"))
+}
+
+/// A session of `messages` texts of a few hundred to two thousand characters.
+fn session(messages: usize) -> Transcript {
+    let mut transcript = Transcript::new();
+    for i in 0..messages {
+        let source = match i % 3 {
+            0 => Source::Owner,
+            1 => Source::Tool("mail.read".to_owned()),
+            _ => Source::Memory,
+        };
+        let mut text = format!(
+            "Message {i}: please send the minutes to person{}@corp.example. ",
+            i % 60
+        );
+        while text.len() < 300 + (i * 97) % 1700 {
+            text.push_str("The quarterly figures are attached; see https://wiki.corp.example/q3 for the notes. ");
+        }
+        transcript.push(source, &text);
+    }
+    transcript
+}
+
+fn mail() -> Request {
+    Request::new("amber", "mail.send").with_args(json!({
+        "to": ["person3@corp.example", "person7@corp.example"],
+        "subject": "Minutes",
+        "body": "Hi both, the minutes are at https://wiki.corp.example/m/12. Thanks!",
+    }))
 }
 
 fn percentiles(policy: &Policy, request: &Request) -> (Duration, Duration, Duration) {
@@ -101,6 +163,51 @@ fn decide(c: &mut Criterion) {
             );
         }
     }
+
+    println!("\npolicy v2: sets, quantifiers, regex, links and provenance (origins supplied)");
+    let transcript = session(100);
+    for rules in [10, 100, 1000] {
+        let policy = policy_v2(rules);
+        let request = mail();
+        let origins = transcript.origins_of(&request.args);
+        let request = request.with_context(Context {
+            origins: Some(origins),
+            ..Context::default()
+        });
+        let (p50, p99, p999) = percentiles(&policy, &request);
+        println!(
+            "{:>6} {:>22} {:>8.2}µs {:>8.2}µs {:>8.2}µs",
+            policy.rule_count(),
+            "mail (6 conditions)",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6,
+            p999.as_secs_f64() * 1e6
+        );
+    }
+    let request = mail();
+    let mut samples: Vec<Duration> = (0..5_000)
+        .map(|_| {
+            let start = Instant::now();
+            black_box(transcript.origins_of(black_box(&request.args)));
+            start.elapsed()
+        })
+        .collect();
+    samples.sort_unstable();
+    let pick = |q: f64| {
+        samples
+            .get(((samples.len() as f64) * q) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "provenance of one proposal (5 strings) in a 100-message session ({} KiB): p50 {:.1}µs, p99 {:.1}µs",
+        (0..100)
+            .map(|i: usize| 300 + (i * 97) % 1700)
+            .sum::<usize>()
+            / 1024,
+        pick(0.5).as_secs_f64() * 1e6,
+        pick(0.99).as_secs_f64() * 1e6
+    );
 
     let mut group = c.benchmark_group("decide_payment");
     for rules in [10, 100, 1000] {

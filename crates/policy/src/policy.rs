@@ -638,7 +638,18 @@ impl Policy {
                     .find(|need| !supplied(request, need))
                     .map(|need| format!("this call did not supply {need}"))
             };
-            match cedar_policy::eval_expression(&env.request, &self.entities, &condition.expr) {
+            // A condition that is one fact decided in Rust needs no Cedar evaluation.
+            if let Some(key) = &condition.direct
+                && let Some(fact) = env.facts.get(key)
+            {
+                return fact.clone().map_err(Failure::Error);
+            }
+            let cedar = match &env.request {
+                Some(Ok(cedar)) => cedar,
+                Some(Err(e)) => return Err(Failure::Error(e.clone())),
+                None => return Err(Failure::Error("no evaluation context".to_owned())),
+            };
+            match cedar_policy::eval_expression(cedar, &self.entities, &condition.expr) {
                 Ok(EvalResult::Bool(b)) => Ok(b),
                 Ok(_) => Err(Failure::Error(why("condition is not a boolean".to_owned()))),
                 Err(e) => Err(Failure::Error(
@@ -954,11 +965,24 @@ impl Policy {
             origins,
             operator: &self.operator_values,
         };
+        let mut derived = HashMap::new();
         let mut derived_errors = HashMap::new();
-        let request =
-            self.cedar_request(request, &args, conditions, &facts, &mut derived_errors)?;
+        for d in conditions.iter().flat_map(|c| c.derived.iter()) {
+            if let Some(fact) = d.evaluate(&args, &facts) {
+                if let Err(why) = &fact {
+                    derived_errors.insert(d.key.clone(), why.clone());
+                }
+                derived.insert(d.key.clone(), fact);
+            }
+        }
+        // Cedar is only asked when some condition is more than one fact decided in Rust.
+        let cedar = conditions
+            .iter()
+            .any(|c| c.direct.is_none())
+            .then(|| self.cedar_request(request, &args, &derived));
         Ok(Env {
-            request,
+            request: cedar,
+            facts: derived,
             unrepresentable,
             derived_errors,
         })
@@ -968,9 +992,7 @@ impl Policy {
         &self,
         request: &Request,
         args: &serde_json::Value,
-        conditions: &[&Condition],
-        facts: &Facts<'_>,
-        derived_errors: &mut HashMap<String, String>,
+        facts: &HashMap<String, Result<bool, String>>,
     ) -> Result<cedar_policy::Request, String> {
         let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(7);
         pairs.push((
@@ -1025,18 +1047,14 @@ impl Policy {
             .map_err(|e| e.to_string())?;
             pairs.push(("session".to_owned(), record));
         }
-        let mut derived: Vec<(String, RestrictedExpression)> = Vec::new();
-        for d in conditions.iter().flat_map(|c| c.derived.iter()) {
-            match d.evaluate(args, facts) {
-                None => {}
-                Some(Ok(b)) => derived.push((d.key.clone(), RestrictedExpression::new_bool(b))),
+        let derived = facts.iter().map(|(key, fact)| {
+            let value = match fact {
+                Ok(b) => RestrictedExpression::new_bool(*b),
                 // Not a boolean: a condition that reaches it fails to evaluate, and rejects.
-                Some(Err(why)) => {
-                    derived.push((d.key.clone(), RestrictedExpression::new_string(why.clone())));
-                    derived_errors.insert(d.key.clone(), why);
-                }
-            }
-        }
+                Err(why) => RestrictedExpression::new_string(why.clone()),
+            };
+            (key.clone(), value)
+        });
         pairs.push((
             "derived".to_owned(),
             RestrictedExpression::new_record(derived).map_err(|e| e.to_string())?,
@@ -1140,7 +1158,10 @@ fn total_value(spec: &TotalSpec, request: &Request, args: &serde_json::Value) ->
 
 /// What the conditions of one decision are evaluated against.
 struct Env {
-    request: cedar_policy::Request,
+    /// The Cedar request, when some condition needs Cedar.
+    request: Option<Result<cedar_policy::Request, String>>,
+    /// The facts decided in Rust, by key.
+    facts: HashMap<String, Result<bool, String>>,
     /// Paths in the context (`["args", "amount"]`, `["total", "paid"]`) of values the engine
     /// cannot represent, and why when more can be said; a list holding one is listed whole.
     unrepresentable: Vec<(Vec<String>, Option<String>)>,

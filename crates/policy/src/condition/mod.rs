@@ -128,6 +128,8 @@ pub(crate) struct Condition {
     pub(crate) reads: Vec<Read>,
     /// What the kernel must supply for it to evaluate.
     pub(crate) needs: BTreeSet<Need>,
+    /// When the whole condition is one fact decided in Rust: its key (Cedar is not asked).
+    pub(crate) direct: Option<String>,
 }
 
 impl Condition {
@@ -319,6 +321,15 @@ impl Compiler<'_> {
         if errors.len() > before {
             return None;
         }
+        let direct = match derived.as_slice() {
+            [only]
+                if only.check.rust_only()
+                    && text == format!("context[\"derived\"][{}]", string_literal(&only.key)) =>
+            {
+                Some(only.key.clone())
+            }
+            _ => None,
+        };
         match cedar_policy::Expression::from_str(&text) {
             Ok(expr) => Some(Condition {
                 expr,
@@ -326,6 +337,7 @@ impl Compiler<'_> {
                 derived,
                 reads,
                 needs,
+                direct,
             }),
             Err(e) => {
                 errors.push(Diagnostic::at(
