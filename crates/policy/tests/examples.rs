@@ -122,7 +122,12 @@ struct Tally {
 #[test]
 fn every_example_passes_its_cases_rejects_its_attacks_and_asks_at_most_once_for_legit_requests() {
     let names = example_names();
-    assert_eq!(names, ["banking", "office", "team-chat", "travel"]);
+    for shipped in ["banking", "office", "team-chat", "travel"] {
+        assert!(
+            names.iter().any(|n| n == shipped),
+            "{shipped} missing from {names:?}"
+        );
+    }
     let mut tallies = BTreeMap::new();
     for name in &names {
         let policy = example(name);
