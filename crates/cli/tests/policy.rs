@@ -11,8 +11,8 @@ fn repo(path: &str) -> PathBuf {
         .join(path)
 }
 
-const BANKING: &str = "examples/policies/banking.yaml";
-const CASES: &str = "examples/policies/cases.yaml";
+const BANKING: &str = "examples/policies/banking/policy.yaml";
+const CASES: &str = "examples/policies/banking/cases.yaml";
 const HITL: &str = "crates/policy/tests/fixtures/hitl-policy.yaml";
 
 #[expect(

@@ -27,6 +27,29 @@ fn level(policy: &Policy, args: serde_json::Value) -> u8 {
 
 const REJECTED: u8 = 6;
 
+const BANKING: &str = include_str!("../../../examples/policies/banking/policy.yaml");
+
+/// The banking example, with the set files it reads from beside it.
+#[expect(
+    clippy::panic,
+    reason = "a test helper: an example that does not load fails the test"
+)]
+fn banking() -> Policy {
+    Policy::from_yaml_with_files(BANKING, banking_file).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn banking_file(name: &str) -> std::io::Result<String> {
+    match name {
+        "payees.txt" => {
+            Ok(include_str!("../../../examples/policies/banking/payees.txt").to_owned())
+        }
+        "accounts.txt" => {
+            Ok(include_str!("../../../examples/policies/banking/accounts.txt").to_owned())
+        }
+        _ => Err(std::io::ErrorKind::NotFound.into()),
+    }
+}
+
 #[test]
 fn numbers_strings_lists_and_patterns() {
     let p = rule("{ args.amount: { gt: 100, le: 1000 } }", "level: 3");
@@ -278,13 +301,17 @@ fn most_restrictive_wins_and_escalations_merge() {
 
 #[test]
 fn explain_lists_every_rule_that_took_part() {
-    let p = policy(include_str!("../../../examples/policies/banking.yaml"));
+    let p = banking();
     let request: Request = serde_json::from_value(json!({
         "agent": "ledger",
         "action": "bank.payment_send",
-        "args": { "payee": "landlord", "amount": 9000 },
+        "args": { "payee": "landlord", "amount": 90.00 },
         "credentials": ["bank_api"],
-        "context": { "totals": { "paid_24h": 45000, "payments_24h": 5 }, "time": "12:00" },
+        "context": {
+            "totals": { "paid_24h": 45000, "payments_24h": 5, "payee_paid_24h": 0, "payee_payments_24h": 0 },
+            "time": "12:00",
+            "transcript": [{ "from": "owner", "text": "pay the landlord 90.00" }],
+        },
     }))
     .unwrap();
     let e = p.explain(&request);
@@ -297,7 +324,10 @@ fn explain_lists_every_rule_that_took_part() {
             "credential:bank_api",
             "financial/bank.payment_send",
             "unknown-payee",
+            "account-from-a-document",
+            "new-account",
             "not-a-positive-amount",
+            "split-payment",
             "over-100",
             "day-total-over-500",
             "many-payments",

@@ -4,8 +4,21 @@ use p3ak_policy::cases::Suite;
 use p3ak_policy::{Policy, Request};
 use proptest::prelude::*;
 
-const BANKING: &str = include_str!("../../../examples/policies/banking.yaml");
-const CASES: &str = include_str!("../../../examples/policies/cases.yaml");
+const BANKING: &str = include_str!("../../../examples/policies/banking/policy.yaml");
+const CASES: &str = include_str!("../../../examples/policies/banking/cases.yaml");
+
+/// The set files beside the banking example.
+fn banking_file(name: &str) -> std::io::Result<String> {
+    match name {
+        "payees.txt" => {
+            Ok(include_str!("../../../examples/policies/banking/payees.txt").to_owned())
+        }
+        "accounts.txt" => {
+            Ok(include_str!("../../../examples/policies/banking/accounts.txt").to_owned())
+        }
+        _ => Err(std::io::ErrorKind::NotFound.into()),
+    }
+}
 
 #[expect(
     clippy::panic,
@@ -109,7 +122,7 @@ proptest! {
         bytes[at] = byte;
         bytes.truncate(cut.max(at + 1));
         let text = String::from_utf8_lossy(&bytes);
-        if let Ok(policy) = Policy::from_yaml(&text) {
+        if let Ok(policy) = Policy::from_yaml_with_files(&text, banking_file) {
             let _ = policy.decide(&Request::new("ledger", "bank.payment_send"));
         }
         let _ = Suite::from_yaml(&String::from_utf8_lossy(&CASES.as_bytes()[..cut.min(CASES.len())]));

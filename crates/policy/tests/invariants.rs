@@ -11,6 +11,29 @@ const ACTIONS: &[&str] = &["a.x", "a.y", "b.x", "b.z", "c", "d.q"];
 const PATTERNS: &[&str] = &["a.*", "a.x", "a.y", "b.x", "b.*", "c", "*"];
 const TIERS: &[Tier] = &[Tier::Observe, Tier::Act, Tier::Commit];
 
+const BANKING: &str = include_str!("../../../examples/policies/banking/policy.yaml");
+
+/// The banking example, with the set files it reads from beside it.
+#[expect(
+    clippy::panic,
+    reason = "a test helper: an example that does not load fails the test"
+)]
+fn banking() -> Policy {
+    Policy::from_yaml_with_files(BANKING, banking_file).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn banking_file(name: &str) -> std::io::Result<String> {
+    match name {
+        "payees.txt" => {
+            Ok(include_str!("../../../examples/policies/banking/payees.txt").to_owned())
+        }
+        "accounts.txt" => {
+            Ok(include_str!("../../../examples/policies/banking/accounts.txt").to_owned())
+        }
+        _ => Err(std::io::ErrorKind::NotFound.into()),
+    }
+}
+
 #[expect(
     clippy::panic,
     reason = "a test helper: a policy that does not compile fails the test"
@@ -266,7 +289,7 @@ proptest! {
         payee in ".{0,20}",
         extra in proptest::collection::btree_map("[a-z_]{1,6}", any::<i64>(), 0..4),
     ) {
-        let policy = policy(include_str!("../../../examples/policies/banking.yaml"));
+        let policy = banking();
         let mut args = json!({ "amount": amount, "payee": payee });
         for (k, v) in extra {
             args[k] = json!(v);
@@ -275,7 +298,11 @@ proptest! {
             "agent": "ledger",
             "action": "bank.payment_send",
             "args": args,
-            "context": { "totals": { "paid_24h": 0, "payments_24h": 0 }, "time": "12:00" },
+            "context": {
+                "totals": { "paid_24h": 0, "payments_24h": 0, "payee_paid_24h": 0, "payee_payments_24h": 0 },
+                "time": "12:00",
+                "transcript": [{ "from": "owner", "text": format!("pay {payee} {amount}") }],
+            },
         })).unwrap();
         prop_assert!(policy.decide(&request).decision.required_level() >= 1);
     }
