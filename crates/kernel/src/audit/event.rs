@@ -129,7 +129,7 @@ audit_events! {
     /// An authorised call about to run.
     Execution = "execution", Required {
         agent: String, call_id: String, action: String, args: Value, credentials: Vec<String>,
-        tier: Tier, approval: Option<String>,
+        tier: Tier, approval: Option<String>, channel: String, conversation: Option<String>,
     },
     /// What a tool returned (scrubbed, truncated).
     Result = "result", Required {
