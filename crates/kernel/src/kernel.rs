@@ -23,8 +23,9 @@ use crate::hitl::{Attach, DaemonLaunch, HitlLink, StageWriter};
 use crate::home::Home;
 use crate::host::Host;
 use crate::launch::{Launcher, LocalLauncher};
+use crate::ledger::Ledger;
 use crate::pending::PendingQueue;
-use crate::road::{Road, RoadParts, SystemClock};
+use crate::road::{Clock as _, Road, RoadParts, SystemClock};
 use crate::warden::RemoteLauncher;
 use crate::{KernelError, WardenError};
 use p3ak_approval::spool::{Spool, SpoolKey};
@@ -300,6 +301,8 @@ impl Kernel {
                 policy_rules: policy.rule_count(),
             })
             .await?;
+        // Totals and session histories as the audit log has them: they survive a restart.
+        let ledger = Ledger::restore(Arc::clone(&vault), &policy, SystemClock.unix_ms()).await?;
         let pending = Arc::new(PendingQueue::default());
         let (channel, child, info) = match daemon {
             DaemonSide::Started(started) => (started.channel, Some(started.child), started.info),
@@ -341,20 +344,22 @@ impl Kernel {
         host.start().await;
         let (stop, _) = watch::channel(false);
         let tool_timeout = config.kernel.tool_timeout;
+        let parts = RoadParts {
+            enforcer: Enforcer::new(Arc::new(PolicyCell::new(policy))),
+            broker: Arc::clone(&broker),
+            audit: Arc::new(audit.clone()),
+            plugins: Arc::clone(&host) as Arc<dyn crate::road::Plugins>,
+            desk: Arc::clone(&hitl) as Arc<dyn crate::road::ApprovalDesk>,
+            pending: Arc::clone(&pending),
+            clock: Arc::new(SystemClock),
+            tool_timeout,
+        };
+        let road = Road::new(parts).with_ledger(ledger);
         Ok(Arc::new(Self {
             home,
             config,
             agents,
-            road: Road::new(RoadParts {
-                enforcer: Enforcer::new(Arc::new(PolicyCell::new(policy))),
-                broker: Arc::clone(&broker),
-                audit: Arc::new(audit.clone()),
-                plugins: Arc::clone(&host) as Arc<dyn crate::road::Plugins>,
-                desk: Arc::clone(&hitl) as Arc<dyn crate::road::ApprovalDesk>,
-                pending: Arc::clone(&pending),
-                clock: Arc::new(SystemClock),
-                tool_timeout,
-            }),
+            road,
             broker,
             audit,
             host,

@@ -84,6 +84,14 @@ impl ToolTable {
         self.by_name.is_empty()
     }
 
+    /// The action a tool name stands for: the offered one, else the name read back
+    /// (`files__read` is `files.read`) for a tool no longer offered.
+    #[must_use]
+    pub fn action_of(&self, tool_name: &str) -> String {
+        self.get(tool_name)
+            .map_or_else(|| tool_name.replace("__", "."), |a| a.action.clone())
+    }
+
     fn get(&self, tool_name: &str) -> Option<&OfferedAction> {
         self.by_name.get(tool_name)
     }

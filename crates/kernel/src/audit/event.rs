@@ -129,7 +129,7 @@ audit_events! {
     /// An authorised call about to run.
     Execution = "execution", Required {
         agent: String, call_id: String, action: String, args: Value, credentials: Vec<String>,
-        tier: Tier, approval: Option<String>,
+        tier: Tier, approval: Option<String>, channel: String, conversation: Option<String>,
     },
     /// What a tool returned (scrubbed, truncated).
     Result = "result", Required {
@@ -280,6 +280,39 @@ mod tests {
             code,
             "docs/audit.md and AuditEvent differ"
         );
+    }
+
+    #[test]
+    fn docs_audit_lists_the_fields_the_ledger_is_rebuilt_from() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/audit.md");
+        let text = std::fs::read_to_string(path).unwrap();
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("| `execution` |"))
+            .unwrap();
+        let mut documented: Vec<String> = row
+            .rsplit('|')
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .map(|f| f.trim().trim_matches('`').to_owned())
+            .collect();
+        let event = AuditEvent::Execution {
+            agent: "a".into(),
+            call_id: "c".into(),
+            action: "files.read".into(),
+            args: serde_json::json!({}),
+            credentials: Vec::new(),
+            tier: Tier::Observe,
+            approval: None,
+            channel: "cli".into(),
+            conversation: Some("console".into()),
+        };
+        let payload = event.payload();
+        let mut written: Vec<String> = payload.as_object().unwrap().keys().cloned().collect();
+        documented.sort();
+        written.sort();
+        assert_eq!(documented, written);
     }
 
     #[test]

@@ -13,17 +13,19 @@
 //! milliseconds.
 
 pub mod ports;
+pub mod provenance;
 #[cfg(test)]
 mod tests;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use p3ak_policy::{AgentNotice, Context, TimeOfDay};
+use p3ak_policy::{AgentNotice, Context, SessionHistory, TimeOfDay};
 use p3ak_proto::{Invoke, Message, ToolCall};
 use tokio::sync::mpsc;
 
 pub use ports::{ApprovalDesk, AuditSink, Clock, PluginLink, Plugins, SystemClock};
+pub use provenance::Conversation;
 
 use crate::KernelError;
 use crate::audit::AuditEvent;
@@ -31,9 +33,9 @@ use crate::authorize::{ApprovalGate, Authorized, Decided, Enforcer, Escalation};
 use crate::broker::Broker;
 use crate::control::ControlEvent;
 use crate::host::HostError;
-use crate::ledger::Ledger;
+use crate::ledger::{CallRef, Ledger, Spent};
 use crate::pending::{PendingQueue, Resolution};
-use crate::proposal::{self, ToolTable};
+use crate::proposal::{self, Proposal, ToolTable};
 
 /// All a model learns of a call that will not run (invariant I3).
 pub const NOT_PERMITTED: &str = "action not permitted";
@@ -56,6 +58,19 @@ pub struct RoadParts {
     pub clock: Arc<dyn Clock>,
     /// How long a tool may take.
     pub tool_timeout: Duration,
+}
+
+/// Who proposes a call, and where: the agent, the channel its request came on, and the
+/// conversation (with what its model was shown) when the call comes from a turn.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The proposing agent.
+    pub agent: &'a str,
+    /// The channel (`cli`, `signal`, ...).
+    pub channel: &'a str,
+    /// The conversation; `None` outside a turn (then the policy gets no session and no
+    /// origins).
+    pub conversation: Option<&'a Conversation>,
 }
 
 /// The one road from a proposed tool call to its execution.
@@ -88,6 +103,15 @@ impl Road {
         }
     }
 
+    /// The road with this ledger (the kernel's, rebuilt from its audit log).
+    #[must_use]
+    pub(crate) fn with_ledger(self, ledger: Ledger) -> Self {
+        Self {
+            ledger: Mutex::new(ledger),
+            ..self
+        }
+    }
+
     /// The enforcer (its policy is swapped on reload).
     #[must_use]
     pub fn enforcer(&self) -> &Enforcer {
@@ -104,12 +128,12 @@ impl Road {
     /// notices for the person (an approval is needed), never anything the model sees.
     pub async fn handle_call(
         &self,
-        agent: &str,
+        caller: &Caller<'_>,
         call: &ToolCall,
         table: &ToolTable,
-        channel: &str,
         events: &mpsc::UnboundedSender<ControlEvent>,
     ) -> Result<String, KernelError> {
+        let agent = caller.agent;
         let proposal = match proposal::parse(agent, call, table) {
             Ok(p) => p,
             Err(e) => {
@@ -133,7 +157,7 @@ impl Road {
             args: proposal.args.clone(),
             credentials: proposal.credentials.clone(),
         }];
-        let context = self.context(channel);
+        let context = self.context(caller, &proposal);
         let action = proposal.action.clone();
         let (decided, verdict) = self.enforcer.decide(proposal, context);
         let rules = verdict.rules.clone();
@@ -144,12 +168,15 @@ impl Road {
             verdict,
         });
         match decided {
-            Decided::Allowed(authorized) => self.execute(authorized, trail).await,
+            Decided::Allowed(authorized) => self.execute(authorized, caller, trail).await,
             Decided::Rejected => {
                 self.audit.append_all(trail).await?;
                 Ok(AgentNotice::NotPermitted.to_string())
             }
-            Decided::Escalated(escalation) => self.escalate(escalation, rules, events, trail).await,
+            Decided::Escalated(escalation) => {
+                self.escalate(escalation, rules, caller, events, trail)
+                    .await
+            }
         }
     }
 
@@ -159,6 +186,7 @@ impl Road {
         &self,
         escalation: Escalation,
         rules: Vec<String>,
+        caller: &Caller<'_>,
         events: &mpsc::UnboundedSender<ControlEvent>,
         mut trail: Vec<AuditEvent>,
     ) -> Result<String, KernelError> {
@@ -248,7 +276,7 @@ impl Road {
                     factors: approval.factors().to_vec(),
                 }];
                 match ApprovalGate::approve(escalation, &request, approval) {
-                    Ok(authorized) => self.execute(authorized, trail).await,
+                    Ok(authorized) => self.execute(authorized, caller, trail).await,
                     Err(mismatch) => {
                         let mut trail = trail;
                         trail.push(AuditEvent::ApprovalMismatch {
@@ -294,6 +322,7 @@ impl Road {
     pub(crate) async fn execute(
         &self,
         authorized: Authorized,
+        caller: &Caller<'_>,
         mut trail: Vec<AuditEvent>,
     ) -> Result<String, KernelError> {
         let p = authorized.proposal();
@@ -329,11 +358,21 @@ impl Road {
             credentials: p.credentials.clone(),
             tier: authorized.tier(),
             approval: authorized.approval().map(str::to_owned),
+            channel: caller.channel.to_owned(),
+            conversation: caller.conversation.map(|c| c.id().to_owned()),
         });
         // Counted before the await, so a concurrent call is decided with this one in its
         // totals; a call whose intent then fails to commit stays counted (the safe side).
+        let spent = Spent {
+            at_ms: self.clock.unix_ms(),
+            agent: p.agent.clone(),
+            action: target.full(),
+            args: p.args.clone(),
+            channel: Some(caller.channel.to_owned()),
+            conversation: caller.conversation.map(|c| c.id().to_owned()),
+        };
         if let Ok(mut ledger) = self.ledger.lock() {
-            ledger.record(self.enforcer.policy().totals(), &target.full(), &p.args);
+            ledger.record(self.enforcer.policy().totals(), spent);
         }
         self.audit.append_all(trail).await?;
         let invoke = Message::Invoke(Invoke {
@@ -392,22 +431,44 @@ impl Road {
         Ok(text)
     }
 
-    /// What the policy sees of the moment: the time, the channel, the running totals.
-    fn context(&self, channel: &str) -> Context {
+    /// What the policy sees of the moment: the time, the channel, the running totals for
+    /// this call's keys, what the session already ran, and where the call's values came from.
+    fn context(&self, caller: &Caller<'_>, proposal: &Proposal) -> Context {
         let now = self.clock.now();
         let time = u8::try_from(now.hour())
             .ok()
             .zip(u8::try_from(now.minute()).ok())
             .and_then(|(h, m)| TimeOfDay::new(h, m));
-        let totals = self
+        let call = CallRef {
+            agent: caller.agent,
+            args: &proposal.args,
+            channel: Some(caller.channel),
+            conversation: caller.conversation.map(Conversation::id),
+        };
+        let (totals, session) = self
             .ledger
             .lock()
-            .map(|l| l.totals(self.enforcer.policy().totals(), Instant::now()))
+            .map(|l| {
+                let totals = l.totals(
+                    self.enforcer.policy().totals(),
+                    &call,
+                    now.timestamp().as_millisecond(),
+                );
+                let session = caller.conversation.map(|c| SessionHistory {
+                    id: c.id().to_owned(),
+                    actions: l.session(c.id()),
+                });
+                (totals, session)
+            })
             .unwrap_or_default();
         Context {
             totals,
             time,
-            channel: Some(channel.to_owned()),
+            channel: Some(caller.channel.to_owned()),
+            session,
+            origins: caller
+                .conversation
+                .map(|c| c.transcript().origins_of(&proposal.args)),
             ..Context::default()
         }
     }
