@@ -72,6 +72,7 @@ fn request(id: &str, level: u8, crawfish_secs: u64, timeout_ms: i64) -> Request 
         expires_ms: now + timeout_ms,
         crawfish_secs,
         confirm_twice: false,
+        reasons: Vec::new(),
     }
 }
 
@@ -158,7 +159,7 @@ fn invariant_i8_after_its_window_the_approved_action_is_released_from_the_outbox
         ToKernel::Released {
             request, binding, ..
         } => {
-            assert_eq!(request, r);
+            assert_eq!(*request, r);
             assert!(binding.matches(&r.binding()));
         }
         other => panic!("expected a release, got {other:?}"),

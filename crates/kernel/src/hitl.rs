@@ -30,8 +30,10 @@ use tokio::sync::mpsc;
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::HitlSettings;
+use crate::grants::{GrantBook, ReleaseDesk};
 use crate::home::Home;
 use crate::pending::PendingQueue;
+use crate::road::Clock;
 use crate::{DaemonError, KernelError};
 
 /// Where round 1 kept the factor store's key: inside the kernel's vault (read once, to reseal
@@ -268,6 +270,10 @@ pub(crate) struct Attach {
     pub(crate) writer: StageWriter,
     pub(crate) pending: Arc<PendingQueue>,
     pub(crate) audit: AuditLog,
+    /// Where a remembered approval's grant goes.
+    pub(crate) grants: Arc<GrantBook>,
+    /// The time grants are minted at.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl HitlLink {
@@ -283,6 +289,8 @@ impl HitlLink {
             writer,
             pending,
             audit,
+            grants,
+            clock,
         } = attach;
         channel
             .set_nonblocking(true)
@@ -337,8 +345,16 @@ impl HitlLink {
                             request,
                             binding,
                             factors,
+                            remember,
                         } => {
-                            if let Err(e) = pending.released(&request, &binding, factors) {
+                            let desk = ReleaseDesk {
+                                pending: &pending,
+                                grants: &grants,
+                                audit: &audit,
+                                clock: clock.as_ref(),
+                            };
+                            let released = desk.release(&request, &binding, factors, remember);
+                            if let Err(e) = released.await {
                                 audit
                                     .note(AuditEvent::ApprovalReleaseRefused {
                                         id: request.id.clone(),
@@ -572,4 +588,24 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), KernelError> {
 /// others (never read), so the daemon's user can reach the spool.
 fn traversable_ancestors(path: &Path) -> Result<(), KernelError> {
     crate::launch::plan::traversable_ancestors(path).map_err(|e| DaemonError::Permissions(e).into())
+}
+
+/// The verdict's reasons as the approver sees them: each rule, what it asked for, and the
+/// operator's `why:`. They go to the approval daemon only, never to a model (invariant I3).
+pub(crate) fn approver_reasons(
+    verdict: &p3ak_policy::Verdict,
+) -> Vec<p3ak_approval::binding::Reason> {
+    verdict
+        .reasons
+        .iter()
+        .map(|r| p3ak_approval::binding::Reason {
+            rule: r.rule.clone(),
+            effect: match &r.effect {
+                p3ak_policy::Decision::Allow { tier } => format!("allow ({tier})"),
+                p3ak_policy::Decision::Reject => "reject".to_owned(),
+                p3ak_policy::Decision::Escalate { level, .. } => format!("level {level}"),
+            },
+            why: r.why.clone(),
+        })
+        .collect()
 }

@@ -19,6 +19,7 @@ use crate::authorize::Enforcer;
 use crate::broker::{Broker, SecretValue};
 use crate::config::Config;
 use crate::control::{ControlEvent, ControlRequest, KernelStatus, MAX_CONTROL_FRAME, plugin_rows};
+use crate::grants::GrantBook;
 use crate::hitl::{Attach, DaemonLaunch, HitlLink, StageWriter};
 use crate::home::Home;
 use crate::host::Host;
@@ -67,6 +68,12 @@ pub struct Kernel {
     pub(crate) memory_key: std::sync::RwLock<Option<VaultKey>>,
     pub(crate) rekeyer: Rekeyer,
     pub(crate) usage: Mutex<crate::control::UsageTotals>,
+    /// The policy in force; swapped by `policy apply` and SIGHUP.
+    pub(crate) policy: Arc<PolicyCell>,
+    /// One policy change at a time.
+    pub(crate) reload: tokio::sync::Mutex<()>,
+    /// Remembered approvals.
+    pub(crate) grants: Arc<GrantBook>,
     /// The uids served on the control socket.
     operators: Vec<u32>,
     /// The warden, when it started this kernel.
@@ -83,6 +90,7 @@ struct Opened {
     vault: Arc<Vault>,
     broker: Arc<Broker>,
     audit: AuditLog,
+    grants: Arc<GrantBook>,
 }
 
 impl Kernel {
@@ -254,6 +262,7 @@ impl Kernel {
         };
         let vault = Arc::new(vault);
         let broker = Arc::new(Broker::load(&vault)?);
+        let grants = Arc::new(GrantBook::load(Arc::clone(&vault))?);
         let audit = AuditLog::new(Arc::clone(&vault), Arc::clone(&broker));
         std::fs::write(home.pid_file(), std::process::id().to_string())
             .map_err(KernelError::io("cannot write the pid file"))?;
@@ -265,6 +274,7 @@ impl Kernel {
             vault,
             broker,
             audit,
+            grants,
         })
     }
 
@@ -278,6 +288,7 @@ impl Kernel {
             vault,
             broker,
             audit,
+            grants,
         } = opened;
         let Assembly {
             memory_key,
@@ -314,6 +325,8 @@ impl Kernel {
             writer,
             pending: Arc::clone(&pending),
             audit: audit.clone(),
+            grants: Arc::clone(&grants),
+            clock: Arc::new(SystemClock),
         })
         .await;
         let hitl = match attached {
@@ -341,12 +354,13 @@ impl Kernel {
         host.start().await;
         let (stop, _) = watch::channel(false);
         let tool_timeout = config.kernel.tool_timeout;
+        let policy = Arc::new(PolicyCell::new(policy));
         Ok(Arc::new(Self {
             home,
             config,
             agents,
             road: Road::new(RoadParts {
-                enforcer: Enforcer::new(Arc::new(PolicyCell::new(policy))),
+                enforcer: Enforcer::new(Arc::clone(&policy)),
                 broker: Arc::clone(&broker),
                 audit: Arc::new(audit.clone()),
                 plugins: Arc::clone(&host) as Arc<dyn crate::road::Plugins>,
@@ -354,7 +368,8 @@ impl Kernel {
                 pending: Arc::clone(&pending),
                 clock: Arc::new(SystemClock),
                 tool_timeout,
-            }),
+            })
+            .with_grants(Arc::clone(&grants)),
             broker,
             audit,
             host,
@@ -364,6 +379,9 @@ impl Kernel {
             memory_key: std::sync::RwLock::new(memory_key),
             rekeyer,
             usage: Mutex::new(crate::control::UsageTotals::default()),
+            policy,
+            reload: tokio::sync::Mutex::new(()),
+            grants,
             operators,
             warden,
             stop,
@@ -424,6 +442,7 @@ impl Kernel {
         let mut stop = self.stop.subscribe();
         let mut warden_gone = self.warden.as_ref().map(|w| w.gone());
         let schedule = tokio::spawn(Arc::clone(self).run_rekey_schedule());
+        let hangups = tokio::spawn(Arc::clone(self).reload_on_hangup());
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -440,9 +459,29 @@ impl Kernel {
             }
         }
         schedule.abort();
+        hangups.abort();
         drop(listener);
         let _ = std::fs::remove_file(&socket);
         self.shutdown().await
+    }
+
+    /// Re-reads `policy.yaml` on every SIGHUP (a refused one is audited and logged).
+    async fn reload_on_hangup(self: Arc<Self>) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot handle SIGHUP: `p3ak policy apply` still reloads the policy");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match self.reload_policy().await {
+                Ok(applied) => tracing::info!(
+                    "policy reloaded on SIGHUP ({} rules, sha256 {})",
+                    applied.rules,
+                    applied.sha256
+                ),
+                Err(e) => tracing::error!("policy not reloaded on SIGHUP, the old one stays: {e}"),
+            }
+        }
     }
 
     async fn shutdown(&self) -> Result<(), KernelError> {
@@ -554,6 +593,9 @@ impl Kernel {
                 items: self.broker.list(),
             },
             ControlRequest::Status => ControlEvent::Status(self.status()),
+            ControlRequest::PolicyApply { text } => self.control_policy_apply(text).await,
+            ControlRequest::GrantList => self.control_grant_list(),
+            ControlRequest::GrantRevoke { id } => self.control_grant_revoke(id, &operator).await,
             ControlRequest::Shutdown => {
                 self.request_stop();
                 ControlEvent::Done {

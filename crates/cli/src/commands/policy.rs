@@ -8,6 +8,8 @@ use p3ak_policy::cases::Suite;
 use p3ak_policy::{Context, Diagnostic, Policy, PolicyError, Request, Tier};
 use serde_json::json;
 
+use p3ak_kernel::control::{ControlEvent, ControlRequest};
+
 use crate::output::{Output, sanitize};
 
 #[derive(Debug, Subcommand)]
@@ -25,6 +27,26 @@ pub enum Command {
         file: PathBuf,
         /// The cases file (YAML).
         cases: PathBuf,
+    },
+    /// Check a policy file and make it the running kernel's policy (and `policy.yaml`); on
+    /// any error the old policy stays (exit 1). SIGHUP to the kernel re-reads `policy.yaml`.
+    Apply {
+        /// The policy file (YAML).
+        file: PathBuf,
+    },
+    /// Remembered approvals (grants): list them, or revoke one.
+    Grants {
+        #[command(subcommand)]
+        command: Option<GrantsCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantsCommand {
+    /// Revoke a grant: calls it covered are escalated again.
+    Revoke {
+        /// Its id (`p3ak policy grants` lists them).
+        id: String,
     },
 }
 
@@ -70,6 +92,11 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Check { file } => check(&file, out),
         Command::Explain(args) => explain(args, out),
         Command::Test { file, cases } => test(&file, &cases, out),
+        Command::Apply { file } => apply(&file, out),
+        Command::Grants { command: None } => grants(out),
+        Command::Grants {
+            command: Some(GrantsCommand::Revoke { id }),
+        } => revoke(&id, out),
     }
 }
 
@@ -234,5 +261,73 @@ fn test(path: &Path, cases_path: &Path, out: &Output) -> anyhow::Result<()> {
     if failed > 0 {
         bail!("{failed} of {} cases failed", outcomes.len());
     }
+    Ok(())
+}
+
+fn apply(path: &Path, out: &Output) -> anyhow::Result<()> {
+    let text = read(path)?;
+    // Checked here first for diagnostics with this file's name; the kernel checks again.
+    let policy = Policy::from_yaml(&text).map_err(|e| located(path, &e))?;
+    for warning in policy.warnings() {
+        out.warn(format!("{}:{warning}", path.display()));
+    }
+    let event = super::kernel::call(&ControlRequest::PolicyApply { text }, out)?;
+    let ControlEvent::PolicyApplied { sha256, rules, .. } = event else {
+        bail!("unexpected answer from the kernel");
+    };
+    out.json(
+        &json!({"ok": true, "file": path.display().to_string(), "sha256": sha256, "rules": rules}),
+    );
+    out.line(sanitize(&format!(
+        "{}: applied ({rules} rules, sha256 {sha256}); it decides the next call",
+        path.display()
+    )));
+    Ok(())
+}
+
+fn grants(out: &Output) -> anyhow::Result<()> {
+    let ControlEvent::Grants { items, now } = super::kernel::call(&ControlRequest::GrantList, out)?
+    else {
+        bail!("unexpected answer from the kernel");
+    };
+    out.json(&json!({"grants": items, "now": now}));
+    if items.is_empty() {
+        out.line("no remembered approvals (`p3ak approve ID --remember ARG --for 30d` makes one)");
+    }
+    for grant in &items {
+        let pinned: Vec<String> = grant
+            .args
+            .iter()
+            .map(|(path, value)| format!("{path}={value}"))
+            .collect();
+        let state = if grant.live_at(now) {
+            "until"
+        } else {
+            "expired"
+        };
+        out.line(sanitize(&format!(
+            "{}  {}  level {}  {} {}  ({} approval `{}`)",
+            grant.id,
+            grant.action,
+            grant.level,
+            state,
+            crate::output::timestamp_ms(grant.expires_at.saturating_mul(1000)),
+            grant.agent,
+            grant.approval,
+        )));
+        if !pinned.is_empty() {
+            out.line(sanitize(&format!("    for {}", pinned.join(", "))));
+        }
+    }
+    Ok(())
+}
+
+fn revoke(id: &str, out: &Output) -> anyhow::Result<()> {
+    let event = super::kernel::call(&ControlRequest::GrantRevoke { id: id.to_owned() }, out)?;
+    let ControlEvent::Done { message } = event else {
+        bail!("unexpected answer from the kernel");
+    };
+    out.json(&json!({"ok": true, "message": message}));
+    out.line(sanitize(&message));
     Ok(())
 }

@@ -162,6 +162,18 @@ fn details(view: &View, now_ms: i64) -> Markup {
                 @if r.rules.is_empty() { "the policy's default" }
                 @for rule in &r.rules { code.rule { (rule) } " " }
             }
+            @if !r.reasons.is_empty() {
+                dt { "Why" } dd.reasons {
+                    ul.reasons {
+                        @for reason in &r.reasons {
+                            li.reason {
+                                code.rule { (reason.rule) } " (" (reason.effect) ")"
+                                @if let Some(why) = &reason.why { ": " span.why { (why) } }
+                            }
+                        }
+                    }
+                }
+            }
             dt { "Asked" } dd.asked { (when(r.asked_ms)) " (" (relative(r.asked_ms, now_ms)) ")" }
             @if matches!(view.stage, Stage::Waiting { .. }) {
                 dt { "Expires" } dd.expires { (when(r.expires_ms)) " (" (relative(r.expires_ms, now_ms)) "; then it is denied)" }
@@ -191,6 +203,7 @@ fn controls(view: &View, p: &PendingPage<'_>) -> Markup {
             0..=2 => {
                 form.approve method="post" action="/approve" {
                     (hidden(p.csrf, view))
+                    (remember_fields(view))
                     button.approve type="submit" { "Approve" }
                 }
             }
@@ -203,6 +216,7 @@ fn controls(view: &View, p: &PendingPage<'_>) -> Markup {
                     @if p.totp_active {
                         label { "or TOTP code " input.totp type="text" name="totp" autocomplete="one-time-code" inputmode="numeric"; }
                     }
+                    (remember_fields(view))
                     button.approve type="submit" { "Approve" }
                 }
             }
@@ -227,6 +241,39 @@ fn controls(view: &View, p: &PendingPage<'_>) -> Markup {
         }
         @if level >= 4 {
             @if let Some(hint) = webauthn_hint { p.hint { (hint) } }
+        }
+    }
+}
+
+/// "Remember": one box per argument whose approved value the grant would pin, and how long.
+/// Level 5 is asked for every time, so it has none.
+fn remember_fields(view: &View) -> Markup {
+    let r = &view.request;
+    if r.level >= crate::level::MAX_LEVEL {
+        return html! {};
+    }
+    let names: Vec<&String> = r
+        .args
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    html! {
+        details.remember {
+            summary { "Remember: allow this again without asking" }
+            @if names.is_empty() {
+                label { input type="checkbox" name="remember" value="*"; " this action (it has no arguments)" }
+            }
+            @for name in &names {
+                label { input type="checkbox" name="remember" value=(name); " same " code { (name) } }
+            }
+            label { " for "
+                select name="remember_days" {
+                    option value="1" { "1 day" }
+                    option value="7" { "7 days" }
+                    option value="30" selected { "30 days" }
+                    option value="90" { "90 days" }
+                }
+            }
         }
     }
 }

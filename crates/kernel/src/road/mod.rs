@@ -69,6 +69,7 @@ pub struct Road {
     clock: Arc<dyn Clock>,
     ledger: Mutex<Ledger>,
     tool_timeout: Duration,
+    grants: Arc<crate::grants::GrantBook>,
 }
 
 impl Road {
@@ -85,7 +86,15 @@ impl Road {
             clock: parts.clock,
             ledger: Mutex::new(Ledger::default()),
             tool_timeout: parts.tool_timeout,
+            grants: Arc::new(crate::grants::GrantBook::in_memory()),
         }
+    }
+
+    /// The remembered approvals the policy is told about (none unless set).
+    #[must_use]
+    pub fn with_grants(mut self, grants: Arc<crate::grants::GrantBook>) -> Self {
+        self.grants = grants;
+        self
     }
 
     /// The enforcer (its policy is swapped on reload).
@@ -137,6 +146,7 @@ impl Road {
         let action = proposal.action.clone();
         let (decided, verdict) = self.enforcer.decide(proposal, context);
         let rules = verdict.rules.clone();
+        let reasons = crate::hitl::approver_reasons(&verdict);
         trail.push(AuditEvent::Decision {
             agent: agent.to_owned(),
             call_id: call.id.clone(),
@@ -149,7 +159,10 @@ impl Road {
                 self.audit.append_all(trail).await?;
                 Ok(AgentNotice::NotPermitted.to_string())
             }
-            Decided::Escalated(escalation) => self.escalate(escalation, rules, events, trail).await,
+            Decided::Escalated(escalation) => {
+                self.escalate(escalation, (rules, reasons), events, trail)
+                    .await
+            }
         }
     }
 
@@ -158,7 +171,7 @@ impl Road {
     pub(crate) async fn escalate(
         &self,
         escalation: Escalation,
-        rules: Vec<String>,
+        (rules, reasons): (Vec<String>, Vec<p3ak_approval::binding::Reason>),
         events: &mpsc::UnboundedSender<ControlEvent>,
         mut trail: Vec<AuditEvent>,
     ) -> Result<String, KernelError> {
@@ -188,6 +201,7 @@ impl Road {
                 .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)),
             crawfish_secs: escalation.crawfish().as_secs(),
             confirm_twice: escalation.confirm_twice(),
+            reasons,
         };
         let id = request.id.clone();
         let ticket = self.pending.add(&request);
@@ -408,6 +422,7 @@ impl Road {
             totals,
             time,
             channel: Some(channel.to_owned()),
+            grants: self.grants.live(now.timestamp().as_second()),
             ..Context::default()
         }
     }
