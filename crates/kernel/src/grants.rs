@@ -293,3 +293,7 @@ enum GrantMintError {
     #[error("the grant task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
 }
+
+#[cfg(test)]
+#[path = "grants_tests.rs"]
+mod tests;

@@ -2,10 +2,13 @@
 //! requests.
 //!
 //! A new policy is compiled first; any error leaves the running one in place. Then it is
-//! written to `policy.yaml` (for `apply`), audited with the SHA-256 of its text, and swapped in
-//! atomically: a decision in flight keeps the snapshot it started with, and an escalation
-//! already waiting keeps the verdict it was decided under (the approval gate never decides
-//! again).
+//! audited with the SHA-256 of its text and swapped in atomically: a decision in flight keeps
+//! the snapshot it started with, and an escalation already waiting keeps the verdict it was
+//! decided under (the approval gate never decides again).
+//!
+//! The kernel never writes `policy.yaml`: `p3ak policy apply` does, as the operator who owns
+//! it. Under the warden the file is root's and only readable by the kernel, so a kernel that
+//! is taken over cannot make a policy of its own survive a restart.
 
 use std::sync::Arc;
 
@@ -48,8 +51,7 @@ pub struct Applied {
 }
 
 impl Kernel {
-    /// Makes `text` the running policy, if it compiles. From the CLI it is also written to
-    /// `policy.yaml` (atomically), so a restart keeps it.
+    /// Makes `text` the running policy, if it compiles.
     pub async fn apply_policy(
         &self,
         text: &str,
@@ -95,32 +97,13 @@ impl Kernel {
             rules: policy.rule_count(),
             warnings: policy.warnings().iter().map(ToString::to_string).collect(),
         };
-        let path = self.home.policy();
-        let previous = if source == PolicySource::Cli {
-            let previous = std::fs::read(&path).ok();
-            let (path, bytes) = (path.clone(), text.as_bytes().to_vec());
-            tokio::task::spawn_blocking(move || crate::files::write_private(&path, &bytes))
-                .await
-                .map_err(KernelError::task("the policy write"))??;
-            previous
-        } else {
-            None
-        };
-        let audited = self
-            .audit
+        self.audit
             .record(AuditEvent::PolicyApplied {
                 sha256: applied.sha256.clone(),
                 rules: applied.rules,
                 source: source.as_str().to_owned(),
             })
-            .await;
-        if let Err(e) = audited {
-            // Not audited, not applied: the file goes back to what the running policy is.
-            if let Some(previous) = previous {
-                let _ = crate::files::write_private(&path, &previous);
-            }
-            return Err(e);
-        }
+            .await?;
         self.policy.replace(policy);
         Ok(applied)
     }

@@ -266,22 +266,50 @@ fn test(path: &Path, cases_path: &Path, out: &Output) -> anyhow::Result<()> {
 
 fn apply(path: &Path, out: &Output) -> anyhow::Result<()> {
     let text = read(path)?;
-    // Checked here first for diagnostics with this file's name; the kernel checks again.
+    // Checked here first: a policy that does not compile is never written.
     let policy = Policy::from_yaml(&text).map_err(|e| located(path, &e))?;
     for warning in policy.warnings() {
         out.warn(format!("{}:{warning}", path.display()));
     }
-    let event = super::kernel::call(&ControlRequest::PolicyApply { text }, out)?;
+    let home = super::kernel::home()?;
+    let target = home.policy();
+    let previous = std::fs::read(&target)
+        .with_context(|| format!("cannot read `{}`", target.display()))?;
+    // Written by the operator, who owns it, before the kernel swaps: the kernel never writes
+    // its own policy (under the warden it may only read it).
+    write_like(&target, text.as_bytes())?;
+    let event = match super::kernel::call(&ControlRequest::PolicyApply { text }, out) {
+        Ok(event @ ControlEvent::PolicyApplied { .. }) => event,
+        refused => {
+            write_like(&target, &previous).context("cannot restore the previous policy file")?;
+            refused?;
+            bail!("unexpected answer from the kernel");
+        }
+    };
     let ControlEvent::PolicyApplied { sha256, rules, .. } = event else {
         bail!("unexpected answer from the kernel");
     };
-    out.json(
-        &json!({"ok": true, "file": path.display().to_string(), "sha256": sha256, "rules": rules}),
-    );
+    out.json(&json!({"ok": true, "file": path.display().to_string(), "sha256": sha256, "rules": rules}));
     out.line(sanitize(&format!(
         "{}: applied ({rules} rules, sha256 {sha256}); it decides the next call",
         path.display()
     )));
+    Ok(())
+}
+
+/// Replaces `target` atomically, keeping its mode and group (the kernel reads it through its
+/// group under the warden).
+fn write_like(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let before = std::fs::metadata(target).ok();
+    p3ak_crypto::write_private(target, bytes)
+        .with_context(|| format!("cannot write `{}`", target.display()))?;
+    if let Some(before) = before {
+        std::os::unix::fs::chown(target, None, Some(before.gid()))
+            .with_context(|| format!("cannot keep the group of `{}`", target.display()))?;
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(before.mode() & 0o7777))
+            .with_context(|| format!("cannot keep the mode of `{}`", target.display()))?;
+    }
     Ok(())
 }
 
