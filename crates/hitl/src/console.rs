@@ -1142,6 +1142,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_remember_boxes_become_the_owners_choice() {
+        let form = parse_form(b"id=e1&remember=to&remember=cc&remember_days=30&pin=1234");
+        assert_eq!(
+            form.remember().unwrap(),
+            Some(Remember {
+                args: vec!["to".to_owned(), "cc".to_owned()],
+                for_secs: 30 * 86_400,
+            })
+        );
+        assert_eq!(
+            parse_form(b"id=e1&remember_days=30").remember().unwrap(),
+            None
+        );
+        let bare = parse_form(b"id=e1&remember=*&remember_days=1");
+        assert_eq!(bare.remember().unwrap().unwrap().args, Vec::<String>::new());
+        assert!(
+            parse_form(b"id=e1&remember=to&remember_days=x")
+                .remember()
+                .is_err()
+        );
+    }
+
+    #[test]
     fn a_login_token_works_once_and_expires() {
         let tokens = LoginTokens::new(Url::parse("http://localhost:7325").unwrap());
         let token = tokens.mint().unwrap();

@@ -103,7 +103,9 @@ impl Moving {
     fn advance(&self, secs: u64) {
         let mut now = self.0.lock().unwrap();
         *now = now
-            .checked_add(jiff::SignedDuration::from_secs(i64::try_from(secs).unwrap()))
+            .checked_add(jiff::SignedDuration::from_secs(
+                i64::try_from(secs).unwrap(),
+            ))
             .unwrap();
     }
 }
@@ -302,7 +304,10 @@ async fn an_approval_remembered_becomes_a_stored_audited_grant_pinning_the_appro
         BTreeMap::from([("to".to_owned(), json!("bob@example.com"))])
     );
     let now = b.clock.unix_ms() / 1000;
-    assert_eq!(g.expires_at - g.created_at, i64::try_from(30 * DAY).unwrap());
+    assert_eq!(
+        g.expires_at - g.created_at,
+        i64::try_from(30 * DAY).unwrap()
+    );
     assert_eq!(g.created_at, now);
     // Minted before the approved action ran, and audited.
     let kinds = b.audit.kinds();
@@ -315,7 +320,10 @@ async fn an_approval_remembered_becomes_a_stored_audited_grant_pinning_the_appro
     assert_eq!(reloaded.list(), grants);
     // Handed to the policy while it lasts, and not after.
     assert_eq!(b.grants.live(now).len(), 1);
-    assert_eq!(b.grants.live(now + i64::try_from(30 * DAY).unwrap()).len(), 0);
+    assert_eq!(
+        b.grants.live(now + i64::try_from(30 * DAY).unwrap()).len(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -329,10 +337,7 @@ async fn a_revoked_grant_is_gone_from_the_vault_and_the_policy() {
     assert!(b.grants.live(0).is_empty());
     let vault = Arc::clone(b.grants.vault.as_ref().unwrap());
     assert!(GrantBook::load(vault).unwrap().list().is_empty());
-    assert!(matches!(
-        b.grants.revoke(&id),
-        Err(GrantError::Unknown(_))
-    ));
+    assert!(matches!(b.grants.revoke(&id), Err(GrantError::Unknown(_))));
 }
 
 #[tokio::test]

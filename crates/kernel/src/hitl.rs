@@ -609,3 +609,46 @@ pub(crate) fn approver_reasons(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use p3ak_policy::{Decision, Level, Reason, Tier, Verdict};
+
+    use super::*;
+
+    #[test]
+    fn the_approver_gets_every_rule_with_its_why() {
+        let verdict = Verdict {
+            decision: Decision::Reject,
+            tier: Some(Tier::Commit),
+            group: None,
+            rules: vec!["big".to_owned()],
+            reasons: vec![
+                Reason {
+                    rule: "big".to_owned(),
+                    effect: Decision::Escalate {
+                        level: Level::new(4).unwrap_or(Level::MAX),
+                        crawfish: Duration::ZERO,
+                        notify: Vec::new(),
+                        confirm_twice: false,
+                        timeout: Duration::from_secs(60),
+                    },
+                    why: Some("over a million".to_owned()),
+                },
+                Reason {
+                    rule: "new-payee".to_owned(),
+                    effect: Decision::Reject,
+                    why: None,
+                },
+            ],
+        };
+        let reasons = approver_reasons(&verdict);
+        let shown: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["big (level 4): over a million", "new-payee (reject)"]
+        );
+    }
+}

@@ -273,8 +273,8 @@ fn apply(path: &Path, out: &Output) -> anyhow::Result<()> {
     }
     let home = super::kernel::home()?;
     let target = home.policy();
-    let previous = std::fs::read(&target)
-        .with_context(|| format!("cannot read `{}`", target.display()))?;
+    let previous =
+        std::fs::read(&target).with_context(|| format!("cannot read `{}`", target.display()))?;
     // Written by the operator, who owns it, before the kernel swaps: the kernel never writes
     // its own policy (under the warden it may only read it).
     write_like(&target, text.as_bytes())?;
@@ -289,7 +289,9 @@ fn apply(path: &Path, out: &Output) -> anyhow::Result<()> {
     let ControlEvent::PolicyApplied { sha256, rules, .. } = event else {
         bail!("unexpected answer from the kernel");
     };
-    out.json(&json!({"ok": true, "file": path.display().to_string(), "sha256": sha256, "rules": rules}));
+    out.json(
+        &json!({"ok": true, "file": path.display().to_string(), "sha256": sha256, "rules": rules}),
+    );
     out.line(sanitize(&format!(
         "{}: applied ({rules} rules, sha256 {sha256}); it decides the next call",
         path.display()
@@ -307,8 +309,11 @@ fn write_like(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(before) = before {
         std::os::unix::fs::chown(target, None, Some(before.gid()))
             .with_context(|| format!("cannot keep the group of `{}`", target.display()))?;
-        std::fs::set_permissions(target, std::fs::Permissions::from_mode(before.mode() & 0o7777))
-            .with_context(|| format!("cannot keep the mode of `{}`", target.display()))?;
+        std::fs::set_permissions(
+            target,
+            std::fs::Permissions::from_mode(before.mode() & 0o7777),
+        )
+        .with_context(|| format!("cannot keep the mode of `{}`", target.display()))?;
     }
     Ok(())
 }

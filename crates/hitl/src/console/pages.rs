@@ -425,6 +425,74 @@ mod tests {
         assert_eq!(when(0), "1970-01-01 00:00:00 UTC");
     }
 
+    fn view(level: u8, reasons: Vec<crate::binding::Reason>) -> View {
+        let request = crate::binding::Request {
+            id: "e1".to_owned(),
+            agent: "assistant".to_owned(),
+            action: "bank.pay".to_owned(),
+            args: serde_json::json!({"iban": "DE00", "amount": 100}),
+            level,
+            rules: vec!["new-payee".to_owned()],
+            category: "pay".to_owned(),
+            asked_ms: 0,
+            expires_ms: 60_000,
+            crawfish_secs: 0,
+            confirm_twice: false,
+            reasons,
+        };
+        View {
+            binding: request.binding(),
+            request,
+            stage: Stage::Waiting {
+                confirmed: 0,
+                needed: 1,
+            },
+            confirmations: Vec::new(),
+            remember: None,
+        }
+    }
+
+    fn page(items: &[View]) -> String {
+        pending(&PendingPage {
+            csrf: "c",
+            flash: None,
+            items,
+            now_ms: 0,
+            pin_set: true,
+            totp_active: false,
+            keys: 0,
+            webauthn: None,
+        })
+        .into_string()
+    }
+
+    #[test]
+    fn the_approver_sees_every_rule_with_its_why_and_may_remember_below_level_five() {
+        let reasons = vec![
+            crate::binding::Reason {
+                rule: "daily-total".to_owned(),
+                effect: "level 3".to_owned(),
+                why: Some("over 500 today".to_owned()),
+            },
+            crate::binding::Reason {
+                rule: "new-payee".to_owned(),
+                effect: "level 2".to_owned(),
+                why: Some("never paid <this> account".to_owned()),
+            },
+        ];
+        let text = page(&[view(3, reasons.clone())]);
+        assert!(text.contains("daily-total"), "{text}");
+        assert!(text.contains("over 500 today"), "{text}");
+        assert!(text.contains("never paid &lt;this&gt; account"), "{text}");
+        assert!(text.contains(r#"name="remember" value="iban""#), "{text}");
+        assert!(text.contains(r#"name="remember_days""#), "{text}");
+        let top = page(&[view(5, reasons)]);
+        assert!(
+            !top.contains(r#"name="remember""#),
+            "level 5 offers no remember"
+        );
+    }
+
     #[test]
     fn values_are_escaped() {
         let page = message_page("<script>", "a & b \"c\"");
