@@ -280,3 +280,41 @@ fn after_remember_the_same_call_runs_without_asking_and_another_path_still_asks(
     k.ok(&["deny", &other]);
     assert!(!written(&k, "other.txt"));
 }
+
+fn explain_with_grant(to: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = file(
+        dir.path(),
+        "policy.yaml",
+        "version: 1\nsend:\n  mail.send: { level: 2 }\n",
+    );
+    let context = json!({"grants": [
+        {"id": "g-1", "action": "mail.send", "args": {"to": "bob@example.com"}, "level": 2}
+    ]});
+    p3ak_testkit::home::p3ak()
+        .args(["policy", "explain", &policy, "--agent", "assistant"])
+        .args(["--action", "mail.send"])
+        .args(["--args", &json!({"to": to, "body": "hi"}).to_string()])
+        .args(["--context", &context.to_string()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn explain_takes_grants_in_its_context() {
+    let out = explain_with_grant("eve@example.com");
+    assert!(out.status.success(), "{}", p3ak_testkit::stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("escalate to level 2"), "{text}");
+    assert!(!text.contains("grant `g-1`"), "{text}");
+}
+
+#[test]
+#[ignore = "needs the lead's policy engine"]
+fn explain_shows_the_grant_that_applies() {
+    let out = explain_with_grant("bob@example.com");
+    assert!(out.status.success(), "{}", p3ak_testkit::stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("decision: allow"), "{text}");
+    assert!(text.contains("grant `g-1`"), "{text}");
+}

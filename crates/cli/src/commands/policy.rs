@@ -63,7 +63,9 @@ pub struct ExplainArgs {
     /// The call's arguments, a JSON object (amounts in integer minor units).
     #[arg(long, default_value = "{}")]
     args: String,
-    /// Runtime context as JSON: `{"totals": {...}, "time": "HH:MM", "channel": "..."}`.
+    /// Runtime context as JSON: `{"totals": {...}, "time": "HH:MM", "channel": "...",
+    /// "grants": [{"id": "g-1", "action": "mail.send", "args": {"to": "bob@example.com"},
+    /// "level": 2}]}` (grants as `p3ak policy grants --json` lists them, unexpired).
     #[arg(long)]
     context: Option<String>,
     /// The tier the plugin declared for the action, if any.
@@ -183,7 +185,7 @@ fn explain(args: ExplainArgs, out: &Output) -> anyhow::Result<()> {
     }
     let context: Context = match &args.context {
         Some(text) => serde_json::from_str(text).context(
-            "invalid `--context`: expected {\"totals\": {NAME: INT}, \"time\": \"HH:MM\", \"channel\": NAME}",
+            "invalid `--context`: expected {\"totals\": {NAME: INT}, \"time\": \"HH:MM\", \"channel\": NAME, \"grants\": [GRANT]}",
         )?,
         None => Context::default(),
     };
@@ -217,6 +219,25 @@ fn explain(args: ExplainArgs, out: &Output) -> anyhow::Result<()> {
         "decided by: {}",
         verdict.rules.join(", ")
     )));
+    if let Some(grant) = verdict.rules.iter().find_map(|r| r.strip_prefix("grant:")) {
+        out.line(sanitize(&format!(
+            "a remembered approval applies: grant `{grant}` (`p3ak policy grants revoke {grant}`)"
+        )));
+    }
+    if !verdict.reasons.is_empty() {
+        out.line("why (as the approver sees it):");
+        for reason in &verdict.reasons {
+            let why = reason
+                .why
+                .as_deref()
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default();
+            out.line(sanitize(&format!(
+                "  {} ({}){why}",
+                reason.rule, reason.effect
+            )));
+        }
+    }
     out.line("rules consulted:");
     for step in &explanation.steps {
         let effect = step
