@@ -111,9 +111,11 @@ impl GrantBook {
         }
     }
 
-    /// Reads every grant from the kernel's vault.
-    pub fn load(vault: Arc<Vault>) -> Result<Self, GrantError> {
+    /// Reads every grant from the kernel's vault, deleting those expired before `now`
+    /// (seconds since the Unix epoch).
+    pub fn load(vault: Arc<Vault>, now: i64) -> Result<Self, GrantError> {
         let mut grants = BTreeMap::new();
+        let mut expired = Vec::new();
         for object in vault.objects(GRANTS_SPACE) {
             let Some(bytes) = vault.read_object(GRANTS_SPACE, &object.name)? else {
                 continue;
@@ -124,7 +126,19 @@ impl GrantBook {
                     source,
                 }
             })?;
-            grants.insert(record.id.clone(), record);
+            if record.live_at(now) {
+                grants.insert(record.id.clone(), record);
+            } else {
+                expired.push(object.name);
+            }
+        }
+        if !expired.is_empty() {
+            vault.transact(|tx| {
+                for name in &expired {
+                    tx.delete_object(GRANTS_SPACE, name)?;
+                }
+                Ok(())
+            })?;
         }
         Ok(Self {
             vault: Some(vault),
@@ -132,14 +146,15 @@ impl GrantBook {
         })
     }
 
-    /// The grants that apply at `now` (seconds since the Unix epoch), for the policy.
+    /// The grants for `agent`'s calls that apply at `now` (seconds since the Unix epoch), for
+    /// the policy. A grant covers the agent whose call was approved, no other.
     #[must_use]
-    pub fn live(&self, now: i64) -> Vec<Grant> {
+    pub fn live_for(&self, agent: &str, now: i64) -> Vec<Grant> {
         self.grants
             .read()
             .map(|g| {
                 g.values()
-                    .filter(|r| r.live_at(now))
+                    .filter(|r| r.agent == agent && r.live_at(now))
                     .filter_map(GrantRecord::to_policy)
                     .collect()
             })

@@ -186,7 +186,7 @@ fn bench(policy: &str) -> Bench {
     .unwrap();
     let vault = Arc::new(vault);
     let broker = Arc::new(Broker::load(&vault).unwrap());
-    let grants = Arc::new(GrantBook::load(Arc::clone(&vault)).unwrap());
+    let grants = Arc::new(GrantBook::load(Arc::clone(&vault), 0).unwrap());
     let audit = Arc::new(MemoryAudit::default());
     let clock = Arc::new(Moving(Mutex::new(
         jiff::civil::date(2026, 12, 5)
@@ -316,14 +316,21 @@ async fn an_approval_remembered_becomes_a_stored_audited_grant_pinning_the_appro
     assert!(created < executed, "{kinds:?}");
     // Stored in the vault: a kernel that starts again still has it.
     let vault = Arc::clone(b.grants.vault.as_ref().unwrap());
-    let reloaded = GrantBook::load(vault).unwrap();
+    let reloaded = GrantBook::load(Arc::clone(&vault), now).unwrap();
     assert_eq!(reloaded.list(), grants);
-    // Handed to the policy while it lasts, and not after.
-    assert_eq!(b.grants.live(now).len(), 1);
-    assert_eq!(
-        b.grants.live(now + i64::try_from(30 * DAY).unwrap()).len(),
-        0
+    // Handed to the policy while it lasts, for this agent's calls only, and not after.
+    let end = now + i64::try_from(30 * DAY).unwrap();
+    assert_eq!(b.grants.live_for("assistant", now).len(), 1);
+    assert_eq!(b.grants.live_for("intruder", now).len(), 0);
+    assert_eq!(b.grants.live_for("assistant", end).len(), 0);
+    // Once expired, the next start deletes it from the vault.
+    assert!(
+        GrantBook::load(Arc::clone(&vault), end)
+            .unwrap()
+            .list()
+            .is_empty()
     );
+    assert!(GrantBook::load(vault, now).unwrap().list().is_empty());
 }
 
 #[tokio::test]
@@ -334,9 +341,9 @@ async fn a_revoked_grant_is_gone_from_the_vault_and_the_policy() {
     let id = b.grants.list()[0].id.clone();
     let revoked = b.grants.revoke(&id).unwrap();
     assert_eq!(revoked.id, id);
-    assert!(b.grants.live(0).is_empty());
+    assert!(b.grants.live_for("assistant", 0).is_empty());
     let vault = Arc::clone(b.grants.vault.as_ref().unwrap());
-    assert!(GrantBook::load(vault).unwrap().list().is_empty());
+    assert!(GrantBook::load(vault, 0).unwrap().list().is_empty());
     assert!(matches!(b.grants.revoke(&id), Err(GrantError::Unknown(_))));
 }
 

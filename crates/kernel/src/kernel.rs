@@ -262,7 +262,7 @@ impl Kernel {
         };
         let vault = Arc::new(vault);
         let broker = Arc::new(Broker::load(&vault)?);
-        let grants = Arc::new(GrantBook::load(Arc::clone(&vault))?);
+        let grants = Arc::new(GrantBook::load(Arc::clone(&vault), unix_now())?);
         let audit = AuditLog::new(Arc::clone(&vault), Arc::clone(&broker));
         std::fs::write(home.pid_file(), std::process::id().to_string())
             .map_err(KernelError::io("cannot write the pid file"))?;
@@ -656,6 +656,12 @@ pub(crate) fn load_policy(home: &Home) -> Result<Policy, KernelError> {
     let text = std::fs::read_to_string(&path)
         .map_err(KernelError::io(format!("cannot read `{}`", path.display())))?;
     Ok(Policy::from_yaml(&text)?)
+}
+
+/// Seconds since the Unix epoch, by the system clock (what the road's clock says too).
+fn unix_now() -> i64 {
+    use crate::road::Clock as _;
+    SystemClock.unix_ms() / 1000
 }
 
 fn handoff_key(key: &p3ak_proto::Credential) -> Result<VaultKey, KernelError> {

@@ -142,7 +142,10 @@ impl Road {
             args: proposal.args.clone(),
             credentials: proposal.credentials.clone(),
         }];
-        let context = self.context(channel);
+        let mut context = self.context(channel);
+        context.grants = self
+            .grants
+            .live_for(&proposal.agent, self.clock.unix_ms() / 1000);
         let action = proposal.action.clone();
         let (decided, verdict) = self.enforcer.decide(proposal, context);
         let rules = verdict.rules.clone();
@@ -422,7 +425,6 @@ impl Road {
             totals,
             time,
             channel: Some(channel.to_owned()),
-            grants: self.grants.live(now.timestamp().as_second()),
             ..Context::default()
         }
     }
