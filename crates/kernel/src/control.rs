@@ -1,5 +1,5 @@
-//! The control socket (`run/control.sock`): how `p3ak chat`, `secret`, `status` and
-//! `hitl rekey` talk to a running kernel. Frames as in the plugin protocol (4-byte length +
+//! The control socket (`run/control.sock`): how `p3ak chat`, `secret`, `status`,
+//! `hitl rekey`, `policy apply` and `policy grants` talk to a running kernel. Frames as in the plugin protocol (4-byte length +
 //! JSON); one request per connection, answered by one or more events, the last of which is
 //! final. Only the operators' uids are served (checked with `SO_PEERCRED`). Approvals do not
 //! come this way: they go to the approval daemon's own socket.

@@ -501,3 +501,32 @@ fn a_refusal_reaches_no_grant() {
             .is_err()
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the lead's policy engine (`why:` and the verdict's reasons)"]
+async fn the_escalation_staged_for_the_approver_carries_every_rule_with_its_why() {
+    let b = bench(
+        "
+version: 1
+send:
+  mail.send:
+    level: 1
+    crawfish: 0s
+    rules:
+      - id: new-recipient
+        when: { args.to: { like: '*@elsewhere.example' } }
+        level: 2
+        why: not one of our contacts
+",
+    );
+    b.send("eve@elsewhere.example", "hi").await;
+    let staged = b.desk.staged.lock().unwrap()[0].clone();
+    assert_eq!(staged.level, 2);
+    let reason = staged
+        .reasons
+        .iter()
+        .find(|r| r.rule == "new-recipient")
+        .unwrap_or_else(|| panic!("{:?}", staged.reasons));
+    assert_eq!(reason.effect, "level 2");
+    assert_eq!(reason.why.as_deref(), Some("not one of our contacts"));
+}
