@@ -865,13 +865,13 @@ async fn approve(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         } else {
             Proof::verified(Factor::ConsoleTap, channel.as_str())
         };
+        let remembered = remember
+            .as_ref()
+            .map(|r| format!("; {r} once it runs"))
+            .unwrap_or_default();
         let approved = service.approve_with(&form.id, &binding, proof, remember)?;
-        Ok(approved_message(
-            &form.id,
-            view.as_ref(),
-            &approved,
-            service.now_ms(),
-        ))
+        let message = approved_message(&form.id, view.as_ref(), &approved, service.now_ms());
+        Ok(format!("{message}{remembered}"))
     })
     .await;
     match result {
