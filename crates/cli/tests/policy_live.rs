@@ -318,3 +318,18 @@ fn explain_shows_the_grant_that_applies() {
     assert!(text.contains("decision: allow"), "{text}");
     assert!(text.contains("grant `g-1`"), "{text}");
 }
+
+#[test]
+fn an_approval_waiting_across_policy_apply_keeps_the_verdict_it_was_decided_under() {
+    let k = kernel(ASK, &[("note.txt", "buy milk")]);
+    let (chat, id) = escalate(&k);
+    let dir = tempfile::tempdir().unwrap();
+    let strict = file(dir.path(), "strict.yaml", STRICT);
+    k.ok(&["policy", "apply", &strict]);
+    k.ok(&["approve", &id]);
+    assert!(chat.join().unwrap().status.success());
+    assert!(
+        written(&k, "note.txt"),
+        "the approved call was decided again"
+    );
+}
