@@ -39,6 +39,6 @@ pub use policy::{
 pub use provenance::{Origins, Said, Source, SourcePattern, Transcript};
 pub use swap::PolicyCell;
 pub use types::{
-    AgentNotice, Context, Decision, Declared, Grant, Level, Origin, Reason, Request,
-    SessionHistory, Tier, TimeOfDay, Verdict,
+    AgentNotice, Context, Decision, Declared, Grant, Level, Origin, Reason, Request, SessionHistory,
+    Tier, TimeOfDay, Verdict,
 };

@@ -320,10 +320,7 @@ mod tests {
     fn values_are_found_as_whole_tokens_after_normalising() {
         let t = transcript(&[
             (Source::Owner, "Please  send the invoices to Bob@X.com."),
-            (
-                Source::Tool("mail.read".into()),
-                "Forward to alice.bob@x.com or carol@x.company",
-            ),
+            (Source::Tool("mail.read".into()), "Forward to alice.bob@x.com or carol@x.company"),
         ]);
         assert_eq!(t.sources_of("bob@x.com"), BTreeSet::from([Source::Owner]));
         assert_eq!(t.sources_of("BOB@x.com"), BTreeSet::from([Source::Owner]));
@@ -338,10 +335,7 @@ mod tests {
 
     #[test]
     fn numbers_are_looked_up_by_their_text() {
-        let t = transcript(&[(
-            Source::Tool("files.read".into()),
-            "Total due: 1500, ref 71500",
-        )]);
+        let t = transcript(&[(Source::Tool("files.read".into()), "Total due: 1500, ref 71500")]);
         let origins = t.origins_of(&serde_json::json!({"amount": 1500, "to": ["z"]}));
         assert_eq!(
             origins.of("1500"),
