@@ -39,6 +39,33 @@ pub struct Request {
     pub crawfish_secs: u64,
     /// Whether the approval must be given twice (always at level 5).
     pub confirm_twice: bool,
+    /// Every rule that asked for more than an allowance, with the operator's `why:`: for the
+    /// approver, never for a model. Not bound: it explains the request, it is not the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<Reason>,
+}
+
+/// A rule that contributed to an escalation, as the approver sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    /// The rule's id.
+    pub rule: String,
+    /// What it asked for, in words (`level 3`, `reject`).
+    pub effect: String,
+    /// The operator's explanation, if they wrote one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.rule, self.effect)?;
+        if let Some(why) = &self.why {
+            write!(f, ": {why}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Request {
@@ -185,6 +212,7 @@ mod tests {
             expires_ms: 61_000,
             crawfish_secs: 10,
             confirm_twice: false,
+            reasons: Vec::new(),
         }
     }
 
@@ -209,6 +237,30 @@ mod tests {
         assert!(!b.matches(&other.binding()));
         assert!(b.matches(&base.clone().binding()));
         assert_eq!(Binding::from_hex(&b.to_hex()), Some(b));
+    }
+
+    #[test]
+    fn reasons_are_optional_on_the_wire_and_not_bound() {
+        let base = request("a1", 3);
+        let mut old = serde_json::to_value(&base).unwrap();
+        assert!(old.get("reasons").is_none(), "an empty list is not written");
+        old.as_object_mut().unwrap().remove("reasons");
+        let read: Request = serde_json::from_value(old).unwrap();
+        assert!(read.reasons.is_empty());
+        let mut explained = base.clone();
+        explained.reasons = vec![Reason {
+            rule: "new-payee".to_owned(),
+            effect: "level 3".to_owned(),
+            why: Some("first payment to this account".to_owned()),
+        }];
+        let back: Request =
+            serde_json::from_str(&serde_json::to_string(&explained).unwrap()).unwrap();
+        assert_eq!(back, explained);
+        assert!(explained.binding().matches(&base.binding()));
+        assert_eq!(
+            explained.reasons[0].to_string(),
+            "new-payee (level 3): first payment to this account"
+        );
     }
 
     #[test]

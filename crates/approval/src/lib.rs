@@ -11,6 +11,7 @@
 pub mod binding;
 mod error;
 pub mod level;
+pub mod remember;
 pub mod spool;
 pub mod wire;
 

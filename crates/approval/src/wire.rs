@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::binding::{Binding, Request};
+use crate::remember::Remember;
 
 /// Largest frame either side sends.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -121,12 +122,15 @@ pub enum ToKernel {
     },
     /// An approved action left its undo window: the request as read back from `outbox/`.
     Released {
-        /// The request.
-        request: Request,
+        /// The request (boxed: it dwarfs the other messages).
+        request: Box<Request>,
         /// Its binding.
         binding: Binding,
         /// The factors that approved it.
         factors: Vec<String>,
+        /// The owner's "remember this", for the kernel to mint a grant from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remember: Option<Remember>,
     },
     /// Not approved: denied, expired, pulled back or unreadable. The agent hears the same
     /// opaque answer for each.

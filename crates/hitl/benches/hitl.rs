@@ -24,6 +24,7 @@ fn request(id: &str) -> Request {
         expires_ms: i64::MAX,
         crawfish_secs: 0,
         confirm_twice: false,
+        reasons: Vec::new(),
     }
 }
 

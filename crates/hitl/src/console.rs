@@ -47,6 +47,7 @@ use crate::daemon::{Answer, Service};
 use crate::desk::Approved;
 use crate::level::{Factor, Proof};
 use crate::pin::Pin;
+use crate::remember::{Remember, RememberError};
 use crate::webauthn::Ceremonies;
 use crate::{HitlError, WebauthnSetupError};
 
@@ -737,6 +738,38 @@ struct Form {
     binding: String,
     pin: String,
     totp: String,
+    /// Argument paths ticked under "remember" (one field each).
+    remember: Vec<String>,
+    /// For how many days.
+    remember_days: String,
+}
+
+impl Form {
+    /// The owner's "remember this", when at least one argument (or the box for an action
+    /// without arguments) was ticked.
+    fn remember(&self) -> Result<Option<Remember>, HitlError> {
+        if self.remember.is_empty() {
+            return Ok(None);
+        }
+        let days: u64 = self
+            .remember_days
+            .trim()
+            .parse()
+            .map_err(|_| HitlError::Remember {
+                id: self.id.clone(),
+                source: RememberError::Duration { secs: 0 },
+            })?;
+        Ok(Some(Remember {
+            // `*` is the box of an action without arguments: nothing to pin.
+            args: self
+                .remember
+                .iter()
+                .filter(|a| *a != "*")
+                .cloned()
+                .collect(),
+            for_secs: days.saturating_mul(86_400),
+        }))
+    }
 }
 
 impl Drop for Form {
@@ -764,12 +797,17 @@ fn posted(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<(Who, Form), Bo
 fn parse_form(body: &[u8]) -> Form {
     let mut form = Form::default();
     for (name, value) in url::form_urlencoded::parse(body) {
+        if name == "remember" {
+            form.remember.push(value.into_owned());
+            continue;
+        }
         let slot = match name.as_ref() {
             "csrf" => &mut form.csrf,
             "id" => &mut form.id,
             "binding" => &mut form.binding,
             "pin" => &mut form.pin,
             "totp" => &mut form.totp,
+            "remember_days" => &mut form.remember_days,
             _ => continue,
         };
         let mut value = value.into_owned();
@@ -809,6 +847,16 @@ async fn approve(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> 
             id: form.id.clone(),
         })?;
         let view = service.get(&form.id);
+        let remember = form.remember()?;
+        // Checked before the factor: a refused "remember" costs no PIN attempt.
+        if let (Some(remember), Some(view)) = (&remember, &view) {
+            remember
+                .check(&view.request)
+                .map_err(|source| HitlError::Remember {
+                    id: form.id.clone(),
+                    source,
+                })?;
+        }
         // The factor the operator gave: a PIN, a TOTP code, or (neither) the tap itself.
         let proof = if !form.pin.is_empty() {
             service.verify_pin(&Pin::new(form.pin.clone())?, &channel)?
@@ -817,13 +865,13 @@ async fn approve(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         } else {
             Proof::verified(Factor::ConsoleTap, channel.as_str())
         };
-        let approved = service.approve(&form.id, &binding, proof)?;
-        Ok(approved_message(
-            &form.id,
-            view.as_ref(),
-            &approved,
-            service.now_ms(),
-        ))
+        let remembered = remember
+            .as_ref()
+            .map(|r| format!("; {r} once it runs"))
+            .unwrap_or_default();
+        let approved = service.approve_with(&form.id, &binding, proof, remember)?;
+        let message = approved_message(&form.id, view.as_ref(), &approved, service.now_ms());
+        Ok(format!("{message}{remembered}"))
     })
     .await;
     match result {
@@ -1092,6 +1140,29 @@ async fn approve_finish(State(app): State<Shared>, headers: HeaderMap, body: Byt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_remember_boxes_become_the_owners_choice() {
+        let form = parse_form(b"id=e1&remember=to&remember=cc&remember_days=30&pin=1234");
+        assert_eq!(
+            form.remember().unwrap(),
+            Some(Remember {
+                args: vec!["to".to_owned(), "cc".to_owned()],
+                for_secs: 30 * 86_400,
+            })
+        );
+        assert_eq!(
+            parse_form(b"id=e1&remember_days=30").remember().unwrap(),
+            None
+        );
+        let bare = parse_form(b"id=e1&remember=*&remember_days=1");
+        assert_eq!(bare.remember().unwrap().unwrap().args, Vec::<String>::new());
+        assert!(
+            parse_form(b"id=e1&remember=to&remember_days=x")
+                .remember()
+                .is_err()
+        );
+    }
 
     #[test]
     fn a_login_token_works_once_and_expires() {

@@ -23,6 +23,7 @@ use crate::factors::{CurrentFactor, Factors};
 use crate::level::{Factor, Proof};
 use crate::operator::Peer;
 use crate::pin::Pin;
+use crate::remember::Remember;
 use crate::spool::{self, Spool, SpoolKey};
 use crate::wire::{
     self, OperatorAnswer, OperatorRequest, Refusal, Start, Started, ToDaemon, ToKernel,
@@ -182,12 +183,24 @@ impl Service {
         binding: &Binding,
         proof: Proof,
     ) -> Result<Approved, HitlError> {
+        self.approve_with(id, binding, proof, None)
+    }
+
+    /// [`Service::approve`] with the owner's "remember this", which the kernel turns into a
+    /// grant when the action is released.
+    pub fn approve_with(
+        &self,
+        id: &str,
+        binding: &Binding,
+        proof: Proof,
+        remember: Option<Remember>,
+    ) -> Result<Approved, HitlError> {
         self.tick();
         let (factor, channel) = (proof.factor(), proof.channel().to_owned());
         let now = now_ms();
         let result = {
             let mut inner = self.inner()?;
-            let result = inner.desk.approve(id, binding, proof, now);
+            let result = inner.desk.approve_with(id, binding, proof, remember, now);
             let view = inner.desk.get(id);
             result.map(|approved| (approved, view))
         };
@@ -240,6 +253,7 @@ impl Service {
                         "id": id, "factor": factor, "channel": channel,
                         "factors": view.as_ref().map(|v| v.confirmations.iter().map(|c| c.factor).collect::<Vec<_>>()),
                         "release_ms": release_ms, "undo_window_ms": release_ms.saturating_sub(now),
+                        "remember": view.as_ref().and_then(|v| v.remember.as_ref()),
                     }),
                 );
                 self.wake.notify_one();
@@ -354,9 +368,10 @@ impl Service {
                         json!({"id": id, "binding": decided.binding, "factors": factors}),
                     );
                     let _ = self.to_kernel.send(ToKernel::Released {
-                        request,
+                        request: Box::new(request),
                         binding: decided.binding,
                         factors,
+                        remember: decided.remember.clone(),
                     });
                     return;
                 }
@@ -501,7 +516,12 @@ impl Service {
             OperatorRequest::History => Ok(OperatorAnswer::History {
                 items: self.history(),
             }),
-            OperatorRequest::Approve { id, pin, totp } => {
+            OperatorRequest::Approve {
+                id,
+                pin,
+                totp,
+                remember,
+            } => {
                 self.tick();
                 let view = self.get(id).ok_or_else(|| {
                     if self.ended_as(id, Ending::Expired) {
@@ -510,12 +530,25 @@ impl Service {
                         HitlError::Unknown(id.clone())
                     }
                 })?;
+                // Before any factor is tried: a refused "remember" costs no PIN attempt.
+                if let Some(remember) = remember {
+                    remember
+                        .check(&view.request)
+                        .map_err(|source| HitlError::Remember {
+                            id: id.clone(),
+                            source,
+                        })?;
+                }
+                let remembered = remember
+                    .as_ref()
+                    .map(|r| format!("; {r} once it runs"))
+                    .unwrap_or_default();
                 let proof = match (pin, totp) {
                     (Some(pin), _) => self.verify_pin(&Pin::new(pin.clone())?, channel)?,
                     (None, Some(code)) => self.verify_totp(code, channel)?,
                     (None, None) => Proof::operator_yes(channel),
                 };
-                match self.approve(id, &view.binding, proof)? {
+                match self.approve_with(id, &view.binding, proof, remember.clone())? {
                     Approved::NeedsAnother => done(format!(
                         "confirmation 1 of 2 given for `{id}` ({}); approve once more to confirm",
                         view.request.action
@@ -524,14 +557,14 @@ impl Service {
                         let wait = release_ms.saturating_sub(now_ms());
                         if wait > 0 {
                             done(format!(
-                                "approved `{id}`: {} for agent {}; it runs in {} s unless you pull it back (`p3ak hitl pullback {id}`)",
+                                "approved `{id}`: {} for agent {}; it runs in {} s unless you pull it back (`p3ak hitl pullback {id}`){remembered}",
                                 view.request.action,
                                 view.request.agent,
                                 (wait + 999) / 1000
                             ))
                         } else {
                             done(format!(
-                                "approved `{id}`: {} for agent {}",
+                                "approved `{id}`: {} for agent {}{remembered}",
                                 view.request.action, view.request.agent
                             ))
                         }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::HitlError;
 use crate::binding::{Binding, Request};
 use crate::level::{Factor, Proof};
+use crate::remember::Remember;
 
 /// How many decided items the desk remembers for `p3ak hitl history`.
 pub const HISTORY_LEN: usize = 500;
@@ -61,6 +62,9 @@ pub struct View {
     pub stage: Stage,
     /// Approvals given.
     pub confirmations: Vec<Confirmation>,
+    /// The owner's "remember this", once given with an approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remember: Option<Remember>,
 }
 
 /// How an item ended.
@@ -92,6 +96,9 @@ pub struct Decided {
     pub at_ms: i64,
     /// The approvals given before the end.
     pub confirmations: Vec<Confirmation>,
+    /// The owner's "remember this", when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remember: Option<Remember>,
 }
 
 /// What an approval did.
@@ -111,6 +118,7 @@ struct Item {
     binding: Binding,
     stage: Stage,
     confirmations: Vec<Confirmation>,
+    remember: Option<Remember>,
 }
 
 impl Item {
@@ -120,6 +128,7 @@ impl Item {
             binding: self.binding,
             stage: self.stage.clone(),
             confirmations: self.confirmations.clone(),
+            remember: self.remember.clone(),
         }
     }
 }
@@ -164,6 +173,7 @@ impl Desk {
                 needed,
             },
             confirmations: Vec::new(),
+            remember: None,
         };
         let view = item.view();
         self.items.insert(view.request.id.clone(), item);
@@ -176,6 +186,19 @@ impl Desk {
         id: &str,
         binding: &Binding,
         proof: Proof,
+        now_ms: i64,
+    ) -> Result<Approved, HitlError> {
+        self.approve_with(id, binding, proof, None, now_ms)
+    }
+
+    /// [`Desk::approve`], with the owner's "remember this" (checked against the item first:
+    /// never at level 5, only paths the call has, at most 90 days).
+    pub fn approve_with(
+        &mut self,
+        id: &str,
+        binding: &Binding,
+        proof: Proof,
+        remember: Option<Remember>,
         now_ms: i64,
     ) -> Result<Approved, HitlError> {
         let item = self
@@ -192,6 +215,14 @@ impl Desk {
             self.end(id, Ending::Expired, now_ms);
             return Err(HitlError::Expired(id.to_owned()));
         }
+        if let Some(remember) = &remember {
+            remember
+                .check(&item.request)
+                .map_err(|source| HitlError::Remember {
+                    id: id.to_owned(),
+                    source,
+                })?;
+        }
         let level = item.request.level;
         if proof.strength() < level {
             return Err(HitlError::TooWeak {
@@ -207,6 +238,9 @@ impl Desk {
             channel: proof.channel().to_owned(),
             at_ms: now_ms,
         });
+        if remember.is_some() {
+            item.remember = remember;
+        }
         let confirmed = confirmed.saturating_add(1);
         if confirmed < needed {
             item.stage = Stage::Waiting { confirmed, needed };
@@ -324,6 +358,7 @@ impl Desk {
             ending,
             at_ms: now_ms,
             confirmations: item.confirmations,
+            remember: item.remember,
         };
         if self.history.len() >= HISTORY_LEN {
             self.history.pop_front();
@@ -350,6 +385,7 @@ mod tests {
             expires_ms: 61_000,
             crawfish_secs: 10,
             confirm_twice: false,
+            reasons: Vec::new(),
         }
     }
 
@@ -365,6 +401,47 @@ mod tests {
         Factor::WebAuthn,
         Factor::WebAuthnAndPin,
     ];
+
+    #[test]
+    fn a_remembered_approval_is_kept_to_the_release_and_never_at_level_five() {
+        let remember = Remember {
+            args: vec!["path".to_owned()],
+            for_secs: 86_400,
+        };
+        let mut desk = Desk::new();
+        let r = request("r1", 2);
+        let b = r.binding();
+        desk.admit(r, 2_000).unwrap();
+        desk.approve_with(
+            "r1",
+            &b,
+            proof(Factor::ConsoleTap),
+            Some(remember.clone()),
+            2_000,
+        )
+        .unwrap();
+        let released = desk.tick(20_000);
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].ending, Ending::Released);
+        assert_eq!(released[0].remember, Some(remember.clone()));
+
+        let r = request("r5", 5);
+        let b = r.binding();
+        desk.admit(r, 2_000).unwrap();
+        let refused = desk.approve_with(
+            "r5",
+            &b,
+            proof(Factor::WebAuthnAndPin),
+            Some(remember),
+            2_000,
+        );
+        assert!(
+            matches!(refused, Err(HitlError::Remember { .. })),
+            "{refused:?}"
+        );
+        // Refused before it counted: still no confirmation.
+        assert!(desk.get("r5").unwrap().confirmations.is_empty());
+    }
 
     #[test]
     fn invariant_i8_each_level_refuses_every_weaker_factor() {

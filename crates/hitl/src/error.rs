@@ -31,6 +31,15 @@ pub enum HitlError {
     /// The item's timeout ran out; it was denied.
     #[error("`{0}` timed out and was denied")]
     Expired(String),
+    /// The owner's "remember this" cannot be granted (level 5, a path the call lacks, too long).
+    #[error("`{id}` not approved: {source}")]
+    Remember {
+        /// The id.
+        id: String,
+        /// Why.
+        #[source]
+        source: p3ak_approval::remember::RememberError,
+    },
     /// Already approved: an approval is used once.
     #[error("`{0}` is already approved; an approval cannot be given again")]
     AlreadyApproved(String),

@@ -32,7 +32,7 @@ pub mod totp;
 pub mod webauthn;
 
 pub use error::{FactorError, HitlError, WebauthnSetupError};
-pub use p3ak_approval::{ApprovalError, binding, spool};
+pub use p3ak_approval::{ApprovalError, binding, remember, spool};
 
 /// Approval levels: the factors (from `p3ak-approval`) and the proof that one was given.
 pub mod level {

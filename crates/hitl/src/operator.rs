@@ -162,6 +162,9 @@ pub enum OperatorRequest {
         /// A TOTP code, if given.
         #[serde(default)]
         totp: Option<String>,
+        /// Allow calls like this one for a while (`--remember ARG --for 30d`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remember: Option<crate::remember::Remember>,
     },
     /// Deny.
     Deny {

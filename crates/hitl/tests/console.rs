@@ -111,6 +111,7 @@ impl Harness {
             expires_ms: now + 10 * 60 * 1000,
             crawfish_secs,
             confirm_twice: false,
+            reasons: Vec::new(),
         };
         spool::write_staged(&self.spool, "write", id, &self.key.seal(&request).unwrap()).unwrap();
         self.service.admit_staged(id, "write").unwrap()

@@ -72,6 +72,7 @@ fn request(id: &str, level: u8, crawfish_secs: u64, timeout_ms: i64) -> Request 
         expires_ms: now + timeout_ms,
         crawfish_secs,
         confirm_twice: false,
+        reasons: Vec::new(),
     }
 }
 
@@ -158,7 +159,7 @@ fn invariant_i8_after_its_window_the_approved_action_is_released_from_the_outbox
         ToKernel::Released {
             request, binding, ..
         } => {
-            assert_eq!(request, r);
+            assert_eq!(*request, r);
             assert!(binding.matches(&r.binding()));
         }
         other => panic!("expected a release, got {other:?}"),
@@ -258,4 +259,60 @@ fn invariant_i9_a_staged_file_that_does_not_open_is_refused_and_rejected() {
     assert!(s.spool.rejected().join("bad1").exists());
     assert!(matches!(s.verdict(), ToKernel::Refused { .. }));
     assert!(s.service.admit_staged("../x", "write").is_err());
+}
+
+#[test]
+fn a_remembered_approval_travels_with_the_release_and_level_five_refuses_it_before_the_pin() {
+    use p3ak_hitl::remember::Remember;
+    use p3ak_hitl::wire::{OperatorAnswer, OperatorRequest};
+    let mut s = setup();
+    let r = request("m1", 1, 0, 60_000);
+    s.stage(&r);
+    let remember = Remember {
+        args: vec!["path".to_owned()],
+        for_secs: 7 * 86_400,
+    };
+    let answer = s.service.operator(
+        &OperatorRequest::Approve {
+            id: "m1".to_owned(),
+            pin: None,
+            totp: None,
+            remember: Some(remember.clone()),
+        },
+        "cli uid=1000",
+    );
+    match answer {
+        OperatorAnswer::Done { message } => {
+            assert!(message.contains("remembered for 7 days"), "{message}")
+        }
+        other => panic!("not approved: {other:?}"),
+    }
+    match s.verdict() {
+        ToKernel::Released { remember: got, .. } => assert_eq!(got, Some(remember.clone())),
+        other => panic!("expected a release, got {other:?}"),
+    }
+
+    let r = request("m5", 5, 0, 60_000);
+    s.stage(&r);
+    let answer = s.service.operator(
+        &OperatorRequest::Approve {
+            id: "m5".to_owned(),
+            pin: Some("000000".to_owned()),
+            totp: None,
+            remember: Some(remember),
+        },
+        "cli uid=1000",
+    );
+    match answer {
+        OperatorAnswer::Error { message } => {
+            assert!(message.contains("cannot be remembered"), "{message}")
+        }
+        other => panic!("level 5 remembered: {other:?}"),
+    }
+    // Refused before any factor was tried: no PIN attempt was spent.
+    assert!(
+        !s.audited().iter().any(|e| e.starts_with("hitl.factor")),
+        "a PIN was tried"
+    );
+    assert!(s.service.get("m5").unwrap().confirmations.is_empty());
 }

@@ -365,6 +365,7 @@ mod tests {
             expires_ms: 2,
             crawfish_secs: 0,
             confirm_twice: false,
+            reasons: Vec::new(),
         }
     }
 

@@ -1,5 +1,5 @@
-//! The control socket (`run/control.sock`): how `p3ak chat`, `secret`, `status` and
-//! `hitl rekey` talk to a running kernel. Frames as in the plugin protocol (4-byte length +
+//! The control socket (`run/control.sock`): how `p3ak chat`, `secret`, `status`,
+//! `hitl rekey`, `policy apply` and `policy grants` talk to a running kernel. Frames as in the plugin protocol (4-byte length +
 //! JSON); one request per connection, answered by one or more events, the last of which is
 //! final. Only the operators' uids are served (checked with `SO_PEERCRED`). Approvals do not
 //! come this way: they go to the approval daemon's own socket.
@@ -53,6 +53,19 @@ pub enum ControlRequest {
     SecretList,
     /// Plugins and pending approvals.
     Status,
+    /// Check a new policy and, if it compiles, make it the running one and write it to
+    /// `policy.yaml`; the old one stays on any error.
+    PolicyApply {
+        /// The policy file's text.
+        text: String,
+    },
+    /// The remembered approvals (grants).
+    GrantList,
+    /// Revoke a grant.
+    GrantRevoke {
+        /// Its id.
+        id: String,
+    },
     /// Stop the kernel.
     Shutdown,
 }
@@ -132,6 +145,22 @@ pub enum ControlEvent {
     },
     /// Status (final).
     Status(KernelStatus),
+    /// A policy was applied (final).
+    PolicyApplied {
+        /// SHA-256 of its text (hex), as audited.
+        sha256: String,
+        /// How many rules it holds.
+        rules: usize,
+        /// Its warnings, one line each.
+        warnings: Vec<String>,
+    },
+    /// The grants (final).
+    Grants {
+        /// Every grant, expired ones included.
+        items: Vec<crate::grants::GrantRecord>,
+        /// Now, seconds since the Unix epoch, to tell which have expired.
+        now: i64,
+    },
     /// The request was done (final).
     Done {
         /// What was done.

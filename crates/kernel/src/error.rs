@@ -35,6 +35,9 @@ pub enum KernelError {
     /// `policy.yaml` is invalid.
     #[error("{0}")]
     Policy(#[from] p3ak_policy::PolicyError),
+    /// A remembered approval (grant) could not be read, stored or revoked.
+    #[error("{0}")]
+    Grant(#[from] crate::grants::GrantError),
     /// The kernel's vault or the memory vault failed.
     #[error("{0}")]
     Vault(#[from] p3ak_vault::VaultError),

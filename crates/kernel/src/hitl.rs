@@ -30,8 +30,10 @@ use tokio::sync::mpsc;
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::HitlSettings;
+use crate::grants::{GrantBook, ReleaseDesk};
 use crate::home::Home;
 use crate::pending::PendingQueue;
+use crate::road::Clock;
 use crate::{DaemonError, KernelError};
 
 /// Where round 1 kept the factor store's key: inside the kernel's vault (read once, to reseal
@@ -268,6 +270,10 @@ pub(crate) struct Attach {
     pub(crate) writer: StageWriter,
     pub(crate) pending: Arc<PendingQueue>,
     pub(crate) audit: AuditLog,
+    /// Where a remembered approval's grant goes.
+    pub(crate) grants: Arc<GrantBook>,
+    /// The time grants are minted at.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl HitlLink {
@@ -283,6 +289,8 @@ impl HitlLink {
             writer,
             pending,
             audit,
+            grants,
+            clock,
         } = attach;
         channel
             .set_nonblocking(true)
@@ -337,8 +345,16 @@ impl HitlLink {
                             request,
                             binding,
                             factors,
+                            remember,
                         } => {
-                            if let Err(e) = pending.released(&request, &binding, factors) {
+                            let desk = ReleaseDesk {
+                                pending: &pending,
+                                grants: &grants,
+                                audit: &audit,
+                                clock: clock.as_ref(),
+                            };
+                            let released = desk.release(&request, &binding, factors, remember);
+                            if let Err(e) = released.await {
                                 audit
                                     .note(AuditEvent::ApprovalReleaseRefused {
                                         id: request.id.clone(),
@@ -572,4 +588,67 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), KernelError> {
 /// others (never read), so the daemon's user can reach the spool.
 fn traversable_ancestors(path: &Path) -> Result<(), KernelError> {
     crate::launch::plan::traversable_ancestors(path).map_err(|e| DaemonError::Permissions(e).into())
+}
+
+/// The verdict's reasons as the approver sees them: each rule, what it asked for, and the
+/// operator's `why:`. They go to the approval daemon only, never to a model (invariant I3).
+pub(crate) fn approver_reasons(
+    verdict: &p3ak_policy::Verdict,
+) -> Vec<p3ak_approval::binding::Reason> {
+    verdict
+        .reasons
+        .iter()
+        .map(|r| p3ak_approval::binding::Reason {
+            rule: r.rule.clone(),
+            effect: match &r.effect {
+                p3ak_policy::Decision::Allow { tier } => format!("allow ({tier})"),
+                p3ak_policy::Decision::Reject => "reject".to_owned(),
+                p3ak_policy::Decision::Escalate { level, .. } => format!("level {level}"),
+            },
+            why: r.why.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use p3ak_policy::{Decision, Level, Reason, Tier, Verdict};
+
+    use super::*;
+
+    #[test]
+    fn the_approver_gets_every_rule_with_its_why() {
+        let verdict = Verdict {
+            decision: Decision::Reject,
+            tier: Some(Tier::Commit),
+            group: None,
+            rules: vec!["big".to_owned()],
+            reasons: vec![
+                Reason {
+                    rule: "big".to_owned(),
+                    effect: Decision::Escalate {
+                        level: Level::new(4).unwrap_or(Level::MAX),
+                        crawfish: Duration::ZERO,
+                        notify: Vec::new(),
+                        confirm_twice: false,
+                        timeout: Duration::from_secs(60),
+                    },
+                    why: Some("over a million".to_owned()),
+                },
+                Reason {
+                    rule: "new-payee".to_owned(),
+                    effect: Decision::Reject,
+                    why: None,
+                },
+            ],
+        };
+        let reasons = approver_reasons(&verdict);
+        let shown: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["big (level 4): over a million", "new-payee (reject)"]
+        );
+    }
 }

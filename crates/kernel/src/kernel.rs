@@ -19,6 +19,7 @@ use crate::authorize::Enforcer;
 use crate::broker::{Broker, SecretValue};
 use crate::config::Config;
 use crate::control::{ControlEvent, ControlRequest, KernelStatus, MAX_CONTROL_FRAME, plugin_rows};
+use crate::grants::GrantBook;
 use crate::hitl::{Attach, DaemonLaunch, HitlLink, StageWriter};
 use crate::home::Home;
 use crate::host::Host;
@@ -68,6 +69,12 @@ pub struct Kernel {
     pub(crate) memory_key: std::sync::RwLock<Option<VaultKey>>,
     pub(crate) rekeyer: Rekeyer,
     pub(crate) usage: Mutex<crate::control::UsageTotals>,
+    /// The policy in force; swapped by `policy apply` and SIGHUP.
+    pub(crate) policy: Arc<PolicyCell>,
+    /// One policy change at a time.
+    pub(crate) reload: tokio::sync::Mutex<()>,
+    /// Remembered approvals.
+    pub(crate) grants: Arc<GrantBook>,
     /// The uids served on the control socket.
     operators: Vec<u32>,
     /// The warden, when it started this kernel.
@@ -84,6 +91,7 @@ struct Opened {
     vault: Arc<Vault>,
     broker: Arc<Broker>,
     audit: AuditLog,
+    grants: Arc<GrantBook>,
 }
 
 impl Kernel {
@@ -255,6 +263,7 @@ impl Kernel {
         };
         let vault = Arc::new(vault);
         let broker = Arc::new(Broker::load(&vault)?);
+        let grants = Arc::new(GrantBook::load(Arc::clone(&vault), unix_now())?);
         let audit = AuditLog::new(Arc::clone(&vault), Arc::clone(&broker));
         std::fs::write(home.pid_file(), std::process::id().to_string())
             .map_err(KernelError::io("cannot write the pid file"))?;
@@ -266,6 +275,7 @@ impl Kernel {
             vault,
             broker,
             audit,
+            grants,
         })
     }
 
@@ -279,6 +289,7 @@ impl Kernel {
             vault,
             broker,
             audit,
+            grants,
         } = opened;
         let Assembly {
             memory_key,
@@ -317,6 +328,8 @@ impl Kernel {
             writer,
             pending: Arc::clone(&pending),
             audit: audit.clone(),
+            grants: Arc::clone(&grants),
+            clock: Arc::new(SystemClock),
         })
         .await;
         let hitl = match attached {
@@ -344,8 +357,9 @@ impl Kernel {
         host.start().await;
         let (stop, _) = watch::channel(false);
         let tool_timeout = config.kernel.tool_timeout;
+        let policy = Arc::new(PolicyCell::new(policy));
         let parts = RoadParts {
-            enforcer: Enforcer::new(Arc::new(PolicyCell::new(policy))),
+            enforcer: Enforcer::new(Arc::clone(&policy)),
             broker: Arc::clone(&broker),
             audit: Arc::new(audit.clone()),
             plugins: Arc::clone(&host) as Arc<dyn crate::road::Plugins>,
@@ -354,7 +368,9 @@ impl Kernel {
             clock: Arc::new(SystemClock),
             tool_timeout,
         };
-        let road = Road::new(parts).with_ledger(ledger);
+        let road = Road::new(parts)
+            .with_ledger(ledger)
+            .with_grants(Arc::clone(&grants));
         Ok(Arc::new(Self {
             home,
             config,
@@ -369,6 +385,9 @@ impl Kernel {
             memory_key: std::sync::RwLock::new(memory_key),
             rekeyer,
             usage: Mutex::new(crate::control::UsageTotals::default()),
+            policy,
+            reload: tokio::sync::Mutex::new(()),
+            grants,
             operators,
             warden,
             stop,
@@ -429,6 +448,7 @@ impl Kernel {
         let mut stop = self.stop.subscribe();
         let mut warden_gone = self.warden.as_ref().map(|w| w.gone());
         let schedule = tokio::spawn(Arc::clone(self).run_rekey_schedule());
+        let hangups = tokio::spawn(Arc::clone(self).reload_on_hangup());
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -445,9 +465,29 @@ impl Kernel {
             }
         }
         schedule.abort();
+        hangups.abort();
         drop(listener);
         let _ = std::fs::remove_file(&socket);
         self.shutdown().await
+    }
+
+    /// Re-reads `policy.yaml` on every SIGHUP (a refused one is audited and logged).
+    async fn reload_on_hangup(self: Arc<Self>) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot handle SIGHUP: `p3ak policy apply` still reloads the policy");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match self.reload_policy().await {
+                Ok(applied) => tracing::info!(
+                    "policy reloaded on SIGHUP ({} rules, sha256 {})",
+                    applied.rules,
+                    applied.sha256
+                ),
+                Err(e) => tracing::error!("policy not reloaded on SIGHUP, the old one stays: {e}"),
+            }
+        }
     }
 
     async fn shutdown(&self) -> Result<(), KernelError> {
@@ -559,6 +599,9 @@ impl Kernel {
                 items: self.broker.list(),
             },
             ControlRequest::Status => ControlEvent::Status(self.status()),
+            ControlRequest::PolicyApply { text } => self.control_policy_apply(text).await,
+            ControlRequest::GrantList => self.control_grant_list(),
+            ControlRequest::GrantRevoke { id } => self.control_grant_revoke(id, &operator).await,
             ControlRequest::Shutdown => {
                 self.request_stop();
                 ControlEvent::Done {
@@ -625,6 +668,12 @@ pub(crate) fn load_policy(home: &Home) -> Result<Policy, KernelError> {
     Ok(Policy::from_yaml_with_files(&text, |name| {
         std::fs::read_to_string(beside.join(name))
     })?)
+}
+
+/// Seconds since the Unix epoch, by the system clock (what the road's clock says too).
+fn unix_now() -> i64 {
+    use crate::road::Clock as _;
+    SystemClock.unix_ms() / 1000
 }
 
 fn handoff_key(key: &p3ak_proto::Credential) -> Result<VaultKey, KernelError> {

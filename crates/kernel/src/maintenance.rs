@@ -117,6 +117,7 @@ impl Kernel {
                 .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)),
             crawfish_secs: crawfish.as_secs(),
             confirm_twice: level >= 5,
+            reasons: Vec::new(),
         };
         let id = request.id.clone();
         let ticket = self.pending.add(&request);

@@ -63,7 +63,29 @@ pub enum ReleaseError {
 
 struct Waiting {
     binding: Binding,
+    /// The level the kernel staged it at (the released copy's level is not bound).
+    level: u8,
     answer: oneshot::Sender<Resolution>,
+}
+
+/// A release the queue checked and took, not yet handed to its turn: whatever follows from
+/// the approval (a remembered grant) happens before the action runs.
+pub(crate) struct Release {
+    level: u8,
+    approval: Approval,
+    answer: oneshot::Sender<Resolution>,
+}
+
+impl Release {
+    /// The level the request was staged at.
+    pub(crate) fn level(&self) -> u8 {
+        self.level
+    }
+
+    /// Hands the approval to the waiting turn.
+    pub(crate) fn deliver(self) {
+        let _ = self.answer.send(Resolution::Approved(self.approval));
+    }
 }
 
 /// The tickets.
@@ -88,6 +110,7 @@ impl PendingQueue {
                 request.id.clone(),
                 Waiting {
                     binding: request.binding(),
+                    level: request.level,
                     answer,
                 },
             );
@@ -100,12 +123,24 @@ impl PendingQueue {
 
     /// The daemon released `request`: the turn waiting for it gets its approval, if the
     /// request is exactly the one staged. Used once: a second release of the id is refused.
+    #[cfg(test)]
     pub(crate) fn released(
         &self,
         request: &Request,
         binding: &Binding,
         factors: Vec<String>,
     ) -> Result<(), ReleaseError> {
+        self.take_release(request, binding, factors)
+            .map(Release::deliver)
+    }
+
+    /// [`PendingQueue::released`] without handing the approval over yet.
+    pub(crate) fn take_release(
+        &self,
+        request: &Request,
+        binding: &Binding,
+        factors: Vec<String>,
+    ) -> Result<Release, ReleaseError> {
         let mut items = self
             .items
             .lock()
@@ -121,13 +156,16 @@ impl PendingQueue {
             }
             return Err(ReleaseError::Mismatch(request.id.clone()));
         }
-        let waiting = items.remove(&request.id);
+        let waiting = items
+            .remove(&request.id)
+            .ok_or_else(|| ReleaseError::NotWaiting(request.id.clone()))?;
         drop(items);
-        if let Some(waiting) = waiting {
-            let approval = Approval::new(request.id.clone(), waiting.binding.to_hex(), factors);
-            let _ = waiting.answer.send(Resolution::Approved(approval));
-        }
-        Ok(())
+        let approval = Approval::new(request.id.clone(), waiting.binding.to_hex(), factors);
+        Ok(Release {
+            level: waiting.level,
+            approval,
+            answer: waiting.answer,
+        })
     }
 
     /// The daemon refused `id`.
@@ -219,6 +257,7 @@ mod tests {
             expires_ms: 2,
             crawfish_secs: 0,
             confirm_twice: false,
+            reasons: Vec::new(),
         }
     }
 

@@ -7,8 +7,10 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use p3ak_hitl::binding::Reason;
 use p3ak_hitl::desk::{Decided, Stage, View};
 use p3ak_hitl::level::Factor;
+use p3ak_hitl::remember::Remember;
 use p3ak_hitl::wire::{OperatorAnswer, OperatorRequest};
 use p3ak_kernel::control::{ControlEvent, ControlRequest};
 
@@ -24,6 +26,26 @@ pub struct ApproveArgs {
     /// Approve with a TOTP code (level 3), asked for or read from stdin.
     #[arg(long)]
     pub totp: bool,
+    /// Remember this approval for calls with the same value of this argument (repeatable,
+    /// `payee.iban` for a nested one); the grant never covers level 5.
+    #[arg(long = "remember", value_name = "ARG")]
+    pub remember: Vec<String>,
+    /// Remember it for calls of this action with any arguments (only when it has none).
+    #[arg(long, conflicts_with = "remember")]
+    pub remember_action: bool,
+    /// How long to remember it (`30d`, `12h`; at most 90 days).
+    #[arg(long = "for", value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub for_: std::time::Duration,
+}
+
+impl ApproveArgs {
+    /// The "remember this" the options ask for, if any.
+    fn remember(&self) -> Option<Remember> {
+        (self.remember_action || !self.remember.is_empty()).then(|| Remember {
+            args: self.remember.clone(),
+            for_secs: self.for_.as_secs(),
+        })
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -165,6 +187,12 @@ fn print_view(item: &View, out: &Output) {
         sanitize(&r.rules.join(", ")),
         item.binding.short()
     ));
+    for line in reason_lines(&r.reasons) {
+        out.line(line);
+    }
+    if let Some(remember) = &item.remember {
+        out.line(sanitize(&format!("          {remember} once it runs")));
+    }
     match item.stage {
         Stage::Waiting { confirmed, needed } => {
             if needed > 1 {
@@ -185,6 +213,18 @@ fn print_view(item: &View, out: &Output) {
     }
 }
 
+/// One line per rule that asked for more than an allowance, with the operator's why.
+fn reason_lines(reasons: &[Reason]) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !reasons.is_empty() {
+        lines.push("          why:".to_owned());
+    }
+    for reason in reasons {
+        lines.push(sanitize(&format!("            - {reason}")));
+    }
+    lines
+}
+
 pub fn approve(args: &ApproveArgs, out: &Output) -> anyhow::Result<()> {
     // It reads a PIN or a code: nothing of the same uid may read it out of this process.
     p3ak_sandbox::harden_process().context("cannot harden the process")?;
@@ -202,6 +242,7 @@ pub fn approve(args: &ApproveArgs, out: &Output) -> anyhow::Result<()> {
         id: args.id.clone(),
         pin: pin.map(|p| p.to_string()),
         totp: totp.map(|t| t.to_string()),
+        remember: args.remember(),
     };
     done(ask(request, out)?, out)
 }
@@ -311,6 +352,14 @@ fn totp_enroll(out: &Output) -> anyhow::Result<()> {
 /// In an interactive chat, asks for the approval a turn waits on: `y` for level 1, the PIN
 /// for level 3; other levels need the console. Failures are shown, never fatal.
 pub fn ask_inline(id: &str, level: u8, out: &Output) {
+    // Why the policy asks, from the daemon (the kernel's text does not say).
+    if let Ok(OperatorAnswer::Pending { items }) = ask(OperatorRequest::Pending, out)
+        && let Some(item) = items.iter().find(|v| v.request.id == id)
+    {
+        for line in reason_lines(&item.request.reasons) {
+            out.warn(line);
+        }
+    }
     let answer = match level {
         1 => {
             out.warn(format_args!("approve `{id}` now? [y/N]"));
@@ -323,6 +372,7 @@ pub fn ask_inline(id: &str, level: u8, out: &Output) {
                     id: id.to_owned(),
                     pin: None,
                     totp: None,
+                    remember: None,
                 },
                 _ => {
                     out.warn(format_args!(
@@ -346,6 +396,7 @@ pub fn ask_inline(id: &str, level: u8, out: &Output) {
                 id: id.to_owned(),
                 pin: Some(pin.to_string()),
                 totp: None,
+                remember: None,
             }
         }
         _ => return,

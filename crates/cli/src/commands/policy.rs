@@ -8,6 +8,8 @@ use p3ak_policy::cases::Suite;
 use p3ak_policy::{Context, Diagnostic, Policy, PolicyError, Request, Tier};
 use serde_json::json;
 
+use p3ak_kernel::control::{ControlEvent, ControlRequest};
+
 use crate::output::{Output, sanitize};
 
 #[derive(Debug, Subcommand)]
@@ -26,6 +28,26 @@ pub enum Command {
         /// The cases file (YAML).
         cases: PathBuf,
     },
+    /// Check a policy file and make it the running kernel's policy (and `policy.yaml`); on
+    /// any error the old policy stays (exit 1). SIGHUP to the kernel re-reads `policy.yaml`.
+    Apply {
+        /// The policy file (YAML).
+        file: PathBuf,
+    },
+    /// Remembered approvals (grants): list them, or revoke one.
+    Grants {
+        #[command(subcommand)]
+        command: Option<GrantsCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantsCommand {
+    /// Revoke a grant: calls it covered are escalated again.
+    Revoke {
+        /// Its id (`p3ak policy grants` lists them).
+        id: String,
+    },
 }
 
 #[derive(Debug, ClapArgs)]
@@ -41,7 +63,9 @@ pub struct ExplainArgs {
     /// The call's arguments, a JSON object (amounts in integer minor units).
     #[arg(long, default_value = "{}")]
     args: String,
-    /// Runtime context as JSON: `{"totals": {...}, "time": "HH:MM", "channel": "..."}`.
+    /// Runtime context as JSON: `{"totals": {...}, "time": "HH:MM", "channel": "...",
+    /// "grants": [{"id": "g-1", "action": "mail.send", "args": {"to": "bob@example.com"},
+    /// "level": 2}]}` (grants as `p3ak policy grants --json` lists them, unexpired).
     #[arg(long)]
     context: Option<String>,
     /// The tier the plugin declared for the action, if any.
@@ -70,6 +94,11 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Check { file } => check(&file, out),
         Command::Explain(args) => explain(args, out),
         Command::Test { file, cases } => test(&file, &cases, out),
+        Command::Apply { file } => apply(&file, out),
+        Command::Grants { command: None } => grants(out),
+        Command::Grants {
+            command: Some(GrantsCommand::Revoke { id }),
+        } => revoke(&id, out),
     }
 }
 
@@ -160,7 +189,7 @@ fn explain(args: ExplainArgs, out: &Output) -> anyhow::Result<()> {
     }
     let context: Context = match &args.context {
         Some(text) => serde_json::from_str(text).context(
-            "invalid `--context`: expected {\"totals\": {NAME: INT}, \"time\": \"HH:MM\", \"channel\": NAME, \"session\": {\"id\": ID, \"actions\": [...]}, \"transcript\": [{\"from\": SOURCE, \"text\": TEXT}], \"grants\": [...]}",
+            "invalid `--context`: expected {\"totals\": {NAME: INT}, \"time\": \"HH:MM\", \"channel\": NAME, \"session\": {\"id\": ID, \"actions\": [...]}, \"transcript\": [{\"from\": SOURCE, \"text\": TEXT}], \"grants\": [GRANT]}",
         )?,
         None => Context::default(),
     };
@@ -194,8 +223,13 @@ fn explain(args: ExplainArgs, out: &Output) -> anyhow::Result<()> {
         "decided by: {}",
         verdict.rules.join(", ")
     )));
+    if let Some(grant) = verdict.rules.iter().find_map(|r| r.strip_prefix("grant:")) {
+        out.line(sanitize(&format!(
+            "a remembered approval applies: grant `{grant}` (`p3ak policy grants revoke {grant}`)"
+        )));
+    }
     if !verdict.reasons.is_empty() {
-        out.line("for the approver:");
+        out.line("why (as the approver sees it):");
         for reason in &verdict.reasons {
             let why = reason
                 .why
@@ -274,5 +308,106 @@ fn test(path: &Path, cases_path: &Path, out: &Output) -> anyhow::Result<()> {
     if failed > 0 {
         bail!("{failed} of {} cases failed", outcomes.len());
     }
+    Ok(())
+}
+
+fn apply(path: &Path, out: &Output) -> anyhow::Result<()> {
+    let text = read(path)?;
+    // Checked here first: a policy that does not compile is never written.
+    let policy = Policy::from_yaml(&text).map_err(|e| located(path, &e))?;
+    for warning in policy.warnings() {
+        out.warn(format!("{}:{warning}", path.display()));
+    }
+    let home = super::kernel::home()?;
+    let target = home.policy();
+    let previous =
+        std::fs::read(&target).with_context(|| format!("cannot read `{}`", target.display()))?;
+    // Written by the operator, who owns it, before the kernel swaps: the kernel never writes
+    // its own policy (under the warden it may only read it).
+    write_like(&target, text.as_bytes())?;
+    let event = match super::kernel::call(&ControlRequest::PolicyApply { text }, out) {
+        Ok(event @ ControlEvent::PolicyApplied { .. }) => event,
+        refused => {
+            write_like(&target, &previous).context("cannot restore the previous policy file")?;
+            refused?;
+            bail!("unexpected answer from the kernel");
+        }
+    };
+    let ControlEvent::PolicyApplied { sha256, rules, .. } = event else {
+        bail!("unexpected answer from the kernel");
+    };
+    out.json(
+        &json!({"ok": true, "file": path.display().to_string(), "sha256": sha256, "rules": rules}),
+    );
+    out.line(sanitize(&format!(
+        "{}: applied ({rules} rules, sha256 {sha256}); it decides the next call",
+        path.display()
+    )));
+    Ok(())
+}
+
+/// Replaces `target` atomically, keeping its mode and group (the kernel reads it through its
+/// group under the warden).
+fn write_like(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let before = std::fs::metadata(target).ok();
+    p3ak_crypto::write_private(target, bytes)
+        .with_context(|| format!("cannot write `{}`", target.display()))?;
+    if let Some(before) = before {
+        std::os::unix::fs::chown(target, None, Some(before.gid()))
+            .with_context(|| format!("cannot keep the group of `{}`", target.display()))?;
+        std::fs::set_permissions(
+            target,
+            std::fs::Permissions::from_mode(before.mode() & 0o7777),
+        )
+        .with_context(|| format!("cannot keep the mode of `{}`", target.display()))?;
+    }
+    Ok(())
+}
+
+fn grants(out: &Output) -> anyhow::Result<()> {
+    let ControlEvent::Grants { items, now } = super::kernel::call(&ControlRequest::GrantList, out)?
+    else {
+        bail!("unexpected answer from the kernel");
+    };
+    out.json(&json!({"grants": items, "now": now}));
+    if items.is_empty() {
+        out.line("no remembered approvals (`p3ak approve ID --remember ARG --for 30d` makes one)");
+    }
+    for grant in &items {
+        let pinned: Vec<String> = grant
+            .args
+            .iter()
+            .map(|(path, value)| format!("{path}={value}"))
+            .collect();
+        let state = if grant.live_at(now) {
+            "until"
+        } else {
+            "expired"
+        };
+        out.line(sanitize(&format!(
+            "{}  {}  level {}  {} {}  ({} approval `{}`)",
+            grant.id,
+            grant.action,
+            grant.level,
+            state,
+            crate::output::timestamp_ms(grant.expires_at.saturating_mul(1000)),
+            grant.agent,
+            grant.approval,
+        )));
+        if !pinned.is_empty() {
+            out.line(sanitize(&format!("    for {}", pinned.join(", "))));
+        }
+    }
+    Ok(())
+}
+
+fn revoke(id: &str, out: &Output) -> anyhow::Result<()> {
+    let event = super::kernel::call(&ControlRequest::GrantRevoke { id: id.to_owned() }, out)?;
+    let ControlEvent::Done { message } = event else {
+        bail!("unexpected answer from the kernel");
+    };
+    out.json(&json!({"ok": true, "message": message}));
+    out.line(sanitize(&message));
     Ok(())
 }

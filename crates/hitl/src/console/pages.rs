@@ -162,6 +162,18 @@ fn details(view: &View, now_ms: i64) -> Markup {
                 @if r.rules.is_empty() { "the policy's default" }
                 @for rule in &r.rules { code.rule { (rule) } " " }
             }
+            @if !r.reasons.is_empty() {
+                dt { "Why" } dd.reasons {
+                    ul.reasons {
+                        @for reason in &r.reasons {
+                            li.reason {
+                                code.rule { (reason.rule) } " (" (reason.effect) ")"
+                                @if let Some(why) = &reason.why { ": " span.why { (why) } }
+                            }
+                        }
+                    }
+                }
+            }
             dt { "Asked" } dd.asked { (when(r.asked_ms)) " (" (relative(r.asked_ms, now_ms)) ")" }
             @if matches!(view.stage, Stage::Waiting { .. }) {
                 dt { "Expires" } dd.expires { (when(r.expires_ms)) " (" (relative(r.expires_ms, now_ms)) "; then it is denied)" }
@@ -191,6 +203,7 @@ fn controls(view: &View, p: &PendingPage<'_>) -> Markup {
             0..=2 => {
                 form.approve method="post" action="/approve" {
                     (hidden(p.csrf, view))
+                    (remember_fields(view))
                     button.approve type="submit" { "Approve" }
                 }
             }
@@ -203,6 +216,7 @@ fn controls(view: &View, p: &PendingPage<'_>) -> Markup {
                     @if p.totp_active {
                         label { "or TOTP code " input.totp type="text" name="totp" autocomplete="one-time-code" inputmode="numeric"; }
                     }
+                    (remember_fields(view))
                     button.approve type="submit" { "Approve" }
                 }
             }
@@ -227,6 +241,39 @@ fn controls(view: &View, p: &PendingPage<'_>) -> Markup {
         }
         @if level >= 4 {
             @if let Some(hint) = webauthn_hint { p.hint { (hint) } }
+        }
+    }
+}
+
+/// "Remember": one box per argument whose approved value the grant would pin, and how long.
+/// Level 5 is asked for every time, so it has none.
+fn remember_fields(view: &View) -> Markup {
+    let r = &view.request;
+    if r.level >= crate::level::MAX_LEVEL {
+        return html! {};
+    }
+    let names: Vec<&String> = r
+        .args
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    html! {
+        details.remember {
+            summary { "Remember: allow this again without asking" }
+            @if names.is_empty() {
+                label { input type="checkbox" name="remember" value="*"; " this action (it has no arguments)" }
+            }
+            @for name in &names {
+                label { input type="checkbox" name="remember" value=(name); " same " code { (name) } }
+            }
+            label { " for "
+                select name="remember_days" {
+                    option value="1" { "1 day" }
+                    option value="7" { "7 days" }
+                    option value="30" selected { "30 days" }
+                    option value="90" { "90 days" }
+                }
+            }
         }
     }
 }
@@ -376,6 +423,74 @@ mod tests {
         assert_eq!(relative(10_000, 0), "in 10 s");
         assert_eq!(relative(0, 10_000), "10 s ago");
         assert_eq!(when(0), "1970-01-01 00:00:00 UTC");
+    }
+
+    fn view(level: u8, reasons: Vec<crate::binding::Reason>) -> View {
+        let request = crate::binding::Request {
+            id: "e1".to_owned(),
+            agent: "assistant".to_owned(),
+            action: "bank.pay".to_owned(),
+            args: serde_json::json!({"iban": "DE00", "amount": 100}),
+            level,
+            rules: vec!["new-payee".to_owned()],
+            category: "pay".to_owned(),
+            asked_ms: 0,
+            expires_ms: 60_000,
+            crawfish_secs: 0,
+            confirm_twice: false,
+            reasons,
+        };
+        View {
+            binding: request.binding(),
+            request,
+            stage: Stage::Waiting {
+                confirmed: 0,
+                needed: 1,
+            },
+            confirmations: Vec::new(),
+            remember: None,
+        }
+    }
+
+    fn page(items: &[View]) -> String {
+        pending(&PendingPage {
+            csrf: "c",
+            flash: None,
+            items,
+            now_ms: 0,
+            pin_set: true,
+            totp_active: false,
+            keys: 0,
+            webauthn: None,
+        })
+        .into_string()
+    }
+
+    #[test]
+    fn the_approver_sees_every_rule_with_its_why_and_may_remember_below_level_five() {
+        let reasons = vec![
+            crate::binding::Reason {
+                rule: "daily-total".to_owned(),
+                effect: "level 3".to_owned(),
+                why: Some("over 500 today".to_owned()),
+            },
+            crate::binding::Reason {
+                rule: "new-payee".to_owned(),
+                effect: "level 2".to_owned(),
+                why: Some("never paid <this> account".to_owned()),
+            },
+        ];
+        let text = page(&[view(3, reasons.clone())]);
+        assert!(text.contains("daily-total"), "{text}");
+        assert!(text.contains("over 500 today"), "{text}");
+        assert!(text.contains("never paid &lt;this&gt; account"), "{text}");
+        assert!(text.contains(r#"name="remember" value="iban""#), "{text}");
+        assert!(text.contains(r#"name="remember_days""#), "{text}");
+        let top = page(&[view(5, reasons)]);
+        assert!(
+            !top.contains(r#"name="remember""#),
+            "level 5 offers no remember"
+        );
     }
 
     #[test]

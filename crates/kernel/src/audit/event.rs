@@ -158,6 +158,19 @@ audit_events! {
     },
     /// The kernel stopped.
     KernelStop = "kernel.stop", Required { pid: u32 },
+    /// A new policy replaced the running one (`source`: `cli` or `sighup`).
+    PolicyApplied = "policy.applied", Required { sha256: String, rules: usize, source: String },
+    /// A new policy was refused; the running one stays.
+    PolicyRefused = "policy.refused", BestEffort { source: String, error: String },
+    /// An approval the owner asked to remember became a grant.
+    GrantCreated = "grant.created", Required {
+        id: String, approval: String, agent: String, action: String, args: Value, level: u8,
+        expires_at: i64,
+    },
+    /// An approval the owner asked to remember did not become a grant.
+    GrantRefused = "grant.refused", BestEffort { approval: String, error: String },
+    /// A grant was revoked.
+    GrantRevoked = "grant.revoked", Required { id: String, by: String },
     /// A peer that is no operator opened the control socket.
     ControlRefused = "control.refused", BestEffort { peer_uid: u32 },
     /// The channel to the approval daemon failed.

@@ -84,6 +84,7 @@ pub struct Road {
     clock: Arc<dyn Clock>,
     ledger: Mutex<Ledger>,
     tool_timeout: Duration,
+    grants: Arc<crate::grants::GrantBook>,
 }
 
 impl Road {
@@ -100,6 +101,7 @@ impl Road {
             clock: parts.clock,
             ledger: Mutex::new(Ledger::default()),
             tool_timeout: parts.tool_timeout,
+            grants: Arc::new(crate::grants::GrantBook::in_memory()),
         }
     }
 
@@ -110,6 +112,13 @@ impl Road {
             ledger: Mutex::new(ledger),
             ..self
         }
+    }
+
+    /// The remembered approvals the policy is told about (none unless set).
+    #[must_use]
+    pub fn with_grants(mut self, grants: Arc<crate::grants::GrantBook>) -> Self {
+        self.grants = grants;
+        self
     }
 
     /// The enforcer (its policy is swapped on reload).
@@ -157,10 +166,14 @@ impl Road {
             args: proposal.args.clone(),
             credentials: proposal.credentials.clone(),
         }];
-        let context = self.context(caller, &proposal);
+        let mut context = self.context(caller, &proposal);
+        context.grants = self
+            .grants
+            .live_for(&proposal.agent, self.clock.unix_ms() / 1000);
         let action = proposal.action.clone();
         let (decided, verdict) = self.enforcer.decide(proposal, context);
         let rules = verdict.rules.clone();
+        let reasons = crate::hitl::approver_reasons(&verdict);
         trail.push(AuditEvent::Decision {
             agent: agent.to_owned(),
             call_id: call.id.clone(),
@@ -174,7 +187,7 @@ impl Road {
                 Ok(AgentNotice::NotPermitted.to_string())
             }
             Decided::Escalated(escalation) => {
-                self.escalate(escalation, rules, caller, events, trail)
+                self.escalate(escalation, (rules, reasons), caller, events, trail)
                     .await
             }
         }
@@ -185,7 +198,7 @@ impl Road {
     pub(crate) async fn escalate(
         &self,
         escalation: Escalation,
-        rules: Vec<String>,
+        (rules, reasons): (Vec<String>, Vec<p3ak_approval::binding::Reason>),
         caller: &Caller<'_>,
         events: &mpsc::UnboundedSender<ControlEvent>,
         mut trail: Vec<AuditEvent>,
@@ -216,6 +229,7 @@ impl Road {
                 .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)),
             crawfish_secs: escalation.crawfish().as_secs(),
             confirm_twice: escalation.confirm_twice(),
+            reasons,
         };
         let id = request.id.clone();
         let ticket = self.pending.add(&request);
