@@ -90,7 +90,7 @@ fn check_points_at_the_line_and_column_of_each_mistake() {
         ),
         (
             "g:\n  a.b:\n    level: 1\n    rules:\n      - id: r\n        when: { args.x: { gt: abc } }\n        level: 2\n",
-            ":6:31: expected a whole number",
+            ":6:27: invalid type: string \"abc\", expected a whole number",
         ),
         (
             "g:\n  a.b:\n    level: 1\n    rules:\n      - id: r\n        when: { cedar: 'context.args.x >' }\n        level: 2\n",

@@ -60,7 +60,6 @@ fn decisions(k: &Kernel) -> Vec<Vec<String>> {
 }
 
 #[test]
-#[ignore = "needs the lead's policy engine"]
 fn an_address_injected_by_a_tool_result_is_rejected_and_the_same_address_from_the_owner_is_not() {
     let server = service();
     let send = json!({

@@ -256,7 +256,6 @@ fn level_five_is_never_remembered() {
 }
 
 #[test]
-#[ignore = "needs the lead's policy engine"]
 fn after_remember_the_same_call_runs_without_asking_and_another_path_still_asks() {
     let k = kernel(
         ASK,
@@ -310,7 +309,6 @@ fn explain_takes_grants_in_its_context() {
 }
 
 #[test]
-#[ignore = "needs the lead's policy engine"]
 fn explain_shows_the_grant_that_applies() {
     let out = explain_with_grant("bob@example.com");
     assert!(out.status.success(), "{}", p3ak_testkit::stderr(&out));

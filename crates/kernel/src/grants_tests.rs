@@ -451,7 +451,6 @@ forbid:
 }
 
 #[tokio::test]
-#[ignore = "needs the lead's policy engine"]
 async fn a_remembered_approval_lets_the_same_values_through_and_nothing_else() {
     let b = bench(POLICY);
     b.remember(&["to"], 30 * DAY);
@@ -484,7 +483,6 @@ async fn a_remembered_approval_lets_the_same_values_through_and_nothing_else() {
 }
 
 #[tokio::test]
-#[ignore = "needs the lead's policy engine"]
 async fn a_revoked_grant_no_longer_applies() {
     let b = bench(POLICY);
     b.remember(&["to"], DAY);
@@ -512,7 +510,6 @@ fn a_refusal_reaches_no_grant() {
 }
 
 #[tokio::test]
-#[ignore = "needs the lead's policy engine (`why:` and the verdict's reasons)"]
 async fn the_escalation_staged_for_the_approver_carries_every_rule_with_its_why() {
     let b = bench(
         "

@@ -84,7 +84,7 @@ impl Diagnostic {
         let mut diagnostic = Self::new(position, message.as_str());
         if message.contains("whole number") || message.contains("floating point") {
             diagnostic = diagnostic
-                .with_hint("numbers are whole; amounts are minor units (`1050` for 10.50)");
+                .with_hint("numbers are whole unless the argument has declared `decimals:` (then `10.50` is exact)");
         } else if message.contains("unknown field") {
             diagnostic = diagnostic.with_hint("check the spelling; docs/policy.md lists every key");
         } else if message.contains("invalid duration") {

@@ -348,11 +348,40 @@ impl<'de, T: Deserialize<'de> + SetRef> Deserialize<'de> for Listed<T> {
 }
 
 /// A number in a test: whole, or decimal for an argument with declared decimal places.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Num {
     Int(i64),
     Frac(f64),
+}
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NumVisitor;
+        impl Visitor<'_> for NumVisitor {
+            type Value = Num;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a whole number (or a decimal, for an argument with declared decimal places)",
+                )
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Num, E> {
+                Ok(Num::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Num, E> {
+                i64::try_from(v)
+                    .map(Num::Int)
+                    .map_err(|_| E::custom(format!("`{v}` is beyond 64 bits")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Num, E> {
+                if v.is_finite() {
+                    Ok(Num::Frac(v))
+                } else {
+                    Err(E::custom("expected a whole number, not an infinity or NaN"))
+                }
+            }
+        }
+        deserializer.deserialize_any(NumVisitor)
+    }
 }
 
 /// A condition: a mapping of subjects to tests, all of which must hold, plus the

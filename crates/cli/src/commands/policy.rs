@@ -163,8 +163,13 @@ fn check(path: &Path, out: &Output) -> anyhow::Result<()> {
         if warnings == 1 { "" } else { "s" }
     )));
     for total in policy.totals() {
+        let by = total
+            .by
+            .as_ref()
+            .map(|key| format!(", kept per {key}"))
+            .unwrap_or_default();
         out.line(sanitize(&format!(
-            "  the kernel must supply total `{}` over {}s for [{}]",
+            "  the kernel must supply total `{}` over {}s for [{}]{by}",
             total.name,
             total.window.as_secs(),
             total.actions.join(", ")

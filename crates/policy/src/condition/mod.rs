@@ -978,6 +978,10 @@ impl Compiler<'_> {
                 continue;
             }
             sink.needs.insert(Need::Provenance);
+            // The sets' values count as the operator's: naming that source uses every set.
+            if parsed.contains(&SourcePattern::Operator) {
+                self.used_sets.extend(self.sets.keys().cloned());
+            }
             let shown = format!(
                 "[{}]",
                 sources
