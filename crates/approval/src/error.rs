@@ -55,6 +55,9 @@ pub enum ApprovalError {
     /// The destination of a move exists already.
     #[error("`{}` already exists", .0.display())]
     Exists(PathBuf),
+    /// A sealed chat-approval message that cannot be opened.
+    #[error("sealed approval message: {0}")]
+    Sealed(&'static str),
     /// Crypto failed.
     #[error(transparent)]
     Crypto(#[from] p3ak_crypto::CryptoError),

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod binding;
+pub mod chat;
 mod error;
 pub mod level;
 pub mod remember;

@@ -406,12 +406,7 @@ pub fn run(
 }
 
 fn inbound(text: &str) -> p3ak_proto::Inbound {
-    p3ak_proto::Inbound {
-        conversation: "demo".to_owned(),
-        sender: "operator".to_owned(),
-        text: text.to_owned(),
-        agent: None,
-    }
+    p3ak_proto::Inbound::new("demo", "operator", text)
 }
 
 fn config(degraded: bool) -> String {

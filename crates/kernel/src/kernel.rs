@@ -549,12 +549,9 @@ impl Kernel {
                 conversation,
                 text,
             } => {
-                let inbound = p3ak_proto::Inbound {
-                    conversation: conversation.clone(),
-                    sender: operator.clone(),
-                    text: text.clone(),
-                    agent: agent.clone(),
-                };
+                let mut inbound =
+                    p3ak_proto::Inbound::new(conversation.clone(), operator.clone(), text.clone());
+                inbound.agent.clone_from(agent);
                 match self.turn(inbound, "console", events.clone()).await {
                     Ok(text) => ControlEvent::Reply { text },
                     Err(e) => ControlEvent::Error {

@@ -38,8 +38,12 @@ pub enum Message {
     Error(ErrorMessage),
     /// Connector → kernel: a message from a person.
     Inbound(Inbound),
-    /// Kernel → connector: the agent's reply.
+    /// Kernel → connector: post (or edit) a message.
     Outbound(Outbound),
+    /// Kernel → connector: an approval to show its approvers, sealed by the approval daemon.
+    Approval(Approval),
+    /// Connector → kernel: an approver pressed an approval's button, sealed for the daemon.
+    ApprovalPress(ApprovalPress),
     /// Kernel → provider: run the model over a conversation.
     InferenceRequest(InferenceRequest),
     /// Provider → kernel: what the model said and which tools it wants to call.
@@ -67,6 +71,8 @@ impl Message {
             Self::Error(_) => "error",
             Self::Inbound(_) => "inbound",
             Self::Outbound(_) => "outbound",
+            Self::Approval(_) => "approval",
+            Self::ApprovalPress(_) => "approval_press",
             Self::InferenceRequest(_) => "inference_request",
             Self::InferenceResponse(_) => "inference_response",
             Self::Ping(_) => "ping",
@@ -234,23 +240,102 @@ pub struct ErrorMessage {
 pub struct Inbound {
     /// The conversation this belongs to (the connector's choice; stable across messages).
     pub conversation: String,
-    /// Who wrote it, as the connector authenticated them.
+    /// Who wrote it, as the connector authenticated them (`telegram:7`).
     pub sender: String,
     /// The text.
     pub text: String,
-    /// The agent addressed, if the connector knows; otherwise the default agent.
+    /// The agent addressed, if the connector knows; otherwise the channel's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The platform's id for this message: a redelivered message with the same id is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The sender's display name, as the platform gives it (shown to people, never trusted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_name: Option<String>,
+    /// A one-to-one conversation between the sender and the connector's account.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub direct: bool,
+    /// Files that came with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "strict::objects")]
+    pub attachments: Vec<Attachment>,
 }
 
-/// `outbound`.
+impl Inbound {
+    /// A plain text message, nothing else known about it.
+    #[must_use]
+    pub fn new(
+        conversation: impl Into<String>,
+        sender: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Self {
+        Self {
+            conversation: conversation.into(),
+            sender: sender.into(),
+            text: text.into(),
+            agent: None,
+            message_id: None,
+            sender_name: None,
+            direct: false,
+            attachments: Vec::new(),
+        }
+    }
+}
+
+/// A file that came with an inbound message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// Its file name, as the sender gave it.
+    pub name: String,
+    /// Its media type (`application/pdf`, `audio/ogg`).
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its content, base64; absent when it was larger than the connector's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+/// `outbound`: answered by `result` with `{"message_id": "…"}` (the platform's id, for a
+/// later edit), or `error` (`rate_limited` with `retry_after_ms` when the platform said so).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Outbound {
-    /// The conversation it answers.
+    /// The conversation to post in.
     pub conversation: String,
-    /// The agent's reply.
+    /// The text, plain: the connector escapes it for its platform's markup.
     pub text: String,
+    /// Replace this earlier message (a streamed reply growing) instead of posting a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<String>,
+    /// An intermediate state of a streamed reply: the connector may skip it to stay within
+    /// its platform's limits (it never skips one without this flag).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub partial: bool,
+}
+
+/// `approval`: what the approval daemon wants the connector's approvers to see, sealed with the
+/// key it shares with this connector (the kernel relays it and can neither read nor forge it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The sealed announcement (base64url).
+    pub sealed: String,
+}
+
+/// `approval_press`: an approver's press of an approval button, sealed by the connector for the
+/// approval daemon; answered by `result` with the daemon's sealed answer `{"sealed": "…"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalPress {
+    /// The sealed press (base64url).
+    pub sealed: String,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if signature")]
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Who said a message in a conversation.

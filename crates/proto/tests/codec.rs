@@ -3,7 +3,7 @@
 
 use p3ak_proto::{
     ActionSpec, ChatMessage, DEFAULT_MAX_FRAME, Envelope, ErrorKind, ErrorMessage, FrameDecoder,
-    HEADER_LEN, Hello, Inbound, InferenceRequest, InferenceResponse, Invoke, Message, Outbound,
+    Approval, ApprovalPress, Attachment, HEADER_LEN, Hello, Inbound, InferenceRequest, InferenceResponse, Invoke, Message, Outbound,
     Ping, PluginKind, Pong, ProtoError, Register, Registered, Role, Shutdown, StopReason,
     StreamChunk, Tier, ToolCall, ToolDefinition, ToolResult, Usage, Welcome, decode, encode,
 };
@@ -139,16 +139,45 @@ fn message() -> impl Strategy<Value = Message> {
                 retry_after_ms
             })
         ),
-        (text(), text(), text(), option::of(text())).prop_map(
-            |(conversation, sender, text, agent)| Message::Inbound(Inbound {
+        (
+            (text(), text(), text(), option::of(text())),
+            (option::of(text()), option::of(text()), any::<bool>()),
+            vec(
+                (text(), text(), any::<u64>(), option::of(text())).prop_map(
+                    |(name, media_type, size, data)| Attachment {
+                        name,
+                        media_type,
+                        size,
+                        data
+                    }
+                ),
+                0..2
+            ),
+        )
+            .prop_map(
+                |((conversation, sender, text, agent), (message_id, sender_name, direct), attachments)| {
+                    Message::Inbound(Inbound {
+                        conversation,
+                        sender,
+                        text,
+                        agent,
+                        message_id,
+                        sender_name,
+                        direct,
+                        attachments,
+                    })
+                }
+            ),
+        (text(), text(), option::of(text()), any::<bool>()).prop_map(
+            |(conversation, text, edit, partial)| Message::Outbound(Outbound {
                 conversation,
-                sender,
                 text,
-                agent
+                edit,
+                partial
             })
         ),
-        (text(), text())
-            .prop_map(|(conversation, text)| Message::Outbound(Outbound { conversation, text })),
+        text().prop_map(|sealed| Message::Approval(Approval { sealed })),
+        text().prop_map(|sealed| Message::ApprovalPress(ApprovalPress { sealed })),
         (
             option::of(text()),
             text(),

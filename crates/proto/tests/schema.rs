@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use p3ak_proto::{
     ActionSpec, ChatMessage, DEFAULT_MAX_FRAME, Envelope, ErrorKind, ErrorMessage, HEADER_LEN,
-    Hello, Inbound, InferenceRequest, InferenceResponse, Invoke, Message, Outbound, Ping,
+    Approval, ApprovalPress, Attachment, Hello, Inbound, InferenceRequest, InferenceResponse, Invoke, Message, Outbound, Ping,
     PluginKind, Pong, Register, Registered, Role, Shutdown, StopReason, StreamChunk, Tier,
     ToolCall, ToolDefinition, ToolResult, Usage, Welcome, decode, encode,
 };
@@ -51,6 +51,8 @@ fn covered(message: &Message) {
         | Message::Error(_)
         | Message::Inbound(_)
         | Message::Outbound(_)
+        | Message::Approval(_)
+        | Message::ApprovalPress(_)
         | Message::InferenceRequest(_)
         | Message::InferenceResponse(_)
         | Message::Ping(_)
@@ -180,19 +182,37 @@ fn samples() -> Vec<Message> {
         }),
         Message::Inbound(Inbound {
             conversation: "telegram:42".to_owned(),
-            sender: "telegram:user:7".to_owned(),
+            sender: "telegram:7".to_owned(),
             text: "what is on today?".to_owned(),
             agent: Some("amber".to_owned()),
+            message_id: Some("901".to_owned()),
+            sender_name: Some("Ann".to_owned()),
+            direct: true,
+            attachments: vec![Attachment {
+                name: "note.txt".to_owned(),
+                media_type: "text/plain".to_owned(),
+                size: 5,
+                data: Some("aGVsbG8=".to_owned()),
+            }],
         }),
-        Message::Inbound(Inbound {
-            conversation: "c".to_owned(),
-            sender: "s".to_owned(),
-            text: String::new(),
-            agent: None,
-        }),
+        Message::Inbound(Inbound::new("c", "s", "")),
         Message::Outbound(Outbound {
             conversation: "telegram:42".to_owned(),
             text: "Two meetings.".to_owned(),
+            edit: None,
+            partial: false,
+        }),
+        Message::Outbound(Outbound {
+            conversation: "telegram:42".to_owned(),
+            text: "Two meet".to_owned(),
+            edit: Some("77".to_owned()),
+            partial: true,
+        }),
+        Message::Approval(Approval {
+            sealed: "c2VhbGVk".to_owned(),
+        }),
+        Message::ApprovalPress(ApprovalPress {
+            sealed: "c2VhbGVk".to_owned(),
         }),
         Message::InferenceRequest(InferenceRequest {
             model: Some("llama3.1:8b".to_owned()),
