@@ -18,7 +18,14 @@ pub const BUILTINS: &[&str] = &[
     "anthropic",
     "openai",
     "ollama",
+    "telegram",
+    "slack",
+    "discord",
 ];
+
+/// The first-party chat connectors: the kernel hands each its platform token (the plugin's
+/// `credential`) in `welcome` and routes its people's messages to an agent.
+pub const CONNECTOR_BUILTINS: &[&str] = &["telegram", "slack", "discord"];
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -33,6 +40,42 @@ pub struct Config {
     /// The approval daemon and its web console.
     #[serde(default)]
     pub hitl: HitlSettings,
+    /// What chat connectors may bring in.
+    #[serde(default)]
+    pub connectors: ConnectorSettings,
+}
+
+/// `[connectors]`: limits on what people send through the chat connectors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectorSettings {
+    /// Messages one sender may send per minute (on average).
+    pub per_minute: u32,
+    /// Messages one sender may send at once, beyond the average.
+    pub burst: u32,
+    /// The longest message text taken in, in bytes; longer ones are refused.
+    pub max_message_bytes: usize,
+    /// The most attachment bytes one message may carry (decoded).
+    pub max_attachment_bytes: usize,
+    /// How long a pairing code is valid.
+    #[serde(with = "humantime_serde_compat")]
+    pub pairing_ttl: Duration,
+    /// The shortest time between two edits of a reply being streamed into a chat.
+    #[serde(with = "humantime_serde_compat")]
+    pub edit_interval: Duration,
+}
+
+impl Default for ConnectorSettings {
+    fn default() -> Self {
+        Self {
+            per_minute: 20,
+            burst: 5,
+            max_message_bytes: 16 * 1024,
+            max_attachment_bytes: 8 << 20,
+            pairing_ttl: Duration::from_secs(10 * 60),
+            edit_interval: Duration::from_millis(800),
+        }
+    }
 }
 
 /// `[hitl]`: the approval daemon and its web console.
@@ -190,9 +233,13 @@ pub struct PluginConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// For providers: the secret (`p3ak secret set NAME`) sent as the API key with every
-    /// inference request. Never part of `config`.
+    /// inference request; for connectors: the platform token, handed over in `welcome`. Never
+    /// part of `config`.
     #[serde(default)]
     pub credential: Option<String>,
+    /// For connectors: the agent their conversations go to (default: `[kernel] default_agent`).
+    #[serde(default)]
+    pub agent: Option<String>,
     /// How it is sandboxed, beyond what its kind implies.
     #[serde(default)]
     pub sandbox: PluginSandbox,
@@ -256,6 +303,15 @@ impl PluginConfig {
             _ => None,
         }
     }
+
+    /// Whether it is a chat connector (a first-party one: third-party connectors register as
+    /// such, but get no token and no agent binding from here).
+    #[must_use]
+    pub fn is_connector(&self) -> bool {
+        self.builtin
+            .as_deref()
+            .is_some_and(|b| CONNECTOR_BUILTINS.contains(&b))
+    }
 }
 
 impl Config {
@@ -299,6 +355,12 @@ impl Config {
                     )));
                 }
                 Some(_) => {}
+            }
+            if plugin.agent.is_some() && plugin.builtin.is_some() && !plugin.is_connector() {
+                return Err(error(format!(
+                    "plugin `{name}`: `agent` is for connectors ({}, or a third party's)",
+                    CONNECTOR_BUILTINS.join(", ")
+                )));
             }
             let sandbox = &plugin.sandbox;
             for (what, paths) in [

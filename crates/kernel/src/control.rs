@@ -66,6 +66,18 @@ pub enum ControlRequest {
         /// Its id.
         id: String,
     },
+    /// The chat connectors, their pairings and the pairing codes waiting.
+    Connectors,
+    /// Pair the chat identity a pairing code was shown to.
+    Pair {
+        /// The code (`7G4K-Q2MD`; case, dashes and spaces do not matter).
+        code: String,
+    },
+    /// End a pairing.
+    Unpair {
+        /// The identity (`telegram:7`).
+        identity: String,
+    },
     /// Stop the kernel.
     Shutdown,
 }
@@ -161,6 +173,17 @@ pub enum ControlEvent {
         /// Now, seconds since the Unix epoch, to tell which have expired.
         now: i64,
     },
+    /// The connectors (final).
+    Connectors {
+        /// Each connector.
+        items: Vec<crate::connectors::ConnectorStatus>,
+        /// Paired identities.
+        paired: Vec<crate::connectors::Paired>,
+        /// Codes shown and not yet confirmed.
+        waiting: Vec<crate::connectors::Waiting>,
+    },
+    /// An identity was paired (final).
+    Paired(crate::connectors::Paired),
     /// The request was done (final).
     Done {
         /// What was done.

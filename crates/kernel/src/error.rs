@@ -108,8 +108,11 @@ pub enum KernelError {
     #[error("no agent `{0}`")]
     UnknownAgent(String),
     /// A conversation id the kernel will not store.
-    #[error("conversation `{0}`: use letters, digits, `_` and `-`")]
+    #[error("conversation `{0}`: use letters, digits, `_`, `.`, `:` and `-` (at most 128)")]
     BadConversation(String),
+    /// A chat connector's request or the connectors' state.
+    #[error("connectors: {0}")]
+    Connector(String),
     /// A turn ran past `kernel.turn_timeout`.
     #[error("the turn took longer than {}", humantime::format_duration(*.0))]
     TurnTimeout(std::time::Duration),

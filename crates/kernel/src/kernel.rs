@@ -59,6 +59,8 @@ pub struct Kernel {
     pub(crate) home: Home,
     pub(crate) config: Config,
     pub(crate) agents: BTreeMap<String, Agent>,
+    /// The chat connectors' router: pairings, commands, conversations.
+    pub(crate) connectors: crate::connectors::Router,
     pub(crate) road: Road,
     pub(crate) broker: Arc<Broker>,
     pub(crate) audit: AuditLog,
@@ -250,6 +252,20 @@ impl Kernel {
                 ),
             });
         }
+        if let Some((name, agent)) = config
+            .plugins
+            .iter()
+            .filter_map(|(name, p)| p.agent.as_ref().map(|a| (name, a)))
+            .find(|(_, agent)| !agents.contains_key(*agent))
+        {
+            return Err(KernelError::Config {
+                path: home.config(),
+                message: format!(
+                    "plugin `{name}`: agent `{agent}` has no file in `{}`",
+                    home.agents().display()
+                ),
+            });
+        }
         let vault = {
             let path = home.kernel_vault();
             let key = VaultKey::from_handoff_bytes(key.to_handoff_bytes().expose())?;
@@ -354,6 +370,22 @@ impl Kernel {
             launcher,
             memory_key.as_ref().map(|k| Arc::new(k.to_handoff_bytes())),
         ));
+        let tokens = config
+            .plugins
+            .iter()
+            .filter(|(_, p)| p.enabled && p.is_connector())
+            .filter_map(|(name, p)| p.credential.clone().map(|c| (name.clone(), c)))
+            .collect();
+        let connector_requests = host.route_connectors(tokens);
+        let connectors = {
+            let vault = Arc::clone(&vault);
+            let settings = config.connectors.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::connectors::Router::load(&vault, &settings)
+            })
+            .await
+            .map_err(KernelError::task("reading the connectors' state"))??
+        };
         host.start().await;
         let (stop, _) = watch::channel(false);
         let tool_timeout = config.kernel.tool_timeout;
@@ -371,10 +403,11 @@ impl Kernel {
         let road = Road::new(parts)
             .with_ledger(ledger)
             .with_grants(Arc::clone(&grants));
-        Ok(Arc::new(Self {
+        let kernel = Arc::new(Self {
             home,
             config,
             agents,
+            connectors,
             road,
             broker,
             audit,
@@ -391,7 +424,11 @@ impl Kernel {
             operators,
             warden,
             stop,
-        }))
+        });
+        if let Some(requests) = connector_requests {
+            tokio::spawn(Arc::clone(&kernel).serve_connectors(requests));
+        }
+        Ok(kernel)
     }
 
     /// Tells the warden (when it started this kernel) that it serves: the warden then shows
@@ -599,6 +636,28 @@ impl Kernel {
             ControlRequest::PolicyApply { text } => self.control_policy_apply(text).await,
             ControlRequest::GrantList => self.control_grant_list(),
             ControlRequest::GrantRevoke { id } => self.control_grant_revoke(id, &operator).await,
+            ControlRequest::Connectors => ControlEvent::Connectors {
+                items: self.connector_status(),
+                paired: self.connectors.pairings.list(),
+                waiting: self.connectors.pairings.waiting(),
+            },
+            ControlRequest::Pair { code } => match self.pair(code, &operator).await {
+                Ok(paired) => ControlEvent::Paired(paired),
+                Err(e) => ControlEvent::Error {
+                    message: e.to_string(),
+                },
+            },
+            ControlRequest::Unpair { identity } => match self.unpair(identity, &operator).await {
+                Ok(true) => ControlEvent::Done {
+                    message: format!("`{identity}` is no longer paired"),
+                },
+                Ok(false) => ControlEvent::Error {
+                    message: format!("`{identity}` is not paired"),
+                },
+                Err(e) => ControlEvent::Error {
+                    message: e.to_string(),
+                },
+            },
             ControlRequest::Shutdown => {
                 self.request_stop();
                 ControlEvent::Done {

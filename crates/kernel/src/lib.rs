@@ -20,6 +20,7 @@ pub mod audit;
 pub mod authorize;
 pub mod broker;
 pub mod config;
+pub mod connectors;
 pub mod control;
 pub mod demo;
 mod error;

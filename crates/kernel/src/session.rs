@@ -55,8 +55,19 @@ pub(crate) fn store(
     Ok(())
 }
 
-/// Conversation ids: what a connector may name a conversation.
+/// Conversation ids: what a connector may name a conversation (`telegram:42`,
+/// `slack:C01:1700000000.000100`): letters, digits, `_ . : -`, at most 128, no `..`.
 #[must_use]
 pub(crate) fn valid_conversation(id: &str) -> bool {
-    crate::config::valid_plugin_name(id)
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.contains("..")
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+}
+
+/// Forgets a conversation's messages (`/new` in a chat): the next turn starts afresh.
+pub(crate) fn clear(vault: &Vault, agent: &str, conversation: &str) -> Result<(), KernelError> {
+    store(vault, agent, conversation, &[])
 }

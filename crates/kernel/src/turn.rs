@@ -31,6 +31,17 @@ impl Kernel {
         channel: &str,
         events: mpsc::UnboundedSender<ControlEvent>,
     ) -> Result<String, KernelError> {
+        let agent = self.admit(&inbound, channel).await?;
+        self.turn_admitted(&agent, &inbound, channel, &events).await
+    }
+
+    /// Checks an inbound message and records it (the `inbound` entry is durable when this
+    /// returns): the agent it goes to.
+    pub(crate) async fn admit(
+        &self,
+        inbound: &Inbound,
+        channel: &str,
+    ) -> Result<Agent, KernelError> {
         let agent_name = inbound
             .agent
             .clone()
@@ -48,10 +59,32 @@ impl Kernel {
                 sender: inbound.sender.clone(),
                 channel: channel.to_owned(),
                 text: inbound.text.clone(),
+                message_id: inbound.message_id.clone(),
+                attachments: inbound
+                    .attachments
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({
+                            "name": a.name, "media_type": a.media_type, "size": a.size,
+                            "included": a.data.is_some(),
+                        })
+                    })
+                    .collect(),
             })
             .await?;
+        Ok(agent)
+    }
+
+    /// Runs the turn of an admitted message, within `turn_timeout`.
+    pub(crate) async fn turn_admitted(
+        &self,
+        agent: &Agent,
+        inbound: &Inbound,
+        channel: &str,
+        events: &mpsc::UnboundedSender<ControlEvent>,
+    ) -> Result<String, KernelError> {
         let limit = self.config.kernel.turn_timeout;
-        match tokio::time::timeout(limit, self.run_turn(&agent, &inbound, channel, &events)).await {
+        match tokio::time::timeout(limit, self.run_turn(agent, inbound, channel, events)).await {
             Ok(result) => result,
             Err(_) => {
                 self.audit
@@ -99,7 +132,8 @@ impl Kernel {
         let table = self.tool_table(agent);
         // What the model is shown, labelled by source, for the policy's `from:` tests: built
         // once here, then extended as the turn goes on.
-        let mut conversation = Conversation::from_history(&inbound.conversation, &messages, &table);
+        let mut conversation = Conversation::from_history(&inbound.conversation, &messages, &table)
+            .answering(&inbound.sender);
         let text = scrubber.scrub(&inbound.text);
         conversation.said(inbound_source(inbound, channel), &text);
         messages.push(ChatMessage {

@@ -1022,6 +1022,12 @@ impl Policy {
                 RestrictedExpression::new_string(channel.clone()),
             ));
         }
+        if let Some(sender) = &request.context.sender {
+            pairs.push((
+                "sender".to_owned(),
+                RestrictedExpression::new_string(sender.clone()),
+            ));
+        }
         if let Some(session) = &request.context.session {
             let sensitive = session
                 .actions
@@ -1079,6 +1085,7 @@ pub(crate) fn supplied(request: &Request, need: &Need) -> bool {
         Need::Total(name) => context.totals.contains_key(name),
         Need::Time => context.time.is_some(),
         Need::Channel => context.channel.is_some(),
+        Need::Sender => context.sender.is_some(),
         Need::Session => context.session.is_some(),
         Need::Provenance => context.origins.is_some() || context.transcript.is_some(),
     }

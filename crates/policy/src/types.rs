@@ -168,6 +168,10 @@ pub struct Context {
     /// The channel the request came from (`console`, `signal`, `voice`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// Who sent the message the turn answers, as the channel authenticated them
+    /// (`telegram:7`; `operator (uid 1000)` on the local console).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
     /// What this session (one conversation) has already run, for `session.*` conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionHistory>,

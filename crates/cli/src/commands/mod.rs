@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod audit;
+mod connectors;
 mod demo;
 mod hitl;
 mod kernel;
@@ -36,6 +37,9 @@ pub enum Command {
     /// Humans in the loop: pull back, history, PIN, TOTP, the console's login link.
     #[command(subcommand)]
     Hitl(hitl::Command),
+    /// Chat connectors (Telegram, Slack, Discord): status, pairing who may talk through them.
+    #[command(subcommand)]
+    Connectors(connectors::Command),
     /// Credentials the broker injects into tool calls.
     #[command(subcommand)]
     Secret(kernel::SecretCommand),
@@ -73,6 +77,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Approve(args) => hitl::approve(&args, out),
         Command::Deny(arg) => hitl::deny(&arg.id, out),
         Command::Hitl(command) => hitl::run(command, out),
+        Command::Connectors(command) => connectors::run(command, out),
         Command::Secret(command) => kernel::secret(command, out),
         Command::Plugin(command) => kernel::plugin(command),
         Command::Kernel => kernel::kernel_child(out),

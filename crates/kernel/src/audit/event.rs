@@ -66,9 +66,36 @@ audit_events! {
     /// A message for an agent arrived.
     Inbound = "inbound", Required {
         agent: String, conversation: String, sender: String, channel: String, text: String,
+        /// The platform's id for the message (connectors), to drop a redelivery.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+        /// What came with it: name, media type, size, whether its content was taken in.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<Value>,
     },
     /// A turn ran out of time.
     TurnTimeout = "turn.timeout", Required { agent: String, conversation: String },
+    /// A person stopped a running turn (`/stop` in a chat).
+    TurnStopped = "turn.stopped", BestEffort { agent: String, conversation: String, by: String },
+    /// A chat message from someone not paired: they were shown a pairing code, or nothing.
+    ConnectorStranger = "connector.stranger", BestEffort {
+        connector: String, sender: String, conversation: String, prompted: bool,
+    },
+    /// The owner paired a chat identity (`p3ak connectors pair`).
+    ConnectorPaired = "connector.paired", Required {
+        connector: String, identity: String, by: String,
+    },
+    /// The owner ended a pairing.
+    ConnectorUnpaired = "connector.unpaired", Required { identity: String, by: String },
+    /// A chat command, handled by the kernel (never by a model).
+    ConnectorCommand = "connector.command", BestEffort {
+        connector: String, sender: String, conversation: String, command: String,
+    },
+    /// A connector's message was refused: its sender over the rate limit, too large, or not
+    /// the connector's to speak for.
+    ConnectorRefused = "connector.refused", BestEffort {
+        connector: String, sender: String, reason: String,
+    },
     /// A request to the model.
     InferenceRequest = "inference.request", Required {
         agent: String, provider: String, step: u32, messages: usize, tools: Vec<String>,

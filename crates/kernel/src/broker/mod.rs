@@ -253,6 +253,31 @@ impl Broker {
         Ok(p3ak_proto::Credential::new(entry.value.expose().to_owned()))
     }
 
+    /// The value of credential `name` for connector plugin `plugin`: its platform token,
+    /// checked against the secret's scopes as the action `<plugin>.connect`. Host bindings do
+    /// not apply: a connector talks to its one platform.
+    pub(crate) fn connector_credential(
+        &self,
+        name: &str,
+        plugin: &str,
+    ) -> Result<p3ak_proto::Credential, BrokerError> {
+        let entries = self
+            .entries
+            .read()
+            .map_err(|_| BrokerError::Missing(name.to_owned()))?;
+        let entry = entries
+            .get(name)
+            .ok_or_else(|| BrokerError::Missing(name.to_owned()))?;
+        let action = format!("{plugin}.connect");
+        if !entry.scopes.is_empty() && !entry.scopes.iter().any(|p| p.matches(&action)) {
+            return Err(BrokerError::OutOfScope {
+                name: name.to_owned(),
+                action,
+            });
+        }
+        Ok(p3ak_proto::Credential::new(entry.value.expose().to_owned()))
+    }
+
     fn rebuild(&self) {
         let Ok(entries) = self.entries.read() else {
             return;

@@ -28,6 +28,26 @@ pub const MAX_STREAM_CHUNKS: u32 = 1 << 16;
 /// (the full text still arrives in the final answer).
 pub const CHUNK_QUEUE: usize = 1024;
 
+/// Requests from connectors waiting for the kernel's router; past this a connector hears
+/// `rate_limited` and sends again later.
+pub const CONNECTOR_QUEUE: usize = 256;
+
+/// What a plugin asked of the kernel on its own (a connector's `inbound`, `approval_press`),
+/// or that a connector came up; handed to the kernel's router.
+pub enum PluginEvent {
+    /// A request to answer with [`Connection::reply`].
+    Request {
+        /// Who asked.
+        connection: std::sync::Arc<Connection>,
+        /// The request's id, which the answer repeats.
+        id: u64,
+        /// The request.
+        message: Message,
+    },
+    /// A connector registered (again): anything it should show can be sent now.
+    Up(std::sync::Arc<Connection>),
+}
+
 /// A bounded queue for a request's stream chunks (see [`Connection::request`]).
 #[must_use]
 pub fn chunk_queue() -> (mpsc::Sender<String>, mpsc::Receiver<String>) {
@@ -108,6 +128,10 @@ pub struct Connection {
     max_frame: usize,
     /// Unsolicited frames in the current one-second window.
     unsolicited: Mutex<(Instant, u32)>,
+    /// Where a connector's own requests go (none for other kinds: they may not ask).
+    requests: Option<mpsc::Sender<PluginEvent>>,
+    /// Itself, to hand along with its requests.
+    this: std::sync::Weak<Connection>,
     /// What it registered.
     pub registration: Registration,
 }
@@ -118,16 +142,68 @@ impl Connection {
         frames: mpsc::Sender<Zeroizing<Vec<u8>>>,
         max_frame: usize,
         registration: Registration,
-    ) -> Self {
-        Self {
+        requests: Option<mpsc::Sender<PluginEvent>>,
+    ) -> std::sync::Arc<Self> {
+        let requests = requests.filter(|_| registration.kind == PluginKind::Connector);
+        std::sync::Arc::new_cyclic(|this| Self {
             name,
             frames,
             waiters: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             max_frame,
             unsolicited: Mutex::new((Instant::now(), 0)),
+            requests,
+            this: this.clone(),
             registration,
+        })
+    }
+
+    /// Answers a request the plugin made (its `id`).
+    pub async fn reply(&self, id: u64, message: Message) {
+        let envelope = Envelope::new(id, message);
+        match p3ak_proto::encode(&envelope, self.max_frame) {
+            Ok(frame) => {
+                let _ = self.frames.send(Zeroizing::new(frame)).await;
+            }
+            Err(e) => tracing::warn!(plugin = %self.name, "answer not sent: {e}"),
         }
+    }
+
+    /// A connector's own request: handed to the router, or refused as `rate_limited` when the
+    /// router is behind. Other kinds (and other messages) are not requests the kernel serves.
+    fn route_request(&self, envelope: Envelope) -> Result<(), Envelope> {
+        let Some(requests) = &self.requests else {
+            return Err(envelope);
+        };
+        if !matches!(
+            envelope.message,
+            Message::Inbound(_) | Message::ApprovalPress(_)
+        ) {
+            return Err(envelope);
+        }
+        let Some(connection) = self.this.upgrade() else {
+            return Ok(());
+        };
+        let id = envelope.id;
+        let event = PluginEvent::Request {
+            connection,
+            id,
+            message: envelope.message,
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = requests.try_send(event) {
+            let busy = Envelope::new(
+                id,
+                Message::Error(ErrorMessage {
+                    kind: ErrorKind::RateLimited,
+                    message: "the kernel is busy".to_owned(),
+                    retry_after_ms: Some(1000),
+                }),
+            );
+            if let Ok(frame) = p3ak_proto::encode(&busy, self.max_frame) {
+                let _ = self.frames.try_send(Zeroizing::new(frame));
+            }
+        }
+        Ok(())
     }
 
     /// The plugin's name.
@@ -206,6 +282,9 @@ impl Connection {
     /// Hands a frame to the request it answers. A plugin that floods the kernel with frames
     /// answering nothing, or streams without end, breaks the protocol.
     pub(super) fn deliver(&self, envelope: Envelope) -> Result<(), Violation> {
+        let Err(envelope) = self.route_request(envelope) else {
+            return Ok(());
+        };
         let Ok(mut waiters) = self.waiters.lock() else {
             return Ok(());
         };
@@ -275,14 +354,14 @@ mod tests {
     use super::*;
     use p3ak_proto::StreamChunk;
 
-    fn connection() -> (Connection, mpsc::Receiver<Zeroizing<Vec<u8>>>) {
+    fn connection() -> (std::sync::Arc<Connection>, mpsc::Receiver<Zeroizing<Vec<u8>>>) {
         let (frames, outgoing) = mpsc::channel(8);
         let registration = Registration {
             kind: PluginKind::Provider,
             actions: Vec::new(),
         };
         (
-            Connection::new("model".into(), frames, 1 << 20, registration),
+            Connection::new("model".into(), frames, 1 << 20, registration, None),
             outgoing,
         )
     }

@@ -26,7 +26,7 @@ use p3ak_proto::PluginKind;
 use serde::Serialize;
 use tokio::sync::watch;
 
-pub use connection::{Connection, HostError, Violation};
+pub use connection::{CONNECTOR_QUEUE, Connection, HostError, PluginEvent, Violation};
 pub use registration::{RegisteredAction, Registration};
 
 use crate::audit::AuditEvent;
@@ -92,6 +92,14 @@ pub struct Host {
     launcher: Launcher,
     stopping: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
+    connectors: std::sync::OnceLock<Connectors>,
+}
+
+/// The chat connectors' side of the host: their tokens and where their requests go.
+struct Connectors {
+    /// Connector plugin → the secret holding its platform token.
+    tokens: BTreeMap<String, String>,
+    requests: tokio::sync::mpsc::Sender<PluginEvent>,
 }
 
 impl Host {
@@ -139,6 +147,35 @@ impl Host {
             launcher,
             stopping: Arc::new(AtomicBool::new(false)),
             shutdown,
+            connectors: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Routes the connectors' requests (and their comings up) to the returned queue, and hands
+    /// each connector in `tokens` its platform token from the broker when it starts. Call
+    /// before [`Host::start`]; a second call returns `None`.
+    pub fn route_connectors(
+        &self,
+        tokens: BTreeMap<String, String>,
+    ) -> Option<tokio::sync::mpsc::Receiver<PluginEvent>> {
+        let (requests, receiver) = tokio::sync::mpsc::channel(CONNECTOR_QUEUE);
+        self.connectors
+            .set(Connectors { tokens, requests })
+            .ok()
+            .map(|()| receiver)
+    }
+
+    /// A connector's platform token, fresh from the broker (a token changed with `p3ak secret
+    /// set` applies at its next start). A missing or out-of-scope secret is logged; the
+    /// connector then starts without one and says so.
+    fn connector_token(&self, plugin: &str) -> Option<p3ak_proto::Credential> {
+        let secret = self.connectors.get()?.tokens.get(plugin)?;
+        match self.broker.connector_credential(secret, plugin) {
+            Ok(token) => Some(token),
+            Err(e) => {
+                tracing::warn!(plugin, "no platform token: {e}");
+                None
+            }
         }
     }
 

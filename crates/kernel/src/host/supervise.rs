@@ -271,11 +271,14 @@ impl Host {
         let spec = &slot.spec;
         let (read, mut write) = stream.into_split();
         let mut reader = FrameReader::new(read, self.settings.max_frame);
-        let key = slot
-            .handoff
-            .read()
-            .ok()
-            .and_then(|h| h.as_ref().map(|k| Credential::new(hex::encode(k.expose()))));
+        let key = match self.connector_token(&spec.name) {
+            Some(token) => Some(token),
+            None => slot
+                .handoff
+                .read()
+                .ok()
+                .and_then(|h| h.as_ref().map(|k| Credential::new(hex::encode(k.expose())))),
+        };
         let registration = tokio::select! {
             result = self.handshake(&spec.name, spec.config.clone(), key, &mut reader, &mut write) => result,
             status = exit.wait() => return status.map_or(Ending::Closed, Ending::Exited),
@@ -291,16 +294,25 @@ impl Host {
         self.audit_registration(&spec.name, &registration).await;
 
         let (frames, mut outgoing) = mpsc::channel::<Zeroizing<Vec<u8>>>(64);
-        let connection = Arc::new(Connection::new(
+        let connection = Connection::new(
             spec.name.clone(),
             frames,
             self.settings.max_frame,
             registration,
-        ));
+            self.connectors.get().map(|c| c.requests.clone()),
+        );
         if let Ok(mut c) = slot.connection.write() {
             *c = Some(Arc::clone(&connection));
         }
         slot.state.send_replace(PluginState::Running);
+        if connection.kind() == p3ak_proto::PluginKind::Connector
+            && let Some(connectors) = self.connectors.get()
+        {
+            let _ = connectors
+                .requests
+                .send(super::connection::PluginEvent::Up(Arc::clone(&connection)))
+                .await;
+        }
 
         let writer = tokio::spawn(async move {
             while let Some(frame) = outgoing.recv().await {

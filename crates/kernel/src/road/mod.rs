@@ -479,6 +479,10 @@ impl Road {
             totals,
             time,
             channel: Some(caller.channel.to_owned()),
+            sender: caller
+                .conversation
+                .and_then(Conversation::sender)
+                .map(str::to_owned),
             session,
             origins: caller
                 .conversation

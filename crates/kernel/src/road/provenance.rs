@@ -15,6 +15,8 @@ use crate::proposal::ToolTable;
 pub struct Conversation {
     id: String,
     transcript: Transcript,
+    /// Who sent the message the turn answers (the policy's `sender`).
+    sender: Option<String>,
 }
 
 impl Conversation {
@@ -24,7 +26,21 @@ impl Conversation {
         Self {
             id: id.to_owned(),
             transcript: Transcript::new(),
+            sender: None,
         }
+    }
+
+    /// The same, answering a message from `sender`.
+    #[must_use]
+    pub fn answering(mut self, sender: &str) -> Self {
+        self.sender = Some(sender.to_owned());
+        self
+    }
+
+    /// Who sent the message the turn answers.
+    #[must_use]
+    pub fn sender(&self) -> Option<&str> {
+        self.sender.as_deref()
     }
 
     /// A conversation with its stored messages labelled: a user's message is the owner's
@@ -72,9 +88,10 @@ impl Conversation {
     }
 }
 
-/// Who an inbound message is from. Today every inbound turn is the owner's (the local chat,
-/// which only an operator can reach). A connector that relays other people's messages (a
-/// group chat, an inbox) must label those senders apart here, never as the owner.
+/// Who an inbound message is from. Every inbound turn is the owner's: the local chat, which
+/// only an operator can reach, or a chat identity the owner paired (`p3ak connectors pair`) —
+/// an unpaired sender's message never reaches a turn. A connector that relays other people's
+/// messages (a group's, an inbox's) must label those senders apart here, never as the owner.
 #[must_use]
 pub fn inbound_source(_inbound: &p3ak_proto::Inbound, _channel: &str) -> Source {
     Source::Owner

@@ -99,6 +99,7 @@ pub(crate) enum Need {
     Total(String),
     Time,
     Channel,
+    Sender,
     Session,
     Provenance,
 }
@@ -109,6 +110,7 @@ impl std::fmt::Display for Need {
             Self::Total(name) => write!(f, "the total `{name}` (`context.totals.{name}`)"),
             Self::Time => f.write_str("the time of day (`context.time`)"),
             Self::Channel => f.write_str("the channel (`context.channel`)"),
+            Self::Sender => f.write_str("the sender (`context.sender`)"),
             Self::Session => f.write_str("the session's history (`context.session`)"),
             Self::Provenance => f.write_str(
                 "where the arguments came from (`context.origins` or `context.transcript`)",
@@ -182,6 +184,7 @@ enum Subject {
     Total(String),
     Time,
     Channel,
+    Sender,
     Agent,
     Session(SessionField),
 }
@@ -200,6 +203,7 @@ impl Subject {
             Self::Total(name) => format!("context[\"total\"][{}]", string_literal(name)),
             Self::Time => "context[\"time\"]".to_owned(),
             Self::Channel => "context[\"channel\"]".to_owned(),
+            Self::Sender => "context[\"sender\"]".to_owned(),
             Self::Agent => "context[\"agent\"]".to_owned(),
             Self::Session(field) => format!(
                 "context[\"session\"][\"{}\"]",
@@ -228,6 +232,7 @@ impl Subject {
             Self::Total(name) => format!("context[\"total\"] has {}", string_literal(name)),
             Self::Time => "context has \"time\"".to_owned(),
             Self::Channel => "context has \"channel\"".to_owned(),
+            Self::Sender => "context has \"sender\"".to_owned(),
             Self::Agent => "context has \"agent\"".to_owned(),
             Self::Session(_) => "context has \"session\"".to_owned(),
         }
@@ -243,7 +248,12 @@ impl Subject {
                     .collect(),
             ),
             Self::Total(name) => Some(vec!["total".to_owned(), name.clone()]),
-            Self::Item { .. } | Self::Time | Self::Channel | Self::Agent | Self::Session(_) => None,
+            Self::Item { .. }
+            | Self::Time
+            | Self::Channel
+            | Self::Sender
+            | Self::Agent
+            | Self::Session(_) => None,
         }
     }
 
@@ -252,6 +262,7 @@ impl Subject {
             Self::Total(name) => Some(Need::Total(name.clone())),
             Self::Time => Some(Need::Time),
             Self::Channel => Some(Need::Channel),
+            Self::Sender => Some(Need::Sender),
             Self::Session(_) => Some(Need::Session),
             Self::Args(_) | Self::Item { .. } | Self::Agent => None,
         }
@@ -267,7 +278,7 @@ impl Subject {
     }
 
     fn textual(&self) -> bool {
-        self.valued() || matches!(self, Self::Channel | Self::Agent)
+        self.valued() || matches!(self, Self::Channel | Self::Sender | Self::Agent)
     }
 
     fn boolean(&self) -> bool {
@@ -446,7 +457,7 @@ impl Compiler<'_> {
                             first_line(&e.to_string())
                         ),
                     )
-                    .with_hint("the call is under `context`: `context.args`, `context.total`, `context.time`, `context.channel`, `context.agent`, `context.session`"),
+                    .with_hint("the call is under `context`: `context.args`, `context.total`, `context.time`, `context.channel`, `context.sender`, `context.agent`, `context.session`"),
                 );
                 None
             }
@@ -498,6 +509,7 @@ impl Compiler<'_> {
         let subject = match name {
             "time" => Subject::Time,
             "channel" => Subject::Channel,
+            "sender" => Subject::Sender,
             "agent" => Subject::Agent,
             "session.actions" => Subject::Session(SessionField::Actions),
             "session.sensitive" => Subject::Session(SessionField::Sensitive),
