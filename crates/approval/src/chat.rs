@@ -66,11 +66,8 @@ pub struct ChatKey {
 impl ChatKey {
     /// The key of connector `connector`, derived from the daemon's chat master key.
     pub fn derive(master: &Key, connector: &str) -> Result<Self, ApprovalError> {
-        let raw = p3ak_crypto::derive_subkey(
-            master,
-            b"p3ak chat approvals v1",
-            connector.as_bytes(),
-        )?;
+        let raw =
+            p3ak_crypto::derive_subkey(master, b"p3ak chat approvals v1", connector.as_bytes())?;
         Self::new(raw, connector)
     }
 
@@ -128,9 +125,7 @@ impl ChatKey {
         let bytes = BASE64URL_NOPAD
             .decode(sealed.as_bytes())
             .map_err(|_| ApprovalError::Sealed("not base64url"))?;
-        let (version, rest) = bytes
-            .split_first()
-            .ok_or(ApprovalError::Sealed("empty"))?;
+        let (version, rest) = bytes.split_first().ok_or(ApprovalError::Sealed("empty"))?;
         if *version != VERSION {
             return Err(ApprovalError::Sealed("unknown version"));
         }
@@ -243,7 +238,10 @@ pub struct PressAnswer {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests: a failed step should fail loudly")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
 mod tests {
     use super::*;
 
@@ -264,7 +262,10 @@ mod tests {
         let key = ChatKey::derive(&master(), "telegram").unwrap();
         let sealed = key.seal(Purpose::Press, &press()).unwrap();
         let again = ChatKey::from_hex(&key.to_hex(), "telegram").unwrap();
-        assert_eq!(again.open::<Press>(Purpose::Press, &sealed).unwrap(), press());
+        assert_eq!(
+            again.open::<Press>(Purpose::Press, &sealed).unwrap(),
+            press()
+        );
 
         let other = ChatKey::derive(&master(), "slack").unwrap();
         assert!(other.open::<Press>(Purpose::Press, &sealed).is_err());
@@ -282,7 +283,13 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         let altered = BASE64URL_NOPAD.encode(&bytes);
-        for bad in [altered.as_str(), "", "!!", "AQ", &"A".repeat(MAX_SEALED + 1)] {
+        for bad in [
+            altered.as_str(),
+            "",
+            "!!",
+            "AQ",
+            &"A".repeat(MAX_SEALED + 1),
+        ] {
             assert!(key.open::<Press>(Purpose::Press, bad).is_err(), "{bad:.20}");
         }
     }

@@ -5,9 +5,10 @@
 //! reads the daemon's [`Started`] report from its standard output: the daemon's own key and
 //! the console's login link never reach the kernel.
 //!
-//! The channel carries only what the kernel may do: stage a request, withdraw one, stop. The
-//! operator's answers and factors go to the daemon by other ways (`p3ak_hitl::operator`, the
-//! console), so no factor passes through the kernel.
+//! The channel carries only what the kernel may do: stage a request, withdraw one, stop, and
+//! relay sealed chat texts ([`crate::chat`]) it can neither read nor forge. The operator's
+//! answers and factors go to the daemon by other ways (`p3ak_hitl::operator`, the console, a
+//! connector's sealed press), so no factor passes through the kernel in the clear.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,12 +45,22 @@ pub struct Start {
     /// Whether a non-loopback console address is allowed (`[hitl] console_public`).
     #[serde(default)]
     pub console_public: bool,
+    /// The chat master key (hex, 32 bytes): each connector's [`crate::chat::ChatKey`] is
+    /// derived from it. Derived by the starter; never given to the kernel.
+    #[serde(default)]
+    pub chat_key: Option<String>,
+    /// The connector plugins that relay approvals (each got its key when it was started).
+    #[serde(default)]
+    pub connectors: Vec<String>,
 }
 
 impl Drop for Start {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.spool_key);
         zeroize::Zeroize::zeroize(&mut self.state_key);
+        if let Some(key) = &mut self.chat_key {
+            zeroize::Zeroize::zeroize(key);
+        }
         if let Some(key) = &mut self.previous_state_key {
             zeroize::Zeroize::zeroize(key);
         }
@@ -99,6 +110,21 @@ pub enum ToDaemon {
         /// Its id.
         id: String,
     },
+    /// A connector relayed a button press, sealed by it ([`crate::chat::Press`]); answered by
+    /// [`ToKernel::ChatAnswer`] with the same `id`.
+    ChatPress {
+        /// Correlation, chosen by the kernel.
+        id: u64,
+        /// The connector plugin's configured name.
+        connector: String,
+        /// The sealed press.
+        sealed: String,
+    },
+    /// A connector (re)registered: announce what still waits to it again.
+    ChatResend {
+        /// The connector plugin's configured name.
+        connector: String,
+    },
     /// Stop.
     Shutdown,
 }
@@ -131,6 +157,22 @@ pub enum ToKernel {
         /// The owner's "remember this", for the kernel to mint a grant from.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         remember: Option<Remember>,
+    },
+    /// Relay this sealed [`crate::chat::Announcement`] to connector `connector`.
+    ChatAnnounce {
+        /// The connector plugin's configured name.
+        connector: String,
+        /// The sealed announcement.
+        sealed: String,
+    },
+    /// The answer to [`ToDaemon::ChatPress`] `id`: a sealed [`crate::chat::PressAnswer`], or
+    /// none when the daemon has no key for that connector (it cannot seal anything for it).
+    ChatAnswer {
+        /// The press's correlation id.
+        id: u64,
+        /// The sealed answer.
+        #[serde(default)]
+        sealed: Option<String>,
     },
     /// Not approved: denied, expired, pulled back or unreadable. The agent hears the same
     /// opaque answer for each.

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::HitlError;
 use crate::binding::{Binding, Request};
+use crate::chat::{Accepted, ButtonAction, ChatDesk, Outgoing, PressAnswer, PressOutcome, Refused};
 use crate::desk::{Approved, Decided, Desk, Ending, Stage, View};
 use crate::factors::{CurrentFactor, Factors};
 use crate::level::{Factor, Proof};
@@ -51,6 +52,7 @@ pub struct ServiceOptions {
 struct Inner {
     desk: Desk,
     factors: Factors,
+    chat: ChatDesk,
 }
 
 /// The daemon's state, shared by the kernel channel, the timer and the console.
@@ -73,6 +75,7 @@ impl Service {
             inner: Mutex::new(Inner {
                 desk: Desk::new(),
                 factors: options.factors,
+                chat: ChatDesk::default(),
             }),
             spool: options.spool,
             key: options.spool_key,
@@ -122,6 +125,7 @@ impl Service {
                     }),
                 );
                 self.wake.notify_one();
+                self.chat_announce_waiting(&view, None);
                 Ok(view)
             }
             Err(e) => {
@@ -259,6 +263,8 @@ impl Service {
                 self.wake.notify_one();
                 if *release_ms <= now {
                     self.tick();
+                } else if let Some(view) = &view {
+                    self.chat_announce_undo(view, *release_ms, &channel);
                 }
             }
         }
@@ -350,8 +356,14 @@ impl Service {
         self.inner().ok().and_then(|i| i.desk.next_due_ms())
     }
 
-    /// Moves the ended item's file and tells the kernel.
+    /// Moves the ended item's file, tells the kernel, and tells the chats that announced it.
     fn conclude(&self, decided: &Decided, channel: &str) {
+        let outcome = self.conclude_spool(decided, channel);
+        self.chat_settled(&decided.request, &outcome, true);
+    }
+
+    /// Moves the ended item's file and tells the kernel; says how it ended, for the chats.
+    fn conclude_spool(&self, decided: &Decided, channel: &str) -> String {
         let id = decided.request.id.as_str();
         let staged = self.spool.category(&decided.request.category).join(id);
         let outbox = self.spool.outbox().join(id);
@@ -373,7 +385,8 @@ impl Service {
                         factors,
                         remember: decided.remember.clone(),
                     });
-                    return;
+                    return "approved: its undo window is over and it was released to run"
+                        .to_owned();
                 }
                 Err(e) => {
                     let _ = spool::move_file(&outbox, &self.spool.rejected());
@@ -411,6 +424,15 @@ impl Service {
             id: id.to_owned(),
             ending: refused,
         });
+        match refused {
+            Refusal::Denied => format!("denied ({channel}): it will not run"),
+            Refusal::Expired => "expired: nobody answered in time, so it was denied".to_owned(),
+            Refusal::PulledBack => format!("pulled back ({channel}): it will not run"),
+            Refusal::Withdrawn => "withdrawn: the agent stopped waiting for it".to_owned(),
+            Refusal::Invalid | Refusal::Spool | Refusal::Unreadable => {
+                "failed: its file could not be read back, so it will not run".to_owned()
+            }
+        }
     }
 
     /// Reads the approved action back from `outbox/` (what the executor runs is what was
@@ -430,6 +452,314 @@ impl Service {
         }
         spool::move_file(outbox, &self.spool.sent())?;
         Ok(request)
+    }
+
+    // ---- approvals in a chat ----
+
+    /// Turns chat approvals on for `connectors`, each with its key derived from `master`.
+    pub fn enable_chat(
+        &self,
+        master: &p3ak_crypto::Key,
+        connectors: &[String],
+    ) -> Result<(), HitlError> {
+        let chat = ChatDesk::new(master, connectors)?;
+        self.inner()?.chat = chat;
+        Ok(())
+    }
+
+    /// Who may answer approvals from a chat.
+    #[must_use]
+    pub fn approvers(&self) -> Vec<String> {
+        self.inner()
+            .map(|i| i.factors.approvers().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Adds an approver (`telegram:7`); audited. Says what was done.
+    pub fn add_approver(&self, id: &str, channel: &str) -> Result<String, HitlError> {
+        let (added, known) = {
+            let mut inner = self.inner()?;
+            let added = inner.factors.add_approver(id)?;
+            let name = id.split_once(':').map_or(id, |(name, _)| name);
+            (added, inner.chat.has_connector(name))
+        };
+        if !added {
+            return Ok(format!("`{id}` is an approver already"));
+        }
+        self.audit(
+            "hitl.approver.added",
+            json!({"approver": id, "channel": channel}),
+        );
+        let name = id.split_once(':').map_or(id, |(name, _)| name);
+        if known {
+            // What waits now is announced to the new approver too.
+            self.chat_resend(name);
+            Ok(format!(
+                "`{id}` approves level 1 actions from the chat and is told about the others"
+            ))
+        } else {
+            Ok(format!(
+                "`{id}` is an approver; no running connector is called `{name}` yet (a plugin with `builtin = \"telegram\"`, `\"slack\"`, `\"discord\"` or `approvals = true`)"
+            ))
+        }
+    }
+
+    /// Removes an approver; audited. Says what was done.
+    pub fn remove_approver(&self, id: &str, channel: &str) -> Result<String, HitlError> {
+        if !self.inner()?.factors.remove_approver(id)? {
+            return Err(HitlError::BadApprover {
+                id: id.to_owned(),
+                reason: "it is not an approver",
+            });
+        }
+        self.audit(
+            "hitl.approver.removed",
+            json!({"approver": id, "channel": channel}),
+        );
+        Ok(format!("`{id}` is no longer an approver"))
+    }
+
+    /// The console's page for item `id`, if the console runs (a pointer only: no login token).
+    fn console_link(&self, id: &str) -> Option<String> {
+        let origin = self
+            .login
+            .lock()
+            .ok()?
+            .as_ref()
+            .and_then(|l| l.origin().ok())?;
+        Some(format!("{origin}/#item-{id}"))
+    }
+
+    fn chat_announce_waiting(&self, view: &View, only: Option<&str>) {
+        let link = self.console_link(&view.request.id);
+        let out = self.inner().map(|mut guard| {
+            let inner = &mut *guard;
+            inner.chat.announce_waiting(
+                view,
+                inner.factors.approvers(),
+                link.as_deref(),
+                now_ms(),
+                only,
+            )
+        });
+        self.send_announcements(&view.request.id, "pending", out);
+    }
+
+    fn chat_announce_undo(&self, view: &View, release_ms: i64, channel: &str) {
+        let out = self.inner().map(|mut guard| {
+            let inner = &mut *guard;
+            let approvers = inner.factors.approvers().to_vec();
+            let mut out = inner.chat.announce_settled(
+                &view.request,
+                &format!("approved ({channel})"),
+                &approvers,
+                now_ms(),
+                false,
+            );
+            out.extend(
+                inner
+                    .chat
+                    .announce_undo(view, release_ms, &approvers, now_ms(), None),
+            );
+            out
+        });
+        self.send_announcements(&view.request.id, "undo", out);
+    }
+
+    fn chat_settled(&self, request: &Request, outcome: &str, last: bool) {
+        let out = self.inner().map(|mut guard| {
+            let inner = &mut *guard;
+            inner
+                .chat
+                .announce_settled(request, outcome, inner.factors.approvers(), now_ms(), last)
+        });
+        self.send_announcements(&request.id, "settled", out);
+    }
+
+    fn send_announcements(
+        &self,
+        approval: &str,
+        kind: &str,
+        out: Result<Vec<Result<Outgoing, HitlError>>, HitlError>,
+    ) {
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => vec![Err(e)],
+        };
+        for outgoing in out {
+            match outgoing {
+                Ok(Outgoing {
+                    connector,
+                    sealed,
+                    recipients,
+                }) => {
+                    self.audit(
+                        "hitl.chat.announced",
+                        json!({"id": approval, "connector": connector, "kind": kind, "recipients": recipients}),
+                    );
+                    let _ = self
+                        .to_kernel
+                        .send(ToKernel::ChatAnnounce { connector, sealed });
+                }
+                Err(e) => self.audit(
+                    "hitl.chat.announce.failed",
+                    json!({"id": approval, "kind": kind, "error": e.to_string()}),
+                ),
+            }
+        }
+    }
+
+    /// Announces again to `connector` what waits and what sits in its undo window (it has
+    /// just (re)registered and remembers nothing). Old buttons of that connector are void.
+    pub fn chat_resend(&self, connector: &str) {
+        self.tick();
+        for view in self.list() {
+            match view.stage {
+                Stage::Waiting { .. } => self.chat_announce_waiting(&view, Some(connector)),
+                Stage::Approved { release_ms, .. } => {
+                    let out = self.inner().map(|mut guard| {
+                        let inner = &mut *guard;
+                        inner.chat.announce_undo(
+                            &view,
+                            release_ms,
+                            inner.factors.approvers(),
+                            now_ms(),
+                            Some(connector),
+                        )
+                    });
+                    self.send_announcements(&view.request.id, "undo", out);
+                }
+            }
+        }
+    }
+
+    /// A press relayed for `connector`: opened, checked and acted on. Returns the sealed
+    /// answer, or `None` when the daemon has no key for `connector`. Every refusal is audited.
+    pub fn chat_press(&self, connector: &str, sealed: &str) -> Option<String> {
+        self.tick();
+        let checked = match self.inner() {
+            Ok(mut guard) => {
+                let inner = &mut *guard;
+                if !inner.chat.has_connector(connector) {
+                    drop(guard);
+                    self.audit(
+                        "hitl.chat.refused",
+                        json!({"connector": connector, "reason": "unknown_connector"}),
+                    );
+                    return None;
+                }
+                inner.chat.check_press(
+                    connector,
+                    sealed,
+                    inner.factors.approvers(),
+                    &inner.desk,
+                    now_ms(),
+                )
+            }
+            Err(e) => Err((Refused::Desk(e.to_string()), None)),
+        };
+        let answer = match checked {
+            Ok(accepted) => self.act_on_press(connector, accepted),
+            Err((why, press)) => {
+                self.audit(
+                    "hitl.chat.refused",
+                    json!({
+                        "connector": connector, "reason": why.reason(),
+                        "presser": press.as_ref().map(|p| &p.presser),
+                    }),
+                );
+                PressAnswer {
+                    approval: None,
+                    outcome: PressOutcome::Refused,
+                    message: why.message(),
+                }
+            }
+        };
+        let sealed = self
+            .inner()
+            .ok()
+            .and_then(|i| i.chat.seal_answer(connector, &answer));
+        match sealed {
+            Some(Ok(sealed)) => Some(sealed),
+            Some(Err(e)) => {
+                self.audit(
+                    "hitl.chat.answer.failed",
+                    json!({"connector": connector, "error": e.to_string()}),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn act_on_press(&self, connector: &str, accepted: Accepted) -> PressAnswer {
+        let Accepted {
+            approval,
+            binding,
+            action,
+            approver,
+        } = accepted;
+        let channel = format!("chat:{connector}");
+        self.audit(
+            "hitl.chat.press",
+            json!({"id": approval, "connector": connector, "approver": approver, "action": action.as_str()}),
+        );
+        let done = match action {
+            ButtonAction::Approve => self
+                .approve_with(
+                    &approval,
+                    &binding,
+                    Proof::verified(Factor::OperatorYes, channel.clone()),
+                    None,
+                )
+                .map(|approved| match approved {
+                    Approved::Approved { release_ms } => {
+                        let wait = release_ms.saturating_sub(now_ms());
+                        let message = if wait > 0 {
+                            format!(
+                                "approved: it runs in {} s unless you pull it back",
+                                (wait + 999) / 1000
+                            )
+                        } else {
+                            "approved: it runs now".to_owned()
+                        };
+                        (PressOutcome::Approved, message)
+                    }
+                    Approved::NeedsAnother => (
+                        PressOutcome::Approved,
+                        "confirmation 1 of 2 given; confirm once more with `p3ak approve` or in the console".to_owned(),
+                    ),
+                }),
+            ButtonAction::Deny => self
+                .deny(&approval, &channel)
+                .map(|_| (PressOutcome::Denied, "denied: it will not run".to_owned())),
+            ButtonAction::PullBack => self.pull_back(&approval, &channel).map(|_| {
+                (
+                    PressOutcome::PulledBack,
+                    "pulled back: it will not run".to_owned(),
+                )
+            }),
+        };
+        match done {
+            Ok((outcome, message)) => PressAnswer {
+                approval: Some(approval),
+                outcome,
+                message,
+            },
+            Err(e) => {
+                // The desk audited its refusal; the chat's is audited too.
+                let why = Refused::Desk(e.to_string());
+                self.audit(
+                    "hitl.chat.refused",
+                    json!({"connector": connector, "reason": why.reason(), "id": approval, "error": e.to_string()}),
+                );
+                PressAnswer {
+                    approval: Some(approval),
+                    outcome: PressOutcome::Refused,
+                    message: why.message(),
+                }
+            }
+        }
     }
 
     /// Checks a PIN: the L3 proof. Audited; wrong tries count towards the lockout.
@@ -639,6 +969,11 @@ impl Service {
                 self.audit("hitl.console.link", json!({"channel": channel}));
                 done(link)
             }
+            OperatorRequest::Approvers => Ok(OperatorAnswer::Approvers {
+                approvers: self.approvers(),
+            }),
+            OperatorRequest::ApproversAdd { id } => done(self.add_approver(id, channel)?),
+            OperatorRequest::ApproversRemove { id } => done(self.remove_approver(id, channel)?),
             OperatorRequest::Factors => {
                 let inner = self.inner()?;
                 let f = &inner.factors;
@@ -726,6 +1061,9 @@ pub async fn run<W: std::io::Write>(
         factors,
     })?;
     service.sweep_previous_run();
+    if let Some(chat_key) = &start.chat_key {
+        service.enable_chat(&hex_key(chat_key, "chat key")?, &start.connectors)?;
+    }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let operators = serve_operators(
@@ -786,6 +1124,22 @@ pub async fn run<W: std::io::Write>(
                 let _ = service.admit_staged(&id, &category);
             }
             ToDaemon::Withdraw { id } => service.withdraw(&id),
+            ToDaemon::ChatPress {
+                id,
+                connector,
+                sealed,
+            } => {
+                // A PIN-free check, but the approval it may make moves spool files: off the
+                // reader's task, in order.
+                let pressing = Arc::clone(&service);
+                let sealed =
+                    tokio::task::spawn_blocking(move || pressing.chat_press(&connector, &sealed))
+                        .await
+                        .ok()
+                        .flatten();
+                let _ = service.to_kernel.send(ToKernel::ChatAnswer { id, sealed });
+            }
+            ToDaemon::ChatResend { connector } => service.chat_resend(&connector),
             ToDaemon::Shutdown => break Ok(()),
         }
     };

@@ -192,6 +192,25 @@ pub enum HitlError {
         #[source]
         source: p3ak_proto::ProtoError,
     },
+    /// The daemon refused an operator's request (its words).
+    #[error("{message}")]
+    Refused {
+        /// Why.
+        message: String,
+    },
+    /// The daemon answered with something other than what was asked for.
+    #[error("unexpected answer from the approval daemon")]
+    UnexpectedAnswer,
+    /// An approver's identity is not `NAME:<platform user id>`.
+    #[error(
+        "`{id}` is not an approver identity: {reason} (expected `NAME:<user id>`, e.g. `telegram:7`)"
+    )]
+    BadApprover {
+        /// What was given.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Staging, sealing or moving a request failed.
     #[error(transparent)]
     Approval(#[from] p3ak_approval::ApprovalError),

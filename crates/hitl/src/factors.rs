@@ -96,6 +96,10 @@ struct State {
     passkeys: Vec<StoredPasskey>,
     failures: u32,
     locked_until_ms: i64,
+    /// Who may answer approvals from a chat: `NAME:<platform user id>` (absent before chat
+    /// approvals existed).
+    #[serde(default)]
+    approvers: Vec<String>,
 }
 
 impl Default for State {
@@ -108,6 +112,7 @@ impl Default for State {
             passkeys: Vec::new(),
             failures: 0,
             locked_until_ms: 0,
+            approvers: Vec::new(),
         }
     }
 }
@@ -479,6 +484,39 @@ impl Factors {
     // ---- the file ----
 
     /// Seals the state and replaces the file atomically.
+    // ---- chat approvers ----
+
+    /// Who may answer approvals from a chat (`telegram:7`), sorted.
+    #[must_use]
+    pub fn approvers(&self) -> &[String] {
+        &self.state.approvers
+    }
+
+    /// Adds an approver (checked with [`crate::chat::check_approver`]); false when it already
+    /// was one.
+    pub fn add_approver(&mut self, id: &str) -> Result<bool, HitlError> {
+        crate::chat::check_approver(id)?;
+        if self.state.approvers.iter().any(|a| a == id) {
+            return Ok(false);
+        }
+        let old = self.state.approvers.clone();
+        self.state.approvers.push(id.to_owned());
+        self.state.approvers.sort();
+        self.persist().inspect_err(|_| self.state.approvers = old)?;
+        Ok(true)
+    }
+
+    /// Removes an approver; false when it was none.
+    pub fn remove_approver(&mut self, id: &str) -> Result<bool, HitlError> {
+        let Some(at) = self.state.approvers.iter().position(|a| a == id) else {
+            return Ok(false);
+        };
+        let removed = self.state.approvers.remove(at);
+        self.persist()
+            .inspect_err(|_| self.state.approvers.insert(at, removed.clone()))?;
+        Ok(true)
+    }
+
     fn persist(&self) -> Result<(), HitlError> {
         let sealed = seal(&self.aead, &self.state)?;
         write_atomically(&self.path, &sealed)

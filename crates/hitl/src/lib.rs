@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod console;
 pub mod daemon;
 pub mod desk;

@@ -23,6 +23,16 @@ use crate::HitlError;
 use crate::desk::{Decided, View};
 use crate::wire::MAX_FRAME;
 
+/// Lets `id` (`telegram:7`) answer approvals from a chat, through the daemon at `socket`:
+/// what `p3ak hitl approvers add` and `p3ak connectors pair` call. Returns the daemon's words.
+pub fn add_approver(socket: &Path, id: &str) -> Result<String, HitlError> {
+    match call(socket, &OperatorRequest::ApproversAdd { id: id.to_owned() })? {
+        OperatorAnswer::Done { message } => Ok(message),
+        OperatorAnswer::Error { message } => Err(HitlError::Refused { message }),
+        _ => Err(HitlError::UnexpectedAnswer),
+    }
+}
+
 /// The socket's file name in the daemon's directory.
 pub const SOCKET: &str = "operator.sock";
 
@@ -207,6 +217,18 @@ pub enum OperatorRequest {
     Login,
     /// Which factors are set up.
     Factors,
+    /// Who may answer approvals from a chat.
+    Approvers,
+    /// Let `id` (`telegram:7`) answer approvals from a chat.
+    ApproversAdd {
+        /// `NAME:<platform user id>`.
+        id: String,
+    },
+    /// No longer let `id` answer approvals from a chat.
+    ApproversRemove {
+        /// `NAME:<platform user id>`.
+        id: String,
+    },
 }
 
 impl OperatorRequest {
@@ -224,6 +246,9 @@ impl OperatorRequest {
             Self::TotpConfirm { .. } => "totp_confirm",
             Self::Login => "login",
             Self::Factors => "factors",
+            Self::Approvers => "approvers",
+            Self::ApproversAdd { .. } => "approvers_add",
+            Self::ApproversRemove { .. } => "approvers_remove",
         }
     }
 }
@@ -283,6 +308,11 @@ pub enum OperatorAnswer {
         uri: String,
         /// The base32 secret.
         secret: String,
+    },
+    /// Who may answer approvals from a chat.
+    Approvers {
+        /// `NAME:<platform user id>`, sorted.
+        approvers: Vec<String>,
     },
     /// Failed.
     Error {

@@ -243,6 +243,10 @@ pub struct PluginConfig {
     /// How it is sandboxed, beyond what its kind implies.
     #[serde(default)]
     pub sandbox: PluginSandbox,
+    /// Whether it relays approvals to a chat (it gets a key for the approval daemon's sealed
+    /// messages). Always so for `builtin = "telegram" | "slack" | "discord"`.
+    #[serde(default)]
+    pub approvals: bool,
 }
 
 /// `[plugins.NAME.sandbox]`: what a plugin may reach. First-party plugins need none of it.

@@ -280,6 +280,18 @@ pub enum DaemonError {
     /// Its channel is closed.
     #[error("the daemon is not running")]
     NotRunning,
+    /// The daemon has no approval key for a connector (not a plugin that relays approvals).
+    #[error("the approval daemon has no key for connector `{connector}`")]
+    NoChatKey {
+        /// The connector's name.
+        connector: String,
+    },
+    /// The daemon did not answer a chat press in time.
+    #[error("the approval daemon did not answer the press within {seconds} s")]
+    PressTimeout {
+        /// The time allowed.
+        seconds: u64,
+    },
     /// The blocking write of a staged request did not finish.
     #[error("staging task failed: {0}")]
     StageTask(#[source] tokio::task::JoinError),

@@ -12,11 +12,12 @@
 //! release to the waiting turn. It cannot approve, deny, read a factor or mint a console link:
 //! those go from the operator to the daemon directly (`p3ak_approval::operator`, the console).
 
+use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use p3ak_approval::wire::{self, Start, Started, ToDaemon, ToKernel};
 use p3ak_crypto::{KdfParams, Key, Passphrase};
 use p3ak_proto::tokio_io::FrameReader;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::HitlSettings;
@@ -45,6 +46,24 @@ const STATE_SALT: &str = "state.salt";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `p3ak hitl stage` may take.
 const STAGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the daemon may take to answer a chat press.
+#[allow(
+    dead_code,
+    reason = "the connector router (crates/kernel/src/connectors/) uses it"
+)]
+const PRESS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Announcements kept for a connector router that lags behind.
+const ANNOUNCEMENTS_BUFFERED: usize = 256;
+
+/// A sealed announcement from the approval daemon for one connector: the kernel relays it to
+/// that connector's plugin (an `approval` request) and can neither read nor forge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChatAnnouncement {
+    /// The connector plugin's configured name.
+    pub(crate) connector: String,
+    /// The sealed [`p3ak_approval::chat::Announcement`].
+    pub(crate) sealed: String,
+}
 
 /// What `p3ak up` tells about the daemon; nothing in it is secret.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -73,6 +92,8 @@ pub(crate) struct DaemonLaunch<'a> {
     pub(crate) state_key: Key,
     pub(crate) previous_state_key: Option<Key>,
     pub(crate) spool_key: &'a SpoolKey,
+    /// The plugins that relay approvals to a chat ([`crate::launch::connectors`]).
+    pub(crate) connectors: Vec<String>,
 }
 
 /// A daemon, started.
@@ -138,6 +159,8 @@ pub(crate) async fn spawn_daemon(launch: DaemonLaunch<'_>) -> Result<DaemonStart
         console: console.map(|a| a.to_string()),
         console_origin: launch.settings.console_origin.clone(),
         console_public: launch.settings.console_public,
+        chat_key: Some(hex::encode(chat_master_key(&launch.state_key)?.expose())),
+        connectors: launch.connectors,
     };
     // The start frame goes into the kernel's end, towards the daemon: the kernel, reading from
     // this end, never sees it.
@@ -220,6 +243,18 @@ pub(crate) fn state_key(home: &Home, passphrase: &Passphrase) -> Result<Key, Ker
     )?)
 }
 
+/// The chat master key, from the daemon's own key (so, like it, from the passphrase): the
+/// daemon gets it in its start frame, and each connector plugin the key derived from it for its
+/// name. An unprivileged kernel holds neither the passphrase nor the daemon's key, so it cannot
+/// derive any of them.
+pub(crate) fn chat_master_key(state_key: &Key) -> Result<Key, KernelError> {
+    Ok(p3ak_crypto::derive_subkey(
+        state_key,
+        b"p3ak chat approvals master v1",
+        b"",
+    )?)
+}
+
 /// The factor store's key as round 1 kept it in the kernel's vault, if it is still there.
 pub(crate) fn previous_state_key(vault: &p3ak_vault::Vault) -> Result<Option<Key>, KernelError> {
     let (space, name) = OLD_STATE_KEY;
@@ -258,7 +293,26 @@ pub struct HitlLink {
     /// The daemon's process, when this kernel started it (the warden holds it otherwise).
     child: Mutex<Option<tokio::process::Child>>,
     info: HitlInfo,
+    /// Sealed announcements for the connectors, as the daemon sends them.
+    #[allow(
+        dead_code,
+        reason = "the connector router (crates/kernel/src/connectors/) uses it"
+    )]
+    announcements: broadcast::Sender<ChatAnnouncement>,
+    /// Presses relayed to the daemon, waiting for its answer.
+    #[allow(
+        dead_code,
+        reason = "the connector router (crates/kernel/src/connectors/) uses it"
+    )]
+    presses: Presses,
+    #[allow(
+        dead_code,
+        reason = "the connector router (crates/kernel/src/connectors/) uses it"
+    )]
+    next_press: AtomicU64,
 }
+
+type Presses = Arc<Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>>;
 
 /// Everything [`HitlLink::attach`] needs.
 pub(crate) struct Attach {
@@ -308,9 +362,13 @@ impl HitlLink {
             }
         });
         let alive = Arc::new(AtomicBool::new(true));
+        let (announcements, _) = broadcast::channel(ANNOUNCEMENTS_BUFFERED);
+        let presses: Presses = Arc::default();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         {
             let alive = Arc::clone(&alive);
+            let announcements = announcements.clone();
+            let presses = Arc::clone(&presses);
             tokio::spawn(async move {
                 let mut ready = Some(ready_tx);
                 let mut reader = FrameReader::new(input, wire::MAX_FRAME);
@@ -364,9 +422,24 @@ impl HitlLink {
                             }
                         }
                         ToKernel::Refused { id, ending } => pending.refused(&id, ending),
+                        ToKernel::ChatAnnounce { connector, sealed } => {
+                            // Nobody listening (no connector up) is fine: the router asks for
+                            // a resend when one registers.
+                            let _ = announcements.send(ChatAnnouncement { connector, sealed });
+                        }
+                        ToKernel::ChatAnswer { id, sealed } => {
+                            let waiting = presses.lock().ok().and_then(|mut p| p.remove(&id));
+                            if let Some(waiting) = waiting {
+                                let _ = waiting.send(sealed);
+                            }
+                        }
                     }
                 }
                 alive.store(false, Ordering::SeqCst);
+                // No answer will come: every waiting press hears so.
+                if let Ok(mut waiting) = presses.lock() {
+                    waiting.clear();
+                }
                 // Nothing can be approved any more: every waiting turn hears no.
                 pending.refuse_all();
                 audit.note(AuditEvent::HitlStopped {}).await;
@@ -392,7 +465,86 @@ impl HitlLink {
             alive,
             child: Mutex::new(child),
             info,
+            announcements,
+            presses,
+            next_press: AtomicU64::new(1),
         }))
+    }
+
+    #[allow(
+        dead_code,
+        reason = "the connector router (crates/kernel/src/connectors/) uses it"
+    )]
+    /// The daemon's sealed announcements for the connectors, from now on.
+    pub(crate) fn chat_announcements(&self) -> broadcast::Receiver<ChatAnnouncement> {
+        self.announcements.subscribe()
+    }
+
+    #[allow(
+        dead_code,
+        reason = "the connector router (crates/kernel/src/connectors/) uses it"
+    )]
+    /// Relays a press that connector `connector` sealed to the daemon and returns the daemon's
+    /// sealed answer for the connector.
+    pub(crate) async fn press_approval(
+        &self,
+        connector: &str,
+        sealed: String,
+    ) -> Result<String, KernelError> {
+        let id = self.next_press.fetch_add(1, Ordering::SeqCst);
+        let (answer_tx, answer_rx) = oneshot::channel();
+        self.presses
+            .lock()
+            .map_err(|_| DaemonError::NotRunning)?
+            .insert(id, answer_tx);
+        let sent = self.send(ToDaemon::ChatPress {
+            id,
+            connector: connector.to_owned(),
+            sealed,
+        });
+        let answer = match sent {
+            Ok(()) => tokio::time::timeout(PRESS_TIMEOUT, answer_rx).await,
+            Err(e) => {
+                self.forget_press(id);
+                return Err(e);
+            }
+        };
+        match answer {
+            Ok(Ok(Some(sealed))) => Ok(sealed),
+            Ok(Ok(None)) => Err(DaemonError::NoChatKey {
+                connector: connector.to_owned(),
+            }
+            .into()),
+            Ok(Err(_)) => Err(DaemonError::NotRunning.into()),
+            Err(_) => {
+                self.forget_press(id);
+                Err(DaemonError::PressTimeout {
+                    seconds: PRESS_TIMEOUT.as_secs(),
+                }
+                .into())
+            }
+        }
+    }
+
+    #[allow(
+        dead_code,
+        reason = "the connector router (crates/kernel/src/connectors/) uses it"
+    )]
+    fn forget_press(&self, id: u64) {
+        if let Ok(mut waiting) = self.presses.lock() {
+            waiting.remove(&id);
+        }
+    }
+
+    #[allow(
+        dead_code,
+        reason = "the connector router (crates/kernel/src/connectors/) uses it"
+    )]
+    /// Asks the daemon to announce again to `connector` what waits (it has just registered).
+    pub(crate) fn resend_announcements(&self, connector: &str) -> Result<(), KernelError> {
+        self.send(ToDaemon::ChatResend {
+            connector: connector.to_owned(),
+        })
     }
 
     /// What `p3ak status` shows.
@@ -465,6 +617,36 @@ impl HitlLink {
                 .is_err()
         {
             let _ = child.kill().await;
+        }
+    }
+}
+
+/// What the connector router uses: the daemon's sealed announcements out, the connectors'
+/// sealed presses in. The kernel only relays; it cannot read or forge either.
+#[allow(
+    dead_code,
+    reason = "the connector router (crates/kernel/src/connectors/) uses it"
+)]
+impl crate::Kernel {
+    /// The daemon's sealed announcements for the connectors, from now on.
+    pub(crate) fn chat_announcements(&self) -> broadcast::Receiver<ChatAnnouncement> {
+        self.hitl.chat_announcements()
+    }
+
+    /// Relays connector `connector`'s sealed press to the daemon; its sealed answer, for the
+    /// connector.
+    pub(crate) async fn press_approval(
+        &self,
+        connector: &str,
+        sealed: String,
+    ) -> Result<String, KernelError> {
+        self.hitl.press_approval(connector, sealed).await
+    }
+
+    /// Asks the daemon to announce what waits to `connector` again (it just registered).
+    pub(crate) async fn resend_announcements(&self, connector: &str) {
+        if let Err(e) = self.hitl.resend_announcements(connector) {
+            tracing::warn!("approvals are not announced to `{connector}`: {e}");
         }
     }
 }

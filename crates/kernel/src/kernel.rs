@@ -136,6 +136,7 @@ impl Kernel {
         let spool_key = SpoolKey::generate()?;
         let mut categories = vec!["kernel".to_owned()];
         categories.extend(policy.groups());
+        let approval_master = crate::hitl::chat_master_key(&state_key)?;
         let started = crate::hitl::spawn_daemon(DaemonLaunch {
             home,
             settings: &config.hitl,
@@ -147,6 +148,7 @@ impl Kernel {
             state_key,
             previous_state_key,
             spool_key: &spool_key,
+            connectors: crate::launch::connectors(config),
         })
         .await?;
         if started.resealed {
@@ -161,13 +163,16 @@ impl Kernel {
             None => StageWriter::Direct,
         };
         let specs = crate::launch::plugin_specs(home, config);
-        let launcher = Launcher::Local(Arc::new(LocalLauncher::new(
-            specs,
-            &config.kernel,
-            home.root(),
-            exe,
-            rustix::process::getegid().as_raw(),
-        )));
+        let launcher = Launcher::Local(Arc::new(
+            LocalLauncher::new(
+                specs,
+                &config.kernel,
+                home.root(),
+                exe,
+                rustix::process::getegid().as_raw(),
+            )
+            .with_approval_master(approval_master),
+        ));
         let rekeyer = if memory_key.is_some() {
             Rekeyer::Local(passphrase)
         } else {

@@ -154,6 +154,7 @@ impl Harness {
             launch: launch.clone(),
             args: Vec::new(),
             config: config.clone(),
+            approvals: false,
         };
         let mut settings = KernelSettings {
             sandbox: p3ak_sandbox::Mode::Degraded,

@@ -29,6 +29,8 @@ pub struct LocalLauncher {
     sandbox: Sandbox,
     exe: PathBuf,
     settings: KernelSettings,
+    /// The chat master key: each connector gets the key derived from it for its name.
+    approval_master: Option<p3ak_crypto::Key>,
 }
 
 impl LocalLauncher {
@@ -48,7 +50,17 @@ impl LocalLauncher {
             sandbox,
             exe,
             settings: settings.clone(),
+            approval_master: None,
         }
+    }
+
+    /// Hands each connector plugin (`approvals`) its key for the approval daemon's sealed
+    /// messages, derived from `master`, in its environment when it starts. Only the process
+    /// that holds the passphrase-derived keys (the warden, or a kernel without one) has it.
+    #[must_use]
+    pub fn with_approval_master(mut self, master: p3ak_crypto::Key) -> Self {
+        self.approval_master = Some(master);
+        self
     }
 
     /// The sandbox the plugins get.
@@ -122,6 +134,13 @@ impl LocalLauncher {
             self.settings.max_frame,
             OwnedFd::from(plugin_end),
         )?;
+        if spec.approvals
+            && let Some(master) = &self.approval_master
+        {
+            let key = p3ak_approval::chat::ChatKey::derive(master, &spec.name)
+                .map_err(LaunchError::ApprovalKey)?;
+            command.env(p3ak_approval::chat::APPROVAL_KEY_ENV, key.to_hex().as_str());
+        }
         plan.prepared
             .prepare(self.sandbox.support())
             .map_err(LaunchError::Sandbox)?

@@ -36,6 +36,9 @@ pub struct PluginSpec {
     pub args: Vec<String>,
     /// Handed over in `welcome`.
     pub config: serde_json::Value,
+    /// Whether it relays approvals to a chat: it is started with its
+    /// [`p3ak_approval::chat::ChatKey`] in [`p3ak_approval::chat::APPROVAL_KEY_ENV`].
+    pub approvals: bool,
 }
 
 impl PluginSpec {
@@ -45,6 +48,30 @@ impl PluginSpec {
     pub fn first_party(&self) -> bool {
         matches!(self.launch, Launch::Builtin(_))
     }
+}
+
+/// The first-party chat connectors: they always relay approvals.
+pub const CONNECTOR_BUILTINS: [&str; 3] = ["telegram", "slack", "discord"];
+
+/// Whether `plugin` relays approvals to a chat: a first-party connector, or `approvals = true`.
+#[must_use]
+pub fn relays_approvals(plugin: &crate::config::PluginConfig) -> bool {
+    plugin.approvals
+        || plugin
+            .builtin
+            .as_deref()
+            .is_some_and(|b| CONNECTOR_BUILTINS.contains(&b))
+}
+
+/// The enabled plugins of `config` that relay approvals (the approval daemon's connectors).
+#[must_use]
+pub fn connectors(config: &Config) -> Vec<String> {
+    config
+        .plugins
+        .iter()
+        .filter(|(_, p)| p.enabled && p.launch().is_some() && relays_approvals(p))
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// Each enabled plugin of `config`, with the settings first-party plugins need filled in.
@@ -94,6 +121,7 @@ pub fn plugin_specs(home: &Home, config: &Config) -> Vec<PluginSpec> {
             launch,
             args: plugin.args.clone(),
             config: serde_json::Value::Object(settings),
+            approvals: relays_approvals(plugin),
         });
     }
     specs
@@ -265,6 +293,9 @@ pub enum LaunchError {
     /// It exited before it could be watched.
     #[error("it exited at once")]
     ExitedAtOnce,
+    /// Its approval key could not be derived.
+    #[error("cannot derive its approval key: {0}")]
+    ApprovalKey(#[source] p3ak_approval::ApprovalError),
     /// Its connection could not be made asynchronous.
     #[error("cannot use the connection: {0}")]
     Connection(#[source] std::io::Error),

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! p3ak up (warden: the operator's uid; root on a real install)
-//!  ├─ derives the vault keys and the approval daemon's key from the passphrase
+//!  ├─ derives the vault keys, the approval daemon's key and the connectors' approval keys
+//!  │  from the passphrase
 //!  ├─ p3ak hitl run          (its own uid)     ── channel ──┐
 //!  ├─ p3ak kernel            (its own uid)  ◀── warden channel (SOCK_SEQPACKET, fds) ──▶ warden
 //!  │     └─ asks: launch plugin NAME, kill it, rekey the memory vault      │
@@ -128,6 +129,8 @@ pub async fn run(
     let spool_key = SpoolKey::generate()?;
     let mut categories = vec!["kernel".to_owned()];
     categories.extend(policy.groups());
+    // The connectors' keys come from it here, in the warden: the kernel never holds one.
+    let approval_master = hitl::chat_master_key(&keys.state_key)?;
     let daemon = hitl::spawn_daemon(DaemonLaunch {
         home: &home,
         settings: &config.hitl,
@@ -139,6 +142,7 @@ pub async fn run(
         state_key: keys.state_key,
         previous_state_key: keys.previous_state_key,
         spool_key: &spool_key,
+        connectors: launch::connectors(&config),
     })
     .await?;
     let hitl::DaemonStarted {
@@ -151,13 +155,10 @@ pub async fn run(
 
     let specs = launch::plugin_specs(&home, &config);
     let kernel_gid = kernel_ids.map_or_else(|| rustix::process::getegid().as_raw(), |(_, g)| g);
-    let launcher = Arc::new(LocalLauncher::new(
-        specs,
-        &config.kernel,
-        home.root(),
-        exe.clone(),
-        kernel_gid,
-    ));
+    let launcher = Arc::new(
+        LocalLauncher::new(specs, &config.kernel, home.root(), exe.clone(), kernel_gid)
+            .with_approval_master(approval_master),
+    );
     let stopping = Arc::new(AtomicBool::new(false));
     let feed = launcher.denials(Arc::clone(&stopping));
     if let (Some((uid, _)), None) = (kernel_ids, &feed.why_not) {
