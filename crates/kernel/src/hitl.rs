@@ -623,10 +623,6 @@ impl HitlLink {
 
 /// What the connector router uses: the daemon's sealed announcements out, the connectors'
 /// sealed presses in. The kernel only relays; it cannot read or forge either.
-#[allow(
-    dead_code,
-    reason = "the connector router (crates/kernel/src/connectors/) uses it"
-)]
 impl crate::Kernel {
     /// The daemon's sealed announcements for the connectors, from now on.
     pub(crate) fn chat_announcements(&self) -> broadcast::Receiver<ChatAnnouncement> {

@@ -432,6 +432,7 @@ impl Kernel {
         });
         if let Some(requests) = connector_requests {
             tokio::spawn(Arc::clone(&kernel).serve_connectors(requests));
+            tokio::spawn(Arc::clone(&kernel).forward_chat_announcements());
         }
         Ok(kernel)
     }
