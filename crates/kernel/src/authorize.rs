@@ -99,6 +99,7 @@ pub struct Escalation {
     crawfish: Duration,
     confirm_twice: bool,
     group: Option<String>,
+    notify: Vec<String>,
 }
 
 impl Escalation {
@@ -131,6 +132,11 @@ impl Escalation {
     #[must_use]
     pub fn group(&self) -> Option<&str> {
         self.group.as_deref()
+    }
+    /// The policy's `notify:` channels for it.
+    #[must_use]
+    pub fn notify(&self) -> &[String] {
+        &self.notify
     }
 }
 
@@ -236,7 +242,7 @@ impl Enforcer {
                 timeout,
                 crawfish,
                 confirm_twice,
-                ..
+                notify,
             } => Decided::Escalated(Escalation {
                 proposal,
                 target,
@@ -246,6 +252,7 @@ impl Enforcer {
                 crawfish: *crawfish,
                 confirm_twice: *confirm_twice,
                 group: verdict.group.clone(),
+                notify: notify.clone(),
             }),
             Decision::Reject => Decided::Rejected,
         };

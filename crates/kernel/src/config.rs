@@ -21,6 +21,7 @@ pub const BUILTINS: &[&str] = &[
     "telegram",
     "slack",
     "discord",
+    "webhook",
 ];
 
 /// The first-party chat connectors: the kernel hands each its platform token (the plugin's

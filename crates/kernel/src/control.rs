@@ -139,6 +139,9 @@ pub enum ControlEvent {
         level: u8,
         /// What to show.
         text: String,
+        /// The policy's `notify:` channels for it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notify: Vec<String>,
     },
     /// Part of the reply, as the model produces it.
     Chunk {

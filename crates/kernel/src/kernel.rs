@@ -378,7 +378,11 @@ impl Kernel {
         let tokens = config
             .plugins
             .iter()
-            .filter(|(_, p)| p.enabled && p.is_connector())
+            .filter(|(_, p)| {
+                p.enabled
+                    && (p.is_connector()
+                        || p.builtin.as_deref() == Some(crate::connectors::PUSH_BUILTIN))
+            })
             .filter_map(|(name, p)| p.credential.clone().map(|c| (name.clone(), c)))
             .collect();
         let connector_requests = host.route_connectors(tokens);

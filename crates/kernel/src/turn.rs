@@ -84,7 +84,21 @@ impl Kernel {
         events: &mpsc::UnboundedSender<ControlEvent>,
     ) -> Result<String, KernelError> {
         let limit = self.config.kernel.turn_timeout;
-        match tokio::time::timeout(limit, self.run_turn(agent, inbound, channel, events)).await {
+        // The turn's events pass through here on their way out, so that the policy's `notify:`
+        // targets hear of each escalation whichever channel the turn came from.
+        let (inner, mut passing) = mpsc::unbounded_channel();
+        let turn = tokio::time::timeout(limit, self.run_turn(agent, inbound, channel, &inner));
+        tokio::pin!(turn);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut turn => break outcome,
+                Some(event) = passing.recv() => self.pass_on(event, events),
+            }
+        };
+        while let Ok(event) = passing.try_recv() {
+            self.pass_on(event, events);
+        }
+        match outcome {
             Ok(result) => result,
             Err(_) => {
                 self.audit
@@ -96,6 +110,14 @@ impl Kernel {
                 Err(KernelError::TurnTimeout(limit))
             }
         }
+    }
+
+    /// Sends a turn's event on, and an escalation to the policy's `notify:` push targets.
+    fn pass_on(&self, event: ControlEvent, events: &mpsc::UnboundedSender<ControlEvent>) {
+        if let ControlEvent::Approval { level, notify, .. } = &event {
+            self.push_notices(*level, notify);
+        }
+        let _ = events.send(event);
     }
 
     async fn run_turn(

@@ -269,7 +269,9 @@ fn call_asking(request: &ControlRequest, out: &Output, ask: bool) -> anyhow::Res
         }
         match event {
             ControlEvent::Notice { text } => out.warn(sanitize(text)),
-            ControlEvent::Approval { id, level, text } => {
+            ControlEvent::Approval {
+                id, level, text, ..
+            } => {
                 out.warn(sanitize(text));
                 if ask {
                     super::hitl::ask_inline(id, *level, out);

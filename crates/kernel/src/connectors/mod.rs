@@ -591,3 +591,38 @@ fn truncate(text: &str, max: usize) -> String {
         None => text.to_owned(),
     }
 }
+
+/// The first-party plugin that pushes notices to a URL (ntfy, a webhook): a connector that only
+/// posts.
+pub const PUSH_BUILTIN: &str = "webhook";
+
+impl Kernel {
+    /// Tells the push targets among `notify` (plugins `builtin = "webhook"`) that an approval
+    /// waits. What goes out is only that: the level, never the action's arguments (a push
+    /// service is someone else's server). Chat connectors are not pushed to: the approval
+    /// daemon announces every escalation to their approvers, with its buttons.
+    pub(crate) fn push_notices(&self, level: u8, notify: &[String]) {
+        for name in notify {
+            let is_push = self
+                .config
+                .plugins
+                .get(name)
+                .is_some_and(|p| p.builtin.as_deref() == Some(PUSH_BUILTIN));
+            if !is_push {
+                continue;
+            }
+            let Some(connection) = self.host.connection(name) else {
+                tracing::warn!("notify: `{name}` is not running");
+                continue;
+            };
+            let conversation = format!("{name}:push");
+            let text = format!(
+                "P3AK: an action waits for your approval (level {level}). Open your chat or the \
+                 console to see it."
+            );
+            tokio::spawn(async move {
+                reply::post(&connection, &conversation, &text).await;
+            });
+        }
+    }
+}

@@ -275,6 +275,7 @@ impl Road {
                 request.action,
                 self.broker.scrubber().scrub(&request.args.to_string()),
             ),
+            notify: escalation.notify().to_vec(),
         });
         // The daemon decides the timeout; the road waits a little longer, for the undo window
         // and the release to arrive.
