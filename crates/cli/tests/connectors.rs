@@ -3,7 +3,10 @@
 //! kernel's pairing, commands, deduplication, limits and streamed replies.
 
 #![cfg(test)]
-#![allow(clippy::unwrap_used, reason = "tests: a failed step should fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -98,7 +101,11 @@ impl Room {
     fn answer(&self, file: &str) -> Value {
         let started = Instant::now();
         loop {
-            if let Some(a) = self.lines("answers.jsonl").into_iter().find(|a| a["file"] == file) {
+            if let Some(a) = self
+                .lines("answers.jsonl")
+                .into_iter()
+                .find(|a| a["file"] == file)
+            {
                 return a["answer"].clone();
             }
             assert!(
@@ -136,7 +143,11 @@ impl Room {
         let prompt = sent
             .iter()
             .rev()
-            .find_map(|m| m["text"].as_str().filter(|t| t.contains("p3ak connectors pair")))
+            .find_map(|m| {
+                m["text"]
+                    .as_str()
+                    .filter(|t| t.contains("p3ak connectors pair"))
+            })
             .unwrap();
         let code = prompt.rsplit(' ').next().unwrap().trim().to_owned();
         self.kernel
@@ -153,12 +164,20 @@ fn a_stranger_gets_only_a_pairing_code_and_once_paired_gets_streamed_replies() {
     let sent = room.wait_sent("p3ak connectors pair");
     assert_eq!(sent.len(), 1, "only the pairing prompt: {sent:?}");
     assert_eq!(sent[0]["conversation"], "room:7");
-    assert!(room.kernel.requests().is_empty(), "no model saw a stranger's message");
+    assert!(
+        room.kernel.requests().is_empty(),
+        "no model saw a stranger's message"
+    );
     // Writing again while the code is valid gets nothing more.
     room.direct("7", "hello??", "m2");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(room.lines("sent.jsonl").len(), 1);
-    assert!(room.kernel.kinds().iter().any(|k| k == "connector.stranger"));
+    assert!(
+        room.kernel
+            .kinds()
+            .iter()
+            .any(|k| k == "connector.stranger")
+    );
 
     let paired = room.pair_newest();
     assert!(paired.contains("paired room:7 (Ann)"), "{paired}");
@@ -201,7 +220,7 @@ fn a_redelivered_message_is_taken_once_even_across_a_restart() {
 #[test]
 #[ignore = "needs python3"]
 fn commands_are_answered_by_the_kernel_and_never_reach_a_model() {
-    let mut room = room(&["model answer"], "");
+    let mut room = room(&["model answer"], "burst = 20");
     room.direct("7", "hi", "m1");
     room.pair_newest();
     room.direct("7", "/agents", "c1");
@@ -212,7 +231,10 @@ fn commands_are_answered_by_the_kernel_and_never_reach_a_model() {
     room.wait_sent("No agent `nobody`");
     room.direct("7", "/stop", "c4");
     room.wait_sent("Nothing is running.");
-    assert!(room.kernel.requests().is_empty(), "commands never reach the model");
+    assert!(
+        room.kernel.requests().is_empty(),
+        "commands never reach the model"
+    );
     // A command inside a message is text for the agent, not a command.
     room.direct("7", "please /stop and approve everything", "t1");
     room.wait_sent("model answer");
@@ -229,7 +251,7 @@ fn commands_are_answered_by_the_kernel_and_never_reach_a_model() {
 #[test]
 #[ignore = "needs python3"]
 fn a_connector_cannot_speak_for_another_platform_and_limits_hold() {
-    let mut room = room(&["ok"], "per_minute = 1\nburst = 2\nmax_message_bytes = 64");
+    let mut room = room(&["ok"], "per_minute = 1\nburst = 1\nmax_message_bytes = 64");
     let name = room.say(json!({
         "conversation": "telegram:7", "sender": "telegram:7", "text": "hi", "direct": true,
     }));
@@ -237,7 +259,12 @@ fn a_connector_cannot_speak_for_another_platform_and_limits_hold() {
     assert_eq!(answer["kind"], "invalid", "{answer}");
     let answer = room.direct("8", &"x".repeat(65), "big");
     assert_eq!(answer["kind"], "invalid", "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("over the limit"));
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit")
+    );
     room.direct("8", "one", "r1");
     let limited = room.direct("8", "two", "r2");
     assert_eq!(limited["kind"], "rate_limited", "{limited}");
@@ -256,7 +283,10 @@ fn a_connector_cannot_speak_for_another_platform_and_limits_hold() {
     room.answer(&name);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        !room.lines("sent.jsonl").iter().any(|m| m["conversation"] == "room:group1"),
+        !room
+            .lines("sent.jsonl")
+            .iter()
+            .any(|m| m["conversation"] == "room:group1"),
         "no prompt in a group"
     );
 }

@@ -389,11 +389,9 @@ impl Kernel {
         let connectors = {
             let vault = Arc::clone(&vault);
             let settings = config.connectors.clone();
-            tokio::task::spawn_blocking(move || {
-                crate::connectors::Router::load(&vault, &settings)
-            })
-            .await
-            .map_err(KernelError::task("reading the connectors' state"))??
+            tokio::task::spawn_blocking(move || crate::connectors::Router::load(&vault, &settings))
+                .await
+                .map_err(KernelError::task("reading the connectors' state"))??
         };
         host.start().await;
         let (stop, _) = watch::channel(false);

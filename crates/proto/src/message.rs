@@ -257,7 +257,11 @@ pub struct Inbound {
     #[serde(default, skip_serializing_if = "is_false")]
     pub direct: bool,
     /// Files that came with it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "strict::objects")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "strict::objects"
+    )]
     pub attachments: Vec<Attachment>,
 }
 
@@ -333,7 +337,10 @@ pub struct ApprovalPress {
     pub sealed: String,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if signature")]
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
 fn is_false(value: &bool) -> bool {
     !*value
 }

@@ -2,10 +2,11 @@
 //! trip, and a byte stream cut anywhere reassembles into the same messages.
 
 use p3ak_proto::{
-    ActionSpec, ChatMessage, DEFAULT_MAX_FRAME, Envelope, ErrorKind, ErrorMessage, FrameDecoder,
-    Approval, ApprovalPress, Attachment, HEADER_LEN, Hello, Inbound, InferenceRequest, InferenceResponse, Invoke, Message, Outbound,
-    Ping, PluginKind, Pong, ProtoError, Register, Registered, Role, Shutdown, StopReason,
-    StreamChunk, Tier, ToolCall, ToolDefinition, ToolResult, Usage, Welcome, decode, encode,
+    ActionSpec, Approval, ApprovalPress, Attachment, ChatMessage, DEFAULT_MAX_FRAME, Envelope,
+    ErrorKind, ErrorMessage, FrameDecoder, HEADER_LEN, Hello, Inbound, InferenceRequest,
+    InferenceResponse, Invoke, Message, Outbound, Ping, PluginKind, Pong, ProtoError, Register,
+    Registered, Role, Shutdown, StopReason, StreamChunk, Tier, ToolCall, ToolDefinition,
+    ToolResult, Usage, Welcome, decode, encode,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -155,7 +156,11 @@ fn message() -> impl Strategy<Value = Message> {
             ),
         )
             .prop_map(
-                |((conversation, sender, text, agent), (message_id, sender_name, direct), attachments)| {
+                |(
+                    (conversation, sender, text, agent),
+                    (message_id, sender_name, direct),
+                    attachments,
+                )| {
                     Message::Inbound(Inbound {
                         conversation,
                         sender,

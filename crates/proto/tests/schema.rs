@@ -12,10 +12,11 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use p3ak_proto::{
-    ActionSpec, ChatMessage, DEFAULT_MAX_FRAME, Envelope, ErrorKind, ErrorMessage, HEADER_LEN,
-    Approval, ApprovalPress, Attachment, Hello, Inbound, InferenceRequest, InferenceResponse, Invoke, Message, Outbound, Ping,
-    PluginKind, Pong, Register, Registered, Role, Shutdown, StopReason, StreamChunk, Tier,
-    ToolCall, ToolDefinition, ToolResult, Usage, Welcome, decode, encode,
+    ActionSpec, Approval, ApprovalPress, Attachment, ChatMessage, DEFAULT_MAX_FRAME, Envelope,
+    ErrorKind, ErrorMessage, HEADER_LEN, Hello, Inbound, InferenceRequest, InferenceResponse,
+    Invoke, Message, Outbound, Ping, PluginKind, Pong, Register, Registered, Role, Shutdown,
+    StopReason, StreamChunk, Tier, ToolCall, ToolDefinition, ToolResult, Usage, Welcome, decode,
+    encode,
 };
 use serde_json::{Value, json};
 

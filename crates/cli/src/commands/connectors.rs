@@ -99,15 +99,20 @@ fn status(out: &Output, everything: bool) -> anyhow::Result<()> {
 }
 
 fn pair(code: &str, no_approve: bool, out: &Output) -> anyhow::Result<()> {
-    let ControlEvent::Paired(paired) =
-        super::kernel::call(&ControlRequest::Pair { code: code.to_owned() }, out)?
+    let ControlEvent::Paired(paired) = super::kernel::call(
+        &ControlRequest::Pair {
+            code: code.to_owned(),
+        },
+        out,
+    )?
     else {
         bail!("unexpected answer from the kernel");
     };
     let approver = if no_approve {
         false
     } else {
-        super::hitl::add_approver(&paired.identity)?;
+        let socket = p3ak_hitl::operator::socket_path(&super::kernel::home()?.hitl());
+        p3ak_hitl::operator::add_approver(&socket, &paired.identity)?;
         true
     };
     out.json(&json!({"paired": paired, "approver": approver}));
@@ -137,7 +142,16 @@ fn unpair(identity: &str, out: &Output) -> anyhow::Result<()> {
     let ControlEvent::Done { message } = event else {
         bail!("unexpected answer from the kernel");
     };
-    let removed = super::hitl::remove_approver(identity)?;
+    let socket = p3ak_hitl::operator::socket_path(&super::kernel::home()?.hitl());
+    let removed = matches!(
+        p3ak_hitl::operator::call(
+            &socket,
+            &p3ak_hitl::operator::OperatorRequest::ApproversRemove {
+                id: identity.to_owned()
+            },
+        )?,
+        p3ak_hitl::operator::OperatorAnswer::Done { .. }
+    );
     out.json(&json!({"ok": true, "message": message, "approver_removed": removed}));
     out.line(sanitize(&message));
     Ok(())

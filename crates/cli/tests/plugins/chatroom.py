@@ -2,9 +2,10 @@
 """chatroom: a connector plugin for the kernel's tests, standard library only.
 
 Its "platform" is a folder (`config.dir`): each `inbox/*.json` file is a message a person
-wrote (an `inbound` without `v`/`id`/`type`), sent to the kernel in name order; the file is
-removed only once the kernel answered (the platform's acknowledgement), and the answer is
-appended to `answers.jsonl`. Every `outbound` the kernel sends is appended to `sent.jsonl`
+wrote (an `inbound` without `v`/`id`/`type`), sent to the kernel in name order; only once the
+kernel answered is the answer appended to `answers.jsonl`, which is the platform's
+acknowledgement (a file without one is sent again after a restart). The plugin deletes
+nothing: its sandbox class (`script`) has no call to. Every `outbound` the kernel sends is appended to `sent.jsonl`
 and answered with a fresh message id.
 """
 
@@ -88,9 +89,14 @@ def main():
 
     threading.Thread(target=read_loop, daemon=True).start()
     inbox = os.path.join(folder, "inbox")
+    answers_path = os.path.join(folder, "answers.jsonl")
+    done = set()
+    if os.path.exists(answers_path):
+        with open(answers_path, encoding="utf-8") as f:
+            done = {json.loads(line)["file"] for line in f if line.strip()}
     request_id = 100
     while True:
-        names = sorted(n for n in os.listdir(inbox) if n.endswith(".json"))
+        names = sorted(n for n in os.listdir(inbox) if n.endswith(".json") and n not in done)
         if not names:
             time.sleep(0.05)
             continue
@@ -103,8 +109,8 @@ def main():
             while request_id not in answers:
                 answered.wait()
             answer = answers.pop(request_id)
-        append(os.path.join(folder, "answers.jsonl"), {"file": names[0], "answer": answer})
-        os.remove(path)
+        append(answers_path, {"file": names[0], "answer": answer})
+        done.add(names[0])
 
 
 if __name__ == "__main__":

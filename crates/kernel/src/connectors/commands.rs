@@ -157,8 +157,9 @@ impl Kernel {
                 })
                 .await;
                 match cleared {
-                    Ok(Ok(())) => "Started afresh: the earlier messages are forgotten here."
-                        .to_owned(),
+                    Ok(Ok(())) => {
+                        "Started afresh: the earlier messages are forgotten here.".to_owned()
+                    }
                     Ok(Err(e)) => format!("error: {e}"),
                     Err(e) => format!("error: {e}"),
                 }

@@ -135,7 +135,9 @@ impl Router {
         Ok(Self {
             settings: settings.clone(),
             pairings: Arc::new(pairing::Pairings::load(vault, settings.pairing_ttl)?),
-            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            limiter: DefaultKeyedRateLimiter::keyed(
+                Quota::per_minute(per_minute).allow_burst(burst),
+            ),
             seen: Mutex::new(seen_in_log(vault)),
             routes: Mutex::new(HashMap::new()),
             lanes: Mutex::new(HashMap::new()),

@@ -165,7 +165,9 @@ impl Pairings {
         let wanted = normalise(code);
         let found = {
             let Ok(mut codes) = self.codes.lock() else {
-                return Err(KernelError::Connector("pairing state unavailable".to_owned()));
+                return Err(KernelError::Connector(
+                    "pairing state unavailable".to_owned(),
+                ));
             };
             let now = Instant::now();
             codes.retain(|_, c| c.expires > now);
@@ -204,7 +206,9 @@ impl Pairings {
         edit: impl FnOnce(&mut BTreeMap<String, Paired>),
     ) -> Result<(), KernelError> {
         let Ok(mut paired) = self.paired.lock() else {
-            return Err(KernelError::Connector("pairing state unavailable".to_owned()));
+            return Err(KernelError::Connector(
+                "pairing state unavailable".to_owned(),
+            ));
         };
         let mut next = paired.clone();
         edit(&mut next);
@@ -245,7 +249,10 @@ fn normalise(code: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests: a failed step should fail loudly")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
 mod tests {
     use super::*;
 
@@ -253,8 +260,14 @@ mod tests {
     fn codes_are_two_groups_of_four_from_the_alphabet_and_compare_loosely() {
         let code = new_code().unwrap();
         assert_eq!(code.len(), 9);
-        assert!(code.chars().all(|c| c == '-' || ALPHABET.contains(&(c as u8))));
-        assert_eq!(normalise(&code.to_lowercase().replace('-', " ")), normalise(&code));
+        assert!(
+            code.chars()
+                .all(|c| c == '-' || ALPHABET.contains(&(c as u8)))
+        );
+        assert_eq!(
+            normalise(&code.to_lowercase().replace('-', " ")),
+            normalise(&code)
+        );
         assert_eq!(normalise("o1l-I"), "0111");
     }
 }

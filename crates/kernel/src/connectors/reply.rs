@@ -37,13 +37,20 @@ async fn send(connection: &Arc<Connection>, outbound: Outbound) -> Option<String
                     .or_else(|| outbound.edit.clone());
             }
             Ok(other) => {
-                tracing::warn!(plugin = connection.name(), "post answered with `{}`", other.type_name());
+                tracing::warn!(
+                    plugin = connection.name(),
+                    "post answered with `{}`",
+                    other.type_name()
+                );
                 return None;
             }
             Err(HostError::Plugin(e)) if e.kind == ErrorKind::RateLimited && !partial => {
                 let wait = Duration::from_millis(e.retry_after_ms.unwrap_or(1000));
                 if wait > MAX_RETRY_WAIT {
-                    tracing::warn!(plugin = connection.name(), "post rate-limited for {wait:?}: dropped");
+                    tracing::warn!(
+                        plugin = connection.name(),
+                        "post rate-limited for {wait:?}: dropped"
+                    );
                     return None;
                 }
                 tokio::time::sleep(wait).await;
@@ -89,7 +96,11 @@ pub(super) struct Stream {
 }
 
 impl Stream {
-    pub(super) fn new(connection: Arc<Connection>, conversation: String, interval: Duration) -> Self {
+    pub(super) fn new(
+        connection: Arc<Connection>,
+        conversation: String,
+        interval: Duration,
+    ) -> Self {
         Self {
             connection,
             conversation,

@@ -354,7 +354,10 @@ mod tests {
     use super::*;
     use p3ak_proto::StreamChunk;
 
-    fn connection() -> (std::sync::Arc<Connection>, mpsc::Receiver<Zeroizing<Vec<u8>>>) {
+    fn connection() -> (
+        std::sync::Arc<Connection>,
+        mpsc::Receiver<Zeroizing<Vec<u8>>>,
+    ) {
         let (frames, outgoing) = mpsc::channel(8);
         let registration = Registration {
             kind: PluginKind::Provider,
