@@ -461,7 +461,7 @@ impl ChatDesk {
             return Err(refuse(Refused::Stale));
         }
         let approver = format!("{connector}:{}", press.presser);
-        if !approvers.iter().any(|a| *a == approver) {
+        if !approvers.contains(&approver) {
             return Err(refuse(Refused::NotApprover));
         }
         let (approval, binding, action) = (entry.approval.clone(), entry.binding, entry.action);
