@@ -461,7 +461,7 @@ impl ChatDesk {
             return Err(refuse(Refused::Stale));
         }
         let approver = format!("{connector}:{}", press.presser);
-        if !approvers.iter().any(|a| *a == approver) {
+        if !approvers.contains(&approver) {
             return Err(refuse(Refused::NotApprover));
         }
         let (approval, binding, action) = (entry.approval.clone(), entry.binding, entry.action);
@@ -622,6 +622,57 @@ mod tests {
         assert_eq!(duration(61_000), "1 min 1 s");
         assert_eq!(duration(10), "1 s");
         assert_eq!(clock_time(3_723_000), "01:02:03");
+    }
+
+    #[test]
+    fn invariant_i8_an_approve_token_never_approves_above_level_one() {
+        let master = Key::generate().unwrap();
+        let mut chat = ChatDesk::new(&master, &["telegram".to_owned()]).unwrap();
+        let mut desk = Desk::new();
+        let now = crate::daemon::now_ms();
+        let request = Request {
+            id: "l3".to_owned(),
+            agent: "assistant".to_owned(),
+            action: "files.delete".to_owned(),
+            args: serde_json::json!({"path": "a.txt"}),
+            level: 3,
+            rules: vec!["r".to_owned()],
+            category: "write".to_owned(),
+            asked_ms: now,
+            expires_ms: now + 60_000,
+            crawfish_secs: 0,
+            confirm_twice: false,
+            reasons: Vec::new(),
+        };
+        let view = desk.admit(request, now).unwrap();
+        // Even a token minted for approval (the daemon mints none at level 3) is refused.
+        let data = chat
+            .mint(&view, ButtonAction::Approve, "telegram", now + 60_000)
+            .unwrap();
+        let key = ChatKey::derive(&master, "telegram").unwrap();
+        let press = Press {
+            data,
+            presser: "7".to_owned(),
+            at_ms: now,
+        };
+        let sealed = key.seal(Purpose::Press, &press).unwrap();
+        let approvers = ["telegram:7".to_owned()];
+        let refused = chat
+            .check_press("telegram", &sealed, &approvers, &desk, now)
+            .unwrap_err();
+        assert_eq!(
+            refused.0,
+            Refused::NeedsFactor {
+                level: 3,
+                twice: false
+            }
+        );
+        assert!(
+            refused.0.message().contains("PIN"),
+            "{}",
+            refused.0.message()
+        );
+        assert_eq!(chat.live_tokens(), 1, "a refused press uses nothing");
     }
 
     #[test]

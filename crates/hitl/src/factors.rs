@@ -481,9 +481,6 @@ impl Factors {
         }
     }
 
-    // ---- the file ----
-
-    /// Seals the state and replaces the file atomically.
     // ---- chat approvers ----
 
     /// Who may answer approvals from a chat (`telegram:7`), sorted.
@@ -517,6 +514,9 @@ impl Factors {
         Ok(true)
     }
 
+    // ---- the file ----
+
+    /// Seals the state and replaces the file atomically.
     fn persist(&self) -> Result<(), HitlError> {
         let sealed = seal(&self.aead, &self.state)?;
         write_atomically(&self.path, &sealed)

@@ -789,12 +789,139 @@ pub(crate) fn approver_reasons(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
 mod tests {
     use std::time::Duration;
 
     use p3ak_policy::{Decision, Level, Reason, Tier, Verdict};
 
     use super::*;
+
+    /// A link attached to a socket pair whose other end the test plays as the daemon.
+    async fn attached() -> (
+        tempfile::TempDir,
+        Arc<HitlLink>,
+        FrameReader<tokio::net::unix::OwnedReadHalf>,
+        tokio::net::unix::OwnedWriteHalf,
+    ) {
+        use p3ak_crypto::Passphrase;
+        use p3ak_vault::{KdfParams, Protection, Vault};
+
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(
+            Vault::create(
+                &dir.path().join("kernel.vault"),
+                Protection::Passphrase {
+                    passphrase: &Passphrase::new("relay test".into()),
+                    kdf: KdfParams {
+                        memory_kib: KdfParams::MIN_MEMORY_KIB,
+                        iterations: 1,
+                        parallelism: 1,
+                    },
+                },
+            )
+            .unwrap(),
+        );
+        let broker = Arc::new(crate::broker::Broker::load(&vault).unwrap());
+        let audit = AuditLog::new(Arc::clone(&vault), broker);
+        let grants = Arc::new(GrantBook::load(Arc::clone(&vault), 0).unwrap());
+        let (kernel_end, daemon_end) = std::os::unix::net::UnixStream::pair().unwrap();
+        daemon_end.set_nonblocking(true).unwrap();
+        let (input, mut output) = tokio::net::UnixStream::from_std(daemon_end)
+            .unwrap()
+            .into_split();
+        p3ak_proto::tokio_io::write_json(
+            &mut output,
+            &ToKernel::Ready { console: None },
+            wire::MAX_FRAME,
+        )
+        .await
+        .unwrap();
+        let link = HitlLink::attach(Attach {
+            channel: kernel_end,
+            child: None,
+            info: HitlInfo::default(),
+            spool: Spool::new(dir.path().join("spool")),
+            key: SpoolKey::generate().unwrap(),
+            writer: StageWriter::Direct,
+            pending: Arc::new(PendingQueue::default()),
+            audit,
+            grants,
+            clock: Arc::new(crate::road::SystemClock),
+        })
+        .await
+        .unwrap();
+        (dir, link, FrameReader::new(input, wire::MAX_FRAME), output)
+    }
+
+    #[tokio::test]
+    async fn the_kernel_relays_sealed_announcements_and_presses_as_they_are() {
+        let (_dir, link, mut from_kernel, mut to_kernel) = attached().await;
+        let mut announcements = link.chat_announcements();
+        let announce = ToKernel::ChatAnnounce {
+            connector: "telegram".to_owned(),
+            sealed: "c2VhbGVk".to_owned(),
+        };
+        p3ak_proto::tokio_io::write_json(&mut to_kernel, &announce, wire::MAX_FRAME)
+            .await
+            .unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(5), announcements.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            heard,
+            ChatAnnouncement {
+                connector: "telegram".to_owned(),
+                sealed: "c2VhbGVk".to_owned(),
+            }
+        );
+
+        // A press goes to the daemon as it came, and its answer comes back as it went.
+        let daemon = tokio::spawn(async move {
+            for answer in [Some("YW5zd2Vy".to_owned()), None] {
+                let Some(ToDaemon::ChatPress {
+                    id,
+                    connector,
+                    sealed,
+                }) = from_kernel.read_json::<ToDaemon>().await.unwrap()
+                else {
+                    panic!("not a press");
+                };
+                assert_eq!(
+                    (connector.as_str(), sealed.as_str()),
+                    ("telegram", "cHJlc3M")
+                );
+                let answer = ToKernel::ChatAnswer { id, sealed: answer };
+                p3ak_proto::tokio_io::write_json(&mut to_kernel, &answer, wire::MAX_FRAME)
+                    .await
+                    .unwrap();
+            }
+            let resend = from_kernel.read_json::<ToDaemon>().await.unwrap();
+            assert!(
+                matches!(resend, Some(ToDaemon::ChatResend { connector }) if connector == "slack")
+            );
+        });
+        let answer = link
+            .press_approval("telegram", "cHJlc3M".to_owned())
+            .await
+            .unwrap();
+        assert_eq!(answer, "YW5zd2Vy");
+        // No key for that connector in the daemon: a clear error, not a hang.
+        let err = link
+            .press_approval("telegram", "cHJlc3M".to_owned())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no key for connector"), "{err}");
+        link.resend_announcements("slack").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), daemon)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     #[test]
     fn the_approver_gets_every_rule_with_its_why() {

@@ -70,6 +70,10 @@ pub enum Command {
     Rekey,
     /// Which factors are set up.
     Factors,
+    /// Who may answer approvals from a chat (level 1 by button; deny and pull back at any
+    /// level).
+    #[command(subcommand)]
+    Approvers(ApproversCommand),
     /// Run the approval daemon (the kernel does this; it talks over stdin and stdout).
     #[command(hide = true)]
     Run,
@@ -81,6 +85,23 @@ pub enum Command {
         #[arg(long)]
         category: String,
         #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ApproversCommand {
+    /// Let a chat identity answer approvals: `NAME:<platform user id>` (`telegram:7`), NAME
+    /// being the connector plugin's configured name.
+    Add {
+        /// `NAME:<platform user id>`.
+        id: String,
+    },
+    /// Who may answer approvals from a chat.
+    List,
+    /// No longer let a chat identity answer approvals.
+    Remove {
+        /// `NAME:<platform user id>`.
         id: String,
     },
 }
@@ -124,6 +145,14 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
             _ => bail!("unexpected answer from the kernel"),
         },
         Command::Factors => done(ask(OperatorRequest::Factors, out)?, out),
+        Command::Approvers(ApproversCommand::Add { id }) => {
+            let message = add_approver(&id)?;
+            done(OperatorAnswer::Done { message }, out)
+        }
+        Command::Approvers(ApproversCommand::Remove { id }) => {
+            done(ask(OperatorRequest::ApproversRemove { id }, out)?, out)
+        }
+        Command::Approvers(ApproversCommand::List) => approvers(out),
         Command::Run => daemon(),
         Command::Stage {
             spool,
@@ -141,6 +170,32 @@ fn ask(request: OperatorRequest, _out: &Output) -> anyhow::Result<OperatorAnswer
         OperatorAnswer::Error { message } => bail!("{message}"),
         answer => Ok(answer),
     }
+}
+
+/// Lets `id` (`telegram:7`) answer approvals from a chat; the daemon's words. What
+/// `p3ak hitl approvers add` does, and `p3ak connectors pair` for the paired owner.
+#[allow(dead_code, reason = "`p3ak connectors pair` calls it too")]
+pub(crate) fn add_approver(id: &str) -> anyhow::Result<String> {
+    let home = super::kernel::home()?;
+    let socket = p3ak_hitl::operator::socket_path(&home.hitl());
+    Ok(p3ak_hitl::operator::add_approver(&socket, id)?)
+}
+
+fn approvers(out: &Output) -> anyhow::Result<()> {
+    let OperatorAnswer::Approvers { approvers } = ask(OperatorRequest::Approvers, out)? else {
+        bail!("unexpected answer from the daemon");
+    };
+    if out.is_json() {
+        out.json(&serde_json::json!({ "approvers": approvers }));
+        return Ok(());
+    }
+    if approvers.is_empty() {
+        out.line("no chat approvers (`p3ak hitl approvers add telegram:<your user id>`)");
+    }
+    for approver in &approvers {
+        out.line(sanitize(approver));
+    }
+    Ok(())
 }
 
 fn done(answer: OperatorAnswer, out: &Output) -> anyhow::Result<()> {

@@ -134,12 +134,8 @@ impl LocalLauncher {
             self.settings.max_frame,
             OwnedFd::from(plugin_end),
         )?;
-        if spec.approvals
-            && let Some(master) = &self.approval_master
-        {
-            let key = p3ak_approval::chat::ChatKey::derive(master, &spec.name)
-                .map_err(LaunchError::ApprovalKey)?;
-            command.env(p3ak_approval::chat::APPROVAL_KEY_ENV, key.to_hex().as_str());
+        if let Some(key) = self.approval_key(spec)? {
+            command.env(p3ak_approval::chat::APPROVAL_KEY_ENV, key.as_str());
         }
         plan.prepared
             .prepare(self.sandbox.support())
@@ -161,6 +157,20 @@ impl LocalLauncher {
             stderr,
         };
         Ok((started, child))
+    }
+
+    /// The approval key (hex) `spec` is started with: only a connector's, and only when this
+    /// launcher holds the master key.
+    pub(crate) fn approval_key(
+        &self,
+        spec: &PluginSpec,
+    ) -> Result<Option<zeroize::Zeroizing<String>>, LaunchError> {
+        let Some(master) = self.approval_master.as_ref().filter(|_| spec.approvals) else {
+            return Ok(None);
+        };
+        let key = p3ak_approval::chat::ChatKey::derive(master, &spec.name)
+            .map_err(LaunchError::ApprovalKey)?;
+        Ok(Some(key.to_hex()))
     }
 
     /// Starts reading the host's audit log for refused accesses of plugins.

@@ -389,3 +389,86 @@ pub(crate) fn kill_group(pid: u32) {
     };
     let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+[plugins.files]
+builtin = "files"
+[plugins.matrix]
+path = "/opt/matrix-connector"
+approvals = true
+"#;
+
+    /// The configuration, with the first-party connectors added as their entries read (they
+    /// are not necessarily known builtins of this build).
+    fn config() -> Config {
+        let mut config = Config::parse(CONFIG, Path::new("config.toml")).unwrap();
+        for (name, text) in [
+            ("telegram", "builtin = \"telegram\""),
+            ("discord", "builtin = \"discord\"\nenabled = false"),
+        ] {
+            config
+                .plugins
+                .insert(name.to_owned(), toml::from_str(text).unwrap());
+        }
+        config
+    }
+
+    #[test]
+    fn connectors_are_the_chat_builtins_and_plugins_that_ask_for_approvals() {
+        let config = config();
+        assert_eq!(connectors(&config), ["matrix", "telegram"]);
+        let home = Home::new("/tmp/p3ak-launch-test");
+        let specs = plugin_specs(&home, &config);
+        let flagged: Vec<(&str, bool)> = specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.approvals))
+            .collect();
+        assert_eq!(
+            flagged,
+            [("files", false), ("matrix", true), ("telegram", true)]
+        );
+    }
+
+    #[test]
+    fn only_a_connector_gets_its_own_approval_key() {
+        let config = config();
+        let home = Home::new("/tmp/p3ak-launch-test");
+        let specs = plugin_specs(&home, &config);
+        let master = p3ak_crypto::Key::generate().unwrap();
+        let bare = LocalLauncher::new(
+            specs.clone(),
+            &config.kernel,
+            home.root(),
+            "/bin/true".into(),
+            0,
+        );
+        let launcher = LocalLauncher::new(
+            specs.clone(),
+            &config.kernel,
+            home.root(),
+            "/bin/true".into(),
+            0,
+        )
+        .with_approval_master(p3ak_crypto::Key::from_slice(master.expose()).unwrap());
+        for spec in &specs {
+            assert!(bare.approval_key(spec).unwrap().is_none());
+            let key = launcher.approval_key(spec).unwrap();
+            if spec.approvals {
+                let expected = p3ak_approval::chat::ChatKey::derive(&master, &spec.name).unwrap();
+                assert_eq!(key.unwrap().as_str(), expected.to_hex().as_str());
+            } else {
+                assert!(key.is_none(), "{} got a key", spec.name);
+            }
+        }
+    }
+}
