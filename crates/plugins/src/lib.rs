@@ -11,6 +11,8 @@
 //! | `anthropic` | provider | Anthropic's Messages API |
 //! | `openai` | provider | Chat Completions: OpenAI, llama.cpp, vLLM, LM Studio, … |
 //! | `ollama` | provider | Ollama's `/api/chat` |
+//! | `telegram` | connector | Telegram's Bot API (long polling) |
+//! | `discord` | connector | Discord's Gateway and REST API |
 //!
 //! The `vault` tool needs the vault and memory crates, so it lives in `p3ak-vaulttool`; the
 //! CLI runs it under the same `p3ak plugin run vault`.
@@ -23,6 +25,7 @@
 //! The crate never prints and never exits; every failure is a [`RunError`].
 #![forbid(unsafe_code)]
 
+pub mod connectors;
 pub mod files;
 pub mod http;
 pub mod providers;
@@ -44,6 +47,8 @@ pub const BUILTINS: &[&str] = &[
     "anthropic",
     "openai",
     "ollama",
+    "telegram",
+    "discord",
 ];
 
 /// The `software` string sent in `hello`.
@@ -124,6 +129,20 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
                 providers::ollama::Ollama::from_config(&w.config)?,
             )))
         }),
+        "telegram" => p3ak_sdk::connector::serve(
+            stream,
+            &plugin,
+            SOFTWARE,
+            max_frame,
+            connectors::telegram::connector,
+        ),
+        "discord" => p3ak_sdk::connector::serve(
+            stream,
+            &plugin,
+            SOFTWARE,
+            max_frame,
+            connectors::discord::connector,
+        ),
         other => return Err(RunError::UnknownPlugin(other.to_owned())),
     };
     Ok(result?)
