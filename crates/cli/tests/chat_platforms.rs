@@ -224,7 +224,7 @@ fn story(platform: &dyn Platform) {
     assert!(!kernel.log().contains(&token));
     let audit = serde_json::to_string(&kernel.audit()).unwrap();
     assert!(!audit.contains(&token));
-    for entry in walk(kernel.home()) {
+    for entry in walk(&kernel.home()) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         assert!(
             !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
