@@ -14,6 +14,8 @@
     reason = "test kit: a failed step fails the test that called it"
 )]
 
+#[cfg(feature = "chat")]
+pub mod chat;
 pub mod corpus;
 pub mod home;
 pub mod http;

@@ -1,0 +1,3 @@
+//! Loopback fakes of the chat platforms the connectors talk to.
+
+pub mod slack;
