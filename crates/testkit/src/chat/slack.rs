@@ -182,7 +182,7 @@ impl Fake {
         });
         let for_ws = Arc::clone(&shared);
         std::thread::spawn(move || {
-            accept_loop(&ws, &for_ws, |stream, shared| serve_socket(stream, shared));
+            accept_loop(&ws, &for_ws, serve_socket);
         });
         Self { shared, api_port }
     }
