@@ -43,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod connector;
 pub mod runtime;
 
 use std::os::unix::net::UnixStream;
