@@ -11,6 +11,7 @@
 //! | `anthropic` | provider | Anthropic's Messages API |
 //! | `openai` | provider | Chat Completions: OpenAI, llama.cpp, vLLM, LM Studio, … |
 //! | `ollama` | provider | Ollama's `/api/chat` |
+//! | `slack` | connector | Slack: Socket Mode and the Web API |
 //!
 //! The `vault` tool needs the vault and memory crates, so it lives in `p3ak-vaulttool`; the
 //! CLI runs it under the same `p3ak plugin run vault`.
@@ -23,6 +24,7 @@
 //! The crate never prints and never exits; every failure is a [`RunError`].
 #![forbid(unsafe_code)]
 
+pub mod connectors;
 pub mod files;
 pub mod http;
 pub mod providers;
@@ -44,6 +46,7 @@ pub const BUILTINS: &[&str] = &[
     "anthropic",
     "openai",
     "ollama",
+    "slack",
 ];
 
 /// The `software` string sent in `hello`.
@@ -55,7 +58,7 @@ pub enum RunError {
     /// A plugin this crate does not have (`vault` is `p3ak-vaulttool`'s; the CLI routes it).
     #[error(
         "unknown plugin `{0}`: the first-party plugins are files, shell, http, vault, scripted, \
-         anthropic, openai and ollama"
+         anthropic, openai, ollama and slack"
     )]
     UnknownPlugin(String),
     /// The plugin stopped with an error.
@@ -124,6 +127,13 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
                 providers::ollama::Ollama::from_config(&w.config)?,
             )))
         }),
+        "slack" => p3ak_sdk::connector::serve(
+            stream,
+            &plugin,
+            SOFTWARE,
+            max_frame,
+            connectors::slack::build,
+        ),
         other => return Err(RunError::UnknownPlugin(other.to_owned())),
     };
     Ok(result?)

@@ -7,19 +7,24 @@
 //! `message_id` = `<channel id>:<ts>`; a DM (`channel_type: im`) is `direct`.
 //!
 //! Each Socket Mode envelope is acknowledged only once the kernel answered what it carried
-//! (at-least-once): an unacknowledged one comes again, and is recognised by its envelope id or
-//! its message. Text the bot posts is escaped (`&`, `<`, `>`) with `mrkdwn: false` and no
+//! (at-least-once, through the runtime's [`Platform::ack`]): an unacknowledged one comes
+//! again, and is recognised by its envelope id or its message. A `disconnect` envelope or a
+//! broken socket opens a new connection (`apps.connections.open` again); failures to connect
+//! go back to the runtime, which retries with backoff. Text the bot posts is escaped (`&`, `<`, `>`) with `mrkdwn: false` and no
 //! unfurling, so it shows literally; only sealed announcements carry buttons (Block Kit
 //! `actions`, `action_id` and `value` = the button's data).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
 
 use data_encoding::BASE64;
-use p3ak_proto::{Attachment, ErrorKind, Inbound, Outbound};
+use p3ak_proto::ErrorKind;
+use p3ak_sdk::connector::{
+    Attachment, Button, Connector, Event, Incoming, Log, Platform, Posted, Poster, Pressed, Setup,
+};
 use p3ak_sdk::runtime::ToolFailure;
 use reqwest::blocking::Client;
 use serde::Deserialize;
@@ -31,19 +36,12 @@ use crate::PluginError;
 
 /// Slack's Web API.
 pub const DEFAULT_BASE_URL: &str = "https://slack.com/api/";
-/// Longest text in one posted message (characters, after escaping); longer texts are split.
-/// Slack truncates past 40 000 and advises 4 000.
+/// Longest text in one posted message, in characters before escaping (the runtime splits
+/// longer texts). Slack advises 4 000 and truncates past 40 000: escaping (`&` → `&amp;`)
+/// makes a piece at most five times longer, so it stays under the hard limit.
 pub const MAX_POST_CHARS: usize = 4000;
 /// Longest text in a Block Kit section.
 const MAX_SECTION_CHARS: usize = 3000;
-/// How often a streamed reply may be edited at most.
-const PARTIAL_EDIT_INTERVAL: Duration = Duration::from_secs(1);
-/// Retries of a rate-limited post or edit, and the longest wait accepted for one.
-const MAX_RATE_RETRIES: u32 = 3;
-const MAX_RATE_WAIT: Duration = Duration::from_secs(30);
-/// Reconnection backoff.
-const BACKOFF_FIRST: Duration = Duration::from_millis(250);
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Envelopes remembered for deduplication.
 const REMEMBERED: usize = 4096;
 /// How long a socket read waits before the poll loop looks around.
@@ -283,7 +281,10 @@ impl WebApi {
         if answer["ok"].as_bool() == Some(true) {
             return Ok(answer);
         }
-        let error = answer["error"].as_str().unwrap_or("unknown_error").to_owned();
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or("unknown_error")
+            .to_owned();
         if is_auth(&error) {
             return Err(SlackError::Auth(error));
         }
@@ -296,30 +297,10 @@ impl WebApi {
         })
     }
 
-    /// Calls `method`, waiting out up to [`MAX_RATE_RETRIES`] rate limits of at most
-    /// [`MAX_RATE_WAIT`] each.
-    fn call_patiently(&self, method: &str, args: &Value) -> Result<Value, SlackError> {
-        let mut retries = 0;
-        loop {
-            match self.call(method, Token::Bot, Some(args)) {
-                Err(SlackError::RateLimited(wait))
-                    if retries < MAX_RATE_RETRIES && wait <= MAX_RATE_WAIT =>
-                {
-                    retries += 1;
-                    std::thread::sleep(wait);
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// The bot's user id and bot id (`auth.test`).
-    fn whoami(&self) -> Result<(String, String), SlackError> {
+    /// The bot's user id (`auth.test`): also checks the bot token.
+    fn whoami(&self) -> Result<String, SlackError> {
         let answer = self.call("auth.test", Token::Bot, Some(&json!({})))?;
-        Ok((
-            answer["user_id"].as_str().unwrap_or_default().to_owned(),
-            answer["bot_id"].as_str().unwrap_or_default().to_owned(),
-        ))
+        Ok(answer["user_id"].as_str().unwrap_or_default().to_owned())
     }
 
     /// A fresh Socket Mode URL (`apps.connections.open`, app token).
@@ -333,7 +314,11 @@ impl WebApi {
 
     /// The DM channel with `user` (`conversations.open`).
     fn open_dm(&self, user: &str) -> Result<String, SlackError> {
-        let answer = self.call_patiently("conversations.open", &json!({"users": user}))?;
+        let answer = self.call(
+            "conversations.open",
+            Token::Bot,
+            Some(&json!({"users": user})),
+        )?;
         answer["channel"]["id"]
             .as_str()
             .map(str::to_owned)
@@ -343,7 +328,8 @@ impl WebApi {
     /// Downloads a file at `url` (a `url_private` on the API's host), at most `cap` bytes:
     /// `None` when it is larger.
     fn download(&self, url: &str, cap: u64) -> Result<Option<Vec<u8>>, SlackError> {
-        let url = url::Url::parse(url).map_err(|_| SlackError::Network("bad file url".to_owned()))?;
+        let url =
+            url::Url::parse(url).map_err(|_| SlackError::Network("bad file url".to_owned()))?;
         let secure = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url));
         if !secure {
             return Err(SlackError::Network(
@@ -452,7 +438,7 @@ fn open_socket(url: &str) -> Result<Socket, SlackError> {
     let _ = tcp.set_nodelay(true);
     let stream = if tls {
         install_crypto_provider();
-        let config = rustls_platform_verifier::ConfigVerifierExt::with_platform_verifier()
+        let config = <rustls::ClientConfig as rustls_platform_verifier::ConfigVerifierExt>::with_platform_verifier()
             .map_err(|e: rustls::Error| SlackError::Network(format!("tls: {e}")))?;
         let name = rustls::pki_types::ServerName::try_from(host)
             .map_err(|_| SlackError::Network("tls: bad host name".to_owned()))?;
@@ -473,100 +459,49 @@ fn short(e: &dyn std::fmt::Display) -> String {
     text.chars().take(200).collect()
 }
 
-/// Something a person did on Slack, for the kernel.
-#[derive(Debug)]
-pub enum SlackEvent {
-    /// A message: becomes `inbound`.
-    Message(Inbound),
-    /// A button press (`block_actions`).
-    Press(Press),
-}
-
-/// A pressed button.
-#[derive(Debug, Clone)]
-pub struct Press {
-    /// The button's data (`value`).
-    pub data: String,
-    /// The Slack user id that pressed it.
-    pub presser: String,
-    /// The message carrying the button.
-    pub channel: String,
-    pub ts: String,
-}
-
-/// An event and what acknowledges it.
-#[derive(Debug)]
-pub struct Delivery {
-    pub event: SlackEvent,
-    /// Its envelope, to acknowledge once the kernel answered.
-    pub ack: AckToken,
-}
-
-/// What to acknowledge: the envelope ids that carried one event.
-#[derive(Debug, Clone)]
-pub struct AckToken {
-    key: String,
-}
-
 /// The Socket Mode side: receives envelopes, hands out events, acknowledges them.
 pub struct Listener {
-    name: String,
     config: Config,
     api: Arc<WebApi>,
+    log: Log,
     socket: Option<Socket>,
-    /// The bot's user id and bot id, to ignore its own messages.
-    me: (String, String),
-    backoff: Duration,
-    next_attempt: Instant,
-    /// Events handed out and not yet acknowledged: key → envelope ids that carried it.
+    connected_at: Instant,
+    /// The bot's user id, to ignore its own messages.
+    me: String,
+    /// Events handed out and not yet acknowledged: receipt → envelope ids that carried it.
     in_flight: HashMap<String, Vec<String>>,
-    /// Keys and envelope ids already acknowledged (bounded).
+    /// Receipts and envelope ids already acknowledged (bounded).
     done: HashSet<String>,
     done_order: VecDeque<String>,
 }
 
-impl Listener {
-    /// Waits up to `wait` for events; connects (with backoff) when there is no connection.
-    ///
-    /// # Errors
-    ///
-    /// A refused token (`invalid_auth`): retrying cannot help.
-    pub fn poll(&mut self, wait: Duration) -> Result<Vec<Delivery>, SlackError> {
+impl Platform for Listener {
+    fn poll(&mut self, wait: Duration) -> Result<Vec<Event>, ToolFailure> {
         let deadline = Instant::now() + wait;
         let mut events = Vec::new();
         loop {
             if self.socket.is_none() {
-                let now = Instant::now();
-                if now < self.next_attempt {
-                    let until = self.next_attempt.min(deadline);
-                    std::thread::sleep(until.saturating_duration_since(now));
-                    if Instant::now() < self.next_attempt {
-                        return Ok(events);
-                    }
-                }
-                match self.connect() {
-                    Ok(()) => {}
-                    Err(SlackError::Auth(e)) => return Err(SlackError::Auth(e)),
-                    Err(e) => {
-                        eprintln!("{}: {e}; reconnecting in {:?}", self.name, self.backoff);
-                        self.schedule_reconnect();
-                        continue;
-                    }
-                }
+                // Failures go back to the runtime, which waits with backoff and jitter.
+                self.connect().map_err(|e| e.failure())?;
             }
             match self.read_one() {
                 Ok(Some(text)) => {
-                    if let Some(delivery) = self.envelope(&text) {
-                        events.push(delivery);
+                    if let Some(event) = self.envelope(&text) {
+                        events.push(event);
                     }
-                    // Hand out what arrived together; the next poll reads on.
+                    // Take what arrived together; the next read waits at most a slice.
                     continue;
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    eprintln!("{}: the socket broke ({e}); reconnecting", self.name);
                     self.socket = None;
-                    self.schedule_reconnect();
+                    if self.connected_at.elapsed() < Duration::from_secs(2) {
+                        return Err(ToolFailure::transient(format!(
+                            "the socket closed right after it opened ({e})"
+                        )));
+                    }
+                    self.log
+                        .line(&format!("the socket broke ({e}); reconnecting"));
                 }
             }
             if !events.is_empty() || Instant::now() >= deadline {
@@ -575,24 +510,30 @@ impl Listener {
         }
     }
 
+    fn ack(&mut self, event: &Event) -> Result<(), ToolFailure> {
+        let receipt = event.receipt().to_owned();
+        let envelopes = self.in_flight.remove(&receipt).unwrap_or_default();
+        let mut result = Ok(());
+        for envelope in &envelopes {
+            if let Err(e) = self.send_ack(envelope) {
+                result = Err(e.failure());
+            }
+            self.remember(envelope.clone());
+        }
+        self.remember(receipt);
+        result
+    }
+}
+
+impl Listener {
     fn connect(&mut self) -> Result<(), SlackError> {
-        if self.me.0.is_empty() {
+        if self.me.is_empty() {
             self.me = self.api.whoami()?;
         }
         let url = self.api.socket_url()?;
         self.socket = Some(open_socket(&url)?);
+        self.connected_at = Instant::now();
         Ok(())
-    }
-
-    fn schedule_reconnect(&mut self) {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        // Up to a quarter more, so that many clients do not come back at once.
-        let jitter = self.backoff.mul_f64(f64::from(nanos % 1000) / 4000.0);
-        self.next_attempt = Instant::now() + self.backoff + jitter;
-        self.backoff = (self.backoff * 2).min(BACKOFF_CAP);
     }
 
     /// One text frame, `None` when none came within [`READ_SLICE`].
@@ -616,16 +557,22 @@ impl Listener {
         }
     }
 
-    fn send_ack(&mut self, envelope_id: &str) {
+    /// Acknowledges one envelope; when that fails the socket is dropped (Slack delivers the
+    /// envelope again on the next one, and it is recognised then).
+    fn send_ack(&mut self, envelope_id: &str) -> Result<(), SlackError> {
         let frame = json!({ "envelope_id": envelope_id }).to_string();
-        if let Some(socket) = self.socket.as_mut()
-            && let Err(e) = socket.send(WsMessage::text(frame))
-        {
-            // Slack delivers it again; the kernel drops the duplicate.
-            eprintln!("{}: cannot acknowledge ({}); it will come again", self.name, short(&e));
+        let Some(socket) = self.socket.as_mut() else {
+            return Err(SlackError::Network(
+                "no connection to acknowledge on; it will come again".to_owned(),
+            ));
+        };
+        socket.send(WsMessage::text(frame)).map_err(|e| {
             self.socket = None;
-            self.schedule_reconnect();
-        }
+            SlackError::Network(format!(
+                "cannot acknowledge ({}); it will come again",
+                short(&e)
+            ))
+        })
     }
 
     fn remember(&mut self, key: String) {
@@ -639,33 +586,19 @@ impl Listener {
         }
     }
 
-    /// Acknowledges the envelope(s) that carried an event the kernel answered.
-    pub fn ack(&mut self, token: &AckToken) {
-        let envelopes = self.in_flight.remove(&token.key).unwrap_or_default();
-        for envelope in &envelopes {
-            self.send_ack(envelope);
-            self.remember(envelope.clone());
-        }
-        self.remember(token.key.clone());
-    }
-
     /// Reads one frame: `hello`, `disconnect` or an envelope. Returns the event to hand out.
-    fn envelope(&mut self, text: &str) -> Option<Delivery> {
+    fn envelope(&mut self, text: &str) -> Option<Event> {
         let Ok(frame) = serde_json::from_str::<Value>(text) else {
             return None;
         };
         match frame["type"].as_str() {
-            Some("hello") => {
-                self.backoff = BACKOFF_FIRST;
-                return None;
-            }
+            Some("hello") => return None,
             Some("disconnect") => {
-                // Slack is about to close this connection: open a new one now.
+                // Slack is about to close this connection: the next poll opens a new one.
                 if let Some(mut socket) = self.socket.take() {
                     let _ = socket.close(None);
                     let _ = socket.flush();
                 }
-                self.next_attempt = Instant::now();
                 return None;
             }
             _ => {}
@@ -673,7 +606,7 @@ impl Listener {
         let envelope_id = frame["envelope_id"].as_str()?.to_owned();
         if self.done.contains(&envelope_id) {
             // Our acknowledgement was lost: say it again.
-            self.send_ack(&envelope_id);
+            let _ = self.send_ack(&envelope_id);
             return None;
         }
         let event = match frame["type"].as_str() {
@@ -681,33 +614,31 @@ impl Listener {
             Some("interactive") => press(&frame["payload"]),
             _ => None,
         };
-        let Some((key, event)) = event else {
+        let Some(event) = event else {
             // Nothing for the kernel (the bot's own message, an edit, a slash command): done.
-            self.send_ack(&envelope_id);
+            let _ = self.send_ack(&envelope_id);
             self.remember(envelope_id);
             return None;
         };
-        if self.done.contains(&key) {
-            self.send_ack(&envelope_id);
+        let receipt = event.receipt().to_owned();
+        if self.done.contains(&receipt) {
+            let _ = self.send_ack(&envelope_id);
             self.remember(envelope_id);
             return None;
         }
-        if let Some(envelopes) = self.in_flight.get_mut(&key) {
+        if let Some(envelopes) = self.in_flight.get_mut(&receipt) {
             // Delivered again while the kernel has it: acknowledged with the first.
             if !envelopes.contains(&envelope_id) {
                 envelopes.push(envelope_id);
             }
             return None;
         }
-        self.in_flight.insert(key.clone(), vec![envelope_id]);
-        Some(Delivery {
-            event,
-            ack: AckToken { key },
-        })
+        self.in_flight.insert(receipt, vec![envelope_id]);
+        Some(event)
     }
 
-    /// A `message` event from a person → `inbound`; anything else → `None`.
-    fn message(&self, event: &Value) -> Option<(String, SlackEvent)> {
+    /// A `message` event from a person; anything else → `None`.
+    fn message(&self, event: &Value) -> Option<Event> {
         if event["type"].as_str() != Some("message") {
             return None;
         }
@@ -718,44 +649,41 @@ impl Listener {
         {
             return None;
         }
-        if event.get("bot_id").is_some_and(|b| !b.is_null())
-            || event["user"].as_str().is_none_or(|u| u == self.me.0)
-        {
+        if event.get("bot_id").is_some_and(|b| !b.is_null()) {
             return None;
         }
         let user = event["user"].as_str()?;
+        if user == self.me {
+            return None;
+        }
         let channel = event["channel"].as_str()?;
         let ts = event["ts"].as_str()?;
         if !is_id(user) || !is_id(channel) || !is_id(ts) {
             return None;
         }
-        let direct = event["channel_type"].as_str() == Some("im");
-        let conversation = match event["thread_ts"].as_str() {
-            Some(thread) if thread != ts && is_id(thread) => {
-                format!("{}:{channel}:{thread}", self.name)
-            }
-            _ => format!("{}:{channel}", self.name),
+        let chat = match event["thread_ts"].as_str() {
+            Some(thread) if thread != ts && is_id(thread) => format!("{channel}:{thread}"),
+            _ => channel.to_owned(),
         };
-        let mut text = unescape(event["text"].as_str().unwrap_or_default());
-        cut(&mut text, self.config.max_message_bytes);
-        let attachments = event["files"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|file| self.attachment(file))
-            .collect();
         let message_id = format!("{channel}:{ts}");
-        let mut inbound = Inbound::new(conversation, format!("{}:{user}", self.name), text);
-        inbound.message_id = Some(message_id.clone());
-        inbound.direct = direct;
-        inbound.attachments = attachments;
-        if let Some(name) = event["user_profile"]["display_name"]
-            .as_str()
-            .filter(|n| !n.is_empty())
-        {
-            inbound.sender_name = Some(name.to_owned());
-        }
-        Some((message_id, SlackEvent::Message(inbound)))
+        Some(Event::Message(Incoming {
+            chat,
+            user: user.to_owned(),
+            user_name: event["user_profile"]["display_name"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
+            receipt: message_id.clone(),
+            message_id,
+            text: unescape(event["text"].as_str().unwrap_or_default()),
+            direct: event["channel_type"].as_str() == Some("im"),
+            attachments: event["files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|file| self.attachment(file))
+                .collect(),
+        }))
     }
 
     fn attachment(&self, file: &Value) -> Attachment {
@@ -773,7 +701,7 @@ impl Listener {
             Some(url) if size <= cap => match self.api.download(url, cap) {
                 Ok(bytes) => bytes.map(|b| BASE64.encode(&b)),
                 Err(e) => {
-                    eprintln!("{}: attachment `{name}`: {e}", self.name);
+                    self.log.line(&format!("attachment `{name}`: {e}"));
                     None
                 }
             },
@@ -789,7 +717,7 @@ impl Listener {
 }
 
 /// A `block_actions` payload → the first button's press.
-fn press(payload: &Value) -> Option<(String, SlackEvent)> {
+fn press(payload: &Value) -> Option<Event> {
     if payload["type"].as_str() != Some("block_actions") {
         return None;
     }
@@ -798,29 +726,40 @@ fn press(payload: &Value) -> Option<(String, SlackEvent)> {
         .as_str()
         .or_else(|| action["action_id"].as_str())?
         .to_owned();
-    let presser = payload["user"]["id"].as_str()?.to_owned();
-    let channel = payload["container"]["channel_id"]
+    let user = payload["user"]["id"].as_str()?.to_owned();
+    let chat = payload["container"]["channel_id"]
         .as_str()
         .or_else(|| payload["channel"]["id"].as_str())?
         .to_owned();
-    let ts = payload["container"]["message_ts"]
+    let message_id = payload["container"]["message_ts"]
         .as_str()
         .or_else(|| payload["message"]["ts"].as_str())?
         .to_owned();
-    let key = format!(
-        "press:{}:{}",
-        presser,
-        action["action_ts"].as_str().unwrap_or(&ts)
+    if !is_id(&user) || !is_id(&chat) || !is_id(&message_id) {
+        return None;
+    }
+    let text = payload["message"]["blocks"]
+        .as_array()
+        .and_then(|blocks| {
+            blocks
+                .iter()
+                .find(|b| b["type"].as_str() == Some("section"))
+        })
+        .and_then(|b| b["text"]["text"].as_str())
+        .map(str::to_owned);
+    let receipt = format!(
+        "press:{user}:{}",
+        action["action_ts"].as_str().unwrap_or(&message_id)
     );
-    Some((
-        key,
-        SlackEvent::Press(Press {
-            data,
-            presser,
-            channel,
-            ts,
-        }),
-    ))
+    Some(Event::Press(Pressed {
+        data,
+        user,
+        chat,
+        message_id,
+        text,
+        handle: String::new(),
+        receipt,
+    }))
 }
 
 /// Slack ids and timestamps: letters, digits, `.`, `-`, `_`; short.
@@ -854,276 +793,32 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Cuts `text` to at most `max` bytes (on a character boundary), saying so.
-fn cut(text: &mut String, max: usize) {
-    if text.len() <= max {
-        return;
-    }
-    let note = format!("\n[cut: the message was longer than {max} bytes]");
-    let mut end = max.saturating_sub(note.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text.push_str(&note);
-}
-
-/// Splits `text` into pieces whose escaped form has at most `max` characters, preferring to
-/// cut after a newline, else after a space.
-#[must_use]
-pub fn split(text: &str, max: usize) -> Vec<String> {
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let mut length = 0;
-        let mut end = rest.len();
-        let mut last_newline = None;
-        let mut last_space = None;
-        for (at, c) in rest.char_indices() {
-            let width = match c {
-                '&' => 5,
-                '<' | '>' => 4,
-                _ => 1,
-            };
-            if length + width > max {
-                end = at;
-                break;
-            }
-            length += width;
-            if c == '\n' {
-                last_newline = Some(at + 1);
-            } else if c == ' ' {
-                last_space = Some(at + 1);
-            }
-        }
-        if end < rest.len() {
-            end = last_newline.or(last_space).filter(|&e| e > 0).unwrap_or(end);
-        }
-        let (piece, tail) = rest.split_at(end.max(rest.chars().next().map_or(1, char::len_utf8)));
-        pieces.push(escape(piece));
-        rest = tail;
-    }
-    if pieces.is_empty() {
-        pieces.push(String::new());
-    }
-    pieces
-}
-
 // ---- Posting ----
 
-/// Where a conversation posts: the channel, and the thread if any.
-fn target<'a>(name: &str, conversation: &'a str) -> Result<(&'a str, Option<&'a str>), ToolFailure> {
-    let rest = conversation
-        .strip_prefix(name)
-        .and_then(|r| r.strip_prefix(':'))
-        .ok_or_else(|| {
-            ToolFailure::invalid(format!("conversation `{conversation}` is not {name}'s"))
-        })?;
-    let (channel, thread) = match rest.split_once(':') {
+/// The Web API side: posts, edits, announcements, answers to presses.
+pub struct SlackPoster {
+    api: Arc<WebApi>,
+}
+
+/// A chat the runtime hands over: `<channel>` or `<channel>:<thread_ts>`.
+fn channel_of(chat: &str) -> Result<(&str, Option<&str>), ToolFailure> {
+    let (channel, thread) = match chat.split_once(':') {
         Some((channel, thread)) => (channel, Some(thread)),
-        None => (rest, None),
+        None => (chat, None),
     };
     if !is_id(channel) || thread.is_some_and(|t| !is_id(t)) {
         return Err(ToolFailure::invalid(format!(
-            "conversation `{conversation}` is not a slack channel"
+            "`{chat}` is not a slack channel"
         )));
     }
     Ok((channel, thread))
 }
 
-/// The Web API side: posts, edits, announcements.
-pub struct Poster {
-    name: String,
-    api: Arc<WebApi>,
-    /// When each message was last edited (for coalescing partial edits).
-    edited: Mutex<HashMap<String, Instant>>,
-    /// Each approval's messages: (channel, ts, text).
-    announced: Mutex<HashMap<String, Vec<(String, String, String)>>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl Poster {
-    /// Posts `outbound` (or edits with it); returns the id of the last message.
-    ///
-    /// # Errors
-    ///
-    /// A conversation that is not this connector's, or what Slack refused.
-    pub fn post(&self, outbound: &Outbound) -> Result<String, ToolFailure> {
-        let (channel, thread) = target(&self.name, &outbound.conversation)?;
-        let pieces = split(&outbound.text, MAX_POST_CHARS);
-        let mut last = None;
-        let mut rest = pieces.iter();
-        if let Some(edit) = &outbound.edit {
-            if !is_id(edit) {
-                return Err(ToolFailure::invalid(format!("`{edit}` is not a slack message id")));
-            }
-            let key = format!("{channel}:{edit}");
-            if outbound.partial {
-                let recent = lock(&self.edited)
-                    .get(&key)
-                    .is_some_and(|at| at.elapsed() < PARTIAL_EDIT_INTERVAL);
-                if recent {
-                    return Ok(edit.clone());
-                }
-            }
-            let first = rest.next().map_or("", String::as_str);
-            let args = json!({
-                "channel": channel, "ts": edit, "text": first,
-                "mrkdwn": false, "parse": "none", "link_names": false, "blocks": [],
-            });
-            let result = if outbound.partial {
-                self.api.call("chat.update", Token::Bot, Some(&args))
-            } else {
-                self.api.call_patiently("chat.update", &args)
-            };
-            match result {
-                Ok(_) => {}
-                // A skipped intermediate state is fine: a later edit carries more.
-                Err(SlackError::RateLimited(_)) if outbound.partial => return Ok(edit.clone()),
-                Err(e) => return Err(e.failure()),
-            }
-            lock(&self.edited).insert(key, Instant::now());
-            last = Some(edit.clone());
-        }
-        for piece in rest {
-            let mut args = plain_message(channel, piece);
-            if let Some(thread) = thread {
-                args["thread_ts"] = json!(thread);
-            }
-            let answer = self
-                .api
-                .call_patiently("chat.postMessage", &args)
-                .map_err(|e| e.failure())?;
-            last = answer["ts"].as_str().map(str::to_owned);
-        }
-        last.ok_or_else(|| ToolFailure::new(ErrorKind::Permanent, "slack: no message id"))
-    }
-
-    /// Shows an approval announcement: `Pending`/`Undo` post `text` with its buttons to each
-    /// recipient's DM; `Settled` edits those messages to `text`, without buttons. Returns the
-    /// number of messages posted or edited.
-    ///
-    /// # Errors
-    ///
-    /// What Slack refused.
-    pub fn announce(
-        &self,
-        announcement: &p3ak_approval::chat::Announcement,
-    ) -> Result<usize, ToolFailure> {
-        use p3ak_approval::chat::AnnouncementKind;
-        if announcement.kind == AnnouncementKind::Settled {
-            let messages = lock(&self.announced)
-                .remove(&announcement.approval)
-                .unwrap_or_default();
-            let mut edited = 0;
-            for (channel, ts, _) in &messages {
-                self.edit_card(channel, ts, &announcement.text)?;
-                edited += 1;
-            }
-            return Ok(edited);
-        }
-        let blocks = card(
-            &announcement.text,
-            &announcement.buttons,
-            announcement.link.as_deref(),
-        );
-        let mut posted = Vec::new();
-        for user in &announcement.recipients {
-            if !is_id(user) {
-                return Err(ToolFailure::invalid(format!("`{user}` is not a slack user id")));
-            }
-            let channel = self.api.open_dm(user).map_err(|e| e.failure())?;
-            let mut args = plain_message(&channel, &escape(&clip(&announcement.text, MAX_POST_CHARS)));
-            args["blocks"] = blocks.clone();
-            let answer = self
-                .api
-                .call_patiently("chat.postMessage", &args)
-                .map_err(|e| e.failure())?;
-            if let Some(ts) = answer["ts"].as_str() {
-                posted.push((channel, ts.to_owned(), announcement.text.clone()));
-            }
-        }
-        let count = posted.len();
-        lock(&self.announced)
-            .entry(announcement.approval.clone())
-            .or_default()
-            .extend(posted);
-        Ok(count)
-    }
-
-    /// Answers a press: the presser sees `message`; the announcement (when known) shows its
-    /// text and the outcome line, without buttons.
-    ///
-    /// # Errors
-    ///
-    /// What Slack refused.
-    pub fn answer_press(
-        &self,
-        press: &Press,
-        answer: Option<&p3ak_approval::chat::PressAnswer>,
-        message: &str,
-    ) -> Result<(), ToolFailure> {
-        let Some(answer) = answer else {
-            return self.tell(press, message);
-        };
-        let known = answer.approval.as_ref().and_then(|approval| {
-            lock(&self.announced).get(approval).and_then(|messages| {
-                messages
-                    .iter()
-                    .find(|(c, t, _)| *c == press.channel && *t == press.ts)
-                    .cloned()
-            })
-        });
-        match known {
-            Some((channel, ts, text)) => {
-                use p3ak_approval::chat::PressOutcome;
-                let text = format!("{text}\n\n{}", answer.message);
-                self.edit_card(&channel, &ts, &text)?;
-                if answer.outcome != PressOutcome::Refused
-                    && let Some(approval) = &answer.approval
-                    && let Some(messages) = lock(&self.announced).get_mut(approval)
-                {
-                    for entry in messages.iter_mut().filter(|(c, t, _)| *c == channel && *t == ts) {
-                        entry.2.clone_from(&text);
-                    }
-                }
-                Ok(())
-            }
-            None => self.tell(press, &answer.message),
-        }
-    }
-
-    /// An ephemeral line for the presser, under the pressed message.
-    fn tell(&self, press: &Press, message: &str) -> Result<(), ToolFailure> {
-        let mut args = plain_message(&press.channel, &escape(&clip(message, MAX_POST_CHARS)));
-        args["user"] = json!(press.presser);
-        self.api
-            .call_patiently("chat.postEphemeral", &args)
-            .map(|_| ())
-            .map_err(|e| e.failure())
-    }
-
-    fn edit_card(&self, channel: &str, ts: &str, text: &str) -> Result<(), ToolFailure> {
-        let mut args = plain_message(channel, &escape(&clip(text, MAX_POST_CHARS)));
-        args["ts"] = json!(ts);
-        args["blocks"] = card(text, &[], None);
-        self.api
-            .call_patiently("chat.update", &args)
-            .map(|_| ())
-            .map_err(|e| e.failure())
-    }
-}
-
-/// A post's arguments that make Slack show `text` (already escaped) literally.
+/// A post's arguments that make Slack show `text` literally.
 fn plain_message(channel: &str, text: &str) -> Value {
     json!({
         "channel": channel,
-        "text": text,
+        "text": escape(text),
         "mrkdwn": false,
         "parse": "none",
         "link_names": false,
@@ -1137,7 +832,7 @@ fn clip(text: &str, max: usize) -> String {
 }
 
 /// Block Kit for an announcement: its text as plain text, then its buttons and link.
-fn card(text: &str, buttons: &[p3ak_approval::chat::Button], link: Option<&str>) -> Value {
+fn card(text: &str, buttons: &[Button], link: Option<&str>) -> Value {
     let mut blocks = vec![json!({
         "type": "section",
         "text": {"type": "plain_text", "text": clip(text, MAX_SECTION_CHARS), "emoji": false},
@@ -1156,7 +851,7 @@ fn card(text: &str, buttons: &[p3ak_approval::chat::Button], link: Option<&str>)
     if let Some(link) = link {
         elements.push(json!({
             "type": "button",
-            "text": {"type": "plain_text", "text": "Open the console", "emoji": false},
+            "text": {"type": "plain_text", "text": "Open in the console", "emoji": false},
             "action_id": "p3ak-link",
             "url": clip(link, 3000),
         }));
@@ -1167,82 +862,163 @@ fn card(text: &str, buttons: &[p3ak_approval::chat::Button], link: Option<&str>)
     Value::Array(blocks)
 }
 
-/// The Slack connector, from its config and credential: the listening half and the posting
-/// half, which the runtime drives from two threads.
+impl Poster for SlackPoster {
+    fn text_limit(&self) -> usize {
+        MAX_POST_CHARS
+    }
+
+    fn send(&self, chat: &str, text: &str) -> Result<String, ToolFailure> {
+        let (channel, thread) = channel_of(chat)?;
+        let mut args = plain_message(channel, text);
+        if let Some(thread) = thread {
+            args["thread_ts"] = json!(thread);
+        }
+        let answer = self
+            .api
+            .call("chat.postMessage", Token::Bot, Some(&args))
+            .map_err(|e| e.failure())?;
+        answer["ts"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ToolFailure::transient("slack: chat.postMessage answered no ts"))
+    }
+
+    fn edit(&self, chat: &str, message_id: &str, text: &str) -> Result<(), ToolFailure> {
+        let (channel, _) = channel_of(chat)?;
+        if !is_id(message_id) {
+            return Err(ToolFailure::invalid(format!(
+                "`{message_id}` is not a slack message id"
+            )));
+        }
+        let mut args = plain_message(channel, text);
+        args["ts"] = json!(message_id);
+        // No blocks: the buttons of an announcement go.
+        args["blocks"] = json!([]);
+        self.api
+            .call("chat.update", Token::Bot, Some(&args))
+            .map(|_| ())
+            .map_err(|e| e.failure())
+    }
+
+    fn announce(
+        &self,
+        user: &str,
+        text: &str,
+        buttons: &[Button],
+        link: Option<&str>,
+    ) -> Result<Posted, ToolFailure> {
+        if !is_id(user) {
+            return Err(ToolFailure::invalid(format!(
+                "`{user}` is not a slack user id"
+            )));
+        }
+        let channel = self.api.open_dm(user).map_err(|e| e.failure())?;
+        let mut args = plain_message(&channel, &clip(text, MAX_POST_CHARS));
+        args["blocks"] = card(text, buttons, link);
+        let answer = self
+            .api
+            .call("chat.postMessage", Token::Bot, Some(&args))
+            .map_err(|e| e.failure())?;
+        let message_id = answer["ts"]
+            .as_str()
+            .ok_or_else(|| ToolFailure::transient("slack: chat.postMessage answered no ts"))?
+            .to_owned();
+        Ok(Posted {
+            chat: channel,
+            message_id,
+        })
+    }
+
+    fn answer_press(
+        &self,
+        press: &Pressed,
+        message: &str,
+        edit: Option<&str>,
+    ) -> Result<(), ToolFailure> {
+        if let Some(text) = edit {
+            // The card itself says what became of it.
+            return self.edit(&press.chat, &press.message_id, text);
+        }
+        let (channel, _) = channel_of(&press.chat)?;
+        let mut args = plain_message(channel, message);
+        args["user"] = json!(press.user);
+        self.api
+            .call("chat.postEphemeral", Token::Bot, Some(&args))
+            .map(|_| ())
+            .map_err(|e| e.failure())
+    }
+}
+
+/// The Slack connector from the runtime's [`Setup`]: its config and the two tokens.
 ///
 /// # Errors
 ///
 /// A config or credential that cannot work.
-pub fn from_config(
-    name: &str,
-    config: &Value,
-    credential: Option<&str>,
-) -> Result<(Listener, Arc<Poster>), PluginError> {
-    let config: Config = p3ak_sdk::parse_config(config)?;
-    p3ak_sdk::check_setting("max_message_bytes", config.max_message_bytes, 1 << 20, " bytes")?;
-    p3ak_sdk::check_setting("max_attachment_bytes", config.max_attachment_bytes, 64 << 20, " bytes")?;
-    p3ak_sdk::check_setting("timeout_secs", config.timeout_secs, 600, " s")?;
+pub fn build(setup: Setup<'_>) -> Result<Connector, PluginError> {
+    let config: Config = p3ak_sdk::parse_config(&setup.welcome.config)?;
+    p3ak_sdk::check_setting(
+        "max_message_bytes",
+        config.max_message_bytes,
+        1 << 20,
+        " bytes",
+    )?;
     if config.max_message_bytes < 128 {
         return Err(PluginError::Config(
             "`max_message_bytes` must be at least 128".to_owned(),
         ));
     }
-    let credential = credential.ok_or_else(|| {
-        PluginError::Key("the slack connector needs a credential (the app and bot tokens)".to_owned())
-    })?;
-    let tokens = Tokens::parse(credential)?;
+    p3ak_sdk::check_setting(
+        "max_attachment_bytes",
+        config.max_attachment_bytes,
+        64 << 20,
+        " bytes",
+    )?;
+    p3ak_sdk::check_setting("timeout_secs", config.timeout_secs, 600, " s")?;
+    let tokens = Tokens::parse(setup.token.expose())?;
     let api = Arc::new(WebApi::new(&config, tokens)?);
-    let poster = Arc::new(Poster {
-        name: name.to_owned(),
-        api: Arc::clone(&api),
-        edited: Mutex::new(HashMap::new()),
-        announced: Mutex::new(HashMap::new()),
-    });
+    let max_message_bytes = config.max_message_bytes;
     let listener = Listener {
-        name: name.to_owned(),
         config,
-        api,
+        api: Arc::clone(&api),
+        log: setup.log,
         socket: None,
-        me: (String::new(), String::new()),
-        backoff: BACKOFF_FIRST,
-        next_attempt: Instant::now(),
+        connected_at: Instant::now(),
+        me: String::new(),
         in_flight: HashMap::new(),
         done: HashSet::new(),
         done_order: VecDeque::new(),
     };
-    Ok((listener, poster))
+    Ok(Connector {
+        platform: Box::new(listener),
+        poster: Arc::new(SlackPoster { api }),
+        max_message_bytes,
+    })
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests: a failed step should fail loudly")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
 mod tests {
     use super::*;
 
     #[test]
-    fn split_keeps_escaped_pieces_within_the_limit_and_loses_nothing() {
-        let text = "a <b> & c\n".repeat(50);
-        let pieces = split(&text, 40);
-        assert!(pieces.iter().all(|p| p.chars().count() <= 40), "{pieces:?}");
-        assert_eq!(unescape(&pieces.concat()), text);
-        assert_eq!(split("", 10), vec![String::new()]);
-        assert_eq!(split("héllo", 2).concat(), "héllo");
+    fn text_is_escaped_for_slack_and_back() {
+        let text = "<!channel> & <@U1> *b* <http://x|y>";
+        assert_eq!(
+            escape(text),
+            "&lt;!channel&gt; &amp; &lt;@U1&gt; *b* &lt;http://x|y&gt;"
+        );
+        assert_eq!(unescape(&escape(text)), text);
     }
 
     #[test]
-    fn cut_says_so_and_stays_within_the_limit() {
-        let mut text = "é".repeat(200);
-        cut(&mut text, 128);
-        assert!(text.len() <= 128);
-        assert!(text.ends_with("longer than 128 bytes]"));
-    }
-
-    #[test]
-    fn a_conversation_names_this_connectors_channel_and_thread() {
-        assert_eq!(target("sl", "sl:C1").unwrap(), ("C1", None));
-        assert_eq!(target("sl", "sl:C1:17.5").unwrap(), ("C1", Some("17.5")));
-        assert!(target("sl", "other:C1").is_err());
-        assert!(target("sl", "slx:C1").is_err());
-        assert!(target("sl", "sl:C 1").is_err());
+    fn a_chat_is_a_channel_and_maybe_a_thread() {
+        assert_eq!(channel_of("C1").unwrap(), ("C1", None));
+        assert_eq!(channel_of("C1:17.5").unwrap(), ("C1", Some("17.5")));
+        assert!(channel_of("C 1").is_err());
+        assert!(channel_of("C1:1:2").is_err());
     }
 
     #[test]
@@ -1251,5 +1027,18 @@ mod tests {
         assert!(Tokens::parse("xoxb-2 xapp-1").is_err());
         assert!(Tokens::parse("xapp-1").is_err());
         assert!(Tokens::parse("xapp-1 xoxb-2 x").is_err());
+    }
+
+    #[test]
+    fn an_announcement_card_carries_its_buttons_and_link() {
+        let buttons = [Button {
+            label: "Approve".to_owned(),
+            data: "p3ak:t1".to_owned(),
+        }];
+        let blocks = card("do <it>", &buttons, Some("https://console/x"));
+        assert_eq!(blocks[0]["text"]["type"], "plain_text");
+        assert_eq!(blocks[1]["elements"][0]["value"], "p3ak:t1");
+        assert_eq!(blocks[1]["elements"][1]["url"], "https://console/x");
+        assert_eq!(card("x", &[], None).as_array().unwrap().len(), 1);
     }
 }
