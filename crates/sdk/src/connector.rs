@@ -961,7 +961,7 @@ fn platform_loop(shared: &Shared, mut platform: Box<dyn Platform>) {
                     "the platform refused the connector: {}",
                     f.message
                 ));
-                stop_connector(shared, PluginError::Config(shared.log.redact(&f.message)));
+                stop_connector(shared, PluginError::Platform(shared.log.redact(&f.message)));
                 return;
             }
             Err(f) => {
@@ -1014,10 +1014,15 @@ pub fn backoff(failures: u32) -> Duration {
     let base = Duration::from_millis(500)
         .saturating_mul(1u32.checked_shl(failures.min(8)).unwrap_or(u32::MAX))
         .min(MAX_BACKOFF);
-    let jitter: [u8; 2] = p3ak_crypto::random_array().unwrap_or([0, 0]);
-    let fraction = f64::from(u16::from_le_bytes(jitter)) / f64::from(u16::MAX);
     // Between half and the whole of `base`.
-    base.mul_f64(0.5 + fraction / 2.0)
+    base.mul_f64(0.5 + random_fraction() / 2.0)
+}
+
+/// A random number from 0 to 1, for jitter.
+#[must_use]
+pub fn random_fraction() -> f64 {
+    let bytes: [u8; 4] = p3ak_crypto::random_array().unwrap_or([0; 4]);
+    f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX)
 }
 
 /// Hands one event to the kernel, retrying until it is taken or refused for good; false when

@@ -122,7 +122,7 @@ impl Api {
 
     /// Calls `method` with `body`; returns its `result`.
     fn call(&self, method: &str, body: &Value) -> Result<Value, ToolFailure> {
-        let url = self.url(&format!("bot{}/{method}", self.token.expose()))?;
+        let url = self.url(&format!("./bot{}/{method}", self.token.expose()))?;
         let bytes = serde_json::to_vec(body)
             .map_err(|e| ToolFailure::permanent(format!("telegram {method}: {e}")))?;
         let response = self
@@ -186,7 +186,7 @@ impl Api {
         }
         let path = file.get("file_path").and_then(Value::as_str)?;
         let url = self
-            .url(&format!("file/bot{}/{path}", self.token.expose()))
+            .url(&format!("./file/bot{}/{path}", self.token.expose()))
             .ok()?;
         let response = match self.client.get(url).send() {
             Ok(r) if r.status().is_success() => r,
