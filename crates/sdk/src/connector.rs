@@ -886,6 +886,7 @@ fn show_approval(shared: &Shared, approval: &Approval) -> Result<usize, ToolFail
         .open(Purpose::Announce, &approval.sealed)
         .map_err(|e| ToolFailure::invalid(format!("approval: {e}")))?;
     let poster = &shared.poster;
+    let text = fit(&announcement.text, poster.text_limit());
     match announcement.kind {
         AnnouncementKind::Pending | AnnouncementKind::Undo => {
             let mut posted = Vec::new();
@@ -894,7 +895,7 @@ fn show_approval(shared: &Shared, approval: &Approval) -> Result<usize, ToolFail
                 match with_retries(shared, || {
                     poster.announce(
                         user,
-                        &announcement.text,
+                        &text,
                         &announcement.buttons,
                         announcement.link.as_deref(),
                     )
@@ -931,9 +932,7 @@ fn show_approval(shared: &Shared, approval: &Approval) -> Result<usize, ToolFail
                 .unwrap_or_default();
             let mut n = 0;
             for p in &posted {
-                match with_retries(shared, || {
-                    poster.edit(&p.chat, &p.message_id, &announcement.text)
-                }) {
+                match with_retries(shared, || poster.edit(&p.chat, &p.message_id, &text)) {
                     Ok(()) => n += 1,
                     Err(f) => shared.log.line(&format!(
                         "cannot settle approval {}: {}",
@@ -1155,6 +1154,7 @@ fn handle_press(shared: &Shared, pressed: &Pressed) {
     } else {
         format!("{base}\n\n{}", answered.message)
     };
+    let settled = fit(&settled, poster.text_limit());
     answer(&answered.message, Some(&settled));
     for p in remembered.map(|(_, posted)| posted).unwrap_or_default() {
         if p.chat == pressed.chat && p.message_id == pressed.message_id {
@@ -1202,6 +1202,17 @@ pub fn cut_text(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}{note}", text.get(..end).unwrap_or_default())
+}
+
+/// `text` cut to at most `limit` characters, ending in `…` when it was cut.
+#[must_use]
+pub fn fit(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(limit.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// Splits `text` into pieces of at most `limit` characters, at a line break or space when one

@@ -420,12 +420,26 @@ impl Poster for Rest {
                 },
             }),
         };
-        self.call(
+        match self.call(
             reqwest::Method::POST,
             &format!("interactions/{}/{token}/callback", segment(id)?),
             Some(&body),
-        )
-        .map(drop)
+        ) {
+            Ok(_) => Ok(()),
+            // Too late (an interaction must be answered within 3 s): the message is still
+            // updated, through the channel.
+            Err(f) if f.kind == ErrorKind::Invalid => match edit {
+                Some(text) if !press.chat.is_empty() && !press.message_id.is_empty() => {
+                    self.log.line(&format!(
+                        "interaction answer refused ({}); editing instead",
+                        f.message
+                    ));
+                    self.edit(&press.chat, &press.message_id, text)
+                }
+                _ => Err(f),
+            },
+            Err(f) => Err(f),
+        }
     }
 }
 

@@ -478,10 +478,18 @@ impl Poster for Api {
         edit: Option<&str>,
     ) -> Result<(), ToolFailure> {
         let short: String = message.chars().take(ANSWER_LIMIT).collect();
-        self.call(
+        // Answered at most once: when a retry comes for the edit below, Telegram refuses the
+        // second answer, which does not matter.
+        if let Err(f) = self.call(
             "answerCallbackQuery",
             &json!({"callback_query_id": press.handle, "text": short}),
-        )?;
+        ) {
+            if f.kind == ErrorKind::RateLimited {
+                return Err(f);
+            }
+            self.log
+                .line(&format!("cannot answer a button press: {}", f.message));
+        }
         match edit {
             Some(text) if !press.chat.is_empty() && !press.message_id.is_empty() => {
                 self.edit(&press.chat, &press.message_id, text)
