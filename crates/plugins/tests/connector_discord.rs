@@ -257,6 +257,31 @@ fn a_dropped_gateway_connection_resumes_without_delivering_twice() {
     assert_eq!(inbound.message_id.as_deref(), Some(third.as_str()));
     kernel.accept(request);
     assert_eq!((fake.identifies(), fake.resumes()), (1, 1));
+    // Heartbeats keep the connection (the fake asks for one a second).
+    let deadline = Instant::now() + WAIT;
+    while fake.heartbeats() == 0 {
+        assert!(Instant::now() < deadline, "no heartbeat");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kernel.shutdown();
+}
+
+#[test]
+fn an_invalid_session_identifies_again() {
+    let fake = Fake::start(TOKEN);
+    let mut kernel = start(&fake, None, json!({}));
+    fake.end_session();
+    fake.drop_connection();
+    // The RESUME is refused; after the wait Discord asks for, a new session.
+    let deadline = Instant::now() + WAIT;
+    while fake.identifies() < 2 {
+        assert!(Instant::now() < deadline, "did not identify again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let id = fake.say("42", "7", "new session");
+    let (request, inbound) = kernel.inbound();
+    assert_eq!(inbound.message_id.as_deref(), Some(id.as_str()));
+    kernel.accept(request);
     kernel.shutdown();
 }
 

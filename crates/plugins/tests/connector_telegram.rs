@@ -153,6 +153,20 @@ fn outbound_is_posted_plain_then_edited_and_long_texts_are_split() {
     assert_eq!(parts.last().unwrap().id, last);
     let joined: String = parts.iter().map(|s| s.text.as_str()).collect();
     assert_eq!(joined, long);
+    // Editing a split message edits its parts; a shorter text empties the surplus ones.
+    let again = kernel
+        .outbound("telegram:-1001", "short now", Some(&last), false)
+        .unwrap();
+    let first = fake.wait_sent(|s| s.edit && s.id == parts[0].id, WAIT);
+    assert_eq!(first.text, "short now");
+    assert_eq!(again, parts[0].id);
+    fake.wait_sent(|s| s.edit && s.id == parts[2].id && s.text == "…", WAIT);
+    assert!(
+        !fake
+            .sent()
+            .iter()
+            .any(|s| s.chat == "-1001" && !s.edit && s.text == "short now")
+    );
 
     // Another connector's conversation is refused.
     let e = kernel.outbound("slack:C1", "x", None, false).unwrap_err();

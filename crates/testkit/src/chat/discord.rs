@@ -35,6 +35,7 @@ struct State {
     session: Option<String>,
     identifies: u32,
     resumes: u32,
+    heartbeats: u32,
     /// user → DM channel.
     dms: HashMap<String, String>,
     /// message id → (channel, raw content, button data).
@@ -287,6 +288,18 @@ impl Fake {
         self.inner.state.lock().unwrap().answers.clone()
     }
 
+    /// How many heartbeats the connector sent.
+    #[must_use]
+    pub fn heartbeats(&self) -> u32 {
+        self.inner.state.lock().unwrap().heartbeats
+    }
+
+    /// Ends the session on Discord's side: the next RESUME gets INVALID_SESSION (not
+    /// resumable), and the connector must identify again.
+    pub fn end_session(&self) {
+        self.inner.state.lock().unwrap().session = None;
+    }
+
     /// Waits until the connector has started or resumed `n` sessions in all.
     pub fn wait_sessions(&self, n: u32, timeout: Duration) {
         let end = std::time::Instant::now() + timeout;
@@ -518,7 +531,12 @@ impl Inner {
                 Ok(WsMessage::Text(text)) => {
                     let payload: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
                     match payload["op"].as_u64() {
-                        Some(1) if !send(&mut ws, &json!({"op": 11})) => return,
+                        Some(1) => {
+                            self.state.lock().unwrap().heartbeats += 1;
+                            if !send(&mut ws, &json!({"op": 11})) {
+                                return;
+                            }
+                        }
                         Some(2) => {
                             if payload["d"]["token"] != self.token.as_str() {
                                 let _ = ws.close(Some(CloseFrame {
