@@ -447,3 +447,41 @@ fn the_token_never_reaches_stderr() {
         "{said}"
     );
 }
+
+#[test]
+fn a_bad_config_or_a_missing_token_is_refused() {
+    let (sent, returned) = p3ak_testkit::plugin::FakeKernel::<PluginError>::start_failing(
+        json!({"base_url": "http://api.telegram.example"}),
+        Some(Credential::new(TOKEN.to_owned())),
+        |stream| {
+            p3ak_sdk::connector::serve_with_key(
+                stream,
+                "telegram",
+                p3ak_plugins::SOFTWARE,
+                MAX,
+                None,
+                telegram::connector,
+            )
+        },
+    );
+    assert!(sent.message.contains("loopback"), "{}", sent.message);
+    assert!(matches!(returned, PluginError::Config(_)), "{returned}");
+
+    let (sent, returned) =
+        p3ak_testkit::plugin::FakeKernel::<PluginError>::start_failing(json!({}), None, |stream| {
+            p3ak_sdk::connector::serve_with_key(
+                stream,
+                "telegram",
+                p3ak_plugins::SOFTWARE,
+                MAX,
+                None,
+                telegram::connector,
+            )
+        });
+    assert!(
+        sent.message.contains("no platform token"),
+        "{}",
+        sent.message
+    );
+    assert!(matches!(returned, PluginError::Key(_)), "{returned}");
+}

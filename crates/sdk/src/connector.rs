@@ -30,6 +30,61 @@
 //! them literally.
 //!
 //! Logs go to standard error through [`Log`], which replaces the token by `[redacted]`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use p3ak_sdk::connector::{self, Button, Connector, Event, Platform, Posted, Poster, Pressed};
+//! use p3ak_sdk::{Launch, PluginError, ToolFailure};
+//!
+//! struct Inbox; // would long-poll the platform
+//! struct Outbox; // would call its REST API
+//!
+//! impl Platform for Inbox {
+//!     fn poll(&mut self, wait: Duration) -> Result<Vec<Event>, ToolFailure> {
+//!         std::thread::sleep(wait);
+//!         Ok(Vec::new())
+//!     }
+//! }
+//!
+//! impl Poster for Outbox {
+//!     fn text_limit(&self) -> usize {
+//!         2000
+//!     }
+//!     fn send(&self, _chat: &str, _text: &str) -> Result<String, ToolFailure> {
+//!         Ok("1".to_owned())
+//!     }
+//!     fn edit(&self, _chat: &str, _id: &str, _text: &str) -> Result<(), ToolFailure> {
+//!         Ok(())
+//!     }
+//!     fn announce(
+//!         &self,
+//!         user: &str,
+//!         _text: &str,
+//!         _buttons: &[Button],
+//!         _link: Option<&str>,
+//!     ) -> Result<Posted, ToolFailure> {
+//!         Ok(Posted { chat: user.to_owned(), message_id: "2".to_owned() })
+//!     }
+//!     fn answer_press(&self, _: &Pressed, _: &str, _: Option<&str>) -> Result<(), ToolFailure> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), PluginError> {
+//!     let launch = Launch::from_env()?;
+//!     let stream = p3ak_sdk::connect()?;
+//!     connector::serve(stream, &launch.plugin, "my-chat 0.1", launch.max_frame, |setup| {
+//!         let _token = setup.token; // the platform token from `welcome.key`
+//!         Ok(Connector {
+//!             platform: Box::new(Inbox),
+//!             poster: Arc::new(Outbox),
+//!             max_message_bytes: connector::DEFAULT_MAX_MESSAGE_BYTES,
+//!         })
+//!     })
+//! }
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
