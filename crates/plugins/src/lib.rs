@@ -11,6 +11,8 @@
 //! | `anthropic` | provider | Anthropic's Messages API |
 //! | `openai` | provider | Chat Completions: OpenAI, llama.cpp, vLLM, LM Studio, … |
 //! | `ollama` | provider | Ollama's `/api/chat` |
+//! | `telegram` | connector | Telegram's Bot API (long polling) |
+//! | `discord` | connector | Discord's Gateway and REST API |
 //! | `slack` | connector | Slack: Socket Mode and the Web API |
 //!
 //! The `vault` tool needs the vault and memory crates, so it lives in `p3ak-vaulttool`; the
@@ -46,6 +48,8 @@ pub const BUILTINS: &[&str] = &[
     "anthropic",
     "openai",
     "ollama",
+    "telegram",
+    "discord",
     "slack",
 ];
 
@@ -58,7 +62,7 @@ pub enum RunError {
     /// A plugin this crate does not have (`vault` is `p3ak-vaulttool`'s; the CLI routes it).
     #[error(
         "unknown plugin `{0}`: the first-party plugins are files, shell, http, vault, scripted, \
-         anthropic, openai, ollama and slack"
+         anthropic, openai, ollama, telegram, discord and slack"
     )]
     UnknownPlugin(String),
     /// The plugin stopped with an error.
@@ -127,6 +131,20 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
                 providers::ollama::Ollama::from_config(&w.config)?,
             )))
         }),
+        "telegram" => p3ak_sdk::connector::serve(
+            stream,
+            &plugin,
+            SOFTWARE,
+            max_frame,
+            connectors::telegram::connector,
+        ),
+        "discord" => p3ak_sdk::connector::serve(
+            stream,
+            &plugin,
+            SOFTWARE,
+            max_frame,
+            connectors::discord::connector,
+        ),
         "slack" => p3ak_sdk::connector::serve(
             stream,
             &plugin,
