@@ -13,6 +13,7 @@
 //! | `ollama` | provider | Ollama's `/api/chat` |
 //! | `telegram` | connector | Telegram's Bot API (long polling) |
 //! | `discord` | connector | Discord's Gateway and REST API |
+//! | `slack` | connector | Slack: Socket Mode and the Web API |
 //!
 //! The `vault` tool needs the vault and memory crates, so it lives in `p3ak-vaulttool`; the
 //! CLI runs it under the same `p3ak plugin run vault`.
@@ -49,6 +50,7 @@ pub const BUILTINS: &[&str] = &[
     "ollama",
     "telegram",
     "discord",
+    "slack",
 ];
 
 /// The `software` string sent in `hello`.
@@ -60,7 +62,7 @@ pub enum RunError {
     /// A plugin this crate does not have (`vault` is `p3ak-vaulttool`'s; the CLI routes it).
     #[error(
         "unknown plugin `{0}`: the first-party plugins are files, shell, http, vault, scripted, \
-         anthropic, openai and ollama"
+         anthropic, openai, ollama, telegram, discord and slack"
     )]
     UnknownPlugin(String),
     /// The plugin stopped with an error.
@@ -142,6 +144,13 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
             SOFTWARE,
             max_frame,
             connectors::discord::connector,
+        ),
+        "slack" => p3ak_sdk::connector::serve(
+            stream,
+            &plugin,
+            SOFTWARE,
+            max_frame,
+            connectors::slack::build,
         ),
         other => return Err(RunError::UnknownPlugin(other.to_owned())),
     };

@@ -30,6 +30,61 @@
 //! them literally.
 //!
 //! Logs go to standard error through [`Log`], which replaces the token by `[redacted]`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use p3ak_sdk::connector::{self, Button, Connector, Event, Platform, Posted, Poster, Pressed};
+//! use p3ak_sdk::{Launch, PluginError, ToolFailure};
+//!
+//! struct Inbox; // would long-poll the platform
+//! struct Outbox; // would call its REST API
+//!
+//! impl Platform for Inbox {
+//!     fn poll(&mut self, wait: Duration) -> Result<Vec<Event>, ToolFailure> {
+//!         std::thread::sleep(wait);
+//!         Ok(Vec::new())
+//!     }
+//! }
+//!
+//! impl Poster for Outbox {
+//!     fn text_limit(&self) -> usize {
+//!         2000
+//!     }
+//!     fn send(&self, _chat: &str, _text: &str) -> Result<String, ToolFailure> {
+//!         Ok("1".to_owned())
+//!     }
+//!     fn edit(&self, _chat: &str, _id: &str, _text: &str) -> Result<(), ToolFailure> {
+//!         Ok(())
+//!     }
+//!     fn announce(
+//!         &self,
+//!         user: &str,
+//!         _text: &str,
+//!         _buttons: &[Button],
+//!         _link: Option<&str>,
+//!     ) -> Result<Posted, ToolFailure> {
+//!         Ok(Posted { chat: user.to_owned(), message_id: "2".to_owned() })
+//!     }
+//!     fn answer_press(&self, _: &Pressed, _: &str, _: Option<&str>) -> Result<(), ToolFailure> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), PluginError> {
+//!     let launch = Launch::from_env()?;
+//!     let stream = p3ak_sdk::connect()?;
+//!     connector::serve(stream, &launch.plugin, "my-chat 0.1", launch.max_frame, |setup| {
+//!         let _token = setup.token; // the platform token from `welcome.key`
+//!         Ok(Connector {
+//!             platform: Box::new(Inbox),
+//!             poster: Arc::new(Outbox),
+//!             max_message_bytes: connector::DEFAULT_MAX_MESSAGE_BYTES,
+//!         })
+//!     })
+//! }
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
@@ -886,6 +941,7 @@ fn show_approval(shared: &Shared, approval: &Approval) -> Result<usize, ToolFail
         .open(Purpose::Announce, &approval.sealed)
         .map_err(|e| ToolFailure::invalid(format!("approval: {e}")))?;
     let poster = &shared.poster;
+    let text = fit(&announcement.text, poster.text_limit());
     match announcement.kind {
         AnnouncementKind::Pending | AnnouncementKind::Undo => {
             let mut posted = Vec::new();
@@ -894,7 +950,7 @@ fn show_approval(shared: &Shared, approval: &Approval) -> Result<usize, ToolFail
                 match with_retries(shared, || {
                     poster.announce(
                         user,
-                        &announcement.text,
+                        &text,
                         &announcement.buttons,
                         announcement.link.as_deref(),
                     )
@@ -931,9 +987,7 @@ fn show_approval(shared: &Shared, approval: &Approval) -> Result<usize, ToolFail
                 .unwrap_or_default();
             let mut n = 0;
             for p in &posted {
-                match with_retries(shared, || {
-                    poster.edit(&p.chat, &p.message_id, &announcement.text)
-                }) {
+                match with_retries(shared, || poster.edit(&p.chat, &p.message_id, &text)) {
                     Ok(()) => n += 1,
                     Err(f) => shared.log.line(&format!(
                         "cannot settle approval {}: {}",
@@ -961,7 +1015,7 @@ fn platform_loop(shared: &Shared, mut platform: Box<dyn Platform>) {
                     "the platform refused the connector: {}",
                     f.message
                 ));
-                stop_connector(shared, PluginError::Config(shared.log.redact(&f.message)));
+                stop_connector(shared, PluginError::Platform(shared.log.redact(&f.message)));
                 return;
             }
             Err(f) => {
@@ -1014,10 +1068,15 @@ pub fn backoff(failures: u32) -> Duration {
     let base = Duration::from_millis(500)
         .saturating_mul(1u32.checked_shl(failures.min(8)).unwrap_or(u32::MAX))
         .min(MAX_BACKOFF);
-    let jitter: [u8; 2] = p3ak_crypto::random_array().unwrap_or([0, 0]);
-    let fraction = f64::from(u16::from_le_bytes(jitter)) / f64::from(u16::MAX);
     // Between half and the whole of `base`.
-    base.mul_f64(0.5 + fraction / 2.0)
+    base.mul_f64(0.5 + random_fraction() / 2.0)
+}
+
+/// A random number from 0 to 1, for jitter.
+#[must_use]
+pub fn random_fraction() -> f64 {
+    let bytes: [u8; 4] = p3ak_crypto::random_array().unwrap_or([0; 4]);
+    f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX)
 }
 
 /// Hands one event to the kernel, retrying until it is taken or refused for good; false when
@@ -1150,6 +1209,7 @@ fn handle_press(shared: &Shared, pressed: &Pressed) {
     } else {
         format!("{base}\n\n{}", answered.message)
     };
+    let settled = fit(&settled, poster.text_limit());
     answer(&answered.message, Some(&settled));
     for p in remembered.map(|(_, posted)| posted).unwrap_or_default() {
         if p.chat == pressed.chat && p.message_id == pressed.message_id {
@@ -1197,6 +1257,17 @@ pub fn cut_text(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}{note}", text.get(..end).unwrap_or_default())
+}
+
+/// `text` cut to at most `limit` characters, ending in `…` when it was cut.
+#[must_use]
+pub fn fit(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(limit.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// Splits `text` into pieces of at most `limit` characters, at a line break or space when one

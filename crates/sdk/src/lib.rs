@@ -95,6 +95,9 @@ pub enum PluginError {
         /// The kernel's message.
         message: String,
     },
+    /// A connector's platform refused it (a wrong token, a revoked bot).
+    #[error("the platform refused the connector: {0}")]
+    Platform(String),
     /// The connection failed.
     #[error("protocol: {0}")]
     Proto(#[from] ProtoError),

@@ -1,7 +1,7 @@
 //! Fixtures and fakes the workspace's tests share: what a test needs from its host ([`need`]),
 //! a temporary P3AK home driving the `p3ak` binary ([`home`]), a running kernel ([`kernel`]),
 //! loopback services ([`http`]), the kernel's end of a plugin connection ([`plugin`], feature
-//! `plugin`) and synthetic text for benchmarks ([`corpus`]).
+//! `plugin`), fake chat platforms ([`chat`], feature `chat`) and synthetic text for benchmarks ([`corpus`]).
 //!
 //! A dev-dependency only: no runtime crate may depend on it. Helpers panic on failure, as a
 //! failed step should fail the test loudly.
@@ -14,6 +14,8 @@
     reason = "test kit: a failed step fails the test that called it"
 )]
 
+#[cfg(feature = "chat")]
+pub mod chat;
 pub mod corpus;
 pub mod home;
 pub mod http;

@@ -1,11 +1,12 @@
-//! Chat connectors: `telegram` (Bot API, long polling) and `discord` (Gateway websocket and
-//! REST v10), each a [`p3ak_sdk::connector`] platform.
+//! Chat connectors: `telegram` (Bot API, long polling), `discord` (Gateway websocket and
+//! REST v10) and `slack` (Socket Mode and the Web API), each a [`p3ak_sdk::connector`] platform.
 //!
 //! What they share lives here: the settings every connector takes (`base_url`,
 //! `max_message_bytes`, `max_attachment_bytes`), one blocking HTTP client on rustls, bounded
 //! reads, and failures that never carry a URL (Telegram's holds the token).
 
 pub mod discord;
+pub mod slack;
 pub mod telegram;
 
 use std::io::Read;

@@ -122,7 +122,7 @@ impl Api {
 
     /// Calls `method` with `body`; returns its `result`.
     fn call(&self, method: &str, body: &Value) -> Result<Value, ToolFailure> {
-        let url = self.url(&format!("bot{}/{method}", self.token.expose()))?;
+        let url = self.url(&format!("./bot{}/{method}", self.token.expose()))?;
         let bytes = serde_json::to_vec(body)
             .map_err(|e| ToolFailure::permanent(format!("telegram {method}: {e}")))?;
         let response = self
@@ -186,7 +186,7 @@ impl Api {
         }
         let path = file.get("file_path").and_then(Value::as_str)?;
         let url = self
-            .url(&format!("file/bot{}/{path}", self.token.expose()))
+            .url(&format!("./file/bot{}/{path}", self.token.expose()))
             .ok()?;
         let response = match self.client.get(url).send() {
             Ok(r) if r.status().is_success() => r,
@@ -478,10 +478,18 @@ impl Poster for Api {
         edit: Option<&str>,
     ) -> Result<(), ToolFailure> {
         let short: String = message.chars().take(ANSWER_LIMIT).collect();
-        self.call(
+        // Answered at most once: when a retry comes for the edit below, Telegram refuses the
+        // second answer, which does not matter.
+        if let Err(f) = self.call(
             "answerCallbackQuery",
             &json!({"callback_query_id": press.handle, "text": short}),
-        )?;
+        ) {
+            if f.kind == ErrorKind::RateLimited {
+                return Err(f);
+            }
+            self.log
+                .line(&format!("cannot answer a button press: {}", f.message));
+        }
         match edit {
             Some(text) if !press.chat.is_empty() && !press.message_id.is_empty() => {
                 self.edit(&press.chat, &press.message_id, text)
