@@ -1090,3 +1090,27 @@ fn invariant_i8_a_totp_code_approves_level_three_once() {
     );
     assert!(!serde_json::to_string(&k.audit()).unwrap().contains(&secret));
 }
+
+#[test]
+fn chat_approvers_are_added_listed_and_removed_through_the_daemon() {
+    let mut k = one_write(FILES_POLICY, "unused.txt", "-");
+    k.up();
+    let added = k.ok(&["hitl", "approvers", "add", "telegram:7"]);
+    assert!(added.contains("telegram:7"), "{added}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&k.ok(&["hitl", "approvers", "list", "--json"])).unwrap();
+    assert_eq!(listed["approvers"], serde_json::json!(["telegram:7"]));
+    let bad = k.run(&["hitl", "approvers", "add", "telegram 7"]);
+    assert!(!bad.status.success());
+    let error = p3ak_testkit::stderr(&bad);
+    assert!(error.contains("not an approver identity"), "{error}");
+    assert_eq!(error.trim().lines().count(), 1, "{error}");
+    k.ok(&["hitl", "approvers", "remove", "telegram:7"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&k.ok(&["hitl", "approvers", "list", "--json"])).unwrap();
+    assert_eq!(listed["approvers"], serde_json::json!([]));
+    let audit = serde_json::to_string(&k.audit()).unwrap();
+    for event in ["approver.added", "approver.removed"] {
+        assert!(audit.contains(event), "no {event} in the audit log");
+    }
+}

@@ -248,7 +248,13 @@ impl Service {
                         id: id.to_owned(),
                         ending: Refusal::Spool,
                     });
-                    drop(ended);
+                    if let Some(ended) = ended {
+                        self.chat_settled(
+                            &ended.request,
+                            "failed: its file could not be moved, so it will not run",
+                            true,
+                        );
+                    }
                     return Err(e.into());
                 }
                 self.audit(
@@ -492,10 +498,10 @@ impl Service {
         );
         let name = id.split_once(':').map_or(id, |(name, _)| name);
         if known {
-            // What waits now is announced to the new approver too.
-            self.chat_resend(name);
+            // What waits already is not announced again (the other approvers' buttons would
+            // change under them): the new approver hears of what comes from now on.
             Ok(format!(
-                "`{id}` approves level 1 actions from the chat and is told about the others"
+                "`{id}` hears of approvals from now on: it approves level 1 by button, and can deny or pull back any"
             ))
         } else {
             Ok(format!(
