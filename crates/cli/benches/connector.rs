@@ -28,7 +28,10 @@ fn main() {
     let responses: Vec<serde_json::Value> = (0..=MESSAGES + 1)
         .map(|i| serde_json::json!({"chunks": [format!("pong {i}"), " and the rest of the reply"]}))
         .collect();
-    home.write_scripted("version: 1\n", &serde_json::json!({ "responses": responses }));
+    home.write_scripted(
+        "version: 1\n",
+        &serde_json::json!({ "responses": responses }),
+    );
     std::fs::write(
         home.home().join("config.toml"),
         format!(
@@ -56,7 +59,10 @@ fn main() {
     kernel.up();
 
     fake.say_direct(7, "hello");
-    let prompt = fake.wait_sent(|s| s.text.contains("p3ak connectors pair"), Duration::from_secs(30));
+    let prompt = fake.wait_sent(
+        |s| s.text.contains("p3ak connectors pair"),
+        Duration::from_secs(30),
+    );
     let code = prompt.text.rsplit(' ').next().unwrap().trim().to_owned();
     kernel.ok(&["connectors", "pair", &code, "--no-approve"]);
     fake.say_direct(7, "warm up");
@@ -73,7 +79,10 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     times.sort();
-    report("chat: message available -> first streamed piece at the platform", &times);
+    report(
+        "chat: message available -> first streamed piece at the platform",
+        &times,
+    );
     kernel.stop();
 }
 

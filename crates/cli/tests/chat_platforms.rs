@@ -7,13 +7,16 @@
 //! token in no model request, log, audit entry or file.
 
 #![cfg(test)]
-#![allow(clippy::unwrap_used, reason = "tests: a failed step should fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use p3ak_testkit::chat::{self, Sent};
+use p3ak_testkit::chat;
 use p3ak_testkit::home::p3ak_path;
 use p3ak_testkit::kernel::sandbox_setting;
 use p3ak_testkit::{Home, Kernel};
@@ -21,6 +24,15 @@ use serde_json::{Value, json};
 
 const PASS: &str = "chat platform test passphrase";
 const WAIT: Duration = Duration::from_secs(30);
+
+/// A message the bot posted or edited, whichever the platform.
+#[derive(Debug, Clone)]
+struct Sent {
+    chat: String,
+    id: String,
+    text: String,
+    buttons: Vec<(String, String)>,
+}
 
 /// What the story needs of a platform's fake.
 trait Platform {
@@ -64,7 +76,6 @@ impl Platform for Telegram {
     }
     fn press_forged(&self, data: &str) {
         let last = self
-            .0
             .sent()
             .into_iter()
             .rev()
@@ -73,7 +84,108 @@ impl Platform for Telegram {
         self.0.press_on(7, &last.chat, &last.id, data);
     }
     fn sent(&self) -> Vec<Sent> {
-        self.0.sent()
+        self.0
+            .sent()
+            .into_iter()
+            .map(|s| Sent {
+                chat: s.chat,
+                id: s.id,
+                text: s.text,
+                buttons: s.buttons,
+            })
+            .collect()
+    }
+}
+
+struct Discord(chat::discord::Fake);
+
+impl Platform for Discord {
+    fn name(&self) -> &'static str {
+        "discord"
+    }
+    fn token(&self) -> String {
+        "discord-test-token.AbCdEf.GhIjKl".to_owned()
+    }
+    fn base_url(&self) -> String {
+        self.0.base_url()
+    }
+    fn owner(&self) -> String {
+        "700".to_owned()
+    }
+    fn say_direct(&self, text: &str) {
+        self.0.say_direct("700", text);
+    }
+    fn press(&self, data: &str) {
+        self.0.press("700", data);
+    }
+    fn press_forged(&self, data: &str) {
+        let last = self
+            .sent()
+            .into_iter()
+            .rev()
+            .find(|s| !s.buttons.is_empty())
+            .unwrap();
+        self.0.press_on("700", &last.id, data);
+    }
+    fn sent(&self) -> Vec<Sent> {
+        self.0
+            .sent()
+            .into_iter()
+            .map(|s| Sent {
+                chat: s.chat,
+                id: s.id,
+                text: s.text,
+                buttons: s.buttons,
+            })
+            .collect()
+    }
+}
+
+struct Slack(chat::slack::Fake);
+
+impl Platform for Slack {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+    fn token(&self) -> String {
+        "xapp-1-test-app-token xoxb-test-bot-token".to_owned()
+    }
+    fn base_url(&self) -> String {
+        self.0.base_url()
+    }
+    fn owner(&self) -> String {
+        "U07".to_owned()
+    }
+    fn say_direct(&self, text: &str) {
+        self.0.say_direct("U07", text);
+    }
+    fn press(&self, data: &str) {
+        self.0.press("U07", data);
+    }
+    fn press_forged(&self, data: &str) {
+        let last = self
+            .sent()
+            .into_iter()
+            .rev()
+            .find(|s| !s.buttons.is_empty())
+            .unwrap();
+        self.0.press_on("U07", &last.chat, &last.id, data);
+    }
+    fn sent(&self) -> Vec<Sent> {
+        self.0
+            .sent()
+            .into_iter()
+            .map(|s| Sent {
+                chat: s.chat,
+                id: s.id,
+                text: s
+                    .text
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&amp;", "&"),
+                buttons: s.buttons,
+            })
+            .collect()
     }
 }
 
@@ -86,8 +198,37 @@ fn wait_text(platform: &dyn Platform, kernel: &Kernel, text: &str) -> Sent {
         }
         assert!(
             std::time::Instant::now() < end,
-            "`{text}` never posted; posted: {:#?}\nkernel log:\n{}",
+            "`{text}` never posted; posted: {:#?}\nkernel log:\n{}\nsandbox: {:?}",
             platform.sent().iter().map(|s| &s.text).collect::<Vec<_>>(),
+            kernel.log(),
+            kernel
+                .audit()
+                .into_iter()
+                .filter(|e| e["kind"]
+                    .as_str()
+                    .is_some_and(|k| k == "sandbox.violation" || k == "plugin.signal"))
+                .map(|e| e["payload"].clone())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Waits for a message with buttons whose text contains `text` (an approval announcement).
+fn wait_button(platform: &dyn Platform, kernel: &Kernel, text: &str) -> Sent {
+    let end = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(found) = platform
+            .sent()
+            .into_iter()
+            .find(|s| s.text.contains(text) && !s.buttons.is_empty())
+        {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no announcement of `{text}`; posted: {:#?}\nkernel log:\n{}",
+            platform.sent(),
             kernel.log()
         );
         std::thread::sleep(Duration::from_millis(25));
@@ -161,7 +302,10 @@ fn story(platform: &dyn Platform) {
     let code = prompt.text.rsplit(' ').next().unwrap().trim().to_owned();
     assert!(kernel.requests().is_empty());
     let paired = kernel.ok(&["connectors", "pair", &code]);
-    assert!(paired.contains(&format!("paired {name}:{}", platform.owner())), "{paired}");
+    assert!(
+        paired.contains(&format!("paired {name}:{}", platform.owner())),
+        "{paired}"
+    );
 
     // Paired: the reply streams in.
     platform.say_direct("how are things?");
@@ -170,7 +314,7 @@ fn story(platform: &dyn Platform) {
 
     // An escalation, announced to the owner with buttons, approved by a press: runs once.
     platform.say_direct("please write a note");
-    let announced = wait_text(platform, &kernel, "files.write");
+    let announced = wait_button(platform, &kernel, "files.write");
     let approve = announced
         .buttons
         .iter()
@@ -182,9 +326,7 @@ fn story(platform: &dyn Platform) {
     wait_text(platform, &kernel, "The note is written.");
     let executions = wait_audit(&kernel, "execution", 1);
     assert_eq!(executions.len(), 1, "{executions:?}");
-    let written = kernel
-        .home()
-        .join("workspaces/assistant/note.txt");
+    let written = kernel.home().join("workspaces/assistant/note.txt");
     assert_eq!(std::fs::read_to_string(&written).unwrap(), "from the chat");
 
     // The same press again, and a forged one: refused, audited, nothing runs.
@@ -255,4 +397,16 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn telegram_end_to_end_pairing_streaming_approval_by_button_and_refusals() {
     let fake = chat::telegram::Fake::start("123456:telegram-test-token-AbCdEf");
     story(&Telegram(fake));
+}
+
+#[test]
+fn discord_end_to_end_pairing_streaming_approval_by_button_and_refusals() {
+    let fake = chat::discord::Fake::start("discord-test-token.AbCdEf.GhIjKl");
+    story(&Discord(fake));
+}
+
+#[test]
+fn slack_end_to_end_pairing_streaming_approval_by_button_and_refusals() {
+    let fake = chat::slack::Fake::start("xapp-1-test-app-token xoxb-test-bot-token");
+    story(&Slack(fake));
 }

@@ -124,7 +124,16 @@ impl Stream {
                 }
                 self.show(true).await;
             }
-            ControlEvent::Notice { text } | ControlEvent::Approval { text, .. } => {
+            ControlEvent::Notice { .. } | ControlEvent::Approval { .. } => {
+                // The approval itself (what, why, the buttons) comes from the approval daemon
+                // to the approvers; the conversation hears that it waits.
+                let text = match event {
+                    ControlEvent::Approval { level, .. } => format!(
+                        "Waiting for an approval (level {level}): the approvers were asked."
+                    ),
+                    ControlEvent::Notice { text } => text,
+                    _ => String::new(),
+                };
                 post(&self.connection, &self.conversation, &text).await;
                 // What follows the notice starts a new message under it.
                 if self.message.is_some() {

@@ -872,7 +872,9 @@ fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, ToolFailure> {
         .map_err(|e| transient(format!("discord gateway: cannot resolve `{host}`: {e}")))?;
     let mut last = None;
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(15)) {
+        // `connect`, not `connect_timeout`: std's timeout toggles O_NONBLOCK with an `ioctl`,
+        // which the network class's seccomp profile does not allow. The OS bounds it.
+        match TcpStream::connect(addr) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 stream

@@ -433,7 +433,9 @@ fn open_socket(url: &str) -> Result<Socket, SlackError> {
         .map_err(|e| SlackError::Network(format!("cannot resolve the socket host: {e}")))?
         .next()
         .ok_or_else(|| SlackError::Network("the socket host has no address".to_owned()))?;
-    let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(10))
+    // `connect`, not `connect_timeout`: std's timeout toggles O_NONBLOCK with an `ioctl`,
+    // which the network class's seccomp profile does not allow. The OS bounds the connect.
+    let tcp = TcpStream::connect(address)
         .map_err(|e| SlackError::Network(format!("cannot connect the socket: {e}")))?;
     let setup = |tcp: &TcpStream, timeout: Duration| {
         tcp.set_read_timeout(Some(timeout))
