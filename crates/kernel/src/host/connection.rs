@@ -169,20 +169,21 @@ impl Connection {
         }
     }
 
+    /// Whether `envelope` is a connector's own request, which [`Connection::route_request`]
+    /// takes. Other kinds (and other messages) make no requests the kernel serves.
+    fn is_request(&self, envelope: &Envelope) -> bool {
+        self.requests.is_some()
+            && matches!(
+                envelope.message,
+                Message::Inbound(_) | Message::ApprovalPress(_)
+            )
+    }
+
     /// A connector's own request: handed to the router, or refused as `rate_limited` when the
-    /// router is behind. Other kinds (and other messages) are not requests the kernel serves.
-    fn route_request(&self, envelope: Envelope) -> Result<(), Envelope> {
-        let Some(requests) = &self.requests else {
-            return Err(envelope);
-        };
-        if !matches!(
-            envelope.message,
-            Message::Inbound(_) | Message::ApprovalPress(_)
-        ) {
-            return Err(envelope);
-        }
-        let Some(connection) = self.this.upgrade() else {
-            return Ok(());
+    /// router is behind.
+    fn route_request(&self, envelope: Envelope) {
+        let (Some(requests), Some(connection)) = (&self.requests, self.this.upgrade()) else {
+            return;
         };
         let id = envelope.id;
         let event = PluginEvent::Request {
@@ -203,7 +204,6 @@ impl Connection {
                 let _ = self.frames.try_send(Zeroizing::new(frame));
             }
         }
-        Ok(())
     }
 
     /// The plugin's name.
@@ -282,9 +282,10 @@ impl Connection {
     /// Hands a frame to the request it answers. A plugin that floods the kernel with frames
     /// answering nothing, or streams without end, breaks the protocol.
     pub(super) fn deliver(&self, envelope: Envelope) -> Result<(), Violation> {
-        let Err(envelope) = self.route_request(envelope) else {
+        if self.is_request(&envelope) {
+            self.route_request(envelope);
             return Ok(());
-        };
+        }
         let Ok(mut waiters) = self.waiters.lock() else {
             return Ok(());
         };
