@@ -256,8 +256,50 @@ fn wait_audit(kernel: &Kernel, kind: &str, count: usize) -> Vec<Value> {
     }
 }
 
+/// A loopback push service: the body of every POST it gets.
+fn push_service() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/p3ak-topic", listener.local_addr().unwrap().port());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            let body = loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                data.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&data).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if data.len() >= end + 4 + length {
+                        break Some(String::from_utf8_lossy(&data[end + 4..end + 4 + length]).to_string());
+                    }
+                }
+            };
+            if let Some(body) = body {
+                seen.lock().unwrap().push(body);
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, bodies)
+}
+
 fn story(platform: &dyn Platform) {
     let name = platform.name();
+    let (push_url, pushed) = push_service();
     let home = Home::init(PASS);
     let script = json!({"responses": [
         {"content": "Hello Ann, all is well here."},
@@ -267,7 +309,7 @@ fn story(platform: &dyn Platform) {
         {"content": "Noted, nothing to do."},
     ]});
     home.write_scripted(
-        "version: 1\nfiles:\n  files.write: { level: 1, timeout: 60s }\n",
+        "version: 1\nfiles:\n  files.write: { level: 1, timeout: 60s, notify: [push] }\n",
         &script,
     );
     let config = format!(
@@ -276,6 +318,7 @@ fn story(platform: &dyn Platform) {
          [plugins.files]\nbuiltin = \"files\"\n\n\
          [plugins.model]\nbuiltin = \"scripted\"\n\
          config = {{ script = \"script.json\", record = \"requests.jsonl\" }}\n\n\
+         [plugins.push]\nbuiltin = \"webhook\"\ncredential = \"push\"\n\n\
          [plugins.{name}]\nbuiltin = \"{name}\"\ncredential = \"{name}\"\n\
          config = {{ base_url = \"{}\" }}\n",
         sandbox_setting(),
@@ -283,16 +326,18 @@ fn story(platform: &dyn Platform) {
     );
     std::fs::write(home.home().join("config.toml"), config).unwrap();
     // The token, stored before the kernel starts (from stdin, as a person would).
-    let mut child = Command::new(p3ak_path())
-        .args(["secret", "set", name, "--scope", &format!("{name}.connect")])
-        .env("P3AK_HOME", home.home())
-        .env("P3AK_PASSPHRASE", PASS)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{}", platform.token()).unwrap();
-    assert!(child.wait().unwrap().success());
+    for (secret, value) in [(name, platform.token()), ("push", push_url.clone())] {
+        let mut child = Command::new(p3ak_path())
+            .args(["secret", "set", secret, "--scope", &format!("{secret}.connect")])
+            .env("P3AK_HOME", home.home())
+            .env("P3AK_PASSPHRASE", PASS)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{value}").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
     let mut kernel = Kernel::new(home);
     kernel.up();
 
@@ -322,6 +367,15 @@ fn story(platform: &dyn Platform) {
         .map(|(_, data)| data.clone())
         .unwrap_or_else(|| panic!("no Approve button: {announced:?}"));
     assert!(approve.starts_with("p3ak:"), "{approve}");
+    // The push target heard that an approval waits, and nothing of what it is.
+    let end = std::time::Instant::now() + WAIT;
+    while pushed.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < end, "no push\n{}", kernel.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let push = pushed.lock().unwrap()[0].clone();
+    assert!(push.contains("waits for your approval (level 1)"), "{push}");
+    assert!(!push.contains("from the chat") && !push.contains("note.txt"), "{push}");
     platform.press(&approve);
     wait_text(platform, &kernel, "The note is written.");
     let executions = wait_audit(&kernel, "execution", 1);

@@ -14,6 +14,7 @@
 //! | `telegram` | connector | Telegram's Bot API (long polling) |
 //! | `discord` | connector | Discord's Gateway and REST API |
 //! | `slack` | connector | Slack: Socket Mode and the Web API |
+//! | `webhook` | connector | a push target (ntfy): posts notices, shows nothing back |
 //!
 //! The `vault` tool needs the vault and memory crates, so it lives in `p3ak-vaulttool`; the
 //! CLI runs it under the same `p3ak plugin run vault`.
@@ -51,6 +52,7 @@ pub const BUILTINS: &[&str] = &[
     "telegram",
     "discord",
     "slack",
+    "webhook",
 ];
 
 /// The `software` string sent in `hello`.
@@ -131,6 +133,13 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
                 providers::ollama::Ollama::from_config(&w.config)?,
             )))
         }),
+        "webhook" => p3ak_sdk::connector::serve(
+            stream,
+            &plugin,
+            SOFTWARE,
+            max_frame,
+            connectors::webhook::connector,
+        ),
         "telegram" => p3ak_sdk::connector::serve(
             stream,
             &plugin,

@@ -8,6 +8,7 @@
 pub mod discord;
 pub mod slack;
 pub mod telegram;
+pub mod webhook;
 
 use std::io::Read;
 use std::sync::Once;
