@@ -260,7 +260,10 @@ fn wait_audit(kernel: &Kernel, kind: &str, count: usize) -> Vec<Value> {
 fn push_service() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://127.0.0.1:{}/p3ak-topic", listener.local_addr().unwrap().port());
+    let url = format!(
+        "http://127.0.0.1:{}/p3ak-topic",
+        listener.local_addr().unwrap().port()
+    );
     let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = std::sync::Arc::clone(&bodies);
     std::thread::spawn(move || {
@@ -280,18 +283,22 @@ fn push_service() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
                         .lines()
                         .find_map(|l| {
                             let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
                         })
                         .unwrap_or(0);
                     if data.len() >= end + 4 + length {
-                        break Some(String::from_utf8_lossy(&data[end + 4..end + 4 + length]).to_string());
+                        break Some(
+                            String::from_utf8_lossy(&data[end + 4..end + 4 + length]).to_string(),
+                        );
                     }
                 }
             };
             if let Some(body) = body {
                 seen.lock().unwrap().push(body);
             }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     });
     (url, bodies)
@@ -328,7 +335,13 @@ fn story(platform: &dyn Platform) {
     // The token, stored before the kernel starts (from stdin, as a person would).
     for (secret, value) in [(name, platform.token()), ("push", push_url.clone())] {
         let mut child = Command::new(p3ak_path())
-            .args(["secret", "set", secret, "--scope", &format!("{secret}.connect")])
+            .args([
+                "secret",
+                "set",
+                secret,
+                "--scope",
+                &format!("{secret}.connect"),
+            ])
             .env("P3AK_HOME", home.home())
             .env("P3AK_PASSPHRASE", PASS)
             .stdin(Stdio::piped())
@@ -375,7 +388,10 @@ fn story(platform: &dyn Platform) {
     }
     let push = pushed.lock().unwrap()[0].clone();
     assert!(push.contains("waits for your approval (level 1)"), "{push}");
-    assert!(!push.contains("from the chat") && !push.contains("note.txt"), "{push}");
+    assert!(
+        !push.contains("from the chat") && !push.contains("note.txt"),
+        "{push}"
+    );
     platform.press(&approve);
     wait_text(platform, &kernel, "The note is written.");
     let executions = wait_audit(&kernel, "execution", 1);

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use p3ak_proto::ErrorKind;
 use p3ak_sdk::connector::{
     Button, Connector, DEFAULT_MAX_MESSAGE_BYTES, Event, Log, Platform, Posted, Poster, Pressed,
     Setup,
 };
 use p3ak_sdk::runtime::ToolFailure;
-use p3ak_proto::ErrorKind;
 use reqwest::blocking::Client;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -119,7 +119,10 @@ impl Poster for Push {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .map_or(1000, super::seconds_to_ms);
-            return Err(ToolFailure::rate_limited("the push service is busy", Some(wait)));
+            return Err(ToolFailure::rate_limited(
+                "the push service is busy",
+                Some(wait),
+            ));
         }
         self.log.line(&format!("push refused: HTTP {status}"));
         let kind = if matches!(status.as_u16(), 401 | 403) {
@@ -129,7 +132,10 @@ impl Poster for Push {
         } else {
             ErrorKind::Permanent
         };
-        Err(ToolFailure::new(kind, format!("the push service answered HTTP {status}")))
+        Err(ToolFailure::new(
+            kind,
+            format!("the push service answered HTTP {status}"),
+        ))
     }
 
     fn edit(&self, _chat: &str, _message_id: &str, _text: &str) -> Result<(), ToolFailure> {
