@@ -36,13 +36,15 @@ fn check_value(random: &[u8]) -> [u8; 32] {
     p3ak_crypto::sha256(&[CANARY_DOMAIN, random])
 }
 
-/// Appends a fresh canary to a batch.
-pub(crate) fn write(batch: &mut Batch<'_>) -> Result<()> {
+/// Appends a fresh canary to a batch, dated `created` (Unix seconds): a new vault's canary
+/// carries the vault's own creation time, so the two never differ by a second boundary.
+pub(crate) fn write(batch: &mut Batch<'_>, created: i64) -> Result<()> {
     let random: [u8; RANDOM_LEN] = p3ak_crypto::random_array()?;
     let mut content = Vec::with_capacity(CANARY_LEN);
     content.extend_from_slice(&random);
     content.extend_from_slice(&check_value(&random));
-    batch.put_object(CANARY_SPACE, CANARY_NAME, &content, None)
+    let id = crate::DocId::generate()?;
+    batch.put_object(CANARY_SPACE, CANARY_NAME, &content, Some((id, created)))
 }
 
 impl Vault {
@@ -100,7 +102,7 @@ impl Vault {
             return Ok(false);
         }
         self.commit_batch(|batch| {
-            write(batch)?;
+            write(batch, crate::store::now_unix())?;
             batch.log("vault.canary", serde_json::json!({ "written": true }))
         })?;
         Ok(true)

@@ -600,7 +600,7 @@ impl Vault {
         // The canary goes in with the log's first entry: one commit, so a vault never exists
         // with one and not the other.
         vault.commit_batch(|batch| {
-            crate::canary::write(batch)?;
+            crate::canary::write(batch, prefix.created_unix)?;
             batch.log(
                 "vault.create",
                 serde_json::json!({
