@@ -24,6 +24,10 @@ pub const BUILTINS: &[&str] = &[
     "webhook",
 ];
 
+/// The first-party model providers: their `credential` goes with each inference request,
+/// not in `welcome`.
+pub const PROVIDER_BUILTINS: &[&str] = &["anthropic", "openai", "ollama", "scripted"];
+
 /// The first-party chat connectors: the kernel hands each its platform token (the plugin's
 /// `credential`) in `welcome` and routes its people's messages to an agent.
 pub const CONNECTOR_BUILTINS: &[&str] = &["telegram", "slack", "discord"];
@@ -233,9 +237,11 @@ pub struct PluginConfig {
     /// Set to false to keep the entry without starting it.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// For providers: the secret (`p3ak secret set NAME`) sent as the API key with every
-    /// inference request; for connectors: the platform token, handed over in `welcome`. Never
-    /// part of `config`.
+    /// The secret (`p3ak secret set NAME`) the plugin logs in with. For providers: sent as the
+    /// API key with every inference request; for connectors: the platform token, handed over
+    /// in `welcome`; for tools (mail, calendar, web search): their password or API key, handed
+    /// over in `welcome` — and, if the secret is bound to hosts, only when every URL in
+    /// `config` is within them. Never part of `config`.
     #[serde(default)]
     pub credential: Option<String>,
     /// For connectors: the agent their conversations go to (default: `[kernel] default_agent`).
@@ -307,6 +313,14 @@ impl PluginConfig {
             (None, Some(path)) => Some(Launch::Path(path.clone())),
             _ => None,
         }
+    }
+
+    /// Whether it is a first-party model provider.
+    #[must_use]
+    pub fn is_provider(&self) -> bool {
+        self.builtin
+            .as_deref()
+            .is_some_and(|b| PROVIDER_BUILTINS.contains(&b))
     }
 
     /// Whether it is a chat connector (a first-party one: third-party connectors register as

@@ -375,15 +375,19 @@ impl Kernel {
             launcher,
             memory_key.as_ref().map(|k| Arc::new(k.to_handoff_bytes())),
         ));
+        // Every plugin but a model provider gets its credential in `welcome`; a tool's only
+        // if its config's URLs are within the secret's host binding.
         let tokens = config
             .plugins
             .iter()
-            .filter(|(_, p)| {
-                p.enabled
-                    && (p.is_connector()
-                        || p.builtin.as_deref() == Some(crate::connectors::PUSH_BUILTIN))
+            .filter(|(_, p)| p.enabled && !p.is_provider())
+            .filter_map(|(name, p)| {
+                let secret = crate::host::PluginSecret {
+                    name: p.credential.clone()?,
+                    host_bound: !p.is_connector(),
+                };
+                Some((name.clone(), secret))
             })
-            .filter_map(|(name, p)| p.credential.clone().map(|c| (name.clone(), c)))
             .collect();
         let connector_requests = host.route_connectors(tokens);
         let connectors = {

@@ -253,13 +253,17 @@ impl Broker {
         Ok(p3ak_proto::Credential::new(entry.value.expose().to_owned()))
     }
 
-    /// The value of credential `name` for connector plugin `plugin`: its platform token,
-    /// checked against the secret's scopes as the action `<plugin>.connect`. Host bindings do
-    /// not apply: a connector talks to its one platform.
-    pub(crate) fn connector_credential(
+    /// The value of credential `name` for plugin `plugin`, handed over in `welcome`: a
+    /// connector's platform token, or a tool's login (a mail or calendar password, a search
+    /// API key). Checked against the secret's scopes as the action `<plugin>.connect`; when
+    /// `config` is given (a tool's), a secret bound to hosts goes only to a plugin whose
+    /// config names at least one URL and only URLs within the binding. A connector's config
+    /// is not checked: it talks to its one platform.
+    pub(crate) fn plugin_credential(
         &self,
         name: &str,
         plugin: &str,
+        config: Option<&serde_json::Value>,
     ) -> Result<p3ak_proto::Credential, BrokerError> {
         let entries = self
             .entries
@@ -274,6 +278,9 @@ impl Broker {
                 name: name.to_owned(),
                 action,
             });
+        }
+        if let Some(config) = config {
+            Destinations::of(config).allow(name, &entry.hosts)?;
         }
         Ok(p3ak_proto::Credential::new(entry.value.expose().to_owned()))
     }
@@ -676,6 +683,37 @@ mod tests {
         assert!(
             broker
                 .provider_credential("plain", "claude", &serde_json::json!({}))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn invariant_i4_a_bound_tool_login_goes_only_to_a_plugin_whose_servers_are_within_the_binding()
+    {
+        let broker = broker(&BOUND);
+        let config = |imap: &str, smtp: &str| serde_json::json!({"imap": imap, "smtp": smtp});
+        let within = config("imaps://api.example.com:993", "smtps://api.example.com:465");
+        assert!(
+            broker
+                .plugin_credential("api", "mail", Some(&within))
+                .is_ok()
+        );
+        // One server elsewhere is enough to refuse: the password would go there too.
+        let one_out = config("imaps://api.example.com:993", "smtps://evil.example:465");
+        assert!(matches!(
+            broker.plugin_credential("api", "mail", Some(&one_out)),
+            Err(BrokerError::HostNotAllowed { .. })
+        ));
+        assert!(matches!(
+            broker.plugin_credential("api", "mail", Some(&serde_json::json!({"user": "me"}))),
+            Err(BrokerError::NoDestination { .. })
+        ));
+        // A connector's config is not checked (it talks to its one platform); an unbound
+        // secret goes to any tool.
+        assert!(broker.plugin_credential("api", "telegram", None).is_ok());
+        assert!(
+            broker
+                .plugin_credential("plain", "mail", Some(&one_out))
                 .is_ok()
         );
     }

@@ -97,9 +97,19 @@ pub struct Host {
 
 /// The chat connectors' side of the host: their tokens and where their requests go.
 struct Connectors {
-    /// Connector plugin → the secret holding its platform token.
-    tokens: BTreeMap<String, String>,
+    /// Plugin → the secret handed to it in `welcome` (see [`PluginSecret`]).
+    tokens: BTreeMap<String, PluginSecret>,
     requests: tokio::sync::mpsc::Sender<PluginEvent>,
+}
+
+/// The secret a plugin is handed in `welcome` (`credential = "NAME"` in its config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSecret {
+    /// The secret's name.
+    pub name: String,
+    /// Whether the secret's host binding is checked against the URLs of the plugin's config
+    /// (a tool's servers); a connector talks to its one platform and is not checked.
+    pub host_bound: bool,
 }
 
 impl Host {
@@ -156,7 +166,7 @@ impl Host {
     /// before [`Host::start`]; a second call returns `None`.
     pub fn route_connectors(
         &self,
-        tokens: BTreeMap<String, String>,
+        tokens: BTreeMap<String, PluginSecret>,
     ) -> Option<tokio::sync::mpsc::Receiver<PluginEvent>> {
         let (requests, receiver) = tokio::sync::mpsc::channel(CONNECTOR_QUEUE);
         self.connectors
@@ -165,15 +175,20 @@ impl Host {
             .map(|()| receiver)
     }
 
-    /// A connector's platform token, fresh from the broker (a token changed with `p3ak secret
-    /// set` applies at its next start). A missing or out-of-scope secret is logged; the
-    /// connector then starts without one and says so.
-    fn connector_token(&self, plugin: &str) -> Option<p3ak_proto::Credential> {
+    /// A plugin's credential, fresh from the broker (a secret changed with `p3ak secret set`
+    /// applies at its next start). A missing, out-of-scope or wrongly bound secret is logged;
+    /// the plugin then starts without one and says so.
+    fn plugin_token(
+        &self,
+        plugin: &str,
+        config: &serde_json::Value,
+    ) -> Option<p3ak_proto::Credential> {
         let secret = self.connectors.get()?.tokens.get(plugin)?;
-        match self.broker.connector_credential(secret, plugin) {
+        let config = secret.host_bound.then_some(config);
+        match self.broker.plugin_credential(&secret.name, plugin, config) {
             Ok(token) => Some(token),
             Err(e) => {
-                tracing::warn!(plugin, "no platform token: {e}");
+                tracing::warn!(plugin, "no credential: {e}");
                 None
             }
         }

@@ -271,7 +271,7 @@ impl Host {
         let spec = &slot.spec;
         let (read, mut write) = stream.into_split();
         let mut reader = FrameReader::new(read, self.settings.max_frame);
-        let key = match self.connector_token(&spec.name) {
+        let key = match self.plugin_token(&spec.name, &spec.config) {
             Some(token) => Some(token),
             None => slot
                 .handoff
