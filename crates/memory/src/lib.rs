@@ -46,6 +46,15 @@ pub const SPACE_INDEX: &str = "search-index";
 /// Vault space holding chunk embeddings, one object per document.
 pub const SPACE_VECTORS: &str = "search-vectors";
 
+/// The tag of a document an agent wrote (`vault.write`) holding where its content came from,
+/// as the agent said (a URL, a mail's Message-ID).
+pub const SOURCE_TAG: &str = "source";
+/// The tag of a document an agent wrote holding the tools whose output its conversation had
+/// read before the write, comma-separated, as the kernel stamped them. Passages recalled from
+/// such a document count as those tools' output for the policy's provenance tests, not as the
+/// owner's memory.
+pub const ORIGIN_TAG: &str = "origin";
+
 /// Everything that can go wrong in the memory layer. One line, lowercase, no document text.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {

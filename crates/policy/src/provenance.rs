@@ -162,6 +162,11 @@ impl Transcript {
         }
     }
 
+    /// The source of each text, in the order they were said.
+    pub fn sources(&self) -> impl Iterator<Item = &Source> {
+        self.texts.iter().map(|(source, _)| source)
+    }
+
     /// How many texts it holds.
     #[must_use]
     pub fn len(&self) -> usize {

@@ -38,6 +38,19 @@ impl DocEntry {
     pub(crate) fn object_name(&self) -> String {
         self.meta.title.clone().unwrap_or_default()
     }
+
+    /// What listings show of it.
+    pub(crate) fn info(&self) -> crate::DocInfo {
+        crate::DocInfo {
+            id: self.meta.id,
+            title: self.meta.title.clone(),
+            tags: self.meta.tags.clone(),
+            created: self.meta.created,
+            size: self.meta.size,
+            source: self.meta.source.clone(),
+            damaged: self.damage.clone(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -114,7 +114,7 @@ struct Writer {
 }
 
 /// A summary of one document, for listings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DocInfo {
     pub id: DocId,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1079,6 +1079,13 @@ impl Vault {
         docs
     }
 
+    /// Document `id` (not an object), if the vault holds it.
+    pub fn doc_info(&self, id: &DocId) -> Option<DocInfo> {
+        let state = self.state_read();
+        let entry = state.docs.get(id).filter(|e| e.meta.space.is_none())?;
+        Some(entry.info())
+    }
+
     /// Every document, oldest first.
     pub fn list(&self) -> Vec<DocInfo> {
         let state = self.state_read();
@@ -1088,18 +1095,7 @@ impl Vault {
             .filter(|e| e.meta.space.is_none())
             .collect();
         entries.sort_by_key(|e| e.seq);
-        entries
-            .into_iter()
-            .map(|e| DocInfo {
-                id: e.meta.id,
-                title: e.meta.title.clone(),
-                tags: e.meta.tags.clone(),
-                created: e.meta.created,
-                size: e.meta.size,
-                source: e.meta.source.clone(),
-                damaged: e.damage.clone(),
-            })
-            .collect()
+        entries.into_iter().map(DocEntry::info).collect()
     }
 
     pub fn info(&self) -> Result<VaultInfo> {

@@ -157,9 +157,25 @@ impl VaultTool {
     }
 
     fn write(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
-        let args = Args::new("write", args, &["title", "content", "tags"])?;
+        let args = Args::new(
+            "write",
+            args,
+            &["title", "content", "tags", "source", "origin"],
+        )?;
         let title = args.string("title")?;
         let content = args.string("content")?;
+        let source = args.opt_string("source")?;
+        if let Some(source) = source
+            && (source.chars().count() > MAX_SOURCE_CHARS || source.chars().any(char::is_control))
+        {
+            return Err(ToolFailure::invalid(format!(
+                "`write`: the source must be one line of at most {MAX_SOURCE_CHARS} characters"
+            )));
+        }
+        let origin = match args.opt_value("origin") {
+            None => Vec::new(),
+            Some(value) => origin_list(value)?,
+        };
         if title.trim().is_empty() {
             return Err(ToolFailure::invalid("`write`: the title is empty"));
         }
@@ -176,12 +192,23 @@ impl VaultTool {
         }
         let mut tags = BTreeMap::new();
         for (k, v) in args.opt_string_map("tags")?.unwrap_or_default() {
+            if RESERVED_TAGS.contains(&k) {
+                return Err(ToolFailure::invalid(format!(
+                    "`write`: the tag `{k}` is set by the vault, not by the caller"
+                )));
+            }
             p3ak_vault::validate_tag(k, v).map_err(|_| {
                 ToolFailure::invalid(format!("`write`: invalid tag `{}`", shorten(k)))
             })?;
             tags.insert(k.to_owned(), v.to_owned());
         }
         tags.insert("agent".to_owned(), agent.to_owned());
+        if let Some(source) = source {
+            tags.insert(p3ak_memory::SOURCE_TAG.to_owned(), source.to_owned());
+        }
+        if !origin.is_empty() {
+            tags.insert(p3ak_memory::ORIGIN_TAG.to_owned(), origin.join(","));
+        }
         if tags.len() > MAX_TAGS {
             return Err(ToolFailure::invalid(format!(
                 "`write`: more than {MAX_TAGS} tags"
@@ -228,6 +255,42 @@ impl VaultTool {
         };
         Ok(json!({"id": id.to_hex(), "status": status}))
     }
+}
+
+/// Tags a caller may not set in `tags`.
+const RESERVED_TAGS: &[&str] = &[p3ak_memory::SOURCE_TAG, p3ak_memory::ORIGIN_TAG];
+/// Longest `source` of a write.
+const MAX_SOURCE_CHARS: usize = 1000;
+/// Most actions in an `origin`.
+const MAX_ORIGINS: usize = 32;
+
+/// `origin`: action names (`mail.read`), at most [`MAX_ORIGINS`].
+fn origin_list(value: &Value) -> Result<Vec<String>, ToolFailure> {
+    let bad = || {
+        ToolFailure::invalid(format!(
+            "`write`: `origin` must be a list of at most {MAX_ORIGINS} action names"
+        ))
+    };
+    let items = value.as_array().ok_or_else(bad)?;
+    if items.len() > MAX_ORIGINS {
+        return Err(bad());
+    }
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        let name = item.as_str().ok_or_else(bad)?;
+        let valid = !name.is_empty()
+            && name.len() <= 130
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid {
+            return Err(bad());
+        }
+        if !out.iter().any(|o| o == name) {
+            out.push(name.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 fn actor(agent: &str) -> String {
@@ -291,6 +354,10 @@ impl Tool for VaultTool {
                         "title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE_CHARS},
                         "content": {"type": "string"},
                         "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "source": {"type": "string", "maxLength": MAX_SOURCE_CHARS,
+                                   "description": "where the content came from: a URL, a mail's Message-ID"},
+                        "origin": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_ORIGINS,
+                                   "description": "set by the kernel: the tools whose output the conversation had read"},
                     }),
                     &["title", "content"],
                 ),

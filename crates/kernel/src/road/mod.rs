@@ -143,7 +143,7 @@ impl Road {
         events: &mpsc::UnboundedSender<ControlEvent>,
     ) -> Result<String, KernelError> {
         let agent = caller.agent;
-        let proposal = match proposal::parse(agent, call, table) {
+        let mut proposal = match proposal::parse(agent, call, table) {
             Ok(p) => p,
             Err(e) => {
                 self.audit
@@ -156,6 +156,9 @@ impl Road {
                 return Ok(format!("invalid tool call: {e}"));
             }
         };
+        if proposal.action == provenance::MEMORY_WRITE {
+            provenance::stamp_origin(&mut proposal.args, caller.conversation);
+        }
         // The proposal and its decision are committed together with what follows from
         // them (the execution intent, the escalation, or nothing for a rejection): one
         // durable commit before anything happens, instead of one per entry.

@@ -86,6 +86,60 @@ impl Conversation {
     pub fn transcript(&self) -> &Transcript {
         &self.transcript
     }
+
+    /// The actions whose output the model was shown, sorted, each once.
+    #[must_use]
+    pub fn tool_sources(&self) -> Vec<String> {
+        let tools: std::collections::BTreeSet<&str> = self
+            .transcript
+            .sources()
+            .filter_map(|source| match source {
+                Source::Tool(action) => Some(action.as_str()),
+                _ => None,
+            })
+            .collect();
+        tools.into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// The action that writes to the memory vault. The kernel stamps its `origin` argument.
+pub const MEMORY_WRITE: &str = "vault.write";
+
+/// Sets `origin` of a memory write to the tools whose output `conversation` had shown the
+/// model, whatever the model put there: a document written after reading a mail or a web page
+/// is recalled later as that tool's output (see [`p3ak_memory::ORIGIN_TAG`]), so a rule that
+/// refuses what the owner did not say still refuses it when it comes back through memory.
+/// Without a conversation, `origin` is removed.
+pub fn stamp_origin(args: &mut serde_json::Value, conversation: Option<&Conversation>) {
+    let Some(args) = args.as_object_mut() else {
+        return;
+    };
+    let tools = conversation
+        .map(Conversation::tool_sources)
+        .unwrap_or_default();
+    if tools.is_empty() {
+        args.remove("origin");
+    } else {
+        args.insert("origin".to_owned(), serde_json::json!(tools));
+    }
+}
+
+/// The sources of one recalled memory passage: the tools named in its document's
+/// [`p3ak_memory::ORIGIN_TAG`], else the memory itself.
+#[must_use]
+pub fn recalled_sources(origin_tag: Option<&str>) -> Vec<Source> {
+    let tools: Vec<Source> = origin_tag
+        .into_iter()
+        .flat_map(|tag| tag.split(','))
+        .map(str::trim)
+        .filter(|action| !action.is_empty())
+        .map(|action| Source::Tool(action.to_owned()))
+        .collect();
+    if tools.is_empty() {
+        vec![Source::Memory]
+    } else {
+        tools
+    }
 }
 
 /// Who an inbound message is from. Every inbound turn is the owner's: the local chat, which
@@ -128,6 +182,36 @@ mod tests {
             tool_calls: Vec::new(),
             tool_call_id: None,
         }
+    }
+
+    #[test]
+    fn a_memory_write_carries_the_tools_the_conversation_read_whatever_the_model_said() {
+        let mut conversation = Conversation::new("c");
+        conversation.said(Source::Owner, "file what my inbox says");
+        let mut args = json!({"title": "t", "content": "x", "origin": ["owner"]});
+        stamp_origin(&mut args, Some(&conversation));
+        assert!(args.get("origin").is_none(), "nothing read: no origin");
+        conversation.said(Source::Tool("mail.read".into()), "a mail");
+        conversation.said(Source::Tool("files.read".into()), "a file");
+        conversation.said(Source::Tool("mail.read".into()), "another mail");
+        stamp_origin(&mut args, Some(&conversation));
+        assert_eq!(args["origin"], json!(["files.read", "mail.read"]));
+        let mut args = json!({"title": "t", "content": "x", "origin": ["owner"]});
+        stamp_origin(&mut args, None);
+        assert!(args.get("origin").is_none());
+    }
+
+    #[test]
+    fn a_recalled_passage_is_its_documents_tools_word_or_the_memorys() {
+        assert_eq!(recalled_sources(None), [Source::Memory]);
+        assert_eq!(recalled_sources(Some(" ,")), [Source::Memory]);
+        assert_eq!(
+            recalled_sources(Some("mail.read,web.fetch")),
+            [
+                Source::Tool("mail.read".into()),
+                Source::Tool("web.fetch".into())
+            ]
+        );
     }
 
     #[test]

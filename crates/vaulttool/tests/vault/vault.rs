@@ -179,6 +179,22 @@ fn bad_arguments_are_invalid() {
             "write",
             json!({"title": "t", "content": "x", "tags": {"a": 1}}),
         ),
+        (
+            "write",
+            json!({"title": "t", "content": "x", "tags": {"origin": "owner"}}),
+        ),
+        (
+            "write",
+            json!({"title": "t", "content": "x", "source": "two\nlines"}),
+        ),
+        (
+            "write",
+            json!({"title": "t", "content": "x", "origin": "mail.read"}),
+        ),
+        (
+            "write",
+            json!({"title": "t", "content": "x", "origin": ["mail.read", "a,b"]}),
+        ),
         ("forget", json!({})),
     ] {
         kernel.invalid("a", action, args);
@@ -209,4 +225,40 @@ fn wrong_or_missing_key_fails_at_startup() {
     );
     let (_, returned) = start_failing_keyed(json!({}), Launch::new("memory"), None);
     assert!(returned.to_string().contains("vault"), "{returned}");
+}
+
+#[test]
+fn a_written_note_keeps_its_source_and_the_origin_the_kernel_stamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = create(dir.path(), "memory.vault");
+    let mut kernel = start(&path, Some(key));
+    let written = kernel.ok(
+        "signal",
+        "write",
+        json!({"title": "Acme billing", "content": "Acme invoices go to billing@acme.example.",
+               "source": "mail <4711@acme.example>",
+               "origin": ["mail.read", "web.fetch", "mail.read"]}),
+    );
+    let id = written["id"].as_str().unwrap().to_owned();
+    kernel.shutdown();
+    let key = VaultKey::derive(
+        &path,
+        &Passphrase::new("correct horse battery staple".into()),
+    )
+    .unwrap();
+    let vault = Vault::open(&path, Unlock::Key(&key), Access::Read).unwrap();
+    let doc = vault
+        .list()
+        .into_iter()
+        .find(|d| d.id.to_hex() == id)
+        .unwrap();
+    assert_eq!(vault.doc_info(&doc.id), Some(doc.clone()));
+    assert_eq!(
+        doc.tags.get(p3ak_memory::SOURCE_TAG).map(String::as_str),
+        Some("mail <4711@acme.example>")
+    );
+    assert_eq!(
+        doc.tags.get(p3ak_memory::ORIGIN_TAG).map(String::as_str),
+        Some("mail.read,web.fetch")
+    );
 }
