@@ -11,6 +11,8 @@
 //!
 //! The caller prints: [`run`] reports each step as a [`DemoEvent`].
 
+pub mod mailhost;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
