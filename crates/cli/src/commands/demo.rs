@@ -8,25 +8,54 @@ use p3ak_kernel::demo::{self, DemoEvent};
 use crate::output::{Output, sanitize};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Which story: `injection` (the default: an injected mail in memory, a loopback API) or
+    /// `mail` (an injected mail in a real Dovecot inbox, replies through a real SMTP server,
+    /// an undo window; needs `dovecot-imapd` and Python's `aiosmtpd`).
+    #[arg(value_enum, default_value_t = Story::Injection)]
+    story: Story,
+}
 
-pub fn run(_args: Args, out: &Output) -> anyhow::Result<()> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Story {
+    Injection,
+    Mail,
+}
+
+pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     // The operator's answers go to the approval daemon directly, never through the kernel.
     let operator: Arc<demo::Operator> = Arc::new(|hitl, call| {
         use p3ak_hitl::operator::{OperatorAnswer, OperatorRequest};
         let request = match call {
             demo::OperatorCall::Pending => OperatorRequest::Pending,
             demo::OperatorCall::Deny { id } => OperatorRequest::Deny { id },
+            demo::OperatorCall::Approve { id } => OperatorRequest::Approve {
+                id,
+                pin: None,
+                totp: None,
+                remember: None,
+            },
+            demo::OperatorCall::PullBack { id } => OperatorRequest::PullBack { id },
         };
         match p3ak_hitl::operator::call(&p3ak_hitl::operator::socket_path(hitl), &request).ok()? {
             OperatorAnswer::Pending { items } => Some(demo::OperatorReply::Pending(
-                items.into_iter().map(|item| item.request).collect(),
+                items
+                    .into_iter()
+                    .map(|item| demo::DeskItem {
+                        approved: matches!(item.stage, p3ak_hitl::desk::Stage::Approved { .. }),
+                        request: item.request,
+                    })
+                    .collect(),
             )),
             OperatorAnswer::Done { .. } => Some(demo::OperatorReply::Done),
             _ => None,
         }
     });
-    let steps = demo::run(
+    let story = match args.story {
+        Story::Injection => demo::run,
+        Story::Mail => demo::run_mail,
+    };
+    let steps = story(
         std::env::current_exe()?,
         operator,
         &mut |event| match event {

@@ -11,7 +11,10 @@
 //!
 //! The caller prints: [`run`] reports each step as a [`DemoEvent`].
 
+mod mail;
 pub mod mailhost;
+
+pub use mail::run as run_mail;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -57,6 +60,10 @@ pub enum DemoError {
     KeyInAudit(usize),
     #[error("the audit log does not verify: {0}")]
     AuditUnverified(String),
+    #[error("the mail demo needs a real mail server: {0}")]
+    MailHostMissing(String),
+    #[error("the mail demo: {0}")]
+    Mail(String),
 }
 
 fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> DemoError {
@@ -89,20 +96,39 @@ pub type Operator = dyn Fn(&Path, OperatorCall) -> Option<OperatorReply> + Send 
 /// What the demo's operator asks the approval daemon (on its own socket, through the CLI).
 #[derive(Debug, Clone)]
 pub enum OperatorCall {
-    /// The requests waiting for a decision.
+    /// The requests waiting for a decision or in their undo window.
     Pending,
     /// Deny one.
     Deny {
         /// Its id.
         id: String,
     },
+    /// Approve one (level 1: no factor).
+    Approve {
+        /// Its id.
+        id: String,
+    },
+    /// Pull an approved one back in its undo window.
+    PullBack {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// A request on the approval daemon's desk.
+#[derive(Debug, Clone)]
+pub struct DeskItem {
+    /// The request.
+    pub request: Request,
+    /// Whether it is approved and in its undo window (else it waits for a decision).
+    pub approved: bool,
 }
 
 /// The daemon's answer.
 #[derive(Debug, Clone)]
 pub enum OperatorReply {
-    /// The requests waiting.
-    Pending(Vec<Request>),
+    /// The requests on the desk.
+    Pending(Vec<DeskItem>),
     /// Done.
     Done,
 }
@@ -284,7 +310,7 @@ pub fn run(
                         Ok(Some(OperatorReply::Pending(items))) => items,
                         _ => Vec::new(),
                     };
-                    for r in &items {
+                    for r in items.iter().map(|item| &item.request) {
                         let deny = OperatorCall::Deny { id: r.id.clone() };
                         if let Ok(Some(OperatorReply::Done)) = ask(deny).await
                             && let Ok(mut d) = denied.lock()
