@@ -615,6 +615,38 @@ fn the_demo_stops_the_injection_and_serves_the_real_request() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+#[test]
+#[ignore = "needs Dovecot and aiosmtpd"]
+fn the_mail_demo_refuses_the_injected_forward_and_sends_only_the_approved_reply() {
+    if let Err(e) = p3ak_kernel::demo::mailhost::MailHost::available() {
+        panic!("this test needs {e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = p3ak_testkit::home::p3ak()
+        .env("TMPDIR", dir.path())
+        .args(["demo", "mail", "--json"])
+        .timeout(Duration::from_secs(180))
+        .output()
+        .unwrap();
+    let steps = p3ak_testkit::demo_steps(&out);
+    assert_eq!(
+        steps,
+        [
+            "mailhost",
+            "init",
+            "up",
+            "injection",
+            "approval",
+            "approval",
+            "approval",
+            "delivered",
+            "audit",
+            "cleanup"
+        ]
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 #[path = "../../plugins/tests/plugins/fake_api.rs"]
 mod fake_api;
 
