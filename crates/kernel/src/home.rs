@@ -298,6 +298,29 @@ builtin = "shell"
 
 # [plugins.wordcount]
 # path = "/path/to/p3ak/examples/plugins/wordcount.py"
+
+# Tools that reach the world (docs/tools.md). Their passwords and keys are secrets too, bound
+# to the servers named here: `p3ak secret set mail --scope mail.connect --host mail.example.com`.
+#
+# [plugins.mail]
+# builtin = "mail"
+# credential = "mail"
+# config = { imap = "imaps://mail.example.com:993", smtp = "smtps://mail.example.com:465", user = "me@example.com" }
+#
+# [plugins.calendar]
+# builtin = "calendar"
+# credential = "caldav"
+# config = { url = "https://dav.example.com/", user = "me" }
+#
+# [plugins.web]
+# builtin = "web"
+# config = { search = { engine = "searxng", url = "https://searx.example.org/" } }
+#
+# An MCP server is a plugin of its own; its tools become actions `<plugin>.<tool>`, rejected
+# until the policy lists them:
+# [plugins.everything]
+# builtin = "mcp"
+# config = { command = ["npx", "-y", "@modelcontextprotocol/server-everything"] }
 "#;
 
 /// The `policy.yaml` that `init` writes.
