@@ -162,7 +162,11 @@ pub fn run(
             "Reply to Bob that I will be there at 8.",
             "Send carol@home.example the minutes of Monday.",
         ] {
-            replies.push(kernel.turn(inbound(text), "console", events.clone()).await?);
+            replies.push(
+                kernel
+                    .turn(inbound(text), "console", events.clone())
+                    .await?,
+            );
         }
         desk.abort();
         kernel.request_stop();
@@ -200,7 +204,9 @@ pub fn run(
         if ok {
             Ok(())
         } else {
-            Err(DemoError::Mail(format!("{what}; the server received {sent:?}")))
+            Err(DemoError::Mail(format!(
+                "{what}; the server received {sent:?}"
+            )))
         }
     };
     check(sent.len() == 1, "exactly one mail should have left")?;
@@ -211,7 +217,9 @@ pub fn run(
         "the reply should thread under Bob's mail",
     )?;
     check(
-        !sent.iter().any(|m| m.contains(ATTACKER) || m.contains(COLLEAGUE)),
+        !sent
+            .iter()
+            .any(|m| m.contains(ATTACKER) || m.contains(COLLEAGUE)),
         "nothing should reach the attacker or the pulled-back recipient",
     )?;
     steps.done(
@@ -287,15 +295,16 @@ async fn operate(operator: Arc<Operator>, hitl: PathBuf, notes: Arc<Mutex<Vec<St
                         r.level, r.action, r.crawfish_secs
                     ));
                 }
-            } else if item.approved && to_colleague && pulled.insert(r.id.clone()) {
-                if let Ok(Some(OperatorReply::Done)) =
+            } else if item.approved
+                && to_colleague
+                && pulled.insert(r.id.clone())
+                && let Ok(Some(OperatorReply::Done)) =
                     ask(OperatorCall::PullBack { id: r.id.clone() }).await
-                {
-                    note(format!(
-                        "{} to {COLLEAGUE} pulled back by the owner inside its undo window",
-                        r.action
-                    ));
-                }
+            {
+                note(format!(
+                    "{} to {COLLEAGUE} pulled back by the owner inside its undo window",
+                    r.action
+                ));
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -310,8 +319,9 @@ fn model_heard(home: &Home) -> Result<Vec<String>, DemoError> {
     let mut seen = 0usize;
     for line in record.lines() {
         let request: serde_json::Value = serde_json::from_str(line)?;
-        let results: Vec<String> = request["messages"]
-            .as_array()
+        let results: Vec<String> = request
+            .get("messages")
+            .and_then(serde_json::Value::as_array)
             .into_iter()
             .flatten()
             .filter(|m| m["role"] == "tool")
