@@ -90,14 +90,22 @@ impl Radicale {
         fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
 
-    /// The iCalendar files stored in calendar `id`, by file name, sorted.
-    pub fn stored(&self, id: &str) -> Vec<(String, String)> {
-        let folder: PathBuf = self
-            .dir
+    /// Puts an iCalendar object straight into calendar `id`'s folder, as `file`.
+    pub fn seed(&self, id: &str, file: &str, ics: &str) {
+        fs::write(self.folder(id).join(file), ics).unwrap();
+    }
+
+    fn folder(&self, id: &str) -> PathBuf {
+        self.dir
             .path()
             .join("storage/collection-root")
             .join(&self.user)
-            .join(id);
+            .join(id)
+    }
+
+    /// The iCalendar files stored in calendar `id`, by file name, sorted.
+    pub fn stored(&self, id: &str) -> Vec<(String, String)> {
+        let folder = self.folder(id);
         let mut out: Vec<(String, String)> = fs::read_dir(folder)
             .map(|entries| {
                 entries
