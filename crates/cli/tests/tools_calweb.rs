@@ -53,7 +53,11 @@ fn say(text: &str) -> Value {
 #[ignore = "needs radicale"]
 fn calendar_and_web_through_the_road() {
     need::radicale();
-    let radicale = Radicale::start("owner", CALDAV_PASSWORD, &[("work", "Work"), ("home", "Home")]);
+    let radicale = Radicale::start(
+        "owner",
+        CALDAV_PASSWORD,
+        &[("work", "Work"), ("home", "Home")],
+    );
     radicale.seed("work", "dentist-2026.ics", DENTIST);
     let page = HeaderRecorder::start("user-agent", 10, |_| {
         "<!doctype html><html><head><title>Tides</title></head><body><h1>Brest</h1>\
@@ -136,7 +140,11 @@ fn calendar_and_web_through_the_road() {
     let id = item["request"]["id"].as_str().unwrap().to_owned();
     k.ok(&["approve", &id]);
     let out = handle.join().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !radicale.stored("home").is_empty() {
         assert!(Instant::now() < deadline, "not deleted after the yes");
@@ -162,7 +170,10 @@ fn calendar_and_web_through_the_road() {
     let reply = k.ok(&["chat", "-m", "read my private page"]);
     assert!(reply.contains("refused"), "{reply}");
     assert_eq!(k.tool_results(7)[5..], ["action not permitted"]);
-    assert!(blocked.seen().is_empty(), "the rejected fetch reached the server");
+    assert!(
+        blocked.seen().is_empty(),
+        "the rejected fetch reached the server"
+    );
     // The password never reached the audit log.
     let audit = serde_json::to_string(&k.audit()).unwrap();
     assert!(!audit.contains(CALDAV_PASSWORD));

@@ -125,7 +125,9 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
             )?)))
         }),
         "web" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
-            Ok(Handler::Tool(Box::new(web::Web::from_welcome(w, max_frame)?)))
+            Ok(Handler::Tool(Box::new(web::Web::from_welcome(
+                w, max_frame,
+            )?)))
         }),
         "scripted" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
             Ok(Handler::Provider(Box::new(

@@ -481,9 +481,7 @@ fn strip_markup(text: &str, max: usize) -> String {
         .replace("&nbsp;", " ")
         .replace("&amp;", "&");
     let collapsed = decoded.split_whitespace().collect::<Vec<_>>().join(" ");
-    let collapsed = collapsed
-        .replace(" ,", ",")
-        .replace(" .", ".");
+    let collapsed = collapsed.replace(" ,", ",").replace(" .", ".");
     collapsed.chars().take(max).collect()
 }
 
@@ -557,7 +555,12 @@ mod tests {
         );
         assert_eq!(strip_markup("abcdef", 3), "abc");
         parse_url("https://example.org/a").unwrap();
-        for bad in ["file:///etc/passwd", "ftp://x/", "nope", "data:text/plain,hi"] {
+        for bad in [
+            "file:///etc/passwd",
+            "ftp://x/",
+            "nope",
+            "data:text/plain,hi",
+        ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
         let (title, text) = html_text(

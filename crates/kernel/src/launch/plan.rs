@@ -517,7 +517,10 @@ mod tests {
         assert_eq!(class_of(&Launch::Builtin("files".into())), Class::Tool);
         assert_eq!(class_of(&Launch::Builtin("shell".into())), Class::Shell);
         assert_eq!(class_of(&Launch::Builtin("http".into())), Class::Network);
-        assert_eq!(class_of(&Launch::Builtin("calendar".into())), Class::Network);
+        assert_eq!(
+            class_of(&Launch::Builtin("calendar".into())),
+            Class::Network
+        );
         assert_eq!(class_of(&Launch::Builtin("web".into())), Class::Network);
         assert_eq!(
             class_of(&Launch::Builtin("anthropic".into())),

@@ -310,9 +310,7 @@ pub fn events(text: &str, etag: &str) -> Result<Vec<Shown>, String> {
 }
 
 fn text_of(component: &Component<'_>, name: &str) -> Option<String> {
-    component
-        .find_prop(name)
-        .map(|p| p.val.as_str().to_owned())
+    component.find_prop(name).map(|p| p.val.as_str().to_owned())
 }
 
 fn shown(event: &Component<'_>, etag: &str) -> Shown {
@@ -405,7 +403,11 @@ mod tests {
     }
 
     fn events_of(text: &str) -> Vec<Value> {
-        events(text, "").unwrap().into_iter().map(|s| s.json).collect()
+        events(text, "")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.json)
+            .collect()
     }
 
     #[test]

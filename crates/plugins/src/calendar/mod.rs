@@ -156,9 +156,8 @@ impl Calendar {
             let pem = std::fs::read(path).map_err(|e| {
                 PluginError::Config(format!("cannot read `ca_file` {}: {e}", path.display()))
             })?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                PluginError::Config(format!("`ca_file` {}: {e}", path.display()))
-            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| PluginError::Config(format!("`ca_file` {}: {e}", path.display())))?;
             builder = builder.tls_certs_only(certificates);
         }
         let client = builder
@@ -262,7 +261,10 @@ impl Calendar {
         let (status, _, text) = self.dav(
             "PROPFIND",
             url,
-            &[("depth", depth.to_owned()), ("content-type", XML.to_owned())],
+            &[
+                ("depth", depth.to_owned()),
+                ("content-type", XML.to_owned()),
+            ],
             Some(body),
         )?;
         multistatus(status, &text)
@@ -827,12 +829,7 @@ fn check_order(action: &str, start: When, end: When) -> Result<(), ToolFailure> 
     }
 }
 
-fn text(
-    args: &Args,
-    action: &str,
-    name: &str,
-    max: usize,
-) -> Result<Option<String>, ToolFailure> {
+fn text(args: &Args, action: &str, name: &str, max: usize) -> Result<Option<String>, ToolFailure> {
     let Some(value) = args.opt_string(name)? else {
         return Ok(None);
     };
@@ -848,7 +845,8 @@ fn invitees(args: &Args, action: &str) -> Result<Option<Vec<String>>, ToolFailur
     let Some(value) = args.opt_value("invitees") else {
         return Ok(None);
     };
-    let wrong = || ToolFailure::invalid(format!("`{action}`: `invitees` must be an array of emails"));
+    let wrong =
+        || ToolFailure::invalid(format!("`{action}`: `invitees` must be an array of emails"));
     let list = value.as_array().ok_or_else(wrong)?;
     if list.len() > MAX_INVITEES {
         return Err(ToolFailure::invalid(format!(
@@ -1025,7 +1023,14 @@ mod tests {
         check_id("work").unwrap();
         check_id("3f1c-ab@host").unwrap();
         assert!(is_email("bob@example.com"));
-        for bad in ["bob", "@x.org", "a@b", "a b@x.org", "a@x.org\r\nX:1", "a;b@x.org"] {
+        for bad in [
+            "bob",
+            "@x.org",
+            "a@b",
+            "a b@x.org",
+            "a@x.org\r\nX:1",
+            "a;b@x.org",
+        ] {
             assert!(!is_email(bad), "{bad}");
         }
         let url = Url::parse("http://h/user/my%20cal/").unwrap();

@@ -72,8 +72,12 @@ fn discover_create_list_update_move_delete() {
     // On the server: a real iCalendar object named after the uid.
     let stored = server.stored("work");
     assert_eq!(stored.len(), 2, "{stored:?}");
-    assert!(stored.iter().any(|(name, text)| *name == format!("{uid}.ics")
-        && text.replace("\r\n ", "").contains("RSVP=TRUE:mailto:ann@example.com")));
+    assert!(stored.iter().any(|(name, text)| {
+        *name == format!("{uid}.ics")
+            && text
+                .replace("\r\n ", "")
+                .contains("RSVP=TRUE:mailto:ann@example.com")
+    }));
 
     // The time range filters.
     let listed = events(&mut kernel, "work", "2026-03-02", "2026-03-02");
@@ -129,16 +133,26 @@ fn discover_create_list_update_move_delete() {
         )
         .unwrap_err();
     assert_eq!(conflict.kind, ErrorKind::Permanent);
-    assert!(conflict.message.contains("changed on the server"), "{conflict:?}");
+    assert!(
+        conflict.message.contains("changed on the server"),
+        "{conflict:?}"
+    );
     assert_eq!(
         events(&mut kernel, "work", "2026-03-02", "2026-03-02")[0]["summary"],
         "Budget review"
     );
 
     // Move to the other calendar.
-    let moved = kernel.ok("a", "move", json!({"calendar": "work", "uid": uid, "to": "home"}));
+    let moved = kernel.ok(
+        "a",
+        "move",
+        json!({"calendar": "work", "uid": uid, "to": "home"}),
+    );
     assert_eq!(moved["calendar"], "home");
-    assert_eq!(events(&mut kernel, "work", "2026-03-02", "2026-03-02").len(), 0);
+    assert_eq!(
+        events(&mut kernel, "work", "2026-03-02", "2026-03-02").len(),
+        0
+    );
     let there = events(&mut kernel, "home", "2026-03-02", "2026-03-02");
     assert_eq!(there[0]["uid"], uid);
     assert_eq!(server.stored("home").len(), 1);
@@ -179,7 +193,10 @@ fn bad_inputs_are_clear_errors() {
         (with("calendar", json!("nope")), "no calendar `nope`"),
         (with("calendar", json!("../owner")), "`..`"),
         (with("invitees", json!(["not-an-email"])), "not an email"),
-        (with("invitees", json!(["a@x.org\r\nATTENDEE:mailto:evil@x.org"])), "not an email"),
+        (
+            with("invitees", json!(["a@x.org\r\nATTENDEE:mailto:evil@x.org"])),
+            "not an email",
+        ),
         (with("invitees", json!("a@x.org")), "array"),
         (with("summary", json!("")), "summary"),
         (with("colour", json!("red")), "colour"),

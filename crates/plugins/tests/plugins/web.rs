@@ -67,7 +67,9 @@ fn serve(mut stream: TcpStream, log: &Mutex<Vec<Seen>>, answer: &dyn Fn(&Seen) -
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     let seen = loop {
-        let Ok(n) = stream.read(&mut chunk) else { return };
+        let Ok(n) = stream.read(&mut chunk) else {
+            return;
+        };
         if n == 0 {
             return;
         }
@@ -167,14 +169,20 @@ fn an_html_page_becomes_readable_text() {
         .iter()
         .map(|a| (a.name.as_str(), a.tier))
         .collect();
-    assert_eq!(actions, [("fetch", Tier::Observe), ("search", Tier::Observe)]);
+    assert_eq!(
+        actions,
+        [("fetch", Tier::Observe), ("search", Tier::Observe)]
+    );
     let out = fetch(&mut kernel, &site.url("/page"));
     assert_eq!(out["status"], 200);
     assert_eq!(out["title"], "Tide tables");
     assert_eq!(out["truncated"], false);
     let text = out["text"].as_str().unwrap();
     assert!(text.contains("# Tides in Brest"), "{text}");
-    assert!(text.contains("High tide at 06:12, low tide at 12:30."), "{text}");
+    assert!(
+        text.contains("High tide at 06:12, low tide at 12:30."),
+        "{text}"
+    );
     assert!(text.contains("Tuesday: windy"), "{text}");
     for hidden in ["stealCookies", "color:red", "<b>", "Menu"] {
         assert!(!text.contains(hidden), "{hidden} in {text}");
@@ -183,7 +191,10 @@ fn an_html_page_becomes_readable_text() {
     assert_eq!(out["text"], r#"{"tide": "high"}"#);
     let out = fetch(&mut kernel, &site.url("/image"));
     let text = out["text"].as_str().unwrap();
-    assert!(text.contains("image/png") && text.contains("21 bytes"), "{text}");
+    assert!(
+        text.contains("image/png") && text.contains("21 bytes"),
+        "{text}"
+    );
     assert!(!text.contains("secret-pixels"));
     let out = fetch(&mut kernel, &site.url("/missing"));
     assert_eq!(out["status"], 404);
@@ -228,7 +239,10 @@ fn redirects_stay_on_the_checked_site() {
     });
     let out = fetch(&mut kernel, &cross.url("/"));
     assert_eq!(out["redirect"], other.url("/page"));
-    assert!(other.seen().is_empty(), "the cross-site redirect was followed");
+    assert!(
+        other.seen().is_empty(),
+        "the cross-site redirect was followed"
+    );
     // A loop stops after five hops.
     let before = site.seen().len();
     let out = fetch(&mut kernel, &site.url("/loop"));
@@ -245,7 +259,10 @@ fn only_get_of_http_urls() {
         (json!({"url": "file:///etc/passwd"}), "only http and https"),
         (json!({"url": "ftp://127.0.0.1/"}), "only http and https"),
         (json!({"url": "not a url"}), "invalid url"),
-        (json!({"url": site.url("/page"), "method": "POST"}), "method"),
+        (
+            json!({"url": site.url("/page"), "method": "POST"}),
+            "method",
+        ),
         (json!({"url": site.url("/page"), "body": "x"}), "body"),
         (json!({}), "url"),
     ] {
@@ -341,13 +358,19 @@ fn search_through_brave_keeps_the_key_in_the_header() {
     );
     let seen = &engine.seen()[0];
     assert_eq!(seen.header("x-subscription-token"), Some(KEY));
-    assert!(seen.path.starts_with("/res/v1/web/search?q=tides&count="), "{}", seen.path);
+    assert!(
+        seen.path.starts_with("/res/v1/web/search?q=tides&count="),
+        "{}",
+        seen.path
+    );
     assert!(!seen.path.contains(KEY));
     assert!(!out.to_string().contains(KEY));
     kernel.shutdown();
 
     let mut kernel = start_with_key("web", config, "a-wrong-key");
-    let e = kernel.invoke("a", "search", json!({"query": "tides"})).unwrap_err();
+    let e = kernel
+        .invoke("a", "search", json!({"query": "tides"}))
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth, "{e:?}");
     assert!(!e.message.contains("a-wrong-key"), "{e:?}");
     kernel.shutdown();
