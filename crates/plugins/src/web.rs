@@ -250,13 +250,16 @@ impl Web {
             || mime == "application/xml"
             || mime.ends_with("+xml")
             || (mime.is_empty() && std::str::from_utf8(&bytes).is_ok());
-        let mut out = json!({"url": url.as_str(), "status": status, "truncated": truncated});
+        let mut out = serde_json::Map::new();
+        out.insert("url".to_owned(), json!(url.as_str()));
+        out.insert("status".to_owned(), json!(status));
+        out.insert("truncated".to_owned(), json!(truncated));
         if html {
             let (title, text) = html_text(&bytes);
-            out["title"] = json!(title);
-            out["text"] = json!(text);
+            out.insert("title".to_owned(), json!(title));
+            out.insert("text".to_owned(), json!(text));
         } else if textual {
-            out["text"] = json!(String::from_utf8_lossy(&bytes));
+            out.insert("text".to_owned(), json!(String::from_utf8_lossy(&bytes)));
         } else {
             let size = length.map_or_else(
                 || {
@@ -273,10 +276,13 @@ impl Web {
             } else {
                 shorten(&mime)
             };
-            out["text"] = json!(format!("(not text: {mime}, {size}; not shown)"));
-            out["truncated"] = json!(false);
+            out.insert(
+                "text".to_owned(),
+                json!(format!("(not text: {mime}, {size}; not shown)")),
+            );
+            out.insert("truncated".to_owned(), json!(false));
         }
-        Ok(out)
+        Ok(Value::Object(out))
     }
 
     fn search(&self, args: Value) -> Result<Value, ToolFailure> {
@@ -299,46 +305,45 @@ impl Web {
                 "no search engine is configured (`search` in the web plugin's config)",
             ));
         };
-        let (request, items, title_key, snippet_key): (_, fn(&Value) -> Option<&Vec<Value>>, _, _) =
-            match engine {
-                Engine::SearxNg(base) => {
-                    let mut url = base.clone();
-                    if !url.path().ends_with('/') {
-                        url.set_path(&format!("{}/", url.path()));
-                    }
-                    let mut url = url
-                        .join("search")
-                        .map_err(|_| ToolFailure::permanent("the search url is invalid"))?;
-                    url.query_pairs_mut()
-                        .append_pair("q", query)
-                        .append_pair("format", "json");
-                    (
-                        self.client.get(url),
-                        |v: &Value| v.get("results").and_then(Value::as_array),
-                        "title",
-                        "content",
-                    )
+        let (request, items, title_key, snippet_key): (_, Items, _, _) = match engine {
+            Engine::SearxNg(base) => {
+                let mut url = base.clone();
+                if !url.path().ends_with('/') {
+                    url.set_path(&format!("{}/", url.path()));
                 }
-                Engine::Brave(base, key) => {
-                    let mut url = base.clone();
-                    url.query_pairs_mut()
-                        .append_pair("q", query)
-                        .append_pair("count", &limit.min(20).to_string());
-                    (
-                        self.client
-                            .get(url)
-                            .header("accept", "application/json")
-                            .header("x-subscription-token", key.expose()),
-                        |v: &Value| {
-                            v.get("web")
-                                .and_then(|w| w.get("results"))
-                                .and_then(Value::as_array)
-                        },
-                        "title",
-                        "description",
-                    )
-                }
-            };
+                let mut url = url
+                    .join("search")
+                    .map_err(|_| ToolFailure::permanent("the search url is invalid"))?;
+                url.query_pairs_mut()
+                    .append_pair("q", query)
+                    .append_pair("format", "json");
+                (
+                    self.client.get(url),
+                    |v: &Value| v.get("results").and_then(Value::as_array),
+                    "title",
+                    "content",
+                )
+            }
+            Engine::Brave(base, key) => {
+                let mut url = base.clone();
+                url.query_pairs_mut()
+                    .append_pair("q", query)
+                    .append_pair("count", &limit.min(20).to_string());
+                (
+                    self.client
+                        .get(url)
+                        .header("accept", "application/json")
+                        .header("x-subscription-token", key.expose()),
+                    |v: &Value| {
+                        v.get("web")
+                            .and_then(|w| w.get("results"))
+                            .and_then(Value::as_array)
+                    },
+                    "title",
+                    "description",
+                )
+            }
+        };
         let response = request.send().map_err(|e| self.failure(e))?;
         let status = response.status();
         let (bytes, truncated) = read_capped(response, MAX_SEARCH_ANSWER)?;
@@ -403,6 +408,9 @@ impl Web {
         Ok(json!({ "results": results }))
     }
 }
+
+/// Where an engine's answer keeps its results.
+type Items = fn(&Value) -> Option<&Vec<Value>>;
 
 /// The body, at most `max` bytes, and whether there was more.
 fn read_capped(response: Response, max: usize) -> Result<(Vec<u8>, bool), ToolFailure> {
