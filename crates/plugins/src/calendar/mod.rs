@@ -196,9 +196,8 @@ impl Calendar {
             .basic_auth(&self.user, Some(self.password.expose()))
             .headers(map);
         if let Some(body) = body {
-            request = request
-                .header("content-type", content_type(headers))
-                .body(body);
+            // Its content type is among `headers`.
+            request = request.body(body);
         }
         let response = request.send().map_err(|e| self.failure(e))?;
         let status = response.status();
@@ -655,13 +654,6 @@ impl Calendar {
 
 const XML: &str = "application/xml; charset=utf-8";
 const ICS: &str = "text/calendar; charset=utf-8";
-
-fn content_type(headers: &[(&'static str, String)]) -> String {
-    headers
-        .iter()
-        .find(|(n, _)| *n == "content-type")
-        .map_or_else(|| XML.to_owned(), |(_, v)| v.clone())
-}
 
 fn install_provider() {
     static PROVIDER: Once = Once::new();

@@ -375,3 +375,35 @@ fn search_through_brave_keeps_the_key_in_the_header() {
     assert!(!e.message.contains("a-wrong-key"), "{e:?}");
     kernel.shutdown();
 }
+
+#[test]
+fn configs_that_cannot_work_are_refused() {
+    for (config, expected) in [
+        (json!({"search": {"engine": "brave"}}), "API key"),
+        (json!({"search": {"engine": "google"}}), "searxng"),
+        (json!({"search": {"engine": "searxng"}}), "search.url"),
+        (json!({"max_body": 0}), "max_body"),
+    ] {
+        let (sent, _) =
+            crate::kernel::start_failing("web", config.clone(), p3ak_plugins::Launch::new("web"));
+        assert!(sent.message.contains(expected), "{config}: {sent:?}");
+    }
+    for (config, expected) in [
+        (
+            json!({"url": "http://dav.example.com/", "user": "me"}),
+            "https",
+        ),
+        (json!({"url": "https://dav.example.com/"}), "user"),
+        (
+            json!({"url": "https://dav.example.com/", "user": "me"}),
+            "password",
+        ),
+    ] {
+        let (sent, _) = crate::kernel::start_failing(
+            "calendar",
+            config.clone(),
+            p3ak_plugins::Launch::new("calendar"),
+        );
+        assert!(sent.message.contains(expected), "{config}: {sent:?}");
+    }
+}
