@@ -244,3 +244,86 @@ fn a_wrong_password_is_an_auth_error() {
     assert!(!e.message.contains("not-the-password"));
     kernel.shutdown();
 }
+
+/// A hostile "CalDAV server" on loopback: every request gets `status` and `body`.
+fn hostile(status: u16, body: String) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut request = vec![0; length];
+            let _ = reader.read_exact(&mut request);
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn hostile_servers_get_clear_errors() {
+    let multistatus = |inner: &str| {
+        format!(
+            "<?xml version=\"1.0\"?><d:multistatus xmlns:d=\"DAV:\" \
+             xmlns:c=\"urn:ietf:params:xml:ns:caldav\">{inner}</d:multistatus>"
+        )
+    };
+    let home_elsewhere = multistatus(
+        "<d:response><d:href>/</d:href><d:propstat><d:prop><c:calendar-home-set>\
+         <d:href>http://elsewhere.invalid/owner/</d:href></c:calendar-home-set></d:prop>\
+         <d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>",
+    );
+    for (status, body, expected) in [
+        (
+            207,
+            multistatus(&"<d:response/>".repeat(5000)),
+            "max_response",
+        ),
+        (
+            207,
+            "<?xml version=\"1.0\"?><!DOCTYPE d [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>\
+             <d:multistatus xmlns:d=\"DAV:\"><d:response><d:href>&x;</d:href></d:response>\
+             </d:multistatus>"
+                .to_owned(),
+            "unknown XML entity",
+        ),
+        (
+            207,
+            "<d:multistatus xmlns:d=\"DAV:\"><d:response>".to_owned(),
+            "XML",
+        ),
+        (207, home_elsewhere, "another host"),
+        (301, String::new(), "not a multistatus"),
+        (200, "hello".to_owned(), "not a multistatus"),
+    ] {
+        let port = hostile(status, body);
+        let mut kernel = start_with_key(
+            "calendar",
+            json!({"url": format!("http://127.0.0.1:{port}/"), "user": "owner",
+                   "timeout_secs": 5, "max_response": 20000}),
+            PASSWORD,
+        );
+        let e = kernel.invoke("a", "calendars", json!({})).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Permanent, "{e:?}");
+        assert!(e.message.contains(expected), "{expected}: {e:?}");
+        assert!(!e.message.contains("root:"), "{e:?}");
+        kernel.shutdown();
+    }
+}
