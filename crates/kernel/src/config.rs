@@ -22,6 +22,8 @@ pub const BUILTINS: &[&str] = &[
     "slack",
     "discord",
     "webhook",
+    "calendar",
+    "web",
 ];
 
 /// The first-party model providers: their `credential` goes with each inference request,

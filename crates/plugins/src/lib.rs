@@ -7,6 +7,8 @@
 //! | `files` | tool | `read`, `write`, `list` inside the agent's workspace |
 //! | `shell` | tool | `run` a command in the agent's workspace |
 //! | `http` | tool | `request` one URL, never following redirects |
+//! | `calendar` | tool | `calendars`, `events`, `create`, `update`, `move`, `delete` on a CalDAV server |
+//! | `web` | tool | `fetch` a page as text, `search` through SearXNG or Brave |
 //! | `scripted` | provider | replies from a JSON script, for tests and the offline demo |
 //! | `anthropic` | provider | Anthropic's Messages API |
 //! | `openai` | provider | Chat Completions: OpenAI, llama.cpp, vLLM, LM Studio, … |
@@ -27,12 +29,14 @@
 //! The crate never prints and never exits; every failure is a [`RunError`].
 #![forbid(unsafe_code)]
 
+pub mod calendar;
 pub mod connectors;
 pub mod files;
 pub mod http;
 pub mod providers;
 pub mod scripted;
 pub mod shell;
+pub mod web;
 mod workspace;
 
 use std::os::unix::net::UnixStream;
@@ -45,6 +49,8 @@ pub const BUILTINS: &[&str] = &[
     "files",
     "shell",
     "http",
+    "calendar",
+    "web",
     "scripted",
     "anthropic",
     "openai",
@@ -63,8 +69,8 @@ pub const SOFTWARE: &str = concat!("p3ak-plugins ", env!("CARGO_PKG_VERSION"));
 pub enum RunError {
     /// A plugin this crate does not have (`vault` is `p3ak-vaulttool`'s; the CLI routes it).
     #[error(
-        "unknown plugin `{0}`: the first-party plugins are files, shell, http, vault, scripted, \
-         anthropic, openai, ollama, telegram, discord and slack"
+        "unknown plugin `{0}`: the first-party plugins are files, shell, http, calendar, web, \
+         vault, scripted, anthropic, openai, ollama, telegram, discord, slack and webhook"
     )]
     UnknownPlugin(String),
     /// The plugin stopped with an error.
@@ -111,6 +117,16 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
         "http" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
             Ok(Handler::Tool(Box::new(http::Http::from_config(
                 &w.config, max_frame,
+            )?)))
+        }),
+        "calendar" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
+            Ok(Handler::Tool(Box::new(calendar::Calendar::from_welcome(
+                w, max_frame,
+            )?)))
+        }),
+        "web" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
+            Ok(Handler::Tool(Box::new(web::Web::from_welcome(
+                w, max_frame,
             )?)))
         }),
         "scripted" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {

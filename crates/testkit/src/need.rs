@@ -87,3 +87,8 @@ pub fn model() -> PathBuf {
         )
     })
 }
+
+/// Radicale, the CalDAV server: `python3 -m radicale`.
+pub fn radicale() {
+    python_module("radicale", "radicale");
+}

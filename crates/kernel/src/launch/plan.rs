@@ -141,7 +141,7 @@ fn class_of(launch: &Launch) -> Class {
             "files" | "vault" => Class::Tool,
             "shell" => Class::Shell,
             "scripted" => Class::Provider,
-            // `http` and the providers that call a model service.
+            // `http`, `calendar`, `web` and the providers that call a model service.
             _ => Class::Network,
         },
         Launch::Path(_) => Class::Script,
@@ -517,6 +517,11 @@ mod tests {
         assert_eq!(class_of(&Launch::Builtin("files".into())), Class::Tool);
         assert_eq!(class_of(&Launch::Builtin("shell".into())), Class::Shell);
         assert_eq!(class_of(&Launch::Builtin("http".into())), Class::Network);
+        assert_eq!(
+            class_of(&Launch::Builtin("calendar".into())),
+            Class::Network
+        );
+        assert_eq!(class_of(&Launch::Builtin("web".into())), Class::Network);
         assert_eq!(
             class_of(&Launch::Builtin("anthropic".into())),
             Class::Network

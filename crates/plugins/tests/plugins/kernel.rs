@@ -17,6 +17,16 @@ pub fn start(builtin: &str, config: Value) -> Kernel {
     })
 }
 
+/// Starts plugin `builtin` with a credential in `welcome.key`.
+pub fn start_with_key(builtin: &str, config: Value, key: &str) -> Kernel {
+    let name = builtin.to_owned();
+    let launch = Launch::new(builtin);
+    let key = p3ak_proto::Credential::new(key.to_owned());
+    Kernel::start(builtin, config, Some(key), move |stream| {
+        p3ak_plugins::serve(&name, stream, launch)
+    })
+}
+
 /// Starts a plugin whose config is refused: returns the error it sent and the one it returned.
 pub fn start_failing(builtin: &str, config: Value, launch: Launch) -> (ErrorMessage, RunError) {
     let builtin = builtin.to_owned();

@@ -8,6 +8,7 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
+mod calendar;
 mod fake_api;
 mod files;
 mod http;
@@ -16,3 +17,4 @@ mod providers;
 mod run;
 mod scripted;
 mod shell;
+mod web;

@@ -1,0 +1,3 @@
+//! Real servers on loopback for the plugins' tests (feature `servers`).
+
+pub mod radicale;
