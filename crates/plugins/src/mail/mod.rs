@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use lettre::message::{Mailbox, Mailboxes, header};
+use lettre::message::{Mailbox, header};
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use p3ak_proto::{ActionSpec, Credential, Tier, Welcome};
 use serde::Deserialize;
@@ -42,6 +42,10 @@ pub const MAX_RECIPIENTS: usize = 100;
 pub const MAX_SUBJECT: usize = 998;
 /// Most folders listed.
 const MAX_FOLDERS: usize = 500;
+/// The special uses `folders` reports (RFC 6154).
+const SPECIAL_USES: &[&str] = &[
+    "All", "Archive", "Drafts", "Flagged", "Junk", "Sent", "Trash",
+];
 /// Folders whose counts `folders` asks for.
 const MAX_STATUS: usize = 100;
 
@@ -174,19 +178,22 @@ impl Mail {
             let mut out = Vec::new();
             for (i, name) in names.iter().take(MAX_FOLDERS).enumerate() {
                 let folder = name.name().to_owned();
-                let special: Vec<String> = name
+                // RFC 6154's special uses, as `drafts`, `sent`, …
+                let special = name
                     .attributes()
                     .iter()
                     .map(|a| format!("{a:?}"))
-                    .filter(|a| !a.contains("NoInferiors") && !a.contains("HasNoChildren"))
-                    .collect();
+                    .find(|a| SPECIAL_USES.contains(&a.as_str()))
+                    .map(|a| a.to_lowercase());
                 let selectable = !name
                     .attributes()
                     .iter()
                     .any(|a| format!("{a:?}").eq_ignore_ascii_case("NoSelect"));
                 let mut entry = serde_json::Map::new();
                 entry.insert("name".to_owned(), json!(folder));
-                entry.insert("attributes".to_owned(), json!(special));
+                if let Some(special) = special {
+                    entry.insert("special".to_owned(), json!(special));
+                }
                 if selectable
                     && i < MAX_STATUS
                     && check_folder(&folder).is_ok()
@@ -955,7 +962,6 @@ fn recipients(
         })?;
         out.push(mailbox);
     }
-    let _ = Mailboxes::new();
     Ok(out)
 }
 
@@ -1013,7 +1019,8 @@ impl Tool for Mail {
         vec![
             spec(
                 "folders",
-                "List the mailbox's folders with message and unseen counts.",
+                "List the mailbox's folders with message and unseen counts and their special use \
+                 (drafts, sent, archive, trash, junk, …).",
                 json!({}),
                 &[],
                 Tier::Observe,
@@ -1135,6 +1142,35 @@ mod tests {
         assert_eq!(imap_date("since", "2026-02-01").unwrap(), "1-Feb-2026");
         assert!(imap_date("since", "01/02/2026").is_err());
         assert!(imap_date("since", "2026-13-01").is_err());
+    }
+
+    /// STARTTLS (what `imap://` to a host that is not loopback uses), forced here against
+    /// the loopback Dovecot: the upgrade, the certificate check and the login.
+    #[test]
+    #[ignore = "needs Dovecot and aiosmtpd"]
+    fn starttls_upgrades_checks_the_certificate_and_logs_in() {
+        use p3ak_kernel::demo::mailhost::MailHost;
+        if let Err(e) = MailHost::available() {
+            panic!("this test needs {e}")
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let host = MailHost::start(dir.path()).unwrap();
+        let plain = Server::parse("imap", &host.imap_url(), ("imaps", 993), ("imap", 143)).unwrap();
+        let server = Server {
+            security: Security::StartTls,
+            ..plain
+        };
+        let timeout = Duration::from_secs(10);
+        let trusted = Tls::new(Some(std::fs::read(host.ca_file()).unwrap())).unwrap();
+        let mut session =
+            conn::imap_login(&server, &trusted, timeout, host.user(), host.password()).unwrap();
+        session.examine("INBOX").unwrap();
+        session.logout().unwrap();
+        let untrusted = Tls::new(None).unwrap();
+        let e = conn::imap_login(&server, &untrusted, timeout, host.user(), host.password())
+            .err()
+            .unwrap();
+        assert!(e.message.contains("TLS"), "{}", e.message);
     }
 
     #[test]

@@ -140,7 +140,14 @@ fn folders_search_read_and_attachments() {
     assert_eq!(inbox["messages"], 4, "{folders}");
     assert_eq!(inbox["unseen"], 4, "{folders}");
     for name in ["Drafts", "Sent", "Archive"] {
-        assert!(folders.to_string().contains(name), "{folders}");
+        let folder = folders["folders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap();
+        assert_eq!(folder["special"], name.to_lowercase(), "{folders}");
+        assert_eq!(folder["messages"], 0, "{folders}");
     }
 
     // Newest first; each criterion narrows.
