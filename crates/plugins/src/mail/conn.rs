@@ -156,6 +156,39 @@ impl Write for Stream {
     }
 }
 
+/// A stream that refuses to read more than a budget: the IMAP client keeps whatever a server
+/// sends for a command (a literal of any size), so a hostile server is cut off here.
+#[derive(Debug)]
+pub(crate) struct Capped {
+    inner: Stream,
+    left: u64,
+}
+
+impl Read for Capped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other(
+                "the IMAP server sent more than this call may read",
+            ));
+        }
+        let most = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let read = self.inner.read(buf.get_mut(..most).unwrap_or_default())?;
+        self.left = self.left.saturating_sub(read as u64);
+        Ok(read)
+    }
+}
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Connects with read/write timeouts (a plain connect: `connect_timeout` needs `ioctl`, which
 /// the network sandbox refuses).
 fn tcp(server: &Server, timeout: Duration) -> Result<TcpStream, ToolFailure> {
@@ -252,7 +285,7 @@ fn starttls(socket: &mut TcpStream) -> Result<(), ToolFailure> {
 }
 
 /// An IMAP session, logged in.
-pub(crate) type Session = imap::Session<Stream>;
+pub(crate) type Session = imap::Session<Capped>;
 
 /// Connects to the IMAP server and logs in.
 pub(crate) fn imap_login(
@@ -261,23 +294,28 @@ pub(crate) fn imap_login(
     timeout: Duration,
     user: &str,
     password: &str,
+    budget: u64,
 ) -> Result<Session, ToolFailure> {
     let socket = tcp(server, timeout)?;
+    let capped = |inner| Capped {
+        inner,
+        left: budget,
+    };
     let client = match server.security {
         Security::Plain => {
-            let mut client = imap::Client::new(Stream::Plain(socket));
+            let mut client = imap::Client::new(capped(Stream::Plain(socket)));
             client.read_greeting().map_err(|e| imap_failure(&e))?;
             client
         }
         Security::Implicit => {
-            let mut client = imap::Client::new(tls(settings, server, socket)?);
+            let mut client = imap::Client::new(capped(tls(settings, server, socket)?));
             client.read_greeting().map_err(|e| imap_failure(&e))?;
             client
         }
         Security::StartTls => {
             let mut socket = socket;
             starttls(&mut socket)?;
-            imap::Client::new(tls(settings, server, socket)?)
+            imap::Client::new(capped(tls(settings, server, socket)?))
         }
     };
     client.login(user, password).map_err(|(e, _)| match e {

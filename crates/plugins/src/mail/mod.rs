@@ -4,7 +4,8 @@
 //! only when the host is loopback), `smtp` (`smtps://host[:465]`, or `smtp://host[:587]` with
 //! STARTTLS required, plain and without login only on loopback), `user` (the login), `from`
 //! (the sender address, default `user`), `ca_file` (an extra PEM CA to trust), `drafts` (the
-//! drafts folder, default `Drafts`), `max_message` (bytes of one message read, default 10 MiB,
+//! drafts folder, default `Drafts`), `sent` (a folder to file a copy of each sent message in;
+//! unset, none is filed, as many servers do it themselves), `max_message` (bytes of one message read, default 10 MiB,
 //! at most 64 MiB), `timeout_secs` (each network operation, default 30, at most 600). The
 //! password is the plugin's credential (`welcome.key`); the plugin refuses to start without it.
 //!
@@ -69,6 +70,8 @@ struct Config {
     ca_file: Option<std::path::PathBuf>,
     #[serde(default = "default_drafts")]
     drafts: String,
+    /// Where a copy of each sent message goes; none when unset (many servers file it).
+    sent: Option<String>,
     #[serde(default = "default_max_message")]
     max_message: usize,
     #[serde(default = "default_timeout")]
@@ -84,6 +87,7 @@ pub struct Mail {
     password: Credential,
     tls: Tls,
     drafts: String,
+    sent: Option<String>,
     max_message: usize,
     /// Most bytes of text or data one result carries.
     max_output: usize,
@@ -129,6 +133,9 @@ impl Mail {
             ))
         })?;
         check_folder(&config.drafts).map_err(|e| PluginError::Config(e.message))?;
+        if let Some(sent) = &config.sent {
+            check_folder(sent).map_err(|e| PluginError::Config(e.message))?;
+        }
         let extra = match &config.ca_file {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
                 PluginError::Config(format!("cannot read `ca_file` {}: {e}", path.display()))
@@ -144,6 +151,7 @@ impl Mail {
             password,
             tls,
             drafts: config.drafts,
+            sent: config.sent,
             max_message: config.max_message.max(1),
             max_output: (max_frame / 2).clamp(1024, 4 << 20),
             timeout: Duration::from_secs(config.timeout_secs.max(1)),
@@ -157,6 +165,8 @@ impl Mail {
             self.timeout,
             &self.user,
             self.password.expose(),
+            // One message and its size check, or a search's headers, with room to spare.
+            (self.max_message as u64).saturating_mul(2) + (16 << 20),
         )
     }
 
@@ -563,6 +573,7 @@ impl Mail {
             "to": strings(&to),
             "cc": strings(&cc),
             "bcc": strings(&bcc),
+            "filed": self.file_sent(&message),
         }))
     }
 
@@ -642,7 +653,26 @@ impl Mail {
             "to": strings(&to),
             "cc": strings(&cc),
             "subject": subject,
+            "filed": self.file_sent(&message),
         }))
+    }
+
+    /// Files a copy of a sent message in the `sent` folder, if configured: the folder's name,
+    /// or why not (the message has left either way, so this is not a failure).
+    fn file_sent(&self, message: &[u8]) -> Value {
+        let Some(folder) = &self.sent else {
+            return Value::Null;
+        };
+        let filed = self.with_session(|s| {
+            s.append(folder, message)
+                .flag(imap::types::Flag::Seen)
+                .finish()
+                .map_err(|e| imap_failure(&e))
+        });
+        match filed {
+            Ok(_) => json!(folder),
+            Err(e) => json!(format!("not filed in `{folder}`: {}", e.message)),
+        }
     }
 
     /// Builds an RFC 5322 message; returns it with its Message-ID.
@@ -1162,14 +1192,28 @@ mod tests {
         };
         let timeout = Duration::from_secs(10);
         let trusted = Tls::new(Some(std::fs::read(host.ca_file()).unwrap())).unwrap();
-        let mut session =
-            conn::imap_login(&server, &trusted, timeout, host.user(), host.password()).unwrap();
+        let mut session = conn::imap_login(
+            &server,
+            &trusted,
+            timeout,
+            host.user(),
+            host.password(),
+            1 << 20,
+        )
+        .unwrap();
         session.examine("INBOX").unwrap();
         session.logout().unwrap();
         let untrusted = Tls::new(None).unwrap();
-        let e = conn::imap_login(&server, &untrusted, timeout, host.user(), host.password())
-            .err()
-            .unwrap();
+        let e = conn::imap_login(
+            &server,
+            &untrusted,
+            timeout,
+            host.user(),
+            host.password(),
+            1 << 20,
+        )
+        .err()
+        .unwrap();
         assert!(e.message.contains("TLS"), "{}", e.message);
     }
 

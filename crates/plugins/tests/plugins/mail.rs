@@ -312,7 +312,9 @@ fn mark_move_and_draft() {
 #[ignore = "needs Dovecot and aiosmtpd"]
 fn send_and_reply_reach_the_smtp_server() {
     let f = host();
-    let mut k = start(config(&f.host), Some(f.host.password()));
+    let mut filing = config(&f.host);
+    filing["sent"] = json!("Sent");
+    let mut k = start(filing, Some(f.host.password()));
     let sent = k.ok(
         "a",
         "send",
@@ -448,6 +450,13 @@ fn bad_inputs_are_refused_clearly() {
         json!({"to": ["bob@home.example"], "subject": "s", "body": "b", "from": "x@y.example"}),
     );
     assert!(e.contains("unknown argument `from`"), "{e}");
+    k.shutdown();
+    // A message over `max_message` is refused before it is fetched.
+    let mut small = config(&f.host);
+    small["max_message"] = json!(200);
+    let mut k = start(small, Some(f.host.password()));
+    let e = k.invalid("a", "read", json!({"uid": 3}));
+    assert!(e.contains("over the limit of 200"), "{e}");
     k.shutdown();
     assert!(f.host.received().unwrap().is_empty());
 }
