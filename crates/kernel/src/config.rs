@@ -12,6 +12,7 @@ use crate::KernelError;
 pub const BUILTINS: &[&str] = &[
     "files",
     "http",
+    "mail",
     "shell",
     "vault",
     "scripted",

@@ -7,6 +7,7 @@
 //! | `files` | tool | `read`, `write`, `list` inside the agent's workspace |
 //! | `shell` | tool | `run` a command in the agent's workspace |
 //! | `http` | tool | `request` one URL, never following redirects |
+//! | `mail` | tool | `folders`, `search`, `read`, `attachment`, `mark`, `move`, `draft`, `send`, `reply` over IMAP and SMTP |
 //! | `calendar` | tool | `calendars`, `events`, `create`, `update`, `move`, `delete` on a CalDAV server |
 //! | `web` | tool | `fetch` a page as text, `search` through SearXNG or Brave |
 //! | `scripted` | provider | replies from a JSON script, for tests and the offline demo |
@@ -33,6 +34,7 @@ pub mod calendar;
 pub mod connectors;
 pub mod files;
 pub mod http;
+pub mod mail;
 pub mod providers;
 pub mod scripted;
 pub mod shell;
@@ -49,6 +51,7 @@ pub const BUILTINS: &[&str] = &[
     "files",
     "shell",
     "http",
+    "mail",
     "calendar",
     "web",
     "scripted",
@@ -69,7 +72,7 @@ pub const SOFTWARE: &str = concat!("p3ak-plugins ", env!("CARGO_PKG_VERSION"));
 pub enum RunError {
     /// A plugin this crate does not have (`vault` is `p3ak-vaulttool`'s; the CLI routes it).
     #[error(
-        "unknown plugin `{0}`: the first-party plugins are files, shell, http, calendar, web, \
+        "unknown plugin `{0}`: the first-party plugins are files, shell, http, mail, calendar, web, \
          vault, scripted, anthropic, openai, ollama, telegram, discord, slack and webhook"
     )]
     UnknownPlugin(String),
@@ -117,6 +120,11 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
         "http" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
             Ok(Handler::Tool(Box::new(http::Http::from_config(
                 &w.config, max_frame,
+            )?)))
+        }),
+        "mail" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
+            Ok(Handler::Tool(Box::new(mail::Mail::from_welcome(
+                w, max_frame,
             )?)))
         }),
         "calendar" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {

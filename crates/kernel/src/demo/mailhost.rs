@@ -295,6 +295,9 @@ fn make_certificate(dir: &Path) -> std::io::Result<()> {
             "/CN=127.0.0.1",
             "-addext",
             "subjectAltName=IP:127.0.0.1",
+            // Not a CA: rustls (webpki) refuses a CA certificate as the server's own.
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
         ])
         .arg("-keyout")
         .arg(dir.join("key.pem"))

@@ -106,7 +106,7 @@ pub fn plugin_specs(home: &Home, config: &Config) -> Vec<PluginSpec> {
                 _ => {}
             }
             // Relative paths in first-party settings are relative to the home.
-            for key in ["script", "record", "workspaces", "vault"] {
+            for key in ["script", "record", "workspaces", "vault", "ca_file"] {
                 if let Some(serde_json::Value::String(p)) = settings.get(key) {
                     let p = PathBuf::from(p);
                     if p.is_relative() {

@@ -273,6 +273,8 @@ impl Sandbox {
                 "/etc/ssl",
                 "/etc/ca-certificates",
                 "/usr/share/ca-certificates",
+                // Debian's local CAs (`update-ca-certificates` links them from /etc/ssl/certs).
+                "/usr/local/share/ca-certificates",
                 "/etc/pki",
                 "/etc/resolv.conf",
                 "/etc/hosts",
@@ -312,6 +314,10 @@ impl Sandbox {
             }
             if let Some(script) = setting("script") {
                 read.push(script);
+            }
+            // An extra CA a network tool trusts (`mail`: a self-hosted server's certificate).
+            if let Some(ca) = setting("ca_file") {
+                read.push(ca);
             }
             if let Some(record) = setting("record") {
                 files.push(record);

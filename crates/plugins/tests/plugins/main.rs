@@ -13,6 +13,7 @@ mod fake_api;
 mod files;
 mod http;
 mod kernel;
+mod mail;
 mod providers;
 mod run;
 mod scripted;
