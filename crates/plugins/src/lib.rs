@@ -7,6 +7,7 @@
 //! | `files` | tool | `read`, `write`, `list` inside the agent's workspace |
 //! | `shell` | tool | `run` a command in the agent's workspace |
 //! | `http` | tool | `request` one URL, never following redirects |
+//! | `mcp` | tool | one MCP server's tools (stdio or streamable HTTP), as `<server>.<tool>` |
 //! | `scripted` | provider | replies from a JSON script, for tests and the offline demo |
 //! | `anthropic` | provider | Anthropic's Messages API |
 //! | `openai` | provider | Chat Completions: OpenAI, llama.cpp, vLLM, LM Studio, … |
@@ -30,6 +31,7 @@
 pub mod connectors;
 pub mod files;
 pub mod http;
+pub mod mcp;
 pub mod providers;
 pub mod scripted;
 pub mod shell;
@@ -45,6 +47,7 @@ pub const BUILTINS: &[&str] = &[
     "files",
     "shell",
     "http",
+    "mcp",
     "scripted",
     "anthropic",
     "openai",
@@ -63,8 +66,8 @@ pub const SOFTWARE: &str = concat!("p3ak-plugins ", env!("CARGO_PKG_VERSION"));
 pub enum RunError {
     /// A plugin this crate does not have (`vault` is `p3ak-vaulttool`'s; the CLI routes it).
     #[error(
-        "unknown plugin `{0}`: the first-party plugins are files, shell, http, vault, scripted, \
-         anthropic, openai, ollama, telegram, discord and slack"
+        "unknown plugin `{0}`: the first-party plugins are files, shell, http, mcp, vault, \
+         scripted, anthropic, openai, ollama, telegram, discord and slack"
     )]
     UnknownPlugin(String),
     /// The plugin stopped with an error.
@@ -111,6 +114,14 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
         "http" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
             Ok(Handler::Tool(Box::new(http::Http::from_config(
                 &w.config, max_frame,
+            )?)))
+        }),
+        "mcp" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
+            Ok(Handler::Tool(Box::new(mcp::Mcp::from_welcome(
+                &plugin,
+                &w.config,
+                w.key.as_ref(),
+                max_frame,
             )?)))
         }),
         "scripted" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {

@@ -23,6 +23,8 @@ pub mod kernel;
 pub mod need;
 #[cfg(feature = "plugin")]
 pub mod plugin;
+#[cfg(feature = "servers")]
+pub mod servers;
 
 pub use home::{Home, demo_steps, stderr};
 pub use kernel::Kernel;

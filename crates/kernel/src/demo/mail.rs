@@ -162,7 +162,11 @@ pub fn run(
             "Reply to Bob that I will be there at 8.",
             "Send carol@home.example the minutes of Monday.",
         ] {
-            replies.push(kernel.turn(inbound(text), "console", events.clone()).await?);
+            replies.push(
+                kernel
+                    .turn(inbound(text), "console", events.clone())
+                    .await?,
+            );
         }
         desk.abort();
         kernel.request_stop();
@@ -200,7 +204,9 @@ pub fn run(
         if ok {
             Ok(())
         } else {
-            Err(DemoError::Mail(format!("{what}; the server received {sent:?}")))
+            Err(DemoError::Mail(format!(
+                "{what}; the server received {sent:?}"
+            )))
         }
     };
     check(sent.len() == 1, "exactly one mail should have left")?;
@@ -211,7 +217,9 @@ pub fn run(
         "the reply should thread under Bob's mail",
     )?;
     check(
-        !sent.iter().any(|m| m.contains(ATTACKER) || m.contains(COLLEAGUE)),
+        !sent
+            .iter()
+            .any(|m| m.contains(ATTACKER) || m.contains(COLLEAGUE)),
         "nothing should reach the attacker or the pulled-back recipient",
     )?;
     steps.done(

@@ -12,6 +12,7 @@ mod fake_api;
 mod files;
 mod http;
 mod kernel;
+mod mcp;
 mod providers;
 mod run;
 mod scripted;
