@@ -12,6 +12,7 @@ use crate::KernelError;
 pub const BUILTINS: &[&str] = &[
     "files",
     "http",
+    "mcp",
     "shell",
     "vault",
     "scripted",
