@@ -1,8 +1,8 @@
 //! The `mcp` bridge end to end: a real kernel with the reference MCP server (server-everything,
 //! node, stdio) as the plugin `everything`, in the real sandbox when root. A model proposes
-//! three calls; the policy lets two through and rejects the third, which provably never
-//! reaches the server: the server's standard input is copied to a record file by `tee`, and
-//! the audit log shows the decision.
+//! three calls; the policy lets two through and rejects the third (an `echo` whose argument
+//! a rule refuses), which provably never reaches the server: the server's standard input is
+//! copied to a record file by `tee`, and the audit log shows the decision.
 
 #![cfg(test)]
 #![allow(
@@ -25,12 +25,13 @@ const PASS: &str = "mcp test passphrase";
 
 const POLICY: &str = "version: 1
 tools:
-  everything.echo: { level: 0 }
   everything.get-sum: { level: 0 }
-  everything.get-env: { level: 0 }
-forbid:
-  - id: no-server-environment
-    actions: [everything.get-env]
+  everything.echo:
+    level: 0
+    rules:
+      - id: no-passwords-to-servers
+        when: { args.message: { like: '*password*' } }
+        reject: true
 ";
 
 /// Copies a tree, keeping it readable by the plugin's own user (the npm prefix sits under
@@ -74,7 +75,7 @@ fn mcp_tools_go_through_the_policy_and_a_rejected_one_never_reaches_the_server()
         {"content": "", "tool_calls": [
             {"name": "everything__echo", "arguments": {"message": "hello from the model"}},
             {"name": "everything__get-sum", "arguments": {"a": 20, "b": 22}},
-            {"name": "everything__get-env", "arguments": {}},
+            {"name": "everything__echo", "arguments": {"message": "the password is hunter2"}},
         ]},
         {"content": "done"},
     ]});
@@ -104,15 +105,15 @@ fn mcp_tools_go_through_the_policy_and_a_rejected_one_never_reaches_the_server()
     std::fs::write(home.home().join("config.toml"), config).unwrap();
     let mut k = Kernel::new(home);
     k.up();
-    let reply = k.ok(&[
-        "chat",
-        "-m",
-        "echo, add, and show me the server's environment",
-    ]);
+    let reply = k.ok(&["chat", "-m", "echo, add, and echo my password"]);
     assert!(reply.contains("done"), "{reply}\n{}", k.log());
     let results = k.tool_results(1);
     assert_eq!(results.len(), 3, "{results:?}");
-    assert!(results[0].contains("hello from the model"), "{results:?}");
+    assert!(
+        results[0].contains("hello from the model"),
+        "{results:?}\n{}",
+        k.log()
+    );
     assert!(results[1].contains("42"), "{results:?}");
     assert_eq!(results[2], "action not permitted");
 
@@ -125,23 +126,27 @@ fn mcp_tools_go_through_the_policy_and_a_rejected_one_never_reaches_the_server()
         .map(|m| m["params"]["name"].clone())
         .collect();
     assert_eq!(calls, [json!("echo"), json!("get-sum")], "{received}");
-    assert!(!received.contains("get-env"), "{received}");
+    assert!(received.contains("hello from the model"), "{received}");
+    assert!(!received.contains("hunter2"), "{received}");
 
     let audit = k.audit();
-    let decision = audit
+    let decisions: Vec<&serde_json::Value> =
+        audit.iter().filter(|e| e["kind"] == "decision").collect();
+    assert_eq!(decisions.len(), 3, "{decisions:#?}");
+    let rejected = decisions
         .iter()
-        .find(|e| e["kind"] == "decision" && e.to_string().contains("no-server-environment"))
-        .unwrap_or_else(|| panic!("no decision for get-env in {audit:#?}"));
+        .find(|e| e["payload"]["call_id"] == "call_3")
+        .unwrap();
+    assert_eq!(rejected["payload"]["action"], "everything.echo");
+    assert_eq!(rejected["payload"]["verdict"]["decision"], "reject");
     assert_eq!(
-        decision["payload"]["verdict"]["rules"][0],
-        "no-server-environment"
+        rejected["payload"]["verdict"]["rules"][0],
+        "no-passwords-to-servers"
     );
     let executed: Vec<&str> = audit
         .iter()
         .filter(|e| e["kind"] == "execution")
-        .filter_map(|e| e["payload"]["action"].as_str())
+        .filter_map(|e| e["payload"]["call_id"].as_str())
         .collect();
-    assert!(executed.contains(&"everything.echo"), "{executed:?}");
-    assert!(executed.contains(&"everything.get-sum"), "{executed:?}");
-    assert!(!executed.contains(&"everything.get-env"), "{executed:?}");
+    assert_eq!(executed, ["call_1", "call_2"]);
 }

@@ -287,6 +287,10 @@ impl Sandbox {
                 "/etc/services",
             ]));
         }
+        if matches!(&spec.launch, Launch::Builtin(b) if b == "mcp") {
+            // An MCP server's runtime reads its TLS settings at start (node: openssl.cnf).
+            read.extend(existing(&["/etc/ssl"]));
+        }
         if matches!(class, Class::Shell | Class::Script) {
             exec.extend(existing(&["/usr/bin", "/usr/local/bin", "/bin"]));
             read.extend(existing(&[
