@@ -424,8 +424,21 @@ impl Mcp {
                     "the MCP server did not answer within {} s",
                     timeout.as_secs()
                 ))
-            })?
-            .map_err(|e| self.failure(&e))?;
+            })?;
+        let result = match result {
+            Ok(result) => result,
+            Err(e) => {
+                let failure = self.failure(&e);
+                if matches!(
+                    e,
+                    ServiceError::TransportClosed | ServiceError::TransportSend(_)
+                ) {
+                    // Gone: the next call starts (or reconnects to) the server again.
+                    self.client = None;
+                }
+                return Err(failure);
+            }
+        };
         let content = serde_json::to_value(&result.content).unwrap_or(Value::Null);
         let (text, truncated) = render(&content, self.max_output);
         if result.is_error == Some(true) {

@@ -85,7 +85,8 @@ fn stdio_everything_lists_and_calls() {
 }
 
 /// The Python server: dotted names mapped back, hints into tiers, a tool error as a
-/// failure with the server's text, and the calls as the server saw them.
+/// failure with the server's text, a crashed server restarted, and the calls as the server
+/// saw them.
 #[test]
 #[ignore = "needs python3 with the mcp SDK"]
 fn recorder_tiers_names_and_errors() {
@@ -93,7 +94,7 @@ fn recorder_tiers_names_and_errors() {
     let mut kernel = start("mcp", json!({"command": recorder.command()}));
     let mut listed = names(&kernel);
     listed.sort_unstable();
-    assert_eq!(listed, ["erase", "fail", "notes_add", "peek"]);
+    assert_eq!(listed, ["crash", "erase", "fail", "notes_add", "peek"]);
     assert_eq!(
         action(&kernel, "erase").tier,
         Tier::Commit,
@@ -118,11 +119,18 @@ fn recorder_tiers_names_and_errors() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Permanent, "{e:?}");
     assert!(e.message.contains("refused: no way"), "{e:?}");
+    // A server that dies mid-call: a transient failure, and the next call starts it again.
+    let e = kernel.invoke("main", "crash", json!({})).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Transient, "{e:?}");
+    let out = kernel.ok("main", "peek", json!({"key": "k1"}));
+    assert_eq!(out["text"], "note k1: nothing yet");
     assert_eq!(
         recorder.calls(),
         [
             json!({"tool": "notes.add", "args": {"key": "k1", "text": "milk"}}),
             json!({"tool": "fail", "args": {"reason": "no way"}}),
+            json!({"tool": "crash", "args": {}}),
+            json!({"tool": "peek", "args": {"key": "k1"}}),
         ]
     );
     kernel.shutdown();
@@ -192,4 +200,26 @@ fn http_everything_lists_and_calls() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Transient, "{e:?}");
     kernel.shutdown();
+}
+
+/// The plugin's credential goes to an HTTP server as a bearer token, and never into a message.
+#[test]
+fn http_sends_the_credential_as_a_bearer_token() {
+    let recorder =
+        p3ak_testkit::http::HeaderRecorder::start("authorization", 4, |_| "not MCP".to_owned());
+    let url = format!("http://127.0.0.1:{}/mcp", recorder.port);
+    let token = "mcp-token-0123456789";
+    let key = p3ak_proto::Credential::new(token.to_owned());
+    let (sent, returned) = Kernel::start_failing(
+        json!({"url": url, "timeout_secs": 5}),
+        Some(key),
+        move |stream| p3ak_plugins::serve("mcp", stream, p3ak_plugins::Launch::new("mcp")),
+    );
+    assert_eq!(
+        recorder.seen().first().map(String::as_str),
+        Some(format!("Bearer {token}").as_str())
+    );
+    assert!(sent.message.contains("did not start"), "{sent:?}");
+    assert!(!sent.message.contains(token), "{sent:?}");
+    assert!(!returned.to_string().contains(token), "{returned}");
 }

@@ -4,6 +4,7 @@ Usage: python3 mcp_recorder.py RECORD_FILE
 """
 
 import json
+import os
 import sys
 
 from mcp.server.mcpserver import MCPServer
@@ -45,6 +46,13 @@ def fail(reason: str) -> str:
     """Always fails."""
     record("fail", {"reason": reason})
     raise ToolError(f"refused: {reason}")
+
+
+@app.tool()
+def crash() -> str:
+    """Ends the server at once, mid-call."""
+    record("crash", {})
+    os._exit(3)
 
 
 if __name__ == "__main__":
