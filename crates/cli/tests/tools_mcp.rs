@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use p3ak_testkit::kernel::sandbox_setting;
-use p3ak_testkit::servers::mcp::everything_dir;
+use p3ak_testkit::servers::mcp::{EverythingHttp, everything_dir};
 use p3ak_testkit::{Home, Kernel};
 use serde_json::json;
 
@@ -149,4 +149,39 @@ fn mcp_tools_go_through_the_policy_and_a_rejected_one_never_reaches_the_server()
         .filter_map(|e| e["payload"]["call_id"].as_str())
         .collect();
     assert_eq!(executed, ["call_1", "call_2"]);
+}
+
+/// A streamable HTTP server, reached by the plugin in the `network` class of the sandbox.
+#[test]
+#[ignore = "needs node and server-everything"]
+fn an_mcp_server_over_http_is_reached_from_the_sandbox() {
+    let server = EverythingHttp::start();
+    let home = Home::init(PASS);
+    let script = json!({"responses": [
+        {"content": "", "tool_calls": [
+            {"name": "remote__get-sum", "arguments": {"a": 1.5, "b": 2}},
+        ]},
+        {"content": "done"},
+    ]});
+    home.write_scripted(
+        "version: 1\ntools:\n  remote.get-sum: { level: 0 }\n",
+        &script,
+    );
+    let config = format!(
+        "[kernel]\n{}ping_interval = \"1s\"\nping_timeout = \"5s\"\nrestart_limit = 3\n\
+         tool_timeout = \"20s\"\n\n\
+         [hitl]\nconsole = \"127.0.0.1:0\"\n\n\
+         [plugins.model]\nbuiltin = \"scripted\"\n\
+         config = {{ script = \"script.json\", record = \"requests.jsonl\" }}\n\n\
+         [plugins.remote]\nbuiltin = \"mcp\"\nconfig = {{ url = \"{}\", timeout_secs = 20 }}\n",
+        sandbox_setting(),
+        server.url(),
+    );
+    std::fs::write(home.home().join("config.toml"), config).unwrap();
+    let mut k = Kernel::new(home);
+    k.up();
+    let reply = k.ok(&["chat", "-m", "add"]);
+    assert!(reply.contains("done"), "{reply}\n{}", k.log());
+    let results = k.tool_results(1);
+    assert!(results[0].contains("3.5"), "{results:?}\n{}", k.log());
 }
