@@ -13,6 +13,7 @@ pub const BUILTINS: &[&str] = &[
     "files",
     "http",
     "mail",
+    "mcp",
     "shell",
     "vault",
     "scripted",

@@ -320,7 +320,9 @@ builtin = "shell"
 # until the policy lists them:
 # [plugins.everything]
 # builtin = "mcp"
-# config = { command = ["npx", "-y", "@modelcontextprotocol/server-everything"] }
+# config = { command = ["node", "/opt/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js", "stdio"] }
+# [plugins.everything.sandbox]
+# read = ["/opt/mcp"]   # the server's files; install it first (`npx -y` downloads, the sandbox has no network)
 "#;
 
 /// The `policy.yaml` that `init` writes.

@@ -10,6 +10,7 @@
 //! | `mail` | tool | `folders`, `search`, `read`, `attachment`, `mark`, `move`, `draft`, `send`, `reply` over IMAP and SMTP |
 //! | `calendar` | tool | `calendars`, `events`, `create`, `update`, `move`, `delete` on a CalDAV server |
 //! | `web` | tool | `fetch` a page as text, `search` through SearXNG or Brave |
+//! | `mcp` | tool | one MCP server's tools (stdio or streamable HTTP), as `<server>.<tool>` |
 //! | `scripted` | provider | replies from a JSON script, for tests and the offline demo |
 //! | `anthropic` | provider | Anthropic's Messages API |
 //! | `openai` | provider | Chat Completions: OpenAI, llama.cpp, vLLM, LM Studio, … |
@@ -35,6 +36,7 @@ pub mod connectors;
 pub mod files;
 pub mod http;
 pub mod mail;
+pub mod mcp;
 pub mod providers;
 pub mod scripted;
 pub mod shell;
@@ -54,6 +56,7 @@ pub const BUILTINS: &[&str] = &[
     "mail",
     "calendar",
     "web",
+    "mcp",
     "scripted",
     "anthropic",
     "openai",
@@ -72,7 +75,7 @@ pub const SOFTWARE: &str = concat!("p3ak-plugins ", env!("CARGO_PKG_VERSION"));
 pub enum RunError {
     /// A plugin this crate does not have (`vault` is `p3ak-vaulttool`'s; the CLI routes it).
     #[error(
-        "unknown plugin `{0}`: the first-party plugins are files, shell, http, mail, calendar, web, \
+        "unknown plugin `{0}`: the first-party plugins are files, shell, http, mail, calendar, web, mcp, \
          vault, scripted, anthropic, openai, ollama, telegram, discord, slack and webhook"
     )]
     UnknownPlugin(String),
@@ -135,6 +138,14 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
         "web" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
             Ok(Handler::Tool(Box::new(web::Web::from_welcome(
                 w, max_frame,
+            )?)))
+        }),
+        "mcp" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
+            Ok(Handler::Tool(Box::new(mcp::Mcp::from_welcome(
+                &plugin,
+                &w.config,
+                w.key.as_ref(),
+                max_frame,
             )?)))
         }),
         "scripted" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {

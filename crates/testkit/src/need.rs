@@ -92,3 +92,37 @@ pub fn model() -> PathBuf {
 pub fn radicale() {
     python_module("radicale", "radicale");
 }
+
+/// The pinned version of `@modelcontextprotocol/server-everything` the MCP tests run.
+pub const MCP_EVERYTHING_VERSION: &str = "2026.8.31";
+
+/// `node` and `@modelcontextprotocol/server-everything` installed under
+/// `$HOME/.cache/p3ak-npm` (or `$P3AK_NPM_PREFIX`): the path of its `dist/index.js`.
+pub fn mcp_everything() -> PathBuf {
+    let prefix = std::env::var_os("P3AK_NPM_PREFIX").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/p3ak-npm"),
+        PathBuf::from,
+    );
+    let how = format!(
+        "`npm install --prefix {} @modelcontextprotocol/server-everything@{MCP_EVERYTHING_VERSION}` (node 20 or later)",
+        prefix.display()
+    );
+    let node = Command::new("node")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node {
+        unmet("node", &how);
+    }
+    let entry = prefix.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    if !entry.is_file() {
+        unmet("the MCP reference server server-everything", &how);
+    }
+    entry
+}
+
+/// `python3` with the MCP Python SDK 2 (`mcp.server.mcpserver`).
+pub fn python_mcp() {
+    python_module("mcp.server.mcpserver", "mcp>=2.3,<3");
+}

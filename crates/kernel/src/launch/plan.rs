@@ -134,12 +134,15 @@ fn identity(spec: &PluginSpec, settings: Option<&PluginSandbox>) -> String {
     }
 }
 
-/// The default class of a plugin.
-fn class_of(launch: &Launch) -> Class {
+/// The default class of a plugin (`config` decides for an `mcp` bridge: a streamable HTTP
+/// server is reached over the network, a stdio server is a program it runs).
+fn class_of(launch: &Launch, config: &serde_json::Value) -> Class {
     match launch {
         Launch::Builtin(b) => match b.as_str() {
             "files" | "vault" => Class::Tool,
             "shell" => Class::Shell,
+            "mcp" if config.get("url").is_some() => Class::Network,
+            "mcp" => Class::Shell,
             "scripted" => Class::Provider,
             // `http`, `calendar`, `web` and the providers that call a model service.
             _ => Class::Network,
@@ -243,7 +246,9 @@ impl Sandbox {
     pub fn plan(&self, spec: &PluginSpec, exe: &Path) -> Result<PluginPlan, PlanError> {
         let settings = self.settings.get(&spec.name).cloned().unwrap_or_default();
         let identity = identity(spec, Some(&settings));
-        let class = settings.class.unwrap_or_else(|| class_of(&spec.launch));
+        let class = settings
+            .class
+            .unwrap_or_else(|| class_of(&spec.launch, &spec.config));
         let network = settings.network.unwrap_or(class == Class::Network);
         let home = self.home.clone();
         let scratch = home.join("plugins").join(&spec.name);
@@ -283,6 +288,10 @@ impl Sandbox {
                 "/etc/host.conf",
                 "/etc/services",
             ]));
+        }
+        if matches!(&spec.launch, Launch::Builtin(b) if b == "mcp") {
+            // An MCP server's runtime reads its TLS settings at start (node: openssl.cnf).
+            read.extend(existing(&["/etc/ssl"]));
         }
         if matches!(class, Class::Shell | Class::Script) {
             exec.extend(existing(&["/usr/bin", "/usr/local/bin", "/bin"]));
@@ -520,22 +529,46 @@ mod tests {
 
     #[test]
     fn classes_follow_the_builtin() {
-        assert_eq!(class_of(&Launch::Builtin("files".into())), Class::Tool);
-        assert_eq!(class_of(&Launch::Builtin("shell".into())), Class::Shell);
-        assert_eq!(class_of(&Launch::Builtin("http".into())), Class::Network);
         assert_eq!(
-            class_of(&Launch::Builtin("calendar".into())),
-            Class::Network
-        );
-        assert_eq!(class_of(&Launch::Builtin("web".into())), Class::Network);
-        assert_eq!(
-            class_of(&Launch::Builtin("anthropic".into())),
-            Class::Network
+            class_of(&Launch::Builtin("files".into()), &serde_json::Value::Null),
+            Class::Tool
         );
         assert_eq!(
-            class_of(&Launch::Builtin("scripted".into())),
+            class_of(&Launch::Builtin("shell".into()), &serde_json::Value::Null),
+            Class::Shell
+        );
+        assert_eq!(
+            class_of(&Launch::Builtin("http".into()), &serde_json::Value::Null),
+            Class::Network
+        );
+        for network in ["calendar", "web", "mail"] {
+            assert_eq!(
+                class_of(&Launch::Builtin(network.into()), &serde_json::Value::Null),
+                Class::Network
+            );
+        }
+        assert_eq!(
+            class_of(
+                &Launch::Builtin("anthropic".into()),
+                &serde_json::Value::Null
+            ),
+            Class::Network
+        );
+        assert_eq!(
+            class_of(
+                &Launch::Builtin("scripted".into()),
+                &serde_json::Value::Null
+            ),
             Class::Provider
         );
-        assert_eq!(class_of(&Launch::Path("/x".into())), Class::Script);
+        assert_eq!(
+            class_of(&Launch::Path("/x".into()), &serde_json::Value::Null),
+            Class::Script
+        );
+        let mcp = Launch::Builtin("mcp".into());
+        let stdio = serde_json::json!({"command": ["node", "server.js"]});
+        let http = serde_json::json!({"url": "https://mcp.example.com/mcp"});
+        assert_eq!(class_of(&mcp, &stdio), Class::Shell);
+        assert_eq!(class_of(&mcp, &http), Class::Network);
     }
 }

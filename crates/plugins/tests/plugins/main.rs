@@ -14,6 +14,7 @@ mod files;
 mod http;
 mod kernel;
 mod mail;
+mod mcp;
 mod providers;
 mod run;
 mod scripted;

@@ -1,3 +1,4 @@
 //! Real servers on loopback for the plugins' tests (feature `servers`).
 
+pub mod mcp;
 pub mod radicale;
