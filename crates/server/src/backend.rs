@@ -1,0 +1,92 @@
+//! What the REST routes and the MCP server ask of the kernel, for one authenticated caller.
+//! The kernel implements it ([`crate::KernelBackend`] once wired); tests may use their own.
+
+use std::future::Future;
+
+use crate::model::{
+    ChatReply, ChatRequest, DocumentList, DocumentText, NewNote, SearchQuery, SearchResults,
+    Stored,
+};
+
+/// Who is calling, as the policy and the audit log see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `uid:1000` for a Unix-socket peer, `token:<id>` for a bearer token.
+    pub principal: String,
+    /// What the caller may do (`vault:read`, `vault:write`, `chat`, `audit:read`, `status`,
+    /// `tokens`).
+    pub scopes: Vec<String>,
+}
+
+impl Caller {
+    /// Whether the caller holds `scope`.
+    #[must_use]
+    pub fn may(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Why a backend call failed; each maps to one HTTP status and one MCP error.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The request is wrong (bad id, empty query, …): 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such document, agent or entry: 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The policy refused it (the same opaque words an agent gets): 403.
+    #[error("action not permitted")]
+    NotPermitted,
+    /// The caller lacks a scope: 403.
+    #[error("this needs the `{0}` scope")]
+    Scope(String),
+    /// A human must approve it first; it waits as `id`: 202.
+    #[error("waiting for approval `{0}`")]
+    Pending(String),
+    /// The kernel or a plugin cannot serve it now: 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else: 500 (details go to the log, not the caller).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The kernel as the API and the MCP server see it.
+pub trait Backend: Send + Sync + 'static {
+    /// Searches the memory vault (`vault:read`).
+    fn search(
+        &self,
+        caller: &Caller,
+        query: SearchQuery,
+    ) -> impl Future<Output = Result<SearchResults, BackendError>> + Send;
+
+    /// Reads a text document (`vault:read`).
+    fn read(
+        &self,
+        caller: &Caller,
+        id: String,
+    ) -> impl Future<Output = Result<DocumentText, BackendError>> + Send;
+
+    /// Lists documents, newest first, `limit` at most, after the id `after` (`vault:read`).
+    fn list(
+        &self,
+        caller: &Caller,
+        after: Option<String>,
+        limit: u32,
+    ) -> impl Future<Output = Result<DocumentList, BackendError>> + Send;
+
+    /// Stores a note through the road (`vault:write`).
+    fn write(
+        &self,
+        caller: &Caller,
+        note: NewNote,
+    ) -> impl Future<Output = Result<Stored, BackendError>> + Send;
+
+    /// Asks an agent and waits for its whole reply (`chat`).
+    fn ask(
+        &self,
+        caller: &Caller,
+        request: ChatRequest,
+    ) -> impl Future<Output = Result<ChatReply, BackendError>> + Send;
+}

@@ -1,0 +1,182 @@
+//! The API's JSON shapes, shared by the REST routes, the MCP server and the OpenAPI document.
+//! Requests refuse unknown fields, so a misspelt option is an error rather than ignored.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Which signals rank a search.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// Words only (BM25).
+    Bm25,
+    /// Meaning only (embeddings; needs the model installed).
+    Semantic,
+    /// Both, fused.
+    #[default]
+    Hybrid,
+}
+
+/// A search of the memory vault.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// What to look for (1 to 4096 bytes).
+    pub query: String,
+    /// Ranking signals (default `hybrid`).
+    #[serde(default)]
+    pub mode: SearchMode,
+    /// Results wanted, 1 to 50 (default 10).
+    #[serde(default)]
+    pub k: Option<u32>,
+    /// Only documents carrying all these tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Include how each signal placed each result.
+    #[serde(default)]
+    pub explain: bool,
+}
+
+/// How one signal placed a result.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SignalPart {
+    /// `bm25` or `semantic`.
+    pub signal: String,
+    /// 1-based rank within the signal.
+    pub rank: u32,
+    /// The signal's own score (BM25 score, cosine).
+    pub score: f32,
+    /// What it added to the fused score.
+    pub contribution: f32,
+}
+
+/// One result: a passage (chunk) of a document.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchHit {
+    /// The document's id (hex).
+    pub id: String,
+    /// The chunk's position in its document.
+    pub chunk: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Headings above the passage.
+    #[serde(default)]
+    pub heading_path: Vec<String>,
+    /// The passage's text (shortened).
+    pub snippet: String,
+    /// Byte ranges of `snippet` that matched the query's words.
+    #[serde(default)]
+    pub highlights: Vec<[u32; 2]>,
+    pub score: f32,
+    /// Present when `explain` was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<Vec<SignalPart>>,
+}
+
+/// Search results.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchResults {
+    pub hits: Vec<SearchHit>,
+    /// The mode that ran (a semantic search without a model says so in `notes`).
+    pub mode: SearchMode,
+    /// Why a signal was left out or is partial.
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// Chunks with embeddings, and all chunks (semantic coverage); with `explain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded_chunks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<u64>,
+}
+
+/// A document in the vault, without its content.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DocumentInfo {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The stored object's media type (`text/markdown`, `application/pdf`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Creation time, Unix seconds.
+    pub created: i64,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A page of documents, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DocumentList {
+    pub documents: Vec<DocumentInfo>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A text document's content.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DocumentText {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub content: String,
+    /// The content was cut at the read limit.
+    pub truncated: bool,
+}
+
+/// A note to store (Markdown), indexed for search.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewNote {
+    pub title: String,
+    pub content: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Where the content came from (a URL, a mail's Message-ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// A document that was stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Stored {
+    pub id: String,
+    /// Passages indexed for search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<u64>,
+}
+
+/// A question for an agent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    /// The agent (default: the kernel's default agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The conversation (letters, digits, `-`, `_`, `.`; default: a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
+    pub text: String,
+}
+
+/// An agent's whole answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChatReply {
+    pub conversation: String,
+    pub text: String,
+}
+
+/// Every error the API answers with.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `too_large`, `unsupported_media_type`, `rate_limited`, `not_permitted`, `unavailable`,
+    /// `timeout`, `internal`.
+    pub error: String,
+    /// One line for a person.
+    pub message: String,
+}
