@@ -4,8 +4,8 @@
 use std::future::Future;
 
 use crate::model::{
-    ChatReply, ChatRequest, DocumentList, DocumentText, NewNote, SearchQuery, SearchResults,
-    Stored,
+    ChatReply, ChatRequest, Deleted, DocumentList, DocumentText, NewNote, SearchQuery,
+    SearchResults, Stored, Upload,
 };
 
 /// Who is calling, as the policy and the audit log see them.
@@ -41,9 +41,17 @@ pub enum BackendError {
     /// The caller lacks a scope: 403.
     #[error("this needs the `{0}` scope")]
     Scope(String),
-    /// A human must approve it first; it waits as `id`: 202.
-    #[error("waiting for approval `{0}`")]
-    Pending(String),
+    /// A human must approve it first; it waits as `approval` and runs once approved: 202.
+    #[error("waiting for approval `{approval}` (level {level})")]
+    Pending {
+        /// The approval's id.
+        approval: String,
+        /// The level asked for.
+        level: u8,
+    },
+    /// The body or file is over a limit: 413.
+    #[error("{0}")]
+    TooLarge(String),
     /// The kernel or a plugin cannot serve it now: 503.
     #[error("{0}")]
     Unavailable(String),
@@ -81,6 +89,20 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         caller: &Caller,
         note: NewNote,
+    ) -> impl Future<Output = Result<Stored, BackendError>> + Send;
+
+    /// Removes a document and its passages through the road (`vault:write`).
+    fn delete(
+        &self,
+        caller: &Caller,
+        id: String,
+    ) -> impl Future<Output = Result<Deleted, BackendError>> + Send;
+
+    /// Converts, chunks and stores a file through the road (`vault:write`).
+    fn ingest(
+        &self,
+        caller: &Caller,
+        upload: Upload,
     ) -> impl Future<Output = Result<Stored, BackendError>> + Send;
 
     /// Asks an agent and waits for its whole reply (`chat`).

@@ -150,6 +150,38 @@ pub struct Stored {
     pub chunks: Option<u64>,
 }
 
+/// A file to ingest: converted (PDF, Office, HTML, e-mail, Markdown, text, …), chunked and
+/// indexed like `p3ak memory ingest` does.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// The file's name (its extension helps pick the converter).
+    pub name: String,
+    /// The media type the client declared, if any.
+    pub media_type: Option<String>,
+    /// The file's bytes.
+    pub data: Vec<u8>,
+    /// Tags to put on the document.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A document that was removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted: bool,
+}
+
+/// A write that waits for a human's approval (HTTP 202): it runs once approved, and not at all
+/// if refused or timed out.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    /// The approval's id (`p3ak pending`, the console).
+    pub approval: String,
+    /// The approval level asked for.
+    pub level: u8,
+    pub message: String,
+}
+
 /// A question for an agent.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
