@@ -52,6 +52,176 @@ pub struct Config {
     /// What chat connectors may bring in.
     #[serde(default)]
     pub connectors: ConnectorSettings,
+    /// The REST API and MCP server.
+    #[serde(default)]
+    pub api: ApiSettings,
+}
+
+/// Scopes an API token (or a Unix-socket peer) may hold.
+pub const API_SCOPES: &[&str] = &[
+    "status",
+    "vault:read",
+    "vault:write",
+    "chat",
+    "audit:read",
+    "tokens",
+];
+
+/// One scope's rate limit: a token bucket per caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiRate {
+    /// Requests per minute, on average.
+    pub per_minute: u32,
+    /// Requests at once beyond the average.
+    pub burst: u32,
+}
+
+/// `[api]`: the REST API and MCP server (`p3ak-server`), inside the kernel's process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Serve the API on `run/api.sock`, where the peer's uid identifies the caller: an
+    /// operator's uid has every scope, others need a token.
+    pub enabled: bool,
+    /// Also listen on TCP (`127.0.0.1:8420`), bearer tokens only; `"off"` for none.
+    pub listen: String,
+    /// Allow a `listen` address beyond loopback; it then needs `tls_cert` and `tls_key`.
+    pub public: bool,
+    /// PEM certificate chain for TLS on `listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on `listen`.
+    pub tls_key: Option<PathBuf>,
+    /// The largest JSON request body, in bytes.
+    pub max_body_bytes: usize,
+    /// The largest file `POST /v1/documents/ingest` takes (the plugin frame also caps it).
+    pub max_upload_bytes: usize,
+    /// The largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// How long a client may take to send its request head.
+    #[serde(with = "humantime_serde_compat")]
+    pub header_timeout: Duration,
+    /// How long a request may take, streamed chats excepted (they end with the turn).
+    #[serde(with = "humantime_serde_compat")]
+    pub request_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Rate limits by scope; a scope not named keeps its default.
+    pub rates: BTreeMap<String, ApiRate>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "off".to_owned(),
+            public: false,
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 16 << 20,
+            max_header_bytes: 16 << 10,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 256,
+            rates: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why `api.listen` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    /// Not an address.
+    #[error("api.listen `{0}` is not an address like `127.0.0.1:8420` (or \"off\")")]
+    NotAnAddress(String),
+    /// Beyond this machine without `public`.
+    #[error(
+        "api.listen `{0}` is not a loopback address; set api.public = true (with TLS) to serve the API beyond this machine"
+    )]
+    NotLoopback(std::net::SocketAddr),
+    /// Beyond this machine without TLS.
+    #[error("api.listen `{0}` is public: set api.tls_cert and api.tls_key (bearer tokens must not cross a network in clear)")]
+    NoTls(std::net::SocketAddr),
+}
+
+impl ApiSettings {
+    /// The TCP address to listen on, if any.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, ListenError> {
+        if self.listen == "off" {
+            return Ok(None);
+        }
+        let addr: std::net::SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|_| ListenError::NotAnAddress(self.listen.clone()))?;
+        if !addr.ip().is_loopback() {
+            if !self.public {
+                return Err(ListenError::NotLoopback(addr));
+            }
+            if self.tls_cert.is_none() || self.tls_key.is_none() {
+                return Err(ListenError::NoTls(addr));
+            }
+        }
+        Ok(Some(addr))
+    }
+
+    /// The rate limit for `scope`: the configured one, or the default.
+    #[must_use]
+    pub fn rate(&self, scope: &str) -> ApiRate {
+        if let Some(rate) = self.rates.get(scope) {
+            return *rate;
+        }
+        let (per_minute, burst) = match scope {
+            "vault:write" => (120, 20),
+            "chat" => (30, 5),
+            "audit:read" => (120, 30),
+            "tokens" => (30, 10),
+            // A caller that fails to authenticate.
+            "unauthenticated" => (30, 10),
+            _ => (600, 60),
+        };
+        ApiRate { per_minute, burst }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.listen_addr().map_err(|e| e.to_string())?;
+        if (self.tls_cert.is_some()) != (self.tls_key.is_some()) {
+            return Err("api.tls_cert and api.tls_key go together".to_owned());
+        }
+        for (scope, rate) in &self.rates {
+            if !API_SCOPES.contains(&scope.as_str()) && scope != "unauthenticated" {
+                return Err(format!(
+                    "api.rates: unknown scope `{scope}` (known: {}, unauthenticated)",
+                    API_SCOPES.join(", ")
+                ));
+            }
+            if rate.per_minute == 0 || rate.burst == 0 {
+                return Err(format!(
+                    "api.rates.\"{scope}\": per_minute and burst must be more than zero"
+                ));
+            }
+        }
+        for (name, value, least) in [
+            ("max_body_bytes", self.max_body_bytes, 1024),
+            ("max_upload_bytes", self.max_upload_bytes, 1024),
+            ("max_header_bytes", self.max_header_bytes, 1024),
+            ("max_connections", self.max_connections, 1),
+        ] {
+            if value < least {
+                return Err(format!("api.{name} must be at least {least}"));
+            }
+        }
+        for (name, d) in [
+            ("header_timeout", self.header_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("api.{name} must be more than zero"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[connectors]`: limits on what people send through the chat connectors.
@@ -442,6 +612,7 @@ impl Config {
             .hitl
             .console_addr()
             .map_err(|e| error(e.to_string()))?;
+        config.api.check().map_err(error)?;
         let (daemon_id, writer_id) = config.hitl.ids;
         if daemon_id < 1000 || writer_id < 1000 || daemon_id == writer_id {
             return Err(error(format!(

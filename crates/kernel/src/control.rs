@@ -78,8 +78,47 @@ pub enum ControlRequest {
         /// The identity (`telegram:7`).
         identity: String,
     },
+    /// Make an API token.
+    TokenCreate {
+        /// What to call it.
+        name: String,
+        /// What it may do.
+        scopes: Vec<String>,
+        /// Seconds until it expires; none: never.
+        #[serde(default)]
+        expires_in: Option<u64>,
+    },
+    /// The API tokens.
+    TokenList,
+    /// Revoke an API token.
+    TokenRevoke {
+        /// Its id.
+        id: String,
+    },
     /// Stop the kernel.
     Shutdown,
+}
+
+/// A secret shown once (a new API token): zeroized when dropped, never in `Debug`.
+#[derive(Clone)]
+pub struct ShownOnce(pub zeroize::Zeroizing<String>);
+
+impl Serialize for ShownOnce {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ShownOnce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Self(zeroize::Zeroizing::new(s)))
+    }
+}
+
+impl std::fmt::Debug for ShownOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShownOnce(…)")
+    }
 }
 
 impl Drop for ControlRequest {
@@ -184,6 +223,20 @@ pub enum ControlEvent {
         paired: Vec<crate::connectors::Paired>,
         /// Codes shown and not yet confirmed.
         waiting: Vec<crate::connectors::Waiting>,
+    },
+    /// A token was made (final): the only time it is shown.
+    TokenCreated {
+        /// The token.
+        token: ShownOnce,
+        /// What it is.
+        info: crate::tokens::TokenInfo,
+    },
+    /// The API tokens (final).
+    Tokens {
+        /// Each token.
+        items: Vec<crate::tokens::TokenInfo>,
+        /// Now, seconds since the Unix epoch, to tell which have expired.
+        now: i64,
     },
     /// An identity was paired (final).
     Paired(crate::connectors::Paired),

@@ -38,6 +38,9 @@ pub enum KernelError {
     /// A remembered approval (grant) could not be read, stored or revoked.
     #[error("{0}")]
     Grant(#[from] crate::grants::GrantError),
+    /// An API token could not be read, made or revoked.
+    #[error("{0}")]
+    Token(#[from] crate::tokens::TokenError),
     /// The kernel's vault or the memory vault failed.
     #[error("{0}")]
     Vault(#[from] p3ak_vault::VaultError),

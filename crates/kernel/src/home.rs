@@ -96,6 +96,11 @@ impl Home {
     pub fn control_socket(&self) -> PathBuf {
         self.run().join("control.sock")
     }
+    /// The API's Unix socket (`p3ak-server`; the peer's uid identifies the caller).
+    #[must_use]
+    pub fn api_socket(&self) -> PathBuf {
+        self.run().join("api.sock")
+    }
     /// A plugin's socket.
     #[must_use]
     pub fn plugin_socket(&self, plugin: &str) -> PathBuf {

@@ -77,6 +77,8 @@ pub struct Kernel {
     pub(crate) reload: tokio::sync::Mutex<()>,
     /// Remembered approvals.
     pub(crate) grants: Arc<GrantBook>,
+    /// The API's tokens.
+    pub(crate) tokens: Arc<crate::tokens::TokenBook>,
     /// The uids served on the control socket.
     operators: Vec<u32>,
     /// The warden, when it started this kernel.
@@ -94,6 +96,7 @@ struct Opened {
     broker: Arc<Broker>,
     audit: AuditLog,
     grants: Arc<GrantBook>,
+    tokens: Arc<crate::tokens::TokenBook>,
 }
 
 impl Kernel {
@@ -285,6 +288,10 @@ impl Kernel {
         let vault = Arc::new(vault);
         let broker = Arc::new(Broker::load(&vault)?);
         let grants = Arc::new(GrantBook::load(Arc::clone(&vault), unix_now())?);
+        let tokens = Arc::new(crate::tokens::TokenBook::load(
+            Arc::clone(&vault),
+            unix_now(),
+        )?);
         let audit = AuditLog::new(Arc::clone(&vault), Arc::clone(&broker));
         std::fs::write(home.pid_file(), std::process::id().to_string())
             .map_err(KernelError::io("cannot write the pid file"))?;
@@ -297,6 +304,7 @@ impl Kernel {
             broker,
             audit,
             grants,
+            tokens,
         })
     }
 
@@ -311,6 +319,7 @@ impl Kernel {
             broker,
             audit,
             grants,
+            tokens: api_tokens,
         } = opened;
         let Assembly {
             memory_key,
@@ -432,6 +441,7 @@ impl Kernel {
             policy,
             reload: tokio::sync::Mutex::new(()),
             grants,
+            tokens: api_tokens,
             operators,
             warden,
             stop,
@@ -474,6 +484,36 @@ impl Kernel {
     #[must_use]
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// The settings it started with.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Its home.
+    #[must_use]
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// The API's tokens.
+    #[must_use]
+    pub fn tokens(&self) -> &Arc<crate::tokens::TokenBook> {
+        &self.tokens
+    }
+
+    /// Whether `uid` is one of the operators (the people who run this kernel).
+    #[must_use]
+    pub fn is_operator(&self, uid: u32) -> bool {
+        self.operators.contains(&uid)
+    }
+
+    /// Resolves once a stop has been requested.
+    pub async fn stopping(&self) {
+        let mut stop = self.stop.subscribe();
+        crate::host::stopped(&mut stop).await;
     }
 
     /// Asks [`Kernel::serve`] to return.
@@ -670,6 +710,25 @@ impl Kernel {
                     message: e.to_string(),
                 },
             },
+            ControlRequest::TokenCreate {
+                name,
+                scopes,
+                expires_in,
+            } => self.control_token_create(name, scopes, *expires_in, &operator).await,
+            ControlRequest::TokenList => ControlEvent::Tokens {
+                items: self.tokens.list(),
+                now: unix_now(),
+            },
+            ControlRequest::TokenRevoke { id } => {
+                match self.revoke_token(id, &operator).await {
+                    Ok(()) => ControlEvent::Done {
+                        message: format!("token `{id}` revoked"),
+                    },
+                    Err(e) => ControlEvent::Error {
+                        message: e.to_string(),
+                    },
+                }
+            }
             ControlRequest::Shutdown => {
                 self.request_stop();
                 ControlEvent::Done {
@@ -678,6 +737,69 @@ impl Kernel {
             }
         };
         let _ = events.send(event);
+    }
+
+    async fn control_token_create(
+        &self,
+        name: &str,
+        scopes: &[String],
+        expires_in: Option<u64>,
+        by: &str,
+    ) -> ControlEvent {
+        match self.create_token(name, scopes, expires_in, by).await {
+            Ok(issued) => ControlEvent::TokenCreated {
+                info: crate::tokens::TokenInfo::from(&issued.record),
+                token: crate::control::ShownOnce(issued.token),
+            },
+            Err(e) => ControlEvent::Error {
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// Makes an API token, audited (`by`: who asked).
+    pub async fn create_token(
+        &self,
+        name: &str,
+        scopes: &[String],
+        expires_in: Option<u64>,
+        by: &str,
+    ) -> Result<crate::tokens::IssuedToken, KernelError> {
+        let now = unix_now();
+        let expires_at = expires_in.map(|s| now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
+        let tokens = Arc::clone(&self.tokens);
+        let (name, scopes_owned) = (name.to_owned(), scopes.to_vec());
+        let issued = tokio::task::spawn_blocking(move || {
+            tokens.create(&name, &scopes_owned, expires_at, now)
+        })
+        .await
+        .map_err(KernelError::task("the token task"))??;
+        self.audit
+            .record(AuditEvent::TokenCreated {
+                id: issued.record.id.clone(),
+                name: issued.record.name.clone(),
+                scopes: issued.record.scopes.clone(),
+                expires_at: issued.record.expires_at,
+                by: by.to_owned(),
+            })
+            .await?;
+        Ok(issued)
+    }
+
+    /// Revokes an API token, audited.
+    pub async fn revoke_token(&self, id: &str, by: &str) -> Result<(), KernelError> {
+        let tokens = Arc::clone(&self.tokens);
+        let owned = id.to_owned();
+        tokio::task::spawn_blocking(move || tokens.revoke(&owned))
+            .await
+            .map_err(KernelError::task("the token task"))??;
+        self.audit
+            .record(AuditEvent::TokenRevoked {
+                id: id.to_owned(),
+                by: by.to_owned(),
+            })
+            .await?;
+        Ok(())
     }
 
     /// The kernel's state.

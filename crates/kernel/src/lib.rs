@@ -39,6 +39,7 @@ mod rekey;
 mod reload;
 pub mod road;
 pub mod scrub;
+pub mod tokens;
 mod session;
 mod turn;
 pub mod warden;

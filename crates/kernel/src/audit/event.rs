@@ -198,6 +198,21 @@ audit_events! {
     GrantRefused = "grant.refused", BestEffort { approval: String, error: String },
     /// A grant was revoked.
     GrantRevoked = "grant.revoked", Required { id: String, by: String },
+    /// An API token was made.
+    TokenCreated = "token.created", Required {
+        id: String, name: String, scopes: Vec<String>, expires_at: Option<i64>, by: String,
+    },
+    /// An API token was revoked.
+    TokenRevoked = "token.revoked", Required { id: String, by: String },
+    /// An API request was refused before it reached anything: no or a bad token, a peer
+    /// that is no operator, a missing scope.
+    ApiRefused = "api.refused", BestEffort {
+        peer: String, route: String, reason: String,
+    },
+    /// An API caller went over a rate limit.
+    ApiRateLimited = "api.rate_limited", BestEffort {
+        principal: String, scope: String, route: String,
+    },
     /// A peer that is no operator opened the control socket.
     ControlRefused = "control.refused", BestEffort { peer_uid: u32 },
     /// The channel to the approval daemon failed.
