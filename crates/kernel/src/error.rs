@@ -98,6 +98,14 @@ pub enum KernelError {
         /// Why.
         source: serde_json::Error,
     },
+    /// A report could not be encoded as JSON.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What.
+        what: &'static str,
+        /// Why.
+        source: serde_json::Error,
+    },
     /// A conversation could not be encoded for storage.
     #[error("{0}")]
     SessionEncode(#[source] serde_json::Error),

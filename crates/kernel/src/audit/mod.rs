@@ -120,6 +120,55 @@ impl AuditLog {
         .map_err(KernelError::from)
     }
 
+    /// Entries in the log.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.vault.log_len()
+    }
+
+    /// Whether the log has no entry (never, once the kernel has started).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries `from..to` (clamped to the log), oldest first.
+    pub async fn entries(&self, from: u64, to: u64) -> Result<Vec<p3ak_vault::LogEntry>, KernelError> {
+        let vault = Arc::clone(&self.vault);
+        tokio::task::spawn_blocking(move || {
+            let to = to.min(vault.log_len());
+            vault.log_entries(from.min(to), to)
+        })
+        .await
+        .map_err(KernelError::task("reading the audit log"))?
+        .map_err(KernelError::from)
+    }
+
+    /// Checks every entry, the hash chain and the signed checkpoints (`p3ak audit verify`
+    /// without the checkpoint file): the report as JSON, problems first.
+    pub async fn verify(&self) -> Result<serde_json::Value, KernelError> {
+        let vault = Arc::clone(&self.vault);
+        let report = tokio::task::spawn_blocking(move || vault.verify(&mut |_, _| {}))
+            .await
+            .map_err(KernelError::task("verifying the audit log"))??;
+        serde_json::to_value(&report).map_err(|source| KernelError::Encode {
+            what: "the verify report",
+            source,
+        })
+    }
+
+    /// Entry `seq` with its inclusion proof against the latest signed checkpoint, as JSON.
+    pub async fn prove(&self, seq: u64) -> Result<serde_json::Value, KernelError> {
+        let vault = Arc::clone(&self.vault);
+        let proof = tokio::task::spawn_blocking(move || vault.log_inclusion_proof(seq))
+            .await
+            .map_err(KernelError::task("proving an audit entry"))??;
+        serde_json::to_value(&proof).map_err(|source| KernelError::Encode {
+            what: "the proof",
+            source,
+        })
+    }
+
     fn entry(&self, event: &AuditEvent) -> (String, serde_json::Value) {
         let mut payload = event.payload();
         self.broker.scrubber().scrub_value(&mut payload);
