@@ -66,6 +66,25 @@ struct Waiting {
     /// The level the kernel staged it at (the released copy's level is not bound).
     level: u8,
     answer: oneshot::Sender<Resolution>,
+    /// What it is, for lists (`GET /v1/approvals`).
+    shown: PendingInfo,
+}
+
+/// What a list of waiting approvals shows (never the arguments: those are for approvers).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PendingInfo {
+    /// The approval's id.
+    pub id: String,
+    /// The agent whose call waits.
+    pub agent: String,
+    /// The action.
+    pub action: String,
+    /// The level asked for.
+    pub level: u8,
+    /// When it was asked (Unix milliseconds).
+    pub asked_ms: i64,
+    /// When it times out (Unix milliseconds).
+    pub expires_ms: i64,
 }
 
 /// A release the queue checked and took, not yet handed to its turn: whatever follows from
@@ -112,6 +131,14 @@ impl PendingQueue {
                     binding: request.binding(),
                     level: request.level,
                     answer,
+                    shown: PendingInfo {
+                        id: request.id.clone(),
+                        agent: request.agent.clone(),
+                        action: request.action.clone(),
+                        level: request.level,
+                        asked_ms: request.asked_ms,
+                        expires_ms: request.expires_ms,
+                    },
                 },
             );
         }
@@ -180,6 +207,18 @@ impl PendingQueue {
                 .answer
                 .send(Resolution::Refused(Refused::Daemon(ending)));
         }
+    }
+
+    /// What waits, oldest first.
+    #[must_use]
+    pub fn list(&self) -> Vec<PendingInfo> {
+        let mut shown: Vec<PendingInfo> = self
+            .items
+            .lock()
+            .map(|i| i.values().map(|w| w.shown.clone()).collect())
+            .unwrap_or_default();
+        shown.sort_by_key(|p| p.asked_ms);
+        shown
     }
 
     /// How many turns wait.
