@@ -212,3 +212,148 @@ pub struct ErrorBody {
     /// One line for a person.
     pub message: String,
 }
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: the kernel's process answers.
+    pub status: String,
+}
+
+/// `GET /readyz`: 200 when everything configured runs, 503 otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Ready {
+    pub ready: bool,
+    /// Plugins configured and running.
+    pub plugins_running: u32,
+    /// Plugins configured and not running, by name.
+    pub plugins_down: Vec<String>,
+    /// Whether the approval daemon runs.
+    pub approvals: bool,
+}
+
+/// The kernel's state (`p3ak status`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    pub pid: u32,
+    /// Agents by name.
+    pub agents: Vec<String>,
+    /// Each plugin: name, kind, state, detail, restarts.
+    #[schema(value_type = Vec<Object>)]
+    pub plugins: Vec<serde_json::Value>,
+    /// Approvals waiting.
+    pub pending: u64,
+    /// The approval daemon: pid, running, console.
+    #[schema(value_type = Object)]
+    pub hitl: serde_json::Value,
+    /// Model tokens used since the start, by provider plugin.
+    #[schema(value_type = Object)]
+    pub usage_by_provider: serde_json::Value,
+}
+
+/// A vault file.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VaultInfo {
+    /// `kernel` (the audit log, secrets, sessions) or `memory` (documents).
+    pub name: String,
+    /// Size on disk, bytes (encrypted).
+    pub bytes: u64,
+    /// Last change, Unix seconds.
+    pub modified: i64,
+}
+
+/// An approval waiting (read-only here: approving stays with the approval daemon).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Approval {
+    pub id: String,
+    pub agent: String,
+    pub action: String,
+    pub level: u8,
+    /// Unix milliseconds.
+    pub asked_ms: i64,
+    /// Unix milliseconds; then it is refused.
+    pub expires_ms: i64,
+}
+
+/// An audit log entry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    /// What happened (`kernel.decision`, `token.created`, …; see docs/audit.md).
+    pub kind: String,
+    /// Who did it.
+    pub actor: String,
+    /// The entry's fields, secrets scrubbed.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// Hex leaf hash of the previous entry (the hash chain).
+    pub prev: String,
+}
+
+/// A page of the audit log, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// Entries in the whole log.
+    pub len: u64,
+}
+
+/// The audit log's check.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerified {
+    /// No problem found.
+    pub ok: bool,
+    /// Entries, checkpoint coverage, problems (first first), warnings.
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+}
+
+/// An entry with its inclusion proof against the latest signed checkpoint (RFC 9162).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditProof {
+    #[schema(value_type = Object)]
+    pub entry: serde_json::Value,
+    pub leaf_hash: String,
+    pub tree_size: u64,
+    /// The audit path, hex hashes from the leaf up.
+    pub proof: Vec<String>,
+    /// The signed checkpoint: size, root, time, signature, public key.
+    #[schema(value_type = Object)]
+    pub checkpoint: serde_json::Value,
+}
+
+/// A token, without its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// A token to make: its scopes must be among the caller's own.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// 1 to 64 letters, digits, `_`, `-`, `.`.
+    pub name: String,
+    /// `status`, `vault:read`, `vault:write`, `chat`, `audit:read`, `tokens`.
+    pub scopes: Vec<String>,
+    /// Seconds until it expires; absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+/// A token just made: `token` is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IssuedToken {
+    pub token: String,
+    pub info: Token,
+}

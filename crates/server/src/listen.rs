@@ -1,0 +1,224 @@
+//! The accept loops: the Unix socket (the peer's uid from `SO_PEERCRED`) and, when set, TCP
+//! (TLS when public). Each connection is HTTP/1.1 with a cap on the request head's size and
+//! the time to send it; connections beyond `api.max_connections` wait to be accepted.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::auth::Peer;
+use crate::backend::Backend;
+use crate::{App, router};
+
+/// Why the API cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A socket could not be bound.
+    #[error("cannot listen on {what}: {source}")]
+    Bind {
+        /// Where.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `[api]` is not usable.
+    #[error("{0}")]
+    Settings(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("api TLS: {0}")]
+    Tls(String),
+}
+
+/// How long a TLS handshake may take.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// How often idle callers' rate-limit state is dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Serves the API until the kernel stops. Binds everything first, so a bad setting is an
+/// error here rather than a silent absence.
+pub async fn serve<B: Backend>(app: Arc<App<B>>) -> Result<(), ServeError> {
+    let settings = app.settings.clone();
+    let routes = router(&app);
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    if settings.enabled {
+        let path = app.kernel.home().api_socket();
+        let listener = bind_unix(&path)?;
+        tasks.spawn(accept_unix(
+            listener,
+            routes.clone(),
+            Arc::clone(&slots),
+            Arc::clone(&app),
+        ));
+    }
+    if let Some(addr) = settings
+        .listen_addr()
+        .map_err(|e| ServeError::Settings(e.to_string()))?
+    {
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
+            what: addr.to_string(),
+            source,
+        })?;
+        tasks.spawn(accept_tcp(
+            listener,
+            tls,
+            routes,
+            Arc::clone(&slots),
+            Arc::clone(&app),
+        ));
+    }
+    let pruner = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PRUNE_EVERY);
+            loop {
+                tick.tick().await;
+                app.limits.prune();
+            }
+        })
+    };
+    app.kernel.stopping().await;
+    pruner.abort();
+    tasks.abort_all();
+    if settings.enabled {
+        let _ = std::fs::remove_file(app.kernel.home().api_socket());
+    }
+    Ok(())
+}
+
+fn bind_unix(path: &PathBuf) -> Result<UnixListener, ServeError> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(|source| ServeError::Bind {
+        what: format!("`{}`", path.display()),
+        source,
+    })?;
+    // Anyone may connect; the peer's uid (or a token) decides what it may do.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(|source| {
+        ServeError::Bind {
+            what: format!("`{}`", path.display()),
+            source,
+        }
+    })?;
+    Ok(listener)
+}
+
+async fn accept_unix<B: Backend>(
+    listener: UnixListener,
+    routes: Router,
+    slots: Arc<Semaphore>,
+    app: Arc<App<B>>,
+) {
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(cred) = stream.peer_cred() else {
+            continue;
+        };
+        let peer = Peer::Unix { uid: cred.uid() };
+        let routes = routes.clone();
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            connection(stream, peer, routes, &app).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn accept_tcp<B: Backend>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    routes: Router,
+    slots: Arc<Semaphore>,
+    app: Arc<App<B>>,
+) {
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, addr)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = Peer::Tcp { addr };
+        let routes = routes.clone();
+        let app = Arc::clone(&app);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => connection(stream, peer, routes, &app).await,
+                Some(acceptor) => {
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await
+                    {
+                        connection(stream, peer, routes, &app).await;
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn connection<B: Backend, S>(stream: S, peer: Peer, routes: Router, app: &App<B>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = routes.map_request(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        req
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(app.settings.header_timeout)
+        .max_buf_size(app.settings.max_header_bytes.max(8192))
+        .keep_alive(true);
+    let _ = http
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .await;
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| ServeError::Tls(format!("`{}`: {e}", cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServeError::Tls(format!("`{}`: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServeError::Tls(format!(
+            "`{}` holds no certificate",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ServeError::Tls(format!("`{}`: {e}", key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
