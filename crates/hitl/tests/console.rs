@@ -1,6 +1,6 @@
 //! The web console, end to end: a real [`Service`] over a temporary spool and factor store,
 //! the console on a loopback port, and headless Chromium driven over the DevTools protocol
-//! (`support::cdp`), with Chrome's virtual WebAuthn authenticator for levels 4 and 5. The
+//! (`p3ak_testkit::browser`), with Chrome's virtual WebAuthn authenticator for levels 4 and 5. The
 //! CSRF and header checks use plain HTTP, since a browser would not send those requests.
 //!
 //! The browser test needs Chromium (`chromium` on the `PATH`, or `$CHROMIUM`) and is ignored
@@ -8,7 +8,6 @@
 
 #![cfg(test)]
 
-mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use p3ak_hitl::pin::Pin;
 use p3ak_hitl::spool::{self, Spool, SpoolKey};
 use p3ak_hitl::wire::ToKernel;
 use serde_json::json;
-use support::cdp::{self, Browser};
+use p3ak_testkit::browser::{self as cdp, Browser};
 
 const PIN: &str = "246813";
 

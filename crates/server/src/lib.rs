@@ -17,8 +17,10 @@
 
 pub mod auth;
 pub mod backend;
+mod console;
 pub mod error;
 pub mod extract;
+mod kernel_backend;
 pub mod limits;
 mod listen;
 pub mod model;
@@ -38,6 +40,7 @@ use p3ak_kernel::config::ApiSettings;
 
 pub use auth::Peer;
 pub use backend::{Backend, BackendError, Caller};
+pub use kernel_backend::KernelBackend;
 pub use listen::{ServeError, serve};
 
 use crate::auth::{Needs, authenticate, require};
@@ -57,9 +60,14 @@ pub struct App<B: Backend> {
 }
 
 impl<B: Backend> App<B> {
-    /// The shared state for `kernel` with `backend`.
+    /// The shared state for `kernel` with `backend`, under the kernel's `[api]` settings.
     pub fn new(kernel: Arc<Kernel>, backend: B) -> Arc<Self> {
         let settings = kernel.config().api.clone();
+        Self::with_settings(kernel, backend, settings)
+    }
+
+    /// The same under other settings (`p3ak serve --listen`).
+    pub fn with_settings(kernel: Arc<Kernel>, backend: B, settings: ApiSettings) -> Arc<Self> {
         Arc::new(Self {
             limits: RateLimits::new(&settings),
             kernel,
@@ -164,6 +172,7 @@ pub fn router<B: Backend>(app: &Arc<App<B>>) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz::<B>))
         .route("/openapi.json", get(openapi_json))
+        .merge(console::routes())
         .merge(authenticated)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))

@@ -3,6 +3,7 @@
 //! `/openapi.json`.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::model;
@@ -71,6 +72,46 @@ impl Modify for Bearer {
                     .build(),
             ),
         );
+        // What any authenticated route may answer, documented once here.
+        let common = [
+            ("401", "no or a bad token, or a peer that is no operator"),
+            ("403", "the caller lacks the route's scope"),
+            ("429", "over the rate limit; `Retry-After` says when to retry"),
+            ("504", "over `api.request_timeout`"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.delete.as_mut(),
+                item.put.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if operation.security.is_none() {
+                    continue;
+                }
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                )
+                                .build()
+                                .into()
+                        });
+                }
+            }
+        }
     }
 }
 

@@ -369,7 +369,7 @@ async fn read_upload<B: Backend>(
 #[utoipa::path(post, path = "/v1/search", tag = "vault",
     security(("bearer" = ["vault:read"])), request_body = SearchQuery,
     responses((status = 200, body = SearchResults), (status = 400, body = ErrorBody),
-        (status = 415, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub(crate) async fn search<B: Backend>(
     State(app): AppState<B>,
     Extension(caller): Extension<Caller>,

@@ -14,6 +14,10 @@
     reason = "test kit: a failed step fails the test that called it"
 )]
 
+#[cfg(feature = "api")]
+pub mod api;
+#[cfg(feature = "browser")]
+pub mod browser;
 #[cfg(feature = "chat")]
 pub mod chat;
 pub mod corpus;

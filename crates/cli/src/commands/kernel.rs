@@ -28,6 +28,22 @@ pub struct UpArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where the API listens on TCP (loopback unless `[api] public` with TLS).
+    #[arg(long, default_value = "127.0.0.1:8420")]
+    listen: String,
+    #[command(flatten)]
+    up: UpArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KernelArgs {
+    /// The API's TCP address, over `[api] listen` (`p3ak serve`).
+    #[arg(long, hide = true)]
+    api_listen: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ChatArgs {
     /// The agent to talk to (default: the config's default_agent).
     #[arg(long)]
@@ -121,7 +137,15 @@ pub fn init(args: &InitArgs, out: &Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn up(args: &UpArgs, out: &Output) -> anyhow::Result<()> {
+/// `p3ak serve`: `p3ak up` with the API on TCP too.
+pub fn serve(args: &ServeArgs, out: &Output) -> anyhow::Result<()> {
+    let addr: std::net::SocketAddr = args.listen.parse().with_context(|| {
+        format!("`{}` is not an address like 127.0.0.1:8420", args.listen)
+    })?;
+    up(&args.up, Some(addr), out)
+}
+
+pub fn up(args: &UpArgs, listen: Option<std::net::SocketAddr>, out: &Output) -> anyhow::Result<()> {
     let home = home()?;
     let pass = if home.is_initialised() {
         passphrase(&args.passphrase)?
@@ -146,10 +170,15 @@ pub fn up(args: &UpArgs, out: &Output) -> anyhow::Result<()> {
         home,
         passphrase: pass,
         exe,
-        kernel_args: if out.is_json() {
-            vec!["--json".to_owned()]
-        } else {
-            Vec::new()
+        kernel_args: {
+            let mut kernel_args = Vec::new();
+            if out.is_json() {
+                kernel_args.push("--json".to_owned());
+            }
+            if let Some(addr) = listen {
+                kernel_args.push(format!("--api-listen={addr}"));
+            }
+            kernel_args
         },
     };
     runtime
@@ -181,7 +210,7 @@ pub fn up(args: &UpArgs, out: &Output) -> anyhow::Result<()> {
 
 /// `p3ak kernel`: the kernel itself, started by the warden (`p3ak up`) with its channel as
 /// standard input; under its own uid as root.
-pub fn kernel_child(out: &Output) -> anyhow::Result<()> {
+pub fn kernel_child(args: &KernelArgs, out: &Output) -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -192,8 +221,20 @@ pub fn kernel_child(out: &Output) -> anyhow::Result<()> {
         let kernel = warden::start_kernel()
             .await
             .map_err(|e| explain_downgrade(e.into()))?;
-        report_start(&kernel, out);
+        let mut api = kernel.config().api.clone();
+        if let Some(listen) = &args.api_listen {
+            api.listen.clone_from(listen);
+        }
+        api.listen_addr()?;
+        report_start(&kernel, &api, out);
         kernel.warden_ready().await?;
+        let backend = p3ak_server::KernelBackend::new(Arc::clone(&kernel));
+        let app = p3ak_server::App::with_settings(Arc::clone(&kernel), backend, api);
+        tokio::spawn(async move {
+            if let Err(e) = p3ak_server::serve(app).await {
+                tracing::error!("the API is not served: {e}");
+            }
+        });
         let stopper = Arc::clone(&kernel);
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -204,7 +245,7 @@ pub fn kernel_child(out: &Output) -> anyhow::Result<()> {
     })
 }
 
-fn report_start(kernel: &Kernel, out: &Output) {
+fn report_start(kernel: &Kernel, api: &p3ak_kernel::config::ApiSettings, out: &Output) {
     let status = kernel.status();
     if out.is_json() {
         out.json(&serde_json::json!({"event": "up", "status": status}));
@@ -231,6 +272,17 @@ fn report_start(kernel: &Kernel, out: &Output) {
             "  no language model is running: add a provider plugin to config.toml and name it \
              as `provider` in agents/<name>.toml (see README)",
         );
+    }
+    if api.enabled {
+        out.warn(format_args!(
+            "  API on `{}`{}",
+            kernel.home().api_socket().display(),
+            if api.listen == "off" {
+                String::new()
+            } else {
+                format!(" and http{}://{}", if api.tls_cert.is_some() { "s" } else { "" }, api.listen)
+            }
+        ));
     }
     out.warn("talk to it with `p3ak chat`; stop it with Ctrl-C or SIGTERM");
 }

@@ -9,6 +9,7 @@ mod memory;
 mod models;
 mod policy;
 mod sandbox;
+mod tokens;
 mod vault;
 mod vault_demo;
 
@@ -24,6 +25,8 @@ pub enum Command {
     Init(kernel::InitArgs),
     /// Run the kernel in the foreground (sets up a fresh home first).
     Up(kernel::UpArgs),
+    /// Run the kernel with its API also on TCP (bearer tokens; see docs/api.md).
+    Serve(kernel::ServeArgs),
     /// The running kernel's plugins, agents and pending approvals.
     Status,
     /// Talk to an agent of the running kernel.
@@ -40,6 +43,9 @@ pub enum Command {
     /// Chat connectors (Telegram, Slack, Discord): status, pairing who may talk through them.
     #[command(subcommand)]
     Connectors(connectors::Command),
+    /// Bearer tokens for the REST API and the MCP server (scoped, expiring, revocable).
+    #[command(subcommand)]
+    Tokens(tokens::Command),
     /// Credentials the broker injects into tool calls.
     #[command(subcommand)]
     Secret(kernel::SecretCommand),
@@ -48,7 +54,7 @@ pub enum Command {
     Plugin(kernel::PluginCommand),
     /// The kernel itself (`p3ak up` starts it, under its own uid as root).
     #[command(hide = true)]
-    Kernel,
+    Kernel(kernel::KernelArgs),
     /// Create, fill, read and maintain encrypted vaults.
     #[command(subcommand)]
     Vault(vault::Command),
@@ -70,7 +76,8 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
     match command {
         Command::Demo(args) => demo::run(args, out),
         Command::Init(args) => kernel::init(&args, out),
-        Command::Up(args) => kernel::up(&args, out),
+        Command::Up(args) => kernel::up(&args, None, out),
+        Command::Serve(args) => kernel::serve(&args, out),
         Command::Status => kernel::status(out),
         Command::Chat(args) => kernel::chat(&args, out),
         Command::Pending => hitl::pending(out),
@@ -78,9 +85,10 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Deny(arg) => hitl::deny(&arg.id, out),
         Command::Hitl(command) => hitl::run(command, out),
         Command::Connectors(command) => connectors::run(command, out),
+        Command::Tokens(command) => tokens::run(command, out),
         Command::Secret(command) => kernel::secret(command, out),
         Command::Plugin(command) => kernel::plugin(command),
-        Command::Kernel => kernel::kernel_child(out),
+        Command::Kernel(args) => kernel::kernel_child(&args, out),
         Command::Vault(command) => vault::run(command, out),
         Command::Policy(command) => policy::run(command, out),
         Command::Audit(command) => audit::run(command, out),

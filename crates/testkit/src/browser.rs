@@ -1,4 +1,4 @@
-//! A small DevTools-protocol client: starts headless Chromium with a fresh profile, attaches
+//! A small DevTools-protocol client (feature `browser`): starts headless Chromium with a fresh profile, attaches
 //! to one page over the browser's WebSocket (`tungstenite`, JSON by `serde_json`), and offers
 //! what the console tests need: navigate, evaluate, wait, click and wait for the next page,
 //! the virtual WebAuthn authenticator, screenshots. Chromium is killed on drop.

@@ -1,0 +1,390 @@
+//! End-to-end tests of the REST API (`p3ak-server`) inside a real kernel (`p3ak up`): who may
+//! call (the socket's peer uid, bearer tokens, scopes, expiry, revocation), rate limits, limits
+//! on bad input, the audit routes, and every answer checked against `docs/openapi.json`.
+
+#![cfg(test)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "tests: a failed step should fail loudly"
+)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use p3ak_testkit::api::{Answer, Call, Target, send, socket};
+use p3ak_testkit::kernel::sandbox_setting;
+use p3ak_testkit::{Home, Kernel};
+use serde_json::{Value, json};
+
+const PASS: &str = "api test passphrase";
+
+/// A kernel with its API on the socket and on a loopback port; `extra` is more `[api]` lines.
+fn api_kernel(extra: &str) -> (Kernel, Target, Target) {
+    let home = Home::init(PASS);
+    let port = free_port();
+    let config = format!(
+        "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n",
+        sandbox_setting(),
+    );
+    std::fs::write(home.home().join("config.toml"), config).unwrap();
+    let mut kernel = Kernel::new(home);
+    kernel.up();
+    let unix = socket(&kernel.home());
+    let tcp = Target::Tcp(SocketAddr::from(([127, 0, 0, 1], port)));
+    wait_for(&unix, &kernel);
+    (kernel, unix, tcp)
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn wait_for(target: &Target, kernel: &Kernel) {
+    let Target::Unix(path) = target else { return };
+    let started = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the API did not come up:\n{}",
+            kernel.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `p3ak tokens create`: the token.
+fn token(kernel: &Kernel, scopes: &str, extra: &[&str]) -> String {
+    let mut args = vec!["tokens", "create", "--name", "test", "--scope", scopes, "--json"];
+    args.extend_from_slice(extra);
+    let out: Value = serde_json::from_str(&kernel.ok(&args)).unwrap();
+    out["token"].as_str().unwrap().to_owned()
+}
+
+/// The OpenAPI document checked in.
+fn openapi() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Checks `answer` against the schema `docs/openapi.json` gives for `method path` and its
+/// status (`path` as in the document, with `{id}`).
+fn conforms(doc: &Value, method: &str, path: &str, answer: &Answer) {
+    let responses = &doc["paths"][path][method]["responses"];
+    let status = answer.status.to_string();
+    assert!(
+        responses.get(&status).is_some(),
+        "{method} {path}: status {status} is not documented ({})",
+        answer.text()
+    );
+    let schema = &responses[&status]["content"]["application/json"]["schema"];
+    if schema.is_null() {
+        return;
+    }
+    let mut root = schema.clone();
+    root.as_object_mut()
+        .unwrap()
+        .insert("components".to_owned(), doc["components"].clone());
+    let validator = jsonschema::validator_for(&root).unwrap();
+    let body = answer.json();
+    let errors: Vec<String> = validator.iter_errors(&body).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: the answer does not fit the document: {errors:?}\n{body}"
+    );
+}
+
+#[test]
+fn health_needs_no_caller_and_an_operator_on_the_socket_has_every_scope() {
+    let (kernel, unix, tcp) = api_kernel("");
+    let doc = openapi();
+    let health = send(&tcp, Call::get("/healthz"));
+    assert_eq!(health.status, 200);
+    conforms(&doc, "get", "/healthz", &health);
+    let ready = send(&unix, Call::get("/readyz"));
+    conforms(&doc, "get", "/readyz", &ready);
+
+    let status = send(&unix, Call::get("/v1/status"));
+    assert_eq!(status.status, 200, "{}", status.text());
+    conforms(&doc, "get", "/v1/status", &status);
+    let pid = kernel.status()["pid"].clone();
+    assert_eq!(status.json()["pid"], pid);
+
+    // The same over TCP needs a token.
+    let refused = send(&tcp, Call::get("/v1/status"));
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.header("www-authenticate").as_deref(), Some("Bearer realm=\"p3ak\""));
+    conforms(&doc, "get", "/v1/status", &refused);
+
+    let approvals = send(&unix, Call::get("/v1/approvals"));
+    assert_eq!(approvals.status, 200);
+    conforms(&doc, "get", "/v1/approvals", &approvals);
+    let vaults = send(&unix, Call::get("/v1/vaults"));
+    assert_eq!(vaults.status, 200);
+    conforms(&doc, "get", "/v1/vaults", &vaults);
+    assert!(vaults.json().as_array().unwrap().iter().any(|v| v["name"] == "kernel"));
+    assert_eq!(send(&unix, Call::get("/v1/vaults/nope")).status, 404);
+
+    let served = send(&tcp, Call::get("/openapi.json"));
+    assert_eq!(served.json(), doc, "the served document is the checked-in one");
+}
+
+#[test]
+fn a_token_is_limited_to_its_scopes_until_it_expires_or_is_revoked() {
+    let (kernel, _unix, tcp) = api_kernel("");
+    let doc = openapi();
+    let reader = token(&kernel, "vault:read,audit:read", &[]);
+
+    let forbidden = send(&tcp, Call::get("/v1/status").bearer(&reader));
+    assert_eq!(forbidden.status, 403);
+    assert!(forbidden.text().contains("`status` scope"), "{}", forbidden.text());
+    conforms(&doc, "get", "/v1/status", &forbidden);
+
+    let audit = send(&tcp, Call::get("/v1/audit?limit=5").bearer(&reader));
+    assert_eq!(audit.status, 200, "{}", audit.text());
+    conforms(&doc, "get", "/v1/audit", &audit);
+
+    let wrong = format!("{}x", &reader[..reader.len() - 1]);
+    let bad = send(&tcp, Call::get("/v1/audit").bearer(&wrong));
+    assert_eq!(bad.status, 401);
+    assert_eq!(bad.json()["message"], "the token is not valid");
+
+    let short = token(&kernel, "status", &["--expires", "1s"]);
+    assert_eq!(send(&tcp, Call::get("/v1/status").bearer(&short)).status, 200);
+    std::thread::sleep(Duration::from_millis(2100));
+    let expired = send(&tcp, Call::get("/v1/status").bearer(&short));
+    assert_eq!(expired.status, 401);
+    assert_eq!(expired.json()["message"], "the token has expired");
+
+    let list: Value = serde_json::from_str(&kernel.ok(&["tokens", "list", "--json"])).unwrap();
+    let id = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["scopes"] == json!(["audit:read", "vault:read"]))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    kernel.ok(&["tokens", "revoke", &id]);
+    assert_eq!(send(&tcp, Call::get("/v1/audit").bearer(&reader)).status, 401);
+
+    // Refusals are audited; the secrets never are.
+    let audit = kernel.audit();
+    let text = serde_json::to_string(&audit).unwrap();
+    for secret in [&reader, &short] {
+        let tail = secret.rsplit_once('_').unwrap().1;
+        assert!(!text.contains(tail), "a token's secret is in the audit log");
+    }
+    let kinds: Vec<&str> = audit.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"token.created") && kinds.contains(&"token.revoked"));
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["kind"] == "api.refused" && e["payload"]["reason"] == "missing scope `status`"),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn a_token_can_make_tokens_only_within_its_own_scopes() {
+    let (kernel, _unix, tcp) = api_kernel("");
+    let doc = openapi();
+    let admin = token(&kernel, "tokens,status", &[]);
+    let wider = send(
+        &tcp,
+        Call::post("/v1/tokens", &json!({"name": "x", "scopes": ["vault:write"]})).bearer(&admin),
+    );
+    assert_eq!(wider.status, 403, "{}", wider.text());
+    let made = send(
+        &tcp,
+        Call::post("/v1/tokens", &json!({"name": "dash", "scopes": ["status"], "expires_in": 3600}))
+            .bearer(&admin),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    conforms(&doc, "post", "/v1/tokens", &made);
+    let new = made.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(send(&tcp, Call::get("/v1/status").bearer(&new)).status, 200);
+    let listed = send(&tcp, Call::get("/v1/tokens").bearer(&admin));
+    conforms(&doc, "get", "/v1/tokens", &listed);
+    assert!(!listed.text().contains(new.rsplit_once('_').unwrap().1));
+    let id = made.json()["info"]["id"].as_str().unwrap().to_owned();
+    let revoked = send(&tcp, Call::delete(&format!("/v1/tokens/{id}")).bearer(&admin));
+    assert_eq!(revoked.status, 204);
+    assert_eq!(send(&tcp, Call::get("/v1/status").bearer(&new)).status, 401);
+    let again = send(&tcp, Call::delete(&format!("/v1/tokens/{id}")).bearer(&admin));
+    assert_eq!(again.status, 404);
+    conforms(&doc, "delete", "/v1/tokens/{id}", &again);
+}
+
+#[test]
+fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let (kernel, unix, tcp) =
+        api_kernel("[api.rates]\nstatus = { per_minute = 6, burst = 2 }\n");
+    let doc = openapi();
+    let one = token(&kernel, "status", &[]);
+    let two = token(&kernel, "status", &[]);
+    assert_eq!(send(&tcp, Call::get("/v1/status").bearer(&one)).status, 200);
+    assert_eq!(send(&tcp, Call::get("/v1/status").bearer(&one)).status, 200);
+    let limited = send(&tcp, Call::get("/v1/status").bearer(&one));
+    assert_eq!(limited.status, 429);
+    let wait: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&wait), "{wait}");
+    conforms(&doc, "get", "/v1/status", &limited);
+    assert_eq!(send(&tcp, Call::get("/v1/status").bearer(&one)).status, 429);
+    assert_eq!(send(&tcp, Call::get("/v1/status").bearer(&two)).status, 200);
+    assert_eq!(send(&unix, Call::get("/v1/status")).status, 200);
+    // Audited once, not once per refused request.
+    let hits = kernel
+        .audit()
+        .iter()
+        .filter(|e| e["kind"] == "api.rate_limited")
+        .count();
+    assert_eq!(hits, 1);
+}
+
+#[test]
+fn bad_requests_get_one_clear_json_error_and_change_nothing() {
+    let (kernel, unix, _tcp) = api_kernel("max_body_bytes = 2048\n");
+    let doc = openapi();
+    let before = kernel.audit().len();
+    let cases: Vec<(Call<'_>, u16, &str, &str, &str)> = vec![
+        (
+            Call::post_raw("/v1/search", "application/json", b"{\"query\": ".to_vec()),
+            400,
+            "post",
+            "/v1/search",
+            "EOF",
+        ),
+        (
+            Call::post_raw("/v1/search", "text/plain", b"{\"query\": \"x\"}".to_vec()),
+            415,
+            "post",
+            "/v1/search",
+            "Content-Type: application/json",
+        ),
+        (
+            Call::post("/v1/search", &json!({"query": "x", "colour": "red"})),
+            400,
+            "post",
+            "/v1/search",
+            "unknown field `colour`",
+        ),
+        (
+            Call::post("/v1/search", &json!({"query": "x".repeat(4000)})),
+            413,
+            "post",
+            "/v1/search",
+            "api.max_body_bytes",
+        ),
+        (
+            Call::post("/v1/search", &json!({"query": "x", "k": 0})),
+            400,
+            "post",
+            "/v1/search",
+            "`k`",
+        ),
+        (
+            Call::post("/v1/documents", &json!({"title": "t"})),
+            400,
+            "post",
+            "/v1/documents",
+            "missing field `content`",
+        ),
+        (
+            Call::get("/v1/documents/..%2F..%2Fetc%2Fpasswd"),
+            400,
+            "get",
+            "/v1/documents/{id}",
+            "is not a document id",
+        ),
+        (
+            Call::delete("/v1/documents/abc"),
+            400,
+            "delete",
+            "/v1/documents/{id}",
+            "is not a document id",
+        ),
+        (
+            Call::get("/v1/documents?limit=9999"),
+            400,
+            "get",
+            "/v1/documents",
+            "`limit`",
+        ),
+        (
+            Call::post_raw("/v1/documents/ingest", "application/json", b"{}".to_vec()),
+            415,
+            "post",
+            "/v1/documents/ingest",
+            "multipart/form-data",
+        ),
+        (
+            Call::get("/v1/audit/notanumber/proof"),
+            400,
+            "get",
+            "/v1/audit/{seq}/proof",
+            "whole number",
+        ),
+        (
+            Call::get("/v1/audit?limit=0"),
+            400,
+            "get",
+            "/v1/audit",
+            "`limit`",
+        ),
+    ];
+    for (call, status, method, path, says) in cases {
+        let shown = format!("{} {}", call.method, call.path);
+        let answer = send(&unix, call);
+        assert_eq!(answer.status, status, "{shown}: {}", answer.text());
+        let body = answer.json();
+        assert!(
+            body["message"].as_str().unwrap().contains(says),
+            "{shown}: {body}"
+        );
+        assert!(!body["message"].as_str().unwrap().contains('\n'));
+        conforms(&doc, method, path, &answer);
+    }
+    let unknown = send(&unix, Call::get("/v2/nothing"));
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"], "not_found");
+    // Nothing reached the road: no proposal was made.
+    let after = kernel.audit();
+    assert!(
+        after[before..].iter().all(|e| e["kind"] != "kernel.proposal"),
+        "a bad request reached the road"
+    );
+}
+
+#[test]
+fn the_audit_routes_list_verify_and_prove_entries() {
+    let (kernel, unix, _tcp) = api_kernel("");
+    let doc = openapi();
+    let page = send(&unix, Call::get("/v1/audit?from=0&limit=3"));
+    assert_eq!(page.status, 200);
+    conforms(&doc, "get", "/v1/audit", &page);
+    let page = page.json();
+    assert_eq!(page["entries"].as_array().unwrap().len(), 3);
+    assert_eq!(page["entries"][0]["seq"], 0);
+    let len = page["len"].as_u64().unwrap();
+    assert!(len >= 3);
+    let tail = send(&unix, Call::get("/v1/audit?limit=2")).json();
+    assert_eq!(tail["entries"][1]["seq"], tail["len"].as_u64().unwrap() - 1);
+
+    let verified = send(&unix, Call::get("/v1/audit/verify"));
+    assert_eq!(verified.status, 200);
+    conforms(&doc, "get", "/v1/audit/verify", &verified);
+    assert_eq!(verified.json()["ok"], true, "{}", verified.text());
+
+    let proof = send(&unix, Call::get("/v1/audit/0/proof"));
+    assert_eq!(proof.status, 200, "{}", proof.text());
+    conforms(&doc, "get", "/v1/audit/{seq}/proof", &proof);
+    let cli: Value = serde_json::from_str(&kernel.ok(&["audit", "prove", "0", "--json"])).unwrap();
+    assert_eq!(proof.json()["leaf_hash"], cli["leaf_hash"]);
+    let missing = send(&unix, Call::get("/v1/audit/99999999/proof"));
+    assert_eq!(missing.status, 404);
+    conforms(&doc, "get", "/v1/audit/{seq}/proof", &missing);
+}

@@ -1,0 +1,185 @@
+//! A small HTTP/1.1 client (hyper) for the kernel's API, over its Unix socket or TCP.
+
+use std::path::{Path, PathBuf};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+/// Where the API is.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `run/api.sock`.
+    Unix(PathBuf),
+    /// `127.0.0.1:PORT`.
+    Tcp(std::net::SocketAddr),
+}
+
+/// An answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON (panics with the body when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// A request to send.
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: Vec<(&'a str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl<'a> Call<'a> {
+    pub fn get(path: &'a str) -> Self {
+        Self {
+            method: "GET",
+            path,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn delete(path: &'a str) -> Self {
+        Self {
+            method: "DELETE",
+            ..Self::get(path)
+        }
+    }
+
+    /// A POST of JSON.
+    pub fn post(path: &'a str, body: &serde_json::Value) -> Self {
+        Self {
+            method: "POST",
+            path,
+            headers: vec![("content-type", "application/json".to_owned())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// A POST of raw bytes with a content type.
+    pub fn post_raw(path: &'a str, content_type: &str, body: Vec<u8>) -> Self {
+        Self {
+            method: "POST",
+            path,
+            headers: vec![("content-type", content_type.to_owned())],
+            body,
+        }
+    }
+
+    pub fn header(mut self, name: &'a str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", format!("Bearer {token}"))
+    }
+}
+
+/// Sends `call` on a fresh connection and reads the whole answer.
+pub fn send(target: &Target, call: Call<'_>) -> Answer {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let mut builder = hyper::Request::builder()
+            .method(call.method)
+            .uri(call.path)
+            .header("host", "localhost");
+        for (name, value) in &call.headers {
+            builder = builder.header(*name, value);
+        }
+        let request = builder.body(Full::new(Bytes::from(call.body))).unwrap();
+        let response = match target {
+            Target::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path).await.unwrap();
+                exchange(stream, request).await
+            }
+            Target::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                exchange(stream, request).await
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes().to_vec())
+            .unwrap_or_default();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    })
+}
+
+async fn exchange<S>(
+    stream: S,
+    request: hyper::Request<Full<Bytes>>,
+) -> hyper::Response<hyper::body::Incoming>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender.send_request(request).await.unwrap()
+}
+
+/// The API socket of a home.
+pub fn socket(home: &Path) -> Target {
+    Target::Unix(home.join("run/api.sock"))
+}
+
+/// Server-sent events of a body: (event, data) pairs.
+pub fn events(body: &str) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for block in body.split("\n\n") {
+        let mut name = String::from("message");
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        if !data.is_empty() {
+            out.push((name, serde_json::from_str(&data).unwrap_or(serde_json::Value::Null)));
+        }
+    }
+    out
+}
