@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+mod kernel_backend;
 pub mod model;
 
 pub use backend::{Backend, BackendError, Caller};
+pub use kernel_backend::KernelBackend;
