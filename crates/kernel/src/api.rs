@@ -233,7 +233,10 @@ pub fn ingest_args(
         "tags": tags,
     });
     if let (Some(media_type), Some(object)) = (media_type, args.as_object_mut()) {
-        object.insert("media_type".to_owned(), Value::String(media_type.to_owned()));
+        object.insert(
+            "media_type".to_owned(),
+            Value::String(media_type.to_owned()),
+        );
     }
     args
 }
@@ -288,7 +291,10 @@ mod tests {
             kind: Some(ErrorKind::Transient),
             message: "busy".to_owned(),
         };
-        assert_eq!(ApiOutcome::from(busy), ApiOutcome::Failed("busy".to_owned()));
+        assert_eq!(
+            ApiOutcome::from(busy),
+            ApiOutcome::Failed("busy".to_owned())
+        );
         assert!(matches!(
             ApiOutcome::from(Outcome::Unavailable),
             ApiOutcome::Failed(m) if m.contains("not running")

@@ -276,7 +276,9 @@ impl VaultTool {
         let title = args.opt_string("title")?;
         if name.trim().is_empty()
             || name.chars().count() > MAX_NAME_CHARS
-            || name.chars().any(|c| c.is_control() || c == '/' || c == '\\')
+            || name
+                .chars()
+                .any(|c| c.is_control() || c == '/' || c == '\\')
             || name == "."
             || name == ".."
         {
@@ -295,8 +297,9 @@ impl VaultTool {
         }
         if let Some(media) = media_type
             && (media.len() > 255
-                || !media.contains('/')
-                || media.chars().any(|c| c.is_control() || c.is_whitespace()))
+                || !media.split(';').next().unwrap_or_default().contains('/')
+                || media.starts_with(char::is_whitespace)
+                || media.chars().any(char::is_control))
         {
             return Err(ToolFailure::invalid(format!(
                 "`ingest`: `{}` is not a media type",
@@ -541,9 +544,18 @@ const MEDIA_TYPES: &[(&str, &str)] = &[
     ("csv", "text/csv"),
     ("json", "application/json"),
     ("eml", "message/rfc822"),
-    ("docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
-    ("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
-    ("pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation"),
+    (
+        "docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ),
+    (
+        "xlsx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ),
+    (
+        "pptx",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ),
     ("odt", "application/vnd.oasis.opendocument.text"),
 ];
 

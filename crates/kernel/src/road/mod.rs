@@ -126,7 +126,10 @@ impl Outcome {
                     kind.as_str().unwrap_or("error")
                 )
             }
-            Self::Failed { kind: None, message } => format!("action failed: {message}"),
+            Self::Failed {
+                kind: None,
+                message,
+            } => format!("action failed: {message}"),
         }
     }
 }

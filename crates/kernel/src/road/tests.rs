@@ -889,7 +889,10 @@ async fn an_escalated_api_delete_tells_its_caller_first_and_runs_only_after_the_
     assert_eq!(level, 1);
     // The caller (the HTTP client) may be gone now: nothing reads `notices` any more.
     drop(notices);
-    assert!(b.vault.invoked.lock().unwrap().is_empty(), "ran before approval");
+    assert!(
+        b.vault.invoked.lock().unwrap().is_empty(),
+        "ran before approval"
+    );
     let staged = b.desk.staged.lock().unwrap()[0].clone();
     assert_eq!(staged.id, id);
     assert_eq!(staged.agent, "api");
@@ -924,7 +927,10 @@ async fn invariant_i1_an_action_the_api_is_not_offered_never_runs_even_if_the_po
     let b = api_bench(policy, Answer::Approve);
     let outcome = b.call("files.read", json!({"path": "/etc/passwd"})).await;
     assert_eq!(outcome, Outcome::NotPermitted);
-    assert!(b.files.invoked.lock().unwrap().is_empty(), "a file was read");
+    assert!(
+        b.files.invoked.lock().unwrap().is_empty(),
+        "a file was read"
+    );
     assert_eq!(b.audit.kinds(), ["proposal", "decision"]);
 }
 
