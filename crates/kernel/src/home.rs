@@ -373,18 +373,19 @@ write:
   # key in the console, 5 a security key with your PIN, twice. `crawfish: 10m` adds an undo
   # window after approval (`p3ak hitl pullback ID`).
   files.write: { level: 1, timeout: 10m }
-  # Notes and files from your own API (`channel: api`: the API socket under your uid, or a
-  # token you created with the `vault:write` scope) are stored without asking: they stay in
-  # the encrypted vault, carry `agent=api`, and `vault.delete` takes them out again. An
-  # agent's write still waits for your yes. Set `level: 1` to be asked for the API's writes
-  # too (say, if you hand write tokens to programs you do not fully trust).
+  # Notes and files from your own API (agent `api` on channel `api`: the API socket under
+  # your uid, or a token you created with the `vault:write` scope) are stored without asking:
+  # they stay in the encrypted vault, carry `agent=api`, and `vault.delete` takes them out
+  # again. An agent's write still waits for your yes, also when you chat with it through the
+  # API. Set `level: 1` to be asked for the API's writes too (say, if you hand write tokens to
+  # programs you do not fully trust).
   vault.write:
     level: 0
     tier: act
     timeout: 10m
     rules:
       - id: vault-write-by-agent
-        when: { channel: { ne: api } }
+        when: { agent: { ne: api } }
         level: 1
         why: an agent wants to store this in your memory vault
   vault.ingest:
@@ -393,7 +394,7 @@ write:
     timeout: 10m
     rules:
       - id: vault-ingest-by-agent
-        when: { channel: { ne: api } }
+        when: { agent: { ne: api } }
         level: 1
         why: an agent wants to store this file in your memory vault
   mail.draft: { level: 0 }
@@ -563,8 +564,10 @@ cases:
   - { name: an agent's ingest waits, agent: assistant, action: vault.ingest,
       args: { name: a.pdf, data: AA== }, context: { channel: telegram },
       expect: { escalate: 1 }, rules: [vault-ingest-by-agent] }
-  - { name: a write with no channel is refused, agent: assistant,
-      action: vault.write, args: { title: t, content: c }, expect: reject }
+  - { name: an agent asked through the API still waits to write, agent: assistant,
+      action: vault.write, args: { title: t, content: c },
+      context: { channel: api, sender: 'uid:1000' },
+      expect: { escalate: 1 }, rules: [vault-write-by-agent] }
 ",
         )
         .unwrap();

@@ -194,3 +194,27 @@ impl Backend for KernelBackend {
         Ok(ChatReply { conversation, text })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_document_is_not_found_and_an_oversized_call_too_large() {
+        assert!(matches!(
+            invalid("no document `abcd`".to_owned()),
+            BackendError::NotFound(_)
+        ));
+        assert!(matches!(
+            invalid(
+                "the file (base64) take 9 bytes, … (`[kernel] max_frame` in config.toml)"
+                    .to_owned()
+            ),
+            BackendError::TooLarge(_)
+        ));
+        assert!(matches!(
+            invalid("`search`: the query is empty".to_owned()),
+            BackendError::Invalid(_)
+        ));
+    }
+}

@@ -195,7 +195,10 @@ fn a_deleted_document_is_gone_from_read_search_and_list() {
         .map(|h| h["id"].as_str().unwrap())
         .collect();
     assert_eq!(hits, [kept.as_str()], "{found}");
-    assert_eq!(ids(&kernel.ok("api", "list", json!({}))), std::slice::from_ref(&kept));
+    assert_eq!(
+        ids(&kernel.ok("api", "list", json!({}))),
+        std::slice::from_ref(&kept)
+    );
     // Twice, or a bad id: invalid, and nothing else is touched.
     kernel.invalid("api", "delete", json!({"id": gone}));
     kernel.invalid("api", "delete", json!({"id": "xyz"}));
