@@ -90,6 +90,11 @@ pub fn load_agent(path: &Path) -> Result<Agent, KernelError> {
         .filter(|s| valid_plugin_name(s))
         .ok_or_else(|| error("agent file names use letters, digits, `_` and `-`".to_owned()))?
         .to_owned();
+    if name == crate::api::API_AGENT {
+        return Err(error(format!(
+            "the agent name `{name}` is reserved for the API's calls: rename the file"
+        )));
+    }
     let text = std::fs::read_to_string(path)
         .map_err(KernelError::io(format!("cannot read `{}`", path.display())))?;
     let raw: RawAgent = toml::from_str(&text).map_err(|e| error(one_line(&e.to_string())))?;
@@ -117,6 +122,15 @@ pub fn load_agent(path: &Path) -> Result<Agent, KernelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_file_named_api_is_refused_it_is_the_apis_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("api.toml"), crate::home::DEFAULT_AGENT).unwrap();
+        let err = load_agents(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("`api` is reserved"), "{err}");
+        assert!(err.contains("api.toml"), "{err}");
+    }
 
     #[test]
     fn the_default_agent_loads() {

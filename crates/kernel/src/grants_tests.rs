@@ -255,6 +255,7 @@ impl Bench {
                     agent: "assistant",
                     channel: "cli",
                     conversation: None,
+                    sender: None,
                 },
                 &call,
                 &self.table,

@@ -347,6 +347,7 @@ read:
   files.list: { level: 0 }
   vault.search: { level: 0 }
   vault.read: { level: 0 }
+  vault.list: { level: 0 }
   mail.folders: { level: 0 }
   mail.search: { level: 0 }
   mail.read: { level: 0 }
@@ -372,7 +373,30 @@ write:
   # key in the console, 5 a security key with your PIN, twice. `crawfish: 10m` adds an undo
   # window after approval (`p3ak hitl pullback ID`).
   files.write: { level: 1, timeout: 10m }
-  vault.write: { level: 1, timeout: 10m }
+  # Notes and files from your own API (agent `api` on channel `api`: the API socket under
+  # your uid, or a token you created with the `vault:write` scope) are stored without asking:
+  # they stay in the encrypted vault, carry `agent=api`, and `vault.delete` takes them out
+  # again. An agent's write still waits for your yes, also when you chat with it through the
+  # API. Set `level: 1` to be asked for the API's writes too (say, if you hand write tokens to
+  # programs you do not fully trust).
+  vault.write:
+    level: 0
+    tier: act
+    timeout: 10m
+    rules:
+      - id: vault-write-by-agent
+        when: { agent: { ne: api } }
+        level: 1
+        why: an agent wants to store this in your memory vault
+  vault.ingest:
+    level: 0
+    tier: act
+    timeout: 10m
+    rules:
+      - id: vault-ingest-by-agent
+        when: { agent: { ne: api } }
+        level: 1
+        why: an agent wants to store this file in your memory vault
   mail.draft: { level: 0 }
   mail.mark: { level: 0 }
   mail.move: { level: 1 }
@@ -411,6 +435,9 @@ send:
 
 destroy:
   calendar.delete: { level: 2, crawfish: 5m }
+  # Deleting a document (from the API or an agent) waits for your yes, then 5 minutes in
+  # which `p3ak hitl pullback ID` still keeps it.
+  vault.delete: { level: 1, tier: commit, crawfish: 5m }
 
 network:
   http.request:
@@ -512,5 +539,40 @@ mod tests {
             Some(PathBuf::from("/h/.local/share/p3ak"))
         );
         assert!(Home::from_vars(None, None, None).is_none());
+    }
+
+    #[test]
+    fn the_default_policy_lets_the_owners_api_use_the_vault() {
+        let policy = p3ak_policy::Policy::from_yaml(DEFAULT_POLICY).unwrap();
+        let suite = p3ak_policy::cases::Suite::from_yaml(
+            r"
+cases:
+  - { name: api search, agent: api, action: vault.search, args: { query: x },
+      context: { channel: api, sender: 'uid:1000' }, expect: allow }
+  - { name: api list, agent: api, action: vault.list, context: { channel: api }, expect: allow }
+  - { name: api read, agent: api, action: vault.read, args: { id: abcd },
+      context: { channel: api }, expect: allow }
+  - { name: api write, agent: api, action: vault.write, args: { title: t, content: c },
+      context: { channel: api, sender: 'token:ab12cd34' }, expect: { allow: act } }
+  - { name: api ingest, agent: api, action: vault.ingest, args: { name: a.pdf, data: AA== },
+      context: { channel: api }, expect: { allow: act } }
+  - { name: api delete waits, agent: api, action: vault.delete, args: { id: abcd },
+      context: { channel: api }, expect: { escalate: 1 } }
+  - { name: an agent's write waits, agent: assistant, action: vault.write,
+      args: { title: t, content: c }, context: { channel: console },
+      expect: { escalate: 1 }, rules: [vault-write-by-agent] }
+  - { name: an agent's ingest waits, agent: assistant, action: vault.ingest,
+      args: { name: a.pdf, data: AA== }, context: { channel: telegram },
+      expect: { escalate: 1 }, rules: [vault-ingest-by-agent] }
+  - { name: an agent asked through the API still waits to write, agent: assistant,
+      action: vault.write, args: { title: t, content: c },
+      context: { channel: api, sender: 'uid:1000' },
+      expect: { escalate: 1 }, rules: [vault-write-by-agent] }
+",
+        )
+        .unwrap();
+        for outcome in suite.run(&policy) {
+            assert!(outcome.passed(), "{}: {:?}", outcome.name, outcome.failure);
+        }
     }
 }

@@ -290,6 +290,7 @@ totals:
             approval: None,
             channel: "cli".into(),
             conversation: Some(conversation.into()),
+            sender: None,
         }
     }
 

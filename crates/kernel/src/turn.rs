@@ -311,6 +311,7 @@ impl Kernel {
                     agent: &agent.name,
                     channel,
                     conversation: Some(&conversation),
+                    sender: None,
                 };
                 let outcome = self
                     .road
@@ -386,6 +387,7 @@ impl Kernel {
             agent: &agent.name,
             channel,
             conversation: None,
+            sender: None,
         };
         self.road.handle_call(&caller, call, &table, &events).await
     }

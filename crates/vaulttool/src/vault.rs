@@ -1,5 +1,5 @@
-//! `vault`: the agents' memory — search, read and write the memory vault through
-//! `p3ak-memory`.
+//! `vault`: the agents' memory — search, read, list, write, ingest and delete in the memory
+//! vault through `p3ak-memory`.
 //!
 //! Config: `vault` (absolute path of the vault file). The key arrives in `welcome` as
 //! [`VaultKey::to_handoff_bytes`] in hex ([`crate::vault_key`]); the memory vault is always
@@ -12,18 +12,25 @@
 //!
 //! | action | arguments | output | tier |
 //! |---|---|---|---|
-//! | `search` | `query`, `k?` (1–50, default 5) | `{hits: [{id, title, snippet, score, chunk, heading_path}]}` | observe |
+//! | `search` | `query`, `k?` (1–50, default 5), `mode?` (`bm25`/`semantic`/`hybrid`), `tags?`, `explain?` | `{hits: [{id, title, snippet, highlights, score, chunk, heading_path, signals?}], mode, notes, embedded_chunks?, chunks?}` | observe |
 //! | `read` | `id` (4–32 hex digits) | `{id, title, content, truncated}` | observe |
-//! | `write` | `title`, `content`, `tags?` | `{id, status}` (`created` or `unchanged`) | act |
+//! | `list` | `after?` (an id), `limit?` (1–200, default 50) | `{documents: [{id, title, media_type, size, created, tags}], next?}` | observe |
+//! | `write` | `title`, `content`, `tags?`, `source?` | `{id, status}` (`created` or `unchanged`) | act |
+//! | `ingest` | `name`, `data` (base64), `media_type?`, `title?`, `tags?` | `{id, status, chunks}` | act |
+//! | `delete` | `id` | `{id, deleted}` | commit |
 //!
 //! Search ranks with BM25 and the title/heading signal (the semantic signal needs the
-//! embedding model, which this plugin does not load). `write` stores the text as a Markdown
-//! document and indexes it in the same commit, tagged `agent=<agent>` (a `tags.agent` given
-//! by the model is replaced); the same content written twice is stored once.
+//! embedding model, which this plugin does not load: a `semantic` or `hybrid` search says so
+//! in `notes`). `write` stores the text as a Markdown document and indexes it in the same
+//! commit, tagged `agent=<agent>` (a `tags.agent` given by the model is replaced); the same
+//! content written twice is stored once. `ingest` converts a file as `p3ak memory ingest`
+//! does; a whole call must fit in one frame (`[kernel] max_frame`, 1 MiB by default), so the
+//! file's base64 does too. `delete` removes the document, its passages and its embeddings.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use base64::Engine as _;
 use p3ak_memory::{
     IngestItem, IngestOptions, IngestStatus, Memory, MemoryError, Mode, SearchRequest,
 };
@@ -98,9 +105,30 @@ impl VaultTool {
     }
 
     fn search(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
-        let args = Args::new("search", args, &["query", "k"])?;
+        let args = Args::new("search", args, &["query", "k", "mode", "tags", "explain"])?;
         let query = args.string("query")?;
         let k = args.opt_int("k", 1, MAX_K)?.unwrap_or(5);
+        let explain = args.opt_bool("explain")?.unwrap_or(false);
+        let asked = match args.opt_string("mode")? {
+            None | Some("hybrid") => Mode::Hybrid,
+            Some("bm25") => Mode::Bm25,
+            Some("semantic") => Mode::Semantic,
+            Some(other) => {
+                return Err(ToolFailure::invalid(format!(
+                    "`search`: unknown mode `{}` (bm25, semantic or hybrid)",
+                    shorten(other)
+                )));
+            }
+        };
+        let mut tags = BTreeMap::new();
+        for (k, v) in args.opt_string_map("tags")?.unwrap_or_default() {
+            tags.insert(k.to_owned(), v.to_owned());
+        }
+        if tags.len() > MAX_TAGS {
+            return Err(ToolFailure::invalid(format!(
+                "`search`: more than {MAX_TAGS} tags"
+            )));
+        }
         if query.trim().is_empty() {
             return Err(ToolFailure::invalid("`search`: the query is empty"));
         }
@@ -113,23 +141,236 @@ impl VaultTool {
         let memory = Memory::open(&vault).map_err(memory_failure)?;
         let mut request = SearchRequest::new(query);
         request.k = usize::try_from(k).unwrap_or(5);
-        request.mode = Mode::Hybrid;
+        request.tags = tags;
+        // The plugin embeds no query (the model is not loaded in its sandbox): a semantic
+        // search is ranked by words and headings instead, and the notes say so.
+        request.mode = if asked == Mode::Semantic {
+            Mode::Hybrid
+        } else {
+            asked
+        };
         let results = memory.search(&request, None).map_err(memory_failure)?;
+        let mut notes: Vec<String> = results
+            .notes
+            .iter()
+            .filter(|n| !n.starts_with("semantic ranking is off: no embedding model"))
+            .cloned()
+            .collect();
+        if asked != Mode::Bm25 {
+            notes.insert(0, NO_QUERY_EMBEDDING.to_owned());
+        }
         let hits: Vec<Value> = results
             .hits
             .iter()
             .map(|hit| {
-                json!({
+                let mut out = json!({
                     "id": hit.id.to_hex(),
                     "title": hit.title,
                     "snippet": hit.snippet.text,
+                    "highlights": hit.snippet.highlights.iter().map(|&(s, e)| [s, e]).collect::<Vec<_>>(),
                     "score": hit.score,
                     "chunk": hit.chunk,
                     "heading_path": hit.heading_path,
-                })
+                });
+                if explain && let Some(object) = out.as_object_mut() {
+                    let signals: Vec<Value> = hit
+                        .signals
+                        .iter()
+                        .map(|p| {
+                            json!({
+                                "signal": p.signal,
+                                "rank": p.rank,
+                                "score": p.score,
+                                "contribution": p.contribution,
+                            })
+                        })
+                        .collect();
+                    object.insert("signals".to_owned(), Value::Array(signals));
+                }
+                out
             })
             .collect();
-        Ok(json!({"hits": hits}))
+        let mut out = json!({"hits": hits, "mode": results.mode, "notes": notes});
+        if explain && let Some(object) = out.as_object_mut() {
+            object.insert("embedded_chunks".to_owned(), json!(results.embedded_chunks));
+            object.insert("chunks".to_owned(), json!(results.chunks));
+        }
+        Ok(out)
+    }
+
+    fn list(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
+        let args = Args::new("list", args, &["after", "limit"])?;
+        let limit = args.opt_int("limit", 1, MAX_LIST)?.unwrap_or(50);
+        let limit = usize::try_from(limit).unwrap_or(50);
+        let after = args.opt_string("after")?;
+        let vault = self.open(Access::Read, &actor(agent))?;
+        let mut documents = vault.list();
+        documents.reverse();
+        let start = match after {
+            None => 0,
+            Some(after) => {
+                let id = vault.resolve(after).map_err(vault_failure)?;
+                documents
+                    .iter()
+                    .position(|d| d.id == id)
+                    .map_or(documents.len(), |at| at + 1)
+            }
+        };
+        let page: Vec<&p3ak_vault::DocInfo> = documents.iter().skip(start).take(limit).collect();
+        let more = start.saturating_add(page.len()) < documents.len();
+        let next = if more {
+            page.last().map(|d| d.id.to_hex())
+        } else {
+            None
+        };
+        let listed: Vec<Value> = page
+            .iter()
+            .map(|d| {
+                let mut entry = json!({
+                    "id": d.id.to_hex(),
+                    "title": d.title,
+                    "size": d.size,
+                    "created": d.created,
+                    "tags": d.tags,
+                });
+                let media = d
+                    .source
+                    .as_deref()
+                    .or(d.title.as_deref())
+                    .and_then(media_type_of);
+                if let (Some(media), Some(object)) = (media, entry.as_object_mut()) {
+                    object.insert("media_type".to_owned(), json!(media));
+                }
+                entry
+            })
+            .collect();
+        let mut out = json!({"documents": listed});
+        if let (Some(next), Some(object)) = (next, out.as_object_mut()) {
+            object.insert("next".to_owned(), json!(next));
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
+        let args = Args::new("delete", args, &["id"])?;
+        let id = args.string("id")?;
+        p3ak_sdk::args::check_agent(agent)?;
+        let vault = self.open(Access::Write, &actor(agent))?;
+        let id = vault.resolve(id).map_err(vault_failure)?;
+        let mut memory = Memory::open(&vault).map_err(memory_failure)?;
+        memory
+            .delete_document(&id, &write_options(BTreeMap::new()))
+            .map_err(memory_failure)?;
+        Ok(json!({"id": id.to_hex(), "deleted": true}))
+    }
+
+    fn ingest(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
+        let args = Args::new(
+            "ingest",
+            args,
+            &["name", "data", "media_type", "title", "tags"],
+        )?;
+        let name = args.string("name")?;
+        let data = args.string("data")?;
+        let media_type = args.opt_string("media_type")?;
+        let title = args.opt_string("title")?;
+        if name.trim().is_empty()
+            || name.chars().count() > MAX_NAME_CHARS
+            || name
+                .chars()
+                .any(|c| c.is_control() || c == '/' || c == '\\')
+            || name == "."
+            || name == ".."
+        {
+            return Err(ToolFailure::invalid(format!(
+                "`ingest`: the name must be a file name of at most {MAX_NAME_CHARS} characters, without `/`"
+            )));
+        }
+        if let Some(title) = title
+            && (title.trim().is_empty()
+                || title.chars().count() > MAX_TITLE_CHARS
+                || title.chars().any(char::is_control))
+        {
+            return Err(ToolFailure::invalid(format!(
+                "`ingest`: the title must be one line of at most {MAX_TITLE_CHARS} characters"
+            )));
+        }
+        if let Some(media) = media_type
+            && (media.len() > 255
+                || !media.split(';').next().unwrap_or_default().contains('/')
+                || media.starts_with(char::is_whitespace)
+                || media.chars().any(char::is_control))
+        {
+            return Err(ToolFailure::invalid(format!(
+                "`ingest`: `{}` is not a media type",
+                shorten(media)
+            )));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|_| ToolFailure::invalid("`ingest`: `data` is not base64"))?;
+        if bytes.is_empty() {
+            return Err(ToolFailure::invalid("`ingest`: the file is empty"));
+        }
+        let tags = caller_tags("ingest", &args, agent)?;
+        p3ak_sdk::args::check_agent(agent)?;
+        // The converter picks its format from the name: a declared media type helps a name
+        // without a known extension.
+        let mut file_name = name.to_owned();
+        if media_type_of(name).is_none()
+            && let Some(extension) = media_type.and_then(extension_of)
+        {
+            file_name = format!("{file_name}.{extension}");
+        }
+        let vault = self.open(Access::Write, &actor(agent))?;
+        // A source of its own: an upload never replaces a document of the same name (that
+        // would be a delete, which the policy asks about on its own). The same content twice
+        // is still stored once.
+        let taken: std::collections::HashSet<String> =
+            vault.list().into_iter().filter_map(|d| d.source).collect();
+        let file_name = unique_name(&file_name, &taken);
+        let mut memory = Memory::open(&vault).map_err(memory_failure)?;
+        let item = IngestItem::Bytes {
+            name: file_name,
+            title: title.map(str::to_owned),
+            bytes,
+        };
+        let report = memory
+            .ingest(vec![item], &write_options(tags), &mut |_| {})
+            .map_err(memory_failure)?;
+        let Some(outcome) = report.files.first() else {
+            return Err(ToolFailure::permanent("the document was not stored"));
+        };
+        let status = match outcome.status {
+            IngestStatus::Ingested | IngestStatus::Updated => "created",
+            IngestStatus::Unchanged => "unchanged",
+            IngestStatus::Skipped | IngestStatus::Failed => {
+                return Err(ToolFailure::invalid(format!(
+                    "`{}` was not stored: {}",
+                    shorten(name),
+                    outcome.reason.as_deref().unwrap_or("unreadable")
+                )));
+            }
+        };
+        let Some(id) = outcome.id else {
+            return Err(ToolFailure::permanent(
+                "the document was stored without an id",
+            ));
+        };
+        let mut out = json!({"id": id.to_hex(), "status": status, "chunks": outcome.chunks});
+        if outcome.status == IngestStatus::Unchanged
+            && let Some(object) = out.as_object_mut()
+        {
+            object.remove("chunks");
+            object.insert(
+                "message".to_owned(),
+                json!(format!(
+                    "the same content is already stored as `{}`",
+                    id.to_hex()
+                )),
+            );
+        }
+        Ok(out)
     }
 
     fn read(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
@@ -190,19 +431,7 @@ impl VaultTool {
                 content.len()
             )));
         }
-        let mut tags = BTreeMap::new();
-        for (k, v) in args.opt_string_map("tags")?.unwrap_or_default() {
-            if RESERVED_TAGS.contains(&k) {
-                return Err(ToolFailure::invalid(format!(
-                    "`write`: the tag `{k}` is set by the vault, not by the caller"
-                )));
-            }
-            p3ak_vault::validate_tag(k, v).map_err(|_| {
-                ToolFailure::invalid(format!("`write`: invalid tag `{}`", shorten(k)))
-            })?;
-            tags.insert(k.to_owned(), v.to_owned());
-        }
-        tags.insert("agent".to_owned(), agent.to_owned());
+        let mut tags = caller_tags("write", &args, agent)?;
         if let Some(source) = source {
             tags.insert(p3ak_memory::SOURCE_TAG.to_owned(), source.to_owned());
         }
@@ -217,12 +446,7 @@ impl VaultTool {
         p3ak_sdk::args::check_agent(agent)?;
         let vault = self.open(Access::Write, &actor(agent))?;
         let mut memory = Memory::open(&vault).map_err(memory_failure)?;
-        let options = IngestOptions {
-            tags,
-            writer_threads: 1,
-            writer_memory_per_thread: 16 << 20,
-            ..IngestOptions::default()
-        };
+        let options = write_options(tags);
         // A source of its own, so a later write never replaces this one.
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -263,6 +487,114 @@ const RESERVED_TAGS: &[&str] = &[p3ak_memory::SOURCE_TAG, p3ak_memory::ORIGIN_TA
 const MAX_SOURCE_CHARS: usize = 1000;
 /// Most actions in an `origin`.
 const MAX_ORIGINS: usize = 32;
+
+/// Most documents `list` returns at once.
+pub const MAX_LIST: u64 = 200;
+/// Longest file name `ingest` accepts, in characters.
+pub const MAX_NAME_CHARS: usize = 255;
+/// The note of a search that wanted the semantic signal.
+const NO_QUERY_EMBEDDING: &str = "semantic ranking is off: the vault plugin does not embed queries, so this search was ranked by words and headings";
+
+/// How a write, an ingest and a delete commit: one small writer, as the plugin's limits allow.
+fn write_options(tags: BTreeMap<String, String>) -> IngestOptions {
+    IngestOptions {
+        tags,
+        writer_threads: 1,
+        writer_memory_per_thread: 16 << 20,
+        ..IngestOptions::default()
+    }
+}
+
+/// The caller's `tags`, checked, with `agent` set to the calling agent (whatever was given).
+fn caller_tags(
+    action: &str,
+    args: &Args,
+    agent: &str,
+) -> Result<BTreeMap<String, String>, ToolFailure> {
+    let mut tags = BTreeMap::new();
+    for (k, v) in args.opt_string_map("tags")?.unwrap_or_default() {
+        if RESERVED_TAGS.contains(&k) {
+            return Err(ToolFailure::invalid(format!(
+                "`{action}`: the tag `{k}` is set by the vault, not by the caller"
+            )));
+        }
+        p3ak_vault::validate_tag(k, v).map_err(|_| {
+            ToolFailure::invalid(format!("`{action}`: invalid tag `{}`", shorten(k)))
+        })?;
+        tags.insert(k.to_owned(), v.to_owned());
+    }
+    tags.insert("agent".to_owned(), agent.to_owned());
+    if tags.len() > MAX_TAGS {
+        return Err(ToolFailure::invalid(format!(
+            "`{action}`: more than {MAX_TAGS} tags"
+        )));
+    }
+    Ok(tags)
+}
+
+/// File extensions and the media types they stand for (for listings, and to name an upload
+/// whose name has no extension).
+const MEDIA_TYPES: &[(&str, &str)] = &[
+    ("md", "text/markdown"),
+    ("markdown", "text/markdown"),
+    ("txt", "text/plain"),
+    ("html", "text/html"),
+    ("htm", "text/html"),
+    ("pdf", "application/pdf"),
+    ("csv", "text/csv"),
+    ("json", "application/json"),
+    ("eml", "message/rfc822"),
+    (
+        "docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ),
+    (
+        "xlsx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ),
+    (
+        "pptx",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ),
+    ("odt", "application/vnd.oasis.opendocument.text"),
+];
+
+/// `name`, or `name` with `-2`, `-3`, … before its extension when a document already came
+/// from that name.
+fn unique_name(name: &str, taken: &std::collections::HashSet<String>) -> String {
+    if !taken.contains(name) {
+        return name.to_owned();
+    }
+    let (stem, extension) = match name.rsplit_once('.') {
+        Some((stem, extension)) if !stem.is_empty() => (stem, Some(extension)),
+        _ => (name, None),
+    };
+    (2u64..)
+        .map(|n| match extension {
+            Some(extension) => format!("{stem}-{n}.{extension}"),
+            None => format!("{stem}-{n}"),
+        })
+        .find(|candidate| !taken.contains(candidate))
+        .unwrap_or_else(|| name.to_owned())
+}
+
+/// The media type a file name's extension stands for, if known.
+fn media_type_of(name: &str) -> Option<&'static str> {
+    let (_, extension) = name.rsplit_once('.')?;
+    MEDIA_TYPES
+        .iter()
+        .find(|(e, _)| e.eq_ignore_ascii_case(extension))
+        .map(|(_, m)| *m)
+}
+
+/// The extension for a media type (parameters such as `; charset=utf-8` ignored), if known.
+fn extension_of(media_type: &str) -> Option<&'static str> {
+    let essence = media_type.split(';').next().unwrap_or_default().trim();
+    MEDIA_TYPES
+        .iter()
+        .find(|(_, m)| m.eq_ignore_ascii_case(essence))
+        .map(|(e, _)| *e)
+}
 
 /// `origin`: action names (`mail.read`), at most [`MAX_ORIGINS`].
 fn origin_list(value: &Value) -> Result<Vec<String>, ToolFailure> {
@@ -325,12 +657,17 @@ impl Tool for VaultTool {
         vec![
             ActionSpec {
                 name: "search".to_owned(),
-                description: "Search the memory vault by words; returns the best passages."
-                    .to_owned(),
+                description: "Search the memory vault; returns the best passages.".to_owned(),
                 parameters: schema(
                     json!({
                         "query": {"type": "string", "minLength": 1, "maxLength": 4096},
                         "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 5},
+                        "mode": {"type": "string", "enum": ["bm25", "semantic", "hybrid"], "default": "hybrid"},
+                        "tags": {"type": "object", "additionalProperties": {"type": "string"},
+                                 "maxProperties": MAX_TAGS,
+                                 "description": "only documents carrying all these tags"},
+                        "explain": {"type": "boolean", "default": false,
+                                    "description": "include how each signal ranked each passage"},
                     }),
                     &["query"],
                 ),
@@ -363,6 +700,47 @@ impl Tool for VaultTool {
                 ),
                 tier: Tier::Act,
             },
+            ActionSpec {
+                name: "list".to_owned(),
+                description: "List the memory vault's documents, newest first.".to_owned(),
+                parameters: schema(
+                    json!({
+                        "after": {"type": "string", "pattern": "^[0-9a-fA-F]{4,32}$",
+                                  "description": "the `next` of the previous page"},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIST, "default": 50},
+                    }),
+                    &[],
+                ),
+                tier: Tier::Observe,
+            },
+            ActionSpec {
+                name: "delete".to_owned(),
+                description: "Delete a document of the memory vault, with its search entries."
+                    .to_owned(),
+                parameters: schema(
+                    json!({"id": {"type": "string", "pattern": "^[0-9a-fA-F]{4,32}$"}}),
+                    &["id"],
+                ),
+                tier: Tier::Commit,
+            },
+            ActionSpec {
+                name: "ingest".to_owned(),
+                description: "Store a file (PDF, office, HTML, e-mail, Markdown, text) in the memory vault: converted, chunked and indexed."
+                    .to_owned(),
+                parameters: schema(
+                    json!({
+                        "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS,
+                                 "description": "the file's name; its extension picks the converter"},
+                        "data": {"type": "string", "contentEncoding": "base64",
+                                 "description": "the file's bytes, base64"},
+                        "media_type": {"type": "string", "maxLength": 255},
+                        "title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE_CHARS},
+                        "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                    }),
+                    &["name", "data"],
+                ),
+                tier: Tier::Act,
+            },
         ]
     }
 
@@ -371,6 +749,9 @@ impl Tool for VaultTool {
             "search" => self.search(agent, args),
             "read" => self.read(agent, args),
             "write" => self.write(agent, args),
+            "list" => self.list(agent, args),
+            "delete" => self.delete(agent, args),
+            "ingest" => self.ingest(agent, args),
             other => Err(ToolFailure::invalid(format!(
                 "unknown action `{}`",
                 shorten(other)

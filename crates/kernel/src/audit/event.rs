@@ -121,10 +121,17 @@ audit_events! {
     /// A tool call, parsed.
     Proposal = "proposal", Required {
         agent: String, call_id: String, action: String, args: Value, credentials: Vec<String>,
+        channel: String,
+        /// Who asked, as the channel authenticated them (absent outside a conversation
+        /// unless the caller names them, as the API does).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender: Option<String>,
     },
     /// The enforcer's decision, with the rules that made it.
     Decision = "decision", Required {
-        agent: String, call_id: String, action: String, verdict: Verdict,
+        agent: String, call_id: String, action: String, verdict: Verdict, channel: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender: Option<String>,
     },
     /// An action handed to the approval daemon.
     Escalation = "escalation", Required {
@@ -157,10 +164,14 @@ audit_events! {
     Execution = "execution", Required {
         agent: String, call_id: String, action: String, args: Value, credentials: Vec<String>,
         tier: Tier, approval: Option<String>, channel: String, conversation: Option<String>,
+        sender: Option<String>,
     },
     /// What a tool returned (scrubbed, truncated).
     Result = "result", Required {
         agent: String, call_id: String, action: String, elapsed_ms: u64, result: Value,
+        channel: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender: Option<String>,
     },
     /// The memory vault was rekeyed.
     VaultRekey = "vault.rekey", Required {
@@ -362,6 +373,7 @@ mod tests {
             approval: None,
             channel: "cli".into(),
             conversation: Some("console".into()),
+            sender: Some("operator (uid 1000)".into()),
         };
         let payload = event.payload();
         let mut written: Vec<String> = payload.as_object().unwrap().keys().cloned().collect();

@@ -71,6 +71,67 @@ pub struct Caller<'a> {
     /// The conversation; `None` outside a turn (then the policy gets no session and no
     /// origins).
     pub conversation: Option<&'a Conversation>,
+    /// Who asked, as the channel authenticated them, when there is no conversation to say it
+    /// (an API call: `uid:1000`, `token:ab12cd34`). A conversation's own sender wins.
+    pub sender: Option<&'a str>,
+}
+
+impl Caller<'_> {
+    /// The sender the policy and the audit log see.
+    #[must_use]
+    pub fn sender(&self) -> Option<&str> {
+        self.conversation
+            .and_then(Conversation::sender)
+            .or(self.sender)
+    }
+}
+
+/// How one call on the road ended. A turn turns it into the text its model reads
+/// ([`Outcome::model_text`]); the API answers with it as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The tool ran and returned this (secret values scrubbed, structure kept).
+    Done(serde_json::Value),
+    /// The policy, the approval or the broker said no — which, the caller is not told (I3).
+    NotPermitted,
+    /// Not a valid proposal: unknown tool, arguments against the schema.
+    Invalid(String),
+    /// The tool's plugin is not running.
+    Unavailable,
+    /// The plugin failed (scrubbed message) with its error kind, or the link to it did.
+    Failed {
+        /// The plugin's error kind (`invalid`, `transient`, ...); `None` when the link failed.
+        kind: Option<p3ak_proto::ErrorKind>,
+        /// What went wrong (scrubbed).
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// What the model is told.
+    #[must_use]
+    pub fn model_text(&self) -> String {
+        match self {
+            Self::Done(output) => output.to_string(),
+            Self::NotPermitted => AgentNotice::NotPermitted.to_string(),
+            Self::Invalid(e) => format!("invalid tool call: {e}"),
+            Self::Unavailable => "action failed: the tool is not available right now".to_owned(),
+            Self::Failed {
+                kind: Some(kind),
+                message,
+            } => {
+                let kind = serde_json::to_value(kind).unwrap_or_default();
+                format!(
+                    "action failed ({}): {message}",
+                    kind.as_str().unwrap_or("error")
+                )
+            }
+            Self::Failed {
+                kind: None,
+                message,
+            } => format!("action failed: {message}"),
+        }
+    }
 }
 
 /// The one road from a proposed tool call to its execution.
@@ -142,6 +203,20 @@ impl Road {
         table: &ToolTable,
         events: &mpsc::UnboundedSender<ControlEvent>,
     ) -> Result<String, KernelError> {
+        self.call(caller, call, table, events)
+            .await
+            .map(|outcome| outcome.model_text())
+    }
+
+    /// One tool call, from proposal to its [`Outcome`]: the same road as
+    /// [`Road::handle_call`], for a caller that wants the result rather than text for a model.
+    pub async fn call(
+        &self,
+        caller: &Caller<'_>,
+        call: &ToolCall,
+        table: &ToolTable,
+        events: &mpsc::UnboundedSender<ControlEvent>,
+    ) -> Result<Outcome, KernelError> {
         let agent = caller.agent;
         let mut proposal = match proposal::parse(agent, call, table) {
             Ok(p) => p,
@@ -153,7 +228,7 @@ impl Road {
                         error: e.to_string(),
                     })
                     .await?;
-                return Ok(format!("invalid tool call: {e}"));
+                return Ok(Outcome::Invalid(e.to_string()));
             }
         };
         if proposal.action == provenance::MEMORY_WRITE {
@@ -162,12 +237,15 @@ impl Road {
         // The proposal and its decision are committed together with what follows from
         // them (the execution intent, the escalation, or nothing for a rejection): one
         // durable commit before anything happens, instead of one per entry.
+        let sender = caller.sender().map(str::to_owned);
         let mut trail = vec![AuditEvent::Proposal {
             agent: proposal.agent.clone(),
             call_id: proposal.call_id.clone(),
             action: proposal.action.clone(),
             args: proposal.args.clone(),
             credentials: proposal.credentials.clone(),
+            channel: caller.channel.to_owned(),
+            sender: sender.clone(),
         }];
         let mut context = self.context(caller, &proposal);
         context.grants = self
@@ -182,12 +260,14 @@ impl Road {
             call_id: call.id.clone(),
             action,
             verdict,
+            channel: caller.channel.to_owned(),
+            sender,
         });
         match decided {
             Decided::Allowed(authorized) => self.execute(authorized, caller, trail).await,
             Decided::Rejected => {
                 self.audit.append_all(trail).await?;
-                Ok(AgentNotice::NotPermitted.to_string())
+                Ok(Outcome::NotPermitted)
             }
             Decided::Escalated(escalation) => {
                 self.escalate(escalation, (rules, reasons), caller, events, trail)
@@ -205,7 +285,7 @@ impl Road {
         caller: &Caller<'_>,
         events: &mpsc::UnboundedSender<ControlEvent>,
         mut trail: Vec<AuditEvent>,
-    ) -> Result<String, KernelError> {
+    ) -> Result<Outcome, KernelError> {
         let p = escalation.proposal();
         let asked_ms = self.clock.unix_ms();
         let timeout = escalation.timeout();
@@ -264,7 +344,7 @@ impl Road {
                         error: e.to_string(),
                     })
                     .await?;
-                return Ok(AgentNotice::NotPermitted.to_string());
+                return Ok(Outcome::NotPermitted);
             }
         };
         let _ = events.send(ControlEvent::Approval {
@@ -302,7 +382,7 @@ impl Road {
                             error: mismatch.to_string(),
                         });
                         self.audit.append_all(trail).await?;
-                        Ok(AgentNotice::NotPermitted.to_string())
+                        Ok(Outcome::NotPermitted)
                     }
                 }
             }
@@ -319,7 +399,7 @@ impl Road {
                     }
                 };
                 self.audit.append(event).await?;
-                Ok(AgentNotice::NotPermitted.to_string())
+                Ok(Outcome::NotPermitted)
             }
             None => {
                 self.desk.withdraw(&id);
@@ -329,7 +409,7 @@ impl Road {
                         ending: Some("kernel gave up waiting".to_owned()),
                     })
                     .await?;
-                Ok(AgentNotice::NotPermitted.to_string())
+                Ok(Outcome::NotPermitted)
             }
         }
     }
@@ -342,7 +422,7 @@ impl Road {
         authorized: Authorized,
         caller: &Caller<'_>,
         mut trail: Vec<AuditEvent>,
-    ) -> Result<String, KernelError> {
+    ) -> Result<Outcome, KernelError> {
         let p = authorized.proposal();
         let target = authorized.target();
         let plugin = target.plugin.clone();
@@ -352,7 +432,7 @@ impl Road {
                 action: p.action.clone(),
             });
             self.audit.append_all(trail).await?;
-            return Ok("action failed: the tool is not available right now".to_owned());
+            return Ok(Outcome::Unavailable);
         };
         let injected = match self.broker.inject(&target.full(), &p.args) {
             Ok(args) => args,
@@ -365,7 +445,7 @@ impl Road {
                 self.audit.append_all(trail).await?;
                 // The policy allowed the call; the broker did not: the model must not learn
                 // which (invariant I3). The detail is in the audit entry above.
-                return Ok(NOT_PERMITTED.to_owned());
+                return Ok(Outcome::NotPermitted);
             }
         };
         trail.push(AuditEvent::Execution {
@@ -378,6 +458,7 @@ impl Road {
             approval: authorized.approval().map(str::to_owned),
             channel: caller.channel.to_owned(),
             conversation: caller.conversation.map(|c| c.id().to_owned()),
+            sender: caller.sender().map(str::to_owned),
         });
         // Counted before the await, so a concurrent call is decided with this one in its
         // totals; a call whose intent then fails to commit stays counted (the safe side).
@@ -404,17 +485,20 @@ impl Road {
         let answer = link.request(invoke, self.tool_timeout, None).await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let scrubber = self.broker.scrubber();
-        let (text, record) = match answer {
+        let (outcome, record) = match answer {
             Ok(Message::Result(result)) => {
                 let mut output = result.output;
                 scrubber.scrub_value(&mut output);
-                let text = output.to_string();
-                (text, serde_json::json!({"output": output}))
+                let record = serde_json::json!({"output": output.clone()});
+                (Outcome::Done(output), record)
             }
             Ok(other) => {
                 let e = HostError::Unexpected(plugin.clone(), other.type_name());
                 (
-                    format!("action failed: {e}"),
+                    Outcome::Failed {
+                        kind: None,
+                        message: e.to_string(),
+                    },
                     serde_json::json!({"error": e.to_string()}),
                 )
             }
@@ -422,17 +506,20 @@ impl Road {
                 let message = scrubber.scrub(&e.message);
                 let kind = serde_json::to_value(e.kind).unwrap_or_default();
                 (
-                    format!(
-                        "action failed ({}): {message}",
-                        kind.as_str().unwrap_or("error")
-                    ),
+                    Outcome::Failed {
+                        kind: Some(e.kind),
+                        message: message.clone(),
+                    },
                     serde_json::json!({"error": message, "kind": kind}),
                 )
             }
             Err(e) => {
                 let message = scrubber.scrub(&e.to_string());
                 (
-                    format!("action failed: {message}"),
+                    Outcome::Failed {
+                        kind: None,
+                        message: message.clone(),
+                    },
                     serde_json::json!({"error": message}),
                 )
             }
@@ -444,9 +531,11 @@ impl Road {
                 action: p.action.clone(),
                 elapsed_ms,
                 result: truncate_json(record),
+                channel: caller.channel.to_owned(),
+                sender: caller.sender().map(str::to_owned),
             })
             .await?;
-        Ok(text)
+        Ok(outcome)
     }
 
     /// What the policy sees of the moment: the time, the channel, the running totals for
@@ -483,10 +572,7 @@ impl Road {
             totals,
             time,
             channel: Some(caller.channel.to_owned()),
-            sender: caller
-                .conversation
-                .and_then(Conversation::sender)
-                .map(str::to_owned),
+            sender: caller.sender().map(str::to_owned),
             session,
             origins: caller
                 .conversation

@@ -133,6 +133,8 @@ enum Answer {
     Deny,
     /// Cannot stage it.
     Unstageable,
+    /// Stages it and leaves the release to the test.
+    Hold,
 }
 
 struct FakeDesk {
@@ -160,6 +162,7 @@ impl ApprovalDesk for FakeDesk {
                     assert!(refused.is_err(), "the queue took an altered release");
                 }
                 Answer::Deny => self.pending.refused(&request.id, Refusal::Denied),
+                Answer::Hold => {}
                 Answer::Unstageable => {
                     return Err(KernelError::Io {
                         context: "cannot stage".to_owned(),
@@ -304,6 +307,7 @@ fn cli(conversation: Option<&Conversation>) -> Caller<'_> {
         agent: "assistant",
         channel: "cli",
         conversation,
+        sender: None,
     }
 }
 
@@ -665,4 +669,287 @@ async fn the_session_history_holds_what_ran_in_this_conversation_in_order() {
     let log = b.audit.text();
     assert!(log.contains(r#""conversation":"c1""#), "{log}");
     assert!(log.contains(r#""channel":"cli""#), "{log}");
+}
+
+// ---- Calls from the API: agent `api`, channel `api`, the caller as sender. ----
+
+/// A road with a `vault` plugin (echoing) and a `files` plugin, deciding by `policy`; the
+/// table offers the vault's actions only, as `Kernel::api_call` does.
+struct ApiBench {
+    road: Arc<Road>,
+    audit: Arc<MemoryAudit>,
+    vault: Arc<EchoPlugin>,
+    files: Arc<EchoPlugin>,
+    desk: Arc<FakeDesk>,
+    pending: Arc<PendingQueue>,
+    table: ToolTable,
+    _dir: tempfile::TempDir,
+}
+
+fn api_bench(policy: &str, answer: Answer) -> ApiBench {
+    let dir = tempfile::tempdir().unwrap();
+    let vault_file = Vault::create(
+        &dir.path().join("kernel.vault"),
+        Protection::Passphrase {
+            passphrase: &Passphrase::new("road test".into()),
+            kdf: KdfParams {
+                memory_kib: KdfParams::MIN_MEMORY_KIB,
+                iterations: 1,
+                parallelism: 1,
+            },
+        },
+    )
+    .unwrap();
+    let broker = Arc::new(Broker::load(&vault_file).unwrap());
+    let audit = Arc::new(MemoryAudit::default());
+    let vault = Arc::new(EchoPlugin::default());
+    let files = Arc::new(EchoPlugin::default());
+    let plugins = FakePlugins {
+        running: BTreeMap::from([
+            ("vault".to_owned(), Arc::clone(&vault)),
+            ("files".to_owned(), Arc::clone(&files)),
+        ]),
+    };
+    let pending = Arc::new(PendingQueue::default());
+    let desk = Arc::new(FakeDesk {
+        pending: Arc::clone(&pending),
+        answer,
+        staged: Mutex::default(),
+    });
+    let road = Road::new(RoadParts {
+        enforcer: Enforcer::new(Arc::new(p3ak_policy::PolicyCell::new(
+            Policy::from_yaml(policy).unwrap(),
+        ))),
+        broker,
+        audit: Arc::clone(&audit) as Arc<dyn AuditSink>,
+        plugins: Arc::new(plugins),
+        desk: Arc::clone(&desk) as Arc<dyn ApprovalDesk>,
+        pending: Arc::clone(&pending),
+        clock: at(12),
+        tool_timeout: Duration::from_secs(5),
+    });
+    let table = ToolTable::new(
+        crate::api::API_ACTIONS
+            .iter()
+            .map(|a| offered("vault", a, Declared::first_party(Tier::Act))),
+    );
+    ApiBench {
+        road: Arc::new(road),
+        audit,
+        vault,
+        files,
+        desk,
+        pending,
+        table,
+        _dir: dir,
+    }
+}
+
+/// The API's caller `uid:1000`, as `Kernel::api_call` puts it on the road.
+fn api_caller() -> Caller<'static> {
+    Caller {
+        agent: "api",
+        channel: "api",
+        conversation: None,
+        sender: Some("uid:1000"),
+    }
+}
+
+fn api_call(action: &str, args: Value) -> ToolCall {
+    ToolCall {
+        id: "api-1".to_owned(),
+        name: tool_name(action),
+        arguments: args,
+    }
+}
+
+impl ApiBench {
+    async fn call(&self, action: &str, args: Value) -> Outcome {
+        let (events, _notices) = mpsc::unbounded_channel();
+        self.road
+            .call(&api_caller(), &api_call(action, args), &self.table, &events)
+            .await
+            .unwrap()
+    }
+
+    /// The payload of every entry of `kind`.
+    fn entries(&self, kind: &str) -> Vec<Value> {
+        self.audit
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.declared_kind() == kind)
+            .map(AuditEvent::payload)
+            .collect()
+    }
+}
+
+const API_POLICY: &str = r#"
+version: 1
+read:
+  vault.search: { level: 0 }
+write:
+  vault.write: { level: 0, tier: act }
+destroy:
+  vault.delete: { level: 1, tier: commit }
+"#;
+
+#[tokio::test]
+async fn an_api_write_the_policy_allows_runs_and_is_audited_with_channel_and_sender() {
+    let b = api_bench(API_POLICY, Answer::Deny);
+    let outcome = b
+        .call("vault.write", json!({"title": "t", "content": "c"}))
+        .await;
+    // The API gets the plugin's JSON itself, not text for a model.
+    assert_eq!(
+        outcome,
+        Outcome::Done(json!({"echo": {"title": "t", "content": "c"}}))
+    );
+    let invoked = b.vault.invoked.lock().unwrap();
+    assert_eq!(invoked.len(), 1);
+    assert_eq!(invoked[0].agent, "api");
+    assert_eq!(invoked[0].action, "write");
+    assert_eq!(
+        b.audit.kinds(),
+        ["proposal", "decision", "execution", "result"]
+    );
+    for kind in ["proposal", "decision", "execution", "result"] {
+        let entry = &b.entries(kind)[0];
+        assert_eq!(entry["agent"], "api", "{kind}: {entry}");
+        assert_eq!(entry["channel"], "api", "{kind}: {entry}");
+        assert_eq!(entry["sender"], "uid:1000", "{kind}: {entry}");
+    }
+    assert_eq!(b.entries("execution")[0]["conversation"], Value::Null);
+}
+
+#[tokio::test]
+async fn invariant_i1_an_api_write_the_policy_forbids_on_channel_api_never_reaches_the_plugin() {
+    let policy = r#"
+version: 1
+write:
+  vault.write:
+    level: 0
+    tier: act
+    rules:
+      - id: no-api-writes
+        when: { channel: { eq: api } }
+        reject: true
+"#;
+    let b = api_bench(policy, Answer::Approve);
+    let outcome = b
+        .call("vault.write", json!({"title": "t", "content": "c"}))
+        .await;
+    assert_eq!(outcome, Outcome::NotPermitted);
+    // Opaque to the caller (I3); the operator sees the deciding rule.
+    assert_eq!(outcome.model_text(), NOT_PERMITTED);
+    assert!(b.vault.invoked.lock().unwrap().is_empty(), "the plugin ran");
+    assert_eq!(b.audit.kinds(), ["proposal", "decision"]);
+    let decision = &b.entries("decision")[0];
+    assert!(decision.to_string().contains("no-api-writes"), "{decision}");
+    assert_eq!(decision["sender"], "uid:1000");
+    // The same write from an agent's conversation on another channel is let through.
+    let (events, _notices) = mpsc::unbounded_channel();
+    let outcome = b
+        .road
+        .call(
+            &cli(None),
+            &api_call("vault.write", json!({"title": "t", "content": "c"})),
+            &b.table,
+            &events,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Done(_)), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn an_escalated_api_delete_tells_its_caller_first_and_runs_only_after_the_release() {
+    let b = api_bench(API_POLICY, Answer::Hold);
+    let (events, mut notices) = mpsc::unbounded_channel();
+    let road = Arc::clone(&b.road);
+    let table = b.table.clone();
+    let task = tokio::spawn(async move {
+        road.call(
+            &api_caller(),
+            &api_call("vault.delete", json!({"id": "abcd"})),
+            &table,
+            &events,
+        )
+        .await
+        .unwrap()
+    });
+    let notice = tokio::time::timeout(Duration::from_secs(10), notices.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let ControlEvent::Approval { id, level, .. } = notice else {
+        panic!("not an approval: {notice:?}");
+    };
+    assert_eq!(level, 1);
+    // The caller (the HTTP client) may be gone now: nothing reads `notices` any more.
+    drop(notices);
+    assert!(
+        b.vault.invoked.lock().unwrap().is_empty(),
+        "ran before approval"
+    );
+    let staged = b.desk.staged.lock().unwrap()[0].clone();
+    assert_eq!(staged.id, id);
+    assert_eq!(staged.agent, "api");
+    b.pending
+        .released(&staged, &staged.binding(), vec!["yes".to_owned()])
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Outcome::Done(json!({"echo": {"id": "abcd"}})));
+    assert_eq!(b.vault.invoked.lock().unwrap().len(), 1);
+    assert_eq!(
+        b.audit.kinds(),
+        [
+            "proposal",
+            "decision",
+            "escalation",
+            "approval",
+            "execution",
+            "result"
+        ]
+    );
+    assert_eq!(b.entries("execution")[0]["approval"], id.as_str());
+}
+
+#[tokio::test]
+async fn invariant_i1_an_action_the_api_is_not_offered_never_runs_even_if_the_policy_allows_it() {
+    // `Kernel::api_call` refuses such an action before the road (`Invalid`); should one
+    // reach the road all the same, a tool outside the table has no plugin to run on.
+    let policy = "version: 1\nread:\n  files.read: { level: 0 }\n";
+    let b = api_bench(policy, Answer::Approve);
+    let outcome = b.call("files.read", json!({"path": "/etc/passwd"})).await;
+    assert_eq!(outcome, Outcome::NotPermitted);
+    assert!(
+        b.files.invoked.lock().unwrap().is_empty(),
+        "a file was read"
+    );
+    assert_eq!(b.audit.kinds(), ["proposal", "decision"]);
+}
+
+#[tokio::test]
+async fn a_plugin_failure_keeps_its_kind_for_the_api_and_its_text_for_the_model() {
+    let outcome = Outcome::Failed {
+        kind: Some(p3ak_proto::ErrorKind::Invalid),
+        message: "no document `abcd`".to_owned(),
+    };
+    assert_eq!(
+        outcome.model_text(),
+        "action failed (invalid): no document `abcd`"
+    );
+    assert_eq!(
+        Outcome::Unavailable.model_text(),
+        "action failed: the tool is not available right now"
+    );
+    assert_eq!(
+        Outcome::Invalid("unknown tool `x`".to_owned()).model_text(),
+        "invalid tool call: unknown tool `x`"
+    );
 }

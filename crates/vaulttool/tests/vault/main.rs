@@ -8,6 +8,7 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
+mod actions;
 mod kernel;
 mod run;
 mod vault;
