@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod mcp;
 pub mod model;
+pub mod remote;
 
 pub use backend::{Backend, BackendError, Caller};
