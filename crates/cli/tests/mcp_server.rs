@@ -78,7 +78,10 @@ fn python_client(dir: &Path, args: &[&str], calls: &Value) -> Value {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the MCP client did not finish in 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "the MCP client did not finish in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
@@ -116,7 +119,12 @@ async fn a_python_mcp_client_lists_and_calls_the_tools_of_p3ak_mcp() {
     .unwrap();
 
     assert_eq!(report["server"], "p3ak");
-    assert!(report["instructions"].as_str().unwrap().contains("private AI kernel"));
+    assert!(
+        report["instructions"]
+            .as_str()
+            .unwrap()
+            .contains("private AI kernel")
+    );
     let tools = report["tools"].as_object().unwrap();
     let names: Vec<_> = tools.keys().map(String::as_str).collect();
     assert_eq!(names.len(), 5, "{names:?}");
@@ -126,21 +134,32 @@ async fn a_python_mcp_client_lists_and_calls_the_tools_of_p3ak_mcp() {
 
     let results = report["results"].as_array().unwrap();
     assert_eq!(results[0]["error"], false);
-    assert_eq!(results[0]["structured"]["hits"][0]["snippet"], "about sailing");
+    assert_eq!(
+        results[0]["structured"]["hits"][0]["snippet"],
+        "about sailing"
+    );
     assert_eq!(results[1]["text"], "Sail to Hydra.");
     assert_eq!(results[2]["error"], true);
     assert_eq!(results[2]["text"], "no document `nope`");
     assert_eq!(results[3]["structured"]["id"], "n1");
     assert_eq!(results[4]["error"], false);
     assert_eq!(results[4]["structured"]["approval"], "ap-7");
-    assert!(results[4]["text"].as_str().unwrap().contains("approval `ap-7`"));
+    assert!(
+        results[4]["text"]
+            .as_str()
+            .unwrap()
+            .contains("approval `ap-7`")
+    );
     assert_eq!(results[5]["text"], "You asked: hello?");
     assert_eq!(results[6]["structured"]["documents"][0]["id"], "ab12");
 
     let lines = seen.lines.lock().unwrap().clone();
     assert_eq!(lines.len(), 8, "{lines:#?}");
     assert!(lines[0].starts_with("POST /v1/search"), "{lines:#?}");
-    assert!(lines[4].contains(r#""tags":{"topic":"travel"}"#), "{lines:#?}");
+    assert!(
+        lines[4].contains(r#""tags":{"topic":"travel"}"#),
+        "{lines:#?}"
+    );
     assert_eq!(lines[7], "GET /v1/documents?limit=5");
 }
 
@@ -162,7 +181,12 @@ async fn scopes_narrow_the_tools_p3ak_mcp_offers() {
     })
     .await
     .unwrap();
-    let names: Vec<_> = report["tools"].as_object().unwrap().keys().cloned().collect();
+    let names: Vec<_> = report["tools"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(!names.contains(&"add_note".to_owned()) && !names.contains(&"ask_agent".to_owned()));
 }
@@ -193,7 +217,13 @@ fn p3ak_mcp_without_a_running_kernel_fails_at_once_with_one_line() {
 #[test]
 fn p3ak_mcp_refuses_an_unknown_scope() {
     let out = Command::new(p3ak_path())
-        .args(["mcp", "--socket", "/nonexistent/api.sock", "--scopes", "vault:read,audit:read"])
+        .args([
+            "mcp",
+            "--socket",
+            "/nonexistent/api.sock",
+            "--scopes",
+            "vault:read,audit:read",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -84,7 +84,9 @@ impl<B: Backend> Clone for P3akMcp<B> {
 
 impl<B: Backend> std::fmt::Debug for P3akMcp<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("P3akMcp").field("who", &self.who).finish_non_exhaustive()
+        f.debug_struct("P3akMcp")
+            .field("who", &self.who)
+            .finish_non_exhaustive()
     }
 }
 
@@ -342,20 +344,10 @@ fn tool(name: &str) -> Option<Tool> {
     };
     let mut tool = Tool::new(Cow::Owned(name.to_owned()), description, schema);
     tool.title = Some(title.to_owned());
-    tool.annotations = Some(annotations.with_title_str(title));
+    let mut annotations = annotations;
+    annotations.title = Some(title.to_owned());
+    tool.annotations = Some(annotations);
     Some(tool)
-}
-
-/// Sets an annotation's title (the SDK has no builder for it on an existing value).
-trait WithTitle {
-    fn with_title_str(self, title: &str) -> Self;
-}
-
-impl WithTitle for ToolAnnotations {
-    fn with_title_str(mut self, title: &str) -> Self {
-        self.title = Some(title.to_owned());
-        self
-    }
 }
 
 #[derive(Deserialize)]
@@ -386,7 +378,8 @@ struct ListArgs {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(args: Value) -> Result<T, BackendError> {
-    serde_json::from_value(args).map_err(|e| BackendError::Invalid(format!("invalid arguments: {e}")))
+    serde_json::from_value(args)
+        .map_err(|e| BackendError::Invalid(format!("invalid arguments: {e}")))
 }
 
 fn result(text: String, structured: Value) -> CallToolResult {
@@ -395,7 +388,9 @@ fn result(text: String, structured: Value) -> CallToolResult {
     result
 }
 
-fn json_result<T: serde::Serialize>(outcome: Result<T, BackendError>) -> Result<CallToolResult, BackendError> {
+fn json_result<T: serde::Serialize>(
+    outcome: Result<T, BackendError>,
+) -> Result<CallToolResult, BackendError> {
     let value = serde_json::to_value(outcome?)
         .map_err(|e| BackendError::Internal(format!("cannot encode a result: {e}")))?;
     let text = serde_json::to_string_pretty(&value)

@@ -31,7 +31,11 @@ pub const TOKEN_ENV: &str = "P3AK_API_TOKEN";
 const MAX_ANSWER: usize = 32 << 20;
 
 /// What a path segment or query value keeps unescaped.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The REST API of a kernel, over its Unix socket.
 pub struct RemoteBackend {
@@ -320,7 +324,13 @@ fn multipart(upload: &Upload) -> Result<(String, Vec<u8>), BackendError> {
     let name: String = upload
         .name
         .chars()
-        .map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     let media = upload
         .media_type
@@ -384,9 +394,7 @@ impl Backend for RemoteBackend {
 
     async fn delete(&self, _caller: &Caller, id: String) -> Result<Deleted, BackendError> {
         let path = format!("/v1/documents/{}", segment(&id));
-        let (status, retry, bytes) = self
-            .send(Method::DELETE, &path, None, self.timeout)
-            .await?;
+        let (status, retry, bytes) = self.send(Method::DELETE, &path, None, self.timeout).await?;
         match status {
             StatusCode::ACCEPTED => {
                 let accepted: Accepted = decode(&bytes)?;
@@ -431,7 +439,10 @@ mod tests {
             None,
             &body("forbidden", "this needs the `vault:write` scope"),
         );
-        assert!(matches!(e, BackendError::Scope(ref s) if s == "vault:write"), "{e:?}");
+        assert!(
+            matches!(e, BackendError::Scope(ref s) if s == "vault:write"),
+            "{e:?}"
+        );
         let e = error_for(
             StatusCode::FORBIDDEN,
             None,

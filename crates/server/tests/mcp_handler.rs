@@ -1,6 +1,11 @@
 //! The MCP server in-process: rmcp's own client over an in-memory pipe, a fake backend.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -10,9 +15,9 @@ use std::time::Duration;
 use common::{Fake, SECRET_DETAIL, caller};
 use p3ak_server::Caller;
 use p3ak_server::mcp::{INSTRUCTIONS, P3akMcp};
+use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
-use rmcp::ServiceExt;
 use serde_json::{Value, json};
 
 type Client = RunningService<RoleClient, ()>;
@@ -68,7 +73,10 @@ async fn the_server_says_it_is_p3ak_and_what_it_offers() {
 #[tokio::test]
 async fn tools_are_listed_only_for_the_scopes_the_caller_holds() {
     let names = |tools: Vec<rmcp::model::Tool>| {
-        tools.into_iter().map(|t| t.name.into_owned()).collect::<Vec<_>>()
+        tools
+            .into_iter()
+            .map(|t| t.name.into_owned())
+            .collect::<Vec<_>>()
     };
     let (client, _) = connect(caller(&["vault:read"])).await;
     assert_eq!(
@@ -76,7 +84,10 @@ async fn tools_are_listed_only_for_the_scopes_the_caller_holds() {
         ["search", "read_document", "list_documents"]
     );
     let (client, _) = connect(caller(&["vault:write", "chat"])).await;
-    assert_eq!(names(client.list_all_tools().await.unwrap()), ["add_note", "ask_agent"]);
+    assert_eq!(
+        names(client.list_all_tools().await.unwrap()),
+        ["add_note", "ask_agent"]
+    );
     let (client, _) = connect(caller(&["audit:read", "status"])).await;
     assert!(client.list_all_tools().await.unwrap().is_empty());
 }
@@ -92,7 +103,10 @@ async fn reads_are_annotated_read_only_and_add_note_not_destructive() {
         assert_eq!(hints.read_only_hint, Some(read_only), "{}", tool.name);
         assert_eq!(hints.destructive_hint, Some(false), "{}", tool.name);
         // Strict schemas: a misspelt argument is refused, not ignored.
-        assert_eq!(tool.input_schema.get("additionalProperties"), Some(&json!(false)));
+        assert_eq!(
+            tool.input_schema.get("additionalProperties"),
+            Some(&json!(false))
+        );
     }
     let ask = tools.iter().find(|t| t.name == "ask_agent").unwrap();
     assert_eq!(ask.annotations.clone().unwrap().open_world_hint, Some(true));
@@ -102,8 +116,13 @@ async fn reads_are_annotated_read_only_and_add_note_not_destructive() {
 async fn each_tool_calls_the_backend_as_the_caller_and_returns_its_answer() {
     let (client, fake) = connect(caller(&["vault:read", "vault:write", "chat"])).await;
 
-    let r = call(&client, "search", json!({"query": "sailing", "mode": "bm25", "k": 3,
-                                          "tags": {"topic": "travel"}})).await;
+    let r = call(
+        &client,
+        "search",
+        json!({"query": "sailing", "mode": "bm25", "k": 3,
+                                          "tags": {"topic": "travel"}}),
+    )
+    .await;
     assert_ne!(r.is_error, Some(true));
     let found = r.structured_content.clone().unwrap();
     assert_eq!(found["hits"][0]["snippet"], "about sailing");
@@ -113,15 +132,30 @@ async fn each_tool_calls_the_backend_as_the_caller_and_returns_its_answer() {
     assert_eq!(text(&r), "# Plans\nSail to Hydra in June.");
     assert_eq!(r.structured_content.unwrap()["id"], "ab12");
 
-    let r = call(&client, "list_documents", json!({"after": "ff00", "limit": 5})).await;
+    let r = call(
+        &client,
+        "list_documents",
+        json!({"after": "ff00", "limit": 5}),
+    )
+    .await;
     assert_eq!(r.structured_content.unwrap()["next"], "ab12");
 
-    let r = call(&client, "add_note", json!({"title": "Idea", "content": "Sail more.",
-                                            "tags": {"k": "v"}, "source": "https://x.test"})).await;
+    let r = call(
+        &client,
+        "add_note",
+        json!({"title": "Idea", "content": "Sail more.",
+                                            "tags": {"k": "v"}, "source": "https://x.test"}),
+    )
+    .await;
     assert_ne!(r.is_error, Some(true));
     assert_eq!(r.structured_content.unwrap()["id"], "n1");
 
-    let r = call(&client, "ask_agent", json!({"text": "hello?", "conversation": "c-9"})).await;
+    let r = call(
+        &client,
+        "ask_agent",
+        json!({"text": "hello?", "conversation": "c-9"}),
+    )
+    .await;
     assert_eq!(text(&r), "You asked: hello?");
     assert_eq!(r.structured_content.unwrap()["conversation"], "c-9");
 
@@ -141,12 +175,23 @@ async fn each_tool_calls_the_backend_as_the_caller_and_returns_its_answer() {
 #[tokio::test]
 async fn a_note_waiting_for_approval_is_a_result_naming_the_approval() {
     let (client, _) = connect(caller(&["vault:write"])).await;
-    let r = call(&client, "add_note", json!({"title": "needs approval", "content": "x"})).await;
+    let r = call(
+        &client,
+        "add_note",
+        json!({"title": "needs approval", "content": "x"}),
+    )
+    .await;
     assert_ne!(r.is_error, Some(true));
     assert!(text(&r).contains("approval `ap-1`"), "{}", text(&r));
     let s = r.structured_content.unwrap();
-    assert_eq!((s["pending"].clone(), s["approval"].clone(), s["level"].clone()),
-               (json!(true), json!("ap-1"), json!(2)));
+    assert_eq!(
+        (
+            s["pending"].clone(),
+            s["approval"].clone(),
+            s["level"].clone()
+        ),
+        (json!(true), json!("ap-1"), json!(2))
+    );
 }
 
 #[tokio::test]
@@ -162,7 +207,11 @@ async fn backend_errors_are_one_line_tool_errors_without_internal_details() {
 
     let r = call(&client, "read_document", json!({"id": "boom"})).await;
     assert_eq!(r.is_error, Some(true));
-    assert!(!text(&r).contains("sqlite") && !text(&r).contains(SECRET_DETAIL), "{}", text(&r));
+    assert!(
+        !text(&r).contains("sqlite") && !text(&r).contains(SECRET_DETAIL),
+        "{}",
+        text(&r)
+    );
     assert!(!format!("{r:?}").contains("4242"));
 }
 
@@ -171,7 +220,11 @@ async fn bad_arguments_are_tool_errors_and_reach_no_backend() {
     let (client, fake) = connect(caller(&["vault:read", "vault:write"])).await;
     let r = call(&client, "search", json!({"query": "x", "kk": 3})).await;
     assert_eq!(r.is_error, Some(true));
-    assert!(text(&r).starts_with("invalid arguments: unknown field `kk`"), "{}", text(&r));
+    assert!(
+        text(&r).starts_with("invalid arguments: unknown field `kk`"),
+        "{}",
+        text(&r)
+    );
     let r = call(&client, "add_note", json!({"title": "no content"})).await;
     assert_eq!(r.is_error, Some(true));
     assert!(text(&r).contains("missing field `content`"), "{}", text(&r));
@@ -184,13 +237,21 @@ async fn bad_arguments_are_tool_errors_and_reach_no_backend() {
 async fn calling_a_tool_outside_the_callers_scopes_is_refused() {
     let (client, fake) = connect(caller(&["vault:read"])).await;
     let mut params = CallToolRequestParams::new("add_note");
-    params.arguments = Some(json!({"title": "t", "content": "c"}).as_object().cloned().unwrap());
+    params.arguments = Some(
+        json!({"title": "t", "content": "c"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
     let err = client.call_tool(params).await.expect_err("refused");
     assert!(err.to_string().contains("no tool `add_note`"), "{err}");
     let err = client
         .call_tool(CallToolRequestParams::new("delete_everything"))
         .await
         .expect_err("refused");
-    assert!(err.to_string().contains("no tool `delete_everything`"), "{err}");
+    assert!(
+        err.to_string().contains("no tool `delete_everything`"),
+        "{err}"
+    );
     assert!(fake.calls.lock().unwrap().is_empty());
 }

@@ -1,7 +1,12 @@
 //! `/mcp` over streamable HTTP on a loopback port: rmcp's client, the caller from the request
 //! (a stand-in for the API's auth layer puts it in the request's extensions), bounded sessions.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -13,13 +18,13 @@ use axum::extract::Request;
 use axum::middleware::{Next, from_fn};
 use axum::response::Response;
 use common::{Fake, caller};
-use p3ak_server::mcp::{McpHttpConfig, http_service};
 use p3ak_server::Caller;
+use p3ak_server::mcp::{McpHttpConfig, http_service};
+use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::ServiceExt;
 use serde_json::json;
 
 /// The test's auth layer: the bearer token names the scopes (`read`, `all`); none, no caller.
@@ -31,7 +36,10 @@ async fn auth(mut req: Request, next: Next) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     let who: Option<Caller> = match token.as_deref() {
-        Some("read") => Some(Caller { principal: "token:read".into(), ..caller(&["vault:read"]) }),
+        Some("read") => Some(Caller {
+            principal: "token:read".into(),
+            ..caller(&["vault:read"])
+        }),
         Some("all") => Some(Caller {
             principal: "token:all".into(),
             ..caller(&["vault:read", "vault:write", "chat"])
@@ -50,7 +58,10 @@ async fn start(config: McpHttpConfig) -> (String, Arc<Fake>) {
         .nest_service("/mcp", http_service(Arc::clone(&fake), &config))
         .layer(from_fn(auth));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://127.0.0.1:{}/mcp", listener.local_addr().unwrap().port());
+    let url = format!(
+        "http://127.0.0.1:{}/mcp",
+        listener.local_addr().unwrap().port()
+    );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -85,16 +96,24 @@ async fn each_request_acts_as_the_caller_its_credentials_name() {
     let mut params = CallToolRequestParams::new("search");
     params.arguments = json!({"query": "sailing"}).as_object().cloned();
     let result = reader.call_tool(params).await.unwrap();
-    assert_eq!(result.structured_content.unwrap()["hits"][0]["snippet"], "about sailing");
+    assert_eq!(
+        result.structured_content.unwrap()["hits"][0]["snippet"],
+        "about sailing"
+    );
 
     let writer = connect(&url, Some("all")).await.unwrap();
     assert_eq!(writer.list_all_tools().await.unwrap().len(), 5);
     let mut params = CallToolRequestParams::new("add_note");
-    params.arguments = json!({"title": "Idea", "content": "x"}).as_object().cloned();
+    params.arguments = json!({"title": "Idea", "content": "x"})
+        .as_object()
+        .cloned();
     assert_ne!(writer.call_tool(params).await.unwrap().is_error, Some(true));
 
     let calls = fake.calls.lock().unwrap().clone();
-    assert!(calls[0].starts_with("token:read search sailing"), "{calls:?}");
+    assert!(
+        calls[0].starts_with("token:read search sailing"),
+        "{calls:?}"
+    );
     assert!(calls[1].starts_with("token:all write Idea"), "{calls:?}");
 }
 

@@ -1,7 +1,12 @@
 //! `RemoteBackend` against a test double of the REST API on a Unix socket: each call's
 //! request, each answer's mapping, errors as the MCP server will show them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 #[path = "common/api_double.rs"]
 mod api_double;
@@ -54,7 +59,10 @@ async fn every_call_reaches_its_route_and_decodes_the_answer() {
     let page = api.list(&who, Some("ff 00/1".into()), 5).await.unwrap();
     assert_eq!(page.documents[0].id, "ab12");
     let doc = api.read(&who, "ab/12".into()).await.unwrap();
-    assert_eq!((doc.id.as_str(), doc.content.as_str()), ("ab/12", "Sail to Hydra."));
+    assert_eq!(
+        (doc.id.as_str(), doc.content.as_str()),
+        ("ab/12", "Sail to Hydra.")
+    );
     let stored = api.write(&who, note("Idea")).await.unwrap();
     assert_eq!((stored.id.as_str(), stored.chunks), ("n1", Some(1)));
     let deleted = api.delete(&who, "ab12".into()).await.unwrap();
@@ -73,7 +81,10 @@ async fn every_call_reaches_its_route_and_decodes_the_answer() {
         text: "hi".into(),
     };
     let reply = api.ask(&who, request).await.unwrap();
-    assert_eq!((reply.conversation.as_str(), reply.text.as_str()), ("c-9", "You asked: hi"));
+    assert_eq!(
+        (reply.conversation.as_str(), reply.text.as_str()),
+        ("c-9", "You asked: hi")
+    );
 
     let lines = seen.lines.lock().unwrap().clone();
     assert_eq!(
@@ -126,16 +137,29 @@ async fn error_answers_map_to_backend_errors() {
     let e = api.search(&who, query("crash")).await.unwrap_err();
     assert!(matches!(e, BackendError::Internal(_)), "{e:?}");
     let e = api.search(&who, query("bad")).await.unwrap_err();
-    assert!(matches!(e, BackendError::Invalid(ref m) if m == "the kernel answered HTTP 400"), "{e:?}");
+    assert!(
+        matches!(e, BackendError::Invalid(ref m) if m == "the kernel answered HTTP 400"),
+        "{e:?}"
+    );
     let e = api.write(&who, note("wait")).await.unwrap_err();
-    assert!(matches!(e, BackendError::Pending { ref approval, level: 3 } if approval == "ap-7"), "{e:?}");
+    assert!(
+        matches!(e, BackendError::Pending { ref approval, level: 3 } if approval == "ap-7"),
+        "{e:?}"
+    );
     let e = api.write(&who, note("huge")).await.unwrap_err();
     assert!(matches!(e, BackendError::TooLarge(_)), "{e:?}");
     let e = api.write(&who, note("read-only")).await.unwrap_err();
-    assert!(matches!(e, BackendError::Scope(ref s) if s == "vault:write"), "{e:?}");
+    assert!(
+        matches!(e, BackendError::Scope(ref s) if s == "vault:write"),
+        "{e:?}"
+    );
     let e = api.write(&who, note("policy")).await.unwrap_err();
     assert!(matches!(e, BackendError::NotPermitted), "{e:?}");
-    let request = ChatRequest { agent: None, conversation: None, text: "forbidden".into() };
+    let request = ChatRequest {
+        agent: None,
+        conversation: None,
+        text: "forbidden".into(),
+    };
     let e = api.ask(&who, request).await.unwrap_err();
     assert_eq!(e.to_string(), "this needs the `chat` scope");
 }
@@ -159,5 +183,8 @@ async fn no_kernel_on_the_socket_is_a_quick_clear_error() {
     // A socket file nobody listens on (a kernel that died) says the same.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let e = api.search(&owner(), query("x")).await.unwrap_err();
-    assert!(e.to_string().starts_with("the kernel is not running"), "{e}");
+    assert!(
+        e.to_string().starts_with("the kernel is not running"),
+        "{e}"
+    );
 }

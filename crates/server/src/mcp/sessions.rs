@@ -4,11 +4,11 @@
 use futures_core::Stream;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::WorkerTransport;
+use rmcp::transport::streamable_http_server::SessionId;
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError, LocalSessionWorker, SessionConfig,
 };
 use rmcp::transport::streamable_http_server::session::{ServerSseMessage, SessionManager};
-use rmcp::transport::streamable_http_server::SessionId;
 
 /// Why a session call failed.
 #[derive(Debug, thiserror::Error)]

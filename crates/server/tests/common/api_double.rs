@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use axum::Json;
 use axum::Router;
 use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use serde_json::{Value, json};
 
 /// What the double saw: `Authorization` headers, request lines.
@@ -59,7 +59,11 @@ async fn search(State(seen): State<S>, headers: HeaderMap, Json(q): Json<Value>)
 }
 
 async fn list(State(seen): State<S>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    saw(&seen, &headers, format!("GET /v1/documents?{}", query.unwrap_or_default()));
+    saw(
+        &seen,
+        &headers,
+        format!("GET /v1/documents?{}", query.unwrap_or_default()),
+    );
     Json(json!({"documents": [{"id": "ab12", "title": "Plans", "size": 30, "created": 1, "tags": {}}]}))
         .into_response()
 }
@@ -73,7 +77,11 @@ async fn read(State(seen): State<S>, headers: HeaderMap, UrlPath(id): UrlPath<St
         .into_response()
 }
 
-async fn delete(State(seen): State<S>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
+async fn delete(
+    State(seen): State<S>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
     saw(&seen, &headers, format!("DELETE /v1/documents/{id}"));
     Json(json!({"id": id, "deleted": true})).into_response()
 }
@@ -86,9 +94,21 @@ async fn write(State(seen): State<S>, headers: HeaderMap, Json(note): Json<Value
             Json(json!({"approval": "ap-7", "level": 3, "message": "waiting for approval"})),
         )
             .into_response(),
-        Some("huge") => error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the note is over 1048576 bytes"),
-        Some("read-only") => error(StatusCode::FORBIDDEN, "forbidden", "this needs the `vault:write` scope"),
-        Some("policy") => error(StatusCode::FORBIDDEN, "not_permitted", "action not permitted"),
+        Some("huge") => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the note is over 1048576 bytes",
+        ),
+        Some("read-only") => error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs the `vault:write` scope",
+        ),
+        Some("policy") => error(
+            StatusCode::FORBIDDEN,
+            "not_permitted",
+            "action not permitted",
+        ),
         _ => (StatusCode::CREATED, Json(json!({"id": "n1", "chunks": 1}))).into_response(),
     }
 }
@@ -100,11 +120,24 @@ async fn ingest(State(seen): State<S>, headers: HeaderMap, body: axum::body::Byt
         .unwrap_or_default()
         .to_owned();
     let Some(boundary) = content_type.strip_prefix("multipart/form-data; boundary=") else {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send multipart/form-data");
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send multipart/form-data",
+        );
     };
     let text = String::from_utf8_lossy(&body);
     let parts = text.split(&format!("--{boundary}")).count();
-    saw(&seen, &headers, format!("POST /v1/documents/ingest parts={parts} {}", text.contains("filename=\"notes.md\"") && text.contains("# Notes") && text.contains("{\"k\":\"v\"}")));
+    saw(
+        &seen,
+        &headers,
+        format!(
+            "POST /v1/documents/ingest parts={parts} {}",
+            text.contains("filename=\"notes.md\"")
+                && text.contains("# Notes")
+                && text.contains("{\"k\":\"v\"}")
+        ),
+    );
     (StatusCode::CREATED, Json(json!({"id": "f1", "chunks": 2}))).into_response()
 }
 
@@ -114,15 +147,25 @@ async fn chat(State(seen): State<S>, headers: HeaderMap, Json(request): Json<Val
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    saw(&seen, &headers, format!("POST /v1/chat accept={accept} {request}"));
+    saw(
+        &seen,
+        &headers,
+        format!("POST /v1/chat accept={accept} {request}"),
+    );
     if accept != "application/json" {
         return (StatusCode::OK, "data: streaming\n\n").into_response();
     }
     if request["text"] == "forbidden" {
-        return error(StatusCode::FORBIDDEN, "forbidden", "this needs the `chat` scope");
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs the `chat` scope",
+        );
     }
-    Json(json!({"conversation": request["conversation"].as_str().unwrap_or("c-1"),
-                "text": format!("You asked: {}", request["text"].as_str().unwrap_or(""))}))
+    Json(
+        json!({"conversation": request["conversation"].as_str().unwrap_or("c-1"),
+                "text": format!("You asked: {}", request["text"].as_str().unwrap_or(""))}),
+    )
     .into_response()
 }
 

@@ -6,8 +6,8 @@
 use std::sync::Mutex;
 
 use p3ak_server::model::{
-    ChatReply, ChatRequest, Deleted, DocumentInfo, DocumentList, DocumentText, NewNote,
-    SearchHit, SearchQuery, SearchResults, Stored, Upload,
+    ChatReply, ChatRequest, Deleted, DocumentInfo, DocumentList, DocumentText, NewNote, SearchHit,
+    SearchQuery, SearchResults, Stored, Upload,
 };
 use p3ak_server::{Backend, BackendError, Caller};
 
@@ -42,7 +42,10 @@ pub const SECRET_DETAIL: &str = "sqlite: /home/owner/.p3ak/vault.db locked by pi
 
 impl Backend for Fake {
     async fn search(&self, caller: &Caller, q: SearchQuery) -> Result<SearchResults, BackendError> {
-        self.record(caller, format!("search {} {:?} {:?} {:?}", q.query, q.mode, q.k, q.tags));
+        self.record(
+            caller,
+            format!("search {} {:?} {:?} {:?}", q.query, q.mode, q.k, q.tags),
+        );
         if q.query == "blocked" {
             return Err(BackendError::NotPermitted);
         }
@@ -99,7 +102,10 @@ impl Backend for Fake {
     }
 
     async fn write(&self, caller: &Caller, note: NewNote) -> Result<Stored, BackendError> {
-        self.record(caller, format!("write {} {:?} {:?}", note.title, note.tags, note.source));
+        self.record(
+            caller,
+            format!("write {} {:?} {:?}", note.title, note.tags, note.source),
+        );
         if note.title == "needs approval" {
             return Err(BackendError::Pending {
                 approval: "ap-1".into(),
@@ -128,7 +134,10 @@ impl Backend for Fake {
     async fn ask(&self, caller: &Caller, request: ChatRequest) -> Result<ChatReply, BackendError> {
         self.record(
             caller,
-            format!("ask {:?} {:?} {}", request.agent, request.conversation, request.text),
+            format!(
+                "ask {:?} {:?} {}",
+                request.agent, request.conversation, request.text
+            ),
         );
         Ok(ChatReply {
             conversation: request.conversation.unwrap_or_else(|| "c-1".into()),
