@@ -23,8 +23,10 @@ pub mod extract;
 mod kernel_backend;
 pub mod limits;
 mod listen;
+pub mod mcp;
 pub mod model;
 pub mod openapi;
+pub mod remote;
 mod routes;
 
 use std::sync::Arc;
@@ -52,7 +54,7 @@ pub struct App<B: Backend> {
     /// The running kernel.
     pub kernel: Arc<Kernel>,
     /// How vault and chat calls reach it.
-    pub backend: B,
+    pub backend: Arc<B>,
     /// The token buckets.
     pub limits: RateLimits,
     /// `[api]`.
@@ -71,7 +73,7 @@ impl<B: Backend> App<B> {
         Arc::new(Self {
             limits: RateLimits::new(&settings),
             kernel,
-            backend,
+            backend: Arc::new(backend),
             settings,
         })
     }
@@ -165,8 +167,15 @@ pub fn router<B: Backend>(app: &Arc<App<B>>) -> Router {
         "chat",
         Router::new().route("/v1/chat", post(routes::chat::<B>)),
     );
+    // MCP over streamable HTTP: each tool checks its own scope; sessions are long-lived, so
+    // no request deadline.
+    let mcp = Router::new().nest_service(
+        "/mcp",
+        mcp::http_service(Arc::clone(&app.backend), &mcp::McpHttpConfig::default()),
+    );
     let authenticated = timed
         .merge(streamed)
+        .merge(mcp)
         .layer(from_fn_with_state(Arc::clone(app), authenticate::<B>));
     Router::new()
         .route("/healthz", get(routes::healthz))

@@ -5,6 +5,7 @@ mod connectors;
 mod demo;
 mod hitl;
 mod kernel;
+mod mcp;
 mod memory;
 mod models;
 mod policy;
@@ -40,6 +41,8 @@ pub enum Command {
     /// Humans in the loop: pull back, history, PIN, TOTP, the console's login link.
     #[command(subcommand)]
     Hitl(hitl::Command),
+    /// Serve P3AK's vault and agents to an MCP client on stdio (through the running kernel).
+    Mcp(mcp::Args),
     /// Chat connectors (Telegram, Slack, Discord): status, pairing who may talk through them.
     #[command(subcommand)]
     Connectors(connectors::Command),
@@ -84,6 +87,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Approve(args) => hitl::approve(&args, out),
         Command::Deny(arg) => hitl::deny(&arg.id, out),
         Command::Hitl(command) => hitl::run(command, out),
+        Command::Mcp(args) => mcp::run(args),
         Command::Connectors(command) => connectors::run(command, out),
         Command::Tokens(command) => tokens::run(command, out),
         Command::Secret(command) => kernel::secret(command, out),
