@@ -22,10 +22,15 @@ const PASS: &str = "api test passphrase";
 
 /// A kernel with its API on the socket and on a loopback port; `extra` is more `[api]` lines.
 fn api_kernel(extra: &str) -> (Kernel, Target, Target) {
+    kernel_with(extra, "")
+}
+
+/// The same with more config (`plugins`).
+fn kernel_with(extra: &str, plugins: &str) -> (Kernel, Target, Target) {
     let home = Home::init(PASS);
     let port = free_port();
     let config = format!(
-        "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n",
+        "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n{plugins}",
         sandbox_setting(),
     );
     std::fs::write(home.home().join("config.toml"), config).unwrap();
@@ -354,7 +359,7 @@ fn bad_requests_get_one_clear_json_error_and_change_nothing() {
     // Nothing reached the road: no proposal was made.
     let after = kernel.audit();
     assert!(
-        after[before..].iter().all(|e| e["kind"] != "kernel.proposal"),
+        after[before..].iter().all(|e| e["kind"] != "proposal"),
         "a bad request reached the road"
     );
 }
@@ -387,4 +392,90 @@ fn the_audit_routes_list_verify_and_prove_entries() {
     let missing = send(&unix, Call::get("/v1/audit/99999999/proof"));
     assert_eq!(missing.status, 404);
     conforms(&doc, "get", "/v1/audit/{seq}/proof", &missing);
+}
+
+/// A multipart body with one file part and tags.
+fn multipart(name: &str, media_type: &str, data: &[u8], tags: &Value) -> (String, Vec<u8>) {
+    let boundary = "p3akTESTboundary7MA4YWxk";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {media_type}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(data);
+    body.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"tags\"\r\n\r\n{tags}\r\n--{boundary}--\r\n"
+        )
+        .as_bytes(),
+    );
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[test]
+fn the_vault_through_the_api_takes_the_road_and_the_policy_decides() {
+    let (kernel, unix, tcp) = kernel_with("", "[plugins.vault]\nbuiltin = \"vault\"\n");
+    let doc = openapi();
+    let note = json!({"title": "Lease", "content": "The lease renewal is due on 1 March; call Anna about the deposit.", "tags": {"project": "home"}});
+    let stored = send(&unix, Call::post("/v1/documents", &note));
+    assert_eq!(stored.status, 201, "{}\n{}", stored.text(), kernel.log());
+    conforms(&doc, "post", "/v1/documents", &stored);
+    let id = stored.json()["id"].as_str().unwrap().to_owned();
+
+    let listed = send(&unix, Call::get("/v1/documents?limit=10"));
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    conforms(&doc, "get", "/v1/documents", &listed);
+    assert!(listed.text().contains(&id));
+
+    let read = send(&unix, Call::get(&format!("/v1/documents/{id}")));
+    assert_eq!(read.status, 200, "{}", read.text());
+    conforms(&doc, "get", "/v1/documents/{id}", &read);
+    assert!(read.json()["content"].as_str().unwrap().contains("call Anna"));
+
+    let (content_type, body) = multipart(
+        "minutes.html",
+        "text/html",
+        b"<html><body><h1>Minutes</h1><p>The boiler inspection moves to Thursday.</p></body></html>",
+        &json!({"project": "home"}),
+    );
+    let ingested = send(&unix, Call::post_raw("/v1/documents/ingest", &content_type, body));
+    assert_eq!(ingested.status, 201, "{}", ingested.text());
+    conforms(&doc, "post", "/v1/documents/ingest", &ingested);
+
+    for (query, wanted) in [("lease renewal deposit", &id), ("boiler inspection", &ingested.json()["id"].as_str().unwrap().to_owned())] {
+        let found = send(&unix, Call::post("/v1/search", &json!({"query": query, "explain": true, "tags": {"project": "home"}})));
+        assert_eq!(found.status, 200, "{}", found.text());
+        conforms(&doc, "post", "/v1/search", &found);
+        let hits = found.json()["hits"].as_array().unwrap().clone();
+        assert_eq!(hits[0]["id"].as_str().unwrap(), wanted.as_str(), "{query}: {hits:?}");
+        assert!(hits[0]["signals"].is_array());
+    }
+    let none = send(&unix, Call::post("/v1/search", &json!({"query": "lease", "tags": {"project": "work"}})));
+    assert!(none.json()["hits"].as_array().unwrap().is_empty());
+
+    // A token with vault:read only cannot write.
+    let reader = token(&kernel, "vault:read", &[]);
+    let refused = send(&tcp, Call::post("/v1/documents", &note).bearer(&reader));
+    assert_eq!(refused.status, 403);
+
+    // Delete is level 1 in the default policy: it waits for the owner.
+    let waiting = send(&unix, Call::delete(&format!("/v1/documents/{id}")));
+    assert_eq!(waiting.status, 202, "{}", waiting.text());
+    conforms(&doc, "delete", "/v1/documents/{id}", &waiting);
+    let approval = waiting.json()["approval"].as_str().unwrap().to_owned();
+    let pending = send(&unix, Call::get("/v1/approvals")).json();
+    assert!(pending.as_array().unwrap().iter().any(|a| a["id"] == approval.as_str() && a["action"] == "vault.delete"));
+    assert_eq!(send(&unix, Call::get(&format!("/v1/documents/{id}"))).status, 200, "not deleted before approval");
+
+    // Each call is on the road as agent `api`, channel `api`, the caller as sender.
+    let audit = kernel.audit();
+    let proposals: Vec<&Value> = audit.iter().filter(|e| e["kind"] == "proposal").collect();
+    assert!(proposals.len() >= 6, "{proposals:?}");
+    for p in &proposals {
+        assert_eq!(p["payload"]["agent"], "api");
+        assert_eq!(p["payload"]["channel"], "api");
+        assert!(p["payload"]["sender"].as_str().unwrap().starts_with("uid:") || p["payload"]["sender"].as_str().unwrap().starts_with("token:"));
+    }
 }
