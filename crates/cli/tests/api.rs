@@ -479,3 +479,71 @@ fn the_vault_through_the_api_takes_the_road_and_the_policy_decides() {
         assert!(p["payload"]["sender"].as_str().unwrap().starts_with("uid:") || p["payload"]["sender"].as_str().unwrap().starts_with("token:"));
     }
 }
+
+#[test]
+fn a_chat_streams_its_reply_as_events_or_answers_once_as_json() {
+    let home_plugins = "[plugins.model]\nbuiltin = \"scripted\"\n\
+                        config = { script = \"script.json\", record = \"requests.jsonl\" }\n";
+    let home = Home::init(PASS);
+    home.write_scripted(
+        "version: 1\n",
+        &json!({"responses": [
+            {"content": "The lease renewal is due on 1 March."},
+            {"content": "Call Anna."}
+        ]}),
+    );
+    let port = free_port();
+    std::fs::write(
+        home.home().join("config.toml"),
+        format!(
+            "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n{home_plugins}",
+            sandbox_setting()
+        ),
+    )
+    .unwrap();
+    let mut kernel = Kernel::new(home);
+    kernel.up();
+    let unix = socket(&kernel.home());
+    wait_for(&unix, &kernel);
+    let doc = openapi();
+
+    let streamed = send(
+        &unix,
+        Call::post("/v1/chat", &json!({"text": "when is the lease due?", "conversation": "web-1"}))
+            .header("accept", "text/event-stream"),
+    );
+    assert_eq!(streamed.status, 200, "{}", streamed.text());
+    assert!(streamed.header("content-type").unwrap().starts_with("text/event-stream"));
+    let events = p3ak_testkit::api::events(&streamed.text());
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "reply", "{events:?}");
+    assert_eq!(data["text"], "The lease renewal is due on 1 March.");
+    assert_eq!(data["conversation"], "web-1");
+    let chunks: String = events
+        .iter()
+        .filter(|(n, _)| n == "chunk")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    assert!(chunks.is_empty() || chunks == "The lease renewal is due on 1 March.", "{chunks}");
+
+    let once = send(&unix, Call::post("/v1/chat", &json!({"text": "and then?", "conversation": "web-1"})));
+    assert_eq!(once.status, 200, "{}", once.text());
+    conforms(&doc, "post", "/v1/chat", &once);
+    assert_eq!(once.json()["text"], "Call Anna.");
+    // The second turn saw the first: one conversation.
+    let requests = kernel.requests();
+    assert!(requests[1].to_string().contains("when is the lease due?"));
+    // The turn is the API's: channel api, the caller as sender.
+    let inbound: Vec<Value> = kernel
+        .audit()
+        .into_iter()
+        .filter(|e| e["kind"] == "inbound")
+        .collect();
+    assert_eq!(inbound.len(), 2);
+    assert_eq!(inbound[0]["payload"]["channel"], "api");
+    assert!(inbound[0]["payload"]["sender"].as_str().unwrap().starts_with("uid:"));
+
+    let unknown = send(&unix, Call::post("/v1/chat", &json!({"text": "hi", "agent": "nobody"})));
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    conforms(&doc, "post", "/v1/chat", &unknown);
+}
