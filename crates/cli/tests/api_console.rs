@@ -35,7 +35,11 @@ fn setup(replies: &[&str]) -> Setup {
     let script = json!({
         "responses": replies.iter().map(|r| json!({"content": r})).collect::<Vec<_>>()
     });
-    home.write_scripted("version: 1\n", &script);
+    home.write_scripted(
+        "version: 1\nread:\n  vault.search: { level: 0 }\n  vault.read: { level: 0 }\n  vault.list: { level: 0 }\n\
+         write:\n  vault.write: { level: 0 }\n",
+        &script,
+    );
     let config = format!(
         "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n\
          [plugins.model]\nbuiltin = \"scripted\"\n\
@@ -188,4 +192,57 @@ fn tokens_are_made_shown_once_and_revoked_from_the_console() {
             .iter()
             .any(|t| t["name"] == "grafana")
     );
+}
+
+#[test]
+#[ignore = "needs Chromium"]
+fn the_vault_browser_searches_and_opens_documents_and_the_web_chat_streams() {
+    let setup = setup(&["The lease renewal is due on 1 March."]);
+    let socket = p3ak_testkit::api::socket(&setup.kernel.home());
+    let stored = p3ak_testkit::api::send(
+        &socket,
+        p3ak_testkit::api::Call::post(
+            "/v1/documents",
+            &json!({"title": "Lease", "content": "The lease renewal is due on 1 March; call Anna about the <b>deposit</b>."}),
+        ),
+    );
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    let mut page = signed_in(&setup);
+    page.eval("location.hash = '#vault'; true");
+    page.wait_for(
+        "document.querySelectorAll('#documents tr').length === 1",
+        "the document list",
+    );
+    page.fill("#query", "lease deposit");
+    page.eval("document.getElementById('explain').checked = true; document.querySelector('#search-form button').click(); true");
+    page.wait_for("document.querySelectorAll('#hits li').length > 0", "a search hit");
+    let hit = page
+        .eval("document.querySelector('#hits li').innerHTML")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The document's markup is shown as text, and the query's words are marked.
+    assert!(hit.contains("&lt;b&gt;deposit") || hit.contains("<mark>deposit"), "{hit}");
+    assert!(!hit.contains("<b>"), "{hit}");
+    assert!(hit.contains("<mark>"), "{hit}");
+    page.eval("document.querySelector('#hits li a').click(); true");
+    page.wait_for(
+        "document.getElementById('document-content').textContent.includes('call Anna')",
+        "the document",
+    );
+
+    page.eval("location.hash = '#chat'; true");
+    page.wait_for("!document.getElementById('chat').hidden", "the chat");
+    page.fill("#message", "when is the lease due?");
+    page.eval("document.querySelector('#chat-form button[type=submit]').click(); true");
+    page.wait_for(
+        "document.querySelector('#transcript .turn[data-done]') !== null",
+        "the reply",
+    );
+    let reply = page
+        .eval("document.querySelector('#transcript .reply').textContent")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(reply, "The lease renewal is due on 1 March.");
 }
