@@ -235,3 +235,61 @@ fn p3ak_mcp_refuses_an_unknown_scope() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scope `audit:read`"));
 }
+
+/// The real thing: `p3ak up` with the vault plugin and a scripted model, and the Python MCP
+/// client driving `p3ak mcp` on the kernel's own API socket (the caller is this uid, an
+/// operator). The note it adds goes through the road and is found by its search.
+#[test]
+#[ignore = "needs python3 with the mcp SDK"]
+fn a_python_mcp_client_uses_a_real_kernel_through_p3ak_mcp() {
+    need::python_mcp();
+    let home = p3ak_testkit::Home::init("mcp kernel passphrase");
+    home.write_scripted(
+        "version: 1\nread:\n  vault.search: { level: 0 }\n  vault.read: { level: 0 }\n  vault.list: { level: 0 }\n\
+         write:\n  vault.write: { level: 0 }\n",
+        &json!({"responses": [{"content": "Hello from the assistant."}]}),
+    );
+    std::fs::write(
+        home.home().join("config.toml"),
+        format!(
+            "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n\
+             [plugins.model]\nbuiltin = \"scripted\"\nconfig = {{ script = \"script.json\" }}\n\n\
+             [plugins.vault]\nbuiltin = \"vault\"\n",
+            p3ak_testkit::kernel::sandbox_setting()
+        ),
+    )
+    .unwrap();
+    let mut kernel = p3ak_testkit::Kernel::new(home);
+    kernel.up();
+    let socket = kernel.home().join("run/api.sock");
+    let started = Instant::now();
+    while !socket.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "{}", kernel.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let calls = json!([
+        ["add_note", {"title": "Boat", "content": "The mooring fee for the sailing boat is due in April.", "tags": {"topic": "boat"}}],
+        ["search", {"query": "mooring fee sailing", "k": 3}],
+        ["list_documents", {"limit": 5}],
+        ["ask_agent", {"text": "hello?"}],
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let report = python_client(
+        dir.path(),
+        &["--socket", socket.to_str().unwrap()],
+        &calls,
+    );
+    let results = report["results"].as_array().unwrap();
+    assert!(results.iter().all(|r| r["error"] == false), "{report}");
+    assert!(results[1]["text"].as_str().unwrap().contains("mooring"), "{report}");
+    assert!(results[2]["text"].as_str().unwrap().contains("Boat"), "{report}");
+    assert!(results[3]["text"].as_str().unwrap().contains("Hello from the assistant."), "{report}");
+    // The note took the road as the API's, from this operator's uid.
+    let audit = kernel.audit();
+    let write = audit
+        .iter()
+        .find(|e| e["kind"] == "proposal" && e["payload"]["action"] == "vault.write")
+        .unwrap();
+    assert_eq!(write["payload"]["agent"], "api");
+    assert_eq!(write["payload"]["channel"], "api");
+}
