@@ -73,7 +73,9 @@ async fn client(
     let mut sender = None;
     let mut n: u64 = seed;
     while Instant::now() < until {
-        n = n.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        n = n
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         let pick = (n >> 33) % 100;
         let known = ids.lock().unwrap().last().cloned();
         let (name, method, path, body): (&'static str, &str, String, Option<Value>) = match pick {
@@ -81,7 +83,9 @@ async fn client(
                 "search",
                 "POST",
                 "/v1/search".to_owned(),
-                Some(json!({"query": ["lease renewal", "invoice March", "meeting notes", "passport"][(n % 4) as usize], "k": 5})),
+                Some(
+                    json!({"query": ["lease renewal", "invoice March", "meeting notes", "passport"][(n % 4) as usize], "k": 5}),
+                ),
             ),
             50..=64 => ("list", "GET", "/v1/documents?limit=20".to_owned(), None),
             65..=79 => match known {
@@ -92,13 +96,17 @@ async fn client(
                 "write",
                 "POST",
                 "/v1/documents".to_owned(),
-                Some(json!({"title": format!("note {n}"), "content": format!("Load test note {n}: the lease renewal is due in March; call the landlord.")})),
+                Some(
+                    json!({"title": format!("note {n}"), "content": format!("Load test note {n}: the lease renewal is due in March; call the landlord.")}),
+                ),
             ),
             _ => (
                 "chat",
                 "POST",
                 "/v1/chat".to_owned(),
-                Some(json!({"text": "what is due in March?", "conversation": format!("load-{seed}")})),
+                Some(
+                    json!({"text": "what is due in March?", "conversation": format!("load-{seed}")}),
+                ),
             ),
         };
         if sender.is_none() {

@@ -62,7 +62,9 @@ fn wait_for(target: &Target, kernel: &Kernel) {
 
 /// `p3ak tokens create`: the token.
 fn token(kernel: &Kernel, scopes: &str, extra: &[&str]) -> String {
-    let mut args = vec!["tokens", "create", "--name", "test", "--scope", scopes, "--json"];
+    let mut args = vec![
+        "tokens", "create", "--name", "test", "--scope", scopes, "--json",
+    ];
     args.extend_from_slice(extra);
     let out: Value = serde_json::from_str(&kernel.ok(&args)).unwrap();
     out["token"].as_str().unwrap().to_owned()
@@ -94,7 +96,10 @@ fn conforms(doc: &Value, method: &str, path: &str, answer: &Answer) {
         .insert("components".to_owned(), doc["components"].clone());
     let validator = jsonschema::validator_for(&root).unwrap();
     let body = answer.json();
-    let errors: Vec<String> = validator.iter_errors(&body).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&body)
+        .map(|e| e.to_string())
+        .collect();
     assert!(
         errors.is_empty(),
         "{method} {path} {status}: the answer does not fit the document: {errors:?}\n{body}"
@@ -120,7 +125,10 @@ fn health_needs_no_caller_and_an_operator_on_the_socket_has_every_scope() {
     // The same over TCP needs a token.
     let refused = send(&tcp, Call::get("/v1/status"));
     assert_eq!(refused.status, 401);
-    assert_eq!(refused.header("www-authenticate").as_deref(), Some("Bearer realm=\"p3ak\""));
+    assert_eq!(
+        refused.header("www-authenticate").as_deref(),
+        Some("Bearer realm=\"p3ak\"")
+    );
     conforms(&doc, "get", "/v1/status", &refused);
 
     let approvals = send(&unix, Call::get("/v1/approvals"));
@@ -129,11 +137,22 @@ fn health_needs_no_caller_and_an_operator_on_the_socket_has_every_scope() {
     let vaults = send(&unix, Call::get("/v1/vaults"));
     assert_eq!(vaults.status, 200);
     conforms(&doc, "get", "/v1/vaults", &vaults);
-    assert!(vaults.json().as_array().unwrap().iter().any(|v| v["name"] == "kernel"));
+    assert!(
+        vaults
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "kernel")
+    );
     assert_eq!(send(&unix, Call::get("/v1/vaults/nope")).status, 404);
 
     let served = send(&tcp, Call::get("/openapi.json"));
-    assert_eq!(served.json(), doc, "the served document is the checked-in one");
+    assert_eq!(
+        served.json(),
+        doc,
+        "the served document is the checked-in one"
+    );
 }
 
 #[test]
@@ -144,7 +163,11 @@ fn a_token_is_limited_to_its_scopes_until_it_expires_or_is_revoked() {
 
     let forbidden = send(&tcp, Call::get("/v1/status").bearer(&reader));
     assert_eq!(forbidden.status, 403);
-    assert!(forbidden.text().contains("`status` scope"), "{}", forbidden.text());
+    assert!(
+        forbidden.text().contains("`status` scope"),
+        "{}",
+        forbidden.text()
+    );
     conforms(&doc, "get", "/v1/status", &forbidden);
 
     let audit = send(&tcp, Call::get("/v1/audit?limit=5").bearer(&reader));
@@ -157,7 +180,10 @@ fn a_token_is_limited_to_its_scopes_until_it_expires_or_is_revoked() {
     assert_eq!(bad.json()["message"], "the token is not valid");
 
     let short = token(&kernel, "status", &["--expires", "1s"]);
-    assert_eq!(send(&tcp, Call::get("/v1/status").bearer(&short)).status, 200);
+    assert_eq!(
+        send(&tcp, Call::get("/v1/status").bearer(&short)).status,
+        200
+    );
     std::thread::sleep(Duration::from_millis(2100));
     let expired = send(&tcp, Call::get("/v1/status").bearer(&short));
     assert_eq!(expired.status, 401);
@@ -174,7 +200,10 @@ fn a_token_is_limited_to_its_scopes_until_it_expires_or_is_revoked() {
         .unwrap()
         .to_owned();
     kernel.ok(&["tokens", "revoke", &id]);
-    assert_eq!(send(&tcp, Call::get("/v1/audit").bearer(&reader)).status, 401);
+    assert_eq!(
+        send(&tcp, Call::get("/v1/audit").bearer(&reader)).status,
+        401
+    );
 
     // Refusals are audited; the secrets never are.
     let audit = kernel.audit();
@@ -188,7 +217,8 @@ fn a_token_is_limited_to_its_scopes_until_it_expires_or_is_revoked() {
     assert!(
         audit
             .iter()
-            .any(|e| e["kind"] == "api.refused" && e["payload"]["reason"] == "missing scope `status`"),
+            .any(|e| e["kind"] == "api.refused"
+                && e["payload"]["reason"] == "missing scope `status`"),
         "{kinds:?}"
     );
 }
@@ -200,13 +230,20 @@ fn a_token_can_make_tokens_only_within_its_own_scopes() {
     let admin = token(&kernel, "tokens,status", &[]);
     let wider = send(
         &tcp,
-        Call::post("/v1/tokens", &json!({"name": "x", "scopes": ["vault:write"]})).bearer(&admin),
+        Call::post(
+            "/v1/tokens",
+            &json!({"name": "x", "scopes": ["vault:write"]}),
+        )
+        .bearer(&admin),
     );
     assert_eq!(wider.status, 403, "{}", wider.text());
     let made = send(
         &tcp,
-        Call::post("/v1/tokens", &json!({"name": "dash", "scopes": ["status"], "expires_in": 3600}))
-            .bearer(&admin),
+        Call::post(
+            "/v1/tokens",
+            &json!({"name": "dash", "scopes": ["status"], "expires_in": 3600}),
+        )
+        .bearer(&admin),
     );
     assert_eq!(made.status, 201, "{}", made.text());
     conforms(&doc, "post", "/v1/tokens", &made);
@@ -216,18 +253,23 @@ fn a_token_can_make_tokens_only_within_its_own_scopes() {
     conforms(&doc, "get", "/v1/tokens", &listed);
     assert!(!listed.text().contains(new.rsplit_once('_').unwrap().1));
     let id = made.json()["info"]["id"].as_str().unwrap().to_owned();
-    let revoked = send(&tcp, Call::delete(&format!("/v1/tokens/{id}")).bearer(&admin));
+    let revoked = send(
+        &tcp,
+        Call::delete(&format!("/v1/tokens/{id}")).bearer(&admin),
+    );
     assert_eq!(revoked.status, 204);
     assert_eq!(send(&tcp, Call::get("/v1/status").bearer(&new)).status, 401);
-    let again = send(&tcp, Call::delete(&format!("/v1/tokens/{id}")).bearer(&admin));
+    let again = send(
+        &tcp,
+        Call::delete(&format!("/v1/tokens/{id}")).bearer(&admin),
+    );
     assert_eq!(again.status, 404);
     conforms(&doc, "delete", "/v1/tokens/{id}", &again);
 }
 
 #[test]
 fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
-    let (kernel, unix, tcp) =
-        api_kernel("[api.rates]\nstatus = { per_minute = 6, burst = 2 }\n");
+    let (kernel, unix, tcp) = api_kernel("[api.rates]\nstatus = { per_minute = 6, burst = 2 }\n");
     let doc = openapi();
     let one = token(&kernel, "status", &[]);
     let two = token(&kernel, "status", &[]);
@@ -432,7 +474,12 @@ fn the_vault_through_the_api_takes_the_road_and_the_policy_decides() {
     let read = send(&unix, Call::get(&format!("/v1/documents/{id}")));
     assert_eq!(read.status, 200, "{}", read.text());
     conforms(&doc, "get", "/v1/documents/{id}", &read);
-    assert!(read.json()["content"].as_str().unwrap().contains("call Anna"));
+    assert!(
+        read.json()["content"]
+            .as_str()
+            .unwrap()
+            .contains("call Anna")
+    );
 
     let (content_type, body) = multipart(
         "minutes.html",
@@ -440,19 +487,44 @@ fn the_vault_through_the_api_takes_the_road_and_the_policy_decides() {
         b"<html><body><h1>Minutes</h1><p>The boiler inspection moves to Thursday.</p></body></html>",
         &json!({"project": "home"}),
     );
-    let ingested = send(&unix, Call::post_raw("/v1/documents/ingest", &content_type, body));
+    let ingested = send(
+        &unix,
+        Call::post_raw("/v1/documents/ingest", &content_type, body),
+    );
     assert_eq!(ingested.status, 201, "{}", ingested.text());
     conforms(&doc, "post", "/v1/documents/ingest", &ingested);
 
-    for (query, wanted) in [("lease renewal deposit", &id), ("boiler inspection", &ingested.json()["id"].as_str().unwrap().to_owned())] {
-        let found = send(&unix, Call::post("/v1/search", &json!({"query": query, "explain": true, "tags": {"project": "home"}})));
+    for (query, wanted) in [
+        ("lease renewal deposit", &id),
+        (
+            "boiler inspection",
+            &ingested.json()["id"].as_str().unwrap().to_owned(),
+        ),
+    ] {
+        let found = send(
+            &unix,
+            Call::post(
+                "/v1/search",
+                &json!({"query": query, "explain": true, "tags": {"project": "home"}}),
+            ),
+        );
         assert_eq!(found.status, 200, "{}", found.text());
         conforms(&doc, "post", "/v1/search", &found);
         let hits = found.json()["hits"].as_array().unwrap().clone();
-        assert_eq!(hits[0]["id"].as_str().unwrap(), wanted.as_str(), "{query}: {hits:?}");
+        assert_eq!(
+            hits[0]["id"].as_str().unwrap(),
+            wanted.as_str(),
+            "{query}: {hits:?}"
+        );
         assert!(hits[0]["signals"].is_array());
     }
-    let none = send(&unix, Call::post("/v1/search", &json!({"query": "lease", "tags": {"project": "work"}})));
+    let none = send(
+        &unix,
+        Call::post(
+            "/v1/search",
+            &json!({"query": "lease", "tags": {"project": "work"}}),
+        ),
+    );
     assert!(none.json()["hits"].as_array().unwrap().is_empty());
 
     // A token with vault:read only cannot write.
@@ -466,8 +538,18 @@ fn the_vault_through_the_api_takes_the_road_and_the_policy_decides() {
     conforms(&doc, "delete", "/v1/documents/{id}", &waiting);
     let approval = waiting.json()["approval"].as_str().unwrap().to_owned();
     let pending = send(&unix, Call::get("/v1/approvals")).json();
-    assert!(pending.as_array().unwrap().iter().any(|a| a["id"] == approval.as_str() && a["action"] == "vault.delete"));
-    assert_eq!(send(&unix, Call::get(&format!("/v1/documents/{id}"))).status, 200, "not deleted before approval");
+    assert!(
+        pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == approval.as_str() && a["action"] == "vault.delete")
+    );
+    assert_eq!(
+        send(&unix, Call::get(&format!("/v1/documents/{id}"))).status,
+        200,
+        "not deleted before approval"
+    );
 
     // Each call is on the road as agent `api`, channel `api`, the caller as sender.
     let audit = kernel.audit();
@@ -476,7 +558,13 @@ fn the_vault_through_the_api_takes_the_road_and_the_policy_decides() {
     for p in &proposals {
         assert_eq!(p["payload"]["agent"], "api");
         assert_eq!(p["payload"]["channel"], "api");
-        assert!(p["payload"]["sender"].as_str().unwrap().starts_with("uid:") || p["payload"]["sender"].as_str().unwrap().starts_with("token:"));
+        assert!(
+            p["payload"]["sender"].as_str().unwrap().starts_with("uid:")
+                || p["payload"]["sender"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("token:")
+        );
     }
 }
 
@@ -509,11 +597,19 @@ fn a_chat_streams_its_reply_as_events_or_answers_once_as_json() {
 
     let streamed = send(
         &unix,
-        Call::post("/v1/chat", &json!({"text": "when is the lease due?", "conversation": "web-1"}))
-            .header("accept", "text/event-stream"),
+        Call::post(
+            "/v1/chat",
+            &json!({"text": "when is the lease due?", "conversation": "web-1"}),
+        )
+        .header("accept", "text/event-stream"),
     );
     assert_eq!(streamed.status, 200, "{}", streamed.text());
-    assert!(streamed.header("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(
+        streamed
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let events = p3ak_testkit::api::events(&streamed.text());
     let (last, data) = events.last().unwrap();
     assert_eq!(last, "reply", "{events:?}");
@@ -524,9 +620,18 @@ fn a_chat_streams_its_reply_as_events_or_answers_once_as_json() {
         .filter(|(n, _)| n == "chunk")
         .map(|(_, d)| d["text"].as_str().unwrap())
         .collect();
-    assert!(chunks.is_empty() || chunks == "The lease renewal is due on 1 March.", "{chunks}");
+    assert!(
+        chunks.is_empty() || chunks == "The lease renewal is due on 1 March.",
+        "{chunks}"
+    );
 
-    let once = send(&unix, Call::post("/v1/chat", &json!({"text": "and then?", "conversation": "web-1"})));
+    let once = send(
+        &unix,
+        Call::post(
+            "/v1/chat",
+            &json!({"text": "and then?", "conversation": "web-1"}),
+        ),
+    );
     assert_eq!(once.status, 200, "{}", once.text());
     conforms(&doc, "post", "/v1/chat", &once);
     assert_eq!(once.json()["text"], "Call Anna.");
@@ -541,9 +646,17 @@ fn a_chat_streams_its_reply_as_events_or_answers_once_as_json() {
         .collect();
     assert_eq!(inbound.len(), 2);
     assert_eq!(inbound[0]["payload"]["channel"], "api");
-    assert!(inbound[0]["payload"]["sender"].as_str().unwrap().starts_with("uid:"));
+    assert!(
+        inbound[0]["payload"]["sender"]
+            .as_str()
+            .unwrap()
+            .starts_with("uid:")
+    );
 
-    let unknown = send(&unix, Call::post("/v1/chat", &json!({"text": "hi", "agent": "nobody"})));
+    let unknown = send(
+        &unix,
+        Call::post("/v1/chat", &json!({"text": "hi", "agent": "nobody"})),
+    );
     assert_eq!(unknown.status, 404, "{}", unknown.text());
     conforms(&doc, "post", "/v1/chat", &unknown);
 }

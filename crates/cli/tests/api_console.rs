@@ -65,7 +65,10 @@ fn setup(replies: &[&str]) -> Setup {
 fn signed_in(setup: &Setup) -> Browser {
     let mut page = Browser::launch(&need::chromium());
     page.goto(&format!("{}/console/", setup.origin));
-    page.wait_for("!document.getElementById('login').hidden", "the sign-in form");
+    page.wait_for(
+        "!document.getElementById('login').hidden",
+        "the sign-in form",
+    );
     page.fill("#token", &setup.token);
     page.eval("document.querySelector('#login-form button').click(); true");
     page.wait_for(
@@ -105,7 +108,10 @@ fn the_console_signs_in_with_a_token_shows_status_and_keeps_its_headers() {
     assert!(text.contains("nothing waits"), "{text}");
     // A bad token sends the owner back to the sign-in form.
     page.eval("sessionStorage.setItem('p3ak-api-token', 'p3ak_000000000000_' + 'A'.repeat(43)); location.hash = '#audit'; true");
-    page.wait_for("!document.getElementById('login').hidden", "the sign-in form again");
+    page.wait_for(
+        "!document.getElementById('login').hidden",
+        "the sign-in form again",
+    );
 }
 
 #[test]
@@ -120,7 +126,10 @@ fn the_audit_viewer_checks_an_entrys_proof_in_the_browser_and_verifies_the_log()
     );
     // The oldest shown entry: its proof leads to the signed root.
     page.eval("document.querySelector('#entries tr:last-child').click(); true");
-    page.wait_for("!document.getElementById('entry').hidden", "the entry's detail");
+    page.wait_for(
+        "!document.getElementById('entry').hidden",
+        "the entry's detail",
+    );
     page.eval("document.getElementById('prove').click(); true");
     page.wait_for(
         "document.getElementById('proof-result').textContent.startsWith('verified in this browser')",
@@ -215,14 +224,20 @@ fn the_vault_browser_searches_and_opens_documents_and_the_web_chat_streams() {
     );
     page.fill("#query", "lease deposit");
     page.eval("document.getElementById('explain').checked = true; document.querySelector('#search-form button').click(); true");
-    page.wait_for("document.querySelectorAll('#hits li').length > 0", "a search hit");
+    page.wait_for(
+        "document.querySelectorAll('#hits li').length > 0",
+        "a search hit",
+    );
     let hit = page
         .eval("document.querySelector('#hits li').innerHTML")
         .as_str()
         .unwrap()
         .to_owned();
     // The document's markup is shown as text, and the query's words are marked.
-    assert!(hit.contains("&lt;b&gt;deposit") || hit.contains("<mark>deposit"), "{hit}");
+    assert!(
+        hit.contains("&lt;b&gt;deposit") || hit.contains("<mark>deposit"),
+        "{hit}"
+    );
     assert!(!hit.contains("<b>"), "{hit}");
     assert!(hit.contains("<mark>"), "{hit}");
     page.eval("document.querySelector('#hits li a').click(); true");

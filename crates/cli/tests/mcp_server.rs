@@ -264,7 +264,11 @@ fn a_python_mcp_client_uses_a_real_kernel_through_p3ak_mcp() {
     let socket = kernel.home().join("run/api.sock");
     let started = Instant::now();
     while !socket.exists() {
-        assert!(started.elapsed() < Duration::from_secs(30), "{}", kernel.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            kernel.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let calls = json!([
@@ -274,16 +278,24 @@ fn a_python_mcp_client_uses_a_real_kernel_through_p3ak_mcp() {
         ["ask_agent", {"text": "hello?"}],
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let report = python_client(
-        dir.path(),
-        &["--socket", socket.to_str().unwrap()],
-        &calls,
-    );
+    let report = python_client(dir.path(), &["--socket", socket.to_str().unwrap()], &calls);
     let results = report["results"].as_array().unwrap();
     assert!(results.iter().all(|r| r["error"] == false), "{report}");
-    assert!(results[1]["text"].as_str().unwrap().contains("mooring"), "{report}");
-    assert!(results[2]["text"].as_str().unwrap().contains("Boat"), "{report}");
-    assert!(results[3]["text"].as_str().unwrap().contains("Hello from the assistant."), "{report}");
+    assert!(
+        results[1]["text"].as_str().unwrap().contains("mooring"),
+        "{report}"
+    );
+    assert!(
+        results[2]["text"].as_str().unwrap().contains("Boat"),
+        "{report}"
+    );
+    assert!(
+        results[3]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Hello from the assistant."),
+        "{report}"
+    );
     // The note took the road as the API's, from this operator's uid.
     let audit = kernel.audit();
     let write = audit

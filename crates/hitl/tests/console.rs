@@ -8,7 +8,6 @@
 
 #![cfg(test)]
 
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,8 +19,8 @@ use p3ak_hitl::factors::Factors;
 use p3ak_hitl::pin::Pin;
 use p3ak_hitl::spool::{self, Spool, SpoolKey};
 use p3ak_hitl::wire::ToKernel;
-use serde_json::json;
 use p3ak_testkit::browser::{self as cdp, Browser};
+use serde_json::json;
 
 const PIN: &str = "246813";
 

@@ -141,7 +141,9 @@ pub enum ListenError {
     )]
     NotLoopback(std::net::SocketAddr),
     /// Beyond this machine without TLS.
-    #[error("api.listen `{0}` is public: set api.tls_cert and api.tls_key (bearer tokens must not cross a network in clear)")]
+    #[error(
+        "api.listen `{0}` is public: set api.tls_cert and api.tls_key (bearer tokens must not cross a network in clear)"
+    )]
     NoTls(std::net::SocketAddr),
 }
 

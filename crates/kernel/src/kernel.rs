@@ -714,21 +714,22 @@ impl Kernel {
                 name,
                 scopes,
                 expires_in,
-            } => self.control_token_create(name, scopes, *expires_in, &operator).await,
+            } => {
+                self.control_token_create(name, scopes, *expires_in, &operator)
+                    .await
+            }
             ControlRequest::TokenList => ControlEvent::Tokens {
                 items: self.tokens.list(),
                 now: unix_now(),
             },
-            ControlRequest::TokenRevoke { id } => {
-                match self.revoke_token(id, &operator).await {
-                    Ok(()) => ControlEvent::Done {
-                        message: format!("token `{id}` revoked"),
-                    },
-                    Err(e) => ControlEvent::Error {
-                        message: e.to_string(),
-                    },
-                }
-            }
+            ControlRequest::TokenRevoke { id } => match self.revoke_token(id, &operator).await {
+                Ok(()) => ControlEvent::Done {
+                    message: format!("token `{id}` revoked"),
+                },
+                Err(e) => ControlEvent::Error {
+                    message: e.to_string(),
+                },
+            },
             ControlRequest::Shutdown => {
                 self.request_stop();
                 ControlEvent::Done {
@@ -766,7 +767,8 @@ impl Kernel {
         by: &str,
     ) -> Result<crate::tokens::IssuedToken, KernelError> {
         let now = unix_now();
-        let expires_at = expires_in.map(|s| now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
+        let expires_at =
+            expires_in.map(|s| now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
         let tokens = Arc::clone(&self.tokens);
         let (name, scopes_owned) = (name.to_owned(), scopes.to_vec());
         let issued = tokio::task::spawn_blocking(move || {

@@ -40,8 +40,8 @@ mod rekey;
 mod reload;
 pub mod road;
 pub mod scrub;
-pub mod tokens;
 mod session;
+pub mod tokens;
 mod turn;
 pub mod warden;
 

@@ -108,7 +108,9 @@ pub enum TokenRefusal {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// An unknown scope.
-    #[error("unknown scope `{0}` (known: status, vault:read, vault:write, chat, audit:read, tokens)")]
+    #[error(
+        "unknown scope `{0}` (known: status, vault:read, vault:write, chat, audit:read, tokens)"
+    )]
     Scope(String),
     /// No scope given.
     #[error("a token needs at least one scope")]
@@ -303,7 +305,9 @@ pub fn token_id(presented: &str) -> Option<&str> {
     let rest = presented.strip_prefix(PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
     let well_formed = id.len() == ID_HEX
-        && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         && secret.len() == 43
         && secret
             .bytes()

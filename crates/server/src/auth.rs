@@ -152,7 +152,9 @@ pub(crate) async fn authenticate<B: Backend>(
             next.run(req).await
         }
         Err(refusal) => {
-            let key = peer.as_ref().map_or_else(|| "unknown".to_owned(), Peer::key);
+            let key = peer
+                .as_ref()
+                .map_or_else(|| "unknown".to_owned(), Peer::key);
             let route = route_of(&req);
             if let Err(wait) = app.limits.check(UNAUTHENTICATED, &key) {
                 app.rate_limited(&key, UNAUTHENTICATED, route).await;

@@ -37,7 +37,10 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         ),
     ];
     let mut router = Router::new()
-        .route("/console", get(|| async { Redirect::permanent("/console/") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
         .route(
             "/console/",
             get(|| async { typed("text/html; charset=utf-8", PAGE.to_owned()) }),

@@ -107,9 +107,11 @@ impl From<BackendError> for ApiError {
         match e {
             BackendError::Invalid(m) => Self::bad_request(m),
             BackendError::NotFound(m) => Self::not_found(m),
-            BackendError::NotPermitted => {
-                Self::new(StatusCode::FORBIDDEN, "not_permitted", "action not permitted")
-            }
+            BackendError::NotPermitted => Self::new(
+                StatusCode::FORBIDDEN,
+                "not_permitted",
+                "action not permitted",
+            ),
             BackendError::Scope(scope) => Self::scope(&scope),
             // Not an error: routes answer 202 themselves; this is a fallback.
             e @ BackendError::Pending { .. } => {

@@ -29,7 +29,9 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
         }
         JsonRejection::JsonDataError(e) => ApiError::bad_request(one_line(&e.body_text())),
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(one_line(&e.body_text())),
-        JsonRejection::BytesRejection(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+        JsonRejection::BytesRejection(e)
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+        {
             ApiError::too_large("the request body is over the limit (`api.max_body_bytes`)")
         }
         other => ApiError::bad_request(one_line(&other.body_text())),

@@ -81,7 +81,11 @@ impl<B: Backend> App<B> {
 
 /// Answers 504 when a request takes longer than `api.request_timeout` (its body included, so
 /// a client that sends slowly is cut off too).
-async fn deadline<B: Backend>(State(app): State<Arc<App<B>>>, req: Request, next: Next) -> Response {
+async fn deadline<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let limit = app.settings.request_timeout;
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
@@ -98,7 +102,11 @@ fn humanize(d: Duration) -> String {
 }
 
 /// The routes of `scope`, behind its check and rate limit.
-fn scoped<B: Backend>(app: &Arc<App<B>>, scope: &'static str, routes: Router<Arc<App<B>>>) -> Router<Arc<App<B>>> {
+fn scoped<B: Backend>(
+    app: &Arc<App<B>>,
+    scope: &'static str,
+    routes: Router<Arc<App<B>>>,
+) -> Router<Arc<App<B>>> {
     routes.route_layer(from_fn_with_state(
         Needs {
             app: Arc::clone(app),

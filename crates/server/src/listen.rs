@@ -69,10 +69,12 @@ pub async fn serve<B: Backend>(app: Arc<App<B>>) -> Result<(), ServeError> {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
         };
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
-            what: addr.to_string(),
-            source,
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                what: addr.to_string(),
+                source,
+            })?;
         tasks.spawn(accept_tcp(
             listener,
             tls,

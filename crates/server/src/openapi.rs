@@ -76,7 +76,10 @@ impl Modify for Bearer {
         let common = [
             ("401", "no or a bad token, or a peer that is no operator"),
             ("403", "the caller lacks the route's scope"),
-            ("429", "over the rate limit; `Retry-After` says when to retry"),
+            (
+                "429",
+                "over the rate limit; `Retry-After` says when to retry",
+            ),
             ("504", "over `api.request_timeout`"),
         ];
         for item in openapi.paths.paths.values_mut() {

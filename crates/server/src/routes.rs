@@ -278,7 +278,10 @@ pub(crate) async fn ingest<B: Backend>(
         Ok(upload) => upload,
         Err(e) => return e.into_response(),
     };
-    written(app.backend.ingest(&caller, upload).await, StatusCode::CREATED)
+    written(
+        app.backend.ingest(&caller, upload).await,
+        StatusCode::CREATED,
+    )
 }
 
 async fn read_upload<B: Backend>(
@@ -355,8 +358,7 @@ async fn read_upload<B: Backend>(
             None => return Err(ApiError::bad_request("a part without a name")),
         }
     }
-    let (name, media_type, data) =
-        file.ok_or_else(|| ApiError::bad_request("no `file` part"))?;
+    let (name, media_type, data) = file.ok_or_else(|| ApiError::bad_request("no `file` part"))?;
     Ok(Upload {
         name,
         media_type,
@@ -572,10 +574,13 @@ pub(crate) async fn audit_proof<B: Backend>(
             log.len()
         )));
     }
-    let proof = log.prove(seq).await.map_err(|e| {
-        ApiError::not_found(format!("entry {seq} has no proof yet: {e}"))
-    })?;
-    serde_json::from_value(proof).map(Json).map_err(|e| ApiError::internal(&e))
+    let proof = log
+        .prove(seq)
+        .await
+        .map_err(|e| ApiError::not_found(format!("entry {seq} has no proof yet: {e}")))?;
+    serde_json::from_value(proof)
+        .map(Json)
+        .map_err(|e| ApiError::internal(&e))
 }
 
 fn token_view(t: p3ak_kernel::tokens::TokenInfo) -> Token {

@@ -22,8 +22,7 @@ fn the_checked_in_openapi_document_is_the_generated_one() {
 
 #[test]
 fn the_document_is_openapi_3_1_with_every_route_and_its_errors() {
-    let doc: serde_json::Value =
-        serde_json::from_str(&p3ak_server::openapi::document()).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&p3ak_server::openapi::document()).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
     for route in [

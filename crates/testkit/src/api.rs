@@ -178,7 +178,10 @@ pub fn events(body: &str) -> Vec<(String, serde_json::Value)> {
             }
         }
         if !data.is_empty() {
-            out.push((name, serde_json::from_str(&data).unwrap_or(serde_json::Value::Null)));
+            out.push((
+                name,
+                serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+            ));
         }
     }
     out

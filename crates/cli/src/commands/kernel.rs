@@ -139,9 +139,10 @@ pub fn init(args: &InitArgs, out: &Output) -> anyhow::Result<()> {
 
 /// `p3ak serve`: `p3ak up` with the API on TCP too.
 pub fn serve(args: &ServeArgs, out: &Output) -> anyhow::Result<()> {
-    let addr: std::net::SocketAddr = args.listen.parse().with_context(|| {
-        format!("`{}` is not an address like 127.0.0.1:8420", args.listen)
-    })?;
+    let addr: std::net::SocketAddr = args
+        .listen
+        .parse()
+        .with_context(|| format!("`{}` is not an address like 127.0.0.1:8420", args.listen))?;
     up(&args.up, Some(addr), out)
 }
 
@@ -280,7 +281,11 @@ fn report_start(kernel: &Kernel, api: &p3ak_kernel::config::ApiSettings, out: &O
             if api.listen == "off" {
                 String::new()
             } else {
-                format!(" and http{}://{}", if api.tls_cert.is_some() { "s" } else { "" }, api.listen)
+                format!(
+                    " and http{}://{}",
+                    if api.tls_cert.is_some() { "s" } else { "" },
+                    api.listen
+                )
             }
         ));
     }

@@ -133,7 +133,11 @@ impl AuditLog {
     }
 
     /// Entries `from..to` (clamped to the log), oldest first.
-    pub async fn entries(&self, from: u64, to: u64) -> Result<Vec<p3ak_vault::LogEntry>, KernelError> {
+    pub async fn entries(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<p3ak_vault::LogEntry>, KernelError> {
         let vault = Arc::clone(&self.vault);
         tokio::task::spawn_blocking(move || {
             let to = to.min(vault.log_len());
