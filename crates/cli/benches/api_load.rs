@@ -78,13 +78,14 @@ async fn client(
             .wrapping_add(1_442_695_040_888_963_407);
         let pick = (n >> 33) % 100;
         let known = ids.lock().unwrap().last().cloned();
+        let query = ["lease renewal", "invoice March", "meeting notes", "passport"][(n % 4) as usize];
         let (name, method, path, body): (&'static str, &str, String, Option<Value>) = match pick {
             0..=49 => (
                 "search",
                 "POST",
                 "/v1/search".to_owned(),
                 Some(
-                    json!({"query": ["lease renewal", "invoice March", "meeting notes", "passport"][(n % 4) as usize], "k": 5}),
+                    json!({"query": query, "k": 5}),
                 ),
             ),
             50..=64 => ("list", "GET", "/v1/documents?limit=20".to_owned(), None),
