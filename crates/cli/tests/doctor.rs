@@ -76,7 +76,11 @@ fn json_output_is_one_document_with_every_check_and_a_fix_for_each_problem() {
         let status = c["status"].as_str().unwrap();
         assert!(["ok", "warn", "fail"].contains(&status), "{c}");
         assert!(!c["detail"].as_str().unwrap().is_empty(), "{c}");
-        assert_eq!(c["fix"].is_null(), status == "ok", "a fix exactly for problems: {c}");
+        assert_eq!(
+            c["fix"].is_null(),
+            status == "ok",
+            "a fix exactly for problems: {c}"
+        );
     }
     assert_eq!(report["home"], home.home().display().to_string());
 }
@@ -94,7 +98,12 @@ fn a_world_readable_vault_file_fails_naming_the_file_and_exits_1() {
         detail(&report, "modes").contains(&vault.display().to_string()),
         "{report:#}"
     );
-    assert!(check(&report, "modes")["fix"].as_str().unwrap().contains("chmod"));
+    assert!(
+        check(&report, "modes")["fix"]
+            .as_str()
+            .unwrap()
+            .contains("chmod")
+    );
     // Text mode: a table, and the one error line naming the failed check.
     let out = home.run(&["doctor"]);
     assert_eq!(out.status.code(), Some(1));
@@ -102,7 +111,10 @@ fn a_world_readable_vault_file_fails_naming_the_file_and_exits_1() {
     assert!(table.contains("FAIL  modes"), "{table}");
     assert!(table.contains("fix: chmod"), "{table}");
     let error = String::from_utf8(out.stderr).unwrap();
-    assert!(error.contains("failed: ") && error.contains("modes"), "{error}");
+    assert!(
+        error.contains("failed: ") && error.contains("modes"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -112,7 +124,10 @@ fn a_broken_config_fails_naming_the_file_and_exits_1() {
     let (code, report) = doctor(&home);
     assert_eq!(code, 1);
     assert_eq!(check(&report, "config")["status"], "fail");
-    assert!(detail(&report, "config").contains("config.toml"), "{report:#}");
+    assert!(
+        detail(&report, "config").contains("config.toml"),
+        "{report:#}"
+    );
     // Checks that need the config say so instead of guessing.
     assert_ne!(check(&report, "agents")["status"], "ok");
 }
@@ -128,11 +143,16 @@ fn a_policy_with_an_error_fails_naming_the_file_and_exits_1() {
     let (code, report) = doctor(&home);
     assert_eq!(code, 1);
     assert_eq!(check(&report, "policy")["status"], "fail");
-    assert!(detail(&report, "policy").contains("policy.yaml"), "{report:#}");
-    assert!(check(&report, "policy")["fix"]
-        .as_str()
-        .unwrap()
-        .contains("p3ak policy check"));
+    assert!(
+        detail(&report, "policy").contains("policy.yaml"),
+        "{report:#}"
+    );
+    assert!(
+        check(&report, "policy")["fix"]
+            .as_str()
+            .unwrap()
+            .contains("p3ak policy check")
+    );
 }
 
 #[test]
@@ -142,7 +162,10 @@ fn an_agent_named_by_config_without_a_file_fails() {
     let (code, report) = doctor(&home);
     assert_eq!(code, 1);
     assert_eq!(check(&report, "agents")["status"], "fail");
-    assert!(detail(&report, "agents").contains("assistant"), "{report:#}");
+    assert!(
+        detail(&report, "agents").contains("assistant"),
+        "{report:#}"
+    );
 }
 
 #[test]

@@ -81,7 +81,10 @@ fn a_turn_with_tool_calls_moves_the_decision_counters_and_the_road_histogram() {
         .unwrap();
     let before = samples(&kernel.metrics().encode());
     assert_eq!(get(&before, "p3ak_plugin_up{plugin=\"files\"}"), 1.0);
-    assert_eq!(get(&before, "p3ak_plugin_restarts_total{plugin=\"files\"}"), 0.0);
+    assert_eq!(
+        get(&before, "p3ak_plugin_restarts_total{plugin=\"files\"}"),
+        0.0
+    );
     assert!(
         get(&before, "p3ak_kernel_vault_bytes") > 0.0,
         "the kernel's vault has a size"

@@ -116,7 +116,11 @@ pub fn run(home: &Home) -> Vec<Check> {
         root(&support),
     ];
     if let Ok(config) = &config {
-        checks.push(ids(config, &system_ids("/etc/passwd"), &system_ids("/etc/group")));
+        checks.push(ids(
+            config,
+            &system_ids("/etc/passwd"),
+            &system_ids("/etc/group"),
+        ));
     }
     checks.push(modes(home));
     checks.push(disk(home.root()));
@@ -183,7 +187,10 @@ fn seccomp(support: &p3ak_sandbox::Support, mode: p3ak_sandbox::Mode) -> Check {
         None
     };
     match problem {
-        None => Check::ok("seccomp", "filters available, profiles for this architecture"),
+        None => Check::ok(
+            "seccomp",
+            "filters available, profiles for this architecture",
+        ),
         Some((detail, fix)) if mode == p3ak_sandbox::Mode::Enforce => Check::fail(
             "seccomp",
             format!("{detail}; sandbox = \"enforce\" refuses to start plugins"),
@@ -225,7 +232,10 @@ fn ids(config: &Config, users: &BTreeSet<u32>, groups: &BTreeSet<u32>) -> Check 
     let (first, last) = config.kernel.plugin_ids;
     let (daemon, writer) = config.hitl.ids;
     let fix_hitl = "set `[hitl] ids` in config.toml to two ids that no account or group uses";
-    for (id, what) in [(daemon, "the approval daemon's"), (writer, "the kernel's spool")] {
+    for (id, what) in [
+        (daemon, "the approval daemon's"),
+        (writer, "the kernel's spool"),
+    ] {
         if users.contains(&id) || groups.contains(&id) {
             return Check::fail(
                 "ids",
@@ -367,7 +377,9 @@ fn disk(root: &Path) -> Check {
             if free < LOW_DISK {
                 Check::warn(
                     "disk",
-                    format!("{shown} on the home's file system (under 1 GiB): vault commits and the audit log may fail"),
+                    format!(
+                        "{shown} on the home's file system (under 1 GiB): vault commits and the audit log may fail"
+                    ),
                     format!("free space on the file system of `{}`", root.display()),
                 )
             } else {
@@ -590,7 +602,8 @@ fn ask_status(socket: &Path) -> Result<ControlEvent, String> {
         .and_then(|()| stream.set_write_timeout(Some(ANSWER_TIMEOUT)));
     timeouts.map_err(|e| format!("cannot be used ({e})"))?;
     let payload = serde_json::to_vec(&ControlRequest::Status).map_err(|e| e.to_string())?;
-    let frame = p3ak_proto::encode_payload(&payload, MAX_CONTROL_FRAME).map_err(|e| e.to_string())?;
+    let frame =
+        p3ak_proto::encode_payload(&payload, MAX_CONTROL_FRAME).map_err(|e| e.to_string())?;
     stream
         .write_all(&frame)
         .map_err(|e| format!("refused the request ({e})"))?;
@@ -684,7 +697,10 @@ fn one_line(text: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests: a failed step should fail loudly")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed step should fail loudly"
+)]
 mod tests {
     use super::*;
 

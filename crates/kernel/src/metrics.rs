@@ -248,7 +248,8 @@ impl Metrics {
     #[must_use]
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("p3ak");
-        let road_step = Histograms::<StepLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        let road_step =
+            Histograms::<StepLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "road_step",
             "Time a tool call spends in each step of the road (total: proposal to result)",
@@ -281,11 +282,7 @@ impl Metrics {
             tokens.clone(),
         );
         let turns = Family::<TurnLabels, Counter>::default();
-        registry.register(
-            "turns",
-            "Agent turns by channel and outcome",
-            turns.clone(),
-        );
+        registry.register("turns", "Agent turns by channel and outcome", turns.clone());
         let inbound = Family::<ChannelLabels, Counter>::default();
         registry.register(
             "inbound",
@@ -542,7 +539,9 @@ impl Collector for StateCollector {
             let home = Home::new(root);
             for (name, bytes) in vault_sizes(&root.join("vaults")) {
                 vaults
-                    .get_or_create(&VaultLabels { vault: label(&name) })
+                    .get_or_create(&VaultLabels {
+                        vault: label(&name),
+                    })
                     .set(bytes);
             }
             if let Ok(meta) = std::fs::metadata(home.kernel_vault()) {
@@ -716,15 +715,25 @@ mod tests {
             ("p3ak_vault_bytes", "gauge"),
             ("p3ak_kernel_vault_bytes", "gauge"),
         ] {
-            assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}:\n{text}");
+            assert_eq!(
+                types.get(name).map(String::as_str),
+                Some(kind),
+                "{name}:\n{text}"
+            );
         }
         let v = |name, labels: &[(&str, &str)]| value(&samples, name, labels);
         assert_eq!(
-            v("p3ak_decisions_total", &[("verdict", "allow"), ("plugin", "files")]),
+            v(
+                "p3ak_decisions_total",
+                &[("verdict", "allow"), ("plugin", "files")]
+            ),
             Some(2.0)
         );
         assert_eq!(
-            v("p3ak_decisions_total", &[("verdict", "reject"), ("plugin", "shell")]),
+            v(
+                "p3ak_decisions_total",
+                &[("verdict", "reject"), ("plugin", "shell")]
+            ),
             Some(1.0)
         );
         assert_eq!(
@@ -736,48 +745,83 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(
-            v("p3ak_road_step_seconds_bucket", &[("step", "decide"), ("le", "0.0005")]),
+            v(
+                "p3ak_road_step_seconds_bucket",
+                &[("step", "decide"), ("le", "0.0005")]
+            ),
             Some(1.0)
         );
         assert_eq!(
-            v("p3ak_road_step_seconds_bucket", &[("step", "total"), ("le", "0.01")]),
+            v(
+                "p3ak_road_step_seconds_bucket",
+                &[("step", "total"), ("le", "0.01")]
+            ),
             Some(0.0)
         );
         assert_eq!(
-            v("p3ak_approvals_total", &[("level", "3"), ("outcome", "released")]),
+            v(
+                "p3ak_approvals_total",
+                &[("level", "3"), ("outcome", "released")]
+            ),
             Some(1.0)
         );
         assert_eq!(
-            v("p3ak_approvals_total", &[("level", "other"), ("outcome", "failed")]),
+            v(
+                "p3ak_approvals_total",
+                &[("level", "other"), ("outcome", "failed")]
+            ),
             Some(1.0)
         );
         assert_eq!(v("p3ak_search_seconds_count", &[]), Some(1.0));
         assert_eq!(
-            v("p3ak_model_tokens_total", &[("provider", "claude"), ("direction", "input")]),
+            v(
+                "p3ak_model_tokens_total",
+                &[("provider", "claude"), ("direction", "input")]
+            ),
             Some(120.0)
         );
         assert_eq!(
-            v("p3ak_model_tokens_total", &[("provider", "claude"), ("direction", "output")]),
+            v(
+                "p3ak_model_tokens_total",
+                &[("provider", "claude"), ("direction", "output")]
+            ),
             Some(30.0)
         );
         assert_eq!(
-            v("p3ak_turns_total", &[("channel", "cli"), ("outcome", "reply")]),
-            Some(1.0)
-        );
-        assert_eq!(v("p3ak_inbound_total", &[("channel", "telegram")]), Some(1.0));
-        assert_eq!(
-            v("p3ak_http_requests_total", &[("route", "/v1/search"), ("status", "200")]),
+            v(
+                "p3ak_turns_total",
+                &[("channel", "cli"), ("outcome", "reply")]
+            ),
             Some(1.0)
         );
         assert_eq!(
-            v("p3ak_http_request_seconds_count", &[("route", "/v1/search")]),
+            v("p3ak_inbound_total", &[("channel", "telegram")]),
             Some(1.0)
         );
-        assert_eq!(v("p3ak_rate_limited_total", &[("scope", "token")]), Some(1.0));
+        assert_eq!(
+            v(
+                "p3ak_http_requests_total",
+                &[("route", "/v1/search"), ("status", "200")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            v(
+                "p3ak_http_request_seconds_count",
+                &[("route", "/v1/search")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            v("p3ak_rate_limited_total", &[("scope", "token")]),
+            Some(1.0)
+        );
         assert_eq!(v("p3ak_vault_bytes", &[("vault", "memory")]), Some(1234.0));
         assert_eq!(v("p3ak_kernel_vault_bytes", &[]), Some(99.0));
         assert!(
-            samples.iter().all(|s| s.labels.get("vault").map(String::as_str) != Some("notes")),
+            samples
+                .iter()
+                .all(|s| s.labels.get("vault").map(String::as_str) != Some("notes")),
             "only .vault files are vaults"
         );
     }
@@ -812,7 +856,11 @@ mod tests {
         let _ = early(false);
         let (_, samples) = parse(&m.encode());
         assert_eq!(
-            value(&samples, "p3ak_road_step_seconds_count", &[("step", "total")]),
+            value(
+                &samples,
+                "p3ak_road_step_seconds_count",
+                &[("step", "total")]
+            ),
             Some(2.0)
         );
     }
@@ -822,8 +870,14 @@ mod tests {
         use crate::pending::Refused;
         use p3ak_approval::wire::Refusal;
         let of = ApprovalOutcome::of_refusal;
-        assert_eq!(of(Refused::Daemon(Refusal::Denied)), ApprovalOutcome::Refused);
-        assert_eq!(of(Refused::Daemon(Refusal::Expired)), ApprovalOutcome::Timeout);
+        assert_eq!(
+            of(Refused::Daemon(Refusal::Denied)),
+            ApprovalOutcome::Refused
+        );
+        assert_eq!(
+            of(Refused::Daemon(Refusal::Expired)),
+            ApprovalOutcome::Timeout
+        );
         assert_eq!(
             of(Refused::Daemon(Refusal::PulledBack)),
             ApprovalOutcome::PulledBack

@@ -82,11 +82,9 @@ fn model(home: &Home) -> Check {
             ),
             "`p3ak models install`",
         ),
-        Err(e @ InstallError::Damaged { .. }) => Check::fail(
-            "model",
-            e.to_string(),
-            "`p3ak models install` replaces it",
-        ),
+        Err(e @ InstallError::Damaged { .. }) => {
+            Check::fail("model", e.to_string(), "`p3ak models install` replaces it")
+        }
         Err(e) => Check::fail(
             "model",
             e.to_string(),

@@ -428,7 +428,8 @@ impl Road {
         }
         let committing = Instant::now();
         self.audit.append_all(trail).await?;
-        self.metrics.observe_step(Step::Commit, committing.elapsed());
+        self.metrics
+            .observe_step(Step::Commit, committing.elapsed());
         let invoke = Message::Invoke(Invoke {
             agent: p.agent.clone(),
             action: target.action.clone(),
