@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -321,9 +321,9 @@ fn modes(home: &Home) -> Check {
                 Err(_) => unreadable.push(path.display().to_string()),
             }
         } else if kind.is_file() && mode & 0o077 != 0 {
+            // Sockets (which check the peer's uid) and symlinks (whose mode means nothing)
+            // are neither.
             open.push(format!("{} ({mode:o})", path.display()));
-        } else if kind.is_socket() || kind.is_symlink() {
-            // Sockets check the peer's uid; a symlink's own mode means nothing.
         }
     }
     if !open.is_empty() {
