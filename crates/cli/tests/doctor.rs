@@ -109,7 +109,7 @@ fn a_world_readable_vault_file_fails_naming_the_file_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.contains("FAIL  modes"), "{table}");
-    assert!(table.contains("fix: chmod"), "{table}");
+    assert!(table.contains("chmod -R o-rwx"), "{table}");
     let error = String::from_utf8(out.stderr).unwrap();
     assert!(
         error.contains("failed: ") && error.contains("modes"),

@@ -281,7 +281,8 @@ fn ids(config: &Config, users: &BTreeSet<u32>, groups: &BTreeSet<u32>) -> Check 
     }
 }
 
-/// Files 0600, directories 0700 (`run/` 0711); sockets are checked by peer uid instead, and
+/// Nothing under the home readable, writable or enterable by others (the home and `run/` may
+/// be passed through); group bits are the warden's (the kernel's group). Sockets are checked by peer uid instead, and
 /// `workspaces/` holds the agents' files, which the sandbox governs.
 fn modes(home: &Home) -> Check {
     let root = home.root();
@@ -294,6 +295,7 @@ fn modes(home: &Home) -> Check {
     }
     let skip = [home.workspaces()];
     let run = home.run();
+    let pid_file = home.pid_file();
     let mut open: Vec<String> = Vec::new();
     let mut unreadable: Vec<String> = Vec::new();
     let mut stack: Vec<PathBuf> = vec![root.to_owned()];
@@ -309,8 +311,10 @@ fn modes(home: &Home) -> Check {
         let kind = meta.file_type();
         let mode = meta.mode() & 0o777;
         if kind.is_dir() {
-            let allowed = if path == run { 0o011 } else { 0 };
-            if mode & 0o077 & !allowed != 0 {
+            // As root the warden lets the kernel's group read what the kernel reads, and lets
+            // others pass through (x only) the home, `run/`, `hitl/` and `plugins/`, for the
+            // daemon's and the plugins' uids: others get nothing more.
+            if mode & 0o006 != 0 {
                 open.push(format!("{} ({mode:o})", path.display()));
             }
             if skip.contains(&path) {
@@ -320,7 +324,8 @@ fn modes(home: &Home) -> Check {
                 Ok(entries) => stack.extend(entries.filter_map(Result::ok).map(|e| e.path())),
                 Err(_) => unreadable.push(path.display().to_string()),
             }
-        } else if kind.is_file() && mode & 0o077 != 0 {
+        } else if kind.is_file() && mode & 0o007 != 0 && path != pid_file {
+            // The pid file is written 0644 (`run/kernel.pid`; a pid is no secret).
             // Sockets (which check the peer's uid) and symlinks (whose mode means nothing)
             // are neither.
             open.push(format!("{} ({mode:o})", path.display()));
@@ -342,7 +347,7 @@ fn modes(home: &Home) -> Check {
                 }
             ),
             format!(
-                "chmod 600 each file and 700 each directory named (run/ is 711): `chmod -R go-rwx {}` then `chmod 711 {}`",
+                "take others' access away: `chmod -R o-rwx {}` then `chmod o+x {}` (run/ must stay passable)",
                 root.display(),
                 run.display()
             ),
@@ -362,7 +367,7 @@ fn modes(home: &Home) -> Check {
     Check::ok(
         "modes",
         format!(
-            "files 0600 and directories 0700 under `{}` ({} entries)",
+            "nothing under `{}` open to others ({} entries)",
             root.display(),
             seen.min(MAX_WALK)
         ),
