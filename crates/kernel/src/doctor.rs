@@ -557,7 +557,7 @@ fn kernel(home: &Home) -> Check {
                     )
                 })
                 .collect();
-            let daemon = status.hitl["running"] == true;
+            let daemon = status.hitl.get("running") == Some(&serde_json::Value::Bool(true));
             let detail = format!(
                 "running (pid {}), {} plugin(s), approval daemon {}",
                 status.pid,
