@@ -11,6 +11,19 @@ pub struct Output {
     json: bool,
 }
 
+/// A failure the command's own output already reported (in JSON mode nothing more is
+/// printed; in text mode its message is the error line). The exit code is still 1.
+#[derive(Debug)]
+pub struct Reported(pub String);
+
+impl Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
 impl Output {
     pub fn new(json: bool) -> Self {
         Self { json }
@@ -55,6 +68,10 @@ impl Output {
     /// The one-line error that ends a failed command.
     pub fn error(&self, error: &anyhow::Error) {
         let message = sanitize(&error_line(error));
+        if self.json && error.downcast_ref::<Reported>().is_some() {
+            // Its JSON document already says so: stdout stays one document.
+            return;
+        }
         if self.json {
             let mut out = std::io::stdout().lock();
             let _ = serde_json::to_writer(&mut out, &serde_json::json!({ "error": message }));

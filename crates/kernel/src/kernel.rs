@@ -79,6 +79,8 @@ pub struct Kernel {
     pub(crate) grants: Arc<GrantBook>,
     /// The API's tokens.
     pub(crate) tokens: Arc<crate::tokens::TokenBook>,
+    /// What `GET /metrics` shows.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// The uids served on the control socket.
     operators: Vec<u32>,
     /// The warden, when it started this kernel.
@@ -250,30 +252,7 @@ impl Kernel {
         let config = Config::load(&home.config())?;
         let policy = load_policy(&home)?;
         let agents = load_agents(&home.agents())?;
-        if !agents.contains_key(&config.kernel.default_agent) {
-            return Err(KernelError::Config {
-                path: home.config(),
-                message: format!(
-                    "default_agent `{}` has no file in `{}`",
-                    config.kernel.default_agent,
-                    home.agents().display()
-                ),
-            });
-        }
-        if let Some((name, agent)) = config
-            .plugins
-            .iter()
-            .filter_map(|(name, p)| p.agent.as_ref().map(|a| (name, a)))
-            .find(|(_, agent)| !agents.contains_key(*agent))
-        {
-            return Err(KernelError::Config {
-                path: home.config(),
-                message: format!(
-                    "plugin `{name}`: agent `{agent}` has no file in `{}`",
-                    home.agents().display()
-                ),
-            });
-        }
+        check_agent_refs(&home, &config, &agents)?;
         let vault = {
             let path = home.kernel_vault();
             let key = VaultKey::from_handoff_bytes(key.to_handoff_bytes().expose())?;
@@ -420,9 +399,13 @@ impl Kernel {
             clock: Arc::new(SystemClock),
             tool_timeout,
         };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        metrics.watch_host(Arc::clone(&host));
+        metrics.watch_home(&home);
         let road = Road::new(parts)
             .with_ledger(ledger)
-            .with_grants(Arc::clone(&grants));
+            .with_grants(Arc::clone(&grants))
+            .with_metrics(Arc::clone(&metrics));
         let kernel = Arc::new(Self {
             home,
             config,
@@ -442,6 +425,7 @@ impl Kernel {
             reload: tokio::sync::Mutex::new(()),
             grants,
             tokens: api_tokens,
+            metrics,
             operators,
             warden,
             stop,
@@ -502,6 +486,12 @@ impl Kernel {
     #[must_use]
     pub fn tokens(&self) -> &Arc<crate::tokens::TokenBook> {
         &self.tokens
+    }
+
+    /// The kernel's metrics (`Metrics::encode` is what `GET /metrics` serves).
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// Whether `uid` is one of the operators (the people who run this kernel).
@@ -843,6 +833,39 @@ pub(crate) fn check_not_running(home: &Home) -> Result<(), KernelError> {
         return Err(KernelError::AlreadyRunning {
             home: home.root().to_owned(),
             pid,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that the agents config.toml names (the default one, the plugins') have files.
+pub(crate) fn check_agent_refs(
+    home: &Home,
+    config: &Config,
+    agents: &BTreeMap<String, Agent>,
+) -> Result<(), KernelError> {
+    if !agents.contains_key(&config.kernel.default_agent) {
+        return Err(KernelError::Config {
+            path: home.config(),
+            message: format!(
+                "default_agent `{}` has no file in `{}`",
+                config.kernel.default_agent,
+                home.agents().display()
+            ),
+        });
+    }
+    if let Some((name, agent)) = config
+        .plugins
+        .iter()
+        .filter_map(|(name, p)| p.agent.as_ref().map(|a| (name, a)))
+        .find(|(_, agent)| !agents.contains_key(*agent))
+    {
+        return Err(KernelError::Config {
+            path: home.config(),
+            message: format!(
+                "plugin `{name}`: agent `{agent}` has no file in `{}`",
+                home.agents().display()
+            ),
         });
     }
     Ok(())

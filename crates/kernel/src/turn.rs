@@ -15,6 +15,7 @@ use crate::control::ControlEvent;
 use crate::error::ProviderUnavailable;
 use crate::host::HostError;
 use crate::kernel::Kernel;
+use crate::metrics::TurnOutcome;
 use crate::proposal::{OfferedAction, ToolTable, policy_tier, tool_name};
 use crate::road::provenance::inbound_source;
 use crate::road::{Caller, Conversation};
@@ -72,6 +73,7 @@ impl Kernel {
                     .collect(),
             })
             .await?;
+        self.metrics.inbound(channel);
         Ok(agent)
     }
 
@@ -98,6 +100,12 @@ impl Kernel {
         while let Ok(event) = passing.try_recv() {
             self.pass_on(event, events);
         }
+        let counted = match &outcome {
+            Ok(Ok(_)) => TurnOutcome::Reply,
+            Ok(Err(_)) => TurnOutcome::Error,
+            Err(_) => TurnOutcome::Timeout,
+        };
+        self.metrics.turn(channel, counted);
         match outcome {
             Ok(result) => result,
             Err(_) => {
@@ -262,6 +270,7 @@ impl Kernel {
                 Err(e) => return self.provider_failed(agent, &e).await,
             };
             add_usage(&mut turn_usage, response.usage);
+            self.metrics.tokens(&provider_name, response.usage);
             if let Ok(mut totals) = self.usage.lock() {
                 add_usage(&mut totals.all, response.usage);
                 add_usage(

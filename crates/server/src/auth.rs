@@ -115,6 +115,7 @@ impl<B: Backend> App<B> {
     }
 
     async fn rate_limited(&self, principal: &str, scope: &'static str, route: String) {
+        self.kernel.metrics().rate_limited(scope);
         if self.limits.should_audit(scope, principal) {
             self.kernel
                 .audit()

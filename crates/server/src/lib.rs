@@ -101,6 +101,18 @@ fn humanize(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
 }
 
+/// Counts every answer by route template (never the path itself: ids would make the label
+/// set unbounded) and status, with its time.
+async fn counted<B: Backend>(State(app): State<Arc<App<B>>>, req: Request, next: Next) -> Response {
+    let route = auth::route_of(&req);
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    app.kernel
+        .metrics()
+        .http_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
 /// The routes of `scope`, behind its check and rate limit.
 fn scoped<B: Backend>(
     app: &Arc<App<B>>,
@@ -125,6 +137,7 @@ pub fn router<B: Backend>(app: &Arc<App<B>>) -> Router {
             "status",
             Router::new()
                 .route("/v1/status", get(routes::status::<B>))
+                .route("/metrics", get(routes::metrics::<B>))
                 .route("/v1/approvals", get(routes::approvals::<B>)),
         ))
         .merge(scoped(
@@ -193,6 +206,7 @@ pub fn router<B: Backend>(app: &Arc<App<B>>) -> Router {
         .merge(authenticated)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(from_fn_with_state(Arc::clone(app), counted::<B>))
         .with_state(Arc::clone(app))
 }
 

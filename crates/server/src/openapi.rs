@@ -21,6 +21,7 @@ use crate::routes;
         routes::healthz,
         routes::readyz,
         routes::status,
+        routes::metrics,
         routes::approvals,
         routes::vaults,
         routes::vault,

@@ -107,6 +107,20 @@ pub(crate) async fn status<B: Backend>(State(app): AppState<B>) -> Json<Status> 
     })
 }
 
+/// The kernel's metrics in the OpenMetrics text format (Prometheus scrapes it): road latency
+/// by step, decisions, approvals, plugin restarts, vault sizes, search latency, model tokens,
+/// API requests. `docs/operations.md` lists every family.
+#[utoipa::path(get, path = "/metrics", tag = "status", security(("bearer" = ["status"])),
+    responses((status = 200, description = "OpenMetrics text",
+        content_type = "application/openmetrics-text")))]
+pub(crate) async fn metrics<B: Backend>(State(app): AppState<B>) -> Response {
+    (
+        [(header::CONTENT_TYPE, p3ak_kernel::metrics::CONTENT_TYPE)],
+        app.kernel.metrics().encode(),
+    )
+        .into_response()
+}
+
 /// Approvals waiting, oldest first (read-only: approve with `p3ak approve` or the console).
 #[utoipa::path(get, path = "/v1/approvals", tag = "status", security(("bearer" = ["status"])),
     responses((status = 200, body = Vec<Approval>), (status = 401, body = ErrorBody),

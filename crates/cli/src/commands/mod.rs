@@ -3,6 +3,7 @@
 mod audit;
 mod connectors;
 mod demo;
+mod doctor;
 mod hitl;
 mod kernel;
 mod mcp;
@@ -30,6 +31,8 @@ pub enum Command {
     Serve(kernel::ServeArgs),
     /// The running kernel's plugins, agents and pending approvals.
     Status,
+    /// Check the host and the home and say what to fix (exit 1 when a check fails).
+    Doctor,
     /// Talk to an agent of the running kernel.
     Chat(kernel::ChatArgs),
     /// Actions waiting for your approval.
@@ -82,6 +85,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Up(args) => kernel::up(&args, None, out),
         Command::Serve(args) => kernel::serve(&args, out),
         Command::Status => kernel::status(out),
+        Command::Doctor => doctor::run(out),
         Command::Chat(args) => kernel::chat(&args, out),
         Command::Pending => hitl::pending(out),
         Command::Approve(args) => hitl::approve(&args, out),

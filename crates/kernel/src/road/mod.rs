@@ -34,6 +34,7 @@ use crate::broker::Broker;
 use crate::control::ControlEvent;
 use crate::host::HostError;
 use crate::ledger::{CallRef, Ledger, Spent};
+use crate::metrics::{ApprovalOutcome, Metrics, Step};
 use crate::pending::{PendingQueue, Resolution};
 use crate::proposal::{self, Proposal, ToolTable};
 
@@ -146,6 +147,7 @@ pub struct Road {
     ledger: Mutex<Ledger>,
     tool_timeout: Duration,
     grants: Arc<crate::grants::GrantBook>,
+    metrics: Arc<Metrics>,
 }
 
 impl Road {
@@ -163,7 +165,21 @@ impl Road {
             ledger: Mutex::new(Ledger::default()),
             tool_timeout: parts.tool_timeout,
             grants: Arc::new(crate::grants::GrantBook::in_memory()),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The road counting into these metrics (the kernel's; a road of its own otherwise).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Its metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The road with this ledger (the kernel's, rebuilt from its audit log).
@@ -217,6 +233,7 @@ impl Road {
         table: &ToolTable,
         events: &mpsc::UnboundedSender<ControlEvent>,
     ) -> Result<Outcome, KernelError> {
+        let _total = self.metrics.time(Step::Total);
         let agent = caller.agent;
         let mut proposal = match proposal::parse(agent, call, table) {
             Ok(p) => p,
@@ -252,7 +269,10 @@ impl Road {
             .grants
             .live_for(&proposal.agent, self.clock.unix_ms() / 1000);
         let action = proposal.action.clone();
+        let deciding = Instant::now();
         let (decided, verdict) = self.enforcer.decide(proposal, context);
+        self.metrics.observe_step(Step::Decide, deciding.elapsed());
+        self.metrics.decision(plugin_of(&action), (&decided).into());
         let rules = verdict.rules.clone();
         let reasons = crate::hitl::approver_reasons(&verdict);
         trail.push(AuditEvent::Decision {
@@ -338,6 +358,8 @@ impl Road {
             Ok(staged) => staged,
             Err(e) => {
                 self.pending.withdraw(&id);
+                self.metrics
+                    .approval(request.level, ApprovalOutcome::Failed);
                 self.audit
                     .append(AuditEvent::EscalationUnstaged {
                         id,
@@ -365,7 +387,12 @@ impl Road {
         let wait = timeout
             .saturating_add(escalation.crawfish())
             .saturating_add(Duration::from_secs(30));
-        match ticket.wait(&self.pending, wait).await {
+        let waiting = Instant::now();
+        let resolution = ticket.wait(&self.pending, wait).await;
+        self.metrics
+            .observe_step(Step::ApprovalWait, waiting.elapsed());
+        let level = request.level;
+        match resolution {
             Some(Resolution::Approved(approval)) => {
                 // Committed with the execution intent (or the mismatch) that follows from it.
                 let trail = vec![AuditEvent::Approval {
@@ -374,8 +401,12 @@ impl Road {
                     factors: approval.factors().to_vec(),
                 }];
                 match ApprovalGate::approve(escalation, &request, approval) {
-                    Ok(authorized) => self.execute(authorized, caller, trail).await,
+                    Ok(authorized) => {
+                        self.metrics.approval(level, ApprovalOutcome::Released);
+                        self.execute(authorized, caller, trail).await
+                    }
                     Err(mismatch) => {
+                        self.metrics.approval(level, ApprovalOutcome::Failed);
                         let mut trail = trail;
                         trail.push(AuditEvent::ApprovalMismatch {
                             id,
@@ -387,6 +418,8 @@ impl Road {
                 }
             }
             Some(Resolution::Refused(ending)) => {
+                self.metrics
+                    .approval(level, ApprovalOutcome::of_refusal(ending));
                 let event = if ending.timed_out() {
                     AuditEvent::ApprovalTimeout {
                         id,
@@ -402,6 +435,7 @@ impl Road {
                 Ok(Outcome::NotPermitted)
             }
             None => {
+                self.metrics.approval(level, ApprovalOutcome::Timeout);
                 self.desk.withdraw(&id);
                 self.audit
                     .append(AuditEvent::ApprovalTimeout {
@@ -473,7 +507,10 @@ impl Road {
         if let Ok(mut ledger) = self.ledger.lock() {
             ledger.record(self.enforcer.policy().totals(), spent);
         }
+        let committing = Instant::now();
         self.audit.append_all(trail).await?;
+        self.metrics
+            .observe_step(Step::Commit, committing.elapsed());
         let invoke = Message::Invoke(Invoke {
             agent: p.agent.clone(),
             action: target.action.clone(),
@@ -483,6 +520,11 @@ impl Road {
         drop(injected);
         let started = Instant::now();
         let answer = link.request(invoke, self.tool_timeout, None).await;
+        let took = started.elapsed();
+        self.metrics.observe_step(Step::Tool, took);
+        if target.full() == SEARCH_ACTION {
+            self.metrics.search(took);
+        }
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let scrubber = self.broker.scrubber();
         let (outcome, record) = match answer {
@@ -578,6 +620,24 @@ impl Road {
                 .conversation
                 .map(|c| c.transcript().origins_of(&proposal.args)),
             ..Context::default()
+        }
+    }
+}
+
+/// The action whose duration is `p3ak_search_seconds`.
+const SEARCH_ACTION: &str = "vault.search";
+
+/// The plugin part of `plugin.action`.
+fn plugin_of(action: &str) -> &str {
+    action.split_once('.').map_or(action, |(plugin, _)| plugin)
+}
+
+impl From<&Decided> for crate::metrics::Verdict {
+    fn from(decided: &Decided) -> Self {
+        match decided {
+            Decided::Allowed(_) => Self::Allow,
+            Decided::Rejected => Self::Reject,
+            Decided::Escalated(_) => Self::Escalate,
         }
     }
 }
