@@ -78,15 +78,18 @@ async fn client(
             .wrapping_add(1_442_695_040_888_963_407);
         let pick = (n >> 33) % 100;
         let known = ids.lock().unwrap().last().cloned();
-        let query = ["lease renewal", "invoice March", "meeting notes", "passport"][(n % 4) as usize];
+        let query = [
+            "lease renewal",
+            "invoice March",
+            "meeting notes",
+            "passport",
+        ][(n % 4) as usize];
         let (name, method, path, body): (&'static str, &str, String, Option<Value>) = match pick {
             0..=49 => (
                 "search",
                 "POST",
                 "/v1/search".to_owned(),
-                Some(
-                    json!({"query": query, "k": 5}),
-                ),
+                Some(json!({"query": query, "k": 5})),
             ),
             50..=64 => ("list", "GET", "/v1/documents?limit=20".to_owned(), None),
             65..=79 => match known {
@@ -146,32 +149,37 @@ async fn client(
             Err(_) => None,
         };
         let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let mut t = tally.lock().unwrap();
-        match answer {
-            Some((status, bytes)) => {
-                t.latency.entry(name).or_default().push(elapsed);
-                *t.statuses.entry((name, status)).or_default() += 1;
-                if name == "write" && status == 201 {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-                        if let Some(id) = v["id"].as_str() {
-                            let mut ids = ids.lock().unwrap();
-                            ids.push(id.to_owned());
-                            if ids.len() > 1000 {
-                                ids.remove(0);
-                            }
+        let (pause, reconnect) = {
+            let mut t = tally.lock().unwrap();
+            match answer {
+                Some((status, bytes)) => {
+                    t.latency.entry(name).or_default().push(elapsed);
+                    *t.statuses.entry((name, status)).or_default() += 1;
+                    if name == "write"
+                        && status == 201
+                        && let Some(id) = serde_json::from_slice::<Value>(&bytes)
+                            .ok()
+                            .and_then(|v| v["id"].as_str().map(str::to_owned))
+                    {
+                        let mut ids = ids.lock().unwrap();
+                        ids.push(id);
+                        if ids.len() > 1000 {
+                            ids.remove(0);
                         }
                     }
+                    (status == 429, false)
                 }
-                if status == 429 {
-                    drop(t);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                None => {
+                    t.broken += 1;
+                    (false, true)
                 }
             }
-            None => {
-                t.broken += 1;
-                drop(t);
-                sender = None;
-            }
+        };
+        if reconnect {
+            sender = None;
+        }
+        if pause {
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
