@@ -10,6 +10,7 @@
 )]
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -681,4 +682,75 @@ fn a_chat_streams_its_reply_as_events_or_answers_once_as_json() {
     );
     assert_eq!(unknown.status, 404, "{}", unknown.text());
     conforms(&doc, "post", "/v1/chat", &unknown);
+}
+
+/// What another user sees: a request from uid 65534 (nobody) on the API socket, as a
+/// standard-library Python client run under that uid; its status line.
+fn as_nobody(socket_path: &Path, request: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    let client = "import socket, sys\n\
+                  s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+                  s.connect(sys.argv[1])\n\
+                  s.sendall(sys.argv[2].encode())\n\
+                  data = b''\n\
+                  while True:\n\
+                  \x20   chunk = s.recv(65536)\n\
+                  \x20   if not chunk: break\n\
+                  \x20   data += chunk\n\
+                  print(data.decode(errors='replace'))\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", client, socket_path.to_str().unwrap(), request])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn another_uid_on_the_socket_needs_a_token_and_gets_only_its_scopes() {
+    p3ak_testkit::need::root();
+    p3ak_testkit::need::python3();
+    let (kernel, unix, _tcp) = api_kernel("");
+    let Target::Unix(path) = &unix else {
+        unreachable!()
+    };
+    // Let the other user reach the socket: the test's temporary directories pass through.
+    for dir in path
+        .ancestors()
+        .skip(1)
+        .take_while(|d| d.starts_with(std::env::temp_dir()))
+    {
+        if *dir == std::env::temp_dir() {
+            break;
+        }
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() | 0o011;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let plain = "GET /v1/status HTTP/1.1\r\nHost: p3ak\r\nConnection: close\r\n\r\n";
+    let answer = as_nobody(path, plain);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("Bearer"), "{answer}");
+    let token = token(&kernel, "status", &[]);
+    let with_token = format!(
+        "GET /v1/status HTTP/1.1\r\nHost: p3ak\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    assert!(as_nobody(path, &with_token).starts_with("HTTP/1.1 200"));
+    let audit_route = format!(
+        "GET /v1/audit HTTP/1.1\r\nHost: p3ak\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    assert!(as_nobody(path, &audit_route).starts_with("HTTP/1.1 403"));
+    let refused = kernel.audit();
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["kind"] == "api.refused" && e["payload"]["peer"] == "uid:65534"),
+        "the refusal of uid 65534 is audited"
+    );
 }
