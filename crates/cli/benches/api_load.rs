@@ -191,7 +191,8 @@ fn main() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    home.write_scripted("version: 1\n", &json!({"responses": []}));
+    // The policy `p3ak init` writes: the API's own vault writes run without asking.
+    home.write_scripted(p3ak_kernel::home::DEFAULT_POLICY, &json!({"responses": []}));
     // The owner's own load: limits well above it, so 429s are the exception they would be.
     let config = format!(
         "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 512\n\
