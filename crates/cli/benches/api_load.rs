@@ -212,7 +212,7 @@ fn main() {
         "--name",
         "load",
         "--scope",
-        "vault:read,vault:write,chat",
+        "vault:read,vault:write,chat,status",
         "--json",
     ]))
     .unwrap();
@@ -294,5 +294,41 @@ fn main() {
             .join(", ")
     );
     drop(t);
+    let metrics = runtime.block_on(fetch_metrics(addr, &token));
+    println!("road, mean per call by step (the kernel's p3ak_road_step_seconds):");
+    for step in ["decide", "commit", "approval_wait", "tool", "total"] {
+        let sum = metric(&metrics, "p3ak_road_step_seconds_sum", step);
+        let count = metric(&metrics, "p3ak_road_step_seconds_count", step);
+        if count > 0.0 {
+            println!("  {step}: {:.2} ms over {count:.0}", sum / count * 1000.0);
+        }
+    }
     kernel.kill();
+}
+
+/// The kernel's metrics, as `GET /metrics` answers them.
+async fn fetch_metrics(addr: SocketAddr, token: &str) -> String {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .uri("/metrics")
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = s.send_request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The value of `name{step="<step>"}` in an OpenMetrics text, 0 when absent.
+fn metric(text: &str, name: &str, step: &str) -> f64 {
+    let label = format!("step=\"{step}\"");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
