@@ -4,7 +4,8 @@
 //! `register`, waits for `registered`, then serves until `shutdown` or the end of the
 //! connection. The connection is read on the calling thread, which answers `ping` at once
 //! (even while a long request runs); requests are handled one at a time, in order, on a
-//! worker thread. Each reply carries its request's `id`:
+//! worker thread — or, for a [`SharedTool`], by several worker threads at once, replies
+//! then coming back in the order they finish. Each reply carries its request's `id`:
 //!
 //! - `invoke` → `result {output}` or `error {kind, message}` (tools);
 //! - `inference_request` → `stream_chunk`s if asked, then `inference_response` or `error`
@@ -98,6 +99,26 @@ pub trait Tool: Send {
     ) -> Result<serde_json::Value, ToolFailure>;
 }
 
+/// A tool whose actions may run at the same time: [`Handler::Shared`] calls
+/// [`SharedTool::invoke`] from several worker threads, so the tool guards whatever must not be
+/// done twice at once (a write, say) itself.
+pub trait SharedTool: Send + Sync {
+    /// The actions to register, with their argument schemas and recommended tiers.
+    fn actions(&self) -> Vec<ActionSpec>;
+
+    /// Runs `action` for `agent`, as [`Tool::invoke`], possibly beside other calls.
+    ///
+    /// # Errors
+    ///
+    /// A [`ToolFailure`], sent back as `error {kind, message}`.
+    fn invoke(
+        &self,
+        agent: &str,
+        action: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ToolFailure>;
+}
+
 /// A plugin that runs a language model.
 pub trait Provider: Send {
     /// Answers one request. When `request.stream` is set, text may be sent ahead through
@@ -119,12 +140,23 @@ pub enum Handler {
     Tool(Box<dyn Tool>),
     /// Registers as `provider` and answers `inference_request`.
     Provider(Box<dyn Provider>),
+    /// Registers as `tool` and answers up to `workers` `invoke`s at once (at least one).
+    Shared {
+        /// The tool.
+        tool: Box<dyn SharedTool>,
+        /// How many calls may run at the same time.
+        workers: usize,
+    },
 }
 
 impl Handler {
     fn register(&self) -> Register {
         match self {
             Self::Tool(tool) => Register {
+                kind: PluginKind::Tool,
+                actions: tool.actions(),
+            },
+            Self::Shared { tool, .. } => Register {
                 kind: PluginKind::Tool,
                 actions: tool.actions(),
             },
@@ -316,19 +348,41 @@ fn serve_requests(
 ) -> Result<(), PluginError> {
     let stopping = AtomicBool::new(false);
     let (sender, receiver) = mpsc::channel::<Request>();
+    let receiver = Mutex::new(receiver);
+    let (shared, single) = match handler {
+        Handler::Shared { tool, workers } => (Some((tool, workers.max(1))), None),
+        handler => (None, Some(handler)),
+    };
     std::thread::scope(|scope| {
         let stopping = &stopping;
-        let worker = std::thread::Builder::new()
-            .name("p3ak-plugin-worker".to_owned())
-            .spawn_scoped(scope, move || work(&receiver, writer, handler, stopping))
+        let receiver = &receiver;
+        let mut workers = Vec::new();
+        let spawned = match (&shared, single) {
+            (Some((tool, n)), _) => (0..*n).try_for_each(|i| {
+                let tool: &dyn SharedTool = &**tool;
+                let worker = std::thread::Builder::new()
+                    .name(format!("p3ak-plugin-worker-{i}"))
+                    .spawn_scoped(scope, move || work_shared(receiver, writer, tool, stopping))?;
+                workers.push(worker);
+                Ok(())
+            }),
+            (None, Some(handler)) => std::thread::Builder::new()
+                .name("p3ak-plugin-worker".to_owned())
+                .spawn_scoped(scope, move || work(receiver, writer, handler, stopping))
+                .map(|worker| workers.push(worker)),
+            (None, None) => Ok(()),
+        };
+        let outcome = spawned
             .map_err(|source| PluginError::Io {
                 context: "cannot start the worker thread",
                 source,
-            })?;
-        let outcome = read_loop(reader, writer, &sender);
+            })
+            .and_then(|()| read_loop(reader, writer, &sender));
         stopping.store(true, Ordering::SeqCst);
         drop(sender);
-        let _ = worker.join();
+        for worker in workers {
+            let _ = worker.join();
+        }
         outcome
     })
 }
@@ -375,14 +429,24 @@ fn read_loop(
     }
 }
 
+/// Takes the next request, or `None` once the reader stopped. The lock is held only to
+/// take it, never while it runs.
+fn next_request(requests: &Mutex<mpsc::Receiver<Request>>) -> Option<Request> {
+    requests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .recv()
+        .ok()
+}
+
 /// Handles requests one at a time until the reader stops.
 fn work(
-    requests: &mpsc::Receiver<Request>,
+    requests: &Mutex<mpsc::Receiver<Request>>,
     writer: &Writer,
     mut handler: Handler,
     stopping: &AtomicBool,
 ) {
-    for Request { id, message } in requests {
+    while let Some(Request { id, message }) = next_request(requests) {
         let reply = if stopping.load(Ordering::SeqCst) {
             error_message(ErrorKind::Transient, "the plugin is shutting down")
         } else {
@@ -391,6 +455,45 @@ fn work(
         if writer.reply(id, reply).is_err() {
             return;
         }
+    }
+}
+
+/// Handles requests beside the other workers until the reader stops.
+fn work_shared(
+    requests: &Mutex<mpsc::Receiver<Request>>,
+    writer: &Writer,
+    tool: &dyn SharedTool,
+    stopping: &AtomicBool,
+) {
+    while let Some(Request { id, message }) = next_request(requests) {
+        let reply = if stopping.load(Ordering::SeqCst) {
+            error_message(ErrorKind::Transient, "the plugin is shutting down")
+        } else {
+            handle_shared(tool, message)
+        };
+        if writer.reply(id, reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn handle_shared(tool: &dyn SharedTool, message: Message) -> Message {
+    match message {
+        Message::Invoke(invoke) => match tool.invoke(&invoke.agent, &invoke.action, invoke.args) {
+            Ok(output) => Message::Result(ToolResult { output }),
+            Err(f) => Message::Error(ErrorMessage {
+                kind: f.kind,
+                message: f.message,
+                retry_after_ms: f.retry_after_ms,
+            }),
+        },
+        other => error_message(
+            ErrorKind::Invalid,
+            format!(
+                "this plugin is a tool: it does not answer `{}`",
+                other.type_name()
+            ),
+        ),
     }
 }
 
@@ -403,6 +506,7 @@ fn handle(handler: &mut Handler, writer: &Writer, id: u64, message: Message) -> 
         })
     };
     match (handler, message) {
+        (Handler::Shared { tool, .. }, message) => handle_shared(&**tool, message),
         (Handler::Tool(tool), Message::Invoke(invoke)) => {
             match tool.invoke(&invoke.agent, &invoke.action, invoke.args) {
                 Ok(output) => Message::Result(ToolResult { output }),
@@ -547,6 +651,115 @@ mod tests {
         assert!(matches!(&reply.message, Message::Error(e) if e.kind == ErrorKind::Invalid));
         send(&mut kernel, 9, Message::Shutdown(Shutdown {}));
         thread.join().unwrap().unwrap();
+    }
+
+    /// Each `meet` waits (up to 5 s) until `expected` calls are inside at once.
+    struct Meeting {
+        inside: std::sync::Mutex<usize>,
+        arrived: std::sync::Condvar,
+        expected: usize,
+    }
+
+    impl SharedTool for Meeting {
+        fn actions(&self) -> Vec<ActionSpec> {
+            Vec::new()
+        }
+
+        fn invoke(
+            &self,
+            _agent: &str,
+            _action: &str,
+            _args: serde_json::Value,
+        ) -> Result<serde_json::Value, ToolFailure> {
+            let mut inside = self.inside.lock().unwrap();
+            *inside += 1;
+            self.arrived.notify_all();
+            let (mut inside, timeout) = self
+                .arrived
+                .wait_timeout_while(inside, std::time::Duration::from_secs(5), |n| {
+                    *n < self.expected
+                })
+                .unwrap();
+            let met = *inside;
+            if timeout.timed_out() {
+                // It leaves: a later call finds the room without it.
+                *inside -= 1;
+                return Err(ToolFailure::transient(format!("alone: {met}")));
+            }
+            Ok(serde_json::json!({"met": met}))
+        }
+    }
+
+    /// The answers to `n` `meet` calls sent at once to a tool served by `workers` workers.
+    fn meet(workers: usize, n: usize) -> Vec<Message> {
+        let (plugin, mut kernel) = UnixStream::pair().unwrap();
+        let thread = std::thread::spawn(move || {
+            serve(plugin, "meet", "meet-test 1", 8192, |_| {
+                Ok(Handler::Shared {
+                    tool: Box::new(Meeting {
+                        inside: std::sync::Mutex::new(0),
+                        arrived: std::sync::Condvar::new(),
+                        expected: n,
+                    }),
+                    workers,
+                })
+            })
+        });
+        recv(&mut kernel);
+        send(
+            &mut kernel,
+            0,
+            Message::Welcome(Welcome {
+                version: 1,
+                config: serde_json::Value::Null,
+                key: None,
+            }),
+        );
+        recv(&mut kernel);
+        send(&mut kernel, 0, Message::Registered(Registered {}));
+        for id in 1..=n as u64 {
+            send(
+                &mut kernel,
+                id,
+                Message::Invoke(Invoke {
+                    agent: "a".to_owned(),
+                    action: "meet".to_owned(),
+                    args: serde_json::json!({}),
+                    deadline_ms: None,
+                }),
+            );
+        }
+        let mut replies: Vec<Envelope> = (0..n).map(|_| recv(&mut kernel)).collect();
+        replies.sort_by_key(|r| r.id);
+        assert_eq!(
+            replies.iter().map(|r| r.id).collect::<Vec<_>>(),
+            (1..=n as u64).collect::<Vec<_>>(),
+            "one reply per request, each with its id"
+        );
+        send(&mut kernel, 99, Message::Shutdown(Shutdown {}));
+        thread.join().unwrap().unwrap();
+        replies.into_iter().map(|r| r.message).collect()
+    }
+
+    #[test]
+    fn a_shared_tool_runs_calls_at_the_same_time() {
+        for reply in meet(3, 3) {
+            assert!(
+                matches!(&reply, Message::Result(r) if r.output["met"] == 3),
+                "{reply:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_shared_tool_with_one_worker_runs_one_call_at_a_time() {
+        let replies = meet(1, 2);
+        assert!(
+            replies
+                .iter()
+                .all(|r| matches!(r, Message::Error(e) if e.message.starts_with("alone"))),
+            "{replies:?}"
+        );
     }
 
     #[test]

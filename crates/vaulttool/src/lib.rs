@@ -6,6 +6,8 @@
 //! `p3ak-sdk` alone.
 #![forbid(unsafe_code)]
 
+pub mod semantic;
+pub mod snapshot;
 pub mod vault;
 
 use std::os::unix::net::UnixStream;
@@ -21,6 +23,10 @@ pub const NAME: &str = "vault";
 
 /// The `software` string sent in `hello`: the first-party plugins' own.
 pub const SOFTWARE: &str = concat!("p3ak-plugins ", env!("CARGO_PKG_VERSION"));
+
+/// Calls served at the same time: reads share the open vault and run in parallel; a write
+/// waits for the one before it, so a few more than the cores keep reads going meanwhile.
+pub const WORKERS: usize = 4;
 
 /// The key the kernel hands the `vault` plugin in `welcome` ([`VaultKey::to_handoff_bytes`],
 /// hex). The memory vault is always encrypted: no key is an error.
@@ -59,11 +65,10 @@ pub fn run() -> Result<(), PluginError> {
 pub fn serve(stream: UnixStream, launch: Launch) -> Result<(), PluginError> {
     let Launch { plugin, max_frame } = launch;
     runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
-        Ok(Handler::Tool(Box::new(VaultTool::from_config(
-            &w.config,
-            vault_key(w)?,
-            max_frame,
-        )?)))
+        Ok(Handler::Shared {
+            tool: Box::new(VaultTool::from_config(&w.config, vault_key(w)?, max_frame)?),
+            workers: WORKERS,
+        })
     })
 }
 

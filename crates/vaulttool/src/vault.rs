@@ -5,10 +5,12 @@
 //! [`VaultKey::to_handoff_bytes`] in hex ([`crate::vault_key`]); the memory vault is always
 //! encrypted, so no key is an error.
 //!
-//! The vault is reopened for each call rather than held: reads open it read-only (no lock, so
-//! the operator's `p3ak vault ingest` runs beside the plugin and its documents show up at the
-//! next search), and `write` takes the writer lock only for its own commit, failing
-//! `transient` while another writer holds it.
+//! Reads (`search`, `read`, `list`) run at the same time, on a read-only [`Snapshot`] of the
+//! vault kept between calls and opened anew when the file changes — no lock, so the
+//! operator's `p3ak vault ingest` runs beside the plugin and its documents show up at the next
+//! search. Writes (`write`, `ingest`, `delete`) run one at a time, each opening the vault for
+//! writing and taking the writer lock only for its own commit, failing `transient` while
+//! another process holds it for more than a few seconds.
 //!
 //! | action | arguments | output | tier |
 //! |---|---|---|---|
@@ -41,7 +43,10 @@ use serde_json::{Value, json};
 
 use p3ak_sdk::PluginError;
 use p3ak_sdk::args::{Args, schema, shorten};
-use p3ak_sdk::runtime::{Tool, ToolFailure};
+use p3ak_sdk::runtime::{SharedTool, ToolFailure};
+
+use crate::semantic::Semantic;
+use crate::snapshot::{Snapshot, Snapshots};
 
 /// Most results a search returns.
 pub const MAX_K: u64 = 50;
@@ -58,13 +63,22 @@ pub const MAX_TAGS: usize = 16;
 #[serde(deny_unknown_fields)]
 struct Config {
     vault: PathBuf,
+    /// The home's `models/`, where `p3ak models install` puts the embedding model.
+    #[serde(default)]
+    models: Option<PathBuf>,
 }
 
 /// The `vault` tool.
 pub struct VaultTool {
     path: PathBuf,
-    key: VaultKey,
+    key: std::sync::Arc<VaultKey>,
     max_read: usize,
+    semantic: Semantic,
+    /// What reads read.
+    snapshots: Snapshots,
+    /// Held by the write running now: writes wait for each other here rather than on the
+    /// vault's lock file.
+    writing: std::sync::Mutex<()>,
 }
 
 impl VaultTool {
@@ -83,10 +97,13 @@ impl VaultTool {
         let config: Config = p3ak_sdk::parse_config(config)?;
         let tool = Self {
             path: config.vault,
-            key,
+            key: std::sync::Arc::new(key),
             max_read: max_frame / 2,
+            semantic: Semantic::new(config.models),
+            snapshots: Snapshots::default(),
+            writing: std::sync::Mutex::new(()),
         };
-        tool.open(Access::Read, "p3ak-plugins vault").map_err(|e| {
+        tool.snapshot().map_err(|e| {
             PluginError::Config(format!(
                 "cannot open the vault `{}`: {}",
                 tool.path.display(),
@@ -94,6 +111,35 @@ impl VaultTool {
             ))
         })?;
         Ok(tool)
+    }
+
+    /// The vault as it is now, for reading.
+    fn snapshot(&self) -> Result<std::sync::Arc<Snapshot>, ToolFailure> {
+        self.snapshots.current(
+            &self.path,
+            || {
+                let vault = self.open(Access::Read, "p3ak-plugins vault")?;
+                Snapshot::try_new(vault, |vault| Memory::open(vault).map_err(memory_failure))
+            },
+            |e| ToolFailure::permanent(format!("cannot read the vault file: {e}")),
+        )
+    }
+
+    /// Runs `write` alone among this plugin's writes, then lets the next read see its commit.
+    fn exclusive<T>(
+        &self,
+        write: impl FnOnce() -> Result<T, ToolFailure>,
+    ) -> Result<T, ToolFailure> {
+        let _alone = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outcome = write();
+        self.snapshots.forget();
+        if outcome.is_ok() {
+            self.semantic.embed_pending_later(&self.path, &self.key);
+        }
+        outcome
     }
 
     fn open(&self, access: Access, actor: &str) -> Result<Vault, ToolFailure> {
@@ -104,12 +150,12 @@ impl VaultTool {
         Ok(vault)
     }
 
-    fn search(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
+    fn search(&self, args: Value) -> Result<Value, ToolFailure> {
         let args = Args::new("search", args, &["query", "k", "mode", "tags", "explain"])?;
         let query = args.string("query")?;
         let k = args.opt_int("k", 1, MAX_K)?.unwrap_or(5);
         let explain = args.opt_bool("explain")?.unwrap_or(false);
-        let asked = match args.opt_string("mode")? {
+        let mode = match args.opt_string("mode")? {
             None | Some("hybrid") => Mode::Hybrid,
             Some("bm25") => Mode::Bm25,
             Some("semantic") => Mode::Semantic,
@@ -137,28 +183,39 @@ impl VaultTool {
                 "`search`: the query is over 4096 bytes",
             ));
         }
-        let vault = self.open(Access::Read, &actor(agent))?;
-        let memory = Memory::open(&vault).map_err(memory_failure)?;
+        let snapshot = self.snapshot()?;
+        let memory = snapshot.borrow_dependent();
         let mut request = SearchRequest::new(query);
         request.k = usize::try_from(k).unwrap_or(5);
         request.tags = tags;
-        // The plugin embeds no query (the model is not loaded in its sandbox): a semantic
-        // search is ranked by words and headings instead, and the notes say so.
-        request.mode = if asked == Mode::Semantic {
-            Mode::Hybrid
+        request.mode = mode;
+        let mut notes = Vec::new();
+        let vector = if mode == Mode::Bm25 {
+            None
         } else {
-            asked
+            match self.semantic.embed_query(query) {
+                Ok(vector) => Some(vector),
+                Err(why) => {
+                    // No model: a semantic search is ranked by words and headings instead.
+                    if mode == Mode::Semantic {
+                        request.mode = Mode::Hybrid;
+                    }
+                    notes.push(why);
+                    None
+                }
+            }
         };
-        let results = memory.search(&request, None).map_err(memory_failure)?;
-        let mut notes: Vec<String> = results
-            .notes
-            .iter()
-            .filter(|n| !n.starts_with("semantic ranking is off: no embedding model"))
-            .cloned()
-            .collect();
-        if asked != Mode::Bm25 {
-            notes.insert(0, NO_QUERY_EMBEDDING.to_owned());
-        }
+        let results = memory
+            .search(&request, vector.as_deref())
+            .map_err(memory_failure)?;
+        let said_why = !notes.is_empty();
+        notes.extend(
+            results
+                .notes
+                .iter()
+                .filter(|n| !(said_why && n.starts_with("semantic ranking is off")))
+                .cloned(),
+        );
         let hits: Vec<Value> = results
             .hits
             .iter()
@@ -198,12 +255,13 @@ impl VaultTool {
         Ok(out)
     }
 
-    fn list(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
+    fn list(&self, args: Value) -> Result<Value, ToolFailure> {
         let args = Args::new("list", args, &["after", "limit"])?;
         let limit = args.opt_int("limit", 1, MAX_LIST)?.unwrap_or(50);
         let limit = usize::try_from(limit).unwrap_or(50);
         let after = args.opt_string("after")?;
-        let vault = self.open(Access::Read, &actor(agent))?;
+        let snapshot = self.snapshot()?;
+        let vault = snapshot.borrow_owner();
         let mut documents = vault.list();
         documents.reverse();
         let start = match after {
@@ -255,13 +313,15 @@ impl VaultTool {
         let args = Args::new("delete", args, &["id"])?;
         let id = args.string("id")?;
         p3ak_sdk::args::check_agent(agent)?;
-        let vault = self.open(Access::Write, &actor(agent))?;
-        let id = vault.resolve(id).map_err(vault_failure)?;
-        let mut memory = Memory::open(&vault).map_err(memory_failure)?;
-        memory
-            .delete_document(&id, &write_options(BTreeMap::new()))
-            .map_err(memory_failure)?;
-        Ok(json!({"id": id.to_hex(), "deleted": true}))
+        self.exclusive(|| {
+            let vault = self.open(Access::Write, &actor(agent))?;
+            let id = vault.resolve(id).map_err(vault_failure)?;
+            let mut memory = Memory::open(&vault).map_err(memory_failure)?;
+            memory
+                .delete_document(&id, &write_options(BTreeMap::new()))
+                .map_err(memory_failure)?;
+            Ok(json!({"id": id.to_hex(), "deleted": true}))
+        })
     }
 
     fn ingest(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
@@ -322,22 +382,24 @@ impl VaultTool {
         {
             file_name = format!("{file_name}.{extension}");
         }
-        let vault = self.open(Access::Write, &actor(agent))?;
-        // A source of its own: an upload never replaces a document of the same name (that
-        // would be a delete, which the policy asks about on its own). The same content twice
-        // is still stored once.
-        let taken: std::collections::HashSet<String> =
-            vault.list().into_iter().filter_map(|d| d.source).collect();
-        let file_name = unique_name(&file_name, &taken);
-        let mut memory = Memory::open(&vault).map_err(memory_failure)?;
-        let item = IngestItem::Bytes {
-            name: file_name,
-            title: title.map(str::to_owned),
-            bytes,
-        };
-        let report = memory
-            .ingest(vec![item], &write_options(tags), &mut |_| {})
-            .map_err(memory_failure)?;
+        let report = self.exclusive(|| {
+            let vault = self.open(Access::Write, &actor(agent))?;
+            // A source of its own: an upload never replaces a document of the same name (that
+            // would be a delete, which the policy asks about on its own). The same content twice
+            // is still stored once.
+            let taken: std::collections::HashSet<String> =
+                vault.list().into_iter().filter_map(|d| d.source).collect();
+            let file_name = unique_name(&file_name, &taken);
+            let mut memory = Memory::open(&vault).map_err(memory_failure)?;
+            let item = IngestItem::Bytes {
+                name: file_name,
+                title: title.map(str::to_owned),
+                bytes,
+            };
+            memory
+                .ingest(vec![item], &write_options(tags), &mut |_| {})
+                .map_err(memory_failure)
+        })?;
         let Some(outcome) = report.files.first() else {
             return Err(ToolFailure::permanent("the document was not stored"));
         };
@@ -373,10 +435,11 @@ impl VaultTool {
         Ok(out)
     }
 
-    fn read(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
+    fn read(&self, args: Value) -> Result<Value, ToolFailure> {
         let args = Args::new("read", args, &["id"])?;
         let id = args.string("id")?;
-        let vault = self.open(Access::Read, &actor(agent))?;
+        let snapshot = self.snapshot()?;
+        let vault = snapshot.borrow_owner();
         let id = vault.resolve(id).map_err(vault_failure)?;
         let (meta, content) = vault.get(&id).map_err(vault_failure)?;
         let bytes = content.expose();
@@ -444,21 +507,23 @@ impl VaultTool {
             )));
         }
         p3ak_sdk::args::check_agent(agent)?;
-        let vault = self.open(Access::Write, &actor(agent))?;
-        let mut memory = Memory::open(&vault).map_err(memory_failure)?;
         let options = write_options(tags);
-        // A source of its own, so a later write never replaces this one.
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let item = IngestItem::Bytes {
-            name: format!("agent-{agent}-{stamp}.md"),
-            title: Some(title.to_owned()),
-            bytes: content.as_bytes().to_vec(),
-        };
-        let report = memory
-            .ingest(vec![item], &options, &mut |_| {})
-            .map_err(memory_failure)?;
+        let report = self.exclusive(|| {
+            let vault = self.open(Access::Write, &actor(agent))?;
+            let mut memory = Memory::open(&vault).map_err(memory_failure)?;
+            // A source of its own, so a later write never replaces this one.
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let item = IngestItem::Bytes {
+                name: format!("agent-{agent}-{stamp}.md"),
+                title: Some(title.to_owned()),
+                bytes: content.as_bytes().to_vec(),
+            };
+            memory
+                .ingest(vec![item], &options, &mut |_| {})
+                .map_err(memory_failure)
+        })?;
         let Some(outcome) = report.files.first() else {
             return Err(ToolFailure::permanent("the document was not stored"));
         };
@@ -492,8 +557,6 @@ const MAX_ORIGINS: usize = 32;
 pub const MAX_LIST: u64 = 200;
 /// Longest file name `ingest` accepts, in characters.
 pub const MAX_NAME_CHARS: usize = 255;
-/// The note of a search that wanted the semantic signal.
-const NO_QUERY_EMBEDDING: &str = "semantic ranking is off: the vault plugin does not embed queries, so this search was ranked by words and headings";
 
 /// How a write, an ingest and a delete commit: one small writer, as the plugin's limits allow.
 fn write_options(tags: BTreeMap<String, String>) -> IngestOptions {
@@ -652,7 +715,7 @@ fn memory_failure(e: MemoryError) -> ToolFailure {
     }
 }
 
-impl Tool for VaultTool {
+impl SharedTool for VaultTool {
     fn actions(&self) -> Vec<ActionSpec> {
         vec![
             ActionSpec {
@@ -744,12 +807,12 @@ impl Tool for VaultTool {
         ]
     }
 
-    fn invoke(&mut self, agent: &str, action: &str, args: Value) -> Result<Value, ToolFailure> {
+    fn invoke(&self, agent: &str, action: &str, args: Value) -> Result<Value, ToolFailure> {
         match action {
-            "search" => self.search(agent, args),
-            "read" => self.read(agent, args),
+            "search" => self.search(args),
+            "read" => self.read(args),
             "write" => self.write(agent, args),
-            "list" => self.list(agent, args),
+            "list" => self.list(args),
             "delete" => self.delete(agent, args),
             "ingest" => self.ingest(agent, args),
             other => Err(ToolFailure::invalid(format!(

@@ -18,10 +18,12 @@ pub enum Command {
     /// What this host offers the sandbox, and what is missing.
     Status,
     /// Run a plugin in its sandbox without its seccomp filter, under ptrace, make it work,
-    /// and print the system calls it made as a minimal profile.
+    /// and print the system calls it made as a minimal profile. With P3AK_TRACE_MODELS set
+    /// to a models directory (`p3ak models install`), `vault` loads and uses the model.
     Trace(TraceArgs),
     /// Trace every first-party plugin and the Python example; with --write, rewrite the
-    /// profiles in deploy/seccomp (traces, class filters, OCI copies).
+    /// profiles in deploy/seccomp (traces, class filters, OCI copies). Needs
+    /// P3AK_TRACE_MODELS (a models directory with the model installed) for `vault`.
     Profiles(ProfilesArgs),
     /// Measure plugin start time and call latency with and without the sandbox.
     Bench(BenchArgs),

@@ -83,6 +83,37 @@ pub struct Harness {
     http_port: Option<u16>,
 }
 
+/// The variable naming a models directory (as `p3ak models install` fills one) whose model
+/// the `vault` plugin's exercise loads, so that its trace covers semantic search and the
+/// embedding of its writes.
+pub const TRACE_MODELS_VAR: &str = "P3AK_TRACE_MODELS";
+
+/// Copies the installed model(s) of [`TRACE_MODELS_VAR`] into the exercise's home; `None`
+/// when the variable is unset.
+fn copy_models(home: &Path) -> Result<Option<PathBuf>, ExerciseError> {
+    let Some(source) = std::env::var_os(TRACE_MODELS_VAR).map(PathBuf::from) else {
+        return Ok(None);
+    };
+    let models = home.join("models");
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ExerciseError::File { path, source }
+    };
+    for entry in std::fs::read_dir(&source).map_err(io(&source))? {
+        let entry = entry.map_err(io(&source))?;
+        if !entry.file_type().map_err(io(&entry.path()))?.is_dir() {
+            continue;
+        }
+        let to = models.join(entry.file_name());
+        std::fs::create_dir_all(&to).map_err(io(&to))?;
+        for file in std::fs::read_dir(entry.path()).map_err(io(&entry.path()))? {
+            let file = file.map_err(io(&entry.path()))?;
+            std::fs::copy(file.path(), to.join(file.file_name())).map_err(io(&file.path()))?;
+        }
+    }
+    Ok(Some(models))
+}
+
 /// The model providers, traced against a loopback model API.
 pub const PROVIDERS: [&str; 3] = ["anthropic", "openai", "ollama"];
 
@@ -96,7 +127,13 @@ fn builtin_config(plugin: &str, dir: &Path, port: Option<u16>) -> Result<Value, 
             json!({"base_url": format!("{base}/v1"), "model": "traced", "retry_base_ms": 10})
         }
         "files" | "shell" => json!({"workspaces": dir.join("workspaces")}),
-        "vault" => json!({"vault": dir.join("vaults").join("memory.vault")}),
+        "vault" => {
+            let mut config = json!({"vault": dir.join("vaults").join("memory.vault")});
+            if let Some(models) = copy_models(dir)? {
+                config["models"] = json!(models);
+            }
+            config
+        }
         "scripted" => {
             let script = dir.join("script.json");
             std::fs::write(
@@ -372,6 +409,31 @@ impl Harness {
                     let id = id.to_owned();
                     self.invoke("read", json!({"id": id}))?;
                 }
+                self.invoke("list", json!({}))?;
+                if std::env::var_os(TRACE_MODELS_VAR).is_some() {
+                    // The write is embedded in the background; the query is embedded here.
+                    let started = Instant::now();
+                    loop {
+                        let found = self.invoke(
+                            "search",
+                            json!({"query": "phone the bank", "mode": "semantic"}),
+                        )?;
+                        if found["output"]["hits"]
+                            .as_array()
+                            .is_some_and(|h| !h.is_empty())
+                        {
+                            break;
+                        }
+                        if started.elapsed() > Duration::from_secs(60) {
+                            return Err(ExerciseError::Unexpected {
+                                expected: "a semantic hit once the note is embedded",
+                                got: found,
+                            });
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    self.exercise.push("semantic search (the model)".to_owned());
+                }
             }
             "scripted" => {
                 for stream in [false, true] {
@@ -523,6 +585,12 @@ pub fn profiles(
     script_plugin: &Path,
     write: Option<&Path>,
 ) -> Result<Vec<ProfileSummary>, ExerciseError> {
+    if std::env::var_os(TRACE_MODELS_VAR).is_none() {
+        return Err(ExerciseError::Plan(format!(
+            "the `vault` plugin loads the embedding model: set {TRACE_MODELS_VAR} to a models \
+             directory with it installed (`p3ak models install`), so its trace covers that"
+        )));
+    }
     let mut traces: BTreeMap<String, Traced> = BTreeMap::new();
     for plugin in ["files", "vault", "shell", "http", "scripted"]
         .into_iter()

@@ -102,11 +102,24 @@ pub fn plugin_specs(home: &Home, config: &Config) -> Vec<PluginSpec> {
                     settings
                         .entry("vault")
                         .or_insert_with(|| path(home.memory_vault()));
+                    // Semantic search and the vectors of its writes, once a model is installed.
+                    if home.models().is_dir() {
+                        settings
+                            .entry("models")
+                            .or_insert_with(|| path(home.models()));
+                    }
                 }
                 _ => {}
             }
             // Relative paths in first-party settings are relative to the home.
-            for key in ["script", "record", "workspaces", "vault", "ca_file"] {
+            for key in [
+                "script",
+                "record",
+                "workspaces",
+                "vault",
+                "models",
+                "ca_file",
+            ] {
                 if let Some(serde_json::Value::String(p)) = settings.get(key) {
                     let p = PathBuf::from(p);
                     if p.is_relative() {

@@ -99,6 +99,9 @@ pub struct PluginPlan {
     own: Vec<PathBuf>,
     /// Those of `own` the kernel reads too (the memory vault's directory).
     shared: Vec<PathBuf>,
+    /// The kernel's trees it reads: they stay the kernel's, their group becomes the plugin's
+    /// (the embedding model, for `vault`).
+    lent: Vec<PathBuf>,
     kernel_uid: u32,
 }
 
@@ -305,6 +308,7 @@ impl Sandbox {
         let mut files = Vec::new();
         let mut own = Vec::new();
         let mut shared = Vec::new();
+        let mut lent = Vec::new();
         if let Launch::Builtin(_) = &spec.launch {
             let setting = |key: &str| {
                 spec.config
@@ -323,6 +327,14 @@ impl Sandbox {
             }
             if let Some(script) = setting("script") {
                 read.push(script);
+            }
+            // The embedding model `p3ak models install` put in the home (`vault`).
+            if let Some(models) = setting("models").filter(|m| m.is_dir()) {
+                read.push(models.clone());
+                lent.push(models);
+                // The model's matrix code sizes its blocks from the CPU caches described
+                // there; refused, it would run `lscpu` instead (a fork the filter forbids).
+                read.extend(existing(&["/sys/devices/system/cpu"]));
             }
             // An extra CA a network tool trusts (`mail`: a self-hosted server's certificate).
             if let Some(ca) = setting("ca_file") {
@@ -375,6 +387,7 @@ impl Sandbox {
             files,
             own,
             shared,
+            lent,
             kernel_uid: rustix::process::geteuid().as_raw(),
         })
     }
@@ -429,6 +442,13 @@ impl Sandbox {
         }
         for file in &plan.files {
             chown(file, uid, gid)?;
+        }
+        for dir in &plan.lent {
+            // Readable by the plugin's group alone: 0750 and 0640, still the kernel's.
+            chown_tree(dir, plan.kernel_uid, gid, Some((0o750, 0o640)))?;
+            if let Some(parent) = dir.parent() {
+                traversable_ancestors(parent)?;
+            }
         }
         Ok(())
     }

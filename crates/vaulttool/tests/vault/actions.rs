@@ -47,15 +47,17 @@ fn search_filters_by_tags_explains_and_says_semantic_ranking_is_off() {
         json!({"topic": "archive"}),
     );
 
-    // The default (hybrid) mode says honestly that no query embedding took part.
+    // The default (hybrid) mode says honestly that no query embedding took part, and how to
+    // make one take part (no `models` here).
     let found = kernel.ok("api", "search", json!({"query": "invoice"}));
     assert_eq!(found["mode"], "hybrid");
     assert_eq!(found["hits"].as_array().unwrap().len(), 2, "{found}");
     let notes = found["notes"].as_array().unwrap();
     assert!(
-        notes
-            .iter()
-            .any(|n| n.as_str().unwrap().contains("does not embed queries")),
+        notes.iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("no embedding model is installed (`p3ak models install`)")),
         "{found}"
     );
     assert!(found.get("chunks").is_none(), "{found}");

@@ -1,0 +1,127 @@
+//! Search by meaning through the API: with the model installed in the home, the sandboxed
+//! `vault` plugin embeds queries and the notes it stores, so a query that shares no word with
+//! a note still finds it.
+
+#![cfg(test)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "tests: a failed step should fail loudly"
+)]
+
+use std::time::{Duration, Instant};
+
+use p3ak_testkit::api::{Call, send, socket};
+use p3ak_testkit::kernel::sandbox_setting;
+use p3ak_testkit::{Home, Kernel, need};
+use serde_json::{Value, json};
+
+#[test]
+#[ignore = "needs the embedding model"]
+fn the_api_searches_by_meaning_once_the_model_is_installed() {
+    let model = need::model();
+    let home = Home::init("api semantic passphrase");
+    home.ok(&["models", "install", "--from", model.to_str().unwrap()]);
+    let config = format!(
+        "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n[plugins.vault]\nbuiltin = \"vault\"\n",
+        sandbox_setting(),
+    );
+    std::fs::write(home.home().join("config.toml"), config).unwrap();
+    let mut kernel = Kernel::new(home);
+    kernel.up();
+    let api = socket(&kernel.home());
+    let started = Instant::now();
+    while !matches!(&api, p3ak_testkit::api::Target::Unix(p) if p.exists()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            kernel.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut ids = Vec::new();
+    for (title, content) in [
+        (
+            "Felix",
+            "Felix the cat naps on the warm windowsill every afternoon.",
+        ),
+        ("Taxes", "The quarterly tax return must be filed by April."),
+        (
+            "Bikes",
+            "Pump the bicycle tyres before the Sunday ride to the coast.",
+        ),
+    ] {
+        let stored = send(
+            &api,
+            Call::post(
+                "/v1/documents",
+                &json!({"title": title, "content": content}),
+            ),
+        );
+        assert_eq!(stored.status, 201, "{}\n{}", stored.text(), kernel.log());
+        ids.push(stored.json()["id"].as_str().unwrap().to_owned());
+    }
+    // No word in common with the note about Felix: only its meaning can find it.
+    let query = "where does my kitten doze";
+    let words = send(
+        &api,
+        Call::post("/v1/search", &json!({"query": query, "mode": "bm25"})),
+    );
+    assert!(
+        words.json()["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["id"] != ids[0].as_str()),
+        "{}",
+        words.text()
+    );
+    // The plugin embeds its writes in the background: wait until all three are.
+    let started = Instant::now();
+    let found: Value = loop {
+        let found = send(
+            &api,
+            Call::post(
+                "/v1/search",
+                &json!({"query": query, "mode": "semantic", "explain": true}),
+            ),
+        );
+        assert_eq!(found.status, 200, "{}", found.text());
+        let found = found.json();
+        if found["embedded_chunks"] == 3 {
+            break found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the notes were not embedded: {found}\n{}",
+            kernel.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(found["mode"], "semantic", "{found}");
+    assert_eq!(found["hits"][0]["id"], ids[0].as_str(), "{found}");
+    assert!(
+        found["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| !n.as_str().unwrap().contains("semantic ranking is off")),
+        "{found}"
+    );
+    // Hybrid, the default, ranks it first too, with the semantic signal taking part.
+    let hybrid = send(
+        &api,
+        Call::post("/v1/search", &json!({"query": query, "explain": true})),
+    );
+    let hybrid = hybrid.json();
+    assert_eq!(hybrid["hits"][0]["id"], ids[0].as_str(), "{hybrid}");
+    assert!(
+        hybrid["hits"][0]["signals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["signal"] == "semantic"),
+        "{hybrid}"
+    );
+    kernel.kill();
+}
