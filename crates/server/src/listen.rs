@@ -1,6 +1,10 @@
 //! The accept loops: the Unix socket (the peer's uid from `SO_PEERCRED`) and, when set, TCP
 //! (TLS when public). Each connection is HTTP/1.1 with a cap on the request head's size and
-//! the time to send it; connections beyond `api.max_connections` wait to be accepted.
+//! the time to send it (idle connections included: one that sends nothing is closed after
+//! `api.header_timeout`). `api.max_connections` are served at once, on both listeners
+//! together; one more is answered `503` (plain HTTP: a JSON error with `Retry-After`; TLS:
+//! closed) and closed at once, so a client that holds many connections open cannot make
+//! others queue behind it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -11,6 +15,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use p3ak_kernel::audit::AuditEvent;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
@@ -43,6 +48,14 @@ pub enum ServeError {
 const HANDSHAKE: Duration = Duration::from_secs(10);
 /// How often idle callers' rate-limit state is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// A pause after a failed `accept` (out of file descriptors, say), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How a connection over `api.max_connections` shows in the metrics and the audit log.
+const OVER_CONNECTIONS: &str = "max_connections";
+/// The answer on a plain connection over `api.max_connections`, before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 104\r\n\r\n\
+{\"error\":\"unavailable\",\"message\":\"the API serves as many connections as it may (`api.max_connections`)\"}";
 
 /// Serves the API until the kernel stops. Binds everything first, so a bad setting is an
 /// error here rather than a silent absence.
@@ -125,16 +138,22 @@ async fn accept_unix<B: Backend>(
     app: Arc<App<B>>,
 ) {
     loop {
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let Ok(cred) = stream.peer_cred() else {
             continue;
         };
         let peer = Peer::Unix { uid: cred.uid() };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            let _ = stream.try_write(BUSY);
+            over_connections(&app, &peer);
+            continue;
+        };
         let routes = routes.clone();
         let app = Arc::clone(&app);
         tokio::spawn(async move {
@@ -152,14 +171,23 @@ async fn accept_tcp<B: Backend>(
     app: Arc<App<B>>,
 ) {
     loop {
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            return;
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
-        let Ok((stream, addr)) = listener.accept().await else {
+        let peer = Peer::Tcp { addr };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            // A TLS client would not understand plain text: it is only closed.
+            if tls.is_none() {
+                let _ = stream.try_write(BUSY);
+            }
+            over_connections(&app, &peer);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let peer = Peer::Tcp { addr };
         let routes = routes.clone();
         let app = Arc::clone(&app);
         let tls = tls.clone();
@@ -175,6 +203,26 @@ async fn accept_tcp<B: Backend>(
                 }
             }
             drop(permit);
+        });
+    }
+}
+
+/// A connection refused over `api.max_connections`: counted, and audited at most once a
+/// minute per peer (a flood of connections is not a flood of audit entries).
+fn over_connections<B: Backend>(app: &Arc<App<B>>, peer: &Peer) {
+    app.kernel.metrics().rate_limited(OVER_CONNECTIONS);
+    let key = peer.key();
+    if app.limits.should_audit(OVER_CONNECTIONS, &key) {
+        let app = Arc::clone(app);
+        tokio::spawn(async move {
+            app.kernel
+                .audit()
+                .note(AuditEvent::ApiRateLimited {
+                    principal: key,
+                    scope: OVER_CONNECTIONS.to_owned(),
+                    route: "(connection)".to_owned(),
+                })
+                .await;
         });
     }
 }
@@ -223,4 +271,19 @@ fn tls_acceptor(
         .with_single_cert(certs, key)
         .map_err(|e| ServeError::Tls(e.to_string()))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_answer_is_well_formed_http_with_a_json_error() {
+        let text = std::str::from_utf8(BUSY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"], "unavailable");
+    }
 }

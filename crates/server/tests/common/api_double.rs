@@ -169,11 +169,26 @@ async fn chat(State(seen): State<S>, headers: HeaderMap, Json(request): Json<Val
     .into_response()
 }
 
+/// Who the caller is (not recorded): the owner with every scope, or, for the bearer token
+/// `read-only`, a token that may only read.
+async fn whoami(headers: HeaderMap) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if bearer == Some("Bearer read-only") {
+        return Json(json!({"principal": "token:ro", "scopes": ["vault:read"]})).into_response();
+    }
+    Json(json!({"principal": "uid:1000", "scopes":
+        ["status", "vault:read", "vault:write", "chat", "audit:read", "tokens"]}))
+    .into_response()
+}
+
 /// Serves the double on `socket` until the test's runtime ends.
 pub fn serve(socket: &Path) -> Arc<Seen> {
     let seen = Arc::new(Seen::default());
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/search", post(search))
         .route("/v1/documents", get(list).post(write))
         .route("/v1/documents/ingest", post(ingest))
