@@ -57,61 +57,108 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: applicat
 retry-after: 1\r\nconnection: close\r\ncontent-length: 104\r\n\r\n\
 {\"error\":\"unavailable\",\"message\":\"the API serves as many connections as it may (`api.max_connections`)\"}";
 
-/// Serves the API until the kernel stops. Binds everything first, so a bad setting is an
-/// error here rather than a silent absence.
-pub async fn serve<B: Backend>(app: Arc<App<B>>) -> Result<(), ServeError> {
-    let settings = app.settings.clone();
-    let routes = router(&app);
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let mut tasks = tokio::task::JoinSet::new();
-    if settings.enabled {
-        let path = app.kernel.home().api_socket();
-        let listener = bind_unix(&path)?;
-        tasks.spawn(accept_unix(
-            listener,
-            routes.clone(),
-            Arc::clone(&slots),
-            Arc::clone(&app),
-        ));
+/// The API's listeners, bound, with the TLS certificate loaded: [`Listening::run`] serves
+/// them. Binding first makes a bad setting (a port in use, a key the kernel cannot read) an
+/// error at start rather than an API silently absent.
+pub struct Listening<B: Backend> {
+    app: Arc<App<B>>,
+    unix: Option<UnixListener>,
+    tcp: Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
+}
+
+impl<B: Backend> std::fmt::Debug for Listening<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listening")
+            .field("unix", &self.unix.is_some())
+            .field("tcp", &self.tcp.as_ref().map(|(_, tls)| tls.is_some()))
+            .finish_non_exhaustive()
     }
-    if let Some(addr) = settings
+}
+
+/// Binds the API's listeners under `app`'s settings.
+///
+/// # Errors
+/// A [`ServeError`]: a socket that cannot be bound, an unusable `[api]`, a TLS certificate
+/// or key that cannot be read or used.
+pub async fn bind<B: Backend>(app: Arc<App<B>>) -> Result<Listening<B>, ServeError> {
+    let settings = app.settings.clone();
+    let tcp = match settings
         .listen_addr()
         .map_err(|e| ServeError::Settings(e.to_string()))?
     {
-        let tls = match (&settings.tls_cert, &settings.tls_key) {
-            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
-            _ => None,
-        };
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                what: addr.to_string(),
-                source,
-            })?;
-        tasks.spawn(accept_tcp(
-            listener,
-            tls,
-            routes,
-            Arc::clone(&slots),
-            Arc::clone(&app),
-        ));
-    }
-    let pruner = {
-        let app = Arc::clone(&app);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PRUNE_EVERY);
-            loop {
-                tick.tick().await;
-                app.limits.prune();
-            }
-        })
+        Some(addr) => {
+            let tls = match (&settings.tls_cert, &settings.tls_key) {
+                (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+                _ => None,
+            };
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    what: addr.to_string(),
+                    source,
+                })?;
+            Some((listener, tls))
+        }
+        None => None,
     };
-    app.kernel.stopping().await;
-    pruner.abort();
-    tasks.abort_all();
-    if settings.enabled {
-        let _ = std::fs::remove_file(app.kernel.home().api_socket());
+    let unix = if settings.enabled {
+        Some(bind_unix(&app.kernel.home().api_socket())?)
+    } else {
+        None
+    };
+    Ok(Listening { app, unix, tcp })
+}
+
+impl<B: Backend> Listening<B> {
+    /// Serves until the kernel stops.
+    pub async fn run(self) {
+        let Self { app, unix, tcp } = self;
+        let routes = router(&app);
+        let slots = Arc::new(Semaphore::new(app.settings.max_connections));
+        let mut tasks = tokio::task::JoinSet::new();
+        let had_socket = unix.is_some();
+        if let Some(listener) = unix {
+            tasks.spawn(accept_unix(
+                listener,
+                routes.clone(),
+                Arc::clone(&slots),
+                Arc::clone(&app),
+            ));
+        }
+        if let Some((listener, tls)) = tcp {
+            tasks.spawn(accept_tcp(
+                listener,
+                tls,
+                routes,
+                Arc::clone(&slots),
+                Arc::clone(&app),
+            ));
+        }
+        let pruner = {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PRUNE_EVERY);
+                loop {
+                    tick.tick().await;
+                    app.limits.prune();
+                }
+            })
+        };
+        app.kernel.stopping().await;
+        pruner.abort();
+        tasks.abort_all();
+        if had_socket {
+            let _ = std::fs::remove_file(app.kernel.home().api_socket());
+        }
     }
+}
+
+/// Binds and serves the API until the kernel stops ([`bind`], then [`Listening::run`]).
+///
+/// # Errors
+/// As [`bind`].
+pub async fn serve<B: Backend>(app: Arc<App<B>>) -> Result<(), ServeError> {
+    bind(app).await?.run().await;
     Ok(())
 }
 

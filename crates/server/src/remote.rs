@@ -18,11 +18,11 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::backend::{Backend, BackendError, Caller};
-use crate::waiting::WAITING_RETRY_SECS;
 use crate::model::{
     Accepted, ChatReply, ChatRequest, Deleted, DocumentList, DocumentText, ErrorBody, NewNote,
     SearchQuery, SearchResults, Stored, Upload, WhoAmI,
 };
+use crate::waiting::WAITING_RETRY_SECS;
 
 /// The environment variable holding an API token for the socket, when the caller is not the
 /// kernel's owner.

@@ -168,7 +168,10 @@ mod tests {
         let refused = book.admit("token:a").unwrap_err();
         assert_eq!((refused.waiting, refused.cap, refused.audit), (2, 2, true));
         assert!(refused.message().starts_with("2 of your calls wait"));
-        assert!(!book.admit("token:a").unwrap_err().audit, "audited once a minute");
+        assert!(
+            !book.admit("token:a").unwrap_err().audit,
+            "audited once a minute"
+        );
         assert!(book.admit("token:b").is_ok());
         drop(one);
         assert_eq!(book.waiting("token:a"), 1);
