@@ -282,13 +282,13 @@ struct Mcp {
 
 impl Mcp {
     /// `initialize` and `notifications/initialized`; the refusal when `initialize` fails.
-    fn open(target: &Target, token: Option<&str>) -> Result<Self, Reply> {
+    fn open(target: &Target, token: Option<&str>) -> Result<Self, Box<Reply>> {
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
             "clientInfo": {"name": "api-limits-test", "version": "1"}}});
         let reply = mcp_post(target, token, None, &init);
         if reply.status != 200 {
-            return Err(reply);
+            return Err(Box::new(reply));
         }
         let session = reply
             .header("mcp-session-id")
@@ -700,7 +700,7 @@ fn stdio_mcp(
                      "params": {"name": "add_note", "arguments": {"title": "t", "content": "c"}}}));
         (tools, answer(3).expect("tools/call"))
     });
-    drop(write);
+    drop(stdin);
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     outcome.ok_or_else(|| {

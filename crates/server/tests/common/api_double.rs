@@ -42,6 +42,15 @@ async fn search(State(seen): State<S>, headers: HeaderMap, Json(q): Json<Value>)
             r.headers_mut().insert(header::RETRY_AFTER, 7.into());
             r
         }
+        Some("too-many-waiting") => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_waiting",
+                "16 of your calls wait for a person's approval",
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, 60.into());
+            r
+        }
         Some("crash") => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
