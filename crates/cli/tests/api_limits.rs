@@ -561,11 +561,21 @@ fn mcp_on_the_real_server_needs_a_valid_token_and_offers_only_its_scopes_tools()
     let body: Value = serde_json::from_str(&after.text).unwrap();
     assert_eq!(body["message"], "the token is not valid");
 
-    // Expired: the same.
-    let short = token(&kernel, "vault:read", &["--expires", "1s"]);
+    // Expired (expiry is in whole seconds): the open session's requests become 401s.
+    let short = token(&kernel, "vault:read", &["--expires", "4s"]);
     let mut as_short = Mcp::open(&tcp, Some(&short)).unwrap_or_else(|r| panic!("{}", r.text));
-    std::thread::sleep(Duration::from_millis(2100));
-    let expired = as_short.request("tools/list", json!({}));
+    let started = Instant::now();
+    let expired = loop {
+        let reply = as_short.request("tools/list", json!({}));
+        if reply.status != 200 {
+            break reply;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "it never expired"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
     assert_eq!(expired.status, 401, "{}", expired.text);
     let body: Value = serde_json::from_str(&expired.text).unwrap();
     assert_eq!(body["message"], "the token has expired");
