@@ -67,6 +67,10 @@ pub const API_SCOPES: &[&str] = &[
     "tokens",
 ];
 
+/// Rate-limit quotas beside the scopes: callers that fail to authenticate (per peer) and the
+/// HTTP requests of `/mcp` (per caller).
+pub const API_QUOTAS: &[&str] = &["unauthenticated", "mcp"];
+
 /// One scope's rate limit: a token bucket per caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,7 +110,10 @@ pub struct ApiSettings {
     pub request_timeout: Duration,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
-    /// Rate limits by scope; a scope not named keeps its default.
+    /// Calls one caller may have waiting for a human's approval at once; beyond it the
+    /// caller's vault calls are refused (429) before the road until a person answers some.
+    pub max_waiting_approvals: usize,
+    /// Rate limits by scope (and `unauthenticated`, `mcp`); one not named keeps its default.
     pub rates: BTreeMap<String, ApiRate>,
 }
 
@@ -124,6 +131,7 @@ impl Default for ApiSettings {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 256,
+            max_waiting_approvals: 16,
             rates: BTreeMap::new(),
         }
     }
@@ -181,6 +189,9 @@ impl ApiSettings {
             "tokens" => (30, 10),
             // A caller that fails to authenticate.
             "unauthenticated" => (30, 10),
+            // `/mcp`'s HTTP requests, whatever they carry (each tool call also counts
+            // against its tool's scope).
+            "mcp" => (600, 60),
             _ => (600, 60),
         };
         ApiRate { per_minute, burst }
@@ -192,9 +203,9 @@ impl ApiSettings {
             return Err("api.tls_cert and api.tls_key go together".to_owned());
         }
         for (scope, rate) in &self.rates {
-            if !API_SCOPES.contains(&scope.as_str()) && scope != "unauthenticated" {
+            if !API_SCOPES.contains(&scope.as_str()) && !API_QUOTAS.contains(&scope.as_str()) {
                 return Err(format!(
-                    "api.rates: unknown scope `{scope}` (known: {}, unauthenticated)",
+                    "api.rates: unknown scope `{scope}` (known: {}, unauthenticated, mcp)",
                     API_SCOPES.join(", ")
                 ));
             }
@@ -209,6 +220,7 @@ impl ApiSettings {
             ("max_upload_bytes", self.max_upload_bytes, 1024),
             ("max_header_bytes", self.max_header_bytes, 1024),
             ("max_connections", self.max_connections, 1),
+            ("max_waiting_approvals", self.max_waiting_approvals, 1),
         ] {
             if value < least {
                 return Err(format!("api.{name} must be at least {least}"));

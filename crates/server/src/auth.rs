@@ -114,7 +114,7 @@ impl<B: Backend> App<B> {
         }
     }
 
-    async fn rate_limited(&self, principal: &str, scope: &'static str, route: String) {
+    pub(crate) async fn rate_limited(&self, principal: &str, scope: &'static str, route: String) {
         self.kernel.metrics().rate_limited(scope);
         if self.limits.should_audit(scope, principal) {
             self.kernel
@@ -180,6 +180,26 @@ impl<B: Backend> Clone for Needs<B> {
             scope: self.scope,
         }
     }
+}
+
+/// 429 when the caller is over the rate of the quota `needs.scope` (audited), without
+/// requiring the scope itself: for routes any caller may use (`/v1/whoami`, `/mcp`).
+pub(crate) async fn rated<B: Backend>(
+    State(needs): State<Needs<B>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        return ApiError::unauthorized("not authenticated").into_response();
+    };
+    if let Err(wait) = needs.app.limits.check(needs.scope, &caller.principal) {
+        needs
+            .app
+            .rate_limited(&caller.principal, needs.scope, route_of(&req))
+            .await;
+        return ApiError::rate_limited(wait).into_response();
+    }
+    next.run(req).await
 }
 
 /// 403 without the scope, 429 over its rate; both audited.

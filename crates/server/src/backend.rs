@@ -52,6 +52,25 @@ pub enum BackendError {
     /// The body or file is over a limit: 413.
     #[error("{0}")]
     TooLarge(String),
+    /// The caller is over a rate limit; it may retry in `retry_after` seconds: 429
+    /// (`rate_limited`).
+    #[error("{message}")]
+    RateLimited {
+        /// One line, saying when to retry.
+        message: String,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// The caller already has `api.max_waiting_approvals` calls waiting for a human; nothing
+    /// more of theirs reaches the road until a person answers some: 429
+    /// (`too_many_waiting`).
+    #[error("{message}")]
+    TooManyWaiting {
+        /// One line: how many wait, and that a person must answer them first.
+        message: String,
+        /// Seconds after which trying again makes sense.
+        retry_after: u64,
+    },
     /// The kernel or a plugin cannot serve it now: 503.
     #[error("{0}")]
     Unavailable(String),

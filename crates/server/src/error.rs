@@ -75,6 +75,13 @@ impl ApiError {
         e
     }
 
+    /// 429 for a caller with too many calls waiting for a human's approval.
+    pub fn too_many_waiting(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_waiting", message);
+        e.retry_after = Some(retry_after_secs);
+        e
+    }
+
     /// 503.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
@@ -118,6 +125,18 @@ impl From<BackendError> for ApiError {
                 Self::new(StatusCode::ACCEPTED, "pending", e.to_string())
             }
             BackendError::TooLarge(m) => Self::too_large(m),
+            BackendError::RateLimited {
+                message,
+                retry_after,
+            } => {
+                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+                e.retry_after = Some(retry_after);
+                e
+            }
+            BackendError::TooManyWaiting {
+                message,
+                retry_after,
+            } => Self::too_many_waiting(message, retry_after),
             BackendError::Unavailable(m) => Self::unavailable(m),
             BackendError::Internal(m) => Self::internal(&m),
         }

@@ -3,12 +3,15 @@
 //!
 //! A call the policy escalates answers [`BackendError::Pending`] as soon as the approval is
 //! staged; the call itself runs on in a task of its own, so it completes (the write happens
-//! after approval, or not at all) whether or not the HTTP client is still there.
+//! after approval, or not at all) whether or not the HTTP client is still there. Each caller
+//! may have `api.max_waiting_approvals` such tasks at once ([`crate::waiting`]); a caller at
+//! that cap is refused before the road.
 
 use std::sync::Arc;
 
 use p3ak_kernel::Kernel;
 use p3ak_kernel::api::{ApiCaller, ApiOutcome, ingest_args};
+use p3ak_kernel::audit::AuditEvent;
 use p3ak_kernel::control::ControlEvent;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -19,6 +22,7 @@ use crate::model::{
     ChatReply, ChatRequest, Deleted, DocumentList, DocumentText, NewNote, SearchQuery,
     SearchResults, Stored, Upload,
 };
+use crate::waiting::{AtCap, WAITING_RETRY_SECS, WaitingApprovals};
 
 /// Scope of the vault's reads.
 const VAULT_READ: &str = "vault:read";
@@ -29,16 +33,50 @@ const CHAT: &str = "chat";
 /// Results of a search when the request does not say.
 const DEFAULT_K: u32 = 10;
 
+/// The quota name under which a caller at the waiting-approvals cap is audited
+/// (`api.rate_limited`) and counted (`p3ak_rate_limited_total`).
+pub const WAITING_QUOTA: &str = "max_waiting_approvals";
+
 /// The kernel as the REST routes and the MCP server see it.
 pub struct KernelBackend {
     kernel: Arc<Kernel>,
+    waiting: Arc<WaitingApprovals>,
 }
 
 impl KernelBackend {
-    /// The backend of `kernel`.
+    /// The backend of `kernel`, with its `api.max_waiting_approvals`.
     #[must_use]
     pub fn new(kernel: Arc<Kernel>) -> Self {
-        Self { kernel }
+        let cap = kernel.config().api.max_waiting_approvals;
+        Self {
+            kernel,
+            waiting: WaitingApprovals::new(cap),
+        }
+    }
+
+    /// How many calls of `principal` wait for a person now.
+    #[must_use]
+    pub fn waiting(&self, principal: &str) -> usize {
+        self.waiting.waiting(principal)
+    }
+
+    /// The refusal of a caller at the cap: counted, audited (once a minute per caller).
+    async fn at_cap(&self, principal: &str, action: &str, at_cap: AtCap) -> BackendError {
+        self.kernel.metrics().rate_limited(WAITING_QUOTA);
+        if at_cap.audit {
+            self.kernel
+                .audit()
+                .note(AuditEvent::ApiRateLimited {
+                    principal: principal.to_owned(),
+                    scope: WAITING_QUOTA.to_owned(),
+                    route: format!("vault.{action}"),
+                })
+                .await;
+        }
+        BackendError::TooManyWaiting {
+            message: at_cap.message(),
+            retry_after: WAITING_RETRY_SECS,
+        }
     }
 
     /// Runs `vault.<action>` for `caller` (who must hold `scope`) and reads its result as `T`.
@@ -52,15 +90,37 @@ impl KernelBackend {
         if !caller.may(scope) {
             return Err(BackendError::Scope(scope.to_owned()));
         }
+        // Before the road: a caller with too many calls waiting for a person proposes and
+        // stages nothing more until some are answered.
+        if let Err(at_cap) = self.waiting.admit(&caller.principal) {
+            return Err(self.at_cap(&caller.principal, action, at_cap).await);
+        }
         let api_caller = ApiCaller {
             principal: caller.principal.clone(),
         };
         let (events, mut notices) = mpsc::unbounded_channel();
         let kernel = Arc::clone(&self.kernel);
+        let mut slot = self.waiting.slot(&caller.principal);
         // Its own task: an escalated call goes on waiting for its approval (and then runs)
-        // after this answers `Pending` and the client is gone.
-        let mut call =
-            tokio::spawn(async move { kernel.api_call(&api_caller, action, args, events).await });
+        // after this answers `Pending` and the client is gone. The task counts itself as
+        // waiting once staged, and stops counting when it ends, whoever is still listening.
+        let mut call = tokio::spawn(async move {
+            let (road_events, mut staged) = mpsc::unbounded_channel();
+            let road = kernel.api_call(&api_caller, action, args, road_events);
+            tokio::pin!(road);
+            loop {
+                tokio::select! {
+                    outcome = &mut road => break outcome,
+                    Some(event) = staged.recv() => {
+                        if matches!(event, ControlEvent::Approval { .. }) {
+                            slot.staged();
+                        }
+                        // The client may be gone: nobody to tell.
+                        let _ = events.send(event);
+                    }
+                }
+            }
+        });
         let joined = loop {
             tokio::select! {
                 joined = &mut call => break joined,

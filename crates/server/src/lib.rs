@@ -26,8 +26,10 @@ mod listen;
 pub mod mcp;
 pub mod model;
 pub mod openapi;
+mod rated;
 pub mod remote;
 mod routes;
+pub mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,9 +45,9 @@ use p3ak_kernel::config::ApiSettings;
 pub use auth::Peer;
 pub use backend::{Backend, BackendError, Caller};
 pub use kernel_backend::KernelBackend;
-pub use listen::{ServeError, serve};
+pub use listen::{Listening, ServeError, bind, serve};
 
-use crate::auth::{Needs, authenticate, require};
+use crate::auth::{Needs, authenticate, rated, require};
 use crate::error::ApiError;
 use crate::limits::RateLimits;
 
@@ -128,6 +130,21 @@ fn scoped<B: Backend>(
     ))
 }
 
+/// Routes any authenticated caller may use, rate-limited under the quota `quota`.
+fn rated_only<B: Backend>(
+    app: &Arc<App<B>>,
+    quota: &'static str,
+    routes: Router<Arc<App<B>>>,
+) -> Router<Arc<App<B>>> {
+    routes.layer(from_fn_with_state(
+        Needs {
+            app: Arc::clone(app),
+            scope: quota,
+        },
+        rated::<B>,
+    ))
+}
+
 /// The whole router.
 pub fn router<B: Backend>(app: &Arc<App<B>>) -> Router {
     let settings = &app.settings;
@@ -139,6 +156,12 @@ pub fn router<B: Backend>(app: &Arc<App<B>>) -> Router {
                 .route("/v1/status", get(routes::status::<B>))
                 .route("/metrics", get(routes::metrics::<B>))
                 .route("/v1/approvals", get(routes::approvals::<B>)),
+        ))
+        // Who the caller is, for any caller (`p3ak mcp` offers only the tools it may use).
+        .merge(rated_only(
+            app,
+            "status",
+            Router::new().route("/v1/whoami", get(routes::whoami)),
         ))
         .merge(scoped(
             app,
@@ -188,11 +211,21 @@ pub fn router<B: Backend>(app: &Arc<App<B>>) -> Router {
         "chat",
         Router::new().route("/v1/chat", post(routes::chat::<B>)),
     );
-    // MCP over streamable HTTP: each tool checks its own scope; sessions are long-lived, so
-    // no request deadline.
-    let mcp = Router::new().nest_service(
-        "/mcp",
-        mcp::http_service(Arc::clone(&app.backend), &mcp::McpHttpConfig::default()),
+    // MCP over streamable HTTP: each tool checks its own scope and takes from its rate, each
+    // HTTP request from the caller's `mcp` quota; sessions are long-lived, so no request
+    // deadline.
+    let mcp = rated_only(
+        app,
+        limits::MCP,
+        Router::new().nest_service(
+            "/mcp",
+            mcp::http_service(
+                Arc::new(rated::Rated {
+                    app: Arc::clone(app),
+                }),
+                &mcp::McpHttpConfig::default(),
+            ),
+        ),
     );
     let authenticated = timed
         .merge(streamed)

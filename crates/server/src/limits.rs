@@ -1,5 +1,6 @@
 //! Rate limits: a token bucket (GCRA, `governor`) per caller and scope, sized by `[api.rates]`;
-//! callers that fail to authenticate share the `unauthenticated` quota per peer.
+//! callers that fail to authenticate share the `unauthenticated` quota per peer, and `/mcp`'s
+//! HTTP requests count against the `mcp` quota per caller.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -8,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use p3ak_kernel::config::{API_SCOPES, ApiRate, ApiSettings};
+use p3ak_kernel::config::{API_QUOTAS, API_SCOPES, ApiRate, ApiSettings};
 
 /// The quota of callers that failed to authenticate, by peer.
 pub const UNAUTHENTICATED: &str = "unauthenticated";
+/// The quota of `/mcp`'s HTTP requests, by caller.
+pub const MCP: &str = "mcp";
 
 /// Every limiter.
 pub struct RateLimits {
@@ -38,7 +41,7 @@ impl RateLimits {
         let by_scope = API_SCOPES
             .iter()
             .copied()
-            .chain([UNAUTHENTICATED])
+            .chain(API_QUOTAS.iter().copied())
             .map(|scope| (scope, RateLimiter::keyed(quota(settings.rate(scope)))))
             .collect();
         Self {

@@ -206,8 +206,8 @@ pub struct ChatReply {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
-    /// `too_large`, `unsupported_media_type`, `rate_limited`, `not_permitted`, `unavailable`,
-    /// `timeout`, `internal`.
+    /// `too_large`, `unsupported_media_type`, `rate_limited`, `too_many_waiting`,
+    /// `not_permitted`, `unavailable`, `timeout`, `internal`.
     pub error: String,
     /// One line for a person.
     pub message: String,
@@ -230,6 +230,16 @@ pub struct Ready {
     pub plugins_down: Vec<String>,
     /// Whether the approval daemon runs.
     pub approvals: bool,
+}
+
+/// `GET /v1/whoami`: who the API takes the caller for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    /// `uid:1000` (a peer on the Unix socket) or `token:<id>`: the sender the policy and the
+    /// audit log see.
+    pub principal: String,
+    /// What the caller may do.
+    pub scopes: Vec<String>,
 }
 
 /// The kernel's state (`p3ak status`).

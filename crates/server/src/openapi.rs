@@ -20,6 +20,7 @@ use crate::routes;
     paths(
         routes::healthz,
         routes::readyz,
+        routes::whoami,
         routes::status,
         routes::metrics,
         routes::approvals,
@@ -79,7 +80,9 @@ impl Modify for Bearer {
             ("403", "the caller lacks the route's scope"),
             (
                 "429",
-                "over the rate limit; `Retry-After` says when to retry",
+                "over the rate limit (`rate_limited`), or, for a vault call, the caller has \
+                 `api.max_waiting_approvals` calls waiting for a person (`too_many_waiting`); \
+                 `Retry-After` says when to retry",
             ),
             ("504", "over `api.request_timeout`"),
         ];

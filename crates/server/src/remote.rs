@@ -20,8 +20,9 @@ use zeroize::Zeroizing;
 use crate::backend::{Backend, BackendError, Caller};
 use crate::model::{
     Accepted, ChatReply, ChatRequest, Deleted, DocumentList, DocumentText, ErrorBody, NewNote,
-    SearchQuery, SearchResults, Stored, Upload,
+    SearchQuery, SearchResults, Stored, Upload, WhoAmI,
 };
+use crate::waiting::WAITING_RETRY_SECS;
 
 /// The environment variable holding an API token for the socket, when the caller is not the
 /// kernel's owner.
@@ -116,6 +117,16 @@ impl RemoteBackend {
                 status.as_u16()
             )))
         }
+    }
+
+    /// Who the kernel takes this client for, with its scopes (`GET /v1/whoami`).
+    ///
+    /// # Errors
+    /// A [`BackendError`]: the kernel is not running, or does not accept this caller (a peer
+    /// that is no operator without a token, a bad, expired or revoked token).
+    pub async fn whoami(&self) -> Result<WhoAmI, BackendError> {
+        self.json(Method::GET, "/v1/whoami", None, Duration::from_secs(10))
+            .await
     }
 
     /// One request on a fresh connection: the status, the `Retry-After` seconds, the body.
@@ -285,13 +296,20 @@ fn error_for(status: StatusCode, retry: Option<u64>, bytes: &[u8]) -> BackendErr
         },
         404 => BackendError::NotFound(message),
         413 => BackendError::TooLarge(message),
-        429 => BackendError::Unavailable(match retry {
-            Some(secs) if !message.contains("retry") => {
-                format!("{message}; retry in {secs} s")
-            }
-            Some(_) => message,
-            None => format!("{message}; retry later"),
-        }),
+        429 if code == "too_many_waiting" => BackendError::TooManyWaiting {
+            message,
+            retry_after: retry.unwrap_or(WAITING_RETRY_SECS),
+        },
+        429 => BackendError::RateLimited {
+            message: match retry {
+                Some(secs) if !message.contains("retry") => {
+                    format!("{message}; retry in {secs} s")
+                }
+                Some(_) => message,
+                None => format!("{message}; retry later"),
+            },
+            retry_after: retry.unwrap_or(1),
+        },
         503 | 504 => BackendError::Unavailable(message),
         _ => BackendError::Internal(format!("HTTP {}: {message}", status.as_u16())),
     }

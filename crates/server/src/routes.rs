@@ -22,7 +22,7 @@ use crate::extract::{ApiJson, ApiQuery, document_id};
 use crate::model::{
     Accepted, Approval, AuditEntry, AuditPage, AuditProof, AuditVerified, ChatReply, ChatRequest,
     Deleted, DocumentList, DocumentText, ErrorBody, Health, IssuedToken, NewNote, NewToken, Ready,
-    SearchQuery, SearchResults, Status, Stored, Token, Upload, VaultInfo,
+    SearchQuery, SearchResults, Status, Stored, Token, Upload, VaultInfo, WhoAmI,
 };
 
 type AppState<B> = State<Arc<App<B>>>;
@@ -89,6 +89,18 @@ pub(crate) async fn readyz<B: Backend>(State(app): AppState<B>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+/// Who the API takes the caller for, and its scopes (any authenticated caller; counted
+/// against the `status` rate).
+#[utoipa::path(get, path = "/v1/whoami", tag = "status", security(("bearer" = [])),
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+pub(crate) async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        principal: caller.principal,
+        scopes: caller.scopes,
+    })
 }
 
 /// The kernel's state: plugins, agents, approvals waiting, model usage.

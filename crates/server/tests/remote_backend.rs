@@ -130,8 +130,29 @@ async fn error_answers_map_to_backend_errors() {
     assert!(matches!(e, BackendError::NotFound(_)), "{e:?}");
     assert_eq!(e.to_string(), "no document `nope`");
     let e = api.search(&who, query("slow-down")).await.unwrap_err();
-    assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
+    assert!(
+        matches!(e, BackendError::RateLimited { retry_after: 7, .. }),
+        "{e:?}"
+    );
     assert_eq!(e.to_string(), "too many requests; retry in 7 s");
+    let e = api
+        .search(&who, query("too-many-waiting"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackendError::TooManyWaiting {
+                retry_after: 60,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "16 of your calls wait for a person's approval"
+    );
     let e = api.search(&who, query("busy")).await.unwrap_err();
     assert_eq!(e.to_string(), "the memory plugin is restarting");
     let e = api.search(&who, query("crash")).await.unwrap_err();

@@ -126,3 +126,15 @@ pub fn mcp_everything() -> PathBuf {
 pub fn python_mcp() {
     python_module("mcp.server.mcpserver", "mcp>=2.3,<3");
 }
+
+/// The `openssl` command (tests make throwaway certificates with it).
+pub fn openssl() {
+    let ok = Command::new("openssl")
+        .arg("version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        unmet("the openssl command", "install OpenSSL's command-line tool");
+    }
+}

@@ -227,15 +227,16 @@ pub fn kernel_child(args: &KernelArgs, out: &Output) -> anyhow::Result<()> {
             api.listen.clone_from(listen);
         }
         api.listen_addr()?;
+        // Bound before the kernel says it is up: a port in use or a TLS key the kernel
+        // cannot read stops `p3ak up` with the reason, rather than leave it without an API.
+        let backend = p3ak_server::KernelBackend::new(Arc::clone(&kernel));
+        let app = p3ak_server::App::with_settings(Arc::clone(&kernel), backend, api.clone());
+        let listening = p3ak_server::bind(app)
+            .await
+            .context("the API cannot be served")?;
         report_start(&kernel, &api, out);
         kernel.warden_ready().await?;
-        let backend = p3ak_server::KernelBackend::new(Arc::clone(&kernel));
-        let app = p3ak_server::App::with_settings(Arc::clone(&kernel), backend, api);
-        tokio::spawn(async move {
-            if let Err(e) = p3ak_server::serve(app).await {
-                tracing::error!("the API is not served: {e}");
-            }
-        });
+        tokio::spawn(listening.run());
         let stopper = Arc::clone(&kernel);
         tokio::spawn(async move {
             wait_for_signal().await;

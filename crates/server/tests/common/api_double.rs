@@ -42,6 +42,15 @@ async fn search(State(seen): State<S>, headers: HeaderMap, Json(q): Json<Value>)
             r.headers_mut().insert(header::RETRY_AFTER, 7.into());
             r
         }
+        Some("too-many-waiting") => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_waiting",
+                "16 of your calls wait for a person's approval",
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, 60.into());
+            r
+        }
         Some("crash") => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -169,11 +178,26 @@ async fn chat(State(seen): State<S>, headers: HeaderMap, Json(request): Json<Val
     .into_response()
 }
 
+/// Who the caller is (not recorded): the owner with every scope, or, for the bearer token
+/// `read-only`, a token that may only read.
+async fn whoami(headers: HeaderMap) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if bearer == Some("Bearer read-only") {
+        return Json(json!({"principal": "token:ro", "scopes": ["vault:read"]})).into_response();
+    }
+    Json(json!({"principal": "uid:1000", "scopes":
+        ["status", "vault:read", "vault:write", "chat", "audit:read", "tokens"]}))
+    .into_response()
+}
+
 /// Serves the double on `socket` until the test's runtime ends.
 pub fn serve(socket: &Path) -> Arc<Seen> {
     let seen = Arc::new(Seen::default());
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/search", post(search))
         .route("/v1/documents", get(list).post(write))
         .route("/v1/documents/ingest", post(ingest))
