@@ -242,6 +242,9 @@ pub(crate) struct LogScan {
     pub(crate) locs: Vec<RecordLoc>,
     /// The signing key seed.
     pub(crate) seed: Option<SecretBytes>,
+    /// Its public key, computed once when a deep scan first checks a checkpoint (a scalar
+    /// multiplication: once per checkpoint record made opening cost grow with every commit).
+    pub(crate) public_key: Option<[u8; 32]>,
     /// The last checkpoint record in the log.
     pub(crate) last_checkpoint: Option<Checkpoint>,
     /// Set at the first broken link; later entries are not read.
@@ -671,12 +674,16 @@ impl Scanner<'_> {
             return;
         }
         let vault_id = self.header.prefix.vault_id;
-        let public = self.log.signer().map(|s| s.public_key());
         let Some(cp) = Checkpoint::from_bytes(payload) else {
             return self.checkpoint_failed(loc, "unreadable".into());
         };
         if self.deep {
-            let checked = public
+            if self.log.public_key.is_none() {
+                self.log.public_key = self.log.signer().map(|s| s.public_key());
+            }
+            let checked = self
+                .log
+                .public_key
                 .ok_or_else(|| "no log key to check it with".to_owned())
                 .and_then(|key| cp.verify_signature(&key).map_err(|e| e.to_string()));
             if let Err(reason) = checked {
