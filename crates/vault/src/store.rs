@@ -80,7 +80,7 @@ pub struct Vault {
     /// The signer's seed, copied into a rewritten vault so its log goes on under the same key.
     pub(crate) log_seed: Option<Key>,
     /// Who the log names as the actor of this handle's operations.
-    actor: String,
+    actor: RwLock<String>,
 }
 
 /// The committed audit log.
@@ -520,7 +520,7 @@ impl Vault {
             report: scan.report,
             signer,
             log_seed,
-            actor: default_actor(),
+            actor: RwLock::new(default_actor()),
         }
     }
 
@@ -667,7 +667,7 @@ impl Vault {
             report: OpenReport::default(),
             signer: Some(Signer::from_seed(log_seed)),
             log_seed: Some(Key::from_slice(log_seed.expose())?),
-            actor: default_actor(),
+            actor: RwLock::new(default_actor()),
         };
         // The first commit fills the second slot, so the vault starts with two intact ones.
         let mut writer = Writer {
@@ -887,7 +887,16 @@ impl Vault {
 
     /// Sets the actor the log names for this handle's operations (default: uid and pid).
     pub fn set_actor(&mut self, actor: impl Into<String>) {
-        self.actor = actor.into();
+        self.act_as(actor);
+    }
+
+    /// [`Vault::set_actor`] through a shared handle: a vault kept open by a server names, for
+    /// each write, whom it writes for.
+    pub fn act_as(&self, actor: impl Into<String>) {
+        *self
+            .actor
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = actor.into();
     }
 
     /// Runs `build` over a new batch of records and commits it: sync the records, write a
@@ -1265,9 +1274,15 @@ impl Batch<'_> {
 
     /// Appends an audit log entry.
     pub(crate) fn log(&mut self, kind: &str, payload: serde_json::Value) -> Result<()> {
+        let actor = self
+            .vault
+            .actor
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let bytes = self
             .tip
-            .append(now_ms(), kind, &self.vault.actor, payload)
+            .append(now_ms(), kind, &actor, payload)
             .map_err(|e| VaultError::Damaged(e.to_string()))?;
         self.append_log_bytes(bytes)
     }

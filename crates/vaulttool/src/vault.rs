@@ -1,16 +1,20 @@
 //! `vault`: the agents' memory — search, read, list, write, ingest and delete in the memory
 //! vault through `p3ak-memory`.
 //!
-//! Config: `vault` (absolute path of the vault file). The key arrives in `welcome` as
+//! Config: `vault` (absolute path of the vault file) and `models` (optional: the home's
+//! `models/`, for semantic search — see [`crate::semantic`]). The key arrives in `welcome` as
 //! [`VaultKey::to_handoff_bytes`] in hex ([`crate::vault_key`]); the memory vault is always
 //! encrypted, so no key is an error.
 //!
-//! Reads (`search`, `read`, `list`) run at the same time, on a read-only [`Snapshot`] of the
-//! vault kept between calls and opened anew when the file changes — no lock, so the
-//! operator's `p3ak vault ingest` runs beside the plugin and its documents show up at the next
-//! search. Writes (`write`, `ingest`, `delete`) run one at a time, each opening the vault for
-//! writing and taking the writer lock only for its own commit, failing `transient` while
-//! another process holds it for more than a few seconds.
+//! Reads (`search`, `read`, `list`) run at the same time. Writes (`write`, `ingest`, `delete`)
+//! run one at a time in a write session: the vault opened for writing (its writer lock held)
+//! with its memory loaded, kept while writes keep coming and closed 200 ms after the last
+//! one, so that the operator's `p3ak vault ingest` and the embedding run get their turn
+//! (another process holding the lock makes a write wait up to five seconds, then fail
+//! `transient`). Reads use the session while it is open, and otherwise a read-only
+//! [`Snapshot`] of the vault kept between calls and opened anew when the file changes — no
+//! lock, so what the operator ingests shows up at the next search. Loading the memory
+//! decrypts the whole index, so neither is done per call.
 //!
 //! | action | arguments | output | tier |
 //! |---|---|---|---|
@@ -45,6 +49,9 @@ use p3ak_sdk::PluginError;
 use p3ak_sdk::args::{Args, schema, shorten};
 use p3ak_sdk::runtime::{SharedTool, ToolFailure};
 
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
 use crate::semantic::Semantic;
 use crate::snapshot::{Snapshot, Snapshots};
 
@@ -68,6 +75,41 @@ struct Config {
     models: Option<PathBuf>,
 }
 
+/// How long the write session outlives the last write before the writer lock is let go
+/// (for the operator's `p3ak vault ingest`, the background embedding run).
+const SESSION_IDLE: Duration = Duration::from_millis(200);
+
+/// The vault opened for writing, with its memory.
+struct Session {
+    open: Snapshot,
+    last_write: Instant,
+}
+
+/// Ends the write session once it has been idle for [`SESSION_IDLE`]; stops when the tool is
+/// gone.
+fn close_idle_sessions(session: std::sync::Weak<RwLock<Option<Session>>>) {
+    loop {
+        std::thread::sleep(SESSION_IDLE / 2);
+        let Some(session) = session.upgrade() else {
+            return;
+        };
+        let idle = session
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|s| s.last_write.elapsed() >= SESSION_IDLE);
+        if idle {
+            let mut session = session.write().unwrap_or_else(PoisonError::into_inner);
+            if session
+                .as_ref()
+                .is_some_and(|s| s.last_write.elapsed() >= SESSION_IDLE)
+            {
+                *session = None;
+            }
+        }
+    }
+}
+
 /// The `vault` tool.
 pub struct VaultTool {
     path: PathBuf,
@@ -76,9 +118,8 @@ pub struct VaultTool {
     semantic: Semantic,
     /// What reads read.
     snapshots: Snapshots,
-    /// Held by the write running now: writes wait for each other here rather than on the
-    /// vault's lock file.
-    writing: std::sync::Mutex<()>,
+    /// The vault opened for writing, kept while writes keep coming: reads use it meanwhile.
+    session: Arc<RwLock<Option<Session>>>,
 }
 
 impl VaultTool {
@@ -101,8 +142,13 @@ impl VaultTool {
             max_read: max_frame / 2,
             semantic: Semantic::new(config.models),
             snapshots: Snapshots::default(),
-            writing: std::sync::Mutex::new(()),
+            session: Arc::new(RwLock::new(None)),
         };
+        let session = Arc::downgrade(&tool.session);
+        std::thread::Builder::new()
+            .name("p3ak-vault-session".to_owned())
+            .spawn(move || close_idle_sessions(session))
+            .map_err(|e| PluginError::Config(format!("cannot start a thread: {e}")))?;
         tool.snapshot().map_err(|e| {
             PluginError::Config(format!(
                 "cannot open the vault `{}`: {}",
@@ -125,16 +171,57 @@ impl VaultTool {
         )
     }
 
-    /// Runs `write` alone among this plugin's writes, then lets the next read see its commit.
+    /// Runs `read` on the vault as it is now: the write session's while there is one (it
+    /// holds the writer lock, so nothing else changed the vault), else the kept snapshot.
+    fn read_with<T>(
+        &self,
+        read: impl FnOnce(&Vault, &Memory<'_>) -> Result<T, ToolFailure>,
+    ) -> Result<T, ToolFailure> {
+        let session = self.session.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(session) = session.as_ref() {
+            return session.open.with_dependent(|vault, memory| read(vault, memory));
+        }
+        drop(session);
+        self.snapshot()?
+            .with_dependent(|vault, memory| read(vault, memory))
+    }
+
+    /// Runs `write` for `agent` alone among this plugin's writes, on the write session (opened
+    /// if there is none), then lets the background run embed what it stored.
     fn exclusive<T>(
         &self,
-        write: impl FnOnce() -> Result<T, ToolFailure>,
+        agent: &str,
+        write: impl FnOnce(&Vault, &mut Memory<'_>) -> Result<T, ToolFailure>,
     ) -> Result<T, ToolFailure> {
-        let _alone = self
-            .writing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let outcome = write();
+        let mut session = self.session.write().unwrap_or_else(PoisonError::into_inner);
+        let current = match session.take() {
+            Some(current) => current,
+            None => {
+                let vault = self.open(Access::Write, "p3ak-plugins vault")?;
+                Session {
+                    open: Snapshot::try_new(vault, |vault| {
+                        Memory::open(vault).map_err(memory_failure)
+                    })?,
+                    last_write: Instant::now(),
+                }
+            }
+        };
+        let mut current = current;
+        let outcome = current.open.with_dependent_mut(|vault, memory| {
+            vault.act_as(actor(agent));
+            write(vault, memory)
+        });
+        current.last_write = Instant::now();
+        // A failure other than bad arguments may leave the memory behind the file: the next
+        // write opens the vault anew.
+        if outcome
+            .as_ref()
+            .err()
+            .is_none_or(|f| f.kind == p3ak_proto::ErrorKind::Invalid)
+        {
+            *session = Some(current);
+        }
+        drop(session);
         self.snapshots.forget();
         if outcome.is_ok() {
             self.semantic.embed_pending_later(&self.path, &self.key);
@@ -183,76 +270,76 @@ impl VaultTool {
                 "`search`: the query is over 4096 bytes",
             ));
         }
-        let snapshot = self.snapshot()?;
-        let memory = snapshot.borrow_dependent();
-        let mut request = SearchRequest::new(query);
-        request.k = usize::try_from(k).unwrap_or(5);
-        request.tags = tags;
-        request.mode = mode;
-        let mut notes = Vec::new();
-        let vector = if mode == Mode::Bm25 {
-            None
-        } else {
-            match self.semantic.embed_query(query) {
-                Ok(vector) => Some(vector),
-                Err(why) => {
-                    // No model: a semantic search is ranked by words and headings instead.
-                    if mode == Mode::Semantic {
-                        request.mode = Mode::Hybrid;
+        self.read_with(|_, memory| {
+            let mut request = SearchRequest::new(query);
+            request.k = usize::try_from(k).unwrap_or(5);
+            request.tags = tags;
+            request.mode = mode;
+            let mut notes = Vec::new();
+            let vector = if mode == Mode::Bm25 {
+                None
+            } else {
+                match self.semantic.embed_query(query) {
+                    Ok(vector) => Some(vector),
+                    Err(why) => {
+                        // No model: a semantic search is ranked by words and headings instead.
+                        if mode == Mode::Semantic {
+                            request.mode = Mode::Hybrid;
+                        }
+                        notes.push(why);
+                        None
                     }
-                    notes.push(why);
-                    None
                 }
-            }
-        };
-        let results = memory
-            .search(&request, vector.as_deref())
-            .map_err(memory_failure)?;
-        let said_why = !notes.is_empty();
-        notes.extend(
-            results
-                .notes
+            };
+            let results = memory
+                .search(&request, vector.as_deref())
+                .map_err(memory_failure)?;
+            let said_why = !notes.is_empty();
+            notes.extend(
+                results
+                    .notes
+                    .iter()
+                    .filter(|n| !(said_why && n.starts_with("semantic ranking is off")))
+                    .cloned(),
+            );
+            let hits: Vec<Value> = results
+                .hits
                 .iter()
-                .filter(|n| !(said_why && n.starts_with("semantic ranking is off")))
-                .cloned(),
-        );
-        let hits: Vec<Value> = results
-            .hits
-            .iter()
-            .map(|hit| {
-                let mut out = json!({
-                    "id": hit.id.to_hex(),
-                    "title": hit.title,
-                    "snippet": hit.snippet.text,
-                    "highlights": hit.snippet.highlights.iter().map(|&(s, e)| [s, e]).collect::<Vec<_>>(),
-                    "score": hit.score,
-                    "chunk": hit.chunk,
-                    "heading_path": hit.heading_path,
-                });
-                if explain && let Some(object) = out.as_object_mut() {
-                    let signals: Vec<Value> = hit
-                        .signals
-                        .iter()
-                        .map(|p| {
-                            json!({
-                                "signal": p.signal,
-                                "rank": p.rank,
-                                "score": p.score,
-                                "contribution": p.contribution,
+                .map(|hit| {
+                    let mut out = json!({
+                        "id": hit.id.to_hex(),
+                        "title": hit.title,
+                        "snippet": hit.snippet.text,
+                        "highlights": hit.snippet.highlights.iter().map(|&(s, e)| [s, e]).collect::<Vec<_>>(),
+                        "score": hit.score,
+                        "chunk": hit.chunk,
+                        "heading_path": hit.heading_path,
+                    });
+                    if explain && let Some(object) = out.as_object_mut() {
+                        let signals: Vec<Value> = hit
+                            .signals
+                            .iter()
+                            .map(|p| {
+                                json!({
+                                    "signal": p.signal,
+                                    "rank": p.rank,
+                                    "score": p.score,
+                                    "contribution": p.contribution,
+                                })
                             })
-                        })
-                        .collect();
-                    object.insert("signals".to_owned(), Value::Array(signals));
-                }
-                out
-            })
-            .collect();
-        let mut out = json!({"hits": hits, "mode": results.mode, "notes": notes});
-        if explain && let Some(object) = out.as_object_mut() {
-            object.insert("embedded_chunks".to_owned(), json!(results.embedded_chunks));
-            object.insert("chunks".to_owned(), json!(results.chunks));
-        }
-        Ok(out)
+                            .collect();
+                        object.insert("signals".to_owned(), Value::Array(signals));
+                    }
+                    out
+                })
+                .collect();
+            let mut out = json!({"hits": hits, "mode": results.mode, "notes": notes});
+            if explain && let Some(object) = out.as_object_mut() {
+                object.insert("embedded_chunks".to_owned(), json!(results.embedded_chunks));
+                object.insert("chunks".to_owned(), json!(results.chunks));
+            }
+            Ok(out)
+        })
     }
 
     fn list(&self, args: Value) -> Result<Value, ToolFailure> {
@@ -260,63 +347,61 @@ impl VaultTool {
         let limit = args.opt_int("limit", 1, MAX_LIST)?.unwrap_or(50);
         let limit = usize::try_from(limit).unwrap_or(50);
         let after = args.opt_string("after")?;
-        let snapshot = self.snapshot()?;
-        let vault = snapshot.borrow_owner();
-        let mut documents = vault.list();
-        documents.reverse();
-        let start = match after {
-            None => 0,
-            Some(after) => {
-                let id = vault.resolve(after).map_err(vault_failure)?;
-                documents
-                    .iter()
-                    .position(|d| d.id == id)
-                    .map_or(documents.len(), |at| at + 1)
-            }
-        };
-        let page: Vec<&p3ak_vault::DocInfo> = documents.iter().skip(start).take(limit).collect();
-        let more = start.saturating_add(page.len()) < documents.len();
-        let next = if more {
-            page.last().map(|d| d.id.to_hex())
-        } else {
-            None
-        };
-        let listed: Vec<Value> = page
-            .iter()
-            .map(|d| {
-                let mut entry = json!({
-                    "id": d.id.to_hex(),
-                    "title": d.title,
-                    "size": d.size,
-                    "created": d.created,
-                    "tags": d.tags,
-                });
-                let media = d
-                    .source
-                    .as_deref()
-                    .or(d.title.as_deref())
-                    .and_then(media_type_of);
-                if let (Some(media), Some(object)) = (media, entry.as_object_mut()) {
-                    object.insert("media_type".to_owned(), json!(media));
+        self.read_with(|vault, _| {
+            let mut documents     = vault.list();
+            documents.reverse();
+            let start = match after {
+                None => 0,
+                Some(after) => {
+                    let id = vault.resolve(after).map_err(vault_failure)?;
+                    documents
+                        .iter()
+                        .position(|d| d.id == id)
+                        .map_or(documents.len(), |at| at + 1)
                 }
-                entry
-            })
-            .collect();
-        let mut out = json!({"documents": listed});
-        if let (Some(next), Some(object)) = (next, out.as_object_mut()) {
-            object.insert("next".to_owned(), json!(next));
-        }
-        Ok(out)
+            };
+            let page: Vec<&p3ak_vault::DocInfo> = documents.iter().skip(start).take(limit).collect();
+            let more = start.saturating_add(page.len()) < documents.len();
+            let next = if more {
+                page.last().map(|d| d.id.to_hex())
+            } else {
+                None
+            };
+            let listed: Vec<Value> = page
+                .iter()
+                .map(|d| {
+                    let mut entry = json!({
+                        "id": d.id.to_hex(),
+                        "title": d.title,
+                        "size": d.size,
+                        "created": d.created,
+                        "tags": d.tags,
+                    });
+                    let media = d
+                        .source
+                        .as_deref()
+                        .or(d.title.as_deref())
+                        .and_then(media_type_of);
+                    if let (Some(media), Some(object)) = (media, entry.as_object_mut()) {
+                        object.insert("media_type".to_owned(), json!(media));
+                    }
+                    entry
+                })
+                .collect();
+            let mut out = json!({"documents": listed});
+            if let (Some(next), Some(object)) = (next, out.as_object_mut()) {
+                object.insert("next".to_owned(), json!(next));
+            }
+            Ok(out)
+        })
     }
 
     fn delete(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
         let args = Args::new("delete", args, &["id"])?;
         let id = args.string("id")?;
         p3ak_sdk::args::check_agent(agent)?;
-        self.exclusive(|| {
-            let vault = self.open(Access::Write, &actor(agent))?;
+        self.exclusive(agent, |vault, memory| {
             let id = vault.resolve(id).map_err(vault_failure)?;
-            let mut memory = Memory::open(&vault).map_err(memory_failure)?;
             memory
                 .delete_document(&id, &write_options(BTreeMap::new()))
                 .map_err(memory_failure)?;
@@ -382,15 +467,13 @@ impl VaultTool {
         {
             file_name = format!("{file_name}.{extension}");
         }
-        let report = self.exclusive(|| {
-            let vault = self.open(Access::Write, &actor(agent))?;
+        let report = self.exclusive(agent, |vault, memory| {
             // A source of its own: an upload never replaces a document of the same name (that
             // would be a delete, which the policy asks about on its own). The same content twice
             // is still stored once.
             let taken: std::collections::HashSet<String> =
                 vault.list().into_iter().filter_map(|d| d.source).collect();
             let file_name = unique_name(&file_name, &taken);
-            let mut memory = Memory::open(&vault).map_err(memory_failure)?;
             let item = IngestItem::Bytes {
                 name: file_name,
                 title: title.map(str::to_owned),
@@ -438,26 +521,26 @@ impl VaultTool {
     fn read(&self, args: Value) -> Result<Value, ToolFailure> {
         let args = Args::new("read", args, &["id"])?;
         let id = args.string("id")?;
-        let snapshot = self.snapshot()?;
-        let vault = snapshot.borrow_owner();
-        let id = vault.resolve(id).map_err(vault_failure)?;
-        let (meta, content) = vault.get(&id).map_err(vault_failure)?;
-        let bytes = content.expose();
-        let text = std::str::from_utf8(bytes).map_err(|_| {
-            ToolFailure::invalid(format!(
-                "document `{id}` is not text (a PDF or office file, say): search finds its passages"
-            ))
-        })?;
-        let mut end = text.len().min(self.max_read);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        Ok(json!({
-            "id": id.to_hex(),
-            "title": meta.title,
-            "content": text.get(..end).unwrap_or_default(),
-            "truncated": end < text.len(),
-        }))
+        self.read_with(|vault, _| {
+            let id = vault.resolve(id).map_err(vault_failure)?;
+            let (meta, content) = vault.get(&id).map_err(vault_failure)?;
+            let bytes = content.expose();
+            let text = std::str::from_utf8(bytes).map_err(|_| {
+                ToolFailure::invalid(format!(
+                    "document `{id}` is not text (a PDF or office file, say): search finds its passages"
+                ))
+            })?;
+            let mut end = text.len().min(self.max_read);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            Ok(json!({
+                "id": id.to_hex(),
+                "title": meta.title,
+                "content": text.get(..end).unwrap_or_default(),
+                "truncated": end < text.len(),
+            }))
+        })
     }
 
     fn write(&self, agent: &str, args: Value) -> Result<Value, ToolFailure> {
@@ -508,9 +591,7 @@ impl VaultTool {
         }
         p3ak_sdk::args::check_agent(agent)?;
         let options = write_options(tags);
-        let report = self.exclusive(|| {
-            let vault = self.open(Access::Write, &actor(agent))?;
-            let mut memory = Memory::open(&vault).map_err(memory_failure)?;
+        let report = self.exclusive(agent, |_, memory| {
             // A source of its own, so a later write never replaces this one.
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -370,3 +370,59 @@ fn with_the_model_installed_writes_are_embedded_and_searches_rank_by_meaning() {
     assert_eq!(found["notes"], json!([]), "{found}");
     kernel.shutdown();
 }
+
+/// Writes keep the vault open for writing while they come, but let go of it soon after the
+/// last one: the operator's `p3ak vault ingest` (another writer) gets in, and what it stores
+/// is found by the plugin's next search.
+#[test]
+fn the_plugin_lets_go_of_the_writer_lock_soon_after_its_last_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = create(dir.path(), "memory.vault");
+    let operator_key = VaultKey::derive(
+        &path,
+        &Passphrase::new("correct horse battery staple".into()),
+    )
+    .unwrap();
+    let mut kernel = start(&path, Some(key));
+    for i in 0..5 {
+        kernel.ok(
+            "assistant",
+            "write",
+            json!({"title": format!("note {i}"), "content": format!("Buy {i} apples.")}),
+        );
+    }
+    // Right after a write the plugin holds the lock; it lets go within a second.
+    let vault = Vault::open_waiting(
+        &path,
+        Unlock::Key(&operator_key),
+        Access::Write,
+        std::time::Duration::from_secs(3),
+    )
+    .unwrap();
+    let mut memory = p3ak_memory::Memory::open(&vault).unwrap();
+    let report = memory
+        .ingest(
+            vec![p3ak_memory::IngestItem::Bytes {
+                name: "pears.md".to_owned(),
+                title: Some("Pears".to_owned()),
+                bytes: b"Buy pears at the market.\n".to_vec(),
+            }],
+            &p3ak_memory::IngestOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+    let pears = report.files[0].id.unwrap();
+    drop(memory);
+    drop(vault);
+    let found = kernel.ok("assistant", "search", json!({"query": "pears"}));
+    assert_eq!(found["hits"][0]["id"], pears.to_hex(), "{found}");
+    // And the plugin writes again after the operator's commit, on top of it.
+    kernel.ok(
+        "assistant",
+        "write",
+        json!({"title": "plums", "content": "Buy plums."}),
+    );
+    let listed = kernel.ok("assistant", "list", json!({}));
+    assert_eq!(listed["documents"].as_array().unwrap().len(), 7, "{listed}");
+    kernel.shutdown();
+}
