@@ -179,7 +179,9 @@ impl VaultTool {
     ) -> Result<T, ToolFailure> {
         let session = self.session.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(session) = session.as_ref() {
-            return session.open.with_dependent(|vault, memory| read(vault, memory));
+            return session
+                .open
+                .with_dependent(|vault, memory| read(vault, memory));
         }
         drop(session);
         self.snapshot()?
@@ -348,7 +350,7 @@ impl VaultTool {
         let limit = usize::try_from(limit).unwrap_or(50);
         let after = args.opt_string("after")?;
         self.read_with(|vault, _| {
-            let mut documents     = vault.list();
+            let mut documents = vault.list();
             documents.reverse();
             let start = match after {
                 None => 0,
@@ -360,7 +362,8 @@ impl VaultTool {
                         .map_or(documents.len(), |at| at + 1)
                 }
             };
-            let page: Vec<&p3ak_vault::DocInfo> = documents.iter().skip(start).take(limit).collect();
+            let page: Vec<&p3ak_vault::DocInfo> =
+                documents.iter().skip(start).take(limit).collect();
             let more = start.saturating_add(page.len()) < documents.len();
             let next = if more {
                 page.last().map(|d| d.id.to_hex())
