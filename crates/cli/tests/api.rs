@@ -14,7 +14,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use p3ak_testkit::api::{Answer, Call, Target, send, socket};
+use p3ak_testkit::api::{
+    Answer, Call, Target, conforms, free_port, openapi, send, socket, token, wait_for_socket,
+};
 use p3ak_testkit::kernel::sandbox_setting;
 use p3ak_testkit::{Home, Kernel};
 use serde_json::{Value, json};
@@ -39,72 +41,8 @@ fn kernel_with(extra: &str, plugins: &str) -> (Kernel, Target, Target) {
     kernel.up();
     let unix = socket(&kernel.home());
     let tcp = Target::Tcp(SocketAddr::from(([127, 0, 0, 1], port)));
-    wait_for(&unix, &kernel);
+    wait_for_socket(&unix, &kernel);
     (kernel, unix, tcp)
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-fn wait_for(target: &Target, kernel: &Kernel) {
-    let Target::Unix(path) = target else { return };
-    let started = std::time::Instant::now();
-    while !path.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the API did not come up:\n{}",
-            kernel.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `p3ak tokens create`: the token.
-fn token(kernel: &Kernel, scopes: &str, extra: &[&str]) -> String {
-    let mut args = vec![
-        "tokens", "create", "--name", "test", "--scope", scopes, "--json",
-    ];
-    args.extend_from_slice(extra);
-    let out: Value = serde_json::from_str(&kernel.ok(&args)).unwrap();
-    out["token"].as_str().unwrap().to_owned()
-}
-
-/// The OpenAPI document checked in.
-fn openapi() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Checks `answer` against the schema `docs/openapi.json` gives for `method path` and its
-/// status (`path` as in the document, with `{id}`).
-fn conforms(doc: &Value, method: &str, path: &str, answer: &Answer) {
-    let responses = &doc["paths"][path][method]["responses"];
-    let status = answer.status.to_string();
-    assert!(
-        responses.get(&status).is_some(),
-        "{method} {path}: status {status} is not documented ({})",
-        answer.text()
-    );
-    let schema = &responses[&status]["content"]["application/json"]["schema"];
-    if schema.is_null() {
-        return;
-    }
-    let mut root = schema.clone();
-    root.as_object_mut()
-        .unwrap()
-        .insert("components".to_owned(), doc["components"].clone());
-    let validator = jsonschema::validator_for(&root).unwrap();
-    let body = answer.json();
-    let errors: Vec<String> = validator
-        .iter_errors(&body)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{method} {path} {status}: the answer does not fit the document: {errors:?}\n{body}"
-    );
 }
 
 #[test]
@@ -615,7 +553,7 @@ fn a_chat_streams_its_reply_as_events_or_answers_once_as_json() {
     let mut kernel = Kernel::new(home);
     kernel.up();
     let unix = socket(&kernel.home());
-    wait_for(&unix, &kernel);
+    wait_for_socket(&unix, &kernel);
     let doc = openapi();
 
     let streamed = send(

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use p3ak_testkit::api::{Answer, Call, Target, events, send, socket};
+use p3ak_testkit::api::{
+    Answer, Call, Target, conforms, events, free_port, openapi, send, socket, token,
+    wait_for_socket,
+};
 use p3ak_testkit::home::p3ak_path;
 use p3ak_testkit::kernel::sandbox_setting;
 use p3ak_testkit::{Home, Kernel, need};
@@ -66,24 +69,6 @@ fn wait_for_port(addr: SocketAddr, kernel: &Kernel) {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-fn wait_for_socket(target: &Target, kernel: &Kernel) {
-    let Target::Unix(path) = target else { return };
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the API did not come up:\n{}",
-            kernel.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn addr(target: &Target) -> SocketAddr {
     match target {
         Target::Tcp(addr) => *addr,
@@ -91,55 +76,10 @@ fn addr(target: &Target) -> SocketAddr {
     }
 }
 
-/// `p3ak tokens create`: the token.
-fn token(kernel: &Kernel, scopes: &str, extra: &[&str]) -> String {
-    let mut args = vec![
-        "tokens", "create", "--name", "test", "--scope", scopes, "--json",
-    ];
-    args.extend_from_slice(extra);
-    let out: Value = serde_json::from_str(&kernel.ok(&args)).unwrap();
-    out["token"].as_str().unwrap().to_owned()
-}
-
 /// `p3ak tokens revoke` of the token `secret` (`p3ak_<id>_<secret>`).
 fn revoke(kernel: &Kernel, secret: &str) {
     let id = secret.split('_').nth(1).unwrap();
     kernel.ok(&["tokens", "revoke", id]);
-}
-
-/// The OpenAPI document checked in.
-fn openapi() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Checks `answer` against the schema `docs/openapi.json` gives for `method path`.
-fn conforms(doc: &Value, method: &str, path: &str, answer: &Answer) {
-    let responses = &doc["paths"][path][method]["responses"];
-    let status = answer.status.to_string();
-    assert!(
-        responses.get(&status).is_some(),
-        "{method} {path}: status {status} is not documented ({})",
-        answer.text()
-    );
-    let schema = &responses[&status]["content"]["application/json"]["schema"];
-    if schema.is_null() {
-        return;
-    }
-    let mut root = schema.clone();
-    root.as_object_mut()
-        .unwrap()
-        .insert("components".to_owned(), doc["components"].clone());
-    let validator = jsonschema::validator_for(&root).unwrap();
-    let body = answer.json();
-    let errors: Vec<String> = validator
-        .iter_errors(&body)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{method} {path} {status}: {errors:?}\n{body}"
-    );
 }
 
 /// Polls `f` every 200 ms until it is true, for at most `limit`.

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use p3ak_testkit::api::{Call, send, socket};
+use p3ak_testkit::api::{Call, send, socket, wait_for_socket};
 use p3ak_testkit::kernel::sandbox_setting;
 use p3ak_testkit::{Home, Kernel, need};
 use serde_json::{Value, json};
@@ -30,15 +30,7 @@ fn the_api_searches_by_meaning_once_the_model_is_installed() {
     let mut kernel = Kernel::new(home);
     kernel.up();
     let api = socket(&kernel.home());
-    let started = Instant::now();
-    while !matches!(&api, p3ak_testkit::api::Target::Unix(p) if p.exists()) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{}",
-            kernel.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_socket(&api, &kernel);
     let mut ids = Vec::new();
     for (title, content) in [
         (

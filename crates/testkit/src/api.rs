@@ -186,3 +186,69 @@ pub fn events(body: &str) -> Vec<(String, serde_json::Value)> {
     }
     out
 }
+
+/// A loopback port free a moment ago, for a kernel's `[api] listen`.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Waits until the API's socket exists (at most 30 s; the kernel's log in the failure).
+pub fn wait_for_socket(target: &Target, kernel: &crate::Kernel) {
+    let Target::Unix(path) = target else { return };
+    let started = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the API did not come up:\n{}",
+            kernel.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `p3ak tokens create --scope <scopes> <extra>…`: the token.
+pub fn token(kernel: &crate::Kernel, scopes: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "tokens", "create", "--name", "test", "--scope", scopes, "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out: serde_json::Value = serde_json::from_str(&kernel.ok(&args)).unwrap();
+    out["token"].as_str().unwrap().to_owned()
+}
+
+/// The OpenAPI document checked in (`docs/openapi.json`).
+pub fn openapi() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Checks `answer` against the schema `doc` gives for `method path` and its status (`path`
+/// as in the document, with `{id}`).
+pub fn conforms(doc: &serde_json::Value, method: &str, path: &str, answer: &Answer) {
+    let responses = &doc["paths"][path][method]["responses"];
+    let status = answer.status.to_string();
+    assert!(
+        responses.get(&status).is_some(),
+        "{method} {path}: status {status} is not documented ({})",
+        answer.text()
+    );
+    let schema = &responses[&status]["content"]["application/json"]["schema"];
+    if schema.is_null() {
+        return;
+    }
+    let mut root = schema.clone();
+    root.as_object_mut()
+        .unwrap()
+        .insert("components".to_owned(), doc["components"].clone());
+    let validator = jsonschema::validator_for(&root).unwrap();
+    let body = answer.json();
+    let errors: Vec<String> = validator
+        .iter_errors(&body)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: the answer does not fit the document: {errors:?}\n{body}"
+    );
+}

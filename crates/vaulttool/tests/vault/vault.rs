@@ -266,6 +266,31 @@ fn a_written_note_keeps_its_source_and_the_origin_the_kernel_stamped() {
     );
 }
 
+/// What `p3ak vault ingest` does beside the plugin: `text` stored as the file `name` by
+/// another writer, waiting up to 3 s for the writer lock; its id.
+fn operator_ingest(path: &Path, key: &VaultKey, name: &str, text: &str) -> p3ak_vault::DocId {
+    let vault = Vault::open_waiting(
+        path,
+        Unlock::Key(key),
+        Access::Write,
+        std::time::Duration::from_secs(3),
+    )
+    .unwrap();
+    let mut memory = p3ak_memory::Memory::open(&vault).unwrap();
+    let report = memory
+        .ingest(
+            vec![p3ak_memory::IngestItem::Bytes {
+                name: name.to_owned(),
+                title: None,
+                bytes: text.as_bytes().to_vec(),
+            }],
+            &p3ak_memory::IngestOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+    report.files[0].id.unwrap()
+}
+
 /// Reads share an open vault between calls: what another process commits meanwhile (the
 /// operator's `p3ak vault ingest`) must still be found by the next search, and a document it
 /// deletes must be gone from the next read.
@@ -282,22 +307,12 @@ fn what_another_process_commits_is_seen_by_the_next_call() {
     let before = kernel.ok("assistant", "search", json!({"query": "parsnip"}));
     assert_eq!(before["hits"], json!([]), "{before}");
 
-    let id = {
-        let vault = Vault::open(&path, Unlock::Key(&operator_key), Access::Write).unwrap();
-        let mut memory = p3ak_memory::Memory::open(&vault).unwrap();
-        let report = memory
-            .ingest(
-                vec![p3ak_memory::IngestItem::Bytes {
-                    name: "garden.md".to_owned(),
-                    title: Some("Garden".to_owned()),
-                    bytes: b"# Garden\n\nSow the parsnip seeds in April.\n".to_vec(),
-                }],
-                &p3ak_memory::IngestOptions::default(),
-                &mut |_| {},
-            )
-            .unwrap();
-        report.files[0].id.unwrap()
-    };
+    let id = operator_ingest(
+        &path,
+        &operator_key,
+        "garden.md",
+        "# Garden\n\nSow the parsnip seeds in April.\n",
+    );
     let after = kernel.ok("assistant", "search", json!({"query": "parsnip"}));
     assert_eq!(after["hits"][0]["id"], id.to_hex(), "{after}");
     let read = kernel.ok("assistant", "read", json!({"id": id.to_hex()}));
@@ -392,28 +407,7 @@ fn the_plugin_lets_go_of_the_writer_lock_soon_after_its_last_write() {
         );
     }
     // Right after a write the plugin holds the lock; it lets go within a second.
-    let vault = Vault::open_waiting(
-        &path,
-        Unlock::Key(&operator_key),
-        Access::Write,
-        std::time::Duration::from_secs(3),
-    )
-    .unwrap();
-    let mut memory = p3ak_memory::Memory::open(&vault).unwrap();
-    let report = memory
-        .ingest(
-            vec![p3ak_memory::IngestItem::Bytes {
-                name: "pears.md".to_owned(),
-                title: Some("Pears".to_owned()),
-                bytes: b"Buy pears at the market.\n".to_vec(),
-            }],
-            &p3ak_memory::IngestOptions::default(),
-            &mut |_| {},
-        )
-        .unwrap();
-    let pears = report.files[0].id.unwrap();
-    drop(memory);
-    drop(vault);
+    let pears = operator_ingest(&path, &operator_key, "pears.md", "Buy pears at the market.\n");
     let found = kernel.ok("assistant", "search", json!({"query": "pears"}));
     assert_eq!(found["hits"][0]["id"], pears.to_hex(), "{found}");
     // And the plugin writes again after the operator's commit, on top of it.
