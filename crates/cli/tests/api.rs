@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use p3ak_testkit::api::{
-    Answer, Call, Target, conforms, free_port, openapi, send, socket, token, wait_for_socket,
+    Call, Target, conforms, free_port, openapi, send, socket, token, wait_for_socket,
 };
 use p3ak_testkit::kernel::sandbox_setting;
 use p3ak_testkit::{Home, Kernel};

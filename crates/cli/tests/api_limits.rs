@@ -23,8 +23,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use p3ak_testkit::api::{
-    Answer, Call, Target, conforms, events, free_port, openapi, send, socket, token,
-    wait_for_socket,
+    Call, Target, conforms, events, free_port, openapi, send, socket, token, wait_for_socket,
 };
 use p3ak_testkit::home::p3ak_path;
 use p3ak_testkit::kernel::sandbox_setting;

@@ -407,7 +407,12 @@ fn the_plugin_lets_go_of_the_writer_lock_soon_after_its_last_write() {
         );
     }
     // Right after a write the plugin holds the lock; it lets go within a second.
-    let pears = operator_ingest(&path, &operator_key, "pears.md", "Buy pears at the market.\n");
+    let pears = operator_ingest(
+        &path,
+        &operator_key,
+        "pears.md",
+        "Buy pears at the market.\n",
+    );
     let found = kernel.ok("assistant", "search", json!({"query": "pears"}));
     assert_eq!(found["hits"][0]["id"], pears.to_hex(), "{found}");
     // And the plugin writes again after the operator's commit, on top of it.
