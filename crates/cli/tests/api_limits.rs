@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use p3ak_testkit::api::{
-    Call, Target, conforms, events, free_port, openapi, send, socket, token, wait_for_socket,
+    Call, Target, conforms, events, exchange, free_port, openapi, send, socket, token,
+    wait_for_socket,
 };
 use p3ak_testkit::home::p3ak_path;
 use p3ak_testkit::kernel::sandbox_setting;
@@ -195,20 +195,6 @@ fn rpc_in(text: &str) -> Option<Value> {
         .into_iter()
         .map(|(_, data)| data)
         .find(is_response)
-}
-
-async fn exchange<S>(
-    stream: S,
-    request: hyper::Request<Full<Bytes>>,
-) -> hyper::Response<hyper::body::Incoming>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    sender.send_request(request).await.unwrap()
 }
 
 /// An MCP session on `/mcp`.

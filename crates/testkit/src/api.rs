@@ -145,7 +145,9 @@ pub fn send(target: &Target, call: Call<'_>) -> Answer {
     })
 }
 
-async fn exchange<S>(
+/// Sends `request` over `stream` (one HTTP/1.1 connection) and returns the response head;
+/// the body is read by the caller, so a stream of events can be followed.
+pub async fn exchange<S>(
     stream: S,
     request: hyper::Request<Full<Bytes>>,
 ) -> hyper::Response<hyper::body::Incoming>
