@@ -22,6 +22,10 @@ struct RawAgent {
     tools: Vec<String>,
     #[serde(default = "default_memory")]
     memory: usize,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    members: Vec<String>,
 }
 
 fn default_memory() -> usize {
@@ -43,6 +47,11 @@ pub struct Agent {
     pub tools: Vec<Pattern>,
     /// Passages of memory to include per message.
     pub memory: usize,
+    /// One line on what it does: other agents see it when they route or delegate.
+    pub description: String,
+    /// For a board: the agents a board meeting asks (empty: every agent with a provider
+    /// but the board and the router).
+    pub members: Vec<String>,
 }
 
 impl Agent {
@@ -109,6 +118,15 @@ pub fn load_agent(path: &Path) -> Result<Agent, KernelError> {
     if raw.memory > 20 {
         return Err(error("memory must be at most 20 passages".to_owned()));
     }
+    let description = raw.description.trim().to_owned();
+    if description.len() > 300 || description.contains('\n') {
+        return Err(error(
+            "description must be one line of at most 300 bytes".to_owned(),
+        ));
+    }
+    if let Some(member) = raw.members.iter().find(|m| !valid_plugin_name(m)) {
+        return Err(error(format!("members: `{member}` is not an agent name")));
+    }
     Ok(Agent {
         name,
         prompt: raw.prompt.trim().to_owned(),
@@ -116,6 +134,8 @@ pub fn load_agent(path: &Path) -> Result<Agent, KernelError> {
         model: raw.model.filter(|m| !m.is_empty()),
         tools,
         memory: raw.memory,
+        description,
+        members: raw.members,
     })
 }
 

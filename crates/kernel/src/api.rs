@@ -139,6 +139,7 @@ impl Kernel {
             channel: API_CHANNEL,
             conversation: None,
             sender: Some(&caller.principal),
+            bound_by: &[],
         };
         let outcome = self.road.call(&road_caller, &call, &table, &events).await?;
         Ok(outcome.into())

@@ -215,6 +215,21 @@ impl Enforcer {
     /// Decides one proposal. The verdict is for the audit log, never for the model.
     #[must_use]
     pub fn decide(&self, proposal: Proposal, context: Context) -> (Decided, Verdict) {
+        self.decide_bounded(proposal, context, &[])
+    }
+
+    /// Decides a proposal of an agent working for others: the policy is asked for the
+    /// proposing agent and for each of `bound_by` (the agents that asked it, on the way down)
+    /// about the same call in the same context, and the strictest answer wins — a rejection
+    /// over an escalation, a higher level over a lower one, an escalation over an allow. An
+    /// asker's decision that wins is reported with the rule `delegation:<asker>` first.
+    #[must_use]
+    pub fn decide_bounded(
+        &self,
+        proposal: Proposal,
+        context: Context,
+        bound_by: &[String],
+    ) -> (Decided, Verdict) {
         let Some(target) = Target::of(&proposal) else {
             let verdict = Verdict {
                 decision: Decision::Reject,
@@ -225,14 +240,30 @@ impl Enforcer {
             };
             return (Decided::Rejected, verdict);
         };
-        let mut request = Request::new(proposal.agent.clone(), target.full())
-            .with_args(proposal.args.clone())
-            .with_credentials(proposal.credentials.iter().cloned())
-            .with_context(context);
-        if let Some(declared) = proposal.declared {
-            request = request.with_declared(declared);
+        let request_for = |agent: &str, context: Context| {
+            let mut request = Request::new(agent.to_owned(), target.full())
+                .with_args(proposal.args.clone())
+                .with_credentials(proposal.credentials.iter().cloned())
+                .with_context(context);
+            if let Some(declared) = proposal.declared {
+                request = request.with_declared(declared);
+            }
+            request
+        };
+        let mut verdict = self
+            .policy
+            .decide(&request_for(&proposal.agent, context.clone()));
+        for asker in bound_by {
+            if matches!(verdict.decision, Decision::Reject) {
+                break;
+            }
+            let theirs = self.policy.decide(&request_for(asker, context.clone()));
+            if strictness(&theirs.decision) > strictness(&verdict.decision) {
+                let mut rules = vec![format!("delegation:{asker}")];
+                rules.extend(theirs.rules.iter().cloned());
+                verdict = Verdict { rules, ..theirs };
+            }
         }
-        let verdict = self.policy.decide(&request);
         let decided = match &verdict.decision {
             Decision::Allow { tier } => {
                 Decided::Allowed(Authorized::new(proposal, target, *tier, None))
@@ -257,6 +288,15 @@ impl Enforcer {
             Decision::Reject => Decided::Rejected,
         };
         (decided, verdict)
+    }
+}
+
+/// How strict a decision is: allow < escalate (by level) < reject.
+fn strictness(decision: &Decision) -> u8 {
+    match decision {
+        Decision::Allow { .. } => 0,
+        Decision::Escalate { level, .. } => 1 + level.get(),
+        Decision::Reject => u8::MAX,
     }
 }
 

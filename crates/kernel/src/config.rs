@@ -55,7 +55,42 @@ pub struct Config {
     /// The REST API and MCP server.
     #[serde(default)]
     pub api: ApiSettings,
+    /// How agents hand work to each other.
+    #[serde(default)]
+    pub agents: AgentSettings,
 }
+
+/// `[agents]`: limits on agents handing work to each other (`agents.route`, `agents.ask`,
+/// board meetings).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// How long a chain of agents may grow: a route or an ask is refused when the new turn
+    /// would be deeper (the person's turn is depth 0).
+    pub max_depth: u32,
+    /// How many agents one turn may route to or ask (a board meeting asks each member once).
+    pub max_fanout: u32,
+    /// How long an asked agent may take before the asker hears it timed out.
+    #[serde(with = "humantime_serde_compat")]
+    pub ask_timeout: Duration,
+    /// How long each member of a board meeting may take.
+    #[serde(with = "humantime_serde_compat")]
+    pub board_timeout: Duration,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            max_depth: 3,
+            max_fanout: 8,
+            ask_timeout: Duration::from_secs(120),
+            board_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Plugin names the kernel keeps for the tools built into it.
+pub const KERNEL_TOOLS: &[&str] = &["agents"];
 
 /// Scopes an API token (or a Unix-socket peer) may hold.
 pub const API_SCOPES: &[&str] = &[
@@ -543,6 +578,11 @@ impl Config {
                     "plugin name `{name}`: use letters, digits, `_` and `-` (no `__`)"
                 )));
             }
+            if KERNEL_TOOLS.contains(&name.as_str()) {
+                return Err(error(format!(
+                    "plugin name `{name}` is the kernel's own tool: choose another name"
+                )));
+            }
             match plugin.launch() {
                 None => {
                     return Err(error(format!(
@@ -609,6 +649,20 @@ impl Config {
                      (letters, digits, `_` and `-`)"
                 )));
             }
+        }
+        let a = &config.agents;
+        if !(1..=8).contains(&a.max_depth) {
+            return Err(error("agents.max_depth must be between 1 and 8".to_owned()));
+        }
+        if !(1..=32).contains(&a.max_fanout) {
+            return Err(error(
+                "agents.max_fanout must be between 1 and 32".to_owned(),
+            ));
+        }
+        if a.ask_timeout.is_zero() || a.board_timeout.is_zero() {
+            return Err(error(
+                "agents.ask_timeout and agents.board_timeout must be more than zero".to_owned(),
+            ));
         }
         let k = &config.kernel;
         if k.max_frame < 1024 || k.max_frame > 64 << 20 {

@@ -118,6 +118,9 @@ pub enum KernelError {
     /// A message named an agent that has no file in `agents/`.
     #[error("no agent `{0}`")]
     UnknownAgent(String),
+    /// A board meeting that cannot be held as asked.
+    #[error("board meeting: {0}")]
+    Board(String),
     /// A conversation id the kernel will not store.
     #[error("conversation `{0}`: use letters, digits, `_`, `.`, `:` and `-` (at most 128)")]
     BadConversation(String),

@@ -256,6 +256,7 @@ impl Bench {
                     channel: "cli",
                     conversation: None,
                     sender: None,
+                    bound_by: &[],
                 },
                 &call,
                 &self.table,

@@ -406,29 +406,36 @@ impl Kernel {
             .with_ledger(ledger)
             .with_grants(Arc::clone(&grants))
             .with_metrics(Arc::clone(&metrics));
-        let kernel = Arc::new(Self {
-            home,
-            config,
-            agents,
-            connectors,
-            road,
-            broker,
-            audit,
-            host,
-            pending,
-            hitl,
-            vault,
-            memory_key: std::sync::RwLock::new(memory_key),
-            rekeyer,
-            usage: Mutex::new(crate::control::UsageTotals::default()),
-            policy,
-            reload: tokio::sync::Mutex::new(()),
-            grants,
-            tokens: api_tokens,
-            metrics,
-            operators,
-            warden,
-            stop,
+        let kernel = Arc::new_cyclic(|me| {
+            // The kernel's own tool runs turns of other agents: it holds the kernel weakly.
+            let road = match crate::harness::AgentsTool::new(me.clone(), &agents) {
+                Some(tool) => road.with_builtins(Arc::new(tool)),
+                None => road,
+            };
+            Self {
+                home,
+                config,
+                agents,
+                connectors,
+                road,
+                broker,
+                audit,
+                host,
+                pending,
+                hitl,
+                vault,
+                memory_key: std::sync::RwLock::new(memory_key),
+                rekeyer,
+                usage: Mutex::new(crate::control::UsageTotals::default()),
+                policy,
+                reload: tokio::sync::Mutex::new(()),
+                grants,
+                tokens: api_tokens,
+                metrics,
+                operators,
+                warden,
+                stop,
+            }
         });
         if let Some(requests) = connector_requests {
             tokio::spawn(Arc::clone(&kernel).serve_connectors(requests));
@@ -867,6 +874,14 @@ pub(crate) fn check_agent_refs(
                 home.agents().display()
             ),
         });
+    }
+    for agent in agents.values() {
+        if let Some(member) = agent.members.iter().find(|m| !agents.contains_key(*m)) {
+            return Err(KernelError::Config {
+                path: home.agents().join(format!("{}.toml", agent.name)),
+                message: format!("members: agent `{member}` has no file"),
+            });
+        }
     }
     Ok(())
 }

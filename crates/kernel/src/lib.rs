@@ -28,6 +28,7 @@ pub mod doctor;
 mod error;
 mod files;
 pub mod grants;
+pub mod harness;
 pub mod hitl;
 pub mod home;
 pub mod host;

@@ -72,6 +72,11 @@ impl ToolTable {
             .collect()
     }
 
+    /// Keeps only the actions `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&OfferedAction) -> bool) {
+        self.by_name.retain(|_, action| keep(action));
+    }
+
     /// Number of tools.
     #[must_use]
     pub fn len(&self) -> usize {

@@ -13,12 +13,13 @@ use crate::agent::Agent;
 use crate::audit::AuditEvent;
 use crate::control::ControlEvent;
 use crate::error::ProviderUnavailable;
+use crate::harness::{self, Chain, Scope, TurnOutput, TurnPlan};
 use crate::host::HostError;
 use crate::kernel::Kernel;
 use crate::metrics::TurnOutcome;
 use crate::proposal::{OfferedAction, ToolTable, policy_tier, tool_name};
 use crate::road::provenance::inbound_source;
-use crate::road::{Caller, Conversation};
+use crate::road::{Caller, Conversation, Outcome};
 use crate::scrub::StreamScrubber;
 use crate::session;
 
@@ -89,7 +90,15 @@ impl Kernel {
         // The turn's events pass through here on their way out, so that the policy's `notify:`
         // targets hear of each escalation whichever channel the turn came from.
         let (inner, mut passing) = mpsc::unbounded_channel();
-        let turn = tokio::time::timeout(limit, self.run_turn(agent, inbound, channel, &inner));
+        let scope = Scope::new(
+            Chain::top(),
+            &agent.name,
+            (inbound.clone(), channel),
+            inner.clone(),
+        );
+        drop(inner);
+        let plan = TurnPlan::answering(agent, inbound, channel);
+        let turn = tokio::time::timeout(limit, harness::within(scope, self.run_turn(plan)));
         tokio::pin!(turn);
         let outcome = loop {
             tokio::select! {
@@ -107,7 +116,7 @@ impl Kernel {
         };
         self.metrics.turn(channel, counted);
         match outcome {
-            Ok(result) => result,
+            Ok(result) => result.map(|output| output.reply),
             Err(_) => {
                 self.audit
                     .record(AuditEvent::TurnTimeout {
@@ -128,13 +137,25 @@ impl Kernel {
         let _ = events.send(event);
     }
 
-    async fn run_turn(
-        &self,
-        agent: &Agent,
-        inbound: &Inbound,
-        channel: &str,
-        events: &mpsc::UnboundedSender<ControlEvent>,
-    ) -> Result<String, KernelError> {
+    /// Runs a turn as `plan` says, inside its [`harness`] scope (whose events channel gets
+    /// the notices and streamed text).
+    pub(crate) async fn run_turn(&self, plan: TurnPlan<'_>) -> Result<TurnOutput, KernelError> {
+        let TurnPlan {
+            agent,
+            inbound,
+            channel,
+            stored,
+            inherited,
+            message_source,
+            narrowed,
+            preset,
+        } = plan;
+        let scope = harness::current();
+        let (events, bound_by) = match &scope {
+            Some(scope) => (scope.events.clone(), scope.chain.bound_by.clone()),
+            None => (mpsc::unbounded_channel().0, Vec::new()),
+        };
+        let events = &events;
         let scrubber = self.broker.scrubber();
         let Some(provider_name) = agent.provider.clone() else {
             return Err(ProviderUnavailable::Unset(agent.name.clone()).into());
@@ -152,20 +173,28 @@ impl Kernel {
             }
         };
 
-        let mut messages = {
+        let mut messages = if stored {
             let vault = std::sync::Arc::clone(&self.vault);
             let (a, c) = (agent.name.clone(), inbound.conversation.clone());
             tokio::task::spawn_blocking(move || session::load(&vault, &a, &c))
                 .await
                 .map_err(KernelError::task("loading the session"))??
+        } else {
+            Vec::new()
         };
-        let table = self.tool_table(agent);
+        let mut table = self.tool_table(agent);
+        if let Some(patterns) = &narrowed {
+            table.retain(|action| patterns.iter().any(|p| p.matches(&action.action)));
+        }
         // What the model is shown, labelled by source, for the policy's `from:` tests: built
-        // once here, then extended as the turn goes on.
-        let mut conversation = Conversation::from_history(&inbound.conversation, &messages, &table)
-            .answering(&inbound.sender);
+        // once here (or inherited from the agent that asked), then extended as the turn goes on.
+        let mut conversation = inherited.unwrap_or_else(|| {
+            Conversation::from_history(&inbound.conversation, &messages, &table)
+                .answering(&inbound.sender)
+        });
         let text = scrubber.scrub(&inbound.text);
-        conversation.said(inbound_source(inbound, channel), &text);
+        let source = message_source.unwrap_or_else(|| inbound_source(inbound, channel));
+        conversation.said(source, &text);
         messages.push(ChatMessage {
             role: Role::User,
             content: text,
@@ -193,6 +222,29 @@ impl Kernel {
         let mut stream = StreamScrubber::new(std::sync::Arc::clone(&scrubber));
         let mut reply = None;
         let mut turn_usage = Usage::default();
+        let mut preset_outcomes = Vec::new();
+        if !preset.is_empty() {
+            messages.push(ChatMessage {
+                role: Role::Assistant,
+                content: String::new(),
+                tool_calls: preset.clone(),
+                tool_call_id: None,
+            });
+            preset_outcomes = self
+                .run_calls(
+                    &preset,
+                    (agent, channel, &bound_by),
+                    &mut conversation,
+                    &table,
+                )
+                .await?
+                .into_iter()
+                .map(|(outcome, message)| {
+                    messages.push(message);
+                    outcome
+                })
+                .collect();
+        }
         for step in 0..self.config.kernel.max_steps {
             // Fetched per request: a key changed with `p3ak secret set` applies at once.
             let credential = match &credential_name {
@@ -315,25 +367,19 @@ impl Kernel {
                 // The next step's text streams after this one's: keep them apart.
                 send_chunk(events, stream.push("\n"));
             }
-            for call in calls {
-                let caller = Caller {
-                    agent: &agent.name,
-                    channel,
-                    conversation: Some(&conversation),
-                    sender: None,
-                };
-                let outcome = self
-                    .road
-                    .handle_call(&caller, &call, &table, events)
-                    .await?;
-                let content = scrubber.scrub(&outcome);
-                conversation.said(Source::Tool(table.action_of(&call.name)), &content);
-                messages.push(ChatMessage {
-                    role: Role::Tool,
-                    content,
-                    tool_calls: Vec::new(),
-                    tool_call_id: Some(call.id.clone()),
-                });
+            let answered = self
+                .run_calls(
+                    &calls,
+                    (agent, channel, &bound_by),
+                    &mut conversation,
+                    &table,
+                )
+                .await?;
+            messages.extend(answered.into_iter().map(|(_, message)| message));
+            // A message routed to another agent is answered by it: this turn ends.
+            if let Some(routed) = scope.as_ref().and_then(|s| s.routed_reply()) {
+                reply = Some(routed);
+                break;
             }
         }
         send_chunk(events, stream.finish());
@@ -358,7 +404,7 @@ impl Kernel {
                 )
             }
         };
-        {
+        if stored {
             let vault = std::sync::Arc::clone(&self.vault);
             let (a, c) = (agent.name.clone(), inbound.conversation.clone());
             tokio::task::spawn_blocking(move || session::store(&vault, &a, &c, &messages))
@@ -375,7 +421,57 @@ impl Kernel {
                 usage: turn_usage,
             })
             .await?;
-        Ok(reply)
+        Ok(TurnOutput {
+            reply,
+            usage: turn_usage,
+            preset: preset_outcomes,
+        })
+    }
+
+    /// One step's tool calls, each on the road, all at once (a model that asks three agents
+    /// in one step waits for the slowest, not the sum); their results in the calls' order, as
+    /// the model will read them and as `conversation` now labels them.
+    async fn run_calls(
+        &self,
+        calls: &[ToolCall],
+        (agent, channel, bound_by): (&Agent, &str, &[String]),
+        conversation: &mut Conversation,
+        table: &ToolTable,
+    ) -> Result<Vec<(Outcome, ChatMessage)>, KernelError> {
+        let scrubber = self.broker.scrubber();
+        let events = harness::current()
+            .map_or_else(|| mpsc::unbounded_channel().0, |scope| scope.events.clone());
+        let shown: &Conversation = conversation;
+        let outcomes = futures_util::future::join_all(calls.iter().map(|call| {
+            let events = &events;
+            async move {
+                let caller = Caller {
+                    agent: &agent.name,
+                    channel,
+                    conversation: Some(shown),
+                    sender: None,
+                    bound_by,
+                };
+                self.road.call(&caller, call, table, events).await
+            }
+        }))
+        .await;
+        let mut answered = Vec::with_capacity(calls.len());
+        for (call, outcome) in calls.iter().zip(outcomes) {
+            let outcome = outcome?;
+            let content = scrubber.scrub(&outcome.model_text());
+            conversation.said(Source::Tool(table.action_of(&call.name)), &content);
+            answered.push((
+                outcome,
+                ChatMessage {
+                    role: Role::Tool,
+                    content,
+                    tool_calls: Vec::new(),
+                    tool_call_id: Some(call.id.clone()),
+                },
+            ));
+        }
+        Ok(answered)
     }
 
     /// Puts one tool call on the road outside a turn — proposal, decision, execution, result
@@ -397,15 +493,16 @@ impl Kernel {
             channel,
             conversation: None,
             sender: None,
+            bound_by: &[],
         };
         self.road.handle_call(&caller, call, &table, &events).await
     }
 
-    async fn provider_failed(
+    async fn provider_failed<T>(
         &self,
         agent: &Agent,
         error: &(dyn std::fmt::Display + Sync),
-    ) -> Result<String, KernelError> {
+    ) -> Result<T, KernelError> {
         let message = self.broker.scrubber().scrub(&error.to_string());
         self.audit
             .record(AuditEvent::InferenceError {
@@ -421,10 +518,22 @@ impl Kernel {
     pub(crate) fn tool_table(&self, agent: &Agent) -> ToolTable {
         let policy = self.road.enforcer().policy();
         let mut offered = Vec::new();
-        for (plugin, connection) in self.host.running(PluginKind::Tool) {
-            for action in &connection.registration.actions {
+        let running = self.host.running(PluginKind::Tool);
+        let plugins = running
+            .iter()
+            .map(|(plugin, connection)| (plugin.as_str(), &connection.registration, false));
+        let builtins = self
+            .road
+            .builtins()
+            .map(|b| b.registrations())
+            .unwrap_or_default();
+        let kernel_tools = builtins
+            .iter()
+            .map(|(plugin, registration)| (*plugin, *registration, true));
+        for (plugin, registration, ours) in plugins.chain(kernel_tools) {
+            for action in &registration.actions {
                 let full = format!("{plugin}.{}", action.spec.name);
-                let origin = if self.host.is_first_party(&plugin) {
+                let origin = if ours || self.host.is_first_party(plugin) {
                     Origin::FirstParty
                 } else {
                     Origin::ThirdParty
@@ -437,7 +546,7 @@ impl Kernel {
                 offered.push(OfferedAction {
                     tool_name: tool_name(&full),
                     action: full,
-                    plugin: plugin.clone(),
+                    plugin: plugin.to_owned(),
                     plugin_action: action.spec.name.clone(),
                     description: action.spec.description.clone(),
                     parameters: action.spec.parameters.clone(),

@@ -109,6 +109,11 @@ audit_events! {
     InferenceError = "inference.error", Required { agent: String, error: String },
     /// A turn used all its steps.
     TurnLimit = "turn.limit", Required { agent: String, max_steps: u32 },
+    /// A board meeting ended: each member's part (status, tokens, time) and the synthesis's
+    /// cost. The members' and the board's own entries carry the meeting's turn.
+    BoardMeeting = "board.meeting", Required {
+        conversation: String, members: Vec<Value>, board_usage: Usage, wall_ms: u64,
+    },
     /// The reply to the person.
     Reply = "reply", Required {
         agent: String, conversation: String, text: String, provider: String,

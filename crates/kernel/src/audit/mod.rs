@@ -175,6 +175,10 @@ impl AuditLog {
 
     fn entry(&self, event: &AuditEvent) -> (String, serde_json::Value) {
         let mut payload = event.payload();
+        // An entry written inside a turn says which (and who handed it the work).
+        if let (Some(turn), Some(map)) = (crate::harness::audit_turn(), payload.as_object_mut()) {
+            map.insert("turn".to_owned(), turn);
+        }
         self.broker.scrubber().scrub_value(&mut payload);
         (event.kind().into_owned(), payload)
     }

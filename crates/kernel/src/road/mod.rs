@@ -24,7 +24,7 @@ use p3ak_policy::{AgentNotice, Context, SessionHistory, TimeOfDay};
 use p3ak_proto::{Invoke, Message, ToolCall};
 use tokio::sync::mpsc;
 
-pub use ports::{ApprovalDesk, AuditSink, Clock, PluginLink, Plugins, SystemClock};
+pub use ports::{ApprovalDesk, AuditSink, Builtins, Clock, PluginLink, Plugins, SystemClock};
 pub use provenance::Conversation;
 
 use crate::KernelError;
@@ -75,6 +75,9 @@ pub struct Caller<'a> {
     /// Who asked, as the channel authenticated them, when there is no conversation to say it
     /// (an API call: `uid:1000`, `token:ab12cd34`). A conversation's own sender wins.
     pub sender: Option<&'a str>,
+    /// The agents whose permissions bound this call besides the proposing agent's: those
+    /// that asked it, on the way down (see [`crate::harness`]). Empty for a turn nobody asked.
+    pub bound_by: &'a [String],
 }
 
 impl Caller<'_> {
@@ -148,6 +151,7 @@ pub struct Road {
     tool_timeout: Duration,
     grants: Arc<crate::grants::GrantBook>,
     metrics: Arc<Metrics>,
+    builtins: Option<Arc<dyn Builtins>>,
 }
 
 impl Road {
@@ -166,7 +170,28 @@ impl Road {
             tool_timeout: parts.tool_timeout,
             grants: Arc::new(crate::grants::GrantBook::in_memory()),
             metrics: Arc::new(Metrics::new()),
+            builtins: None,
         }
+    }
+
+    /// The road with the kernel's own tools.
+    #[must_use]
+    pub fn with_builtins(mut self, builtins: Arc<dyn Builtins>) -> Self {
+        self.builtins = Some(builtins);
+        self
+    }
+
+    /// The kernel's own tools, if any.
+    #[must_use]
+    pub fn builtins(&self) -> Option<&Arc<dyn Builtins>> {
+        self.builtins.as_ref()
+    }
+
+    /// Whether `plugin` is one of the kernel's own tools.
+    fn is_builtin(&self, plugin: &str) -> bool {
+        self.builtins
+            .as_ref()
+            .is_some_and(|b| b.registrations().iter().any(|(name, _)| *name == plugin))
     }
 
     /// The road counting into these metrics (the kernel's; a road of its own otherwise).
@@ -270,7 +295,9 @@ impl Road {
             .live_for(&proposal.agent, self.clock.unix_ms() / 1000);
         let action = proposal.action.clone();
         let deciding = Instant::now();
-        let (decided, verdict) = self.enforcer.decide(proposal, context);
+        let (decided, verdict) = self
+            .enforcer
+            .decide_bounded(proposal, context, caller.bound_by);
         self.metrics.observe_step(Step::Decide, deciding.elapsed());
         self.metrics.decision(plugin_of(&action), (&decided).into());
         let rules = verdict.rules.clone();
@@ -460,14 +487,20 @@ impl Road {
         let p = authorized.proposal();
         let target = authorized.target();
         let plugin = target.plugin.clone();
-        let Some(link) = self.plugins.link(&plugin) else {
+        let builtin = self.is_builtin(&plugin);
+        let link = if builtin {
+            None
+        } else {
+            self.plugins.link(&plugin)
+        };
+        if !builtin && link.is_none() {
             trail.push(AuditEvent::ExecutionUnavailable {
                 agent: p.agent.clone(),
                 action: p.action.clone(),
             });
             self.audit.append_all(trail).await?;
             return Ok(Outcome::Unavailable);
-        };
+        }
         let injected = match self.broker.inject(&target.full(), &p.args) {
             Ok(args) => args,
             Err(e) => {
@@ -511,15 +544,28 @@ impl Road {
         self.audit.append_all(trail).await?;
         self.metrics
             .observe_step(Step::Commit, committing.elapsed());
-        let invoke = Message::Invoke(Invoke {
-            agent: p.agent.clone(),
-            action: target.action.clone(),
-            args: injected.value().clone(),
-            deadline_ms: u64::try_from(self.tool_timeout.as_millis()).ok(),
-        });
-        drop(injected);
         let started = Instant::now();
-        let answer = link.request(invoke, self.tool_timeout, None).await;
+        let answer = match (&self.builtins, link) {
+            (Some(builtins), None) => {
+                let args = injected.value().clone();
+                drop(injected);
+                builtins
+                    .run(*caller, &target.plugin, &target.action, args)
+                    .await
+                    .map(|output| Message::Result(p3ak_proto::ToolResult { output }))
+            }
+            (_, Some(link)) => {
+                let invoke = Message::Invoke(Invoke {
+                    agent: p.agent.clone(),
+                    action: target.action.clone(),
+                    args: injected.value().clone(),
+                    deadline_ms: u64::try_from(self.tool_timeout.as_millis()).ok(),
+                });
+                drop(injected);
+                link.request(invoke, self.tool_timeout, None).await
+            }
+            (None, None) => Err(HostError::NotRunning(plugin.clone())),
+        };
         let took = started.elapsed();
         self.metrics.observe_step(Step::Tool, took);
         if target.full() == SEARCH_ACTION {

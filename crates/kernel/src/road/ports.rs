@@ -52,6 +52,22 @@ pub trait Plugins: Send + Sync {
     fn link(&self, name: &str) -> Option<Arc<dyn PluginLink>>;
 }
 
+/// Tools built into the kernel (its `agents` tool): offered and decided like a plugin's
+/// actions, run in-process once authorised.
+pub trait Builtins: Send + Sync {
+    /// The plugin names it answers for, with their actions.
+    fn registrations(&self) -> Vec<(&str, &crate::host::registration::Registration)>;
+
+    /// Runs an authorised call of `plugin.action` for `caller`.
+    fn run<'a>(
+        &'a self,
+        caller: crate::road::Caller<'a>,
+        plugin: &'a str,
+        action: &'a str,
+        args: serde_json::Value,
+    ) -> BoxFuture<'a, Result<serde_json::Value, HostError>>;
+}
+
 /// The approval daemon, as the road hands it escalations. Its answers arrive through the
 /// [`PendingQueue`](crate::pending::PendingQueue).
 pub trait ApprovalDesk: Send + Sync {
