@@ -33,6 +33,17 @@ pub enum ControlRequest {
         /// The text.
         text: String,
     },
+    /// A board meeting: the question to several agents at once, then the board's synthesis;
+    /// answered by approval notices, then the report.
+    Board {
+        /// The question.
+        question: String,
+        /// The members to ask (none: the board's own list).
+        #[serde(default)]
+        members: Vec<String>,
+        /// The conversation it belongs to.
+        conversation: String,
+    },
     /// Stage a rekey of the memory vault now, at the schedule's level; answered once it ran
     /// or was refused.
     Rekey,
@@ -240,6 +251,8 @@ pub enum ControlEvent {
     },
     /// An identity was paired (final).
     Paired(crate::connectors::Paired),
+    /// A board meeting's report.
+    Board(crate::harness::BoardReport),
     /// The request was done (final).
     Done {
         /// What was done.

@@ -645,6 +645,25 @@ impl Kernel {
                     },
                 }
             }
+            ControlRequest::Board {
+                question,
+                members,
+                conversation,
+            } => {
+                let meeting = crate::harness::Meeting {
+                    question,
+                    members,
+                    sender: &operator,
+                    channel: "console",
+                    conversation,
+                };
+                match self.board(meeting, events.clone()).await {
+                    Ok(report) => ControlEvent::Board(report),
+                    Err(e) => ControlEvent::Error {
+                        message: e.to_string(),
+                    },
+                }
+            }
             ControlRequest::SecretSet {
                 name,
                 value,

@@ -87,28 +87,14 @@ impl Kernel {
         events: &mpsc::UnboundedSender<ControlEvent>,
     ) -> Result<String, KernelError> {
         let limit = self.config.kernel.turn_timeout;
-        // The turn's events pass through here on their way out, so that the policy's `notify:`
-        // targets hear of each escalation whichever channel the turn came from.
-        let (inner, mut passing) = mpsc::unbounded_channel();
-        let scope = Scope::new(
-            Chain::top(),
-            &agent.name,
-            (inbound.clone(), channel),
-            inner.clone(),
-        );
-        drop(inner);
-        let plan = TurnPlan::answering(agent, inbound, channel);
-        let turn = tokio::time::timeout(limit, harness::within(scope, self.run_turn(plan)));
-        tokio::pin!(turn);
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut turn => break outcome,
-                Some(event) = passing.recv() => self.pass_on(event, events),
-            }
-        };
-        while let Ok(event) = passing.try_recv() {
-            self.pass_on(event, events);
-        }
+        let outcome = self
+            .relaying(events, |inner| {
+                let scope =
+                    Scope::new(Chain::top(), &agent.name, (inbound.clone(), channel), inner);
+                let plan = TurnPlan::answering(agent, inbound, channel);
+                tokio::time::timeout(limit, harness::within(scope, self.run_turn(plan)))
+            })
+            .await;
         let counted = match &outcome {
             Ok(Ok(_)) => TurnOutcome::Reply,
             Ok(Err(_)) => TurnOutcome::Error,
@@ -127,6 +113,29 @@ impl Kernel {
                 Err(KernelError::TurnTimeout(limit))
             }
         }
+    }
+
+    /// Runs `work` (made with the sender its turn's events go to) while passing those events
+    /// on to `events` — and each escalation to the policy's `notify:` targets, whichever
+    /// channel the turn came from.
+    pub(crate) async fn relaying<F: Future>(
+        &self,
+        events: &mpsc::UnboundedSender<ControlEvent>,
+        make: impl FnOnce(mpsc::UnboundedSender<ControlEvent>) -> F,
+    ) -> F::Output {
+        let (inner, mut passing) = mpsc::unbounded_channel();
+        let work = make(inner);
+        tokio::pin!(work);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                Some(event) = passing.recv() => self.pass_on(event, events),
+            }
+        };
+        while let Ok(event) = passing.try_recv() {
+            self.pass_on(event, events);
+        }
+        outcome
     }
 
     /// Sends a turn's event on, and an escalation to the policy's `notify:` push targets.

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod audit;
+mod board;
 mod connectors;
 mod demo;
 mod doctor;
@@ -35,6 +36,8 @@ pub enum Command {
     Doctor,
     /// Talk to an agent of the running kernel.
     Chat(kernel::ChatArgs),
+    /// Ask several agents one question at once; the board agent synthesises their answers.
+    Board(board::Args),
     /// Actions waiting for your approval.
     Pending,
     /// Approve a pending action (`--pin` or `--totp` for level 3; levels 4 and 5 in the console).
@@ -87,6 +90,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Status => kernel::status(out),
         Command::Doctor => doctor::run(out),
         Command::Chat(args) => kernel::chat(&args, out),
+        Command::Board(args) => board::run(args, out),
         Command::Pending => hitl::pending(out),
         Command::Approve(args) => hitl::approve(&args, out),
         Command::Deny(arg) => hitl::deny(&arg.id, out),

@@ -21,6 +21,8 @@ pub(super) enum Command {
     Agent(Option<String>),
     New,
     Stop,
+    /// A board meeting on the question that follows.
+    Board(String),
     Unknown(String),
 }
 
@@ -38,6 +40,7 @@ impl Command {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return None;
         }
+        let after_word = rest.get(word.len()..).unwrap_or_default().trim();
         let argument = words.next().map(str::to_owned);
         Some(match name.as_str() {
             "help" | "start" => Self::Help,
@@ -47,6 +50,7 @@ impl Command {
             "agent" => Self::Agent(argument),
             "new" | "reset" => Self::New,
             "stop" | "cancel" => Self::Stop,
+            "board" => Self::Board(after_word.to_owned()),
             _ => Self::Unknown(name),
         })
     }
@@ -60,6 +64,7 @@ impl Command {
             Self::Agent(_) => "agent".to_owned(),
             Self::New => "new".to_owned(),
             Self::Stop => "stop".to_owned(),
+            Self::Board(_) => "board".to_owned(),
             Self::Unknown(name) => name.clone(),
         }
     }
@@ -72,6 +77,7 @@ const HELP: &str = "Commands:\n\
 /agent NAME — talk to another agent in this chat\n\
 /new — start a fresh conversation\n\
 /stop — stop the reply being written\n\
+/board QUESTION — ask the board: several agents at once, then a synthesis\n\
 /help — this list\n\
 Anything else goes to the agent. Approvals come as their own messages with buttons.";
 
@@ -180,6 +186,34 @@ impl Kernel {
                     "Nothing is running.".to_owned()
                 }
             }
+            Command::Board(question) if question.is_empty() => {
+                "Ask the board a question: /board QUESTION".to_owned()
+            }
+            Command::Board(question) => {
+                // A meeting takes a while: its report comes as its own message.
+                let kernel = Arc::clone(self);
+                let connection = Arc::clone(connection);
+                let (sender, conversation) = (inbound.sender.clone(), inbound.conversation.clone());
+                tokio::spawn(async move {
+                    let meeting = crate::harness::Meeting {
+                        question: &question,
+                        members: &[],
+                        sender: &sender,
+                        channel: connection.name(),
+                        conversation: &conversation,
+                    };
+                    let (events, mut notices) = tokio::sync::mpsc::unbounded_channel();
+                    // Approvals reach their approvers through the daemon; the meeting's
+                    // streamed text is not posted piecemeal.
+                    tokio::spawn(async move { while notices.recv().await.is_some() {} });
+                    let text = match kernel.board(meeting, events).await {
+                        Ok(report) => report.text(),
+                        Err(e) => format!("The board could not meet: {e}"),
+                    };
+                    reply::post(&connection, &conversation, &text).await;
+                });
+                "The board is meeting; its answer follows.".to_owned()
+            }
             Command::Unknown(name) => format!("Unknown command /{name}. /help lists them."),
         };
         reply::post(connection, &inbound.conversation, &text).await;
@@ -237,5 +271,13 @@ mod tests {
             );
         }
         assert_eq!(Command::parse("please /stop"), None);
+        assert_eq!(
+            Command::parse("/board@MyBot  should we  move? "),
+            Some(Command::Board("should we  move?".to_owned()))
+        );
+        assert_eq!(
+            Command::parse("/board"),
+            Some(Command::Board(String::new()))
+        );
     }
 }

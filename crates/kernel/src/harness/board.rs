@@ -135,6 +135,9 @@ impl Kernel {
         let Some(board) = self.agents.get(BOARD).cloned() else {
             return Err(KernelError::UnknownAgent(BOARD.to_owned()));
         };
+        if meeting.question.trim().is_empty() {
+            return Err(KernelError::Board("the question is empty".to_owned()));
+        }
         let members = self.members_of(&board, meeting.members)?;
         let ask = format!("{AGENTS}.ask");
         if !board.offers(&ask) {
@@ -163,16 +166,21 @@ impl Kernel {
                 }),
             })
             .collect();
-        let scope = Scope::meeting(
-            Chain::top(),
-            &board.name,
-            (inbound.clone(), meeting.channel),
-            events,
-        );
-        let mut plan = TurnPlan::answering(&board, &inbound, meeting.channel);
-        plan.preset = preset;
         let limit = self.config.kernel.turn_timeout;
-        let output = match tokio::time::timeout(limit, within(scope, self.run_turn(plan))).await {
+        let held = self
+            .relaying(&events, |inner| {
+                let scope = Scope::meeting(
+                    Chain::top(),
+                    &board.name,
+                    (inbound.clone(), meeting.channel),
+                    inner,
+                );
+                let mut plan = TurnPlan::answering(&board, &inbound, meeting.channel);
+                plan.preset = preset;
+                tokio::time::timeout(limit, within(scope, self.run_turn(plan)))
+            })
+            .await;
+        let output = match held {
             Ok(output) => output?,
             Err(_) => {
                 self.audit

@@ -44,6 +44,15 @@ tokio::task_local! {
     static SCOPE: Arc<Scope>;
 }
 
+/// The agents `p3ak init` writes besides `assistant`, `signal` and `scout`: the seed's team.
+pub const ROSTER: &[(&str, &str)] = &[
+    ("amber", include_str!("roster/amber.toml")),
+    ("ledger", include_str!("roster/ledger.toml")),
+    ("counselor", include_str!("roster/counselor.toml")),
+    ("architect", include_str!("roster/architect.toml")),
+    ("board", include_str!("roster/board.toml")),
+];
+
 /// What an asked agent that timed out is reported as (`<agent> did not answer within 1m`).
 pub(crate) const DID_NOT_ANSWER: &str = "did not answer within";
 

@@ -1,0 +1,521 @@
+//! End-to-end tests of the Harness: agents that route to and ask each other, and board
+//! meetings — through a real kernel, real plugin processes and one scripted provider per
+//! agent (each its own process, so agents answer at the same time as they would on separate
+//! models). Each test has its own home and kernel.
+
+#![cfg(test)]
+
+use p3ak_testkit::kernel::sandbox_setting;
+use p3ak_testkit::{Home, Kernel};
+use serde_json::{Value, json};
+
+const PASS: &str = "harness test passphrase";
+
+/// One agent of a test team: its name, its tools, and its scripted model's replies.
+struct Member {
+    name: &'static str,
+    tools: &'static str,
+    script: Vec<Value>,
+}
+
+fn member(name: &'static str, tools: &'static str, script: Vec<Value>) -> Member {
+    Member {
+        name,
+        tools,
+        script,
+    }
+}
+
+/// A home whose agents are exactly `team` (`amber` answers by default), each on its own
+/// scripted provider `model-<name>` recording its requests in `requests-<name>.jsonl`;
+/// `agents` is the `[agents]` table.
+fn team(policy: &str, team: Vec<Member>, agents: &str) -> Kernel {
+    let home = Home::init(PASS);
+    let dir = home.home();
+    std::fs::write(dir.join("policy.yaml"), policy).unwrap();
+    for entry in std::fs::read_dir(dir.join("agents")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let mut plugins = String::new();
+    for m in &team {
+        let members = if m.name == "board" {
+            "members = [\"ledger\", \"scout\"]\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            dir.join(format!("agents/{}.toml", m.name)),
+            format!(
+                "description = \"the {name} agent\"\nprompt = \"you are {name}\"\n\
+                 provider = \"model-{name}\"\ntools = {tools}\nmemory = 0\n{members}",
+                name = m.name,
+                tools = m.tools
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("script-{}.json", m.name)),
+            serde_json::to_vec(&json!({"responses": m.script})).unwrap(),
+        )
+        .unwrap();
+        plugins.push_str(&format!(
+            "[plugins.model-{name}]\nbuiltin = \"scripted\"\n\
+             config = {{ script = \"script-{name}.json\", record = \"requests-{name}.jsonl\" }}\n\n",
+            name = m.name
+        ));
+    }
+    let config = format!(
+        "[kernel]\ndefault_agent = \"amber\"\n{}ping_interval = \"1s\"\nping_timeout = \"2s\"\n\
+         tool_timeout = \"5s\"\n\n[hitl]\nconsole = \"127.0.0.1:0\"\n\n[agents]\n{agents}\n\n\
+         [plugins.files]\nbuiltin = \"files\"\n\n{plugins}",
+        sandbox_setting()
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    Kernel::new(home)
+}
+
+fn call(name: &str, arguments: Value) -> Value {
+    json!({"content": "", "tool_calls": [{"name": name, "arguments": arguments}]})
+}
+
+fn say(text: &str) -> Value {
+    json!({ "content": text })
+}
+
+/// The requests agent `name`'s model received, in order.
+fn requests(k: &Kernel, name: &str) -> Vec<Value> {
+    std::fs::read_to_string(k.home().join(format!("requests-{name}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The tool results in a recorded request.
+fn tool_results(request: &Value) -> Vec<String> {
+    request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The audit entries of `kind` whose payload's `agent` is `agent`.
+fn entries<'a>(audit: &'a [Value], kind: &str, agent: &str) -> Vec<&'a Value> {
+    audit
+        .iter()
+        .filter(|e| e["kind"] == kind && e["payload"]["agent"] == agent)
+        .collect()
+}
+
+const TEAM_POLICY: &str = "version: 1
+read:
+  files.list: { level: 0 }
+team:
+  agents.route:
+    level: 0
+    rules:
+      - id: never-to-architect
+        when: { args.agent: { in: [architect] } }
+        reject: true
+  agents.ask:
+    level: 0
+    rules:
+      - id: nobody-asks-architect
+        when: { args.agent: { in: [architect] } }
+        reject: true
+agents:
+  amber: { actions: [agents.route, agents.ask] }
+  ledger: { actions: [files.list, agents.ask] }
+  architect: { actions: [files.list] }
+  scout: { actions: [files.list] }
+  counselor: { actions: [files.list] }
+  signal: { actions: [files.list] }
+  board: { actions: [agents.ask] }
+";
+
+#[test]
+fn amber_routes_the_owners_message_unchanged_to_ledger_which_answers_with_its_own_permissions() {
+    let mut k = team(
+        TEAM_POLICY,
+        vec![
+            member(
+                "amber",
+                r#"["agents.*"]"#,
+                vec![call("agents__route", json!({"agent": "ledger"}))],
+            ),
+            member(
+                "ledger",
+                r#"["files.*"]"#,
+                vec![
+                    call("files__list", json!({})),
+                    say("You paid 120 EUR for electricity in March."),
+                ],
+            ),
+        ],
+        "",
+    );
+    std::fs::create_dir_all(k.home().join("workspaces/ledger")).unwrap();
+    std::fs::write(k.home().join("workspaces/ledger/march.csv"), "120").unwrap();
+    k.up();
+    let question = "what did I pay for electricity in March?";
+    let reply = k.ok(&["chat", "-m", question]);
+    assert!(reply.contains("120 EUR"), "{reply}");
+
+    // amber's model was asked once: the routed agent's reply ends the turn.
+    assert_eq!(requests(&k, "amber").len(), 1);
+    // ledger got the owner's message as it was written, and ran a call amber may not make
+    // (a route adds no one's permissions to ledger's).
+    let ledger = requests(&k, "ledger");
+    let first = &ledger[0]["messages"];
+    assert_eq!(
+        first.as_array().unwrap().last().unwrap()["content"],
+        question
+    );
+    assert!(
+        tool_results(&ledger[1])[0].contains("march.csv"),
+        "{ledger:?}"
+    );
+
+    let audit = k.audit();
+    let route = entries(&audit, "execution", "amber");
+    assert_eq!(route[0]["payload"]["action"], "agents.route");
+    let top = route[0]["payload"]["turn"].clone();
+    assert_eq!(top["depth"], 0, "{top}");
+    // Every entry of ledger's turn names its parent turn, the chain and how it got the work.
+    let ledger_entries: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["payload"]["agent"] == "ledger")
+        .collect();
+    assert!(ledger_entries.len() >= 6, "{ledger_entries:?}");
+    for entry in &ledger_entries {
+        let turn = &entry["payload"]["turn"];
+        assert_eq!(turn["parent"], top["id"], "{entry}");
+        assert_eq!(turn["depth"], 1, "{entry}");
+        assert_eq!(turn["chain"], json!(["amber"]), "{entry}");
+        assert_eq!(turn["kind"], "route", "{entry}");
+    }
+    let listed = entries(&audit, "decision", "ledger");
+    assert_eq!(listed[0]["payload"]["verdict"]["decision"], "allow");
+    k.stop();
+}
+
+#[test]
+fn a_route_or_ask_the_policy_forbids_is_refused_and_the_other_agent_never_runs() {
+    let mut k = team(
+        TEAM_POLICY,
+        vec![
+            member(
+                "amber",
+                r#"["agents.*"]"#,
+                vec![
+                    call("agents__route", json!({"agent": "architect"})),
+                    call(
+                        "agents__ask",
+                        json!({"agent": "architect", "task": "list your files"}),
+                    ),
+                    say("I cannot hand this on."),
+                ],
+            ),
+            member("architect", r#"["files.*"]"#, vec![say("never")]),
+        ],
+        "",
+    );
+    k.up();
+    let reply = k.ok(&["chat", "-m", "design me a shed"]);
+    assert!(reply.contains("cannot hand this on"), "{reply}");
+    let amber = requests(&k, "amber");
+    assert_eq!(tool_results(&amber[1]), vec!["action not permitted"]);
+    assert_eq!(
+        tool_results(&amber[2]),
+        vec!["action not permitted", "action not permitted"]
+    );
+    assert!(requests(&k, "architect").is_empty());
+    let audit = k.audit();
+    let rules: Vec<Value> = entries(&audit, "decision", "amber")
+        .iter()
+        .map(|d| d["payload"]["verdict"]["rules"][0].clone())
+        .collect();
+    assert_eq!(
+        rules,
+        vec![json!("never-to-architect"), json!("nobody-asks-architect")]
+    );
+    k.stop();
+}
+
+#[test]
+fn invariant_i1_a_delegate_is_denied_what_its_asker_lacks_though_it_alone_may_do_it() {
+    let mut k = team(
+        TEAM_POLICY,
+        vec![
+            member(
+                "amber",
+                r#"["agents.*"]"#,
+                vec![
+                    call(
+                        "agents__ask",
+                        json!({"agent": "ledger", "task": "list the files in your workspace"}),
+                    ),
+                    say("ledger could not list them"),
+                ],
+            ),
+            member(
+                "ledger",
+                r#"["files.*", "agents.*"]"#,
+                vec![
+                    // Asked by amber: amber may not list files, so neither may ledger now.
+                    call("files__list", json!({})),
+                    // Nor may it ask scout to do it for it (scout alone may list files).
+                    call(
+                        "agents__ask",
+                        json!({"agent": "scout", "task": "list files please"}),
+                    ),
+                    say("not permitted"),
+                    // Asked directly, ledger lists them.
+                    call("files__list", json!({})),
+                    say("listed"),
+                ],
+            ),
+            member(
+                "scout",
+                r#"["files.*"]"#,
+                vec![call("files__list", json!({})), say("scout could not")],
+            ),
+        ],
+        "",
+    );
+    std::fs::create_dir_all(k.home().join("workspaces/ledger")).unwrap();
+    std::fs::write(k.home().join("workspaces/ledger/budget.txt"), "x").unwrap();
+    k.up();
+    let reply = k.ok(&["chat", "-m", "what is in ledger's workspace?"]);
+    assert!(reply.contains("could not list"), "{reply}");
+    let ledger = requests(&k, "ledger");
+    assert_eq!(tool_results(&ledger[1]), vec!["action not permitted"]);
+    // The task reached ledger as amber's text; scout's answer came back to ledger.
+    let scout_answer = &tool_results(&ledger[2])[1];
+    assert!(scout_answer.contains("scout could not"), "{scout_answer}");
+    let scout = requests(&k, "scout");
+    assert_eq!(tool_results(&scout[1]), vec!["action not permitted"]);
+
+    let audit = k.audit();
+    let denied = entries(&audit, "decision", "ledger");
+    assert_eq!(denied[0]["payload"]["action"], "files.list");
+    assert_eq!(
+        denied[0]["payload"]["verdict"]["rules"],
+        json!(["delegation:amber", "agents"]),
+        "{}",
+        denied[0]
+    );
+    let scout_denied = entries(&audit, "decision", "scout");
+    assert_eq!(
+        scout_denied[0]["payload"]["verdict"]["rules"],
+        json!(["delegation:amber", "agents"])
+    );
+    assert_eq!(scout_denied[0]["payload"]["turn"]["depth"], 2);
+    assert_eq!(
+        scout_denied[0]["payload"]["turn"]["chain"],
+        json!(["amber", "ledger"])
+    );
+    assert!(
+        !audit
+            .iter()
+            .any(|e| e["kind"] == "execution" && e["payload"]["action"] == "files.list"),
+        "a delegate listed files"
+    );
+
+    // The same call, ledger's own turn: allowed, and it runs.
+    let reply = k.ok(&["chat", "--agent", "ledger", "-m", "list your files"]);
+    assert!(reply.contains("listed"), "{reply}");
+    let ledger = requests(&k, "ledger");
+    assert!(
+        tool_results(&ledger[4])[0].contains("budget.txt"),
+        "{ledger:?}"
+    );
+    k.stop();
+}
+
+#[test]
+fn hand_overs_stop_at_the_depth_and_fan_out_limits_and_never_loop() {
+    let mut k = team(
+        TEAM_POLICY,
+        vec![
+            member(
+                "amber",
+                r#"["agents.*"]"#,
+                vec![
+                    call("agents__ask", json!({"agent": "ledger", "task": "a"})),
+                    call("agents__ask", json!({"agent": "scout", "task": "b"})),
+                    say("done"),
+                ],
+            ),
+            member(
+                "ledger",
+                r#"["agents.*"]"#,
+                vec![
+                    call(
+                        "agents__ask",
+                        json!({"agent": "amber", "task": "loop back"}),
+                    ),
+                    call("agents__ask", json!({"agent": "scout", "task": "deeper"})),
+                    say("ledger done"),
+                ],
+            ),
+            member("scout", r#"["files.*"]"#, vec![say("scout done")]),
+        ],
+        "max_depth = 1\nmax_fanout = 1",
+    );
+    k.up();
+    let reply = k.ok(&["chat", "-m", "go"]);
+    assert!(reply.contains("done"), "{reply}");
+    let amber = requests(&k, "amber");
+    let results = tool_results(&amber[2]);
+    assert!(results[0].contains("ledger done"), "{results:?}");
+    assert!(results[1].contains("at most 1 agents"), "{results:?}");
+    let ledger = requests(&k, "ledger");
+    assert!(
+        tool_results(&ledger[1])[0].contains("already working on this request"),
+        "{ledger:?}"
+    );
+    assert!(
+        tool_results(&ledger[2])[1].contains("at most 1 levels"),
+        "{ledger:?}"
+    );
+    assert!(requests(&k, "scout").is_empty());
+    k.stop();
+}
+
+#[test]
+fn a_board_meeting_asks_its_members_at_once_and_the_synthesis_names_each_and_who_timed_out() {
+    let slow = |answer: &str, ms: u64| json!({"content": answer, "delay_ms": ms});
+    let mut k = team(
+        TEAM_POLICY,
+        vec![
+            member("amber", r#"["agents.*"]"#, vec![]),
+            member(
+                "board",
+                r#"["agents.ask"]"#,
+                vec![say(
+                    "Recommendation: wait. ledger: costs too high. scout: market is thin. \
+                     counselor: go. signal did not answer.",
+                )],
+            ),
+            member("ledger", "[]", vec![slow("costs too high", 2000)]),
+            member("scout", "[]", vec![slow("market is thin", 2000)]),
+            member("counselor", "[]", vec![slow("go", 2000)]),
+            member("architect", "[]", vec![slow("doable in a month", 2000)]),
+            member("signal", "[]", vec![slow("too late", 9000)]),
+        ],
+        "board_timeout = \"5s\"",
+    );
+    // architect may not be asked (the policy): a member the board is refused.
+    k.up();
+    let out = k.ok(&[
+        "--json",
+        "board",
+        "should we open a second shop?",
+        "--member",
+        "ledger",
+        "--member",
+        "scout",
+        "--member",
+        "counselor",
+        "--member",
+        "architect",
+        "--member",
+        "signal",
+    ]);
+    let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let status: Vec<(String, String)> = report["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["agent"].as_str().unwrap().to_owned(),
+                m["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let pair = |a: &str, s: &str| (a.to_owned(), s.to_owned());
+    assert_eq!(
+        status,
+        vec![
+            pair("ledger", "answered"),
+            pair("scout", "answered"),
+            pair("counselor", "answered"),
+            pair("architect", "not_permitted"),
+            pair("signal", "timed_out"),
+        ],
+        "{report}"
+    );
+    assert_eq!(report["members"][0]["answer"], "costs too high");
+    assert!(
+        report["members"][0]["usage"]["output_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        report["synthesis"]
+            .as_str()
+            .unwrap()
+            .contains("Recommendation")
+    );
+
+    // The board's model read every member's answer, and who failed, as its calls' results.
+    let board = requests(&k, "board");
+    let results = tool_results(&board[0]).join("\n");
+    for part in [
+        "costs too high",
+        "market is thin",
+        "\"go\"",
+        "action not permitted",
+    ] {
+        assert!(results.contains(part), "{part} not in {results}");
+    }
+    assert!(
+        results.contains("signal` did not answer within 5s"),
+        "{results}"
+    );
+
+    // At once: every answering member's model was asked before any of them answered —
+    // sequentially, each 2-second answer would come before the next question.
+    let audit = k.audit();
+    let seq = |kind: &str, agent: &str| -> u64 {
+        entries(&audit, kind, agent)[0]["seq"].as_u64().unwrap()
+    };
+    let asked = ["ledger", "scout", "counselor", "signal"].map(|a| seq("inference.request", a));
+    let answered = ["ledger", "scout", "counselor"].map(|a| seq("inference.response", a));
+    assert!(
+        asked.iter().max() < answered.iter().min(),
+        "asked {asked:?}, answered {answered:?}"
+    );
+    // Sequentially, three 2-second answers and a 5-second timeout take 11 s at least.
+    assert!(report["wall_ms"].as_u64().unwrap() < 11_000, "{report}");
+    let meeting = audit.iter().find(|e| e["kind"] == "board.meeting").unwrap();
+    assert_eq!(meeting["payload"]["members"][4]["status"], "timed_out");
+    // Each member's entries carry the meeting's turn as parent, kind `board`.
+    let ledger_reply = &entries(&audit, "reply", "ledger")[0]["payload"]["turn"];
+    assert_eq!(ledger_reply["kind"], "board");
+    assert_eq!(ledger_reply["chain"], json!(["board"]));
+    k.stop();
+}
+
+#[test]
+fn a_board_meeting_with_no_board_agent_or_bad_members_is_a_one_line_error() {
+    let mut k = team(
+        TEAM_POLICY,
+        vec![member("amber", r#"["agents.*"]"#, vec![])],
+        "",
+    );
+    k.up();
+    let out = k.run(&["board", "why?"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no agent `board`"),
+        "{out:?}"
+    );
+    k.stop();
+}
