@@ -408,10 +408,7 @@ impl Kernel {
             .with_metrics(Arc::clone(&metrics));
         let kernel = Arc::new_cyclic(|me| {
             // The kernel's own tool runs turns of other agents: it holds the kernel weakly.
-            let road = match crate::harness::AgentsTool::new(me.clone(), &agents) {
-                Some(tool) => road.with_builtins(Arc::new(tool)),
-                None => road,
-            };
+            let road = road.with_builtins(Arc::new(crate::harness::KernelTools::new(me, &agents)));
             Self {
                 home,
                 config,

@@ -291,6 +291,48 @@ struct AskArgs {
     timeout_secs: Option<u64>,
 }
 
+/// The kernel's own tools, each answering for its plugin name (`agents`, ...).
+pub(crate) struct KernelTools {
+    tools: Vec<Box<dyn crate::road::Builtins>>,
+}
+
+impl KernelTools {
+    /// The kernel's tools, holding the kernel weakly (they run its turns and read its vault).
+    pub(crate) fn new(
+        kernel: &Weak<Kernel>,
+        agents: &std::collections::BTreeMap<String, Agent>,
+    ) -> Self {
+        let mut tools: Vec<Box<dyn crate::road::Builtins>> = Vec::new();
+        if let Some(tool) = AgentsTool::new(kernel.clone(), agents) {
+            tools.push(Box::new(tool));
+        }
+        Self { tools }
+    }
+}
+
+impl crate::road::Builtins for KernelTools {
+    fn registrations(&self) -> Vec<(&str, &Registration)> {
+        self.tools.iter().flat_map(|t| t.registrations()).collect()
+    }
+
+    fn run<'a>(
+        &'a self,
+        caller: Caller<'a>,
+        plugin: &'a str,
+        action: &'a str,
+        args: serde_json::Value,
+    ) -> BoxFuture<'a, Result<serde_json::Value, HostError>> {
+        match self
+            .tools
+            .iter()
+            .find(|t| t.registrations().iter().any(|(name, _)| *name == plugin))
+        {
+            Some(tool) => tool.run(caller, plugin, action, args),
+            None => Box::pin(async move { Err(HostError::NotRunning(plugin.to_owned())) }),
+        }
+    }
+}
+
 /// The kernel's own tool, `agents`.
 pub(crate) struct AgentsTool {
     kernel: Weak<Kernel>,
