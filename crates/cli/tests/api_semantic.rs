@@ -1,6 +1,6 @@
 //! Search by meaning through the API: with the model installed in the home, the sandboxed
 //! `vault` plugin embeds queries and the notes it stores, so a query that shares no word with
-//! a note still finds it.
+//! a note still finds it — and so does the memory recalled into an agent's prompt.
 
 #![cfg(test)]
 #![allow(
@@ -23,10 +23,22 @@ fn the_api_searches_by_meaning_once_the_model_is_installed() {
     let home = Home::init("api semantic passphrase");
     home.ok(&["models", "install", "--from", model.to_str().unwrap()]);
     let config = format!(
-        "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n[plugins.vault]\nbuiltin = \"vault\"\n",
+        "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n[plugins.vault]\nbuiltin = \"vault\"\n\n\
+         [plugins.model]\nbuiltin = \"scripted\"\n\
+         config = {{ script = \"script.json\", record = \"requests.jsonl\" }}\n",
         sandbox_setting(),
     );
     std::fs::write(home.home().join("config.toml"), config).unwrap();
+    std::fs::write(
+        home.home().join("agents/assistant.toml"),
+        "prompt = \"test agent\"\nprovider = \"model\"\ntools = []\nmemory = 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        home.home().join("script.json"),
+        json!({"responses": [{"content": "on the windowsill"}]}).to_string(),
+    )
+    .unwrap();
     let mut kernel = Kernel::new(home);
     kernel.up();
     let api = socket(&kernel.home());
@@ -115,5 +127,17 @@ fn the_api_searches_by_meaning_once_the_model_is_installed() {
             .any(|s| s["signal"] == "semantic"),
         "{hybrid}"
     );
+
+    // An agent's turn recalls memory by the same hybrid search, through the plugin.
+    let reply = kernel.ok(&["chat", "-m", query]);
+    assert!(reply.contains("windowsill"), "{reply}");
+    let system = kernel.requests()[0]["system"].as_str().unwrap().to_owned();
+    assert!(system.contains("Felix the cat"), "{system}");
+    let audit = kernel.audit();
+    let recalled = audit
+        .iter()
+        .find(|e| e["kind"] == "memory.context")
+        .unwrap();
+    assert_eq!(recalled["payload"]["ranked"], "hybrid", "{recalled}");
     kernel.kill();
 }

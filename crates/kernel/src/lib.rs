@@ -39,6 +39,7 @@ mod maintenance;
 pub mod metrics;
 pub mod pending;
 pub mod proposal;
+mod recall;
 mod rekey;
 mod reload;
 pub mod road;

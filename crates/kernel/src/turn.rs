@@ -5,7 +5,6 @@ use p3ak_policy::{Declared, Origin, Source};
 use p3ak_proto::{
     ChatMessage, Inbound, InferenceRequest, Message, PluginKind, Role, ToolCall, Usage,
 };
-use p3ak_vault::{Access, Unlock, Vault};
 use tokio::sync::mpsc;
 
 use crate::KernelError;
@@ -580,43 +579,9 @@ impl Kernel {
         if agent.memory == 0 {
             return prompt;
         }
-        let Some(key_bytes) = self
-            .memory_key
-            .read()
-            .ok()
-            .and_then(|k| k.as_ref().map(|k| k.to_handoff_bytes()))
-        else {
-            return prompt;
-        };
-        let path = self.home.memory_vault();
-        let query = text.to_owned();
-        let k = agent.memory;
-        // Each passage with the origin tag of its document (see `recalled_sources`).
-        type Recalled = Vec<(String, Option<String>)>;
-        let found = tokio::task::spawn_blocking(move || -> Result<Recalled, KernelError> {
-            let key = p3ak_vault::VaultKey::from_handoff_bytes(key_bytes.expose())?;
-            let vault = Vault::open(&path, Unlock::Key(&key), Access::Read)?;
-            let memory = p3ak_memory::Memory::open(&vault)?;
-            let mut request = p3ak_memory::SearchRequest::new(&query);
-            request.k = k;
-            request.mode = p3ak_memory::Mode::Bm25;
-            let results = memory.search(&request, None)?;
-            Ok(results
-                .hits
-                .into_iter()
-                .map(|hit| {
-                    let origin = vault
-                        .doc_info(&hit.id)
-                        .and_then(|d| d.tags.get(p3ak_memory::ORIGIN_TAG).cloned());
-                    let title = hit.title.unwrap_or_default();
-                    let text = format!("- [{title}] {}", hit.snippet.text.replace('\n', " "));
-                    (text, origin)
-                })
-                .collect())
-        })
-        .await;
+        let found = self.recall(&agent.name, text, agent.memory).await;
         match found {
-            Ok(Ok(recalled)) if !recalled.is_empty() => {
+            Ok((recalled, ranked)) if !recalled.is_empty() => {
                 let scrubber = self.broker.scrubber();
                 let joined = recalled
                     .iter()
@@ -634,6 +599,11 @@ impl Kernel {
                     .record(AuditEvent::MemoryContext {
                         agent: agent.name.clone(),
                         passages: passages.clone(),
+                        ranked: match ranked {
+                            crate::recall::Ranked::Hybrid => "hybrid",
+                            crate::recall::Ranked::Words => "words",
+                        }
+                        .to_owned(),
                     })
                     .await
                 {
@@ -651,9 +621,8 @@ impl Kernel {
                     }
                 }
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("memory search failed: {e}"),
-            Err(e) => tracing::warn!("memory search task failed: {e}"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("memory search failed: {e}"),
         }
         prompt
     }

@@ -272,7 +272,7 @@ impl VaultTool {
                 "`search`: the query is over 4096 bytes",
             ));
         }
-        self.read_with(|_, memory| {
+        self.read_with(|vault, memory| {
             let mut request = SearchRequest::new(query);
             request.k = usize::try_from(k).unwrap_or(5);
             request.tags = tags;
@@ -317,6 +317,14 @@ impl VaultTool {
                         "chunk": hit.chunk,
                         "heading_path": hit.heading_path,
                     });
+                    // Which tools' output the document was written from (the kernel labels
+                    // recalled passages by it, for the policy's provenance tests).
+                    let origin = vault
+                        .doc_info(&hit.id)
+                        .and_then(|d| d.tags.get(p3ak_memory::ORIGIN_TAG).cloned());
+                    if let (Some(origin), Some(object)) = (origin, out.as_object_mut()) {
+                        object.insert("origin".to_owned(), Value::String(origin));
+                    }
                     if explain && let Some(object) = out.as_object_mut() {
                         let signals: Vec<Value> = hit
                             .signals

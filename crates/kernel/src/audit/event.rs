@@ -120,7 +120,7 @@ audit_events! {
         model: Option<String>, usage: Usage,
     },
     /// Memory passages put into the agent's prompt.
-    MemoryContext = "memory.context", Required { agent: String, passages: String },
+    MemoryContext = "memory.context", Required { agent: String, passages: String, ranked: String },
     /// A tool call that is not a valid proposal.
     ProposalInvalid = "proposal.invalid", Required { agent: String, call: String, error: String },
     /// A tool call, parsed.
