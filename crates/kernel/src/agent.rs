@@ -26,6 +26,12 @@ struct RawAgent {
     description: String,
     #[serde(default)]
     members: Vec<String>,
+    #[serde(default = "default_context_tokens")]
+    context_tokens: usize,
+}
+
+fn default_context_tokens() -> usize {
+    24_000
 }
 
 fn default_memory() -> usize {
@@ -52,6 +58,9 @@ pub struct Agent {
     /// For a board: the agents a board meeting asks (empty: every agent with a provider
     /// but the board and the router).
     pub members: Vec<String>,
+    /// How many tokens of conversation its prompt may carry (estimated); older turns beyond
+    /// it are summarised into the session.
+    pub context_tokens: usize,
 }
 
 impl Agent {
@@ -124,6 +133,11 @@ pub fn load_agent(path: &Path) -> Result<Agent, KernelError> {
             "description must be one line of at most 300 bytes".to_owned(),
         ));
     }
+    if !(1_000..=2_000_000).contains(&raw.context_tokens) {
+        return Err(error(
+            "context_tokens must be between 1000 and 2000000".to_owned(),
+        ));
+    }
     if let Some(member) = raw.members.iter().find(|m| !valid_plugin_name(m)) {
         return Err(error(format!("members: `{member}` is not an agent name")));
     }
@@ -136,6 +150,7 @@ pub fn load_agent(path: &Path) -> Result<Agent, KernelError> {
         memory: raw.memory,
         description,
         members: raw.members,
+        context_tokens: raw.context_tokens,
     })
 }
 

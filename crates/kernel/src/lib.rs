@@ -45,6 +45,7 @@ mod reload;
 pub mod road;
 pub mod scrub;
 mod session;
+mod summarise;
 pub mod tokens;
 mod turn;
 pub mod warden;

@@ -109,6 +109,13 @@ audit_events! {
     InferenceError = "inference.error", Required { agent: String, error: String },
     /// A turn used all its steps.
     TurnLimit = "turn.limit", Required { agent: String, max_steps: u32 },
+    /// Older turns of a conversation were summarised into its session (or, with `error`,
+    /// could not be and were kept).
+    SessionSummary = "session.summary", Required {
+        agent: String, conversation: String, summarised: usize, tokens_before: usize,
+        tokens_after: usize, sources: Vec<String>, text: String, usage: Usage,
+        error: Option<String>,
+    },
     /// A board meeting ended: each member's part (status, tokens, time) and the synthesis's
     /// cost. The members' and the board's own entries carry the meeting's turn.
     BoardMeeting = "board.meeting", Required {
