@@ -224,7 +224,7 @@ fn commands_are_answered_by_the_kernel_and_never_reach_a_model() {
     room.direct("7", "hi", "m1");
     room.pair_newest();
     room.direct("7", "/agents", "c1");
-    room.wait_sent("Agents: assistant (here)");
+    room.wait_sent("assistant (here)");
     room.direct("7", "/approve 3f9a1c0b", "c2");
     room.wait_sent("Unknown command /approve");
     room.direct("7", "/agent nobody", "c3");
