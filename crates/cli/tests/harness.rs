@@ -67,7 +67,7 @@ fn team(policy: &str, team: Vec<Member>, agents: &str) -> Kernel {
     let config = format!(
         "[kernel]\ndefault_agent = \"amber\"\n{}ping_interval = \"1s\"\nping_timeout = \"2s\"\n\
          tool_timeout = \"5s\"\n\n[hitl]\nconsole = \"127.0.0.1:0\"\n\n[agents]\n{agents}\n\n\
-         [plugins.files]\nbuiltin = \"files\"\n\n{plugins}",
+         [plugins.files]\nbuiltin = \"files\"\n\n[plugins.shell]\nbuiltin = \"shell\"\n\n{plugins}",
         sandbox_setting()
     );
     std::fs::write(dir.join("config.toml"), config).unwrap();
@@ -621,5 +621,56 @@ write:
             .unwrap()
             .contains("write to evil.txt")
     );
+    k.stop();
+}
+
+#[test]
+fn each_agents_shell_commands_reach_its_own_workspace_only() {
+    let policy = "version: 1\nsystem:\n  shell.run: { level: 0 }\n";
+    let mut k = team(
+        policy,
+        vec![
+            member(
+                "amber",
+                r#"["shell.*"]"#,
+                vec![
+                    call(
+                        "shell__run",
+                        json!({"command": "cat ../ledger/accounts.txt; echo x > ../ledger/planted; cat mine.txt"}),
+                    ),
+                    say("done"),
+                ],
+            ),
+            member("ledger", r#"["shell.*"]"#, vec![]),
+        ],
+        "",
+    );
+    let workspaces = k.home().join("workspaces");
+    for (agent, file) in [("amber", "mine.txt"), ("ledger", "accounts.txt")] {
+        std::fs::create_dir_all(workspaces.join(agent)).unwrap();
+        std::fs::write(workspaces.join(agent).join(file), format!("{agent}'s\n")).unwrap();
+    }
+    if p3ak_testkit::need::is_root() {
+        // As root the plugin runs under its own uid: its workspaces are its own.
+        let out = std::process::Command::new("chmod")
+            .args(["-R", "a+rwX"])
+            .arg(&workspaces)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    k.up();
+    k.ok(&["chat", "-m", "look around"]);
+    let amber = requests(&k, "amber");
+    let result: Value = serde_json::from_str(&tool_results(&amber[1])[0]).unwrap();
+    assert_eq!(result["stdout"], "amber's\n", "{result}");
+    assert!(
+        result["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("ermission denied"),
+        "{result}"
+    );
+    assert!(!workspaces.join("ledger/planted").exists());
     k.stop();
 }

@@ -268,6 +268,13 @@ default_agent = "assistant"
 # console_origin = "http://localhost:7325"   # WebAuthn needs a host name, not an IP address
 # ids = [60990, 60991]                       # as root: the daemon's uid, the kernel's spool uid
 
+# Agents handing work to each other (`agents.route`, `agents.ask`, `p3ak board`; docs/agents.md).
+# [agents]
+# max_depth = 3          # how deep a chain of agents may grow (the person's turn is 0)
+# max_fanout = 8         # how many agents one turn may route to or ask
+# ask_timeout = "2m"     # how long an asked agent may take
+# board_timeout = "90s"  # how long each member of a board meeting may take
+
 # Plugins. First-party ones name a `builtin`; third-party ones give a `path` to an
 # executable (any language: see docs/protocol.md). `config` is handed to the plugin.
 [plugins.files]

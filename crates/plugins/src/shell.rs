@@ -7,7 +7,9 @@
 //! Action `run {command, timeout_secs?}` (tier commit) runs `/bin/sh -c COMMAND` with the
 //! workspace as working directory, an environment of only `PATH=/usr/local/bin:/usr/bin:/bin`,
 //! `HOME=<workspace>` and `LANG=C.UTF-8`, stdin from `/dev/null`, in a process group of its
-//! own. At the timeout the whole group is killed; when the command ends, whatever it left
+//! own, confined by Landlock to the agent's own workspace (and the system's programs and
+//! configuration, read-only): one agent's commands cannot reach another's files. At the
+//! timeout the whole group is killed; when the command ends, whatever it left
 //! running in its group is killed too, so nothing it started outlives it. Output:
 //! `{exit_code, stdout, stderr, timed_out, truncated}` (`exit_code` is null when a signal
 //! ended the command; `truncated` when either stream was cut at `max_output`).
@@ -23,6 +25,8 @@ use p3ak_proto::{ActionSpec, Tier};
 use rustix::process::{Pid, Signal};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use p3ak_sandbox::ChildRules;
 
 use crate::PluginError;
 use crate::workspace::Workspaces;
@@ -106,7 +110,8 @@ impl Shell {
             ));
         }
         let workspace = self.workspaces.agent(agent)?;
-        let mut child = Command::new("/bin/sh")
+        let mut shell = Command::new("/bin/sh");
+        shell
             .arg("-c")
             .arg(command)
             .current_dir(&workspace.path)
@@ -117,7 +122,12 @@ impl Shell {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
+            .process_group(0);
+        // One agent's commands reach its own workspace, not the others' (which this plugin,
+        // serving every agent under one uid, can reach).
+        p3ak_sandbox::confine_child(&mut shell, ChildRules::shell(&workspace.path))
+            .map_err(|e| ToolFailure::permanent(format!("cannot confine the command: {e}")))?;
+        let mut child = shell
             .spawn()
             .map_err(|e| ToolFailure::permanent(format!("cannot start `/bin/sh`: {e}")))?;
         let group = Pid::from_child(&child);

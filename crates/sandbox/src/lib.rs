@@ -19,6 +19,7 @@
 //!
 //! This is the one crate of the workspace allowed `unsafe`: each block says why it is sound.
 
+mod confine;
 pub mod denials;
 mod harden;
 pub mod ids;
@@ -28,6 +29,7 @@ mod spawn;
 mod support;
 pub mod trace;
 
+pub use confine::{ChildRules, Confined, confine_child};
 pub use harden::{harden_process, hardening};
 pub use ids::allocate_ids;
 pub use profile::{Class, Profile};

@@ -179,3 +179,38 @@ fn pings_are_answered_while_a_command_runs() {
     assert_eq!(result.output["stdout"], "slept\n");
     kernel.shutdown();
 }
+
+#[test]
+fn one_agents_commands_cannot_read_or_change_another_agents_workspace() {
+    let (dir, mut kernel) = setup(json!({}));
+    let out = kernel.ok(
+        "alice",
+        "run",
+        json!({"command": "echo private > diary.txt && cat diary.txt"}),
+    );
+    assert_eq!(out["stdout"], "private\n", "{out}");
+    let alice = dir.path().join("workspaces/alice");
+    let bob = kernel.ok(
+        "bob",
+        "run",
+        json!({"command": format!(
+            "cat {0}/diary.txt; echo planted > {0}/note.txt; ls {0}; ls ../alice",
+            alice.display()
+        )}),
+    );
+    assert_eq!(bob["stdout"], "", "{bob}");
+    assert!(
+        bob["stderr"].as_str().unwrap().contains("ermission denied"),
+        "{bob}"
+    );
+    assert!(!alice.join("note.txt").exists());
+    // Bob's own workspace works as ever, programs included.
+    let own = kernel.ok(
+        "bob",
+        "run",
+        json!({"command": "echo mine > f && sort f && ls /usr/bin | head -1 >/dev/null"}),
+    );
+    assert_eq!(own["stdout"], "mine\n", "{own}");
+    assert_eq!(own["exit_code"], 0, "{own}");
+    kernel.shutdown();
+}
