@@ -139,7 +139,7 @@ impl Kernel {
             channel: API_CHANNEL,
             conversation: None,
             sender: Some(&caller.principal),
-            bound_by: &[],
+            chain: None,
         };
         let outcome = self.road.call(&road_caller, &call, &table, &events).await?;
         Ok(outcome.into())

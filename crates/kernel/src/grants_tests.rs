@@ -256,7 +256,7 @@ impl Bench {
                     channel: "cli",
                     conversation: None,
                     sender: None,
-                    bound_by: &[],
+                    chain: None,
                 },
                 &call,
                 &self.table,

@@ -159,9 +159,9 @@ impl Kernel {
             preset,
         } = plan;
         let scope = harness::current();
-        let (events, bound_by) = match &scope {
-            Some(scope) => (scope.events.clone(), scope.chain.bound_by.clone()),
-            None => (mpsc::unbounded_channel().0, Vec::new()),
+        let (events, chain) = match &scope {
+            Some(scope) => (scope.events.clone(), Some(scope.chain.clone())),
+            None => (mpsc::unbounded_channel().0, None),
         };
         let events = &events;
         let scrubber = self.broker.scrubber();
@@ -283,7 +283,7 @@ impl Kernel {
             preset_outcomes = self
                 .run_calls(
                     &preset,
-                    (agent, channel, &bound_by),
+                    (agent, channel, chain.as_ref()),
                     &mut conversation,
                     &table,
                 )
@@ -411,7 +411,7 @@ impl Kernel {
             let answered = self
                 .run_calls(
                     &calls,
-                    (agent, channel, &bound_by),
+                    (agent, channel, chain.as_ref()),
                     &mut conversation,
                     &table,
                 )
@@ -476,7 +476,7 @@ impl Kernel {
     async fn run_calls(
         &self,
         calls: &[ToolCall],
-        (agent, channel, bound_by): (&Agent, &str, &[String]),
+        (agent, channel, chain): (&Agent, &str, Option<&Chain>),
         conversation: &mut Conversation,
         table: &ToolTable,
     ) -> Result<Vec<(Outcome, ChatMessage)>, KernelError> {
@@ -492,7 +492,7 @@ impl Kernel {
                     channel,
                     conversation: Some(shown),
                     sender: None,
-                    bound_by,
+                    chain,
                 };
                 self.road.call(&caller, call, table, events).await
             }
@@ -535,7 +535,7 @@ impl Kernel {
             channel,
             conversation: None,
             sender: None,
-            bound_by: &[],
+            chain: None,
         };
         self.road.handle_call(&caller, call, &table, &events).await
     }

@@ -75,12 +75,19 @@ pub struct Caller<'a> {
     /// Who asked, as the channel authenticated them, when there is no conversation to say it
     /// (an API call: `uid:1000`, `token:ab12cd34`). A conversation's own sender wins.
     pub sender: Option<&'a str>,
-    /// The agents whose permissions bound this call besides the proposing agent's: those
-    /// that asked it, on the way down (see [`crate::harness`]). Empty for a turn nobody asked.
-    pub bound_by: &'a [String],
+    /// Where the proposing turn stands among agents, when another agent handed it work (see
+    /// [`crate::harness`]): the agents whose permissions also bound its calls, the chain the
+    /// policy's `delegation` sees. `None` for a turn nobody handed work to.
+    pub chain: Option<&'a crate::harness::Chain>,
 }
 
 impl Caller<'_> {
+    /// The agents whose permissions bound this call besides the proposing agent's.
+    #[must_use]
+    pub fn bound_by(&self) -> &[String] {
+        self.chain.map_or(&[], |c| c.bound_by.as_slice())
+    }
+
     /// The sender the policy and the audit log see.
     #[must_use]
     pub fn sender(&self) -> Option<&str> {
@@ -297,7 +304,7 @@ impl Road {
         let deciding = Instant::now();
         let (decided, verdict) = self
             .enforcer
-            .decide_bounded(proposal, context, caller.bound_by);
+            .decide_bounded(proposal, context, caller.bound_by());
         self.metrics.observe_step(Step::Decide, deciding.elapsed());
         self.metrics.decision(plugin_of(&action), (&decided).into());
         let rules = verdict.rules.clone();

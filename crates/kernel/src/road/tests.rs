@@ -308,7 +308,7 @@ fn cli(conversation: Option<&Conversation>) -> Caller<'_> {
         channel: "cli",
         conversation,
         sender: None,
-        bound_by: &[],
+        chain: None,
     }
 }
 
@@ -753,7 +753,7 @@ fn api_caller() -> Caller<'static> {
         channel: "api",
         conversation: None,
         sender: Some("uid:1000"),
-        bound_by: &[],
+        chain: None,
     }
 }
 
