@@ -91,7 +91,7 @@ fn board(members: usize) {
     let started = Instant::now();
     let out = k.ok(&args);
     let wall = started.elapsed();
-    let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let report: Value = serde_json::from_str(&out).unwrap();
     let sequential: u64 = report["members"]
         .as_array()
         .unwrap()

@@ -426,7 +426,7 @@ fn a_board_meeting_asks_its_members_at_once_and_the_synthesis_names_each_and_who
         "--member",
         "signal",
     ]);
-    let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let report: Value = serde_json::from_str(&out).unwrap();
     let status: Vec<(String, String)> = report["members"]
         .as_array()
         .unwrap()

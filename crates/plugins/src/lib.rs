@@ -154,19 +154,25 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
             )))
         }),
         "anthropic" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
-            Ok(Handler::Provider(Box::new(
-                providers::anthropic::Anthropic::from_config(&w.config)?,
-            )))
+            let provider = providers::anthropic::Anthropic::from_config(&w.config)?;
+            Ok(Handler::SharedProvider {
+                workers: provider.concurrency(),
+                provider: Box::new(provider),
+            })
         }),
         "openai" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
-            Ok(Handler::Provider(Box::new(
-                providers::openai::OpenAi::from_config(&w.config)?,
-            )))
+            let provider = providers::openai::OpenAi::from_config(&w.config)?;
+            Ok(Handler::SharedProvider {
+                workers: provider.concurrency(),
+                provider: Box::new(provider),
+            })
         }),
         "ollama" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
-            Ok(Handler::Provider(Box::new(
-                providers::ollama::Ollama::from_config(&w.config)?,
-            )))
+            let provider = providers::ollama::Ollama::from_config(&w.config)?;
+            Ok(Handler::SharedProvider {
+                workers: provider.concurrency(),
+                provider: Box::new(provider),
+            })
         }),
         "webhook" => p3ak_sdk::connector::serve(
             stream,

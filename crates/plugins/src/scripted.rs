@@ -24,6 +24,11 @@
 //! `stream: true` the content is first sent as `stream_chunk`s, one word (with the space
 //! after it) each; a response with `"chunks": ["…", "…"]` streams exactly those pieces instead,
 //! and its content, unless given, is their concatenation (a secret split across chunks).
+//!
+//! Any response may take `"delay_ms": N` (at most 60000): the provider waits that long before
+//! answering it, as a slow model would. Requests are answered one at a time, in script order,
+//! so two agents sharing one scripted plugin wait for each other; give each its own plugin to
+//! have them answered at the same time.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -40,6 +45,8 @@ use p3ak_sdk::runtime::{Provider, StreamSink, ToolFailure};
 pub const EXHAUSTED: &str = "(the script has no more replies)";
 /// Largest script file, in bytes.
 pub const MAX_SCRIPT_BYTES: u64 = 16 << 20;
+/// Longest `delay_ms` of a response.
+pub const MAX_DELAY_MS: u64 = 60_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +73,8 @@ struct Entry {
     tool_calls: Vec<Call>,
     #[serde(default)]
     error: Option<Failure>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -90,7 +99,13 @@ fn empty_object() -> Value {
     Value::Object(serde_json::Map::new())
 }
 
-/// One scripted reply.
+/// One scripted reply, and how long to wait before giving it.
+struct Step {
+    delay: std::time::Duration,
+    reply: Reply,
+}
+
+/// What one scripted reply says.
 enum Reply {
     Answer {
         content: String,
@@ -102,7 +117,7 @@ enum Reply {
 
 /// The `scripted` provider.
 pub struct Scripted {
-    replies: std::vec::IntoIter<Reply>,
+    replies: std::vec::IntoIter<Step>,
     next_call: u64,
     record: Option<std::fs::File>,
 }
@@ -168,7 +183,7 @@ enum ScriptError {
     },
 }
 
-fn parse_script(text: &str) -> Result<Vec<Reply>, ScriptError> {
+fn parse_script(text: &str) -> Result<Vec<Step>, ScriptError> {
     let file: ScriptFile = serde_json::from_str(text)?;
     file.responses
         .into_iter()
@@ -178,7 +193,15 @@ fn parse_script(text: &str) -> Result<Vec<Reply>, ScriptError> {
                 index: i + 1,
                 reason: reason.to_owned(),
             };
-            match entry.error {
+            let delay = match entry.delay_ms {
+                Some(ms) if ms > MAX_DELAY_MS => {
+                    return Err(at(&format!(
+                        "`delay_ms` must be at most {MAX_DELAY_MS}, not {ms}"
+                    )));
+                }
+                ms => std::time::Duration::from_millis(ms.unwrap_or(0)),
+            };
+            let reply = match entry.error {
                 Some(failure) => {
                     if entry.content.is_some()
                         || entry.chunks.is_some()
@@ -188,10 +211,10 @@ fn parse_script(text: &str) -> Result<Vec<Reply>, ScriptError> {
                             "an `error` response has no `content`, `chunks` or `tool_calls`",
                         ));
                     }
-                    Ok(Reply::Error(ToolFailure {
+                    Reply::Error(ToolFailure {
                         retry_after_ms: failure.retry_after_ms,
                         ..ToolFailure::new(failure.kind, failure.message)
-                    }))
+                    })
                 }
                 None => {
                     let mut calls = Vec::with_capacity(entry.tool_calls.len());
@@ -212,13 +235,14 @@ fn parse_script(text: &str) -> Result<Vec<Reply>, ScriptError> {
                         (None, Some(chunks)) => chunks.concat(),
                         (None, None) => String::new(),
                     };
-                    Ok(Reply::Answer {
+                    Reply::Answer {
                         content,
                         chunks: entry.chunks,
                         calls,
-                    })
+                    }
                 }
-            }
+            };
+            Ok(Step { delay, reply })
         })
         .collect()
 }
@@ -242,7 +266,13 @@ impl Provider for Scripted {
                 .write_all(&line)
                 .map_err(|e| ToolFailure::permanent(format!("cannot record the request: {e}")))?;
         }
-        let (content, chunks, calls) = match self.replies.next() {
+        let step = self.replies.next();
+        if let Some(step) = &step
+            && !step.delay.is_zero()
+        {
+            std::thread::sleep(step.delay);
+        }
+        let (content, chunks, calls) = match step.map(|s| s.reply) {
             Some(Reply::Error(failure)) => return Err(failure),
             Some(Reply::Answer {
                 content,
@@ -327,11 +357,13 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.starts_with("response 1:"), "{e}");
-        let Some(Reply::Answer { content, .. }) =
-            parse_script(r#"{"responses": [{"chunks": ["ab", "cd"]}]}"#)
-                .unwrap()
-                .into_iter()
-                .next()
+        let Some(Step {
+            reply: Reply::Answer { content, .. },
+            ..
+        }) = parse_script(r#"{"responses": [{"chunks": ["ab", "cd"]}]}"#)
+            .unwrap()
+            .into_iter()
+            .next()
         else {
             panic!("an answer")
         };
@@ -341,5 +373,27 @@ mod tests {
         assert_eq!(parse_script(r#"{"responses": []}"#).unwrap().len(), 0);
         assert_eq!(tokens(0), 0);
         assert_eq!(tokens(5), 2);
+    }
+
+    #[test]
+    fn delays_are_parsed_per_response_and_bounded() {
+        let steps = parse_script(
+            r#"{"responses": [{"content": "a", "delay_ms": 2000}, {"content": "b"},
+                {"error": {"kind": "transient"}, "delay_ms": 60000}]}"#,
+        )
+        .unwrap();
+        let delays: Vec<u128> = steps.iter().map(|s| s.delay.as_millis()).collect();
+        assert_eq!(delays, [2000, 0, 60_000]);
+        let e = parse_script(
+            r#"{"responses": [{"content": "a"}, {"content": "b", "delay_ms": 60001}]}"#,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert_eq!(e, "response 2: `delay_ms` must be at most 60000, not 60001");
+        for bad in [r#"-1"#, r#""2s""#, r#"1.5"#] {
+            let script = format!(r#"{{"responses": [{{"content": "a", "delay_ms": {bad}}}]}}"#);
+            assert!(parse_script(&script).is_err(), "{bad}");
+        }
     }
 }

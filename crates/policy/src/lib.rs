@@ -40,6 +40,6 @@ pub use policy::{
 pub use provenance::{Origins, Said, Source, SourcePattern, Transcript};
 pub use swap::PolicyCell;
 pub use types::{
-    AgentNotice, Context, Decision, Declared, Grant, Level, Origin, Reason, Request,
+    AgentNotice, Context, Decision, Declared, Delegation, Grant, Level, Origin, Reason, Request,
     SessionHistory, Tier, TimeOfDay, Verdict,
 };

@@ -965,10 +965,18 @@ impl Policy {
             origins,
             operator: &self.operator_values,
         };
+        // The chain as a list, only for the quantifiers over it.
+        let chain = conditions
+            .iter()
+            .flat_map(|c| c.derived.iter())
+            .any(crate::condition::Derived::on_chain)
+            .then(|| delegation(request))
+            .flatten()
+            .map(|d| serde_json::Value::from(d.chain.clone()));
         let mut derived = HashMap::new();
         let mut derived_errors = HashMap::new();
         for d in conditions.iter().flat_map(|c| c.derived.iter()) {
-            if let Some(fact) = d.evaluate(&args, &facts) {
+            if let Some(fact) = d.evaluate(&args, chain.as_ref(), &facts) {
                 if let Err(why) = &fact {
                     derived_errors.insert(d.key.clone(), why.clone());
                 }
@@ -1053,6 +1061,33 @@ impl Policy {
             .map_err(|e| e.to_string())?;
             pairs.push(("session".to_owned(), record));
         }
+        if let Some(delegation) = delegation(request) {
+            let mut fields = vec![
+                (
+                    "depth".to_owned(),
+                    RestrictedExpression::new_long(i64::from(delegation.depth)),
+                ),
+                (
+                    "chain".to_owned(),
+                    RestrictedExpression::new_set(
+                        delegation
+                            .chain
+                            .iter()
+                            .map(|a| RestrictedExpression::new_string(a.clone())),
+                    ),
+                ),
+            ];
+            for (name, value) in [("by", &delegation.by), ("kind", &delegation.kind)] {
+                if let Some(value) = value {
+                    fields.push((
+                        name.to_owned(),
+                        RestrictedExpression::new_string(value.clone()),
+                    ));
+                }
+            }
+            let record = RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?;
+            pairs.push(("delegation".to_owned(), record));
+        }
         let derived = facts.iter().map(|(key, fact)| {
             let value = match fact {
                 Ok(b) => RestrictedExpression::new_bool(*b),
@@ -1078,6 +1113,16 @@ impl Policy {
     }
 }
 
+/// The request's delegation, if it has one whose fields agree (an inconsistent one counts as
+/// missing, so that every condition on it rejects).
+fn delegation(request: &Request) -> Option<&crate::types::Delegation> {
+    request
+        .context
+        .delegation
+        .as_ref()
+        .filter(|d| d.is_consistent())
+}
+
 /// Whether a request carries what a condition needs from the kernel.
 pub(crate) fn supplied(request: &Request, need: &Need) -> bool {
     let context = &request.context;
@@ -1087,6 +1132,7 @@ pub(crate) fn supplied(request: &Request, need: &Need) -> bool {
         Need::Channel => context.channel.is_some(),
         Need::Sender => context.sender.is_some(),
         Need::Session => context.session.is_some(),
+        Need::Delegation => delegation(request).is_some(),
         Need::Provenance => context.origins.is_some() || context.transcript.is_some(),
     }
 }

@@ -400,7 +400,7 @@ impl<'de> Deserialize<'de> for RawCond {
         impl<'de> Visitor<'de> for CondVisitor {
             type Value = RawCond;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a condition: a mapping of subjects (`args.NAME`, `total.NAME`, `time`, `channel`, `agent`) to tests")
+                f.write_str("a condition: a mapping of subjects (`args.NAME`, `total.NAME`, `time`, `channel`, `agent`, `delegation.depth`, ...) to tests")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawCond, A::Error> {
                 let mut cond = RawCond::default();

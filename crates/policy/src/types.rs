@@ -187,6 +187,58 @@ pub struct Context {
     /// expired ones; the engine reads no clock).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<Grant>,
+    /// Who handed this turn's work to the proposing agent, for `delegation.*` conditions. The
+    /// kernel always supplies it: `{ depth: 0, chain: [] }` for a turn nobody delegated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<Delegation>,
+}
+
+/// How the work of a turn reached the proposing agent: the agents that asked, outermost first.
+///
+/// Agent `ledger` answering `amber`, who was asked by `board`, has `chain: [board, amber]`,
+/// `by: amber`, `depth: 2`. A turn nobody delegated has `depth: 0` and an empty chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delegation {
+    /// How many agents asked before this one: the chain's length.
+    pub depth: u32,
+    /// The agents that asked, outermost first, not including the proposing agent.
+    #[serde(default)]
+    pub chain: Vec<String>,
+    /// The agent that asked directly (the last of the chain); absent when nobody delegated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// How the work was handed over: `route`, `ask` or `board`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+impl Delegation {
+    /// A turn nobody delegated.
+    #[must_use]
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Work handed over along `chain` (outermost first) in the way `kind` names; `depth` and
+    /// `by` follow from the chain.
+    #[must_use]
+    pub fn through(chain: Vec<String>, kind: impl Into<String>) -> Self {
+        Self {
+            depth: u32::try_from(chain.len()).unwrap_or(u32::MAX),
+            by: chain.last().cloned(),
+            kind: Some(kind.into()),
+            chain,
+        }
+    }
+
+    /// Whether the fields agree: `depth` is the chain's length and `by` its last agent. The
+    /// engine treats a delegation that does not as missing, so every condition on it rejects.
+    #[must_use]
+    pub fn is_consistent(&self) -> bool {
+        usize::try_from(self.depth).is_ok_and(|d| d == self.chain.len())
+            && self.by.as_ref() == self.chain.last()
+    }
 }
 
 /// What one session has already run: the actions allowed or approved, oldest first.

@@ -4,8 +4,9 @@
 //! `register`, waits for `registered`, then serves until `shutdown` or the end of the
 //! connection. The connection is read on the calling thread, which answers `ping` at once
 //! (even while a long request runs); requests are handled one at a time, in order, on a
-//! worker thread — or, for a [`SharedTool`], by several worker threads at once, replies
-//! then coming back in the order they finish. Each reply carries its request's `id`:
+//! worker thread — or, for a [`SharedTool`] or a [`SharedProvider`], by several worker
+//! threads at once, replies (and a provider's stream chunks) then coming back in the order
+//! they are sent. Each reply and each chunk carries its request's `id`:
 //!
 //! - `invoke` → `result {output}` or `error {kind, message}` (tools);
 //! - `inference_request` → `stream_chunk`s if asked, then `inference_response` or `error`
@@ -134,6 +135,24 @@ pub trait Provider: Send {
     ) -> Result<InferenceResponse, ToolFailure>;
 }
 
+/// A provider that may answer several requests at the same time: [`Handler::SharedProvider`]
+/// calls [`SharedProvider::infer`] from several worker threads, so five agents asking one
+/// provider plugin wait for the model, not for each other. Its state is what every request
+/// reads (settings, an HTTP client); whatever must change per request lives in the call.
+pub trait SharedProvider: Send + Sync {
+    /// Answers one request, as [`Provider::infer`], possibly beside other requests. Chunks
+    /// sent through `stream` carry this request's id.
+    ///
+    /// # Errors
+    ///
+    /// A [`ToolFailure`], sent back as `error {kind, message}`.
+    fn infer(
+        &self,
+        request: &InferenceRequest,
+        stream: &mut StreamSink<'_>,
+    ) -> Result<InferenceResponse, ToolFailure>;
+}
+
 /// What [`serve`] runs, built from the `welcome` config.
 pub enum Handler {
     /// Registers as `tool` and answers `invoke`.
@@ -145,6 +164,15 @@ pub enum Handler {
         /// The tool.
         tool: Box<dyn SharedTool>,
         /// How many calls may run at the same time.
+        workers: usize,
+    },
+    /// Registers as `provider` and answers up to `workers` `inference_request`s at once (at
+    /// least one). Keep [`Handler::Provider`] for a provider whose answers depend on the
+    /// order of the requests.
+    SharedProvider {
+        /// The provider.
+        provider: Box<dyn SharedProvider>,
+        /// How many requests may be answered at the same time.
         workers: usize,
     },
 }
@@ -160,12 +188,18 @@ impl Handler {
                 kind: PluginKind::Tool,
                 actions: tool.actions(),
             },
-            Self::Provider(_) => Register {
+            Self::Provider(_) | Self::SharedProvider { .. } => Register {
                 kind: PluginKind::Provider,
                 actions: Vec::new(),
             },
         }
     }
+}
+
+/// What several workers serve at once.
+enum Concurrent {
+    Tool(Box<dyn SharedTool>),
+    Provider(Box<dyn SharedProvider>),
 }
 
 /// The shared writing half of the connection: whole frames, one at a time.
@@ -350,7 +384,10 @@ fn serve_requests(
     let (sender, receiver) = mpsc::channel::<Request>();
     let receiver = Mutex::new(receiver);
     let (shared, single) = match handler {
-        Handler::Shared { tool, workers } => (Some((tool, workers.max(1))), None),
+        Handler::Shared { tool, workers } => (Some((Concurrent::Tool(tool), workers.max(1))), None),
+        Handler::SharedProvider { provider, workers } => {
+            (Some((Concurrent::Provider(provider), workers.max(1))), None)
+        }
         handler => (None, Some(handler)),
     };
     std::thread::scope(|scope| {
@@ -358,11 +395,12 @@ fn serve_requests(
         let receiver = &receiver;
         let mut workers = Vec::new();
         let spawned = match (&shared, single) {
-            (Some((tool, n)), _) => (0..*n).try_for_each(|i| {
-                let tool: &dyn SharedTool = &**tool;
+            (Some((concurrent, n)), _) => (0..*n).try_for_each(|i| {
                 let worker = std::thread::Builder::new()
                     .name(format!("p3ak-plugin-worker-{i}"))
-                    .spawn_scoped(scope, move || work_shared(receiver, writer, tool, stopping))?;
+                    .spawn_scoped(scope, move || {
+                        work_shared(receiver, writer, concurrent, stopping);
+                    })?;
                 workers.push(worker);
                 Ok(())
             }),
@@ -462,14 +500,19 @@ fn work(
 fn work_shared(
     requests: &Mutex<mpsc::Receiver<Request>>,
     writer: &Writer,
-    tool: &dyn SharedTool,
+    concurrent: &Concurrent,
     stopping: &AtomicBool,
 ) {
     while let Some(Request { id, message }) = next_request(requests) {
         let reply = if stopping.load(Ordering::SeqCst) {
             error_message(ErrorKind::Transient, "the plugin is shutting down")
         } else {
-            handle_shared(tool, message)
+            match concurrent {
+                Concurrent::Tool(tool) => handle_shared(&**tool, message),
+                Concurrent::Provider(provider) => {
+                    handle_shared_provider(&**provider, writer, id, message)
+                }
+            }
         };
         if writer.reply(id, reply).is_err() {
             return;
@@ -497,16 +540,48 @@ fn handle_shared(tool: &dyn SharedTool, message: Message) -> Message {
     }
 }
 
+fn handle_shared_provider(
+    provider: &dyn SharedProvider,
+    writer: &Writer,
+    id: u64,
+    message: Message,
+) -> Message {
+    match message {
+        Message::InferenceRequest(request) => {
+            let mut sink = StreamSink { writer, id };
+            match provider.infer(&request, &mut sink) {
+                Ok(response) => Message::InferenceResponse(response),
+                Err(f) => failed(f),
+            }
+        }
+        other => not_a_provider(&other),
+    }
+}
+
+fn failed(f: ToolFailure) -> Message {
+    Message::Error(ErrorMessage {
+        kind: f.kind,
+        message: f.message,
+        retry_after_ms: f.retry_after_ms,
+    })
+}
+
+fn not_a_provider(other: &Message) -> Message {
+    error_message(
+        ErrorKind::Invalid,
+        format!(
+            "this plugin is a provider: it does not answer `{}`",
+            other.type_name()
+        ),
+    )
+}
+
 fn handle(handler: &mut Handler, writer: &Writer, id: u64, message: Message) -> Message {
-    let failed = |f: ToolFailure| {
-        Message::Error(ErrorMessage {
-            kind: f.kind,
-            message: f.message,
-            retry_after_ms: f.retry_after_ms,
-        })
-    };
     match (handler, message) {
         (Handler::Shared { tool, .. }, message) => handle_shared(&**tool, message),
+        (Handler::SharedProvider { provider, .. }, message) => {
+            handle_shared_provider(&**provider, writer, id, message)
+        }
         (Handler::Tool(tool), Message::Invoke(invoke)) => {
             match tool.invoke(&invoke.agent, &invoke.action, invoke.args) {
                 Ok(output) => Message::Result(ToolResult { output }),
@@ -527,13 +602,7 @@ fn handle(handler: &mut Handler, writer: &Writer, id: u64, message: Message) -> 
                 other.type_name()
             ),
         ),
-        (Handler::Provider(_), other) => error_message(
-            ErrorKind::Invalid,
-            format!(
-                "this plugin is a provider: it does not answer `{}`",
-                other.type_name()
-            ),
-        ),
+        (Handler::Provider(_), other) => not_a_provider(&other),
     }
 }
 
@@ -760,6 +829,134 @@ mod tests {
                 .all(|r| matches!(r, Message::Error(e) if e.message.starts_with("alone"))),
             "{replies:?}"
         );
+    }
+
+    /// A provider whose requests wait (up to 5 s) until `expected` are being answered at once,
+    /// streaming one chunk named after the request before and one after.
+    struct Gathering {
+        inside: std::sync::Mutex<usize>,
+        arrived: std::sync::Condvar,
+        expected: usize,
+    }
+
+    impl SharedProvider for Gathering {
+        fn infer(
+            &self,
+            request: &InferenceRequest,
+            stream: &mut StreamSink<'_>,
+        ) -> Result<InferenceResponse, ToolFailure> {
+            let name = request.system.clone();
+            stream.send(&format!("{name}: arrived"))?;
+            let mut inside = self.inside.lock().unwrap();
+            *inside += 1;
+            self.arrived.notify_all();
+            let (inside, timeout) = self
+                .arrived
+                .wait_timeout_while(inside, std::time::Duration::from_secs(5), |n| {
+                    *n < self.expected
+                })
+                .unwrap();
+            let met = *inside;
+            drop(inside);
+            if timeout.timed_out() {
+                return Err(ToolFailure::transient(format!("alone: {met}")));
+            }
+            stream.send(&format!("{name}: met"))?;
+            Ok(InferenceResponse {
+                content: format!("{name} met {met}"),
+                tool_calls: Vec::new(),
+                stop: p3ak_proto::StopReason::EndTurn,
+                usage: p3ak_proto::Usage::default(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_shared_provider_answers_requests_at_the_same_time_with_their_own_chunks() {
+        const N: usize = 4;
+        let (plugin, mut kernel) = UnixStream::pair().unwrap();
+        let thread = std::thread::spawn(move || {
+            serve(plugin, "gather", "gather-test 1", 8192, |_| {
+                Ok(Handler::SharedProvider {
+                    provider: Box::new(Gathering {
+                        inside: std::sync::Mutex::new(0),
+                        arrived: std::sync::Condvar::new(),
+                        expected: N,
+                    }),
+                    workers: N,
+                })
+            })
+        });
+        recv(&mut kernel);
+        send(
+            &mut kernel,
+            0,
+            Message::Welcome(Welcome {
+                version: 1,
+                config: serde_json::Value::Null,
+                key: None,
+            }),
+        );
+        let Message::Register(register) = recv(&mut kernel).message else {
+            panic!("no register")
+        };
+        assert_eq!(register.kind, PluginKind::Provider);
+        send(&mut kernel, 0, Message::Registered(Registered {}));
+        for id in 1..=N as u64 {
+            send(
+                &mut kernel,
+                id,
+                Message::InferenceRequest(InferenceRequest {
+                    model: None,
+                    system: format!("request-{id}"),
+                    messages: Vec::new(),
+                    tools: Vec::new(),
+                    stream: true,
+                    credential: None,
+                }),
+            );
+        }
+        // Every request's chunks and answer, by the id they came with.
+        let mut chunks: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+        let mut answers = std::collections::BTreeMap::new();
+        while answers.len() < N {
+            let reply = recv(&mut kernel);
+            match reply.message {
+                Message::StreamChunk(chunk) => chunks.entry(reply.id).or_default().push(chunk.text),
+                Message::InferenceResponse(response) => {
+                    assert!(answers.insert(reply.id, response.content).is_none());
+                }
+                other => panic!("request {}: {other:?}", reply.id),
+            }
+        }
+        for id in 1..=N as u64 {
+            assert_eq!(answers[&id], format!("request-{id} met {N}"));
+            assert_eq!(
+                chunks[&id],
+                [
+                    format!("request-{id}: arrived"),
+                    format!("request-{id}: met")
+                ]
+            );
+        }
+        // A tool's message is refused, as by any provider.
+        send(
+            &mut kernel,
+            9,
+            Message::Invoke(Invoke {
+                agent: "a".to_owned(),
+                action: "x".to_owned(),
+                args: serde_json::json!({}),
+                deadline_ms: None,
+            }),
+        );
+        let reply = recv(&mut kernel);
+        assert!(
+            matches!(&reply.message, Message::Error(e) if e.kind == ErrorKind::Invalid && e.message.contains("is a provider")),
+            "{reply:?}"
+        );
+        send(&mut kernel, 99, Message::Shutdown(Shutdown {}));
+        thread.join().unwrap().unwrap();
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub struct ExplainArgs {
     args: String,
     /// Runtime context as JSON: `{"totals": {...}, "time": "HH:MM", "channel": "...",
     /// "grants": [{"id": "g-1", "action": "mail.send", "args": {"to": "bob@example.com"},
-    /// "level": 2}]}` (grants as `p3ak policy grants --json` lists them, unexpired).
+    /// "level": 2}], "delegation": {"depth": 1, "chain": ["amber"], "by": "amber"}}`
+    /// (grants as `p3ak policy grants --json` lists them, unexpired).
     #[arg(long)]
     context: Option<String>,
     /// The tier the plugin declared for the action, if any.
@@ -194,7 +195,7 @@ fn explain(args: ExplainArgs, out: &Output) -> anyhow::Result<()> {
     }
     let context: Context = match &args.context {
         Some(text) => serde_json::from_str(text).context(
-            "invalid `--context`: expected {\"totals\": {NAME: INT}, \"time\": \"HH:MM\", \"channel\": NAME, \"session\": {\"id\": ID, \"actions\": [...]}, \"transcript\": [{\"from\": SOURCE, \"text\": TEXT}], \"grants\": [GRANT]}",
+            "invalid `--context`: expected {\"totals\": {NAME: INT}, \"time\": \"HH:MM\", \"channel\": NAME, \"session\": {\"id\": ID, \"actions\": [...]}, \"transcript\": [{\"from\": SOURCE, \"text\": TEXT}], \"grants\": [GRANT], \"delegation\": {\"depth\": N, \"chain\": [AGENT], \"by\": AGENT}}",
         )?,
         None => Context::default(),
     };

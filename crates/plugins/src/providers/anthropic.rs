@@ -3,8 +3,9 @@
 //! Config (all optional): `base_url` (`https://api.anthropic.com`), `model` (used when the
 //! agent names none), `max_tokens` (4096; the API requires one), `anthropic_version`
 //! (`2023-06-01`), and the shared `timeout_secs`, `max_retries`, `retry_base_ms`,
-//! `max_retry_wait_secs`. The API key is the request's `credential`
-//! (`[plugins.NAME] credential = "SECRET"`), sent as `x-api-key`.
+//! `max_retry_wait_secs`, `concurrency` (requests answered at once: 4, from 1 to 32). The
+//! API key is the request's `credential` (`[plugins.NAME] credential = "SECRET"`), sent as
+//! `x-api-key`.
 //!
 //! The conversation maps onto the API's content blocks: an assistant turn's calls become
 //! `tool_use` blocks, each `tool` message a `tool_result` block in a user turn, and turns of
@@ -21,7 +22,7 @@ use serde_json::{Value, json};
 use super::sse::{Events, data_json};
 use super::{Arguments, CallIds, Common, Endpoint, PendingCall, Redactor, Reply};
 use crate::PluginError;
-use p3ak_sdk::runtime::{Provider, StreamSink, ToolFailure};
+use p3ak_sdk::runtime::{SharedProvider, StreamSink, ToolFailure};
 
 /// The default API address.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -46,6 +47,12 @@ pub struct Anthropic {
 }
 
 impl Anthropic {
+    /// How many requests it answers at the same time (`concurrency`).
+    #[must_use]
+    pub fn concurrency(&self) -> usize {
+        self.common.concurrency
+    }
+
     /// Builds the provider from its `welcome` config.
     ///
     /// # Errors
@@ -89,9 +96,9 @@ impl Anthropic {
     }
 }
 
-impl Provider for Anthropic {
+impl SharedProvider for Anthropic {
     fn infer(
-        &mut self,
+        &self,
         request: &InferenceRequest,
         stream: &mut StreamSink<'_>,
     ) -> Result<InferenceResponse, ToolFailure> {
@@ -123,7 +130,7 @@ impl Provider for Anthropic {
             }
         };
         let reply = run().map_err(|f| redact.failure(f))?;
-        Ok(reply.finish(&mut self.ids))
+        Ok(reply.finish(&self.ids))
     }
 }
 

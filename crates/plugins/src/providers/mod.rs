@@ -9,6 +9,10 @@
 //! The API key arrives with each `inference_request` (the kernel's broker puts it there; see
 //! `credential` in docs/protocol.md). It is used for one request's headers and dropped; every
 //! message a provider sends back has it replaced by `[redacted]`, even where a server echoes it.
+//!
+//! Each answers up to `concurrency` requests at once (default 4, from 1 to 32): their state
+//! is the settings and the HTTP client, so agents sharing one provider plugin (a board
+//! meeting) wait for the model, not for each other.
 
 pub mod anthropic;
 mod client;
@@ -37,6 +41,10 @@ pub const MAX_TIMEOUT_SECS: u64 = 3600;
 pub const MAX_RETRIES: u32 = 10;
 /// Upper bound of `max_retry_wait_secs`.
 pub const MAX_RETRY_WAIT_SECS: u64 = 600;
+/// Upper bound of `concurrency`.
+pub const MAX_CONCURRENCY: usize = 32;
+/// Requests answered at once when `concurrency` is not set.
+pub const DEFAULT_CONCURRENCY: usize = 4;
 
 /// Settings every HTTP provider takes in its `config` table, beside its own.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +71,13 @@ pub(crate) struct Common {
     /// A `retry-after` longer than this is not waited for: the kernel gets `rate_limited`.
     #[serde(default = "default_retry_wait")]
     pub(crate) max_retry_wait_secs: u64,
+    /// How many requests are answered at the same time.
+    #[serde(default = "default_concurrency")]
+    pub(crate) concurrency: usize,
+}
+
+fn default_concurrency() -> usize {
+    DEFAULT_CONCURRENCY
 }
 
 fn default_timeout() -> u64 {
@@ -89,6 +104,7 @@ impl Common {
             MAX_RETRY_WAIT_SECS,
             "",
         )?;
+        p3ak_sdk::check_setting("concurrency", self.concurrency, MAX_CONCURRENCY, "")?;
         if self.max_retries > MAX_RETRIES {
             return Err(PluginError::Config(format!(
                 "`max_retries` must be from 0 to {MAX_RETRIES}, not {}",
@@ -194,23 +210,27 @@ impl Arguments {
     }
 }
 
-/// Hands out `call_N` ids to calls that came without one (Ollama never sends ids).
+/// Hands out `call_N` ids to calls that came without one (Ollama never sends ids), unique
+/// across the requests a provider answers at the same time.
 #[derive(Debug, Default)]
 pub(crate) struct CallIds {
-    next: u64,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl CallIds {
-    fn next(&mut self) -> String {
-        self.next += 1;
-        format!("call_{}", self.next)
+    fn next(&self) -> String {
+        let n = self
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_add(1);
+        format!("call_{n}")
     }
 }
 
 impl Reply {
     /// The response for the kernel. A reply with tool calls stops for `tool_use` whatever the
     /// server said; a refusal's text becomes the content.
-    pub(crate) fn finish(self, ids: &mut CallIds) -> InferenceResponse {
+    pub(crate) fn finish(self, ids: &CallIds) -> InferenceResponse {
         let tool_calls: Vec<ToolCall> = self
             .calls
             .into_iter()

@@ -1,10 +1,11 @@
 //! `ollama`: Ollama's chat API (`POST {base_url}/api/chat`) with tools and streaming.
 //!
-//! Config (all optional): `base_url` (`http://127.0.0.1:11434`), `model`, `max_tokens` (sent
-//! as `options.num_predict`), `keep_alive` (how long Ollama keeps the model loaded, e.g.
-//! `"5m"`), and the shared `timeout_secs`, `max_retries`, `retry_base_ms`,
-//! `max_retry_wait_secs`. Ollama needs no key; one named by `credential` is sent as
-//! `Authorization: Bearer` (for a proxy in front of it).
+//! Config (all optional): `base_url` (`http://127.0.0.1:11434`), `model`, `max_tokens`
+//! (sent as `options.num_predict`), `keep_alive` (how long Ollama keeps the model loaded,
+//! e.g. `"5m"`), and the shared `timeout_secs`, `max_retries`, `retry_base_ms`,
+//! `max_retry_wait_secs`, `concurrency` (requests answered at once: 4, from 1 to 32).
+//! Ollama needs no key; one named by `credential` is sent as `Authorization: Bearer` (for a
+//! proxy in front of it).
 //!
 //! A streamed reply is one JSON object per line; the last has `"done": true` with the token
 //! counts (`prompt_eval_count`, `eval_count`). Ollama gives tool calls no ids: they get
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 use super::sse::JsonLines;
 use super::{Arguments, CallIds, Common, Endpoint, PendingCall, Reply};
 use crate::PluginError;
-use p3ak_sdk::runtime::{Provider, StreamSink, ToolFailure};
+use p3ak_sdk::runtime::{SharedProvider, StreamSink, ToolFailure};
 
 /// The default API address.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:11434";
@@ -40,6 +41,12 @@ pub struct Ollama {
 }
 
 impl Ollama {
+    /// How many requests it answers at the same time (`concurrency`).
+    #[must_use]
+    pub fn concurrency(&self) -> usize {
+        self.common.concurrency
+    }
+
     /// Builds the provider from its `welcome` config.
     ///
     /// # Errors
@@ -75,9 +82,9 @@ impl Ollama {
     }
 }
 
-impl Provider for Ollama {
+impl SharedProvider for Ollama {
     fn infer(
-        &mut self,
+        &self,
         request: &InferenceRequest,
         stream: &mut StreamSink<'_>,
     ) -> Result<InferenceResponse, ToolFailure> {
@@ -102,7 +109,7 @@ impl Provider for Ollama {
                 Ok(reply)
             },
         )?;
-        Ok(reply.finish(&mut self.ids))
+        Ok(reply.finish(&self.ids))
     }
 }
 

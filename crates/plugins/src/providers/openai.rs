@@ -6,8 +6,9 @@
 //! (sent as `max_tokens` when set), `stream_usage` (`true`: ask for usage in the last
 //! streamed chunk with `stream_options.include_usage`; set `false` for servers that refuse
 //! the option), and the shared `timeout_secs`, `max_retries`, `retry_base_ms`,
-//! `max_retry_wait_secs`. The API key, when `[plugins.NAME]` names a `credential`, is sent as
-//! `Authorization: Bearer`; local servers usually need none.
+//! `max_retry_wait_secs`, `concurrency` (requests answered at once: 4, from 1 to 32). The
+//! API key, when `[plugins.NAME]` names a `credential`, is sent as `Authorization: Bearer`;
+//! local servers usually need none.
 //!
 //! Tool-call arguments arrive as JSON text (in fragments when streamed, joined by the call's
 //! `index`); text that does not parse is passed on as a string so that the kernel tells the
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 use super::sse::{Events, data_json};
 use super::{Arguments, CallIds, Common, Endpoint, PendingCall, Reply};
 use crate::PluginError;
-use p3ak_sdk::runtime::{Provider, StreamSink, ToolFailure};
+use p3ak_sdk::runtime::{SharedProvider, StreamSink, ToolFailure};
 
 /// The default API address.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -47,6 +48,12 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
+    /// How many requests it answers at the same time (`concurrency`).
+    #[must_use]
+    pub fn concurrency(&self) -> usize {
+        self.common.concurrency
+    }
+
     /// Builds the provider from its `welcome` config.
     ///
     /// # Errors
@@ -82,9 +89,9 @@ impl OpenAi {
     }
 }
 
-impl Provider for OpenAi {
+impl SharedProvider for OpenAi {
     fn infer(
-        &mut self,
+        &self,
         request: &InferenceRequest,
         stream: &mut StreamSink<'_>,
     ) -> Result<InferenceResponse, ToolFailure> {
@@ -105,7 +112,7 @@ impl Provider for OpenAi {
                 }
             },
         )?;
-        Ok(reply.finish(&mut self.ids))
+        Ok(reply.finish(&self.ids))
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// One response.
@@ -127,6 +127,14 @@ impl Recorded {
 pub struct FakeApi {
     pub base: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    room: Arc<Room>,
+}
+
+/// Requests being answered at once by a concurrent server: (now, most ever).
+#[derive(Default)]
+struct Room {
+    inside: Mutex<(usize, usize)>,
+    changed: Condvar,
 }
 
 impl FakeApi {
@@ -158,7 +166,66 @@ impl FakeApi {
                 let _ = respond(&mut stream, response);
             }
         });
-        Self { base, requests }
+        Self {
+            base,
+            requests,
+            room: Arc::default(),
+        }
+    }
+
+    /// Answers every connection on a thread of its own. Each request waits, up to `wait`, until
+    /// `expected` requests are in flight at once, then gets `answer(met)`, `met` being the most
+    /// that have been in flight at once so far ([`FakeApi::peak`]).
+    pub fn start_concurrent(
+        expected: usize,
+        wait: Duration,
+        answer: impl Fn(usize) -> Canned + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let room = Arc::new(Room::default());
+        let (seen, inside) = (Arc::clone(&requests), Arc::clone(&room));
+        let answer = Arc::new(answer);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (seen, room, answer) =
+                    (Arc::clone(&seen), Arc::clone(&inside), Arc::clone(&answer));
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let _ = stream.set_nodelay(true);
+                    let Some(recorded) = read_request(&mut stream) else {
+                        return;
+                    };
+                    seen.lock().unwrap().push(recorded);
+                    let mut count = room.inside.lock().unwrap();
+                    count.0 += 1;
+                    count.1 = count.1.max(count.0);
+                    room.changed.notify_all();
+                    let (mut count, _) = room
+                        .changed
+                        .wait_timeout_while(count, wait, |c| c.0 < expected)
+                        .unwrap();
+                    let met = count.1;
+                    // Out before the answer goes: the next request its client sends cannot
+                    // find this one still in flight.
+                    count.0 -= 1;
+                    drop(count);
+                    let _ = respond(&mut stream, answer(met));
+                });
+            }
+        });
+        Self {
+            base,
+            requests,
+            room,
+        }
+    }
+
+    /// The most requests a concurrent server had in flight at once.
+    pub fn peak(&self) -> usize {
+        self.room.inside.lock().unwrap().1
     }
 
     pub fn requests(&self) -> Vec<Recorded> {

@@ -389,6 +389,17 @@ fn provider_configs_are_checked() {
             "`max_retries` must be from 0 to 10",
         ),
         ("anthropic", json!({"model": ""}), "`model` is empty"),
+        (
+            "openai",
+            json!({"concurrency": 0}),
+            "`concurrency` must be from 1 to 32, not 0",
+        ),
+        (
+            "ollama",
+            json!({"concurrency": 33}),
+            "`concurrency` must be from 1 to 32, not 33",
+        ),
+        ("anthropic", json!({"concurrency": "many"}), "invalid type"),
     ] {
         let (sent, returned) = start_failing(builtin, config, p3ak_plugins::Launch::new(builtin));
         assert_eq!(sent.kind, ErrorKind::Invalid);
@@ -497,6 +508,63 @@ fn openai_streams_and_assembles_interleaved_tool_call_fragments() {
     assert_eq!(sent.path, "/v1/chat/completions");
     assert_eq!(sent.header("authorization"), None);
     assert_eq!(sent.body["stream_options"], json!({"include_usage": true}));
+    k.shutdown();
+}
+
+/// A Chat Completions stream saying `text`.
+fn openai_says(text: &str) -> Canned {
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-m", "object": "chat.completion.chunk", "model": "test-model",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    Canned::sse(&format!(
+        "{}{}data: [DONE]\n\n",
+        chunk(json!({"role": "assistant", "content": text}), Value::Null),
+        chunk(json!({}), json!("stop")),
+    ))
+}
+
+/// Sends `n` streamed requests at once (ids 101, 102, ...) and returns, by id, the chunks and
+/// the content of each answer.
+fn infer_at_once(k: &mut Kernel, n: u64) -> std::collections::BTreeMap<u64, (String, String)> {
+    for id in 101..101 + n {
+        let mut r = request(true, None);
+        r.system = format!("request {id}");
+        k.send(id, p3ak_proto::Message::InferenceRequest(r));
+    }
+    let mut out = std::collections::BTreeMap::<u64, (String, String)>::new();
+    let mut done = 0;
+    while done < n {
+        let reply = k.recv();
+        let entry = out.entry(reply.id).or_default();
+        match reply.message {
+            p3ak_proto::Message::StreamChunk(c) => entry.0.push_str(&c.text),
+            p3ak_proto::Message::InferenceResponse(r) => {
+                entry.1 = r.content;
+                done += 1;
+            }
+            other => panic!("request {}: {other:?}", reply.id),
+        }
+    }
+    out
+}
+
+#[test]
+fn openai_with_concurrency_one_sends_one_request_at_a_time() {
+    // Nobody comes to meet: each request is answered alone once the short wait is over.
+    let api = FakeApi::start_concurrent(2, Duration::from_millis(200), |met| {
+        openai_says(&format!("met {met}"))
+    });
+    let mut k = provider("openai", &api, json!({"concurrency": 1}));
+    let answers = infer_at_once(&mut k, 2);
+    assert_eq!(api.peak(), 1);
+    assert!(
+        answers.values().all(|(_, content)| content == "met 1"),
+        "{answers:?}"
+    );
     k.shutdown();
 }
 

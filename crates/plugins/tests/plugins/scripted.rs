@@ -109,6 +109,38 @@ fn streaming_sends_words_first() {
 }
 
 #[test]
+fn a_delayed_response_waits_while_pings_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_script(
+        dir.path(),
+        &json!({"responses": [{"content": "slow", "delay_ms": 300}, {"content": "quick"}]}),
+    );
+    let mut kernel = start("scripted", json!({"script": script}));
+    let started = std::time::Instant::now();
+    kernel.send(
+        7,
+        p3ak_proto::Message::InferenceRequest(request(vec![user("hi")], false)),
+    );
+    // The reader answers a ping while the response is being held back.
+    kernel.send(8, p3ak_proto::Message::Ping(p3ak_proto::Ping {}));
+    let pong = kernel.recv();
+    assert!(
+        matches!(pong.message, p3ak_proto::Message::Pong(_)) && pong.id == 8,
+        "{pong:?}"
+    );
+    let reply = kernel.recv();
+    assert_eq!(reply.id, 7);
+    let p3ak_proto::Message::InferenceResponse(response) = reply.message else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(response.content, "slow");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    let (_, reply) = kernel.infer(request(vec![user("hi")], false));
+    assert_eq!(reply.unwrap().content, "quick");
+    kernel.shutdown();
+}
+
+#[test]
 fn a_tool_request_to_a_provider_is_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let script = write_script(dir.path(), &json!({"responses": []}));
@@ -133,6 +165,10 @@ fn bad_scripts_fail_at_startup_with_one_line() {
         (
             r#"{"responses": [{"error": {"kind": "sideways"}}]}"#,
             "unknown variant",
+        ),
+        (
+            r#"{"responses": [{"content": "a", "delay_ms": 60001}]}"#,
+            "response 1: `delay_ms` must be at most 60000, not 60001",
         ),
     ];
     for (text, says) in cases {

@@ -3,7 +3,8 @@
 //! Every subject becomes an attribute of the Cedar `context` record:
 //! `args.a.b` → `context["args"]["a"]["b"]`, `total.x` → `context["total"]["x"]`,
 //! `time` → `context["time"]` (minutes after midnight), `channel`, `agent`,
-//! `session.actions` → `context["session"]["actions"]`. Whatever the expression meets at run
+//! `session.actions` → `context["session"]["actions"]`, `delegation.depth` →
+//! `context["delegation"]["depth"]`. Whatever the expression meets at run
 //! time — a missing argument, a value of the wrong type — is an evaluation error, and an
 //! evaluation error rejects the call.
 //!
@@ -55,8 +56,8 @@ use crate::types::TimeOfDay;
 pub(crate) struct Derived {
     /// Key under `context["derived"]`.
     pub(crate) key: String,
-    /// Path inside the arguments.
-    pub(crate) path: Vec<String>,
+    /// The list or value it is about.
+    pub(crate) at: Base,
     pub(crate) check: Check,
     /// The test as the operator wrote it, for `explain`.
     pub(crate) describe: String,
@@ -101,6 +102,7 @@ pub(crate) enum Need {
     Channel,
     Sender,
     Session,
+    Delegation,
     Provenance,
 }
 
@@ -112,6 +114,9 @@ impl std::fmt::Display for Need {
             Self::Channel => f.write_str("the channel (`context.channel`)"),
             Self::Sender => f.write_str("the sender (`context.sender`)"),
             Self::Session => f.write_str("the session's history (`context.session`)"),
+            Self::Delegation => f.write_str(
+                "the delegation (`context.delegation`, with `depth` the length of `chain` and `by` its last agent)",
+            ),
             Self::Provenance => f.write_str(
                 "where the arguments came from (`context.origins` or `context.transcript`)",
             ),
@@ -174,11 +179,58 @@ enum SessionField {
     Calls,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DelegationField {
+    Depth,
+    Chain,
+    By,
+    Kind,
+}
+
+impl DelegationField {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Depth => "depth",
+            Self::Chain => "chain",
+            Self::By => "by",
+            Self::Kind => "kind",
+        }
+    }
+}
+
+/// What a fact decided in Rust (and a quantifier's items) are about: an argument, or the
+/// delegation's chain of agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Base {
+    /// The argument at this path.
+    Args(Vec<String>),
+    /// `delegation.chain`.
+    Chain,
+}
+
+impl Base {
+    /// As the operator writes it: `args.to`, `delegation.chain`.
+    fn name(&self) -> String {
+        match self {
+            Self::Args(path) => format!("args.{}", path.join(".")),
+            Self::Chain => "delegation.chain".to_owned(),
+        }
+    }
+
+    /// The same base, `path` further in (an item's field).
+    fn join(&self, path: &[String]) -> Self {
+        match self {
+            Self::Args(base) => Self::Args(base.iter().chain(path).cloned().collect()),
+            Self::Chain => Self::Chain,
+        }
+    }
+}
+
 enum Subject {
     Args(Vec<String>),
-    /// An item inside `all`/`any`/`none` over the argument at `base`; `path` inside the item.
+    /// An item inside `all`/`any`/`none` over the list at `base`; `path` inside the item.
     Item {
-        base: Vec<String>,
+        base: Base,
         path: Vec<String>,
     },
     Total(String),
@@ -187,6 +239,7 @@ enum Subject {
     Sender,
     Agent,
     Session(SessionField),
+    Delegation(DelegationField),
 }
 
 impl Subject {
@@ -213,6 +266,7 @@ impl Subject {
                     SessionField::Calls => "calls",
                 }
             ),
+            Self::Delegation(field) => format!("context[\"delegation\"][\"{}\"]", field.name()),
         }
     }
 
@@ -235,6 +289,8 @@ impl Subject {
             Self::Sender => "context has \"sender\"".to_owned(),
             Self::Agent => "context has \"agent\"".to_owned(),
             Self::Session(_) => "context has \"session\"".to_owned(),
+            // Without the delegation this fails to evaluate, like every test on it.
+            Self::Delegation(field) => format!("context[\"delegation\"] has \"{}\"", field.name()),
         }
     }
 
@@ -253,7 +309,8 @@ impl Subject {
             | Self::Channel
             | Self::Sender
             | Self::Agent
-            | Self::Session(_) => None,
+            | Self::Session(_)
+            | Self::Delegation(_) => None,
         }
     }
 
@@ -264,6 +321,7 @@ impl Subject {
             Self::Channel => Some(Need::Channel),
             Self::Sender => Some(Need::Sender),
             Self::Session(_) => Some(Need::Session),
+            Self::Delegation(_) => Some(Need::Delegation),
             Self::Args(_) | Self::Item { .. } | Self::Agent => None,
         }
     }
@@ -274,11 +332,24 @@ impl Subject {
     }
 
     fn numeric(&self) -> bool {
-        self.valued() || matches!(self, Self::Total(_) | Self::Session(SessionField::Calls))
+        self.valued()
+            || matches!(
+                self,
+                Self::Total(_)
+                    | Self::Session(SessionField::Calls)
+                    | Self::Delegation(DelegationField::Depth)
+            )
     }
 
     fn textual(&self) -> bool {
-        self.valued() || matches!(self, Self::Channel | Self::Sender | Self::Agent)
+        self.valued()
+            || matches!(
+                self,
+                Self::Channel
+                    | Self::Sender
+                    | Self::Agent
+                    | Self::Delegation(DelegationField::By | DelegationField::Kind)
+            )
     }
 
     fn boolean(&self) -> bool {
@@ -286,7 +357,21 @@ impl Subject {
     }
 
     fn listed(&self) -> bool {
-        self.valued() || matches!(self, Self::Session(SessionField::Actions))
+        self.valued()
+            || matches!(
+                self,
+                Self::Session(SessionField::Actions) | Self::Delegation(DelegationField::Chain)
+            )
+    }
+
+    /// The list `all`/`any`/`none` go over, for a subject that is one.
+    fn quantified(&self) -> Option<Base> {
+        match self {
+            Self::Args(path) => Some(Base::Args(path.clone())),
+            Self::Item { base, path } => Some(base.join(path)),
+            Self::Delegation(DelegationField::Chain) => Some(Base::Chain),
+            _ => None,
+        }
     }
 }
 
@@ -295,7 +380,7 @@ fn first_line(text: &str) -> String {
 }
 
 fn subject_hint() -> &'static str {
-    "subjects are `args.NAME`, `total.NAME`, `time`, `channel`, `agent`, `session.actions`, `session.sensitive` and `session.calls`; combinators are `any`, `not` and `cedar`"
+    "subjects are `args.NAME`, `total.NAME`, `time`, `channel`, `sender`, `agent`, `session.actions`, `session.sensitive`, `session.calls`, `delegation.depth`, `delegation.chain`, `delegation.by` and `delegation.kind`; combinators are `any`, `not` and `cedar`"
 }
 
 /// The tests on one subject, in the order `RawOps` documents (`present` first).
@@ -457,7 +542,7 @@ impl Compiler<'_> {
                             first_line(&e.to_string())
                         ),
                     )
-                    .with_hint("the call is under `context`: `context.args`, `context.total`, `context.time`, `context.channel`, `context.sender`, `context.agent`, `context.session`"),
+                    .with_hint("the call is under `context`: `context.args`, `context.total`, `context.time`, `context.channel`, `context.sender`, `context.agent`, `context.session`, `context.delegation`"),
                 );
                 None
             }
@@ -467,7 +552,7 @@ impl Compiler<'_> {
     fn subject(
         &self,
         key: &Spanned<String>,
-        item_base: Option<&[String]>,
+        item_base: Option<&Base>,
         errors: &mut Vec<Diagnostic>,
     ) -> Option<Subject> {
         let name = key.value.as_str();
@@ -502,7 +587,7 @@ impl Compiler<'_> {
                 },
             };
             return Some(Subject::Item {
-                base: base.to_vec(),
+                base: base.clone(),
                 path,
             });
         }
@@ -514,6 +599,10 @@ impl Compiler<'_> {
             "session.actions" => Subject::Session(SessionField::Actions),
             "session.sensitive" => Subject::Session(SessionField::Sensitive),
             "session.calls" => Subject::Session(SessionField::Calls),
+            "delegation.depth" => Subject::Delegation(DelegationField::Depth),
+            "delegation.chain" => Subject::Delegation(DelegationField::Chain),
+            "delegation.by" => Subject::Delegation(DelegationField::By),
+            "delegation.kind" => Subject::Delegation(DelegationField::Kind),
             _ => {
                 if let Some(path) = name.strip_prefix("args.") {
                     Subject::Args(path_of(path, errors)?)
@@ -542,7 +631,10 @@ impl Compiler<'_> {
     fn scale(&self, subject: &Subject) -> Option<u32> {
         let path: Vec<String> = match subject {
             Subject::Args(path) => path.clone(),
-            Subject::Item { base, path } => base.iter().chain(path).cloned().collect(),
+            Subject::Item {
+                base: Base::Args(base),
+                path,
+            } => base.iter().chain(path).cloned().collect(),
             Subject::Total(name) => {
                 return self
                     .totals
@@ -1017,13 +1109,13 @@ impl Compiler<'_> {
             ("none", &ops.none, true, true),
         ] {
             let Some(cond) = cond else { continue };
-            let base: Vec<String> = match subject {
-                Subject::Args(path) => path.clone(),
-                Subject::Item { base, path } => base.iter().chain(path).cloned().collect(),
-                _ => {
-                    bad(op, "needs a list argument", sink.errors);
-                    continue;
-                }
+            let Some(base) = subject.quantified() else {
+                bad(
+                    op,
+                    "needs a list argument (or `delegation.chain`)",
+                    sink.errors,
+                );
+                continue;
             };
             let item = self.compile_item(cond, &base, sink);
             let item = if negate { item.opposite() } else { item };
@@ -1052,7 +1144,7 @@ impl Compiler<'_> {
     fn compile_item(
         &mut self,
         cond: &Spanned<RawCond>,
-        base: &[String],
+        base: &Base,
         sink: &mut Sink<'_>,
     ) -> ItemCond {
         let errors_at_start = sink.errors.len();
@@ -1163,10 +1255,16 @@ impl Compiler<'_> {
                 }),
                 Check::Quant { .. } => None,
             };
-            let Subject::Args(path) = &subject else {
-                // Not an argument: never a list; `gather` allows only tests Cedar has here.
-                out.extend(scalar);
-                continue;
+            let at = match (&subject, &scalar) {
+                (Subject::Args(path), _) => Base::Args(path.clone()),
+                // Cedar has no quantifiers: Rust decides them over the chain.
+                (Subject::Delegation(DelegationField::Chain), None) => Base::Chain,
+                _ => {
+                    // Not an argument: never a list of unknown shape; `gather` allows only
+                    // tests Cedar has here.
+                    out.extend(scalar);
+                    continue;
+                }
             };
             let derived_key = format!("d{}", self.next_derived);
             self.next_derived += 1;
@@ -1181,7 +1279,7 @@ impl Compiler<'_> {
             });
             sink.derived.push(Derived {
                 key: derived_key,
-                path: path.clone(),
+                at,
                 check,
                 describe,
             });
@@ -1215,14 +1313,31 @@ impl Derived {
     /// The fact for this call: `None` when Cedar decides it (the value is not a list, and the
     /// test is one Cedar has); otherwise whether it holds, or why it cannot be evaluated (the
     /// condition then rejects, if it gets that far).
-    pub(crate) fn evaluate(&self, args: &Value, facts: &Facts<'_>) -> Option<Result<bool, String>> {
+    ///
+    /// `chain` is the delegation's chain as a list of texts, `None` when the call did not
+    /// supply a (consistent) delegation.
+    pub(crate) fn evaluate(
+        &self,
+        args: &Value,
+        chain: Option<&Value>,
+        facts: &Facts<'_>,
+    ) -> Option<Result<bool, String>> {
         let rust_only = self.check.rust_only();
-        let Some(value) = lookup(args, &self.path) else {
+        let found = match &self.at {
+            Base::Args(path) => lookup(args, path),
+            Base::Chain => chain,
+        };
+        let Some(value) = found else {
             return rust_only.then(|| {
-                Err(format!(
-                    "`args.{}` is missing or not inside a record",
-                    self.path.join(".")
-                ))
+                Err(match &self.at {
+                    Base::Args(path) => {
+                        format!(
+                            "`args.{}` is missing or not inside a record",
+                            path.join(".")
+                        )
+                    }
+                    Base::Chain => format!("this call did not supply {}", Need::Delegation),
+                })
             });
         };
         if !value.is_array() && !rust_only {
@@ -1231,8 +1346,13 @@ impl Derived {
         Some(
             self.check
                 .decide(value, facts)
-                .map_err(|e| format!("in `args.{}`: {e}", self.path.join("."))),
+                .map_err(|e| format!("in `{}`: {e}", self.at.name())),
         )
+    }
+
+    /// Whether it is about the delegation's chain (which the engine then builds).
+    pub(crate) fn on_chain(&self) -> bool {
+        self.at == Base::Chain
     }
 }
 
