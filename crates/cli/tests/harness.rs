@@ -674,3 +674,56 @@ fn each_agents_shell_commands_reach_its_own_workspace_only() {
     assert!(!workspaces.join("ledger/planted").exists());
     k.stop();
 }
+
+#[test]
+fn the_policy_sees_who_handed_the_work_down() {
+    let policy = "version: 1
+read:
+  files.list:
+    level: 0
+    rules:
+      - id: not-for-amber
+        when: { delegation.by: { present: true, in: [amber] }, delegation.depth: { eq: 1 } }
+        reject: true
+team:
+  agents.ask: { level: 0 }
+";
+    let mut k = team(
+        policy,
+        vec![
+            member(
+                "amber",
+                r#"["agents.*"]"#,
+                vec![
+                    call("agents__ask", json!({"agent": "scout", "task": "list"})),
+                    say("asked"),
+                ],
+            ),
+            member(
+                "scout",
+                r#"["files.*"]"#,
+                vec![
+                    call("files__list", json!({})),
+                    say("refused"),
+                    call("files__list", json!({})),
+                    say("listed"),
+                ],
+            ),
+        ],
+        "",
+    );
+    k.up();
+    k.ok(&["chat", "-m", "have scout list"]);
+    k.ok(&["chat", "--agent", "scout", "-m", "list"]);
+    let audit = k.audit();
+    let decided: Vec<Value> = entries(&audit, "decision", "scout")
+        .iter()
+        .map(|d| d["payload"]["verdict"]["decision"].clone())
+        .collect();
+    assert_eq!(decided, vec![json!("reject"), json!("allow")]);
+    assert_eq!(
+        entries(&audit, "decision", "scout")[0]["payload"]["verdict"]["rules"][0],
+        "not-for-amber"
+    );
+    k.stop();
+}

@@ -672,6 +672,15 @@ impl Road {
             origins: caller
                 .conversation
                 .map(|c| c.transcript().origins_of(&proposal.args)),
+            // Always supplied: a turn nobody handed work to is depth 0.
+            delegation: Some(caller.chain.map_or_else(Default::default, |chain| {
+                p3ak_policy::Delegation {
+                    depth: u32::try_from(chain.depth()).unwrap_or(u32::MAX),
+                    chain: chain.agents.clone(),
+                    by: chain.agents.last().cloned(),
+                    kind: chain.kind.map(|k| k.as_str().to_owned()),
+                }
+            })),
             ..Context::default()
         }
     }
