@@ -15,6 +15,7 @@ pub const BUILTINS: &[&str] = &[
     "mail",
     "mcp",
     "shell",
+    "skills",
     "vault",
     "scripted",
     "anthropic",

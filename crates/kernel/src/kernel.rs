@@ -81,6 +81,8 @@ pub struct Kernel {
     pub(crate) tokens: Arc<crate::tokens::TokenBook>,
     /// What `GET /metrics` shows.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The skills in `skills/`, read at start (docs/skills.md).
+    pub(crate) skills: Arc<crate::skills::Skills>,
     /// The uids served on the control socket.
     operators: Vec<u32>,
     /// The warden, when it started this kernel.
@@ -321,6 +323,22 @@ impl Kernel {
                 policy_rules: policy.rule_count(),
             })
             .await?;
+        let skills = {
+            let root = home.skills();
+            tokio::task::spawn_blocking(move || crate::skills::Skills::discover(&root))
+                .await
+                .map_err(KernelError::task("reading the skills"))?
+        };
+        for invalid in &skills.invalid {
+            tracing::warn!("skill left out: {}", invalid.error);
+            audit
+                .record(AuditEvent::SkillInvalid {
+                    dir: invalid.dir.clone(),
+                    error: invalid.error.clone(),
+                })
+                .await
+                .ok();
+        }
         // Totals and session histories as the audit log has them: they survive a restart.
         let ledger = Ledger::restore(Arc::clone(&vault), &policy, SystemClock.unix_ms()).await?;
         let pending = Arc::new(PendingQueue::default());
@@ -429,6 +447,7 @@ impl Kernel {
                 grants,
                 tokens: api_tokens,
                 metrics,
+                skills: Arc::new(skills),
                 operators,
                 warden,
                 stop,
@@ -632,8 +651,18 @@ impl Kernel {
                 conversation,
                 text,
             } => {
+                // `/NAME text` where a skill claims `NAME`: the skill's body, then the text.
+                let text = self
+                    .skills
+                    .expand_command(
+                        agent
+                            .as_deref()
+                            .unwrap_or(&self.config.kernel.default_agent),
+                        text,
+                    )
+                    .map_or_else(|| text.clone(), |(_, expanded)| expanded);
                 let mut inbound =
-                    p3ak_proto::Inbound::new(conversation.clone(), operator.clone(), text.clone());
+                    p3ak_proto::Inbound::new(conversation.clone(), operator.clone(), text);
                 inbound.agent.clone_from(agent);
                 match self.turn(inbound, "console", events.clone()).await {
                     Ok(text) => ControlEvent::Reply { text },

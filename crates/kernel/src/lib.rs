@@ -45,6 +45,7 @@ mod reload;
 pub mod road;
 pub mod scrub;
 mod session;
+pub mod skills;
 mod summarise;
 pub mod tokens;
 mod turn;

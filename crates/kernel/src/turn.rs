@@ -609,6 +609,7 @@ impl Kernel {
         conversation: &mut Conversation,
     ) -> String {
         let mut prompt = agent.prompt.clone();
+        prompt.push_str(&self.skills.offer(&agent.name, text, conversation));
         conversation.said(Source::Operator, &prompt);
         if agent.memory == 0 {
             return prompt;

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `files` | tool | `read`, `write`, `list` inside the agent's workspace |
 //! | `shell` | tool | `run` a command in the agent's workspace |
+//! | `skills` | tool | `load` a skill's instructions, `run` one of its scripts (docs/skills.md) |
 //! | `http` | tool | `request` one URL, never following redirects |
 //! | `mail` | tool | `folders`, `search`, `read`, `attachment`, `mark`, `move`, `draft`, `send`, `reply` over IMAP and SMTP |
 //! | `calendar` | tool | `calendars`, `events`, `create`, `update`, `move`, `delete` on a CalDAV server |
@@ -38,8 +39,10 @@ pub mod http;
 pub mod mail;
 pub mod mcp;
 pub mod providers;
+mod runner;
 pub mod scripted;
 pub mod shell;
+pub mod skills;
 pub mod web;
 mod workspace;
 
@@ -52,6 +55,7 @@ pub use p3ak_sdk::{Handler, Launch, PluginError, Provider, StreamSink, Tool, Too
 pub const BUILTINS: &[&str] = &[
     "files",
     "shell",
+    "skills",
     "http",
     "mail",
     "calendar",
@@ -75,7 +79,7 @@ pub const SOFTWARE: &str = concat!("p3ak-plugins ", env!("CARGO_PKG_VERSION"));
 pub enum RunError {
     /// A plugin this crate does not have (`vault` is `p3ak-vaulttool`'s; the CLI routes it).
     #[error(
-        "unknown plugin `{0}`: the first-party plugins are files, shell, http, mail, calendar, web, mcp, \
+        "unknown plugin `{0}`: the first-party plugins are files, shell, skills, http, mail, calendar, web, mcp, \
          vault, scripted, anthropic, openai, ollama, telegram, discord, slack and webhook"
     )]
     UnknownPlugin(String),
@@ -117,6 +121,11 @@ pub fn serve(name: &str, stream: UnixStream, launch: Launch) -> Result<(), RunEr
         }),
         "shell" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
             Ok(Handler::Tool(Box::new(shell::Shell::from_config(
+                &w.config, max_frame,
+            )?)))
+        }),
+        "skills" => runtime::serve(stream, &plugin, SOFTWARE, max_frame, |w| {
+            Ok(Handler::Tool(Box::new(skills::Skills::from_config(
                 &w.config, max_frame,
             )?)))
         }),

@@ -14,19 +14,11 @@
 //! `{exit_code, stdout, stderr, timed_out, truncated}` (`exit_code` is null when a signal
 //! ended the command; `truncated` when either stream was cut at `max_output`).
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use p3ak_proto::{ActionSpec, Tier};
-use rustix::process::{Pid, Signal};
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-use p3ak_sandbox::ChildRules;
 
 use crate::PluginError;
 use crate::workspace::Workspaces;
@@ -40,11 +32,7 @@ pub const MAX_OUTPUT_LIMIT: usize = 1 << 20;
 /// Longest command, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 /// The `PATH` commands get.
-pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// How long to wait for the output pipes to close once the command is gone.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// How often the command is polled.
-const POLL: Duration = Duration::from_millis(10);
+pub const PATH: &str = crate::runner::PATH;
 
 fn default_timeout() -> u64 {
     30
@@ -110,132 +98,15 @@ impl Shell {
             ));
         }
         let workspace = self.workspaces.agent(agent)?;
-        let mut shell = Command::new("/bin/sh");
-        shell
-            .arg("-c")
-            .arg(command)
-            .current_dir(&workspace.path)
-            .env_clear()
-            .env("PATH", PATH)
-            .env("HOME", &workspace.path)
-            .env("LANG", "C.UTF-8")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        // One agent's commands reach its own workspace, not the others' (which this plugin,
-        // serving every agent under one uid, can reach).
-        p3ak_sandbox::confine_child(&mut shell, ChildRules::shell(&workspace.path))
-            .map_err(|e| ToolFailure::permanent(format!("cannot confine the command: {e}")))?;
-        let mut child = shell
-            .spawn()
-            .map_err(|e| ToolFailure::permanent(format!("cannot start `/bin/sh`: {e}")))?;
-        let group = Pid::from_child(&child);
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| Capture::start(s, self.max_output));
-        let stderr = child
-            .stderr
-            .take()
-            .map(|s| Capture::start(s, self.max_output));
-        let deadline = Instant::now() + Duration::from_secs(timeout);
-        let mut timed_out = false;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() >= deadline => {
-                    timed_out = true;
-                    let _ = rustix::process::kill_process_group(group, Signal::KILL);
-                    break child.wait().ok();
-                }
-                Ok(None) => std::thread::sleep(POLL),
-                Err(_) => {
-                    let _ = rustix::process::kill_process_group(group, Signal::KILL);
-                    break child.wait().ok();
-                }
-            }
-        };
-        // Whatever the command left in its group goes with it (and lets the pipes close).
-        let _ = rustix::process::kill_process_group(group, Signal::KILL);
-        let drain_until = Instant::now() + DRAIN_GRACE;
-        let (stdout, out_cut) = stdout.map_or_else(Default::default, |c| c.finish(drain_until));
-        let (stderr, err_cut) = stderr.map_or_else(Default::default, |c| c.finish(drain_until));
-        let exit_code = status.and_then(|s| s.code());
-        Ok(json!({
-            "exit_code": exit_code,
-            "stdout": stdout,
-            "stderr": stderr,
-            "timed_out": timed_out,
-            "truncated": out_cut || err_cut,
-        }))
-    }
-}
-
-/// Output read so far, and whether some was dropped.
-#[derive(Default)]
-struct Captured {
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-/// One output pipe read on its own thread, keeping `max` bytes and draining the rest so the
-/// command never blocks on a full pipe.
-struct Capture {
-    shared: Arc<Mutex<Captured>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Capture {
-    fn start<R: Read + Send + 'static>(mut pipe: R, max: usize) -> Self {
-        let shared = Arc::new(Mutex::new(Captured::default()));
-        let sink = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("p3ak-shell-output".to_owned())
-            .spawn(move || {
-                let mut buf = [0u8; 8192];
-                loop {
-                    match pipe.read(&mut buf) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            let mut captured = sink
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner);
-                            let room = max.saturating_sub(captured.bytes.len());
-                            let data = buf.get(..n).unwrap_or_default();
-                            let keep = data.get(..room.min(n)).unwrap_or_default();
-                            captured.bytes.extend_from_slice(keep);
-                            if keep.len() < data.len() {
-                                captured.truncated = true;
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => return,
-                    }
-                }
-            })
-            .ok();
-        Self { shared, thread }
-    }
-
-    /// Waits (until `deadline`) for the pipe to close, then takes what was read, as text.
-    fn finish(self, deadline: Instant) -> (String, bool) {
-        if let Some(thread) = self.thread {
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(POLL);
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
+        crate::runner::Run {
+            program: std::path::Path::new("/bin/sh"),
+            args: &["-c", command],
+            workspace: &workspace.path,
+            stdin: None,
+            timeout: Duration::from_secs(timeout),
+            max_output: self.max_output,
         }
-        let captured = self
-            .shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (
-            String::from_utf8_lossy(&captured.bytes).into_owned(),
-            captured.truncated,
-        )
+        .run()
     }
 }
 

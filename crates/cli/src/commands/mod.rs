@@ -12,6 +12,7 @@ mod memory;
 mod models;
 mod policy;
 mod sandbox;
+mod skills;
 mod tokens;
 mod vault;
 mod vault_demo;
@@ -52,6 +53,11 @@ pub enum Command {
     /// Chat connectors (Telegram, Slack, Discord): status, pairing who may talk through them.
     #[command(subcommand)]
     Connectors(connectors::Command),
+    /// The skills in the home's `skills/`, with the errors of broken ones (`show NAME`: one).
+    Skills {
+        #[command(subcommand)]
+        command: Option<skills::Command>,
+    },
     /// Bearer tokens for the REST API and the MCP server (scoped, expiring, revocable).
     #[command(subcommand)]
     Tokens(tokens::Command),
@@ -97,6 +103,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Hitl(command) => hitl::run(command, out),
         Command::Mcp(args) => mcp::run(args),
         Command::Connectors(command) => connectors::run(command, out),
+        Command::Skills { command } => skills::run(command, out),
         Command::Tokens(command) => tokens::run(command, out),
         Command::Secret(command) => kernel::secret(command, out),
         Command::Plugin(command) => kernel::plugin(command),

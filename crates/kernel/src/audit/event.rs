@@ -212,6 +212,8 @@ audit_events! {
     PolicyApplied = "policy.applied", Required { sha256: String, rules: usize, source: String },
     /// A new policy was refused; the running one stays.
     PolicyRefused = "policy.refused", BestEffort { source: String, error: String },
+    /// A folder in `skills/` is not a valid skill: it was left out (docs/skills.md).
+    SkillInvalid = "skill.invalid", BestEffort { dir: String, error: String },
     /// An approval the owner asked to remember became a grant.
     GrantCreated = "grant.created", Required {
         id: String, approval: String, agent: String, action: String, args: Value, level: u8,

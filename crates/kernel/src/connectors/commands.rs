@@ -104,7 +104,10 @@ impl Kernel {
             .clone()
             .unwrap_or_else(|| self.config.kernel.default_agent.clone());
         let text = match command {
-            Command::Help => HELP.to_owned(),
+            Command::Help => match self.skills.help_lines(&agent) {
+                skills if skills.is_empty() => HELP.to_owned(),
+                skills => format!("{HELP}\nThe skills' commands:{skills}"),
+            },
             Command::Status => {
                 let status = self.status();
                 let running = self
@@ -279,5 +282,22 @@ mod tests {
             Command::parse("/board"),
             Some(Command::Board(String::new()))
         );
+    }
+
+    #[test]
+    fn skills_may_claim_exactly_the_commands_the_kernel_does_not_answer() {
+        for name in crate::skills::BUILTIN_COMMANDS {
+            let parsed = Command::parse(&format!("/{name}"));
+            assert!(
+                !matches!(parsed, Some(Command::Unknown(_)) | None),
+                "/{name} is no built-in command"
+            );
+        }
+        for name in ["report", "approve", "board_meeting"] {
+            assert_eq!(
+                Command::parse(&format!("/{name} x")),
+                Some(Command::Unknown(name.to_owned()))
+            );
+        }
     }
 }

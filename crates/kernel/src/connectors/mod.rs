@@ -338,11 +338,25 @@ impl Kernel {
         let agent_name = self.route(&connector, &inbound.conversation);
         inbound.agent = Some(agent_name);
         if let Some(command) = commands::Command::parse(&inbound.text) {
-            let answer = self.command(connection, &inbound, command).await;
-            if let Some(id) = &inbound.message_id {
-                router.remember(&connector, id);
+            // A command a skill claims (docs/skills.md) is a message for the agent: the
+            // skill's body, then what the person wrote after the command.
+            let skill = matches!(command, commands::Command::Unknown(_))
+                .then(|| {
+                    let agent = inbound.agent.as_deref().unwrap_or_default();
+                    self.skills.expand_command(agent, &inbound.text)
+                })
+                .flatten()
+                .map(|(_, text)| text);
+            match skill {
+                Some(text) => inbound.text = text,
+                None => {
+                    let answer = self.command(connection, &inbound, command).await;
+                    if let Some(id) = &inbound.message_id {
+                        router.remember(&connector, id);
+                    }
+                    return answer;
+                }
             }
-            return answer;
         }
         let agent = match self.admit(&inbound, &connector).await {
             Ok(agent) => agent,

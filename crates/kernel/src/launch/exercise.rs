@@ -553,7 +553,7 @@ pub fn trace(
     let class = class.unwrap_or(match (plugin, path) {
         (_, Some(_)) => Class::Script,
         ("files" | "vault", _) => Class::Tool,
-        ("shell", _) => Class::Shell,
+        ("shell" | "skills", _) => Class::Shell,
         ("scripted", _) => Class::Provider,
         _ => Class::Network,
     });

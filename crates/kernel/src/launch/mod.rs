@@ -98,6 +98,17 @@ pub fn plugin_specs(home: &Home, config: &Config) -> Vec<PluginSpec> {
                         .entry("workspaces")
                         .or_insert_with(|| path(home.workspaces()));
                 }
+                "skills" => {
+                    settings
+                        .entry("workspaces")
+                        .or_insert_with(|| path(home.workspaces()));
+                    // The skills are the home's: the folder and what was found in it.
+                    settings.insert("skills".to_owned(), path(home.skills()));
+                    settings.insert(
+                        "catalog".to_owned(),
+                        crate::skills::Skills::discover(&home.skills()).catalog(),
+                    );
+                }
                 "vault" => {
                     settings
                         .entry("vault")

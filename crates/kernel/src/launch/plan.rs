@@ -102,6 +102,8 @@ pub struct PluginPlan {
     /// The kernel's trees it reads: they stay the kernel's, their group becomes the plugin's
     /// (the embedding model, for `vault`).
     lent: Vec<PathBuf>,
+    /// As `lent`, and it runs the executables inside (the skills, for `skills`).
+    lent_exec: Vec<PathBuf>,
     kernel_uid: u32,
 }
 
@@ -132,7 +134,10 @@ fn identity(spec: &PluginSpec, settings: Option<&PluginSandbox>) -> String {
         return user;
     }
     match &spec.launch {
-        Launch::Builtin(b) if b == "files" || b == "shell" => "workspaces".to_owned(),
+        // The tools that work in the agents' workspaces share the uid that owns them.
+        Launch::Builtin(b) if b == "files" || b == "shell" || b == "skills" => {
+            "workspaces".to_owned()
+        }
         _ => spec.name.clone(),
     }
 }
@@ -143,7 +148,8 @@ fn class_of(launch: &Launch, config: &serde_json::Value) -> Class {
     match launch {
         Launch::Builtin(b) => match b.as_str() {
             "files" | "vault" => Class::Tool,
-            "shell" => Class::Shell,
+            // `skills` runs the skills' scripts, as `shell` runs commands.
+            "shell" | "skills" => Class::Shell,
             "mcp" if config.get("url").is_some() => Class::Network,
             "mcp" => Class::Shell,
             "scripted" => Class::Provider,
@@ -309,6 +315,7 @@ impl Sandbox {
         let mut own = Vec::new();
         let mut shared = Vec::new();
         let mut lent = Vec::new();
+        let mut lent_exec = Vec::new();
         if let Launch::Builtin(_) = &spec.launch {
             let setting = |key: &str| {
                 spec.config
@@ -342,6 +349,12 @@ impl Sandbox {
             }
             if let Some(record) = setting("record") {
                 files.push(record);
+            }
+            // The skills' folders: read, and their scripts run (docs/skills.md).
+            if let Some(skills) = setting("skills") {
+                read.push(skills.clone());
+                exec.push(skills.clone());
+                lent_exec.push(skills);
             }
         }
         read.extend(settings.read.iter().cloned());
@@ -388,6 +401,7 @@ impl Sandbox {
             own,
             shared,
             lent,
+            lent_exec,
             kernel_uid: rustix::process::geteuid().as_raw(),
         })
     }
@@ -450,8 +464,47 @@ impl Sandbox {
                 traversable_ancestors(parent)?;
             }
         }
+        for dir in &plan.lent_exec {
+            // The same, and what is executable stays so for the group: 0750.
+            make_dir(dir, None)?;
+            chown_tree(dir, plan.kernel_uid, gid, None)?;
+            group_modes(dir)?;
+            if let Some(parent) = dir.parent() {
+                traversable_ancestors(parent)?;
+            }
+        }
         Ok(())
     }
+}
+
+/// Sets a lent tree's modes: directories and executables 0750, other files 0640 (links
+/// are left as they are).
+fn group_modes(dir: &Path) -> Result<(), PlanError> {
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| PlanError::Read {
+            path: path.clone(),
+            source: Arc::new(e),
+        })?;
+        let mode = if meta.is_dir() || (meta.is_file() && meta.mode() & 0o111 != 0) {
+            0o750
+        } else if meta.is_file() {
+            0o640
+        } else {
+            continue;
+        };
+        if meta.mode() & 0o7777 != mode {
+            set_mode(&path, mode)?;
+        }
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&path).map_err(|e| PlanError::List {
+                path: path.clone(),
+                source: Arc::new(e),
+            })?;
+            stack.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    Ok(())
 }
 
 fn make_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), PlanError> {

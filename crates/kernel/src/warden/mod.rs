@@ -368,6 +368,11 @@ fn prepare_home(home: &Home, (uid, gid): (u32, u32)) -> Result<(), KernelError> 
     if home.agents().is_dir() {
         chown_tree(&home.agents(), root_uid, gid, Some((0o750, 0o640))).map_err(error)?;
     }
+    // The skills: the kernel reads them at start; the `skills` plugin's launch lends them
+    // on (its scripts keep their executable bits, so no modes are forced here).
+    if home.skills().is_dir() {
+        chown_tree(&home.skills(), uid, gid, None).map_err(error)?;
+    }
     // The memory vault, searched for an agent's context: readable by the kernel's group (the
     // vault plugin, when it runs, owns it; its start keeps the group).
     if let Some(vaults) = home.memory_vault().parent().filter(|d| d.is_dir()) {

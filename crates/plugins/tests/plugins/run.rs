@@ -15,7 +15,7 @@ fn unknown_plugin_and_missing_environment() {
     assert!(matches!(e, RunError::UnknownPlugin(_)));
     assert_eq!(
         e.to_string(),
-        "unknown plugin `teleport`: the first-party plugins are files, shell, http, mail, calendar, web, mcp, vault, scripted, anthropic, openai, ollama, telegram, discord, slack and webhook"
+        "unknown plugin `teleport`: the first-party plugins are files, shell, skills, http, mail, calendar, web, mcp, vault, scripted, anthropic, openai, ollama, telegram, discord, slack and webhook"
     );
     // The test process has no plugin environment.
     if std::env::var_os("P3AK_PLUGIN_NAME").is_none() {
