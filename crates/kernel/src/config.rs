@@ -59,6 +59,9 @@ pub struct Config {
     /// How agents hand work to each other.
     #[serde(default)]
     pub agents: AgentSettings,
+    /// Messages sent to an agent at set times (`[schedules.NAME]`).
+    #[serde(default)]
+    pub schedules: BTreeMap<String, ScheduleConfig>,
 }
 
 /// `[agents]`: limits on agents handing work to each other (`agents.route`, `agents.ask`,
@@ -87,6 +90,93 @@ impl Default for AgentSettings {
             ask_timeout: Duration::from_secs(120),
             board_timeout: Duration::from_secs(90),
         }
+    }
+}
+
+/// `[schedules.NAME]`: a message sent to an agent at set times, as if it came in on channel
+/// `schedule:NAME` (see `crate::schedule`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// A 5-field cron expression in the kernel's local time zone (`0 7 * * *`).
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Or a heartbeat: every this long (`30m`; at least a minute).
+    #[serde(default)]
+    pub every: Option<String>,
+    /// The agent (default: `[kernel] default_agent`).
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// What is sent.
+    pub message: String,
+    /// After downtime: one catch-up run at start, or none.
+    #[serde(default)]
+    pub missed: Missed,
+    /// How old a missed run may be and still be caught up.
+    #[serde(default = "twelve_hours", with = "humantime_serde_compat")]
+    pub catch_up: Duration,
+    /// Set to false to keep the entry without running it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Also send the reply to this paired identity (`telegram:7`).
+    #[serde(default)]
+    pub deliver: Option<String>,
+}
+
+/// What a schedule does about runs that fell due while the kernel was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missed {
+    /// One catch-up run at start for the latest missed time, if within `catch_up`.
+    #[default]
+    Once,
+    /// None: the next run is the next time after the start.
+    Skip,
+}
+
+fn twelve_hours() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+
+impl ScheduleConfig {
+    /// The agent it messages.
+    #[must_use]
+    pub fn agent_or<'a>(&'a self, default_agent: &'a str) -> &'a str {
+        self.agent.as_deref().unwrap_or(default_agent)
+    }
+
+    /// Checks one entry; the error names `schedules.NAME.KEY`.
+    fn check(&self, name: &str) -> Result<(), String> {
+        if !valid_plugin_name(name) {
+            return Err(format!(
+                "schedule name `{name}`: use letters, digits, `_` and `-` (no `__`)"
+            ));
+        }
+        crate::schedule::Timing::parse(name, self)?;
+        if self.message.trim().is_empty() {
+            return Err(format!("schedules.{name}.message must not be empty"));
+        }
+        if self.catch_up.is_zero() {
+            return Err(format!("schedules.{name}.catch_up must be more than zero"));
+        }
+        if let Some(agent) = &self.agent
+            && !valid_plugin_name(agent)
+        {
+            return Err(format!(
+                "schedules.{name}.agent `{agent}` is not an agent name"
+            ));
+        }
+        if let Some(deliver) = &self.deliver {
+            let ok = deliver
+                .split_once(':')
+                .is_some_and(|(c, id)| valid_plugin_name(c) && !id.is_empty());
+            if !ok || !crate::session::valid_conversation(deliver) {
+                return Err(format!(
+                    "schedules.{name}.deliver `{deliver}` is not a paired identity like `telegram:7`"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -682,6 +772,9 @@ impl Config {
             .console_addr()
             .map_err(|e| error(e.to_string()))?;
         config.api.check().map_err(error)?;
+        for (name, schedule) in &config.schedules {
+            schedule.check(name).map_err(error)?;
+        }
         let (daemon_id, writer_id) = config.hitl.ids;
         if daemon_id < 1000 || writer_id < 1000 || daemon_id == writer_id {
             return Err(error(format!(

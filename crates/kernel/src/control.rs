@@ -106,6 +106,8 @@ pub enum ControlRequest {
         /// Its id.
         id: String,
     },
+    /// The schedules: each one's next run and last run.
+    Schedules,
     /// Stop the kernel.
     Shutdown,
 }
@@ -248,6 +250,11 @@ pub enum ControlEvent {
         items: Vec<crate::tokens::TokenInfo>,
         /// Now, seconds since the Unix epoch, to tell which have expired.
         now: i64,
+    },
+    /// The schedules (final).
+    Schedules {
+        /// Each schedule, by name.
+        items: Vec<crate::schedule::ScheduleStatus>,
     },
     /// An identity was paired (final).
     Paired(crate::connectors::Paired),

@@ -283,6 +283,16 @@ default_agent = "assistant"
 # ask_timeout = "2m"     # how long an asked agent may take
 # board_timeout = "90s"  # how long each member of a board meeting may take
 
+# Schedules: a message to an agent at set times, entering the road like any inbound message
+# with channel `schedule:NAME` (docs/operations.md, Schedules). `p3ak schedules` lists them.
+# [schedules.morning]
+# cron = "0 7 * * *"        # 5 fields, local time; or `every = "30m"` for a heartbeat
+# agent = "assistant"       # default: default_agent
+# message = "Plan my day: calendar, unread mail, open tasks."
+# missed = "once"           # after downtime: run the latest missed time once ("skip": none)
+# catch_up = "12h"          # ... if it is no older than this
+# deliver = "telegram:7"    # also send the reply to this paired identity
+
 # Plugins. First-party ones name a `builtin`; third-party ones give a `path` to an
 # executable (any language: see docs/protocol.md). `config` is handed to the plugin.
 [plugins.files]

@@ -550,6 +550,14 @@ impl Kernel {
         let mut stop = self.stop.subscribe();
         let mut warden_gone = self.warden.as_ref().map(|w| w.gone());
         let schedule = tokio::spawn(Arc::clone(self).run_rekey_schedule());
+        // A kernel asked to stop before it serves runs no schedule (a test's in-process kernel
+        // drives its schedules itself, on a fake clock).
+        let schedules = (!*stop.borrow()).then(|| {
+            tokio::spawn(Arc::clone(self).run_schedules(
+                Arc::new(SystemClock),
+                Arc::new(crate::schedule::SystemSleeper),
+            ))
+        });
         let hangups = tokio::spawn(Arc::clone(self).reload_on_hangup());
         loop {
             tokio::select! {
@@ -567,6 +575,9 @@ impl Kernel {
             }
         }
         schedule.abort();
+        if let Some(schedules) = schedules {
+            schedules.abort();
+        }
         hangups.abort();
         drop(listener);
         let _ = std::fs::remove_file(&socket);
@@ -772,6 +783,9 @@ impl Kernel {
                     message: e.to_string(),
                 },
             },
+            ControlRequest::Schedules => ControlEvent::Schedules {
+                items: self.schedule_status().await,
+            },
             ControlRequest::Shutdown => {
                 self.request_stop();
                 ControlEvent::Done {
@@ -927,6 +941,20 @@ pub(crate) fn check_agent_refs(
                 message: format!("members: agent `{member}` has no file"),
             });
         }
+    }
+    if let Some((name, agent)) = config
+        .schedules
+        .iter()
+        .filter_map(|(name, s)| s.agent.as_ref().map(|a| (name, a)))
+        .find(|(_, agent)| !agents.contains_key(*agent))
+    {
+        return Err(KernelError::Config {
+            path: home.config(),
+            message: format!(
+                "schedules.{name}.agent `{agent}` has no file in `{}`",
+                home.agents().display()
+            ),
+        });
     }
     Ok(())
 }

@@ -43,6 +43,7 @@ mod recall;
 mod rekey;
 mod reload;
 pub mod road;
+pub mod schedule;
 pub mod scrub;
 mod session;
 pub mod skills;

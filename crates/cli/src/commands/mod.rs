@@ -12,6 +12,7 @@ mod memory;
 mod models;
 mod policy;
 mod sandbox;
+mod schedules;
 mod skills;
 mod tokens;
 mod vault;
@@ -58,6 +59,8 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<skills::Command>,
     },
+    /// The kernel's schedules (`[schedules]` in config.toml): next run, last run and outcome.
+    Schedules,
     /// Bearer tokens for the REST API and the MCP server (scoped, expiring, revocable).
     #[command(subcommand)]
     Tokens(tokens::Command),
@@ -104,6 +107,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Mcp(args) => mcp::run(args),
         Command::Connectors(command) => connectors::run(command, out),
         Command::Skills { command } => skills::run(command, out),
+        Command::Schedules => schedules::run(out),
         Command::Tokens(command) => tokens::run(command, out),
         Command::Secret(command) => kernel::secret(command, out),
         Command::Plugin(command) => kernel::plugin(command),

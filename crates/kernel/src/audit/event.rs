@@ -197,6 +197,22 @@ audit_events! {
         id: Option<String>,
         error: String,
     },
+    /// A schedule sent its message (`due_ms`: the time it was due, `late_ms`: how late it
+    /// went out; a catch-up after downtime is late); the turn's own entries follow.
+    ScheduleFired = "schedule.fired", Required {
+        name: String, agent: String, due_ms: i64, late_ms: i64,
+        /// Whether this is the one catch-up of runs missed while the kernel was down.
+        catch_up: bool,
+    },
+    /// A schedule's run did not happen: `missed` (downtime, `missed = "skip"`), `too_old`
+    /// (missed longer ago than `catch_up`), `overlap` (its previous run still ran).
+    ScheduleSkipped = "schedule.skipped", BestEffort { name: String, reason: String, due_ms: i64 },
+    /// A schedule's turn failed (the turn's own entries say more, where it got that far).
+    ScheduleFailed = "schedule.failed", BestEffort { name: String, error: String },
+    /// A schedule's reply could not be sent to its `deliver` identity.
+    ScheduleUndelivered = "schedule.undelivered", BestEffort {
+        name: String, deliver: String, reason: String,
+    },
     /// The kernel started.
     KernelStart = "kernel.start", Required {
         pid: u32, uid: u32, warden: bool, plugins: Vec<String>, agents: Vec<String>,

@@ -570,6 +570,27 @@ impl Kernel {
         Ok(paired)
     }
 
+    /// Posts `text` into the direct conversation of the paired `identity` (a schedule's
+    /// `deliver`); why not, when it could not.
+    pub(crate) async fn deliver_to(&self, identity: &str, text: &str) -> Result<(), String> {
+        let Some(paired) = self
+            .connectors
+            .pairings
+            .list()
+            .into_iter()
+            .find(|p| p.identity == identity)
+        else {
+            return Err(format!("`{identity}` is not paired"));
+        };
+        let Some(connection) = self.host.connection(&paired.connector) else {
+            return Err(format!("connector `{}` is not running", paired.connector));
+        };
+        match reply::post(&connection, &paired.conversation, text).await {
+            Some(_) => Ok(()),
+            None => Err(format!("connector `{}` did not post it", paired.connector)),
+        }
+    }
+
     /// The owner ends a pairing.
     pub(crate) async fn unpair(&self, identity: &str, by: &str) -> Result<bool, KernelError> {
         let vault = Arc::clone(&self.vault);
