@@ -727,3 +727,61 @@ team:
     );
     k.stop();
 }
+
+#[test]
+fn an_agents_publication_lands_on_the_state_bus_only_through_the_road() {
+    let policy = "version: 1
+team:
+  bus.read: { level: 0 }
+  bus.publish:
+    level: 0
+    rules:
+      - id: no-secrets-topic
+        when: { args.topic: { like: 'secret*' } }
+        reject: true
+";
+    let mut k = team(
+        policy,
+        vec![member(
+            "amber",
+            r#"["bus.*"]"#,
+            vec![
+                call(
+                    "bus__publish",
+                    json!({"topic": "crest.g1.focus", "data": {"goal": "cut costs 10%"}}),
+                ),
+                call("bus__publish", json!({"topic": "secrets.all", "data": 1})),
+                call("bus__read", json!({"topic": "crest.*"})),
+                say("published"),
+            ],
+        )],
+        "",
+    );
+    k.up();
+    k.ok(&["chat", "-m", "set the goal"]);
+    let amber = requests(&k, "amber");
+    assert_eq!(tool_results(&amber[2])[1], "action not permitted");
+    let read: Value = serde_json::from_str(&tool_results(&amber[3])[2]).unwrap();
+    assert_eq!(read["events"][0]["data"]["goal"], "cut costs 10%");
+
+    let tail: Value = serde_json::from_str(&k.ok(&["--json", "bus", "tail"])).unwrap();
+    let events = tail.as_array().unwrap();
+    assert_eq!(
+        events.len(),
+        1,
+        "the refused publication is not on the bus: {tail}"
+    );
+    assert_eq!(events[0]["topic"], "crest.g1.focus");
+    assert_eq!(events[0]["agent"], "amber");
+    assert_eq!(events[0]["seq"], 0);
+    assert_eq!(events[0]["turn"]["depth"], 0);
+    let export = k.ok(&["bus", "export", "--topic", "crest.*"]);
+    let lines: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, events.clone());
+    let bad = k.run(&["bus", "tail", "--topic", "Bad Topic"]);
+    assert_eq!(bad.status.code(), Some(1));
+    k.stop();
+}

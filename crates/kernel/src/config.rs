@@ -181,7 +181,7 @@ impl ScheduleConfig {
 }
 
 /// Plugin names the kernel keeps for the tools built into it.
-pub const KERNEL_TOOLS: &[&str] = &["agents"];
+pub const KERNEL_TOOLS: &[&str] = &["agents", "bus"];
 
 /// Scopes an API token (or a Unix-socket peer) may hold.
 pub const API_SCOPES: &[&str] = &[

@@ -44,6 +44,19 @@ pub enum ControlRequest {
         /// The conversation it belongs to.
         conversation: String,
     },
+    /// Events of the state bus whose topic matches.
+    Bus {
+        /// A topic pattern (`*`, `crest.*`, a topic).
+        topic: String,
+        /// Only events after this sequence number.
+        #[serde(default)]
+        after: Option<u64>,
+        /// At most this many.
+        limit: usize,
+        /// The newest `limit` (a tail) rather than the oldest.
+        #[serde(default)]
+        newest: bool,
+    },
     /// Stage a rekey of the memory vault now, at the schedule's level; answered once it ran
     /// or was refused.
     Rekey,
@@ -260,6 +273,11 @@ pub enum ControlEvent {
     Paired(crate::connectors::Paired),
     /// A board meeting's report.
     Board(crate::harness::BoardReport),
+    /// Events of the state bus.
+    Bus {
+        /// Oldest first.
+        events: Vec<crate::bus::Event>,
+    },
     /// The request was done (final).
     Done {
         /// What was done.

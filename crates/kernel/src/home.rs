@@ -507,6 +507,9 @@ team:
         reject: true
         why: only the front desk hands messages on
   agents.ask: { level: 0 }
+  # The state bus (docs/bus.md): agents publish state changes and read them by topic.
+  bus.publish: { level: 0, tier: act }
+  bus.read: { level: 0 }
 
 # An MCP server's tools are `<plugin>.<tool>` and rejected until you list them (docs/tools.md):
 #   everything.echo: { level: 0 }

@@ -682,6 +682,33 @@ impl Kernel {
                     },
                 }
             }
+            ControlRequest::Bus {
+                topic,
+                after,
+                limit,
+                newest,
+            } => match crate::bus::TopicPattern::parse(topic) {
+                Err(e) => ControlEvent::Error {
+                    message: e.to_string(),
+                },
+                Ok(pattern) => {
+                    let vault = Arc::clone(&self.vault);
+                    let (after, limit, newest) = (*after, *limit, *newest);
+                    let read = tokio::task::spawn_blocking(move || {
+                        crate::bus::read(&vault, &pattern, after, limit, newest)
+                    })
+                    .await;
+                    match read {
+                        Ok(Ok(events)) => ControlEvent::Bus { events },
+                        Ok(Err(e)) => ControlEvent::Error {
+                            message: e.to_string(),
+                        },
+                        Err(e) => ControlEvent::Error {
+                            message: format!("reading the bus failed: {e}"),
+                        },
+                    }
+                }
+            },
             ControlRequest::Board {
                 question,
                 members,

@@ -20,6 +20,7 @@ pub mod api;
 pub mod audit;
 pub mod authorize;
 pub mod broker;
+pub mod bus;
 pub mod config;
 pub mod connectors;
 pub mod control;

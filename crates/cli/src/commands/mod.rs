@@ -2,6 +2,7 @@
 
 mod audit;
 mod board;
+mod bus;
 mod connectors;
 mod demo;
 mod doctor;
@@ -40,6 +41,9 @@ pub enum Command {
     Chat(kernel::ChatArgs),
     /// Ask several agents one question at once; the board agent synthesises their answers.
     Board(board::Args),
+    /// The state bus: what agents published (`tail`, `export` as JSON lines).
+    #[command(subcommand)]
+    Bus(bus::Command),
     /// Actions waiting for your approval.
     Pending,
     /// Approve a pending action (`--pin` or `--totp` for level 3; levels 4 and 5 in the console).
@@ -100,6 +104,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Doctor => doctor::run(out),
         Command::Chat(args) => kernel::chat(&args, out),
         Command::Board(args) => board::run(args, out),
+        Command::Bus(command) => bus::run(command, out),
         Command::Pending => hitl::pending(out),
         Command::Approve(args) => hitl::approve(&args, out),
         Command::Deny(arg) => hitl::deny(&arg.id, out),

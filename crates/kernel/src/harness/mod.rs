@@ -306,6 +306,9 @@ impl KernelTools {
         if let Some(tool) = AgentsTool::new(kernel.clone(), agents) {
             tools.push(Box::new(tool));
         }
+        if let Some(tool) = crate::bus::BusTool::new(kernel.clone()) {
+            tools.push(Box::new(tool));
+        }
         Self { tools }
     }
 }
