@@ -28,6 +28,8 @@ struct RawAgent {
     members: Vec<String>,
     #[serde(default = "default_context_tokens")]
     context_tokens: usize,
+    #[serde(default)]
+    subscribe: Vec<String>,
 }
 
 fn default_context_tokens() -> usize {
@@ -61,6 +63,8 @@ pub struct Agent {
     /// How many tokens of conversation its prompt may carry (estimated); older turns beyond
     /// it are summarised into the session.
     pub context_tokens: usize,
+    /// State-bus topics whose new events its prompt shows (docs/bus.md).
+    pub subscribe: Vec<crate::bus::TopicPattern>,
 }
 
 impl Agent {
@@ -141,8 +145,14 @@ pub fn load_agent(path: &Path) -> Result<Agent, KernelError> {
     if let Some(member) = raw.members.iter().find(|m| !valid_plugin_name(m)) {
         return Err(error(format!("members: `{member}` is not an agent name")));
     }
+    let subscribe = raw
+        .subscribe
+        .iter()
+        .map(|t| crate::bus::TopicPattern::parse(t).map_err(|e| error(format!("subscribe: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Agent {
         name,
+        subscribe,
         prompt: raw.prompt.trim().to_owned(),
         provider: raw.provider.filter(|p| !p.is_empty()),
         model: raw.model.filter(|m| !m.is_empty()),

@@ -107,8 +107,12 @@ pub struct ScheduleConfig {
     /// The agent (default: `[kernel] default_agent`).
     #[serde(default)]
     pub agent: Option<String>,
-    /// What is sent.
+    /// What is sent (with `crest`: the note for the phase, may be empty).
+    #[serde(default)]
     pub message: String,
+    /// Instead of a message to an agent, run this CREST goal's next phase (docs/crest.md).
+    #[serde(default)]
+    pub crest: Option<String>,
     /// After downtime: one catch-up run at start, or none.
     #[serde(default)]
     pub missed: Missed,
@@ -145,6 +149,16 @@ impl ScheduleConfig {
         self.agent.as_deref().unwrap_or(default_agent)
     }
 
+    /// Whom it runs, as `p3ak schedules` and its audit entries name it: the agent, or
+    /// `crest:GOAL` for a goal's phase (which the goal's own agent runs).
+    #[must_use]
+    pub fn target(&self, default_agent: &str) -> String {
+        match &self.crest {
+            Some(goal) => format!("crest:{goal}"),
+            None => self.agent_or(default_agent).to_owned(),
+        }
+    }
+
     /// Checks one entry; the error names `schedules.NAME.KEY`.
     fn check(&self, name: &str) -> Result<(), String> {
         if !valid_plugin_name(name) {
@@ -153,8 +167,21 @@ impl ScheduleConfig {
             ));
         }
         crate::schedule::Timing::parse(name, self)?;
-        if self.message.trim().is_empty() {
-            return Err(format!("schedules.{name}.message must not be empty"));
+        match &self.crest {
+            None if self.message.trim().is_empty() => {
+                return Err(format!("schedules.{name}.message must not be empty"));
+            }
+            None => {}
+            Some(goal) => {
+                crate::crest::check_id(goal)
+                    .map_err(|e| format!("schedules.{name}.crest: {e}"))?;
+                if self.agent.is_some() {
+                    return Err(format!(
+                        "schedules.{name}: a `crest` schedule runs the goal's own agent; remove \
+                         `agent`"
+                    ));
+                }
+            }
         }
         if self.catch_up.is_zero() {
             return Err(format!("schedules.{name}.catch_up must be more than zero"));

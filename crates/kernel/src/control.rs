@@ -57,6 +57,35 @@ pub enum ControlRequest {
         #[serde(default)]
         newest: bool,
     },
+    /// Start a CREST goal (docs/crest.md) and run its Focus phase; answered by notices, then
+    /// the phase's report.
+    CrestStart {
+        /// The goal, in the owner's words.
+        goal: String,
+        /// Its id (none: from its first words).
+        #[serde(default)]
+        id: Option<String>,
+        /// The agent that works on it (none: the default agent).
+        #[serde(default)]
+        agent: Option<String>,
+    },
+    /// Run a goal's next phase, or the one named; answered by notices, then the report.
+    CrestNext {
+        /// The goal.
+        id: String,
+        /// The phase, when not the goal's next.
+        #[serde(default)]
+        phase: Option<crate::crest::Phase>,
+        /// The owner's note for the phase (say, this month's figure).
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// The goals, or the one named.
+    CrestStatus {
+        /// The goal.
+        #[serde(default)]
+        id: Option<String>,
+    },
     /// Stage a rekey of the memory vault now, at the schedule's level; answered once it ran
     /// or was refused.
     Rekey,
@@ -273,6 +302,13 @@ pub enum ControlEvent {
     Paired(crate::connectors::Paired),
     /// A board meeting's report.
     Board(crate::harness::BoardReport),
+    /// A CREST phase ran (final).
+    CrestPhase(Box<crate::crest::PhaseReport>),
+    /// CREST goals (final).
+    Crest {
+        /// By id.
+        goals: Vec<crate::crest::Goal>,
+    },
     /// Events of the state bus.
     Bus {
         /// Oldest first.

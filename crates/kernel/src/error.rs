@@ -118,6 +118,9 @@ pub enum KernelError {
     /// A message named an agent that has no file in `agents/`.
     #[error("no agent `{0}`")]
     UnknownAgent(String),
+    /// A CREST request that cannot be done.
+    #[error("{0}")]
+    Crest(#[from] crate::crest::CrestError),
     /// A board meeting that cannot be held as asked.
     #[error("board meeting: {0}")]
     Board(String),

@@ -510,6 +510,8 @@ team:
   # The state bus (docs/bus.md): agents publish state changes and read them by topic.
   bus.publish: { level: 0, tier: act }
   bus.read: { level: 0 }
+  # Where your CREST goals stand (docs/crest.md): read-only.
+  crest.status: { level: 0 }
 
 # An MCP server's tools are `<plugin>.<tool>` and rejected until you list them (docs/tools.md):
 #   everything.echo: { level: 0 }

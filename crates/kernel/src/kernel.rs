@@ -728,6 +728,37 @@ impl Kernel {
                     },
                 }
             }
+            ControlRequest::CrestStart { goal, id, agent } => {
+                let started = self
+                    .crest_start(goal, id.as_deref(), agent.as_deref(), &operator, events.clone())
+                    .await;
+                match started {
+                    Ok(report) => ControlEvent::CrestPhase(Box::new(report)),
+                    Err(e) => ControlEvent::Error {
+                        message: e.to_string(),
+                    },
+                }
+            }
+            ControlRequest::CrestNext { id, phase, note } => {
+                let request = crate::crest::PhaseRequest {
+                    id,
+                    phase: *phase,
+                    note: note.as_deref(),
+                    by: &operator,
+                };
+                match self.crest_next(request, events.clone()).await {
+                    Ok(report) => ControlEvent::CrestPhase(Box::new(report)),
+                    Err(e) => ControlEvent::Error {
+                        message: e.to_string(),
+                    },
+                }
+            }
+            ControlRequest::CrestStatus { id } => match self.crest_goals(id.as_deref()).await {
+                Ok(goals) => ControlEvent::Crest { goals },
+                Err(e) => ControlEvent::Error {
+                    message: e.to_string(),
+                },
+            },
             ControlRequest::SecretSet {
                 name,
                 value,

@@ -24,6 +24,7 @@ pub mod bus;
 pub mod config;
 pub mod connectors;
 pub mod control;
+pub mod crest;
 pub mod demo;
 pub mod doctor;
 mod error;

@@ -372,6 +372,7 @@ struct Plan {
     name: String,
     agent: String,
     message: String,
+    crest: Option<String>,
     deliver: Option<String>,
 }
 
@@ -411,10 +412,9 @@ impl Kernel {
             }
             let plan = Arc::new(Plan {
                 name: name.clone(),
-                agent: config
-                    .agent_or(&self.config.kernel.default_agent)
-                    .to_owned(),
+                agent: config.target(&self.config.kernel.default_agent),
                 message: config.message.clone(),
+                crest: config.crest.clone(),
                 deliver: config.deliver.clone(),
             });
             let handled = mark.filter(|m| m.enabled).map(|m| m.handled_ms);
@@ -527,7 +527,21 @@ impl Kernel {
         // Escalations still reach the approval daemon (and the policy's push targets); a
         // schedule has no one at the other end to show notices to.
         let (events, _notices) = mpsc::unbounded_channel();
-        let reply = match self.turn(inbound, &channel, events).await {
+        let turn = async {
+            match &plan.crest {
+                None => self.turn(inbound, &channel, events).await,
+                Some(goal) => {
+                    let request = crate::crest::PhaseRequest {
+                        id: goal,
+                        phase: None,
+                        note: Some(plan.message.as_str()),
+                        by: &channel,
+                    };
+                    self.crest_next(request, events).await.map(|r| r.reply)
+                }
+            }
+        };
+        let reply = match turn.await {
             Ok(reply) => reply,
             Err(e) => {
                 let error = self.broker.scrubber().scrub(&e.to_string());
@@ -587,9 +601,7 @@ impl Kernel {
                 .and_then(|t| t.next_after(&now, anchor));
             rows.push(ScheduleStatus {
                 name: name.clone(),
-                agent: config
-                    .agent_or(&self.config.kernel.default_agent)
-                    .to_owned(),
+                agent: config.target(&self.config.kernel.default_agent),
                 timing: timing.map_or_else(|| "invalid".to_owned(), |t| t.describe()),
                 enabled: config.enabled,
                 missed: config.missed,

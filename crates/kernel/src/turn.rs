@@ -611,6 +611,7 @@ impl Kernel {
         let mut prompt = agent.prompt.clone();
         prompt.push_str(&self.skills.offer(&agent.name, text, conversation));
         conversation.said(Source::Operator, &prompt);
+        self.bus_news(agent, &mut prompt, conversation).await;
         if agent.memory == 0 {
             return prompt;
         }
@@ -660,6 +661,53 @@ impl Kernel {
             Err(e) => tracing::warn!("memory search failed: {e}"),
         }
         prompt
+    }
+}
+
+impl Kernel {
+    /// Puts the new events of `agent`'s bus subscriptions into its prompt, labelled as
+    /// `bus.read` output (what another agent published is not the owner's word), once they
+    /// are on record; then moves its position past them.
+    async fn bus_news(&self, agent: &Agent, prompt: &mut String, conversation: &mut Conversation) {
+        if agent.subscribe.is_empty() {
+            return;
+        }
+        let vault = std::sync::Arc::clone(&self.vault);
+        let (name, patterns) = (agent.name.clone(), agent.subscribe.clone());
+        let pending =
+            tokio::task::spawn_blocking(move || crate::bus::pending(&vault, &name, &patterns))
+                .await;
+        let delivery = match pending {
+            Ok(Ok(delivery)) => delivery,
+            Ok(Err(e)) => return tracing::warn!("bus subscriptions of `{}`: {e}", agent.name),
+            Err(e) => return tracing::warn!("bus subscriptions of `{}`: {e}", agent.name),
+        };
+        if delivery.events.is_empty() {
+            return;
+        }
+        let text = self.broker.scrubber().scrub(&delivery.text());
+        let recorded = self
+            .audit
+            .record(AuditEvent::BusDelivered {
+                agent: agent.name.clone(),
+                seqs: delivery.events.iter().map(|e| e.seq).collect(),
+                earlier: delivery.earlier,
+            })
+            .await;
+        if let Err(e) = recorded {
+            return tracing::error!("bus events left out: they could not be audited: {e}");
+        }
+        prompt.push_str("\n\n");
+        prompt.push_str(&text);
+        conversation.said(Source::Tool("bus.read".to_owned()), &text);
+        let vault = std::sync::Arc::clone(&self.vault);
+        let (name, head) = (agent.name.clone(), delivery.head);
+        match tokio::task::spawn_blocking(move || crate::bus::delivered(&vault, &name, head)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("bus position of `{}` not kept: {e}", agent.name),
+            Err(e) => tracing::warn!("bus position of `{}` not kept: {e}", agent.name),
+        }
     }
 }
 

@@ -318,6 +318,24 @@ pub(super) fn call(request: &ControlRequest, out: &Output) -> anyhow::Result<Con
 /// [`call`]; with `ask`, an approval the turn waits for is asked for right here (levels 1
 /// and 3: a yes, or the PIN), which is the operator's yes on this authenticated channel.
 fn call_asking(request: &ControlRequest, out: &Output, ask: bool) -> anyhow::Result<ControlEvent> {
+    let (event, streamed) = call_streaming(request, out, ask)?;
+    if streamed && !out.is_json() {
+        return Ok(ControlEvent::Done {
+            message: String::new(),
+        });
+    }
+    Ok(event)
+}
+
+/// Sends a request whose answer may stream a turn: notices and approvals go to stderr (and,
+/// with `ask`, an approval is asked right here), text to stdout as it comes; with `--json`,
+/// each event as a JSON line. Returns the final event, and whether text was streamed (then a
+/// newline ended it).
+pub(super) fn call_streaming(
+    request: &ControlRequest,
+    out: &Output,
+    ask: bool,
+) -> anyhow::Result<(ControlEvent, bool)> {
     let home = home()?;
     let streamed = std::cell::Cell::new(false);
     let event = control::call(&home.control_socket(), request, |event| {
@@ -349,11 +367,8 @@ fn call_asking(request: &ControlRequest, out: &Output, ask: bool) -> anyhow::Res
     }
     if streamed.get() && !out.is_json() {
         out.line("");
-        return Ok(ControlEvent::Done {
-            message: String::new(),
-        });
     }
-    Ok(event)
+    Ok((event, streamed.get()))
 }
 
 pub fn status(out: &Output) -> anyhow::Result<()> {
@@ -548,14 +563,45 @@ pub fn secret(command: SecretCommand, out: &Output) -> anyhow::Result<()> {
     }
 }
 
-fn is_not_running(error: &anyhow::Error) -> bool {
+/// What [`ask_or_open`] got.
+pub(super) enum Answer {
+    /// The running kernel's answer (never an error event).
+    Kernel(ControlEvent),
+    /// No kernel runs: its vault, opened read-only with the passphrase.
+    Stopped(Vault),
+}
+
+/// Asks the running kernel; when none runs, opens its vault read-only instead — for what the
+/// owner may read either way.
+pub(super) fn ask_or_open(
+    request: &ControlRequest,
+    passphrase: &PassphraseArgs,
+) -> anyhow::Result<Answer> {
+    let home = home()?;
+    match control::call(&home.control_socket(), request, |_| {}) {
+        Ok(ControlEvent::Error { message }) => bail!("{message}"),
+        Ok(event) => Ok(Answer::Kernel(event)),
+        Err(KernelError::NotRunning { .. }) => Ok(Answer::Stopped(open_kernel_vault(
+            &home,
+            passphrase,
+            Access::Read,
+        )?)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn is_not_running(error: &anyhow::Error) -> bool {
     matches!(
         error.downcast_ref::<KernelError>(),
         Some(KernelError::NotRunning { .. })
     )
 }
 
-fn open_kernel_vault(home: &Home, args: &PassphraseArgs, access: Access) -> anyhow::Result<Vault> {
+pub(super) fn open_kernel_vault(
+    home: &Home,
+    args: &PassphraseArgs,
+    access: Access,
+) -> anyhow::Result<Vault> {
     if !home.is_initialised() {
         bail!("`{}` is not set up: run `p3ak init`", home.root().display());
     }

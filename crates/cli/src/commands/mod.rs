@@ -4,6 +4,7 @@ mod audit;
 mod board;
 mod bus;
 mod connectors;
+mod crest;
 mod demo;
 mod doctor;
 mod hitl;
@@ -41,6 +42,9 @@ pub enum Command {
     Chat(kernel::ChatArgs),
     /// Ask several agents one question at once; the board agent synthesises their answers.
     Board(board::Args),
+    /// Goals worked through CREST's phases: focus, obstacle, routines, gradient, evolve.
+    #[command(subcommand)]
+    Crest(crest::Command),
     /// The state bus: what agents published (`tail`, `export` as JSON lines).
     #[command(subcommand)]
     Bus(bus::Command),
@@ -104,6 +108,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Doctor => doctor::run(out),
         Command::Chat(args) => kernel::chat(&args, out),
         Command::Board(args) => board::run(args, out),
+        Command::Crest(command) => crest::run(command, out),
         Command::Bus(command) => bus::run(command, out),
         Command::Pending => hitl::pending(out),
         Command::Approve(args) => hitl::approve(&args, out),

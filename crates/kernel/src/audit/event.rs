@@ -213,6 +213,18 @@ audit_events! {
     ScheduleUndelivered = "schedule.undelivered", BestEffort {
         name: String, deliver: String, reason: String,
     },
+    /// New state-bus events of an agent's subscriptions went into its prompt (before it was
+    /// asked): their sequence numbers, and how many earlier ones were left out.
+    BusDelivered = "bus.delivered", Required { agent: String, seqs: Vec<u64>, earlier: usize },
+    /// A CREST goal was started (docs/crest.md); its Focus phase's turn follows.
+    CrestStart = "crest.start", Required { goal: String, agent: String, text: String },
+    /// A phase of a CREST goal ran (its turn's entries precede it, on channel `crest:GOAL`):
+    /// `complete` when its reply held the phase's record, else `missing` names what it lacked
+    /// and the phase runs again; `next` is the phase after it (`done`: the goal is closed).
+    CrestPhase = "crest.phase", Required {
+        goal: String, agent: String, cycle: u32, phase: String, complete: bool,
+        missing: Vec<String>, next: String,
+    },
     /// The kernel started.
     KernelStart = "kernel.start", Required {
         pid: u32, uid: u32, warden: bool, plugins: Vec<String>, agents: Vec<String>,

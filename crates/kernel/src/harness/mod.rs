@@ -309,6 +309,9 @@ impl KernelTools {
         if let Some(tool) = crate::bus::BusTool::new(kernel.clone()) {
             tools.push(Box::new(tool));
         }
+        if let Some(tool) = crate::crest::CrestTool::new(kernel.clone()) {
+            tools.push(Box::new(tool));
+        }
         Self { tools }
     }
 }
