@@ -22,7 +22,28 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help`, `--version`.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::FAILURE;
+        }
+        // A bad command line is one line and exit code 1, like every other refusal.
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error: the command line is not valid (see --help)");
+            eprintln!("{line} (see --help)");
+            return ExitCode::FAILURE;
+        }
+    };
     let out = output::Output::new(cli.json);
     match commands::run(cli.command, &out) {
         Ok(()) => ExitCode::SUCCESS,

@@ -785,3 +785,210 @@ team:
     assert_eq!(bad.status.code(), Some(1));
     k.stop();
 }
+
+const CREST_POLICY: &str = "version: 1
+read:
+  files.list: { level: 0 }
+team:
+  crest.status: { level: 0 }
+  bus.read: { level: 0 }
+";
+
+/// Writes agent `name`'s script anew (a restarted scripted provider starts from its first
+/// response).
+fn rescript(k: &Kernel, name: &str, script: Vec<Value>) {
+    std::fs::write(
+        k.home().join(format!("script-{name}.json")),
+        serde_json::to_vec(&json!({"responses": script})).unwrap(),
+    )
+    .unwrap();
+}
+
+/// The text of the last user message of a recorded request.
+fn last_user_text(request: &Value) -> String {
+    request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+#[test]
+fn a_crest_goal_goes_through_its_phases_across_restarts_and_each_phase_lands_on_the_bus() {
+    let focus = "Monthly costs are the lever.\nmeasure: monthly costs (EUR)\nbaseline: 8,400\n\
+                 target: 7560\nby: 2027-06-30";
+    let mut k = team(
+        CREST_POLICY,
+        vec![
+            member("amber", r#"["bus.read"]"#, vec![say("noted"), say("again")]),
+            member(
+                "ledger",
+                r#"["crest.status", "files.list"]"#,
+                vec![
+                    say(focus),
+                    call("crest__status", json!({"goal": "costs"})),
+                    say("Three subscriptions nobody uses.\nobstacle: unused software subscriptions"),
+                    say("routine: review the card statement — weekly — ledger\n\
+                         routine: cancel one unused subscription — monthly — owner"),
+                ],
+            ),
+        ],
+        "",
+    );
+    // amber follows the goals on the bus.
+    let amber_file = k.home().join("agents/amber.toml");
+    let mut amber = std::fs::read_to_string(&amber_file).unwrap();
+    amber.push_str("subscribe = [\"crest.*\"]\n");
+    std::fs::write(&amber_file, amber).unwrap();
+    k.up();
+
+    let started = k.ok(&[
+        "crest", "start", "cut the shop's monthly costs by 10% by June", "--agent", "ledger",
+        "--id", "costs",
+    ]);
+    assert!(started.contains("Monthly costs are the lever."), "{started}");
+    assert!(started.contains("focus done; next: obstacle"), "{started}");
+    let obstacle = k.ok(&["crest", "next", "costs"]);
+    assert!(obstacle.contains("obstacle done; next: routines"), "{obstacle}");
+    k.ok(&["crest", "next", "costs"]);
+
+    let ledger = requests(&k, "ledger");
+    let asked = last_user_text(&ledger[1]);
+    assert!(asked.contains("phase 2 of 5: obstacle"), "{asked}");
+    assert!(asked.contains("Measure: monthly costs (EUR); target 7560 by 2027-06-30; baseline 8400."));
+    let status: Value = serde_json::from_str(&tool_results(&ledger[2])[0]).unwrap();
+    assert_eq!(status["measure"]["target"], 7560.0, "crest.status: {status}");
+    assert_eq!(status["next"], "obstacle");
+    assert!(
+        ledger[1]["messages"].to_string().contains("Monthly costs are the lever."),
+        "the goal's conversation keeps the earlier phases"
+    );
+
+    // The kernel stops; the goal and the bus are read from its vault.
+    k.stop();
+    let shown = k.ok(&["crest", "status", "costs"]);
+    assert!(shown.contains("next: gradient"), "{shown}");
+    assert!(shown.contains("obstacle: unused software subscriptions"), "{shown}");
+    assert!(shown.contains("cancel one unused subscription"), "{shown}");
+    let export = k.ok(&["bus", "export", "--topic", "crest.costs.*"]);
+    let topics: Vec<String> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["topic"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        topics,
+        ["crest.costs.focus", "crest.costs.obstacle", "crest.costs.routines"]
+    );
+
+    rescript(
+        &k,
+        "ledger",
+        vec![
+            say("I cannot find this month's statement."),
+            say("Down 300 in the first month.\nvalue: 8,100"),
+            say("Working; keep it.\nnext: gradient"),
+            say("value: 7500"),
+            say("The target is reached.\nnext: done"),
+        ],
+    );
+    rescript(&k, "amber", vec![say("noted"), say("again")]);
+    k.up();
+    let incomplete = k.ok(&["crest", "next", "costs"]);
+    assert!(incomplete.contains("gradient is not complete"), "{incomplete}");
+    k.ok(&["crest", "next", "costs", "the statement says 8,100 EUR"]);
+    let ledger = requests(&k, "ledger");
+    let asked = last_user_text(ledger.last().unwrap());
+    assert!(asked.contains("The owner's note for this phase: the statement says 8,100 EUR"));
+    assert!(
+        ledger.last().unwrap()["messages"].to_string().contains("unused software subscriptions"),
+        "after the restart the session still holds the earlier phases"
+    );
+    let evolved = k.ok(&["crest", "next", "costs"]);
+    assert!(evolved.contains("evolve done; next: gradient (cycle 2)"), "{evolved}");
+    k.ok(&["crest", "next", "costs"]);
+    let closed = k.ok(&["crest", "next", "costs"]);
+    assert!(closed.contains("the goal is closed"), "{closed}");
+    let again = k.run(&["crest", "next", "costs"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("goal `costs` is done"));
+
+    let goals: Value = serde_json::from_str(&k.ok(&["--json", "crest", "status"])).unwrap();
+    let goal = &goals[0];
+    assert_eq!(goal["next"], Value::Null);
+    assert_eq!(goal["cycle"], 2);
+    let readings: Vec<f64> = goal["readings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(readings, [8100.0, 7500.0]);
+
+    // amber is shown what the goal published, labelled as the bus's, once.
+    k.ok(&["chat", "-m", "how are things?"]);
+    k.ok(&["chat", "-m", "and now?"]);
+    let amber = requests(&k, "amber");
+    assert!(amber[0]["system"].as_str().unwrap().contains("New on the state bus"));
+    assert!(amber[0]["system"].as_str().unwrap().contains("crest.costs.evolve"));
+    assert!(!amber[1]["system"].as_str().unwrap().contains("New on the state bus"));
+
+    let audit = k.audit();
+    let phases: Vec<(&str, bool, &str)> = audit
+        .iter()
+        .filter(|e| e["kind"] == "crest.phase")
+        .map(|e| {
+            let p = &e["payload"];
+            (
+                p["phase"].as_str().unwrap(),
+                p["complete"].as_bool().unwrap(),
+                p["next"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("focus", true, "obstacle"),
+            ("obstacle", true, "routines"),
+            ("routines", true, "gradient"),
+            ("gradient", false, "gradient"),
+            ("gradient", true, "evolve"),
+            ("evolve", true, "gradient"),
+            ("gradient", true, "evolve"),
+            ("evolve", true, "done"),
+        ]
+    );
+    let inbound = entries(&audit, "inbound", "ledger");
+    assert!(inbound.iter().all(|e| e["payload"]["channel"] == "crest:costs"));
+    assert_eq!(entries(&audit, "bus.delivered", "amber").len(), 1);
+    k.stop();
+}
+
+#[test]
+fn crest_refuses_bad_requests_with_one_line() {
+    let down = json!({"error": {"kind": "permanent", "message": "the model is down"}});
+    let mut k = team(CREST_POLICY, vec![member("amber", "[]", vec![down])], "");
+    k.up();
+    for (args, expect) in [
+        (vec!["crest", "next", "nothing"], "there is no goal `nothing`"),
+        (vec!["crest", "start", "x", "--id", "Bad Id"], "goal id `Bad Id`"),
+        (vec!["crest", "start", "x", "--agent", "ghost"], "no agent `ghost`"),
+        (vec!["crest", "start", "   "], "between 1 and"),
+        (vec!["crest", "next", "g", "--phase", "lunch"], "phase `lunch`"),
+        // amber's model fails: the goal is kept, its focus still to run.
+        (vec!["crest", "start", "run a marathon"], "the focus phase failed and the goal is unchanged"),
+    ] {
+        let out = k.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    let goals: Value = serde_json::from_str(&k.ok(&["--json", "crest", "status"])).unwrap();
+    assert_eq!(goals[0]["id"], "run-a-marathon");
+    assert_eq!(goals[0]["next"], "focus");
+    k.stop();
+}

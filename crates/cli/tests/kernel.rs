@@ -573,7 +573,7 @@ fn secrets_are_refused_on_argv_and_validated() {
     let k = kernel("version: 1\n", script(vec![]), "");
     // There is no way to pass the value as an argument.
     let out = k.run(&["secret", "set", "api", "the-value-here"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let mut short = k.cmd();
     short.args(["secret", "set", "api"]).write_stdin("short\n");
     assert_eq!(short.output().unwrap().status.code(), Some(1));

@@ -282,7 +282,7 @@ fn bad_requests_are_one_line_errors() {
         stderr(&glob)
     );
     let usage = env.run(&["vault", "search", &env.vault(), "x", "--mode", "fuzzy"]);
-    assert_eq!(usage.status.code(), Some(2));
+    assert_eq!(usage.status.code(), Some(1));
 }
 
 #[test]

@@ -180,7 +180,7 @@ fn passphrase_comes_from_a_file_the_environment_or_a_terminal_never_argv() {
     env.ok(&["vault", "list", &env.v()]);
     // No way to pass it on the command line.
     let out = env.run(None, &["vault", "list", &env.v(), "--passphrase", PASS]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     // Nothing to ask and no terminal: a clear error, not a hang.
     let out = env.run(None, &["vault", "list", &env.v()]);
     assert_fails_with(&out, "no passphrase: set P3AK_PASSPHRASE");
@@ -370,7 +370,7 @@ fn invariant_i9_bad_input_is_a_one_line_error_not_a_crash() {
         Some(PASS),
         &["vault", "put", &env.v(), "--text", "x", "--tag", "novalue"],
     );
-    assert_eq!(out.status.code(), Some(2), "usage error");
+    assert_eq!(out.status.code(), Some(1), "usage error");
     assert_fails_with(
         &env.run(Some(PASS), &["vault", "create", &env.v()]),
         "already exists",
