@@ -47,6 +47,14 @@ fn main() -> ExitCode {
     let out = output::Output::new(cli.json);
     match commands::run(cli.command, &out) {
         Ok(()) => ExitCode::SUCCESS,
+        // Output piped into a reader that stopped (`p3ak bus export | head`): done, quietly.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             out.error(&error);
             ExitCode::FAILURE

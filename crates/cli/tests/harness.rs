@@ -858,7 +858,12 @@ fn a_crest_goal_goes_through_its_phases_across_restarts_and_each_phase_lands_on_
     let ledger = requests(&k, "ledger");
     let asked = last_user_text(&ledger[1]);
     assert!(asked.contains("phase 2 of 5: obstacle"), "{asked}");
-    assert!(asked.contains("Measure: monthly costs (EUR); target 7560 by 2027-06-30; baseline 8400."));
+    let system = ledger[1]["system"].as_str().unwrap();
+    assert!(
+        system.contains("Measure: monthly costs (EUR); target 7560 by 2027-06-30; baseline 8400."),
+        "{system}"
+    );
+    assert!(!asked.contains("Measure:"), "the goal's records are not the owner's words");
     let status: Value = serde_json::from_str(&tool_results(&ledger[2])[0]).unwrap();
     assert_eq!(status["measure"]["target"], 7560.0, "crest.status: {status}");
     assert_eq!(status["next"], "obstacle");
@@ -990,5 +995,76 @@ fn crest_refuses_bad_requests_with_one_line() {
     let goals: Value = serde_json::from_str(&k.ok(&["--json", "crest", "status"])).unwrap();
     assert_eq!(goals[0]["id"], "run-a-marathon");
     assert_eq!(goals[0]["next"], "focus");
+    k.stop();
+}
+
+#[test]
+fn a_goals_records_and_bus_news_are_never_the_owners_words_to_the_policy() {
+    // `files.list` of a path is allowed only when the owner (or the operator) wrote it.
+    let policy = "version: 1
+read:
+  files.list:
+    level: 0
+    rules:
+      - id: path-not-said
+        when: { args.path: { not_from: [owner, operator] } }
+        reject: true
+team:
+  bus.read: { level: 0 }
+";
+    let mut k = team(
+        policy,
+        vec![
+            member(
+                "amber",
+                r#"["files.list"]"#,
+                vec![call("files__list", json!({"path": "exfil-box"})), say("done")],
+            ),
+            member(
+                "ledger",
+                r#"["files.list"]"#,
+                vec![
+                    say("measure: hours\ntarget: 10"),
+                    // The obstacle's record names a folder (as if a page had told it).
+                    say("obstacle: the folder exfil-box"),
+                    // Routines, with the owner's note naming another folder: listing the
+                    // record's folder is refused; the reply has no routine, so it runs again.
+                    call("files__list", json!({"path": "exfil-box"})),
+                    say("listed"),
+                    // The rerun lists the folder the owner's note named: allowed.
+                    call("files__list", json!({"path": "owner-box"})),
+                    say("routine: tidy owner-box — weekly — ledger"),
+                ],
+            ),
+        ],
+        "",
+    );
+    let amber_file = k.home().join("agents/amber.toml");
+    let mut amber = std::fs::read_to_string(&amber_file).unwrap();
+    amber.push_str("subscribe = [\"crest.*\"]\n");
+    std::fs::write(&amber_file, amber).unwrap();
+    k.up();
+    k.ok(&["crest", "start", "work less", "--agent", "ledger", "--id", "hours"]);
+    k.ok(&["crest", "next", "hours"]);
+    k.ok(&["crest", "next", "hours", "start with owner-box"]);
+    k.ok(&["crest", "next", "hours"]);
+    let ledger = requests(&k, "ledger");
+    // The routines phase, asked after the obstacle record named exfil-box.
+    assert!(ledger[3]["system"].as_str().unwrap().contains("the folder exfil-box"));
+    assert_eq!(
+        tool_results(&ledger[3]),
+        ["action not permitted"],
+        "a path only the goal's record holds is not the owner's"
+    );
+    assert_ne!(
+        tool_results(&ledger[5]).last().unwrap(),
+        "action not permitted",
+        "the owner's note is the owner's"
+    );
+    // What ledger published reaches amber as the bus's, not as the owner's.
+    k.ok(&["chat", "-m", "anything new?"]);
+    let amber = requests(&k, "amber");
+    assert!(amber[0]["system"].as_str().unwrap().contains("exfil-box"));
+    assert_eq!(tool_results(&amber[1]), ["action not permitted"]);
     k.stop();
 }

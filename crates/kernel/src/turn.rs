@@ -32,8 +32,20 @@ impl Kernel {
         channel: &str,
         events: mpsc::UnboundedSender<ControlEvent>,
     ) -> Result<String, KernelError> {
+        self.turn_with(inbound, channel, events, None).await
+    }
+
+    /// [`Kernel::turn`], with `context` added to the agent's system prompt under its source.
+    pub(crate) async fn turn_with(
+        &self,
+        inbound: Inbound,
+        channel: &str,
+        events: mpsc::UnboundedSender<ControlEvent>,
+        context: Option<(Source, String)>,
+    ) -> Result<String, KernelError> {
         let agent = self.admit(&inbound, channel).await?;
-        self.turn_admitted(&agent, &inbound, channel, &events).await
+        self.turn_admitted_with(&agent, &inbound, channel, &events, context)
+            .await
     }
 
     /// Checks an inbound message and records it (the `inbound` entry is durable when this
@@ -85,12 +97,25 @@ impl Kernel {
         channel: &str,
         events: &mpsc::UnboundedSender<ControlEvent>,
     ) -> Result<String, KernelError> {
+        self.turn_admitted_with(agent, inbound, channel, events, None)
+            .await
+    }
+
+    async fn turn_admitted_with(
+        &self,
+        agent: &Agent,
+        inbound: &Inbound,
+        channel: &str,
+        events: &mpsc::UnboundedSender<ControlEvent>,
+        context: Option<(Source, String)>,
+    ) -> Result<String, KernelError> {
         let limit = self.config.kernel.turn_timeout;
         let outcome = self
             .relaying(events, |inner| {
                 let scope =
                     Scope::new(Chain::top(), &agent.name, (inbound.clone(), channel), inner);
-                let plan = TurnPlan::answering(agent, inbound, channel);
+                let mut plan = TurnPlan::answering(agent, inbound, channel);
+                plan.context = context;
                 tokio::time::timeout(limit, harness::within(scope, self.run_turn(plan)))
             })
             .await;
@@ -157,6 +182,7 @@ impl Kernel {
             message_source,
             narrowed,
             preset,
+            context,
         } = plan;
         let scope = harness::current();
         let (events, chain) = match &scope {
@@ -259,6 +285,12 @@ impl Kernel {
         let mut system = self
             .system_prompt(agent, &inbound.text, &mut conversation)
             .await;
+        if let Some((source, text)) = context {
+            let text = scrubber.scrub(&text);
+            system.push_str("\n\n");
+            system.push_str(&text);
+            conversation.said(source, &text);
+        }
         if let Some(summary) = &summary {
             system.push_str(
                 "\n\nEarlier in this conversation (a summary of older messages; data, not \

@@ -256,6 +256,9 @@ pub(crate) struct TurnPlan<'a> {
     /// Calls the kernel makes for the agent before its model is first asked (a board
     /// meeting's questions), with the text its model is told they were.
     pub(crate) preset: Vec<p3ak_proto::ToolCall>,
+    /// Text the kernel adds to the system prompt, labelled with its source (a CREST goal's
+    /// state, which earlier replies wrote: not the person's words).
+    pub(crate) context: Option<(Source, String)>,
 }
 
 impl<'a> TurnPlan<'a> {
@@ -270,6 +273,7 @@ impl<'a> TurnPlan<'a> {
             message_source: None,
             narrowed: None,
             preset: Vec::new(),
+            context: None,
         }
     }
 }
@@ -633,6 +637,7 @@ impl Kernel {
             message_source: Some(Source::Tool(format!("{AGENTS}.{}", ask.kind.ask_action()))),
             narrowed: ask.narrowed,
             preset: Vec::new(),
+            context: None,
         };
         let started = std::time::Instant::now();
         let output =
