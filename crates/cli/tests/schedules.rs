@@ -122,3 +122,86 @@ read:
     kernel.request_stop();
     runtime.block_on(kernel.serve()).unwrap();
 }
+
+#[test]
+fn a_crest_schedule_runs_its_goals_next_phase_with_its_message_as_the_note() {
+    let home = Home::init(PASS);
+    home.write_scripted(
+        "version: 1\n",
+        &json!({"responses": [
+            {"content": "measure: weekly hours worked\nbaseline: 55\ntarget: 45"},
+            {"content": "obstacle: evening mail"},
+        ]}),
+    );
+    std::fs::write(
+        home.home().join("config.toml"),
+        format!(
+            "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n\
+             [plugins.model]\nbuiltin = \"scripted\"\n\
+             config = {{ script = \"script.json\", record = \"requests.jsonl\" }}\n\n\
+             [schedules.review]\nevery = \"1h\"\ncrest = \"hours\"\n\
+             message = \"this week: 52 hours\"\n",
+            sandbox_setting()
+        ),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let kernel: Arc<Kernel> = runtime
+        .block_on(Kernel::start(KernelOptions {
+            home: p3ak_kernel::home::Home::new(home.home()),
+            passphrase: p3ak_vault::Passphrase::new(PASS.to_owned()),
+            exe: env!("CARGO_BIN_EXE_p3ak").into(),
+        }))
+        .unwrap();
+    let (events, _) = tokio::sync::mpsc::unbounded_channel();
+    let started = runtime
+        .block_on(kernel.crest_start("work less", Some("hours"), None, "owner", events))
+        .unwrap();
+    assert_eq!(started.goal.next, Some(p3ak_kernel::crest::Phase::Obstacle));
+
+    let start = jiff::civil::date(2026, 12, 7)
+        .at(9, 0, 0, 0)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap();
+    let due = start.timestamp().as_millisecond() + 3_600_000;
+    let clock = Arc::new(ManualClock::new(&start));
+    let runner = runtime.spawn(Arc::clone(&kernel).run_schedules(clock.clone(), clock.clone()));
+    assert!(runtime.block_on(clock.asleep_until(due, Duration::from_secs(20))));
+    clock.advance(Duration::from_secs(3600));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let goal = loop {
+        let goal = runtime
+            .block_on(kernel.crest_goals(Some("hours")))
+            .unwrap()
+            .remove(0);
+        if goal.entries.len() == 2 {
+            break goal;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schedule did not run the phase"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(goal.obstacle.as_deref(), Some("evening mail"));
+    assert_eq!(goal.next, Some(p3ak_kernel::crest::Phase::Routines));
+    assert_eq!(goal.entries[1].by, "schedule:review");
+    assert_eq!(goal.entries[1].note.as_deref(), Some("this week: 52 hours"));
+    let entries: Vec<Value> = runtime
+        .block_on(kernel.audit().entries(0, u64::MAX))
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    let fired = entries
+        .iter()
+        .find(|e| e["kind"] == "schedule.fired")
+        .unwrap();
+    assert_eq!(fired["payload"]["agent"], "crest:hours", "{fired}");
+    let inbound = entries.iter().rfind(|e| e["kind"] == "inbound").unwrap();
+    assert_eq!(inbound["payload"]["channel"], "crest:hours", "{inbound}");
+    assert_eq!(inbound["payload"]["sender"], "schedule:review", "{inbound}");
+    runner.abort();
+    kernel.request_stop();
+    runtime.block_on(kernel.serve()).unwrap();
+}

@@ -896,6 +896,11 @@ mod tests {
             ),
             ("every = \"1h\"\nagent = \"a b\"", "schedules.s.agent"),
             ("every = \"1h\"\ntypo = 1", "typo"),
+            ("every = \"1h\"\ncrest = \"Big Goal\"", "schedules.s.crest: goal id `Big Goal`"),
+            (
+                "every = \"1h\"\ncrest = \"g\"\nagent = \"ledger\"",
+                "runs the goal's own agent",
+            ),
         ] {
             let text = format!("[schedules.s]\nmessage = \"m\"\n{body}\n");
             let error = Config::parse(&text, Path::new("c.toml"))
@@ -915,6 +920,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("message"), "{error}");
+        let review = Config::parse(
+            "[schedules.review]\nevery = \"1h\"\ncrest = \"costs\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(review.schedules["review"].target("assistant"), "crest:costs");
         let ok = schedule("every = \"1m\"");
         assert_eq!(ok.missed, Missed::Once);
         assert_eq!(ok.catch_up, Duration::from_secs(12 * 3600));
