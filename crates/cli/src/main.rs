@@ -5,6 +5,7 @@ mod commands;
 mod output;
 mod secrets;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
                 .lines()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("error: the command line is not valid (see --help)");
-            eprintln!("{line} (see --help)");
+            let _ = writeln!(std::io::stderr(), "{line} (see --help)");
             return ExitCode::FAILURE;
         }
     };

@@ -830,7 +830,9 @@ fn a_crest_goal_goes_through_its_phases_across_restarts_and_each_phase_lands_on_
                 vec![
                     say(focus),
                     call("crest__status", json!({"goal": "costs"})),
-                    say("Three subscriptions nobody uses.\nobstacle: unused software subscriptions"),
+                    say(
+                        "Three subscriptions nobody uses.\nobstacle: unused software subscriptions",
+                    ),
                     say("routine: review the card statement — weekly — ledger\n\
                          routine: cancel one unused subscription — monthly — owner"),
                 ],
@@ -846,13 +848,24 @@ fn a_crest_goal_goes_through_its_phases_across_restarts_and_each_phase_lands_on_
     k.up();
 
     let started = k.ok(&[
-        "crest", "start", "cut the shop's monthly costs by 10% by June", "--agent", "ledger",
-        "--id", "costs",
+        "crest",
+        "start",
+        "cut the shop's monthly costs by 10% by June",
+        "--agent",
+        "ledger",
+        "--id",
+        "costs",
     ]);
-    assert!(started.contains("Monthly costs are the lever."), "{started}");
+    assert!(
+        started.contains("Monthly costs are the lever."),
+        "{started}"
+    );
     assert!(started.contains("focus done; next: obstacle"), "{started}");
     let obstacle = k.ok(&["crest", "next", "costs"]);
-    assert!(obstacle.contains("obstacle done; next: routines"), "{obstacle}");
+    assert!(
+        obstacle.contains("obstacle done; next: routines"),
+        "{obstacle}"
+    );
     k.ok(&["crest", "next", "costs"]);
 
     let ledger = requests(&k, "ledger");
@@ -863,12 +876,20 @@ fn a_crest_goal_goes_through_its_phases_across_restarts_and_each_phase_lands_on_
         system.contains("Measure: monthly costs (EUR); target 7560 by 2027-06-30; baseline 8400."),
         "{system}"
     );
-    assert!(!asked.contains("Measure:"), "the goal's records are not the owner's words");
+    assert!(
+        !asked.contains("Measure:"),
+        "the goal's records are not the owner's words"
+    );
     let status: Value = serde_json::from_str(&tool_results(&ledger[2])[0]).unwrap();
-    assert_eq!(status["measure"]["target"], 7560.0, "crest.status: {status}");
+    assert_eq!(
+        status["measure"]["target"], 7560.0,
+        "crest.status: {status}"
+    );
     assert_eq!(status["next"], "obstacle");
     assert!(
-        ledger[1]["messages"].to_string().contains("Monthly costs are the lever."),
+        ledger[1]["messages"]
+            .to_string()
+            .contains("Monthly costs are the lever."),
         "the goal's conversation keeps the earlier phases"
     );
 
@@ -876,16 +897,28 @@ fn a_crest_goal_goes_through_its_phases_across_restarts_and_each_phase_lands_on_
     k.stop();
     let shown = k.ok(&["crest", "status", "costs"]);
     assert!(shown.contains("next: gradient"), "{shown}");
-    assert!(shown.contains("obstacle: unused software subscriptions"), "{shown}");
+    assert!(
+        shown.contains("obstacle: unused software subscriptions"),
+        "{shown}"
+    );
     assert!(shown.contains("cancel one unused subscription"), "{shown}");
     let export = k.ok(&["bus", "export", "--topic", "crest.costs.*"]);
     let topics: Vec<String> = export
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["topic"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["topic"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(
         topics,
-        ["crest.costs.focus", "crest.costs.obstacle", "crest.costs.routines"]
+        [
+            "crest.costs.focus",
+            "crest.costs.obstacle",
+            "crest.costs.routines"
+        ]
     );
 
     rescript(
@@ -902,17 +935,25 @@ fn a_crest_goal_goes_through_its_phases_across_restarts_and_each_phase_lands_on_
     rescript(&k, "amber", vec![say("noted"), say("again")]);
     k.up();
     let incomplete = k.ok(&["crest", "next", "costs"]);
-    assert!(incomplete.contains("gradient is not complete"), "{incomplete}");
+    assert!(
+        incomplete.contains("gradient is not complete"),
+        "{incomplete}"
+    );
     k.ok(&["crest", "next", "costs", "the statement says 8,100 EUR"]);
     let ledger = requests(&k, "ledger");
     let asked = last_user_text(ledger.last().unwrap());
     assert!(asked.contains("The owner's note for this phase: the statement says 8,100 EUR"));
     assert!(
-        ledger.last().unwrap()["messages"].to_string().contains("unused software subscriptions"),
+        ledger.last().unwrap()["messages"]
+            .to_string()
+            .contains("unused software subscriptions"),
         "after the restart the session still holds the earlier phases"
     );
     let evolved = k.ok(&["crest", "next", "costs"]);
-    assert!(evolved.contains("evolve done; next: gradient (cycle 2)"), "{evolved}");
+    assert!(
+        evolved.contains("evolve done; next: gradient (cycle 2)"),
+        "{evolved}"
+    );
     k.ok(&["crest", "next", "costs"]);
     let closed = k.ok(&["crest", "next", "costs"]);
     assert!(closed.contains("the goal is closed"), "{closed}");
@@ -936,9 +977,24 @@ fn a_crest_goal_goes_through_its_phases_across_restarts_and_each_phase_lands_on_
     k.ok(&["chat", "-m", "how are things?"]);
     k.ok(&["chat", "-m", "and now?"]);
     let amber = requests(&k, "amber");
-    assert!(amber[0]["system"].as_str().unwrap().contains("New on the state bus"));
-    assert!(amber[0]["system"].as_str().unwrap().contains("crest.costs.evolve"));
-    assert!(!amber[1]["system"].as_str().unwrap().contains("New on the state bus"));
+    assert!(
+        amber[0]["system"]
+            .as_str()
+            .unwrap()
+            .contains("New on the state bus")
+    );
+    assert!(
+        amber[0]["system"]
+            .as_str()
+            .unwrap()
+            .contains("crest.costs.evolve")
+    );
+    assert!(
+        !amber[1]["system"]
+            .as_str()
+            .unwrap()
+            .contains("New on the state bus")
+    );
 
     let audit = k.audit();
     let phases: Vec<(&str, bool, &str)> = audit
@@ -967,7 +1023,11 @@ fn a_crest_goal_goes_through_its_phases_across_restarts_and_each_phase_lands_on_
         ]
     );
     let inbound = entries(&audit, "inbound", "ledger");
-    assert!(inbound.iter().all(|e| e["payload"]["channel"] == "crest:costs"));
+    assert!(
+        inbound
+            .iter()
+            .all(|e| e["payload"]["channel"] == "crest:costs")
+    );
     assert_eq!(entries(&audit, "bus.delivered", "amber").len(), 1);
     k.stop();
 }
@@ -978,13 +1038,28 @@ fn crest_refuses_bad_requests_with_one_line() {
     let mut k = team(CREST_POLICY, vec![member("amber", "[]", vec![down])], "");
     k.up();
     for (args, expect) in [
-        (vec!["crest", "next", "nothing"], "there is no goal `nothing`"),
-        (vec!["crest", "start", "x", "--id", "Bad Id"], "goal id `Bad Id`"),
-        (vec!["crest", "start", "x", "--agent", "ghost"], "no agent `ghost`"),
+        (
+            vec!["crest", "next", "nothing"],
+            "there is no goal `nothing`",
+        ),
+        (
+            vec!["crest", "start", "x", "--id", "Bad Id"],
+            "goal id `Bad Id`",
+        ),
+        (
+            vec!["crest", "start", "x", "--agent", "ghost"],
+            "no agent `ghost`",
+        ),
         (vec!["crest", "start", "   "], "between 1 and"),
-        (vec!["crest", "next", "g", "--phase", "lunch"], "phase `lunch`"),
+        (
+            vec!["crest", "next", "g", "--phase", "lunch"],
+            "phase `lunch`",
+        ),
         // amber's model fails: the goal is kept, its focus still to run.
-        (vec!["crest", "start", "run a marathon"], "the focus phase failed and the goal is unchanged"),
+        (
+            vec!["crest", "start", "run a marathon"],
+            "the focus phase failed and the goal is unchanged",
+        ),
     ] {
         let out = k.run(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -1018,7 +1093,10 @@ team:
             member(
                 "amber",
                 r#"["files.list"]"#,
-                vec![call("files__list", json!({"path": "exfil-box"})), say("done")],
+                vec![
+                    call("files__list", json!({"path": "exfil-box"})),
+                    say("done"),
+                ],
             ),
             member(
                 "ledger",
@@ -1044,13 +1122,26 @@ team:
     amber.push_str("subscribe = [\"crest.*\"]\n");
     std::fs::write(&amber_file, amber).unwrap();
     k.up();
-    k.ok(&["crest", "start", "work less", "--agent", "ledger", "--id", "hours"]);
+    k.ok(&[
+        "crest",
+        "start",
+        "work less",
+        "--agent",
+        "ledger",
+        "--id",
+        "hours",
+    ]);
     k.ok(&["crest", "next", "hours"]);
     k.ok(&["crest", "next", "hours", "start with owner-box"]);
     k.ok(&["crest", "next", "hours"]);
     let ledger = requests(&k, "ledger");
     // The routines phase, asked after the obstacle record named exfil-box.
-    assert!(ledger[3]["system"].as_str().unwrap().contains("the folder exfil-box"));
+    assert!(
+        ledger[3]["system"]
+            .as_str()
+            .unwrap()
+            .contains("the folder exfil-box")
+    );
     assert_eq!(
         tool_results(&ledger[3]),
         ["action not permitted"],

@@ -506,17 +506,44 @@ mod tests {
         // A subscriber is shown others' matching events once, its own never.
         let subscribed = [crest];
         let first = pending(&vault, "ledger", &subscribed).unwrap();
-        assert_eq!(first.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(
+            first.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
         assert!(first.text().contains("\"topic\":\"crest.g1.obstacle\""));
         delivered(&vault, "ledger", first.head).unwrap();
-        assert!(pending(&vault, "ledger", &subscribed).unwrap().text().is_empty());
-        append(&vault, "crest.g1.routines", "ledger", None, serde_json::json!(1), 7).unwrap();
         assert!(
-            pending(&vault, "ledger", &subscribed).unwrap().events.is_empty(),
+            pending(&vault, "ledger", &subscribed)
+                .unwrap()
+                .text()
+                .is_empty()
+        );
+        append(
+            &vault,
+            "crest.g1.routines",
+            "ledger",
+            None,
+            serde_json::json!(1),
+            7,
+        )
+        .unwrap();
+        assert!(
+            pending(&vault, "ledger", &subscribed)
+                .unwrap()
+                .events
+                .is_empty(),
             "its own event is not news to it"
         );
         for i in 0..25 {
-            append(&vault, "crest.g2.gradient", "amber", None, serde_json::json!(i), 8).unwrap();
+            append(
+                &vault,
+                "crest.g2.gradient",
+                "amber",
+                None,
+                serde_json::json!(i),
+                8,
+            )
+            .unwrap();
         }
         let many = pending(&vault, "ledger", &subscribed).unwrap();
         assert_eq!((many.events.len(), many.earlier), (MAX_DELIVERED, 5));

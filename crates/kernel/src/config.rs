@@ -173,8 +173,7 @@ impl ScheduleConfig {
             }
             None => {}
             Some(goal) => {
-                crate::crest::check_id(goal)
-                    .map_err(|e| format!("schedules.{name}.crest: {e}"))?;
+                crate::crest::check_id(goal).map_err(|e| format!("schedules.{name}.crest: {e}"))?;
                 if self.agent.is_some() {
                     return Err(format!(
                         "schedules.{name}: a `crest` schedule runs the goal's own agent; remove \

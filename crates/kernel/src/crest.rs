@@ -26,9 +26,9 @@ use p3ak_proto::{ActionSpec, ErrorKind, ErrorMessage, Register, Tier};
 
 use crate::KernelError;
 use crate::audit::{AuditEvent, BoxFuture};
+use crate::control::ControlEvent;
 use crate::host::HostError;
 use crate::host::registration::{self, Registration};
-use crate::control::ControlEvent;
 use crate::kernel::Kernel;
 
 /// The vault's object space for goals.
@@ -394,7 +394,11 @@ impl Goal {
                 text.push_str(&format!(
                     " The latest is {:.0}% of the way from the baseline to the target{}.",
                     p * 100.0,
-                    if p >= 1.0 { ": the target is reached" } else { "" }
+                    if p >= 1.0 {
+                        ": the target is reached"
+                    } else {
+                        ""
+                    }
                 ));
             }
             text.push('\n');
@@ -524,7 +528,8 @@ fn decision(line: Option<&str>) -> Option<Phase> {
 /// Whether a record value says it is not known.
 fn unknown(value: &str) -> bool {
     let v = value.trim().trim_matches(['<', '>', '.', '*', '_']);
-    v.is_empty() || ["unknown", "n/a", "none", "?", "tbd"].contains(&v.to_ascii_lowercase().as_str())
+    v.is_empty()
+        || ["unknown", "n/a", "none", "?", "tbd"].contains(&v.to_ascii_lowercase().as_str())
 }
 
 fn truncate(text: &mut String, max: usize) {
@@ -556,7 +561,11 @@ pub fn read_record(reply: &str) -> BTreeMap<String, Vec<String>> {
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
-        let key = key.trim().trim_matches(['*', '_', '`']).trim().to_ascii_lowercase();
+        let key = key
+            .trim()
+            .trim_matches(['*', '_', '`'])
+            .trim()
+            .to_ascii_lowercase();
         let value = value.trim().trim_matches(['*', '_', '`']).trim();
         if RECORD_KEYS.contains(&key.as_str()) && !value.is_empty() {
             record.entry(key).or_default().push(value.to_owned());
@@ -575,8 +584,8 @@ pub fn parse_number(text: &str) -> Option<f64> {
     let chars: Vec<char> = text.chars().collect();
     let start = chars.iter().position(char::is_ascii_digit)?;
     let before = |back: usize| start.checked_sub(back).and_then(|i| chars.get(i));
-    let negative = matches!(before(1), Some('-' | '−'))
-        && !before(2).is_some_and(char::is_ascii_alphanumeric);
+    let negative =
+        matches!(before(1), Some('-' | '−')) && !before(2).is_some_and(char::is_ascii_alphanumeric);
     let mut digits = String::new();
     let mut seen_point = false;
     let mut i = start;
@@ -680,9 +689,8 @@ pub fn list(vault: &Vault) -> Result<Vec<Goal>, KernelError> {
 }
 
 fn store(vault: &Vault, goal: &Goal) -> Result<(), KernelError> {
-    let bytes = zeroize::Zeroizing::new(
-        serde_json::to_vec(goal).map_err(KernelError::SessionEncode)?,
-    );
+    let bytes =
+        zeroize::Zeroizing::new(serde_json::to_vec(goal).map_err(KernelError::SessionEncode)?);
     vault.transact(|tx| tx.put_object(SPACE, &object(&goal.id), &bytes))?;
     Ok(())
 }
@@ -726,7 +734,9 @@ struct Running(String);
 
 impl Running {
     fn claim(id: &str) -> Result<Self, CrestError> {
-        let mut running = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut running = RUNNING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if running.insert(id.to_owned()) {
             Ok(Self(id.to_owned()))
         } else {
@@ -875,13 +885,11 @@ impl Kernel {
         let reply = self
             .turn_with(inbound, &channel, events, state)
             .await
-            .map_err(|e| {
-            CrestError::PhaseFailed {
+            .map_err(|e| CrestError::PhaseFailed {
                 id: goal.id.clone(),
                 phase,
                 error: e.to_string(),
-            }
-        })?;
+            })?;
         let run = Run {
             reply: reply.clone(),
             time_ms: crate::road::Clock::unix_ms(&crate::road::SystemClock),
@@ -939,7 +947,10 @@ impl Kernel {
         match published {
             Ok(event) => Some(event.seq),
             Err(e) => {
-                tracing::error!("goal `{}`: the phase was not published on the bus: {e}", goal.id);
+                tracing::error!(
+                    "goal `{}`: the phase was not published on the bus: {e}",
+                    goal.id
+                );
                 None
             }
         }
@@ -1136,7 +1147,10 @@ mod tests {
     #[test]
     fn the_phases_follow_the_machine_and_an_incomplete_one_runs_again() {
         let mut g = goal();
-        let e = g.take(Phase::Focus, run("a plan\nmeasure: costs (EUR)\nbaseline: unknown"));
+        let e = g.take(
+            Phase::Focus,
+            run("a plan\nmeasure: costs (EUR)\nbaseline: unknown"),
+        );
         assert_eq!(e.missing, vec!["target"]);
         assert_eq!(g.next, Some(Phase::Focus), "no target: focus runs again");
         assert!(g.measure.is_none());
@@ -1147,7 +1161,10 @@ mod tests {
         );
         assert_eq!(g.next, Some(Phase::Obstacle));
         assert_eq!(g.measure.as_ref().unwrap().baseline, Some(8400.0));
-        g.take(Phase::Obstacle, run("obstacle: the unused software subscriptions"));
+        g.take(
+            Phase::Obstacle,
+            run("obstacle: the unused software subscriptions"),
+        );
         assert_eq!(g.next, Some(Phase::Routines));
         g.take(
             Phase::Routines,
@@ -1155,15 +1172,26 @@ mod tests {
         );
         assert_eq!(g.routines.len(), 2);
         assert_eq!(g.next, Some(Phase::Gradient));
-        g.take(Phase::Gradient, run("I could not find this month's figure."));
-        assert_eq!(g.next, Some(Phase::Gradient), "no value: gradient runs again");
+        g.take(
+            Phase::Gradient,
+            run("I could not find this month's figure."),
+        );
+        assert_eq!(
+            g.next,
+            Some(Phase::Gradient),
+            "no value: gradient runs again"
+        );
         g.take(Phase::Gradient, run("value: 8,100"));
         assert_eq!(g.next, Some(Phase::Evolve));
         assert!((g.progress().unwrap() - 300.0 / 840.0).abs() < 1e-9);
 
         g.take(Phase::Evolve, run("keep going\nnext: gradient"));
         assert_eq!((g.cycle, g.next), (2, Some(Phase::Gradient)));
-        assert_eq!(g.entries.last().unwrap().cycle, 1, "the decision belongs to cycle 1");
+        assert_eq!(
+            g.entries.last().unwrap().cycle,
+            1,
+            "the decision belongs to cycle 1"
+        );
         g.take(Phase::Gradient, run("value: 7500"));
         assert!(g.reached());
         g.take(Phase::Evolve, run("next: done"));
@@ -1183,7 +1211,10 @@ mod tests {
 
     #[test]
     fn ids_are_topic_segments_and_derived_from_the_goal() {
-        assert_eq!(id_from("Cut the shop's costs by 10% by June"), "cut-the-shops-costs-by");
+        assert_eq!(
+            id_from("Cut the shop's costs by 10% by June"),
+            "cut-the-shops-costs-by"
+        );
         assert_eq!(id_from("!!!"), "goal");
         assert!(check_id(&id_from("Run a marathon in under 4 hours")).is_ok());
         for bad in ["", "-a", "A", "a.b", "a b", &"x".repeat(41)] {
@@ -1194,13 +1225,25 @@ mod tests {
     #[test]
     fn the_phase_message_carries_the_owners_note_and_the_state_goes_apart() {
         let mut g = goal();
-        g.take(Phase::Focus, run("measure: costs (EUR)\nbaseline: 8400\ntarget: 7560"));
+        g.take(
+            Phase::Focus,
+            run("measure: costs (EUR)\nbaseline: 8400\ntarget: 7560"),
+        );
         let text = g.phase_message(Phase::Obstacle, Some("the landlord raised the rent"));
         assert!(text.contains("phase 2 of 5: obstacle"), "{text}");
-        assert!(!text.contains("Measure:"), "the records are not the owner's words: {text}");
+        assert!(
+            !text.contains("Measure:"),
+            "the records are not the owner's words: {text}"
+        );
         let state = g.state_text().unwrap();
-        assert!(state.contains("Measure: costs (EUR); target 7560; baseline 8400."), "{state}");
+        assert!(
+            state.contains("Measure: costs (EUR); target 7560; baseline 8400."),
+            "{state}"
+        );
         assert!(text.contains("The owner's note for this phase: the landlord raised the rent"));
-        assert!(text.ends_with("obstacle: <the binding obstacle, in one line>"), "{text}");
+        assert!(
+            text.ends_with("obstacle: <the binding obstacle, in one line>"),
+            "{text}"
+        );
     }
 }

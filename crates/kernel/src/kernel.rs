@@ -730,7 +730,13 @@ impl Kernel {
             }
             ControlRequest::CrestStart { goal, id, agent } => {
                 let started = self
-                    .crest_start(goal, id.as_deref(), agent.as_deref(), &operator, events.clone())
+                    .crest_start(
+                        goal,
+                        id.as_deref(),
+                        agent.as_deref(),
+                        &operator,
+                        events.clone(),
+                    )
                     .await;
                 match started {
                     Ok(report) => ControlEvent::CrestPhase(Box::new(report)),

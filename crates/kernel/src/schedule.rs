@@ -896,7 +896,10 @@ mod tests {
             ),
             ("every = \"1h\"\nagent = \"a b\"", "schedules.s.agent"),
             ("every = \"1h\"\ntypo = 1", "typo"),
-            ("every = \"1h\"\ncrest = \"Big Goal\"", "schedules.s.crest: goal id `Big Goal`"),
+            (
+                "every = \"1h\"\ncrest = \"Big Goal\"",
+                "schedules.s.crest: goal id `Big Goal`",
+            ),
             (
                 "every = \"1h\"\ncrest = \"g\"\nagent = \"ledger\"",
                 "runs the goal's own agent",
@@ -925,7 +928,10 @@ mod tests {
             Path::new("c.toml"),
         )
         .unwrap();
-        assert_eq!(review.schedules["review"].target("assistant"), "crest:costs");
+        assert_eq!(
+            review.schedules["review"].target("assistant"),
+            "crest:costs"
+        );
         let ok = schedule("every = \"1m\"");
         assert_eq!(ok.missed, Missed::Once);
         assert_eq!(ok.catch_up, Duration::from_secs(12 * 3600));

@@ -183,10 +183,9 @@ fn detail(g: &Goal, out: &Output) {
         let baseline = m
             .baseline
             .map_or_else(|| "unknown".to_owned(), |b| b.to_string());
-        let by = m
-            .by
-            .as_deref()
-            .map_or_else(String::new, |b| format!(" by {}", sanitize(b)));
+        let by =
+            m.by.as_deref()
+                .map_or_else(String::new, |b| format!(" by {}", sanitize(b)));
         out.line(format_args!(
             "measure: {}: baseline {baseline}, target {}{by}",
             sanitize(&m.name),

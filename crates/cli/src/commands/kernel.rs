@@ -568,7 +568,7 @@ pub(super) enum Answer {
     /// The running kernel's answer (never an error event).
     Kernel(ControlEvent),
     /// No kernel runs: its vault, opened read-only with the passphrase.
-    Stopped(Vault),
+    Stopped(Box<Vault>),
 }
 
 /// Asks the running kernel; when none runs, opens its vault read-only instead — for what the
@@ -581,11 +581,11 @@ pub(super) fn ask_or_open(
     match control::call(&home.control_socket(), request, |_| {}) {
         Ok(ControlEvent::Error { message }) => bail!("{message}"),
         Ok(event) => Ok(Answer::Kernel(event)),
-        Err(KernelError::NotRunning { .. }) => Ok(Answer::Stopped(open_kernel_vault(
+        Err(KernelError::NotRunning { .. }) => Ok(Answer::Stopped(Box::new(open_kernel_vault(
             &home,
             passphrase,
             Access::Read,
-        )?)),
+        )?))),
         Err(e) => Err(e.into()),
     }
 }
