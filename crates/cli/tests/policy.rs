@@ -235,9 +235,9 @@ fn test_json_lists_every_case() {
 }
 
 #[test]
-fn usage_errors_exit_2_and_missing_files_exit_1() {
-    p3ak().args(["policy", "explain"]).assert().code(2);
-    p3ak().args(["policy", "frobnicate"]).assert().code(2);
+fn usage_errors_and_missing_files_exit_1() {
+    p3ak().args(["policy", "explain"]).assert().code(1);
+    p3ak().args(["policy", "frobnicate"]).assert().code(1);
     p3ak()
         .args(["policy", "check", "/nonexistent/policy.yaml"])
         .assert()
