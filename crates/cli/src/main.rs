@@ -12,7 +12,7 @@ use clap::Parser;
 
 /// P3AK: a private AI kernel with an encrypted memory.
 #[derive(Debug, Parser)]
-#[command(name = "p3ak", version, about, propagate_version = true)]
+#[command(name = "p3ak", version = env!("P3AK_LONG_VERSION"), about, propagate_version = true)]
 struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]

@@ -371,6 +371,24 @@ pub(super) fn call_streaming(
     Ok((event, streamed.get()))
 }
 
+/// `p3ak health`: one `GET /healthz` on the kernel's API socket. For probes (systemd,
+/// Kubernetes, compose): cheap, no passphrase, exit 1 with the reason when it is not healthy.
+pub fn health(out: &Output) -> anyhow::Result<()> {
+    let socket = home()?.api_socket();
+    let backend = p3ak_server::remote::RemoteBackend::new(socket.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(backend.health())?;
+    if out.is_json() {
+        out.json(&serde_json::json!({ "healthy": true, "socket": socket }));
+    } else {
+        out.line(format!("healthy ({})", socket.display()));
+    }
+    Ok(())
+}
+
 pub fn status(out: &Output) -> anyhow::Result<()> {
     let event = call(&ControlRequest::Status, out)?;
     let ControlEvent::Status(status) = event else {

@@ -15,6 +15,7 @@ mod models;
 mod policy;
 mod sandbox;
 mod schedules;
+mod shell;
 mod skills;
 mod tokens;
 mod vault;
@@ -36,6 +37,8 @@ pub enum Command {
     Serve(kernel::ServeArgs),
     /// The running kernel's plugins, agents and pending approvals.
     Status,
+    /// Exit 0 if the running kernel's API answers (for health probes), 1 with the reason if not.
+    Health,
     /// Check the host and the home and say what to fix (exit 1 when a check fails).
     Doctor,
     /// Talk to an agent of the running kernel.
@@ -96,6 +99,10 @@ pub enum Command {
     /// The plugin sandbox: what the host offers, traced seccomp profiles, its cost.
     #[command(subcommand)]
     Sandbox(sandbox::Command),
+    /// Print a shell's completion script (`p3ak completions bash > /etc/bash_completion.d/p3ak`).
+    Completions(shell::CompletionsArgs),
+    /// Write the man pages (p3ak.1 and one per command) into a folder.
+    Man(shell::ManArgs),
 }
 
 pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
@@ -105,6 +112,7 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Up(args) => kernel::up(&args, None, out),
         Command::Serve(args) => kernel::serve(&args, out),
         Command::Status => kernel::status(out),
+        Command::Health => kernel::health(out),
         Command::Doctor => doctor::run(out),
         Command::Chat(args) => kernel::chat(&args, out),
         Command::Board(args) => board::run(args, out),
@@ -127,6 +135,8 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Audit(command) => audit::run(command, out),
         Command::Models(command) => models::run(command, out),
         Command::Sandbox(command) => sandbox::run(command, out),
+        Command::Completions(args) => shell::completions(&args, out),
+        Command::Man(args) => shell::man(&args, out),
     }
 }
 
