@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bin=${1:?usage: check.sh PATH/TO/p3ak}
-max_exposure=3.0
+max_exposure=2.9
 
 install -D -m 0755 "$bin" /usr/local/bin/p3ak
 /usr/local/bin/p3ak man /usr/local/share/man/man1 >/dev/null

@@ -48,7 +48,7 @@ fn completions_cover_every_shell_and_bash_parses_its_script() {
         let out = home.run(&["completions", shell]);
         assert!(out.status.success(), "{shell}: {}", stderr(&out));
         let script = stdout(&out);
-        for word in ["vault", "ingest", "completions", "--passphrase-file"] {
+        for word in ["vault", "ingest", "completions", "passphrase-file"] {
             assert!(script.contains(word), "{shell}'s script lacks {word}");
         }
         // Hidden commands stay hidden.
@@ -56,7 +56,11 @@ fn completions_cover_every_shell_and_bash_parses_its_script() {
     }
     let script = home.path("p3ak.bash");
     std::fs::write(&script, stdout(&home.run(&["completions", "bash"]))).unwrap();
-    let parsed = Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    let parsed = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(parsed.status.success(), "bash -n: {}", stderr(&parsed));
     // And a completion works: `p3ak vault cr<TAB>` offers `create`.
     let probe = format!(
@@ -86,10 +90,19 @@ fn man_pages_for_every_visible_command() {
     let out = home.run(&["man", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("man pages in"), "{}", stdout(&out));
-    for page in ["p3ak.1", "p3ak-vault.1", "p3ak-vault-put.1", "p3ak-up.1", "p3ak-health.1"] {
-        let text = std::fs::read_to_string(dir.join(page))
-            .unwrap_or_else(|e| panic!("{page}: {e}"));
-        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page} is not roff");
+    for page in [
+        "p3ak.1",
+        "p3ak-vault.1",
+        "p3ak-vault-put.1",
+        "p3ak-up.1",
+        "p3ak-health.1",
+    ] {
+        let text =
+            std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page} is not roff"
+        );
     }
     let put = std::fs::read_to_string(dir.join("p3ak-vault-put.1")).unwrap();
     assert!(put.contains("tag"), "the page lists the command's options");
@@ -107,7 +120,11 @@ fn man_pages_for_every_visible_command() {
             .output()
             .unwrap();
         assert!(rendered.status.success(), "{}", stderr(&rendered));
-        assert!(stdout(&rendered).contains("p3ak-vault"), "{}", stdout(&rendered));
+        assert!(
+            stdout(&rendered).contains("p3ak-vault"),
+            "{}",
+            stdout(&rendered)
+        );
     }
 
     // A folder that cannot be made is one line and exit 1.

@@ -43,7 +43,11 @@ pub fn man(args: &ManArgs, out: &Output) -> anyhow::Result<()> {
     if out.is_json() {
         out.json(&serde_json::json!({ "dir": args.out, "pages": pages }));
     } else {
-        out.line(format!("{} man pages in {}", pages.len(), args.out.display()));
+        out.line(format!(
+            "{} man pages in {}",
+            pages.len(),
+            args.out.display()
+        ));
     }
     Ok(())
 }
