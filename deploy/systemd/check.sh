@@ -11,9 +11,10 @@ max_exposure=2.9
 install -D -m 0755 "$bin" /usr/local/bin/p3ak
 /usr/local/bin/p3ak man /usr/local/share/man/man1 >/dev/null
 install -D -m 0644 p3ak.service /etc/systemd/system/p3ak.service
+install -D -m 0644 p3ak.socket /etc/systemd/system/p3ak.socket
 
-# verify prints nothing when the unit is clean; anything it prints is a finding.
-findings=$(systemd-analyze verify /etc/systemd/system/p3ak.service 2>&1) || {
+# verify prints nothing when the units are clean; anything it prints is a finding.
+findings=$(systemd-analyze verify /etc/systemd/system/p3ak.service /etc/systemd/system/p3ak.socket 2>&1) || {
   printf '%s\n' "$findings" >&2
   exit 1
 }
@@ -21,7 +22,7 @@ if [ -n "$findings" ]; then
   printf 'systemd-analyze verify: %s\n' "$findings" >&2
   exit 1
 fi
-echo "systemd-analyze verify: p3ak.service clean"
+echo "systemd-analyze verify: p3ak.service and p3ak.socket clean"
 
 report=$(systemd-analyze security --offline=true /etc/systemd/system/p3ak.service 2>&1)
 score=$(printf '%s\n' "$report" | sed -n 's/.*Overall exposure level for p3ak.service: \([0-9.]*\).*/\1/p')

@@ -176,3 +176,167 @@ fn health_is_ok_while_the_kernel_runs_and_one_line_otherwise() {
     assert!(kernel.stop().success());
     assert_eq!(kernel.run(&["health"]).status.code(), Some(1));
 }
+
+/// The listening sockets on `port` (from /proc/net/tcp and tcp6) and the pids holding them.
+fn holders_of_listening_port(port: u16) -> Vec<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap().lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields[1].rsplit(':').next().unwrap();
+            if u16::from_str_radix(local_port, 16).unwrap() == port && fields[3] == "0A" {
+                inodes.push(format!("socket:[{}]", fields[9]));
+            }
+        }
+    }
+    assert!(!inodes.is_empty(), "nothing listens on {port}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| inodes.iter().any(|i| target.to_string_lossy() == *i))
+        });
+        if holds {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn get_healthz(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: p3ak\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn activated_home() -> Home {
+    let home = Home::init(PASS);
+    std::fs::write(
+        home.home().join("config.toml"),
+        format!(
+            "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n[plugins.files]\nbuiltin = \"files\"\n",
+            sandbox_setting()
+        ),
+    )
+    .unwrap();
+    home
+}
+
+fn socket_activate(home: &Home, address: &str) -> std::process::Child {
+    Command::new("systemd-socket-activate")
+        .arg("--listen")
+        .arg(address)
+        .arg(format!("--setenv=P3AK_HOME={}", home.home().display()))
+        .arg(format!("--setenv=P3AK_PASSPHRASE={}", home.pass()))
+        .arg(p3ak_testkit::home::p3ak_path())
+        .arg("up")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(home.path("kernel.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs systemd-socket-activate (Debian's systemd)"]
+fn socket_activation_serves_the_api_on_systemds_socket_held_by_the_kernel_alone() {
+    p3ak_testkit::need::systemd_socket_activate();
+    let home = activated_home();
+    let port = free_port();
+    let mut activator = socket_activate(&home, &format!("127.0.0.1:{port}"));
+    let log = || std::fs::read_to_string(home.path("kernel.log")).unwrap_or_default();
+
+    // The port is open before P3AK is (the activator, like systemd, starts it at the first
+    // connection): the first request waits in the backlog and is answered.
+    let started = Instant::now();
+    let answer = loop {
+        if let Some(answer) = get_healthz(port).filter(|a| a.starts_with("HTTP/1.1 200")) {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no answer on the activated socket:\n{}",
+            log()
+        );
+        assert!(
+            activator.try_wait().unwrap().is_none(),
+            "p3ak up exited:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(answer.contains("\"ok\""), "{answer}");
+    assert!(
+        log().contains(&format!("127.0.0.1:{port}")),
+        "the start report names it:\n{}",
+        log()
+    );
+
+    // Handed over, not shared: the kernel holds the socket, the warden closed its copy, and
+    // neither the approval daemon nor a plugin inherited it.
+    let kernel_pid: u32 = std::fs::read_to_string(home.home().join("run/kernel.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        holders_of_listening_port(port),
+        vec![kernel_pid],
+        "{}",
+        log()
+    );
+
+    let term = Command::new("kill")
+        .args(["-TERM", &activator.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = activator.wait().unwrap();
+    assert!(status.success(), "{status}:\n{}", log());
+}
+
+#[test]
+#[ignore = "needs systemd-socket-activate (Debian's systemd)"]
+fn an_activated_socket_beyond_loopback_is_refused_in_one_line() {
+    p3ak_testkit::need::systemd_socket_activate();
+    let home = activated_home();
+    let port = free_port();
+    let mut activator = socket_activate(&home, &format!("0.0.0.0:{port}"));
+    // Like systemd, the activator starts the service at the first connection.
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the activator never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = activator.wait().unwrap();
+    let log = std::fs::read_to_string(home.path("kernel.log")).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(errors[0].contains("not a loopback address"), "{log}");
+}

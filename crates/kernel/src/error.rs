@@ -382,6 +382,9 @@ pub enum WardenError {
     /// The start message came without the daemon's channel.
     #[error("the warden sent no daemon channel")]
     NoDaemonChannel,
+    /// The start message announced an API listener it did not carry.
+    #[error("the warden announced the API's listener but sent none")]
+    NoApiListener,
     /// A key in the start message is not hex.
     #[error("a key from the warden is not hex")]
     KeyNotHex,

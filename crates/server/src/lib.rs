@@ -45,7 +45,7 @@ use p3ak_kernel::config::ApiSettings;
 pub use auth::Peer;
 pub use backend::{Backend, BackendError, Caller};
 pub use kernel_backend::KernelBackend;
-pub use listen::{Listening, ServeError, bind, serve};
+pub use listen::{Listening, ServeError, bind, bind_with, serve};
 
 use crate::auth::{Needs, authenticate, rated, require};
 use crate::error::ApiError;

@@ -81,22 +81,53 @@ impl<B: Backend> std::fmt::Debug for Listening<B> {
 /// A [`ServeError`]: a socket that cannot be bound, an unusable `[api]`, a TLS certificate
 /// or key that cannot be read or used.
 pub async fn bind<B: Backend>(app: Arc<App<B>>) -> Result<Listening<B>, ServeError> {
+    bind_with(app, None).await
+}
+
+/// [`bind`], serving `inherited` (a listener bound by systemd's socket activation) instead of
+/// binding `[api] listen`. Its address must pass the same rules as `listen` (loopback, or
+/// `public` with TLS), and TLS applies to it as it would to `listen`.
+///
+/// # Errors
+/// As [`bind`]; an inherited socket whose address the rules refuse is
+/// [`ServeError::Settings`].
+pub async fn bind_with<B: Backend>(
+    app: Arc<App<B>>,
+    inherited: Option<std::net::TcpListener>,
+) -> Result<Listening<B>, ServeError> {
     let settings = app.settings.clone();
-    let tcp = match settings
-        .listen_addr()
-        .map_err(|e| ServeError::Settings(e.to_string()))?
-    {
+    let addr = match &inherited {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+                what: "the inherited socket".to_owned(),
+                source,
+            })?;
+            let mut checked = settings.clone();
+            checked.listen = addr.to_string();
+            checked
+                .listen_addr()
+                .map_err(|e| ServeError::Settings(format!("the inherited socket: {e}")))?
+        }
+        None => settings
+            .listen_addr()
+            .map_err(|e| ServeError::Settings(e.to_string()))?,
+    };
+    let tcp = match addr {
         Some(addr) => {
             let tls = match (&settings.tls_cert, &settings.tls_key) {
                 (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
                 _ => None,
             };
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    what: addr.to_string(),
-                    source,
-                })?;
+            let bound = match inherited {
+                Some(listener) => listener
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpListener::from_std(listener)),
+                None => TcpListener::bind(addr).await,
+            };
+            let listener = bound.map_err(|source| ServeError::Bind {
+                what: addr.to_string(),
+                source,
+            })?;
             Some((listener, tls))
         }
         None => None,

@@ -23,6 +23,19 @@ pub fn root() {
     }
 }
 
+/// `systemd-socket-activate` (Debian's `systemd`): systemd's socket activation without a
+/// running systemd.
+pub fn systemd_socket_activate() {
+    let ok = Command::new("systemd-socket-activate")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        unmet("systemd-socket-activate", "apt-get install systemd");
+    }
+}
+
 /// `python3` on the `PATH`.
 pub fn python3() {
     let ok = Command::new("python3")

@@ -165,9 +165,11 @@ pub fn up(args: &UpArgs, listen: Option<std::net::SocketAddr>, out: &Output) -> 
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+    let api_listener = activated_listener(&home, listen)?;
     p3ak_sandbox::harden_process().context("cannot harden the process")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let options = WardenOptions {
+        api_listener,
         home,
         passphrase: pass,
         exe,
@@ -209,6 +211,46 @@ pub fn up(args: &UpArgs, listen: Option<std::net::SocketAddr>, out: &Output) -> 
     Ok(())
 }
 
+/// The API's TCP socket when systemd's socket activation (`deploy/systemd/p3ak.socket`)
+/// passed one (`LISTEN_FDS`/`LISTEN_PID`): the kernel serves it instead of binding
+/// `[api] listen`, so the port is systemd's to open, and it stays open across restarts.
+fn activated_listener(
+    home: &Home,
+    listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    if fds.len() > 1 {
+        bail!(
+            "socket activation passed {} sockets; P3AK's API takes one (ListenStream= once in p3ak.socket)",
+            fds.len()
+        );
+    }
+    if listen.is_some() {
+        bail!("`p3ak serve --listen` and a socket from systemd: choose one");
+    }
+    let listener = fds
+        .take_tcp_listener(0)
+        .context("the socket systemd passed")?
+        .context(
+            "the socket systemd passed is not a listening TCP socket (ListenStream=ADDRESS:PORT)",
+        )?;
+    // systemd passes it inheritable: without close-on-exec the approval daemon and every plugin
+    // would inherit the API's socket and could accept its connections.
+    rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::CLOEXEC)
+        .context("cannot mark the socket systemd passed close-on-exec")?;
+    // Held to `[api] listen`'s rules here, before anything starts (the kernel checks again).
+    let mut api = p3ak_kernel::config::Config::load(&home.config())?.api;
+    api.listen = listener
+        .local_addr()
+        .context("the socket systemd passed")?
+        .to_string();
+    api.listen_addr()?;
+    Ok(Some(listener))
+}
+
 /// `p3ak kernel`: the kernel itself, started by the warden (`p3ak up`) with its channel as
 /// standard input; under its own uid as root.
 pub fn kernel_child(args: &KernelArgs, out: &Output) -> anyhow::Result<()> {
@@ -219,19 +261,27 @@ pub fn kernel_child(args: &KernelArgs, out: &Output) -> anyhow::Result<()> {
     p3ak_sandbox::harden_process().context("cannot harden the kernel")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let kernel = warden::start_kernel()
+        let warden::StartedKernel {
+            kernel,
+            api_listener,
+        } = warden::start_kernel()
             .await
             .map_err(|e| explain_downgrade(e.into()))?;
         let mut api = kernel.config().api.clone();
         if let Some(listen) = &args.api_listen {
             api.listen.clone_from(listen);
         }
+        // A socket from systemd is where the API listens (reported as such); `bind_with`
+        // holds its address to the rules `listen` is held to.
+        if let Some(addr) = api_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            api.listen = addr.to_string();
+        }
         api.listen_addr()?;
         // Bound before the kernel says it is up: a port in use or a TLS key the kernel
         // cannot read stops `p3ak up` with the reason, rather than leave it without an API.
         let backend = p3ak_server::KernelBackend::new(Arc::clone(&kernel));
         let app = p3ak_server::App::with_settings(Arc::clone(&kernel), backend, api.clone());
-        let listening = p3ak_server::bind(app)
+        let listening = p3ak_server::bind_with(app, api_listener)
             .await
             .context("the API cannot be served")?;
         report_start(&kernel, &api, out);

@@ -60,6 +60,9 @@ pub struct WardenOptions {
     pub exe: PathBuf,
     /// Extra arguments for the kernel's command line (`--json`).
     pub kernel_args: Vec<String>,
+    /// The API's TCP listener, bound by whoever started the warden (systemd's socket
+    /// activation): handed to the kernel, which serves it instead of binding `[api] listen`.
+    pub api_listener: Option<std::net::TcpListener>,
 }
 
 /// What the warden reports to the person who started it.
@@ -96,6 +99,7 @@ pub async fn run(
         passphrase,
         exe,
         kernel_args,
+        api_listener,
     } = options;
     if !home.is_initialised() {
         return Err(KernelError::NotInitialised {
@@ -216,12 +220,18 @@ pub async fn run(
         missing,
         denials_why_not: feed.why_not.clone(),
         permission_refusals: feed.permission_refusals,
+        api_listener: api_listener.is_some(),
     };
+    let mut fds = vec![daemon_channel.as_fd()];
+    if let Some(listener) = &api_listener {
+        fds.push(listener.as_fd());
+    }
     channel
-        .send(&ToKernel::Start(Box::new(start)), &[daemon_channel.as_fd()])
+        .send(&ToKernel::Start(Box::new(start)), &fds)
         .await
         .map_err(channel_error)?;
     drop(daemon_channel);
+    drop(api_listener);
     drop(keys.kernel);
 
     let mut warden = Warden {
@@ -290,9 +300,16 @@ pub async fn run(
     }
 }
 
+/// The kernel as the warden started it, and the API listener the warden handed over, if any.
+pub struct StartedKernel {
+    pub kernel: Arc<crate::Kernel>,
+    /// A TCP listener from the warden's starter (socket activation), to serve as the API.
+    pub api_listener: Option<std::net::TcpListener>,
+}
+
 /// The kernel's end: reads the start message from the warden's channel (its standard input)
 /// and starts the kernel with what it says.
-pub async fn start_kernel() -> Result<Arc<crate::Kernel>, KernelError> {
+pub async fn start_kernel() -> Result<StartedKernel, KernelError> {
     let fd = p3ak_proto::io::take_stdin_socket().map_err(WardenError::Stdin)?;
     let channel = Channel::new(fd).map_err(channel_error)?;
     let (message, fds) = channel
@@ -303,13 +320,26 @@ pub async fn start_kernel() -> Result<Arc<crate::Kernel>, KernelError> {
     let ToKernel::Start(start) = message else {
         return Err(WardenError::NotStart.into());
     };
+    let mut fds = fds.into_iter();
     let daemon_channel = fds
-        .into_iter()
         .next()
         .map(std::os::unix::net::UnixStream::from)
         .ok_or(WardenError::NoDaemonChannel)?;
+    let api_listener = if start.api_listener {
+        Some(
+            fds.next()
+                .map(std::net::TcpListener::from)
+                .ok_or(WardenError::NoApiListener)?,
+        )
+    } else {
+        None
+    };
     let remote = RemoteLauncher::new(channel, &start);
-    crate::kernel::Kernel::start_under_warden(*start, daemon_channel, remote).await
+    let kernel = crate::kernel::Kernel::start_under_warden(*start, daemon_channel, remote).await?;
+    Ok(StartedKernel {
+        kernel,
+        api_listener,
+    })
 }
 
 struct Keys {

@@ -122,6 +122,9 @@ pub(crate) struct KernelStart {
     pub(crate) denials_why_not: Option<String>,
     /// Whether refusals by file permissions are audited too.
     pub(crate) permission_refusals: bool,
+    /// Whether a TCP listener for the API follows the daemon's channel among the fds.
+    #[serde(default)]
+    pub(crate) api_listener: bool,
 }
 
 #[cfg(test)]
