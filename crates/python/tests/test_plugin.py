@@ -253,3 +253,16 @@ def test_the_sdk_example_runs_as_the_kernel_starts_it():
         if child.poll() is None:
             child.kill()
         ours.close()
+
+
+def test_readme_plugin_example():
+    """The README's plugin snippet defines what it says."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("## Writing a plugin", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {"__name__": "readme_plugin"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    plugin = namespace["plugin"]
+    count = plugin.actions["count"]
+    assert count.tier == "observe" and count.description == "Count the words of a text."
+    assert count.parameters["required"] == ["text"]
+    assert plugin.invoke("count", {"text": "a b a", "unique": True}) == {"words": 2}
