@@ -36,26 +36,8 @@ class Explanation:
     verdict: dict[str, Any] = field(default_factory=dict, repr=False)
     """The whole verdict, as `p3ak policy explain --json` prints it."""
 
-    def lines(self) -> list[str]:
-        """The explanation as `p3ak policy explain` prints it."""
-        out = [f"decision: {self.decision}"]
-        if self.tier:
-            out.append(f"tier: {self.tier}")
-        if self.verdict.get("group"):
-            out.append(f"group: {self.verdict['group']}")
-        out.append(f"decided by: {', '.join(self.rules)}")
-        if self.reasons:
-            out.append("why (as the approver sees it):")
-            for r in self.reasons:
-                why = f": {r['why']}" if r.get("why") else ""
-                out.append(f"  {r['rule']} ({r['effect']}){why}")
-        out.append("rules consulted:")
-        for s in self.steps:
-            effect = f" -> {s['effect']}" if s.get("effect") else ""
-            out.append(f"  {s['kind']:<10} {s['rule']}: {s['outcome']}{effect}")
-            if s.get("condition"):
-                out.append(f"             when {s['condition']}")
-        return out
+    lines: list[str] = field(default_factory=list, repr=False)
+    """The explanation as `p3ak policy explain` prints it, line by line."""
 
 
 def check(path: PathLike) -> dict[str, Any]:
@@ -92,4 +74,5 @@ def explain(path: PathLike, *, agent: str, action: str,
         warnings=list(answer.get("warnings") or []),
         policy_warnings=list(answer.get("policy_warnings") or []),
         verdict=verdict,
+        lines=list(answer.get("lines") or []),
     )
