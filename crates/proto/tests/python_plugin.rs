@@ -114,7 +114,10 @@ fn the_file_can_be_run_directly() {
     for file in PLUGINS {
         let path = plugin_path(file);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("#!/usr/bin/env python3\n"), "{file}: a shebang");
+        assert!(
+            text.starts_with("#!/usr/bin/env python3\n"),
+            "{file}: a shebang"
+        );
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_ne!(
             mode & 0o111,
@@ -219,7 +222,11 @@ fn speaks_the_protocol(file: &str) {
         "nothing after shutdown"
     );
     let status = plugin.wait();
-    assert!(status.success(), "{file}: exit {status}: {}", plugin.stderr());
+    assert!(
+        status.success(),
+        "{file}: exit {status}: {}",
+        plugin.stderr()
+    );
 }
 
 /// Starts the plugin `file` as `name` with a frame limit, and accepts its connection.
@@ -275,7 +282,11 @@ fn exits_when_the_kernel_goes_away(file: &str) {
     // End of stream instead of shutdown: a clean exit too.
     drop(kernel);
     let status = plugin.wait();
-    assert!(status.success(), "{file}: exit {status}: {}", plugin.stderr());
+    assert!(
+        status.success(),
+        "{file}: exit {status}: {}",
+        plugin.stderr()
+    );
 }
 
 #[test]
@@ -299,7 +310,10 @@ fn gives_up_without_a_common_version(file: &str) {
     );
     drop(kernel);
     let status = plugin.wait();
-    assert!(!status.success(), "{file}: a failed handshake is a failure exit");
+    assert!(
+        !status.success(),
+        "{file}: a failed handshake is a failure exit"
+    );
     let stderr = plugin.stderr();
     assert!(stderr.contains("expected welcome"), "{file}: {stderr}");
 }
