@@ -262,6 +262,11 @@ impl NativeVault {
     fn verify(&self, py: Python<'_>) -> PyResult<String> {
         detached(py, || self.handle.verify())
     }
+
+    /// For the kernel's audit log: `verify` plus the checkpoint file published outside it.
+    fn verify_audit_log(&self, py: Python<'_>, checkpoint: PathBuf) -> PyResult<String> {
+        detached(py, || self.handle.verify_audit_log(&checkpoint))
+    }
 }
 
 #[pyfunction]

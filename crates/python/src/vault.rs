@@ -493,6 +493,25 @@ impl VaultHandle {
     }
 }
 
+impl VaultHandle {
+    /// Verifies the kernel's audit log (a vault) as `p3ak audit verify`: every entry, the hash
+    /// chain, the signed checkpoints, and the checkpoint file published outside the log.
+    /// `{"log", "checkpoint_file"}`; [`SdkError::Damaged`] naming the first problem.
+    pub fn verify_audit_log(&self, checkpoint: &Path) -> Result<String> {
+        let vault = self.open_vault(Access::Read)?;
+        let report = vault.verify(&mut |_, _| {})?;
+        let external = p3ak_vault::external::check_external_checkpoint(&vault, checkpoint)?;
+        let answer = json!({ "log": report, "checkpoint_file": external }).to_string();
+        match report.problems.iter().chain(&external.problems).next() {
+            None => Ok(answer),
+            Some(first) => Err(SdkError::Damaged {
+                message: format!("audit log is damaged: {first}"),
+                report: answer,
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

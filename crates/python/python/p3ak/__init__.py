@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what `__getattr__` below hands out, for type checkers and IDEs
     from ._api import (
+        AuditLog,
+        AuditReport,
         ClosedError,
         DamagedError,
         Document,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # what `__getattr__` below hands out, for type checkers and I
         Vault,
         VerifyReport,
         WrongPassphraseError,
+        audit_log,
         create,
         install_model,
         model_installed,
@@ -49,6 +52,8 @@ if TYPE_CHECKING:  # what `__getattr__` below hands out, for type checkers and I
 
 # Loaded on first use, so that `p3ak.plugin` never needs the native extension.
 _API = {
+    "AuditLog",
+    "AuditReport",
     "ClosedError",
     "DamagedError",
     "Document",
@@ -67,6 +72,7 @@ _API = {
     "Vault",
     "VerifyReport",
     "WrongPassphraseError",
+    "audit_log",
     "create",
     "install_model",
     "model_installed",

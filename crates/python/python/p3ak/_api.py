@@ -24,6 +24,8 @@ from ._native import (
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
+    "AuditLog",
+    "AuditReport",
     "ClosedError",
     "DamagedError",
     "Document",
@@ -42,6 +44,7 @@ __all__ = [
     "Vault",
     "VerifyReport",
     "WrongPassphraseError",
+    "audit_log",
     "create",
     "install_model",
     "model_installed",
@@ -441,6 +444,85 @@ class Vault:
             return VerifyReport._from(json.loads(self._native.verify()))
         except DamagedError as error:
             raise _with_report(error, VerifyReport._from)
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """What `AuditLog.verify` checked: the log itself and the checkpoint file outside it."""
+
+    log: VerifyReport
+    checkpoint_problems: list[str]
+    checkpoint_warnings: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.log.ok and not self.checkpoint_problems
+
+    @classmethod
+    def _from(cls, answer: Mapping[str, Any]) -> "AuditReport":
+        external = answer["checkpoint_file"]
+        return cls(
+            log=VerifyReport(**answer["log"], logged=False),
+            checkpoint_problems=list(external["problems"]),
+            checkpoint_warnings=list(external["warnings"]),
+        )
+
+
+class AuditLog:
+    """The kernel's tamper-evident audit log, `P3AK_HOME/audit/kernel.vault`, read-only (as
+    `p3ak audit tail` and `p3ak audit verify`). Open it with `p3ak.audit_log(passphrase)`."""
+
+    __slots__ = ("_vault", "_checkpoint")
+
+    def __init__(self, vault: Vault, checkpoint: Path) -> None:
+        self._vault = vault
+        self._checkpoint = checkpoint
+
+    @property
+    def path(self) -> Path:
+        return self._vault.path
+
+    @property
+    def closed(self) -> bool:
+        return self._vault.closed
+
+    def close(self) -> None:
+        self._vault.close()
+
+    def __enter__(self) -> "AuditLog":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return f"<p3ak.AuditLog path={str(self.path)!r}{state}>"
+
+    __str__ = __repr__
+
+    def entries(self, n: Optional[int] = None) -> list[LogEntry]:
+        """The last `n` entries, or all of them."""
+        return self._vault.log(n)
+
+    def verify(self) -> AuditReport:
+        """Checks every entry, the hash chain, the signed checkpoints and the checkpoint file
+        (`audit/checkpoint.json`). Raises `DamagedError` naming the first problem."""
+        try:
+            return AuditReport._from(json.loads(self._vault._native.verify_audit_log(
+                os.fspath(self._checkpoint))))
+        except DamagedError as error:
+            raise _with_report(error, AuditReport._from)
+
+
+def audit_log(passphrase: str, *, home: Optional[PathLike] = None) -> AuditLog:
+    """Opens the kernel's audit log under `home` (default: P3AK_HOME, as the CLI finds it)
+    with the kernel's passphrase."""
+    root = Path(home) if home is not None else models_dir().parent
+    path = root / "audit" / "kernel.vault"
+    if not path.exists():
+        raise NotFoundError(f"no audit log at `{path}`: run `p3ak audit init` first")
+    return AuditLog(Vault.open(path, passphrase), root / "audit" / "checkpoint.json")
 
 
 def create(path: PathLike, passphrase: Optional[str] = None, *,
