@@ -4,10 +4,12 @@
 #
 #   crates/python/ci.sh            debug build (fast; what CI runs)
 #   PROFILE=release crates/python/ci.sh
+#   PYTHON=python3.9 P3AK_PYVENV=/tmp/venv39 PYTEST_VERSION=8.4.2 crates/python/ci.sh
+#                                  the oldest Python the abi3 wheel is for (pytest 9 needs 3.10)
 set -euo pipefail
 
 MATURIN_VERSION=1.16.0
-PYTEST_VERSION=9.2.0
+PYTEST_VERSION="${PYTEST_VERSION:-9.2.0}"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${P3AK_PYVENV:-$HOME/.cache/p3ak-pyvenv}"
