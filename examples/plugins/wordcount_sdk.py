@@ -14,14 +14,14 @@ plugin = Plugin(software="wordcount_sdk.py 0.1")
 
 
 @plugin.action(tier="observe")
-def count(text: str) -> dict:
+def count(text: str) -> dict[str, int]:
     """Count the words, lines and characters of a text."""
     # chars counts Unicode code points.
     return {"words": len(text.split()), "lines": len(text.splitlines()), "chars": len(text)}
 
 
 @plugin.action(tier="act")  # only a recommendation: the operator's policy decides
-def shout(text: str) -> dict:
+def shout(text: str) -> dict[str, str]:
     """Return the text in upper case."""
     return {"text": text.upper()}
 

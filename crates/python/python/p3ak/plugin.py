@@ -33,9 +33,11 @@ import struct
 import sys
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar, overload
 
 __all__ = ["Action", "Invalid", "Plugin", "PluginError", "ProtocolError", "schema_for"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 VERSIONS = [1]
 """Protocol versions this helper speaks."""
@@ -306,18 +308,23 @@ class Plugin:
         return f"<p3ak.plugin.Plugin {self.name or os.environ.get('P3AK_PLUGIN_NAME')!r} " \
                f"actions={list(self.actions)}>"
 
+    @overload
+    def action(self, name: F) -> F: ...
+
+    @overload
     def action(self, name: Optional[str] = None, *, tier: str = "observe",
-               description: Optional[str] = None) -> Callable[[Callable[..., Any]],
-                                                              Callable[..., Any]]:
+               description: Optional[str] = None) -> Callable[[F], F]: ...
+
+    def action(self, name: Any = None, *, tier: str = "observe",
+               description: Optional[str] = None) -> Any:
         """Registers the decorated function as an action (named after it unless `name`).
         `tier` is only a recommendation: the operator's policy decides."""
         if callable(name):  # used bare: @plugin.action
-            function, name = name, None
-            return self.action(tier=tier, description=description)(function)
+            return self.action(tier=tier, description=description)(name)
         if tier not in TIERS:
             raise ValueError(f"unknown tier {tier!r} (observe, act, commit)")
 
-        def register(function: Callable[..., Any]) -> Callable[..., Any]:
+        def register(function: F) -> F:
             action_name = name or function.__name__
             _check_name(action_name)
             if action_name in self.actions:
@@ -369,7 +376,7 @@ class Plugin:
 
     def _handshake(self, sock: socket.socket, name: str, max_frame: int) -> None:
         # Our own requests take fresh ids; only one is open during the handshake.
-        fields = {"plugin": name, "versions": VERSIONS}
+        fields: dict[str, Any] = {"plugin": name, "versions": VERSIONS}
         if self.software:
             fields["software"] = self.software
         send(sock, 1, "hello", max_frame=max_frame, **fields)

@@ -43,7 +43,8 @@ class Explanation:
 def check(path: PathLike) -> dict[str, Any]:
     """Checks a policy file: `PolicyError` with `file:line:column` for each error; otherwise
     the rule count, the totals the kernel must supply, and warnings."""
-    return json.loads(_native.policy_check(os.fspath(path)))
+    report: dict[str, Any] = json.loads(_native.policy_check(os.fspath(path)))
+    return report
 
 
 def explain(path: PathLike, *, agent: str, action: str,
