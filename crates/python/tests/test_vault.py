@@ -126,7 +126,7 @@ def test_info_and_status(vault):
     info = vault.info()
     assert info["documents"] == 1 and info["path"] == str(vault.path)
     status = vault.status()
-    assert status["model_installed"] is False
+    assert status["model_installed"] is False and p3ak.model_installed() is None
     assert status["status"]["documents"] == 1 and status["status"]["indexed_documents"] == 1
 
 
