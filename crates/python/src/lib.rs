@@ -230,7 +230,8 @@ impl NativeVault {
         detached(py, || self.handle.ingest(&paths, tags, embed))
     }
 
-    fn embed(&self, py: Python<'_>) -> PyResult<usize> {
+    /// Chunks embedded; `None` when another process is embedding this vault.
+    fn embed(&self, py: Python<'_>) -> PyResult<Option<usize>> {
         detached(py, || self.handle.embed())
     }
 

@@ -354,15 +354,20 @@ impl VaultHandle {
                 "message": format!("{pending} chunks wait for embeddings: `Vault.embed()` computes them"),
             }));
         }
-        let done = self.embed()?;
-        Ok(json!({ "pending": 0, "embedded": done }))
+        match self.embed()? {
+            Some(done) => Ok(json!({ "pending": 0, "embedded": done })),
+            None => Ok(json!({
+                "pending": pending,
+                "message": "another process is embedding this vault's chunks",
+            })),
+        }
     }
 
-    /// Computes the pending embeddings now; returns how many chunks were embedded (0 when
-    /// another process is embedding this vault).
-    pub fn embed(&self) -> Result<usize> {
+    /// Computes the pending embeddings now; returns how many chunks were embedded, or `None`
+    /// when another process is embedding this vault's chunks (it holds their lock).
+    pub fn embed(&self) -> Result<Option<usize>> {
         let Some(lock) = lock_embedder(&self.path)? else {
-            return Ok(0);
+            return Ok(None);
         };
         let Some(embedder) = self.embedder()? else {
             return Err(SdkError::Invalid(
@@ -382,13 +387,13 @@ impl VaultHandle {
             actor: &actor,
             lock_wait: LOCK_WAIT,
         };
-        Ok(p3ak_memory::embed_pending(
+        Ok(Some(p3ak_memory::embed_pending(
             target,
             &lock,
             embedder.as_ref(),
             EMBED_BATCH_CHUNKS,
             &mut |_, _| {},
-        )?)
+        )?))
     }
 
     /// The installed model, loaded once per handle; `None` when none is installed.

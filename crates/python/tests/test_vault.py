@@ -183,3 +183,16 @@ def test_open_releases_the_gil(home, tmp_path):
     start, end = window
     inside = [t for t in ticks if start + (end - start) * 0.2 < t < end - (end - start) * 0.2]
     assert len(inside) > 100, f"{len(inside)} ticks in {end - start:.3f} s of Argon2id"
+
+
+def test_versions_agree():
+    from p3ak import _native
+
+    assert p3ak.__version__ == _native.__version__, "pyproject takes the Cargo version"
+
+
+def test_embed_needs_a_model(vault):
+    vault.put("pending chunks")
+    with pytest.raises(p3ak.InvalidInputError,
+                       match=r"^no embedding model is installed: run `p3ak models install`$"):
+        vault.embed()

@@ -417,8 +417,10 @@ class Vault:
             return cast(IngestReport, error.report)  # type: ignore[attr-defined]
         return IngestReport._from(json.loads(answer))
 
-    def embed(self) -> int:
-        """Computes pending embeddings now; returns how many chunks were embedded."""
+    def embed(self) -> Optional[int]:
+        """Computes pending embeddings now; returns how many chunks were embedded, or None
+        when another process is embedding this vault's chunks already. `InvalidInputError`
+        when no embedding model is installed."""
         return self._native.embed()
 
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid",
