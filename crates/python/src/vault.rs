@@ -187,17 +187,23 @@ impl VaultHandle {
         work(&vault)
     }
 
-    fn open_vault(&self, access: Access) -> Result<Vault> {
+    /// Runs `work` with what unlocks the vault; "closed" once `close` forgot the key.
+    fn with_unlock<T>(&self, work: impl FnOnce(Unlock<'_>) -> Result<T>) -> Result<T> {
         let guard = self.access.lock().map_err(|_| self.closed())?;
-        let unlock = match guard.as_ref() {
-            Some(Unlocking::Key(key)) => Unlock::Key(key),
-            Some(Unlocking::Unencrypted) => Unlock::Unencrypted,
-            None => return Err(self.closed()),
-        };
-        let mut vault = match access {
-            Access::Write => Vault::open_waiting(&self.path, unlock, access, LOCK_WAIT)?,
-            _ => Vault::open(&self.path, unlock, access)?,
-        };
+        match guard.as_ref() {
+            Some(Unlocking::Key(key)) => work(Unlock::Key(key)),
+            Some(Unlocking::Unencrypted) => work(Unlock::Unencrypted),
+            None => Err(self.closed()),
+        }
+    }
+
+    fn open_vault(&self, access: Access) -> Result<Vault> {
+        let mut vault = self.with_unlock(|unlock| {
+            Ok(match access {
+                Access::Write => Vault::open_waiting(&self.path, unlock, access, LOCK_WAIT)?,
+                _ => Vault::open(&self.path, unlock, access)?,
+            })
+        })?;
         vault.set_actor(actor());
         Ok(vault)
     }
@@ -374,26 +380,22 @@ impl VaultHandle {
                 "no embedding model is installed: run `p3ak models install`".into(),
             ));
         };
-        let guard = self.access.lock().map_err(|_| self.closed())?;
-        let unlock = match guard.as_ref() {
-            Some(Unlocking::Key(key)) => Unlock::Key(key),
-            Some(Unlocking::Unencrypted) => Unlock::Unencrypted,
-            None => return Err(self.closed()),
-        };
         let actor = actor();
-        let target = EmbedTarget {
-            path: &self.path,
-            unlock,
-            actor: &actor,
-            lock_wait: LOCK_WAIT,
-        };
-        Ok(Some(p3ak_memory::embed_pending(
-            target,
-            &lock,
-            embedder.as_ref(),
-            EMBED_BATCH_CHUNKS,
-            &mut |_, _| {},
-        )?))
+        self.with_unlock(|unlock| {
+            let target = EmbedTarget {
+                path: &self.path,
+                unlock,
+                actor: &actor,
+                lock_wait: LOCK_WAIT,
+            };
+            Ok(Some(p3ak_memory::embed_pending(
+                target,
+                &lock,
+                embedder.as_ref(),
+                EMBED_BATCH_CHUNKS,
+                &mut |_, _| {},
+            )?))
+        })
     }
 
     /// The installed model, loaded once per handle; `None` when none is installed.

@@ -196,3 +196,8 @@ def test_embed_needs_a_model(vault):
     with pytest.raises(p3ak.InvalidInputError,
                        match=r"^no embedding model is installed: run `p3ak models install`$"):
         vault.embed()
+
+
+def test_the_constructor_points_to_open_and_create(tmp_path):
+    with pytest.raises(TypeError, match=r"p3ak\.open\(path, passphrase\)"):
+        p3ak.Vault(tmp_path / "v.vault")  # type: ignore[arg-type]

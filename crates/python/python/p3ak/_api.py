@@ -304,6 +304,9 @@ class Vault:
     __slots__ = ("_native",)
 
     def __init__(self, native: "_native.NativeVault") -> None:
+        if not isinstance(native, _native.NativeVault):
+            raise TypeError("open a vault with p3ak.open(path, passphrase), or make one with "
+                            "p3ak.create(path, passphrase)")
         self._native = native
 
     @classmethod
