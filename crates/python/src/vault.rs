@@ -39,7 +39,7 @@ enum Unlocking {
 /// A vault the caller unlocked; [`VaultHandle::close`] forgets the key.
 pub struct VaultHandle {
     path: PathBuf,
-    access: Mutex<Option<Unlocking>>,
+    unlocking: Mutex<Option<Unlocking>>,
     /// The embedding model, loaded on the first search that needs it.
     embedder: Mutex<Option<Arc<MiniLm>>>,
 }
@@ -158,7 +158,7 @@ impl VaultHandle {
     fn new(path: &Path, access: Unlocking) -> Self {
         Self {
             path: path.to_path_buf(),
-            access: Mutex::new(Some(access)),
+            unlocking: Mutex::new(Some(access)),
             embedder: Mutex::new(None),
         }
     }
@@ -168,12 +168,14 @@ impl VaultHandle {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.access.lock().map_or(true, |access| access.is_none())
+        self.unlocking
+            .lock()
+            .map_or(true, |access| access.is_none())
     }
 
     /// Forgets the key (zeroized as it drops). Later calls fail with "the vault is closed".
     pub fn close(&self) {
-        if let Ok(mut access) = self.access.lock() {
+        if let Ok(mut access) = self.unlocking.lock() {
             access.take();
         }
         if let Ok(mut embedder) = self.embedder.lock() {
@@ -189,7 +191,7 @@ impl VaultHandle {
 
     /// Runs `work` with what unlocks the vault; "closed" once `close` forgot the key.
     fn with_unlock<T>(&self, work: impl FnOnce(Unlock<'_>) -> Result<T>) -> Result<T> {
-        let guard = self.access.lock().map_err(|_| self.closed())?;
+        let guard = self.unlocking.lock().map_err(|_| self.closed())?;
         match guard.as_ref() {
             Some(Unlocking::Key(key)) => work(Unlock::Key(key)),
             Some(Unlocking::Unencrypted) => work(Unlock::Unencrypted),
