@@ -118,3 +118,35 @@ def test_put_then_embed(model_home, tmp_path):
         assert vault.embed() >= 1
         assert vault.status()["status"]["pending_chunks"] == 0
         assert vault.search("bread baking", mode="semantic").hits
+
+
+def test_one_vault_from_many_threads(vault, notes):
+    """Calls run without the GIL and each opens the vault for itself: threads may share one
+    Vault, readers side by side and writers one after another."""
+    import threading
+
+    vault.ingest(notes)
+    failures: list = []
+    found: list = []
+
+    def reader() -> None:
+        try:
+            for _ in range(5):
+                found.append(len(vault.search("backups", mode="bm25").hits))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    def writer(n: int) -> None:
+        try:
+            vault.put(f"note number {n}", tags={"writer": str(n)})
+        except BaseException as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    threads += [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == [] and len(found) == 20 and min(found) >= 1
+    assert len(vault.list()) == 6
