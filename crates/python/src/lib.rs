@@ -101,9 +101,27 @@ fn detached<T: Send>(
     py.detach(work).map_err(|e| to_py_err(py, e))
 }
 
+/// A passphrase as Python hands it over: `str`, or UTF-8 `bytes`/`bytearray`, which (unlike
+/// a `str`) the caller can wipe once the call returns.
+#[derive(FromPyObject)]
+enum PassphraseArg {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
 /// The passphrase, moved into a zeroizing buffer at once.
-fn secret(passphrase: Option<String>) -> Option<Passphrase> {
-    passphrase.map(Passphrase::new)
+fn secret(passphrase: Option<PassphraseArg>) -> PyResult<Option<Passphrase>> {
+    match passphrase {
+        None => Ok(None),
+        Some(PassphraseArg::Text(text)) => Ok(Some(Passphrase::new(text))),
+        Some(PassphraseArg::Bytes(bytes)) => match String::from_utf8(bytes) {
+            Ok(text) => Ok(Some(Passphrase::new(text))),
+            Err(error) => {
+                zeroize::Zeroize::zeroize(&mut error.into_bytes());
+                Err(InvalidInputError::new_err("the passphrase is not UTF-8"))
+            }
+        },
+    }
 }
 
 /// An unlocked vault. Holds the key derived from the passphrase (zeroized by `close()` or when
@@ -120,10 +138,10 @@ impl NativeVault {
     fn create(
         py: Python<'_>,
         path: PathBuf,
-        passphrase: Option<String>,
+        passphrase: Option<PassphraseArg>,
         unencrypted: bool,
     ) -> PyResult<Self> {
-        let passphrase = secret(passphrase);
+        let passphrase = secret(passphrase)?;
         let handle = detached(py, || VaultHandle::create(&path, passphrase, unencrypted))?;
         Ok(Self { handle })
     }
@@ -133,10 +151,10 @@ impl NativeVault {
     fn open(
         py: Python<'_>,
         path: PathBuf,
-        passphrase: Option<String>,
+        passphrase: Option<PassphraseArg>,
         unencrypted: bool,
     ) -> PyResult<Self> {
-        let passphrase = secret(passphrase);
+        let passphrase = secret(passphrase)?;
         let handle = detached(py, || VaultHandle::open(&path, passphrase, unencrypted))?;
         Ok(Self { handle })
     }

@@ -201,3 +201,18 @@ def test_embed_needs_a_model(vault):
 def test_the_constructor_points_to_open_and_create(tmp_path):
     with pytest.raises(TypeError, match=r"p3ak\.open\(path, passphrase\)"):
         p3ak.Vault(tmp_path / "v.vault")  # type: ignore[arg-type]
+
+
+def test_a_passphrase_in_a_bytearray_can_be_wiped(home, tmp_path):
+    path = tmp_path / "v.vault"
+    secret = bytearray(PASSPHRASE.encode())
+    with p3ak.create(path, secret) as v:
+        secret[:] = bytes(len(secret))  # wiped: the vault keeps only the derived key
+        doc_id = v.put("still usable")
+        assert v.get(doc_id).text == "still usable"
+    with p3ak.open(path, PASSPHRASE.encode()) as v:
+        assert v.get(doc_id).text == "still usable"
+    with pytest.raises(p3ak.WrongPassphraseError):
+        p3ak.open(path, bytearray(b"wrong"))
+    with pytest.raises(p3ak.InvalidInputError, match="^the passphrase is not UTF-8$"):
+        p3ak.open(path, b"\xff\xfe")

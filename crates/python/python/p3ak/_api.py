@@ -22,6 +22,8 @@ from ._native import (
 )
 
 PathLike = Union[str, "os.PathLike[str]"]
+Secret = Union[str, bytes, bytearray]
+"""A passphrase: a `str`, or UTF-8 in a `bytearray` you can wipe after the call."""
 
 __all__ = [
     "AuditLog",
@@ -310,17 +312,18 @@ class Vault:
         self._native = native
 
     @classmethod
-    def create(cls, path: PathLike, passphrase: Optional[str] = None, *,
+    def create(cls, path: PathLike, passphrase: Optional[Secret] = None, *,
                unencrypted: bool = False) -> "Vault":
         """Creates a new vault at `path` (which must not exist), encrypted with `passphrase`;
         with `unencrypted=True` and no passphrase, a plaintext vault whose header says so."""
         return cls(_native.NativeVault.create(os.fspath(path), passphrase, unencrypted))
 
     @classmethod
-    def open(cls, path: PathLike, passphrase: Optional[str] = None, *,
+    def open(cls, path: PathLike, passphrase: Optional[Secret] = None, *,
              unencrypted: bool = False) -> "Vault":
         """Opens the vault at `path`: `WrongPassphraseError` when the passphrase does not
-        open it. Runs Argon2id once (about a second), without holding the GIL."""
+        open it. Runs Argon2id once, without holding the GIL. A passphrase given as a
+        `bytearray` can be wiped (`buf[:] = bytes(len(buf))`) as soon as this returns."""
         return cls(_native.NativeVault.open(os.fspath(path), passphrase, unencrypted))
 
     @property
@@ -522,7 +525,7 @@ class AuditLog:
             raise _with_report(error, AuditReport._from)
 
 
-def audit_log(passphrase: str, *, home: Optional[PathLike] = None) -> AuditLog:
+def audit_log(passphrase: Secret, *, home: Optional[PathLike] = None) -> AuditLog:
     """Opens the kernel's audit log under `home` (default: P3AK_HOME, as the CLI finds it)
     with the kernel's passphrase."""
     root = Path(home) if home is not None else models_dir().parent
@@ -532,13 +535,13 @@ def audit_log(passphrase: str, *, home: Optional[PathLike] = None) -> AuditLog:
     return AuditLog(Vault.open(path, passphrase), root / "audit" / "checkpoint.json")
 
 
-def create(path: PathLike, passphrase: Optional[str] = None, *,
+def create(path: PathLike, passphrase: Optional[Secret] = None, *,
            unencrypted: bool = False) -> Vault:
     """`Vault.create`."""
     return Vault.create(path, passphrase, unencrypted=unencrypted)
 
 
-def open(path: PathLike, passphrase: Optional[str] = None, *,  # noqa: A001 - p3ak.open
+def open(path: PathLike, passphrase: Optional[Secret] = None, *,  # noqa: A001 - p3ak.open
          unencrypted: bool = False) -> Vault:
     """`Vault.open`."""
     return Vault.open(path, passphrase, unencrypted=unencrypted)

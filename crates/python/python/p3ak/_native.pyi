@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 _Path = Union[str, PathLike[str]]
+_Secret = Union[str, bytes, bytearray]
 
 __version__: str
 
@@ -28,11 +29,11 @@ class ClosedError(P3akError): ...
 class NativeVault:
     @staticmethod
     def create(
-        path: _Path, passphrase: Optional[str] = None, unencrypted: bool = False
+        path: _Path, passphrase: Optional[_Secret] = None, unencrypted: bool = False
     ) -> "NativeVault": ...
     @staticmethod
     def open(
-        path: _Path, passphrase: Optional[str] = None, unencrypted: bool = False
+        path: _Path, passphrase: Optional[_Secret] = None, unencrypted: bool = False
     ) -> "NativeVault": ...
     @property
     def path(self) -> Path: ...
