@@ -1,5 +1,7 @@
-//! The example Python plugin (`examples/plugins/wordcount.py`) speaks the protocol: this test
-//! plays the kernel's side of a whole session with it over a real Unix socket.
+//! The example Python plugins speak the protocol: this test plays the kernel's side of a whole
+//! session with each over a real Unix socket. `examples/plugins/wordcount.py` does it by hand
+//! with the standard library; `wordcount_sdk.py` is the same plugin written with the Python
+//! SDK's helper (`p3ak.plugin`, pure Python, found through `PYTHONPATH` in the SDK's sources).
 
 #![cfg(test)]
 
@@ -19,8 +21,18 @@ use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn plugin_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins/wordcount.py")
+/// The two variants of the example, which must behave the same.
+const PLUGINS: [&str; 2] = ["wordcount.py", "wordcount_sdk.py"];
+
+fn plugin_path(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/plugins")
+        .join(file)
+}
+
+/// Where `import p3ak.plugin` finds the SDK's pure-Python sources.
+fn sdk_source() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../python/python")
 }
 
 /// Kills the plugin if the test fails half-way.
@@ -99,21 +111,32 @@ impl Kernel {
 
 #[test]
 fn the_file_can_be_run_directly() {
-    let path = plugin_path();
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.starts_with("#!/usr/bin/env python3\n"), "a shebang");
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-    assert_ne!(
-        mode & 0o111,
-        0,
-        "the executable bit (the kernel runs the file itself)"
-    );
+    for file in PLUGINS {
+        let path = plugin_path(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("#!/usr/bin/env python3\n"),
+            "{file}: a shebang"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_ne!(
+            mode & 0o111,
+            0,
+            "{file}: the executable bit (the kernel runs the file itself)"
+        );
+    }
 }
 
 #[test]
 #[ignore = "needs python3"]
 fn wordcount_plugin_speaks_the_protocol() {
-    let (_dir, mut plugin, mut kernel) = start("wordcount", DEFAULT_MAX_FRAME);
+    for file in PLUGINS {
+        speaks_the_protocol(file);
+    }
+}
+
+fn speaks_the_protocol(file: &str) {
+    let (_dir, mut plugin, mut kernel) = start(file, "wordcount", DEFAULT_MAX_FRAME);
 
     // hello → welcome
     let hello = kernel.receive();
@@ -180,7 +203,7 @@ fn wordcount_plugin_speaks_the_protocol() {
                 retry_after_ms: None,
                 ..
             }) => {}
-            other => panic!("{action}: expected an invalid error, got {other:?}"),
+            other => panic!("{file} {action}: expected an invalid error, got {other:?}"),
         }
     }
 
@@ -199,20 +222,26 @@ fn wordcount_plugin_speaks_the_protocol() {
         "nothing after shutdown"
     );
     let status = plugin.wait();
-    assert!(status.success(), "exit {status}: {}", plugin.stderr());
+    assert!(
+        status.success(),
+        "{file}: exit {status}: {}",
+        plugin.stderr()
+    );
 }
 
-/// Starts the plugin as `name` with a frame limit, and accepts its connection.
-fn start(name: &str, max_frame: usize) -> (tempfile::TempDir, Plugin, Kernel) {
+/// Starts the plugin `file` as `name` with a frame limit, and accepts its connection.
+fn start(file: &str, name: &str, max_frame: usize) -> (tempfile::TempDir, Plugin, Kernel) {
     p3ak_testkit::need::python3();
     let dir = tempfile::tempdir().unwrap();
     let (stream, theirs) = UnixStream::pair().unwrap();
     let plugin = Plugin(
         Command::new("python3")
-            .arg(plugin_path())
-            // As the kernel does: an empty environment but for these.
+            .arg(plugin_path(file))
+            // As the kernel does: an empty environment but for these (and the SDK's sources,
+            // which an operator would have installed).
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PYTHONPATH", sdk_source())
             .env("P3AK_PLUGIN_NAME", name)
             .env("P3AK_MAX_FRAME", max_frame.to_string())
             // Its connection to the kernel, as the kernel hands it over.
@@ -230,7 +259,13 @@ fn start(name: &str, max_frame: usize) -> (tempfile::TempDir, Plugin, Kernel) {
 #[test]
 #[ignore = "needs python3"]
 fn wordcount_plugin_exits_when_the_kernel_goes_away() {
-    let (_dir, mut plugin, mut kernel) = start("wc", 4096);
+    for file in PLUGINS {
+        exits_when_the_kernel_goes_away(file);
+    }
+}
+
+fn exits_when_the_kernel_goes_away(file: &str) {
+    let (_dir, mut plugin, mut kernel) = start(file, "wc", 4096);
     let hello = kernel.receive();
     assert!(matches!(&hello.message, Message::Hello(h) if h.plugin == "wc"));
     kernel.send(
@@ -247,13 +282,23 @@ fn wordcount_plugin_exits_when_the_kernel_goes_away() {
     // End of stream instead of shutdown: a clean exit too.
     drop(kernel);
     let status = plugin.wait();
-    assert!(status.success(), "exit {status}: {}", plugin.stderr());
+    assert!(
+        status.success(),
+        "{file}: exit {status}: {}",
+        plugin.stderr()
+    );
 }
 
 #[test]
 #[ignore = "needs python3"]
 fn wordcount_plugin_gives_up_without_a_common_version() {
-    let (_dir, mut plugin, mut kernel) = start("wc", 4096);
+    for file in PLUGINS {
+        gives_up_without_a_common_version(file);
+    }
+}
+
+fn gives_up_without_a_common_version(file: &str) {
+    let (_dir, mut plugin, mut kernel) = start(file, "wc", 4096);
     let hello = kernel.receive();
     kernel.send(
         hello.id,
@@ -265,6 +310,10 @@ fn wordcount_plugin_gives_up_without_a_common_version() {
     );
     drop(kernel);
     let status = plugin.wait();
-    assert!(!status.success(), "a failed handshake is a failure exit");
-    assert!(plugin.stderr().contains("expected welcome"));
+    assert!(
+        !status.success(),
+        "{file}: a failed handshake is a failure exit"
+    );
+    let stderr = plugin.stderr();
+    assert!(stderr.contains("expected welcome"), "{file}: {stderr}");
 }
