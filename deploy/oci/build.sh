@@ -95,7 +95,7 @@ for deb in "$root"/var/cache/apt/archives/*.deb; do
 done > "$P3AK_PACKAGES"
 dl=$(mktemp -d)
 chmod 0755 "$dl" # apt downloads as _apt
-(cd "$dl" && APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" apt-get download -q ca-certificates >&2)
+(cd "$dl" && APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" apt-get download -q -o APT::Sandbox::User=root ca-certificates >&2)
 dpkg-deb --show --showformat='${Package} ${Version} ${Architecture} (CA bundle only)\n' "$dl"/*.deb >> "$P3AK_PACKAGES"
 dpkg-deb --extract "$dl"/*.deb "$dl/x"
 mkdir -p "$root/etc/ssl/certs" "$root/usr/share/doc/ca-certificates"
@@ -106,24 +106,33 @@ done > "$root/etc/ssl/certs/ca-certificates.crt"
 chmod 0644 "$root/etc/ssl/certs/ca-certificates.crt"
 cp "$dl/x/usr/share/doc/ca-certificates/copyright" "$root/usr/share/doc/ca-certificates/"
 rm -rf "$dl"
-# gconv (iconv modules, 8 MB): Rust never calls iconv. Docs but the copyright files, lintian
-# overrides, apt's and dpkg's leftovers: nothing reads them.
-# mmdebstrap's apt and dpkg setup and the host's hostname, resolv.conf (podman provides both;
-# removing them keeps the layer the same on every host).
-rm -rf "$root/usr/lib/x86_64-linux-gnu/gconv" "$root/usr/share/lintian" \
-  "$root/var/cache/apt" "$root/var/lib/apt" "$root/var/log/apt" "$root/var/lib/dpkg" \
-  "$root/etc/apt" "$root/etc/dpkg" "$root/etc/fstab" "$root/etc/hostname" "$root/etc/resolv.conf"
-find "$root/usr/share/doc" -type f ! -name copyright -delete
 ldconfig -r "$root"
-rm -f "$root/var/cache/ldconfig/aux-cache"
 HOOK
 )
-  P3AK_PACKAGES="$out/packages.txt.tmp" mmdebstrap --quiet --variant=extract --mode=root --format=tar \
+  tree="$out/rootfs.d"
+  rm -rf "$tree"
+  P3AK_PACKAGES="$out/packages.txt.tmp" mmdebstrap --quiet --variant=extract --mode=root \
+    --format=directory \
     --include="$(IFS=,; echo "${packages[*]}")" \
     --extract-hook="$hook" \
-    "$suite" "$rootfs.tmp" \
+    "$suite" "$tree" \
     "deb $mirror $suite main" "deb $mirror $suite-updates main" \
     "deb $security_mirror $suite-security main"
+  # gconv (iconv modules, 8 MB): Rust never calls iconv. Docs but the copyright files, lintian
+  # overrides; mmdebstrap's apt and dpkg setup (nothing installs packages in the image); the
+  # host's hostname and resolv.conf (podman provides both; without them the layer is the same
+  # on every host); device nodes (podman provides /dev).
+  rm -rf "$tree/usr/lib/x86_64-linux-gnu/gconv" "$tree/usr/share/lintian" \
+    "$tree/var/cache/apt" "$tree/var/lib/apt" "$tree/var/log/apt" "$tree/var/lib/dpkg" \
+    "$tree/var/cache/ldconfig" "$tree/etc/apt" "$tree/etc/dpkg" "$tree/etc/fstab" \
+    "$tree/etc/hostname" "$tree/etc/resolv.conf"
+  find "$tree/dev" -mindepth 1 -delete
+  find "$tree/usr/share/doc" -type f ! -name copyright -delete
+  find "$tree/var" -depth -type d -empty -delete
+  tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --clamp-mtime --numeric-owner \
+    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+    -cf "$rootfs.tmp" -C "$tree" .
+  rm -rf "$tree"
   mv "$out/packages.txt.tmp" "$out/packages-$key.txt"
   mv "$rootfs.tmp" "$rootfs"
 fi
