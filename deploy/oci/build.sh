@@ -203,8 +203,10 @@ buildah tag "$image:$version" "$image:latest"
 # --- report ---------------------------------------------------------------------------------
 id=$(podman image inspect --format '{{.Id}}' "$image:$version")
 size=$(podman image inspect --format '{{.Size}}' "$image:$version")
+# What a registry would store and a pull would move: the layers gzip-compressed.
+gz=$(($(gzip -6 -c "$rootfs" | wc -c) + $(gzip -6 -c "$out/p3ak-layer.tar" | wc -c)))
 {
-  echo "# $image:$version  id ${id:0:12}  size $size bytes ($((size / 1024 / 1024)) MiB)"
+  echo "# $image:$version  id ${id:0:12}  size $size bytes ($((size / 1024 / 1024)) MiB), layers gzip-compressed $gz bytes ($((gz / 1024 / 1024)) MiB)"
   echo "# SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH suite=$suite mirror=$mirror revision=$revision"
   echo "## Debian packages (layer 1, extracted by mmdebstrap --variant=extract)"
   cat "$out/packages-$key.txt"
@@ -214,5 +216,5 @@ size=$(podman image inspect --format '{{.Size}}' "$image:$version")
   tar -tvf "$out/p3ak-layer.tar" --numeric-owner | awk '{printf "%s %s %10s %s", $1, $2, $3, $6; for (i = 7; i <= NF; i++) printf " %s", $i; print ""}'
 } > "$out/contents.txt"
 cat "$out/contents.txt"
-say "image $image:$version (and :latest), $size bytes ($((size / 1024 / 1024)) MiB), id ${id:0:12}"
+say "image $image:$version (and :latest), $size bytes ($((size / 1024 / 1024)) MiB; $((gz / 1024 / 1024)) MiB compressed), id ${id:0:12}"
 say "contents: $out/contents.txt; took $((SECONDS - t0))s"

@@ -151,7 +151,7 @@ check_mode spool/rejected "700 $daemon $daemon"
 check_mode hitl "711 $daemon $daemon"
 check_mode run/kernel.pid "644 $writer $writer"
 # Plugins run under their own uids (61000-61999 in the container).
-ps_uids=$(for p in $(podman top "$tag" hpid | tail -n +2); do stat -c %u "/proc/$p"; done | sort -un | tr '\n' ' ')
+ps_uids=$(for p in $(podman top "$tag" hpid | tail -n +2); do stat -c %u "/proc/$p" 2>/dev/null || true; done | sort -un | tr '\n' ' ')
 printf '  host uids of the processes: %s\n' "$ps_uids" >&2
 plugin_uids=0
 for u in $ps_uids; do
