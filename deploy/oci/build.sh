@@ -168,7 +168,8 @@ tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --clamp-mtime --owner=0 --group=0 
 
 # --- the image ------------------------------------------------------------------------------
 say "buildah: assembling $image:$version"
-base="localhost/p3ak-rootfs:$suite-$key"
+# Named after the root file system's bytes: a refreshed rootfs makes a new base image.
+base="localhost/p3ak-rootfs:$suite-$(sha256sum "$rootfs" | cut -c1-16)"
 if ! buildah inspect --type image "$base" >/dev/null 2>&1; then
   ctr=$(buildah from scratch)
   buildah add --quiet "$ctr" "$rootfs" / >/dev/null
