@@ -17,7 +17,8 @@
 #   P3AK_OCI_SECURITY_MIRROR  (default http://deb.debian.org/debian-security)
 #   P3AK_OCI_REFRESH=1  re-extract the Debian root file system even if one is cached
 #   P3AK_OCI_BINARY   use this p3ak binary instead of `cargo build --release -p p3ak`
-#   SOURCE_DATE_EPOCH timestamps of the image and its files (default: the last commit's time)
+#   SOURCE_DATE_EPOCH timestamps of the image and its files (default: the last commit's time;
+#                     the default is not passed to cargo, see below)
 #
 # Output: the image in podman's storage; $P3AK_OCI_OUT/contents.txt (packages with versions,
 # then every file with its mode, owner and size), also printed to stdout with the image size.
@@ -32,8 +33,6 @@ out="${P3AK_OCI_OUT:-$HOME/.cache/p3ak-oci}"
 suite="${P3AK_OCI_SUITE:-bookworm}"
 mirror="${P3AK_OCI_MIRROR:-http://deb.debian.org/debian}"
 security_mirror="${P3AK_OCI_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
-SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
-export SOURCE_DATE_EPOCH
 mkdir -p "$out"
 
 say() { printf 'oci: %s\n' "$*" >&2; }
@@ -59,6 +58,10 @@ else
   cargo build --release --locked -p p3ak
   bin="$CARGO_TARGET_DIR/release/p3ak"
 fi
+# Only now: cc-rs reruns the C builds (ring, psm) when SOURCE_DATE_EPOCH changes, so setting it
+# for cargo would rebuild them at every commit (set it yourself to build the binary with it).
+SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+export SOURCE_DATE_EPOCH
 version=$("$bin" --version | awk '{print $2}')
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 say "binary $bin ($version, $(du -h "$bin" | cut -f1))"
