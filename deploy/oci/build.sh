@@ -44,6 +44,8 @@ command -v mmdebstrap >/dev/null || need_pkgs+=(mmdebstrap)
 command -v buildah >/dev/null || need_pkgs+=(buildah)
 command -v podman >/dev/null || need_pkgs+=(podman)
 command -v runc >/dev/null || need_pkgs+=(runc)
+# podman's --init (test.sh, compose.yaml); only a Recommends of podman.
+[ -x /usr/libexec/podman/catatonit ] || need_pkgs+=(catatonit)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   apt-get update

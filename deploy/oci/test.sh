@@ -56,6 +56,14 @@ cleanup() {
 work=$(mktemp -d)
 trap cleanup EXIT
 
+# build.sh installs the tools when it runs; a reused image still needs podman, runc and
+# catatonit (podman's --init, only a Recommends of podman).
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null ||
+  [ ! -x /usr/libexec/podman/catatonit ]; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends podman runc catatonit
+fi
+
 if [ "${P3AK_OCI_REUSE:-0}" = 1 ] && podman image exists "$image"; then
   step "reusing $image"
 else
