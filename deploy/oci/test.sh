@@ -24,8 +24,11 @@
 #                         namespace (unshare(CLONE_NEWNET)), which needs CAP_SYS_ADMIN; podman
 #                         drops it by default and plugins then fail to start. Inside the user
 #                         namespace the capability only covers namespaces that user namespace
-#                         owns, not the host. podman's default seccomp profile already allows
-#                         landlock_*, seccomp and unshare, so no --security-opt is needed.
+#                         owns, not the host.
+#   --security-opt seccomp=deploy/seccomp/oci/kernel.json
+#                         the container's profile, the one Kubernetes uses as its Localhost
+#                         profile (docs/deploy.md): run here so that it is proven to carry the
+#                         demo and `p3ak up`, not only valid JSON
 #   --network=none        the demo and the tests are offline (the container gets a loopback)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -75,6 +78,7 @@ run=(podman --runtime runc run --rm
   --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
   --uidmap "0:$base:65536" --gidmap "0:$base:65536"
   --cap-add SYS_ADMIN
+  --security-opt "seccomp=$PWD/deploy/seccomp/oci/kernel.json"
   --network=none)
 
 # 1. version and sandbox
@@ -124,6 +128,7 @@ step "p3ak demo passed with the full sandbox (output in $out/demo.out)"
 podman --runtime runc run -d --name "$tag" --init \
   --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
   --uidmap "0:$base:65536" --gidmap "0:$base:65536" --cap-add SYS_ADMIN --network=none \
+  --security-opt "seccomp=$PWD/deploy/seccomp/oci/kernel.json" \
   "${secret[@]}" -v "$tag-home:/var/lib/p3ak" "$image" >/dev/null
 for _ in $(seq 60); do
   podman exec "$tag" p3ak status >/dev/null 2>&1 && break

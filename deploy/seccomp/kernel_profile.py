@@ -65,6 +65,9 @@ MARGIN = {
     "fchdir": "the runtime entering the working directory",
     "setuid": "the runtime setting the container's user",
     "setgid": "the same",
+    "signalfd4": "the container's init (catatonit for podman's --init, compose's init: true)",
+    "signalfd": "the same (older libc)",
+    "rt_sigtimedwait": "the same, for tini (Docker's init)",
     "io_uring_setup": "never used by P3AK; Node.js (an MCP server) probes it and falls back on ENOSYS",
 }
 

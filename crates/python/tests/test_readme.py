@@ -44,3 +44,21 @@ def test_readme_example_with_the_model(tmp_path, notes, model_home):
     out = run(script, notes, tmp_path, model_home)
     assert "ingested 3" in out and "note:" not in out
     assert "| semantic #" in out
+
+
+ROOT_README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def test_the_projects_readme_example_runs(tmp_path, notes, home):
+    import textwrap
+
+    text = ROOT_README.read_text()
+    match = re.search(r"<!-- example: quick_search\.py.*?-->\n(\s*)```python\n(.*?)\n\s*```",
+                      text, re.S)
+    assert match, "the project README's Python example"
+    script = tmp_path / "quick_search.py"
+    script.write_text(textwrap.dedent(match.group(2)))
+    out = run(script, notes, tmp_path, home)
+    assert "ingested 3, failed 0" in out
+    assert "Backups" in out
+    assert "bm25 #" in out, out  # the explanation line names each signal's rank
