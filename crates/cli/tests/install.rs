@@ -137,15 +137,7 @@ fn man_pages_for_every_visible_command() {
 
 #[test]
 fn health_is_ok_while_the_kernel_runs_and_one_line_otherwise() {
-    let home = Home::init(PASS);
-    std::fs::write(
-        home.home().join("config.toml"),
-        format!(
-            "[kernel]\n{}\n[hitl]\nconsole = \"off\"\n\n[plugins.files]\nbuiltin = \"files\"\n",
-            sandbox_setting()
-        ),
-    )
-    .unwrap();
+    let home = kernel_home();
 
     // Nothing runs: exit 1, one line, the socket named.
     let down = home.run(&["health"]);
@@ -231,7 +223,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn activated_home() -> Home {
+/// A home whose kernel runs one plugin and no console.
+fn kernel_home() -> Home {
     let home = Home::init(PASS);
     std::fs::write(
         home.home().join("config.toml"),
@@ -263,7 +256,7 @@ fn socket_activate(home: &Home, address: &str) -> std::process::Child {
 #[ignore = "needs systemd-socket-activate (Debian's systemd)"]
 fn socket_activation_serves_the_api_on_systemds_socket_held_by_the_kernel_alone() {
     p3ak_testkit::need::systemd_socket_activate();
-    let home = activated_home();
+    let home = kernel_home();
     let port = free_port();
     let mut activator = socket_activate(&home, &format!("127.0.0.1:{port}"));
     let log = || std::fs::read_to_string(home.path("kernel.log")).unwrap_or_default();
@@ -321,7 +314,7 @@ fn socket_activation_serves_the_api_on_systemds_socket_held_by_the_kernel_alone(
 #[ignore = "needs systemd-socket-activate (Debian's systemd)"]
 fn an_activated_socket_beyond_loopback_is_refused_in_one_line() {
     p3ak_testkit::need::systemd_socket_activate();
-    let home = activated_home();
+    let home = kernel_home();
     let port = free_port();
     let mut activator = socket_activate(&home, &format!("0.0.0.0:{port}"));
     // Like systemd, the activator starts the service at the first connection.

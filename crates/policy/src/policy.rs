@@ -365,6 +365,56 @@ pub struct Explanation {
     pub warnings: Vec<String>,
 }
 
+impl Explanation {
+    /// The explanation as `p3ak policy explain` prints it, one line each (warnings aside):
+    /// the decision, its tier and group, the deciding rules, the reasons the approver sees,
+    /// then every rule consulted. Unsanitised: a terminal's caller escapes control characters.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        let verdict = &self.verdict;
+        let mut out = vec![format!("decision: {}", verdict.decision)];
+        if let Some(tier) = verdict.tier {
+            out.push(format!("tier: {tier}"));
+        }
+        if let Some(group) = &verdict.group {
+            out.push(format!("group: {group}"));
+        }
+        out.push(format!("decided by: {}", verdict.rules.join(", ")));
+        if let Some(grant) = verdict.rules.iter().find_map(|r| r.strip_prefix("grant:")) {
+            out.push(format!(
+                "a remembered approval applies: grant `{grant}` (`p3ak policy grants revoke {grant}`)"
+            ));
+        }
+        if !verdict.reasons.is_empty() {
+            out.push("why (as the approver sees it):".to_owned());
+            for reason in &verdict.reasons {
+                let why = reason
+                    .why
+                    .as_deref()
+                    .map(|w| format!(": {w}"))
+                    .unwrap_or_default();
+                out.push(format!("  {} ({}){why}", reason.rule, reason.effect));
+            }
+        }
+        out.push("rules consulted:".to_owned());
+        for step in &self.steps {
+            let effect = step
+                .effect
+                .as_ref()
+                .map(|e| format!(" -> {e}"))
+                .unwrap_or_default();
+            out.push(format!(
+                "  {:<10} {}: {}{effect}",
+                step.kind, step.rule, step.outcome
+            ));
+            if let Some(condition) = &step.condition {
+                out.push(format!("             when {condition}"));
+            }
+        }
+        out
+    }
+}
+
 struct Candidate {
     forbid: bool,
     decision: Decision,

@@ -118,52 +118,7 @@ pub fn explain(path: &Path, args: ExplainArgs<'_>) -> Result<String> {
     let mut answer = serde_json::to_value(&explanation)?;
     if let Some(object) = answer.as_object_mut() {
         object.insert("policy_warnings".into(), json!(warnings));
-        object.insert("lines".into(), json!(lines(&explanation)));
+        object.insert("lines".into(), json!(explanation.lines()));
     }
     Ok(answer.to_string())
-}
-
-/// The explanation as `p3ak policy explain` prints it (its text output, warnings aside).
-fn lines(explanation: &p3ak_policy::Explanation) -> Vec<String> {
-    let verdict = &explanation.verdict;
-    let mut out = vec![format!("decision: {}", verdict.decision)];
-    if let Some(tier) = verdict.tier {
-        out.push(format!("tier: {tier}"));
-    }
-    if let Some(group) = &verdict.group {
-        out.push(format!("group: {group}"));
-    }
-    out.push(format!("decided by: {}", verdict.rules.join(", ")));
-    if let Some(grant) = verdict.rules.iter().find_map(|r| r.strip_prefix("grant:")) {
-        out.push(format!(
-            "a remembered approval applies: grant `{grant}` (`p3ak policy grants revoke {grant}`)"
-        ));
-    }
-    if !verdict.reasons.is_empty() {
-        out.push("why (as the approver sees it):".to_owned());
-        for reason in &verdict.reasons {
-            let why = reason
-                .why
-                .as_deref()
-                .map(|w| format!(": {w}"))
-                .unwrap_or_default();
-            out.push(format!("  {} ({}){why}", reason.rule, reason.effect));
-        }
-    }
-    out.push("rules consulted:".to_owned());
-    for step in &explanation.steps {
-        let effect = step
-            .effect
-            .as_ref()
-            .map(|e| format!(" -> {e}"))
-            .unwrap_or_default();
-        out.push(format!(
-            "  {:<10} {}: {}{effect}",
-            step.kind, step.rule, step.outcome
-        ));
-        if let Some(condition) = &step.condition {
-            out.push(format!("             when {condition}"));
-        }
-    }
-    out
 }

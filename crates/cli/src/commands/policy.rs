@@ -217,54 +217,11 @@ fn explain(args: ExplainArgs, out: &Output) -> anyhow::Result<()> {
     let explanation = policy.explain(&request);
     out.json(&explanation);
 
-    let verdict = &explanation.verdict;
-    out.line(sanitize(&format!("decision: {}", verdict.decision)));
-    if let Some(tier) = verdict.tier {
-        out.line(format!("tier: {tier}"));
-    }
-    if let Some(group) = &verdict.group {
-        out.line(sanitize(&format!("group: {group}")));
-    }
-    out.line(sanitize(&format!(
-        "decided by: {}",
-        verdict.rules.join(", ")
-    )));
-    if let Some(grant) = verdict.rules.iter().find_map(|r| r.strip_prefix("grant:")) {
-        out.line(sanitize(&format!(
-            "a remembered approval applies: grant `{grant}` (`p3ak policy grants revoke {grant}`)"
-        )));
-    }
-    if !verdict.reasons.is_empty() {
-        out.line("why (as the approver sees it):");
-        for reason in &verdict.reasons {
-            let why = reason
-                .why
-                .as_deref()
-                .map(|w| format!(": {w}"))
-                .unwrap_or_default();
-            out.line(sanitize(&format!(
-                "  {} ({}){why}",
-                reason.rule, reason.effect
-            )));
-        }
-    }
     for warning in &explanation.warnings {
         out.warn(warning);
     }
-    out.line("rules consulted:");
-    for step in &explanation.steps {
-        let effect = step
-            .effect
-            .as_ref()
-            .map(|e| format!(" -> {e}"))
-            .unwrap_or_default();
-        out.line(sanitize(&format!(
-            "  {:<10} {}: {}{effect}",
-            step.kind, step.rule, step.outcome
-        )));
-        if let Some(condition) = &step.condition {
-            out.line(sanitize(&format!("             when {condition}")));
-        }
+    for line in explanation.lines() {
+        out.line(sanitize(&line));
     }
     Ok(())
 }
