@@ -101,6 +101,11 @@ fn the_console_signs_in_with_a_token_shows_status_and_keeps_its_headers() {
     assert_eq!(header("cache-control"), "no-store");
 
     let mut page = signed_in(&setup);
+    // The status page fills in parts as their requests answer: wait for the last of them.
+    page.wait_for(
+        "document.body.innerText.includes('nothing waits')",
+        "the pending list on the status page",
+    );
     let text = page.text();
     let pid = setup.kernel.status()["pid"].to_string();
     assert!(text.contains(&pid), "{text}");

@@ -51,6 +51,9 @@ trait Platform {
     /// forged or replayed press).
     fn press_forged(&self, data: &str);
     fn sent(&self) -> Vec<Sent>;
+    /// Waits until the connector can receive: a message sent before it connected would be
+    /// lost on a push platform (Discord's gateway, Slack's socket), as it would be there.
+    fn wait_connected(&self) {}
 }
 
 struct Telegram(chat::telegram::Fake);
@@ -100,6 +103,9 @@ impl Platform for Telegram {
 struct Discord(chat::discord::Fake);
 
 impl Platform for Discord {
+    fn wait_connected(&self) {
+        self.0.wait_sessions(1, WAIT);
+    }
     fn name(&self) -> &'static str {
         "discord"
     }
@@ -144,6 +150,9 @@ impl Platform for Discord {
 struct Slack(chat::slack::Fake);
 
 impl Platform for Slack {
+    fn wait_connected(&self) {
+        self.0.wait_connections(1, WAIT);
+    }
     fn name(&self) -> &'static str {
         "slack"
     }
@@ -353,6 +362,7 @@ fn story(platform: &dyn Platform) {
     }
     let mut kernel = Kernel::new(home);
     kernel.up();
+    platform.wait_connected();
 
     // A stranger: a pairing code and nothing else; no model sees the message.
     platform.say_direct("hi, who are you?");
