@@ -25,6 +25,9 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "maturin==$MATURIN_VERSION" "pytest==$PYTEST_VERSION"
 
+# The bindings are behind the `python` feature (the workspace's clippy leaves them out).
+cargo clippy --quiet --manifest-path "$here/Cargo.toml" --features python --all-targets -- -D warnings
+
 # A fresh output directory, so that exactly one wheel is the one just built.
 wheels="$(mktemp -d "${TMPDIR:-/tmp}/p3ak-wheel.XXXXXX")"
 trap 'rm -rf "$wheels"' EXIT
