@@ -333,3 +333,41 @@ fn an_activated_socket_beyond_loopback_is_refused_in_one_line() {
     assert_eq!(errors.len(), 1, "{log}");
     assert!(errors[0].contains("not a loopback address"), "{log}");
 }
+
+#[test]
+fn under_systemd_p3ak_up_says_ready_once_the_api_answers() {
+    let home = kernel_home();
+    let notify_path = home.path("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut up = Command::new(p3ak_testkit::home::p3ak_path())
+        .arg("up")
+        .env("P3AK_HOME", home.home())
+        .env("P3AK_PASSPHRASE", home.pass())
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(home.path("kernel.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(home.path("kernel.log")).unwrap_or_default();
+
+    let mut message = [0_u8; 4096];
+    let n = notify
+        .recv(&mut message)
+        .unwrap_or_else(|e| panic!("no notification ({e}):\n{}", log()));
+    let message = String::from_utf8_lossy(&message[..n]).into_owned();
+    assert!(message.lines().any(|l| l == "READY=1"), "{message:?}");
+    // Ready means ready: the API answers at once, no waiting.
+    let health = home.run(&["health"]);
+    assert!(health.status.success(), "{}\n{}", stderr(&health), log());
+
+    let term = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(up.wait().unwrap().success(), "{}", log());
+}

@@ -190,6 +190,15 @@ pub fn up(args: &UpArgs, listen: Option<std::net::SocketAddr>, out: &Output) -> 
                 login_link,
                 console_error,
             } => {
+                // Under systemd (`Type=notify`): started means the kernel serves its API now,
+                // so what is ordered after p3ak.service finds it answering. Outside systemd
+                // there is no NOTIFY_SOCKET and this does nothing.
+                if let Err(e) = sd_notify::notify(&[
+                    sd_notify::NotifyState::Ready,
+                    sd_notify::NotifyState::Status("the kernel is up"),
+                ]) {
+                    out.warn(format_args!("could not tell systemd the kernel is up: {e}"));
+                }
                 if out.is_json() {
                     out.json(&serde_json::json!({
                         "event": "console", "login_link": login_link, "error": console_error,
