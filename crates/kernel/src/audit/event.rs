@@ -236,6 +236,9 @@ audit_events! {
     },
     /// The kernel stopped.
     KernelStop = "kernel.stop", Required { pid: u32 },
+    /// Entries appended after their step (a tool's result) that could not be written, even
+    /// alone: this entry stands for them, so that the log goes on.
+    AuditUnwritten = "audit.unwritten", Required { kinds: Vec<String>, error: String },
     /// A new policy replaced the running one (`source`: `cli` or `sighup`).
     PolicyApplied = "policy.applied", Required { sha256: String, rules: usize, source: String },
     /// A new policy was refused; the running one stays.

@@ -30,6 +30,14 @@ pub trait AuditSink: Send + Sync {
     fn append(&self, event: AuditEvent) -> BoxFuture<'_, Result<u64, KernelError>> {
         self.append_all(vec![event])
     }
+
+    /// Appends entries behind every earlier one without waiting for them to be durable: they
+    /// are durable before any later append returns, and a later append fails if they cannot
+    /// be written. For what follows a step that already happened (a tool's result), so that
+    /// the step's caller does not wait for a commit that guards nothing.
+    fn append_after(&self, events: Vec<AuditEvent>) -> BoxFuture<'_, Result<(), KernelError>> {
+        Box::pin(async move { self.append_all(events).await.map(|_| ()) })
+    }
 }
 
 /// Records an event; a [`Durability::BestEffort`] one whose write fails is logged, not
@@ -50,17 +58,43 @@ pub async fn note(sink: &dyn AuditSink, event: AuditEvent) {
 /// Most entries one group commit takes.
 const MAX_GROUP: usize = 256;
 
+/// How often held entries may fail to be written alone before an `audit.unwritten` entry
+/// takes their place.
+const HELD_ATTEMPTS: u32 = 3;
+
+/// Entries nobody waits for that could not be written yet: they go before anything else.
+#[derive(Default)]
+struct Held {
+    entries: Vec<Entry>,
+    /// Failed attempts to write them alone.
+    failures: u32,
+}
+
+impl Held {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.failures = 0;
+    }
+}
+
+/// One audit entry: its kind and its (scrubbed) payload.
+type Entry = (String, serde_json::Value);
+
 /// Entries waiting for the writer, and who waits for them.
 struct Job {
-    entries: Vec<(String, serde_json::Value)>,
-    done: oneshot::Sender<Result<u64, VaultError>>,
+    entries: Vec<Entry>,
+    /// `None` for entries appended with [`AuditSink::append_after`]: nobody waits.
+    done: Option<oneshot::Sender<Result<u64, VaultError>>>,
 }
 
 /// The kernel's log: the audit chain of the kernel's vault.
 ///
 /// Writes are *group-committed*: one writer thread takes every batch that is waiting and
 /// commits them together (one pair of fsyncs, one checkpoint), so concurrent turns share the
-/// cost of durability. Each caller still waits until its own entries are durable.
+/// cost of durability. Each caller of [`AuditLog::record`] waits until its entries are durable;
+/// entries appended with [`AuditSink::append_after`] are committed in order with the next
+/// group, and entries that could not be written are kept and written before anything later
+/// (whose callers get the error while they cannot be).
 #[derive(Clone)]
 pub struct AuditLog {
     vault: Arc<Vault>,
@@ -70,7 +104,7 @@ pub struct AuditLog {
 
 impl AuditLog {
     pub(crate) fn new(vault: Arc<Vault>, broker: Arc<Broker>) -> Self {
-        let writer = spawn_writer(Arc::clone(&vault));
+        let writer = spawn_writer(Arc::clone(&vault) as Arc<dyn LogStore>);
         Self {
             vault,
             broker,
@@ -100,10 +134,33 @@ impl AuditLog {
         Ok(self.vault.log_event(&kind, payload)?)
     }
 
-    async fn commit(&self, entries: Vec<(String, serde_json::Value)>) -> Result<u64, KernelError> {
+    /// Waits until every entry appended before is durable (or could not be written: then the
+    /// error).
+    pub async fn flush(&self) -> Result<(), KernelError> {
+        self.commit(Vec::new()).await.map(|_| ())
+    }
+
+    /// Queues entries behind every earlier one; nobody waits for them (see
+    /// [`AuditSink::append_after`]).
+    fn commit_later(&self, entries: Vec<Entry>) -> BoxFuture<'_, Result<(), KernelError>> {
+        if let Some(writer) = &self.writer {
+            let sent = writer.send(Job {
+                entries,
+                done: None,
+            });
+            return Box::pin(async move { sent.map_err(|_| KernelError::AuditWriterGone) });
+        }
+        Box::pin(async move { self.commit(entries).await.map(|_| ()) })
+    }
+
+    async fn commit(&self, entries: Vec<Entry>) -> Result<u64, KernelError> {
         if let Some(writer) = &self.writer {
             let (done, answer) = oneshot::channel();
-            if writer.send(Job { entries, done }).is_ok() {
+            let job = Job {
+                entries,
+                done: Some(done),
+            };
+            if writer.send(job).is_ok() {
                 return match answer.await {
                     Ok(result) => result.map_err(KernelError::from),
                     Err(_) => Err(KernelError::AuditWriterGone),
@@ -120,7 +177,8 @@ impl AuditLog {
         .map_err(KernelError::from)
     }
 
-    /// Entries in the log.
+    /// Durable entries in the log (entries appended with [`AuditSink::append_after`] count
+    /// once they are).
     #[must_use]
     pub fn len(&self) -> u64 {
         self.vault.log_len()
@@ -138,6 +196,7 @@ impl AuditLog {
         from: u64,
         to: u64,
     ) -> Result<Vec<p3ak_vault::LogEntry>, KernelError> {
+        self.flush().await?;
         let vault = Arc::clone(&self.vault);
         tokio::task::spawn_blocking(move || {
             let to = to.min(vault.log_len());
@@ -151,6 +210,7 @@ impl AuditLog {
     /// Checks every entry, the hash chain and the signed checkpoints (`p3ak audit verify`
     /// without the checkpoint file): the report as JSON, problems first.
     pub async fn verify(&self) -> Result<serde_json::Value, KernelError> {
+        self.flush().await?;
         let vault = Arc::clone(&self.vault);
         let report = tokio::task::spawn_blocking(move || vault.verify(&mut |_, _| {}))
             .await
@@ -163,6 +223,7 @@ impl AuditLog {
 
     /// Entry `seq` with its inclusion proof against the latest signed checkpoint, as JSON.
     pub async fn prove(&self, seq: u64) -> Result<serde_json::Value, KernelError> {
+        self.flush().await?;
         let vault = Arc::clone(&self.vault);
         let proof = tokio::task::spawn_blocking(move || vault.log_inclusion_proof(seq))
             .await
@@ -173,7 +234,7 @@ impl AuditLog {
         })
     }
 
-    fn entry(&self, event: &AuditEvent) -> (String, serde_json::Value) {
+    fn entry(&self, event: &AuditEvent) -> Entry {
         let mut payload = event.payload();
         // An entry written inside a turn says which (and who handed it the work).
         if let (Some(turn), Some(map)) = (crate::harness::audit_turn(), payload.as_object_mut()) {
@@ -188,15 +249,32 @@ impl AuditSink for AuditLog {
     fn append_all(&self, events: Vec<AuditEvent>) -> BoxFuture<'_, Result<u64, KernelError>> {
         Box::pin(async move { self.record_all(&events).await })
     }
+
+    fn append_after(&self, events: Vec<AuditEvent>) -> BoxFuture<'_, Result<(), KernelError>> {
+        self.commit_later(events.iter().map(|e| self.entry(e)).collect())
+    }
+}
+
+/// What the writer commits to: the kernel vault's log (a fake in tests, to make writes fail).
+trait LogStore: Send + Sync {
+    /// Appends entries in one durable commit; returns the first's sequence number.
+    fn commit(&self, entries: &[Entry]) -> Result<u64, VaultError>;
+}
+
+impl LogStore for Vault {
+    fn commit(&self, entries: &[Entry]) -> Result<u64, VaultError> {
+        self.log_events(entries.iter().map(|(k, p)| (k.as_str(), p.clone())))
+    }
 }
 
 /// Starts the group-commit writer; `None` (each write then commits alone) if no thread can
 /// be started.
-fn spawn_writer(vault: Arc<Vault>) -> Option<std::sync::mpsc::Sender<Job>> {
+fn spawn_writer(store: Arc<dyn LogStore>) -> Option<std::sync::mpsc::Sender<Job>> {
     let (sender, jobs) = std::sync::mpsc::channel::<Job>();
     let spawned = std::thread::Builder::new()
         .name("p3ak-audit".to_owned())
         .spawn(move || {
+            let mut held = Held::default();
             // Ends when every `AuditLog` is gone.
             while let Ok(first) = jobs.recv() {
                 let mut size = first.entries.len();
@@ -206,7 +284,13 @@ fn spawn_writer(vault: Arc<Vault>) -> Option<std::sync::mpsc::Sender<Job>> {
                     size += job.entries.len();
                     group.push(job);
                 }
-                commit_group(&vault, group);
+                commit_group(store.as_ref(), &mut held, group);
+            }
+            if !held.entries.is_empty() {
+                tracing::error!(
+                    "audit: {} entries appended after their step were never written",
+                    held.entries.len()
+                );
             }
         });
     match spawned {
@@ -218,32 +302,102 @@ fn spawn_writer(vault: Arc<Vault>) -> Option<std::sync::mpsc::Sender<Job>> {
     }
 }
 
-/// Commits a group at once; if that fails, each job alone, so that one job's failure is not
-/// another's.
-fn commit_group(vault: &Vault, group: Vec<Job>) {
-    let all = group
+/// Commits `held` (entries nobody waited for, not written yet) and a group at once. If that
+/// fails, `held` alone and then each job alone, so that one job's failure is not another's;
+/// while `held` cannot be written, nothing after it is.
+fn commit_group(store: &dyn LogStore, held: &mut Held, group: Vec<Job>) {
+    let all: Vec<Entry> = held
+        .entries
         .iter()
-        .flat_map(|job| job.entries.iter().map(|(k, p)| (k.as_str(), p.clone())));
-    match vault.log_events(all) {
-        Ok(mut seq) => {
-            // A caller that stopped waiting (its turn was cancelled) needs no answer.
-            for job in group {
-                let count = job.entries.len() as u64;
-                let _ = job.done.send(Ok(seq));
-                seq += count;
-            }
-        }
-        Err(_) if group.len() > 1 => {
-            for job in group {
-                let result =
-                    vault.log_events(job.entries.iter().map(|(k, p)| (k.as_str(), p.clone())));
-                let _ = job.done.send(result);
-            }
-        }
-        Err(e) => {
+        .chain(group.iter().flat_map(|job| job.entries.iter()))
+        .cloned()
+        .collect();
+    let first = match store.commit(&all) {
+        Ok(first) => first,
+        Err(e) if group.len() == 1 && held.entries.is_empty() => {
             if let Some(job) = group.into_iter().next() {
-                let _ = job.done.send(Err(e));
+                fail(held, job, e);
             }
+            return;
+        }
+        Err(_) => {
+            for job in group {
+                commit_alone(store, held, job);
+            }
+            return;
+        }
+    };
+    let mut seq = first + held.entries.len() as u64;
+    held.clear();
+    for job in group {
+        let count = job.entries.len() as u64;
+        // A caller that stopped waiting (its turn was cancelled) needs no answer.
+        if let Some(done) = job.done {
+            let _ = done.send(Ok(seq));
+        }
+        seq += count;
+    }
+}
+
+/// Commits `held`, then one job. Held entries that have failed [`HELD_ATTEMPTS`] times alone
+/// give way to one entry that says what was lost, so that one unwritable entry cannot stop
+/// the log for good; if even that cannot be written, the job fails.
+fn commit_alone(store: &dyn LogStore, held: &mut Held, job: Job) {
+    if !held.entries.is_empty() {
+        match store.commit(&held.entries) {
+            Ok(_) => held.clear(),
+            Err(e) => {
+                held.failures += 1;
+                if held.failures < HELD_ATTEMPTS {
+                    fail(held, job, e);
+                    return;
+                }
+                tracing::error!(
+                    "audit: {} entries could not be written, recorded as lost: {e}",
+                    held.entries.len()
+                );
+                let lost = lost_entries(&held.entries, &e);
+                if let Err(e) = store.commit(std::slice::from_ref(&lost)) {
+                    held.entries = vec![lost];
+                    fail(held, job, e);
+                    return;
+                }
+                held.clear();
+            }
+        }
+    }
+    match store.commit(&job.entries) {
+        Ok(seq) => {
+            if let Some(done) = job.done {
+                let _ = done.send(Ok(seq));
+            }
+        }
+        Err(e) => fail(held, job, e),
+    }
+}
+
+/// The entry that stands for entries that could not be written: their kinds and the error.
+fn lost_entries(held: &[Entry], error: &VaultError) -> Entry {
+    let event = AuditEvent::AuditUnwritten {
+        kinds: held.iter().map(|(kind, _)| kind.clone()).collect(),
+        error: error.to_string(),
+    };
+    (event.kind().into_owned(), event.payload())
+}
+
+/// A job whose entries could not be written: its caller gets the error; entries nobody waits
+/// for are kept, to be written before anything else.
+fn fail(held: &mut Held, job: Job, error: VaultError) {
+    match job.done {
+        Some(done) => {
+            let _ = done.send(Err(error));
+        }
+        None => {
+            tracing::error!(
+                "audit: {} entries not written yet, kept for the next commit: {error}",
+                job.entries.len()
+            );
+            held.entries.extend(job.entries);
         }
     }
 }
@@ -307,5 +461,141 @@ mod tests {
         let report = vault.verify(&mut |_, _| {}).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(report.log_entries, vault.log_len());
+    }
+
+    /// A log store that fails while told to, or refuses entries of one kind.
+    #[derive(Default)]
+    struct FlakyStore {
+        down: std::sync::atomic::AtomicBool,
+        refused: std::sync::Mutex<Option<&'static str>>,
+        log: std::sync::Mutex<Vec<Entry>>,
+    }
+
+    impl LogStore for FlakyStore {
+        fn commit(&self, entries: &[Entry]) -> Result<u64, VaultError> {
+            let refused = *self.refused.lock().unwrap();
+            if self.down.load(std::sync::atomic::Ordering::SeqCst)
+                || entries
+                    .iter()
+                    .any(|(kind, _)| Some(kind.as_str()) == refused)
+            {
+                return Err(VaultError::Damaged("the disk said no".into()));
+            }
+            let mut log = self.log.lock().unwrap();
+            let first = log.len() as u64;
+            log.extend(entries.iter().cloned());
+            Ok(first)
+        }
+    }
+
+    impl FlakyStore {
+        fn kinds(&self) -> Vec<String> {
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect()
+        }
+    }
+
+    fn entry(kind: &str) -> Entry {
+        (kind.to_owned(), serde_json::json!({}))
+    }
+
+    async fn required(
+        writer: &std::sync::mpsc::Sender<Job>,
+        kind: &str,
+    ) -> Result<u64, VaultError> {
+        let (done, answer) = oneshot::channel();
+        writer
+            .send(Job {
+                entries: vec![entry(kind)],
+                done: Some(done),
+            })
+            .unwrap();
+        answer.await.unwrap()
+    }
+
+    fn later(writer: &std::sync::mpsc::Sender<Job>, kind: &str) {
+        writer
+            .send(Job {
+                entries: vec![entry(kind)],
+                done: None,
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn invariant_i5_an_entry_appended_after_its_step_is_durable_before_any_later_one_returns()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(
+            Vault::create(
+                &dir.path().join("kernel.vault"),
+                Protection::Passphrase {
+                    passphrase: &Passphrase::new("audit test".into()),
+                    kdf: KdfParams {
+                        memory_kib: KdfParams::MIN_MEMORY_KIB,
+                        iterations: 1,
+                        parallelism: 1,
+                    },
+                },
+            )
+            .unwrap(),
+        );
+        let broker = Arc::new(Broker::load(&vault).unwrap());
+        let log = AuditLog::new(Arc::clone(&vault), broker);
+        let before = vault.log_len();
+        let event = |plugin: &str| AuditEvent::PluginRestart {
+            plugin: plugin.to_owned(),
+        };
+        log.append_after(vec![event("after")]).await.unwrap();
+        let seq = log.record(event("next")).await.unwrap();
+        assert_eq!(
+            seq,
+            before + 1,
+            "the later entry comes after the deferred one"
+        );
+        let entries = vault.log_entries(before, vault.log_len()).unwrap();
+        let plugins: Vec<_> = entries
+            .iter()
+            .map(|e| e.payload["plugin"].clone())
+            .collect();
+        assert_eq!(plugins, ["after", "next"]);
+        // Reading the log through the kernel sees a deferred entry at once.
+        log.append_after(vec![event("read")]).await.unwrap();
+        let read = log.entries(0, u64::MAX).await.unwrap();
+        assert_eq!(read.last().unwrap().payload["plugin"], "read");
+    }
+
+    #[tokio::test]
+    async fn invariant_i5_a_result_that_cannot_be_written_stops_every_later_step_until_it_is() {
+        let store = Arc::new(FlakyStore::default());
+        let writer = spawn_writer(Arc::clone(&store) as Arc<dyn LogStore>).unwrap();
+        store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        later(&writer, "result");
+        assert!(required(&writer, "proposal").await.is_err());
+        store.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(required(&writer, "proposal").await.unwrap(), 1);
+        assert_eq!(store.kinds(), ["result", "proposal"]);
+    }
+
+    #[tokio::test]
+    async fn invariant_i5_an_entry_that_can_never_be_written_is_recorded_as_unwritten() {
+        let store = Arc::new(FlakyStore::default());
+        *store.refused.lock().unwrap() = Some("result");
+        let writer = spawn_writer(Arc::clone(&store) as Arc<dyn LogStore>).unwrap();
+        later(&writer, "result");
+        // While it is retried, the steps after it fail (the road fails closed)...
+        for _ in 1..HELD_ATTEMPTS {
+            assert!(required(&writer, "proposal").await.is_err());
+        }
+        // ...then a note of what was lost takes its place and the log goes on.
+        assert_eq!(required(&writer, "proposal").await.unwrap(), 1);
+        assert_eq!(store.kinds(), ["audit.unwritten", "proposal"]);
+        let note = store.log.lock().unwrap()[0].1.clone();
+        assert_eq!(note["kinds"], serde_json::json!(["result"]));
+        assert!(note["error"].as_str().unwrap().contains("the disk said no"));
     }
 }

@@ -12,6 +12,8 @@
 //! clock; the tests beside this module plug in fakes and check invariants I1–I4 and I8 in
 //! milliseconds.
 
+#[cfg(test)]
+mod crash_tests;
 pub mod ports;
 pub mod provenance;
 #[cfg(test)]
@@ -619,8 +621,10 @@ impl Road {
                 )
             }
         };
+        // The action has run: its result is committed with the next group, before any later
+        // step of any turn (which waits for its own commit) takes effect.
         self.audit
-            .append(AuditEvent::Result {
+            .append_after(vec![AuditEvent::Result {
                 agent: p.agent.clone(),
                 call_id: p.call_id.clone(),
                 action: p.action.clone(),
@@ -628,7 +632,7 @@ impl Road {
                 result: truncate_json(record),
                 channel: caller.channel.to_owned(),
                 sender: caller.sender().map(str::to_owned),
-            })
+            }])
             .await?;
         Ok(outcome)
     }
