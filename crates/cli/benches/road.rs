@@ -3,8 +3,9 @@
 //! real plugin gets), and the IPC round trip to a plugin (ping → pong).
 //!
 //! `cargo bench -p p3ak --bench road`. The road figure includes its audit entries: one vault
-//! commit (two fsyncs) before the tool runs and one after: that is the price of I5, and most
-//! of the total. Concurrent turns share commits (the audit log group-commits).
+//! commit (two fsyncs) before the tool runs, the price of I5 and most of the total; the result
+//! joins the next commit without the call waiting. Concurrent turns share commits (the audit
+//! log group-commits). The kernel's own CPU per call is measured apart from both.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup")]
 
@@ -60,10 +61,28 @@ fn road(c: &mut Criterion) {
         "road: proposal -> decision -> execution -> result (files.list)",
         &road,
     );
-    // Concurrent turns: the same call from 1 and from 8 tasks at once, calls per second.
+    // The kernel's own CPU per call: `block_on` runs the road on this thread, while the
+    // audit log's fsyncs run on its writer thread and the tool in its plugin's process. A
+    // turn builds its tool table once, so one step of its road is `propose_with`.
+    let table = kernel.tools_offered("assistant").unwrap();
+    let own = cpu_sample(2000, || {
+        runtime
+            .block_on(kernel.propose_with("assistant", &table, &call, "bench"))
+            .unwrap();
+    });
+    report(
+        "road: the kernel's own CPU per call (no fsync, no plugin)",
+        &own,
+    );
+    let start = cpu_sample(2000, || {
+        kernel.tools_offered("assistant").unwrap();
+    });
+    report("turn start: the tools an agent is offered (CPU)", &start);
+    // Concurrent turns: the same call from 1, 2, 4 and 8 tasks at once, calls per second.
     // Durability is shared between turns only where the audit log group-commits.
-    for parallel in [1usize, 8] {
-        let calls = 400;
+    let mut one = 0.0;
+    for parallel in [1usize, 2, 4, 8] {
+        let calls = 1600;
         let started = std::time::Instant::now();
         runtime.block_on(async {
             let mut tasks = Vec::new();
@@ -81,7 +100,13 @@ fn road(c: &mut Criterion) {
             }
         });
         let rate = calls as f64 / started.elapsed().as_secs_f64();
-        println!("road, {parallel} concurrent turn(s): {rate:.0} calls/s");
+        if parallel == 1 {
+            one = rate;
+        }
+        println!(
+            "road, {parallel} concurrent turn(s): {rate:.0} calls/s ({:.2}x one)",
+            rate / one
+        );
     }
     let files = kernel.host().connection("files").unwrap();
     let ping = sample(5000, || {
@@ -108,6 +133,26 @@ fn road(c: &mut Criterion) {
     group.finish();
     kernel.request_stop();
     runtime.block_on(kernel.serve()).unwrap();
+}
+
+/// CPU time this thread has run, from `/proc/thread-self/schedstat` (nanoseconds).
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    let ns = stat.split_whitespace().next().unwrap().parse().unwrap();
+    Duration::from_nanos(ns)
+}
+
+/// This thread's CPU time for each of `n` runs of `f`, sorted.
+fn cpu_sample(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    let mut times: Vec<Duration> = (0..n)
+        .map(|_| {
+            let before = thread_cpu();
+            f();
+            thread_cpu().saturating_sub(before)
+        })
+        .collect();
+    times.sort();
+    times
 }
 
 fn sample(n: usize, mut f: impl FnMut()) -> Vec<Duration> {

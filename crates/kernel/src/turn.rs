@@ -557,19 +557,39 @@ impl Kernel {
         call: &ToolCall,
         channel: &str,
     ) -> Result<String, KernelError> {
-        let Some(agent) = self.agents.get(agent).cloned() else {
+        let table = self.tools_offered(agent)?;
+        self.propose_with(agent, &table, call, channel).await
+    }
+
+    /// The tools `agent` is offered now, as a turn builds them once at its start.
+    pub fn tools_offered(&self, agent: &str) -> Result<ToolTable, KernelError> {
+        let Some(agent) = self.agents.get(agent) else {
             return Err(KernelError::UnknownAgent(agent.to_owned()));
         };
-        let table = self.tool_table(&agent);
+        Ok(self.tool_table(agent))
+    }
+
+    /// [`Kernel::propose`] with the tools a turn was offered ([`Kernel::tools_offered`]): one
+    /// step of a turn's road, without the turn's own start.
+    pub async fn propose_with(
+        &self,
+        agent: &str,
+        table: &ToolTable,
+        call: &ToolCall,
+        channel: &str,
+    ) -> Result<String, KernelError> {
+        if !self.agents.contains_key(agent) {
+            return Err(KernelError::UnknownAgent(agent.to_owned()));
+        }
         let (events, _) = mpsc::unbounded_channel();
         let caller = Caller {
-            agent: &agent.name,
+            agent,
             channel,
             conversation: None,
             sender: None,
             chain: None,
         };
-        self.road.handle_call(&caller, call, &table, &events).await
+        self.road.handle_call(&caller, call, table, &events).await
     }
 
     async fn provider_failed<T>(
