@@ -126,7 +126,7 @@ def functions(path: str, source: str):
 
 
 def main() -> None:
-    docs, sentences = [], {}
+    docs, sentences, texts = [], {}, set()
     for name, version, sha256 in CRATES:
         files = fetch(name, version, sha256)
         for path in sorted(files):
@@ -137,6 +137,11 @@ def main() -> None:
                 if len(text) > MAX_CHARS:
                     cut = text.rfind("\n", 0, MAX_CHARS)
                     text = text[: cut if cut > 0 else MAX_CHARS]
+                # The same code twice (a vault stores identical content once) would make a
+                # query's answer ambiguous: the first copy is kept.
+                if text in texts:
+                    continue
+                texts.add(text)
                 doc_id = f"{name}-{len(docs) + 1:05d}"
                 docs.append({"id": doc_id, "title": f"{name} {version} / {path}", "text": text})
                 if len(query.split()) >= MIN_QUERY_WORDS:
