@@ -32,7 +32,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use p3ak_memory::eval::{Collection, EvalReport, Scores, SignalRun, evaluate, evaluate_signals};
-use p3ak_memory::fusion::{FusionConfig, Weights};
+use p3ak_memory::fusion::{FusionConfig, Level, Normalisation, Weights};
 use p3ak_memory::{Fusion, MiniLm, Mode, Signal, TextEmbedder};
 
 /// The embedder, with every vector it computed kept on disk by the hash of its text.
@@ -234,6 +234,43 @@ fn candidates() -> Vec<Candidate> {
         Candidate {
             name: "rrf60-bm25+sem",
             config: rrf_bm25_semantic(),
+        },
+        Candidate {
+            name: "rrf60-bm25+sem, per document",
+            config: FusionConfig {
+                level: Level::Document,
+                ..rrf_bm25_semantic()
+            },
+        },
+        Candidate {
+            name: "default, per document",
+            config: FusionConfig {
+                level: Level::Document,
+                ..default
+            },
+        },
+        Candidate {
+            name: "convex 0.5/0.5 bm25+sem",
+            config: FusionConfig {
+                weights: Weights {
+                    bm25: 0.5,
+                    semantic: 0.5,
+                    structure: 0.0,
+                },
+                ..default
+            },
+        },
+        Candidate {
+            name: "convex 0.5/0.5 bm25+sem, min-max",
+            config: FusionConfig {
+                weights: Weights {
+                    bm25: 0.5,
+                    semantic: 0.5,
+                    structure: 0.0,
+                },
+                normalisation: Normalisation::MinMax,
+                ..default
+            },
         },
     ]
 }
