@@ -11,7 +11,7 @@ use std::time::Instant;
 use p3ak_vault::{KdfParams, Passphrase, Protection, Vault};
 use serde::{Deserialize, Serialize};
 
-use crate::fusion::Fusion;
+use crate::fusion::{self, Fusion, FusionConfig, Ranked, Signal};
 use crate::ingest::{IngestItem, IngestOptions};
 use crate::memory::{EmbeddingBatch, Memory, TextEmbedder, store_embeddings};
 use crate::search::{Mode, SearchRequest};
@@ -196,6 +196,104 @@ pub struct EvalReport {
     pub embed_seconds: f64,
     /// Mean time to embed one query.
     pub mean_query_embedding_ms: f64,
+    /// Every signal's ranking of every scored query, to fuse offline in other ways.
+    #[serde(skip)]
+    pub signals: SignalRun,
+}
+
+/// A chunk one signal ranked: its document (an index into [`SignalRun::doc_ids`]), its
+/// position in the document, and the signal's raw score.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ChunkHit {
+    pub doc: usize,
+    pub chunk: u32,
+    pub score: f32,
+}
+
+/// One signal's ranked chunks for one query, best first.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignalRanking {
+    pub signal: Signal,
+    pub hits: Vec<ChunkHit>,
+}
+
+/// A scored query with each signal's ranking.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuerySignals {
+    pub query: String,
+    pub lists: Vec<SignalRanking>,
+}
+
+/// Each signal's ranking of every scored query, fetched once: any fusion is computed from it
+/// without searching (or embedding) again.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SignalRun {
+    /// Collection document ids, by index.
+    pub doc_ids: Vec<String>,
+    pub queries: Vec<QuerySignals>,
+}
+
+impl SignalRun {
+    /// Mean scores of a ranking function (document indices, best first) over the queries.
+    pub fn scores(
+        &self,
+        collection: &Collection,
+        mut rank: impl FnMut(&QuerySignals) -> Vec<usize>,
+    ) -> Scores {
+        let empty = HashMap::new();
+        let mut sum = Scores::default();
+        for q in &self.queries {
+            let ranking: Vec<String> = rank(q)
+                .into_iter()
+                .filter_map(|d| self.doc_ids.get(d).cloned())
+                .collect();
+            let s = score_query(&ranking, collection.qrels.get(&q.query).unwrap_or(&empty));
+            sum.ndcg_at_10 += s.ndcg_at_10;
+            sum.mrr_at_10 += s.mrr_at_10;
+            sum.recall_at_100 += s.recall_at_100;
+        }
+        #[expect(clippy::cast_precision_loss, reason = "query counts are small")]
+        let n = self.queries.len().max(1) as f64;
+        Scores {
+            ndcg_at_10: sum.ndcg_at_10 / n,
+            mrr_at_10: sum.mrr_at_10 / n,
+            recall_at_100: sum.recall_at_100 / n,
+        }
+    }
+
+    /// The documents of `query` as `config` fuses its signals, best first.
+    pub fn fused(query: &QuerySignals, config: &FusionConfig) -> Vec<usize> {
+        let lists: Vec<Ranked<(usize, u32)>> = query
+            .lists
+            .iter()
+            .map(|l| Ranked {
+                signal: l.signal,
+                weight: config.weights.of(l.signal),
+                hits: l.hits.iter().map(|h| ((h.doc, h.chunk), h.score)).collect(),
+            })
+            .collect();
+        documents(
+            fusion::fuse_with(&lists, config, |k| k.0)
+                .into_iter()
+                .map(|f| f.key.0),
+        )
+    }
+
+    /// The documents of one signal alone, best first.
+    pub fn single(query: &QuerySignals, signal: Signal) -> Vec<usize> {
+        query
+            .lists
+            .iter()
+            .find(|l| l.signal == signal)
+            .map(|l| documents(l.hits.iter().map(|h| h.doc)))
+            .unwrap_or_default()
+    }
+}
+
+/// Chunk-ordered documents to a document ranking: each at the place of its best chunk.
+fn documents(chunks: impl Iterator<Item = usize>) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    chunks.filter(|d| seen.insert(*d)).collect()
 }
 
 /// Progress of an evaluation.
@@ -215,12 +313,38 @@ pub enum EvalEvent {
     },
 }
 
+/// Chunks each signal contributes to [`SignalRun`]: as deep as the searches `evaluate` runs.
+const SIGNAL_DEPTH: usize = 300;
+
 /// Runs the evaluation in a temporary vault under `work_dir`.
 pub fn evaluate(
     collection: &Collection,
     work_dir: &Path,
     embedder: Option<&dyn TextEmbedder>,
     fusion: Fusion,
+    progress: &mut dyn FnMut(EvalEvent),
+) -> Result<EvalReport> {
+    run(collection, work_dir, embedder, Some(fusion), progress)
+}
+
+/// Like [`evaluate`] but only fetches each signal's rankings ([`EvalReport::signals`]), without
+/// the searches per mode (`modes` is empty): what trying fusions offline needs, at a fraction
+/// of the time.
+pub fn evaluate_signals(
+    collection: &Collection,
+    work_dir: &Path,
+    embedder: Option<&dyn TextEmbedder>,
+    progress: &mut dyn FnMut(EvalEvent),
+) -> Result<EvalReport> {
+    run(collection, work_dir, embedder, None, progress)
+}
+
+/// The evaluation; the searches per mode run when `fusion` is given.
+fn run(
+    collection: &Collection,
+    work_dir: &Path,
+    embedder: Option<&dyn TextEmbedder>,
+    fusion: Option<Fusion>,
     progress: &mut dyn FnMut(EvalEvent),
 ) -> Result<EvalReport> {
     let path = work_dir.join("eval.vault");
@@ -329,11 +453,62 @@ pub fn evaluate(
             }
         }
     }
-    let modes: &[Mode] = if embedder.is_some() {
+    let index_of: HashMap<&str, usize> = collection
+        .docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.id.as_str(), i))
+        .collect();
+    let doc_index: HashMap<u128, usize> = vault
+        .list()
+        .into_iter()
+        .filter_map(|d| {
+            let id = doc_of.get(&d.id.to_hex())?;
+            Some((
+                u128::from_str_radix(&d.id.to_hex(), 16).ok()?,
+                *index_of.get(id.as_str())?,
+            ))
+        })
+        .collect();
+    let mut signals = SignalRun {
+        doc_ids: collection.docs.iter().map(|d| d.id.clone()).collect(),
+        queries: Vec::with_capacity(judged.len()),
+    };
+    for q in &judged {
+        let mut request = SearchRequest::new(&q.text);
+        request.mode = Mode::Hybrid;
+        request.k = SIGNAL_DEPTH;
+        request.candidates = SIGNAL_DEPTH;
+        let lists = memory.signal_lists(&request, vectors.get(q.id.as_str()).map(Vec::as_slice))?;
+        signals.queries.push(QuerySignals {
+            query: q.id.clone(),
+            lists: lists
+                .into_iter()
+                .map(|l| SignalRanking {
+                    signal: l.signal,
+                    hits: l
+                        .hits
+                        .into_iter()
+                        .filter_map(|((doc, chunk), score)| {
+                            Some(ChunkHit {
+                                doc: *doc_index.get(&doc)?,
+                                chunk,
+                                score,
+                            })
+                        })
+                        .collect(),
+                })
+                .collect(),
+        });
+    }
+    let modes: &[Mode] = if fusion.is_none() {
+        &[]
+    } else if embedder.is_some() {
         &[Mode::Bm25, Mode::Semantic, Mode::Hybrid]
     } else {
         &[Mode::Bm25, Mode::Hybrid]
     };
+    let fusion = fusion.unwrap_or(Fusion::Convex);
     let mut reports = Vec::new();
     for &mode in modes {
         let mut sum = Scores::default();
@@ -341,8 +516,8 @@ pub fn evaluate(
         for (done, q) in judged.iter().enumerate() {
             let mut request = SearchRequest::new(&q.text);
             request.mode = mode;
-            request.k = 300;
-            request.candidates = 300;
+            request.k = SIGNAL_DEPTH;
+            request.candidates = SIGNAL_DEPTH;
             request.fusion = fusion;
             let t = Instant::now();
             let results = memory.search(&request, vectors.get(q.id.as_str()).map(Vec::as_slice))?;
@@ -392,6 +567,7 @@ pub fn evaluate(
         ingest_seconds,
         embed_seconds,
         mean_query_embedding_ms: embed_ms / n,
+        signals,
     })
 }
 

@@ -422,8 +422,32 @@ impl<'v> Memory<'v> {
                 writer.delete_term(self.doc_term(&id));
             }
         }
+        let indexed = self.index_documents(writer, &missing, options)?;
+        writer.commit()?;
+        self.commit_vault(|tx| {
+            for name in &stale_vectors {
+                tx.delete_object(SPACE_VECTORS, name)?;
+            }
+            if indexed > 0 {
+                tx.log("memory.index", serde_json::json!({ "documents": indexed }))?;
+            }
+            Ok(())
+        })?;
+        for k in stale {
+            self.embedded.remove(&k);
+        }
+        Ok(indexed)
+    }
+
+    /// Converts and indexes stored documents (not committed). Returns how many.
+    fn index_documents(
+        &self,
+        writer: &IndexWriter<TantivyDocument>,
+        ids: &[DocId],
+        options: &IngestOptions,
+    ) -> Result<usize> {
         let mut indexed = 0;
-        for id in &missing {
+        for id in ids {
             let (meta, content) = self.vault.get(id)?;
             let name = meta.source.clone().or(meta.title.clone());
             let chunks = match convert_with_timeout(content.expose(), name.as_deref(), options) {
@@ -444,20 +468,27 @@ impl<'v> Memory<'v> {
             self.add_chunks(writer, id, &title, &meta.tags, &chunks)?;
             indexed += 1;
         }
-        writer.commit()?;
-        self.commit_vault(|tx| {
-            for name in &stale_vectors {
-                tx.delete_object(SPACE_VECTORS, name)?;
-            }
-            if indexed > 0 {
-                tx.log("memory.index", serde_json::json!({ "documents": indexed }))?;
-            }
-            Ok(())
-        })?;
-        for k in stale {
-            self.embedded.remove(&k);
-        }
         Ok(indexed)
+    }
+
+    /// Indexes every stored document into the in-memory index, persisting nothing: how an
+    /// index of another schema version is replaced when a vault is opened, so that a vault
+    /// opened read-only searches with the current analysis at once. The next ingest, delete or
+    /// `reindex` on a writable vault persists the new index.
+    pub(crate) fn rebuild_in_memory(&mut self) -> Result<()> {
+        let options = IngestOptions {
+            writer_threads: 1,
+            ..IngestOptions::default()
+        };
+        let mut writer = self.writer(&options)?;
+        writer.delete_all_documents()?;
+        let mut ids: Vec<DocId> = self.docs.values().map(|d| d.id).collect();
+        ids.sort_by_key(DocId::to_hex);
+        self.index_documents(&writer, &ids, &options)?;
+        writer.commit()?;
+        writer.wait_merging_threads()?;
+        self.reader.reload()?;
+        self.map_chunks()
     }
 
     fn add_chunks(

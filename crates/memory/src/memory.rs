@@ -144,7 +144,7 @@ impl<'v> Memory<'v> {
             .filter(|d| d.damaged.is_none())
             .map(|d| (key(&d.id), d))
             .collect();
-        let (index, dir, persisted) = load_index(vault, discard_index)?;
+        let (index, dir, persisted, outdated) = load_index(vault, discard_index)?;
         let fields = fields_of(&index)?;
         let reader = index
             .reader_builder()
@@ -165,6 +165,9 @@ impl<'v> Memory<'v> {
             embedded: HashMap::new(),
         };
         memory.map_chunks()?;
+        if outdated {
+            memory.rebuild_in_memory()?;
+        }
         memory.load_vectors()?;
         Ok(memory)
     }
@@ -377,7 +380,11 @@ fn fields_of(index: &Index) -> Result<Fields> {
 }
 
 /// Loads the index from the vault's objects, or makes an empty one.
-fn load_index(vault: &Vault, discard: bool) -> Result<(Index, MemoryDirectory, HashSet<String>)> {
+/// Also says whether a stored index of another schema version was set aside (to rebuild).
+fn load_index(
+    vault: &Vault,
+    discard: bool,
+) -> Result<(Index, MemoryDirectory, HashSet<String>, bool)> {
     let objects = vault.objects(SPACE_INDEX);
     let info = if discard {
         None
@@ -402,7 +409,8 @@ fn load_index(vault: &Vault, discard: bool) -> Result<(Index, MemoryDirectory, H
     let persisted: HashSet<String> = if current {
         files.iter().map(|(n, _)| n.clone()).collect()
     } else {
-        // An index of another schema version: start empty; the next ingest replaces it.
+        // An index of another schema version: start empty, rebuild in memory at open; the
+        // next write replaces the stored one.
         objects
             .iter()
             .filter(|o| o.name != INDEX_INFO)
@@ -418,7 +426,7 @@ fn load_index(vault: &Vault, discard: bool) -> Result<(Index, MemoryDirectory, H
         Index::create(dir.clone(), schema, tantivy::IndexSettings::default())?
     };
     schema::register(&index);
-    Ok((index, dir, persisted))
+    Ok((index, dir, persisted, !discard && !current))
 }
 
 /// Stores computed embeddings in one commit, skipping documents deleted meanwhile. Takes the

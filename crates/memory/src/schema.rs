@@ -5,13 +5,15 @@ use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer, TokenStream,
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
+    TextAnalyzer, TokenStream,
 };
 
 /// Name of the analyzer registered on every index.
 pub(crate) const ANALYZER: &str = "p3ak";
 /// Bumped when the schema or the analysis changes; an index of another version is rebuilt.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+/// 2: English stemming.
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// One field per part of a chunk.
 #[derive(Clone, Copy)]
@@ -63,8 +65,22 @@ pub(crate) fn schema() -> (Schema, Fields) {
 }
 
 /// Words split at anything not a letter or digit, long tokens dropped, lowercased, accents
-/// folded. No stemming: it is language-specific, and the semantic signal covers word forms.
+/// folded, then reduced to their stem by the English Snowball stemmer ("connections",
+/// "connected" → "connect"). Without stemming a query's word forms had to match the text's
+/// exactly, and BM25 fell behind SQLite FTS5 with its porter stemmer on every collection (see
+/// docs/search.md). The stemmer leaves words of other languages mostly alone; the semantic
+/// signal covers them.
 pub(crate) fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(64))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+/// [`analyzer`] without the stemmer: the words a query's function words are recognised in.
+fn words() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(64))
         .filter(LowerCaser)
@@ -80,8 +96,8 @@ pub(crate) fn register(index: &Index) {
 /// dropped unless nothing else is left: in a question they match nearly every chunk and
 /// only add noise to the ranking.
 pub(crate) fn query_terms(query: &str) -> Vec<String> {
-    let mut analyzer = analyzer();
-    let mut stream = analyzer.token_stream(query);
+    let mut words = words();
+    let mut stream = words.token_stream(query);
     let mut all: Vec<String> = Vec::new();
     while stream.advance() {
         let text = &stream.token().text;
@@ -94,7 +110,20 @@ pub(crate) fn query_terms(query: &str) -> Vec<String> {
         .filter(|t| STOPWORDS.binary_search(&t.as_str()).is_err())
         .cloned()
         .collect();
-    if content.is_empty() { all } else { content }
+    let kept = if content.is_empty() { all } else { content };
+    // The index holds stems: stem the kept words the same way.
+    let mut stemmer = analyzer();
+    let mut terms: Vec<String> = Vec::new();
+    for word in kept {
+        let mut stream = stemmer.token_stream(&word);
+        while stream.advance() {
+            let text = &stream.token().text;
+            if !terms.contains(text) {
+                terms.push(text.clone());
+            }
+        }
+    }
+    terms
 }
 
 /// English function words (the common NLTK list), sorted for binary search.
@@ -241,13 +270,18 @@ mod tests {
     fn query_terms_drop_function_words_unless_nothing_is_left() {
         assert_eq!(
             query_terms("Why does Python use indentation?"),
-            vec!["python", "use", "indentation"]
+            vec!["python", "use", "indent"]
         );
         assert_eq!(
             query_terms("to be or not to be"),
             vec!["to", "be", "or", "not"]
         );
         assert_eq!(query_terms("Café CAFÉ"), vec!["cafe"]);
+        assert_eq!(
+            query_terms("connecting connections"),
+            vec!["connect"],
+            "word forms meet at their stem"
+        );
         assert!(query_terms("  ?! ").is_empty());
     }
 }

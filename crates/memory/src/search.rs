@@ -131,6 +131,73 @@ impl Memory<'_> {
         query_vector: Option<&[f32]>,
     ) -> Result<SearchResults> {
         let searcher = self.reader.searcher();
+        let status_chunks = self.chunks.len();
+        let (lists, terms, notes) = self.ranked_lists(&searcher, request, query_vector)?;
+        let bm25_query = self.text_query(&terms, &[self.fields.body], &request.tags);
+        let signals = lists.iter().map(|l| l.signal).collect();
+        let fused = fusion::fuse(&lists, request.fusion, |k| k.0);
+
+        let snippets = if terms.is_empty() {
+            None
+        } else {
+            let mut generator =
+                SnippetGenerator::create(&searcher, &*bm25_query, self.fields.body)?;
+            generator.set_max_num_chars(SNIPPET_CHARS);
+            Some(generator)
+        };
+        let mut hits = Vec::with_capacity(request.k);
+        for f in fused.into_iter().take(request.k) {
+            let Some(address) = self.chunks.get(&f.key) else {
+                continue;
+            };
+            let Some(id) = id_of(f.key.0) else {
+                continue;
+            };
+            let doc: TantivyDocument = searcher.doc(*address)?;
+            let info = self.docs.get(&f.key.0);
+            hits.push(Hit {
+                id,
+                chunk: f.key.1,
+                title: info.and_then(|d| d.title.clone()),
+                source: info.and_then(|d| d.source.clone()),
+                heading_path: split_heading(&first_str(&doc, self.fields.heading)),
+                location: Some(first_str(&doc, self.fields.location)).filter(|l| !l.is_empty()),
+                snippet: snippet(&doc, self.fields.body, snippets.as_ref()),
+                score: f.score,
+                signals: f.parts,
+            });
+        }
+        Ok(SearchResults {
+            hits,
+            mode: request.mode,
+            fusion: request.fusion.name(),
+            signals,
+            embedded_chunks: self.vectors.len(),
+            chunks: status_chunks,
+            notes,
+        })
+    }
+
+    /// Each signal's ranked chunks for `request` (its mode decides which signals run), before
+    /// fusion: the evaluation fuses them in many ways without searching again.
+    pub(crate) fn signal_lists(
+        &self,
+        request: &SearchRequest<'_>,
+        query_vector: Option<&[f32]>,
+    ) -> Result<Vec<Ranked<(u128, u32)>>> {
+        let searcher = self.reader.searcher();
+        Ok(self.ranked_lists(&searcher, request, query_vector)?.0)
+    }
+
+    /// Each signal's ranked chunks for a search, before fusion, with the query's terms and
+    /// the notes for the operator.
+    #[expect(clippy::type_complexity, reason = "private; named at its two callers")]
+    fn ranked_lists(
+        &self,
+        searcher: &Searcher,
+        request: &SearchRequest<'_>,
+        query_vector: Option<&[f32]>,
+    ) -> Result<(Vec<Ranked<(u128, u32)>>, Vec<String>, Vec<String>)> {
         let candidates = request.candidates.max(request.k);
         let terms = query_terms(request.query);
         let status_chunks = self.chunks.len();
@@ -181,7 +248,7 @@ impl Memory<'_> {
             lists.push(Ranked {
                 signal: Signal::Bm25,
                 weight: fusion::weight(Signal::Bm25),
-                hits: self.run_text(&searcher, &*bm25_query, candidates)?,
+                hits: self.run_text(searcher, &*bm25_query, candidates)?,
             });
         }
         if request.mode == Mode::Hybrid && !terms.is_empty() {
@@ -193,7 +260,7 @@ impl Memory<'_> {
             lists.push(Ranked {
                 signal: Signal::Structure,
                 weight: fusion::weight(Signal::Structure),
-                hits: self.run_text(&searcher, &*query, candidates)?,
+                hits: self.run_text(searcher, &*query, candidates)?,
             });
         }
         if let Some(vector) = semantic_vector {
@@ -210,48 +277,7 @@ impl Memory<'_> {
                 hits,
             });
         }
-        let signals = lists.iter().map(|l| l.signal).collect();
-        let fused = fusion::fuse(&lists, request.fusion);
-
-        let snippets = if terms.is_empty() {
-            None
-        } else {
-            let mut generator =
-                SnippetGenerator::create(&searcher, &*bm25_query, self.fields.body)?;
-            generator.set_max_num_chars(SNIPPET_CHARS);
-            Some(generator)
-        };
-        let mut hits = Vec::with_capacity(request.k);
-        for f in fused.into_iter().take(request.k) {
-            let Some(address) = self.chunks.get(&f.key) else {
-                continue;
-            };
-            let Some(id) = id_of(f.key.0) else {
-                continue;
-            };
-            let doc: TantivyDocument = searcher.doc(*address)?;
-            let info = self.docs.get(&f.key.0);
-            hits.push(Hit {
-                id,
-                chunk: f.key.1,
-                title: info.and_then(|d| d.title.clone()),
-                source: info.and_then(|d| d.source.clone()),
-                heading_path: split_heading(&first_str(&doc, self.fields.heading)),
-                location: Some(first_str(&doc, self.fields.location)).filter(|l| !l.is_empty()),
-                snippet: snippet(&doc, self.fields.body, snippets.as_ref()),
-                score: f.score,
-                signals: f.parts,
-            });
-        }
-        Ok(SearchResults {
-            hits,
-            mode: request.mode,
-            fusion: request.fusion.name(),
-            signals,
-            embedded_chunks: self.vectors.len(),
-            chunks: status_chunks,
-            notes,
-        })
+        Ok((lists, terms, notes))
     }
 
     /// Documents passing the tag filter.

@@ -477,6 +477,89 @@ fn invariant_i9_a_damaged_index_is_reported_and_rebuilt() {
     assert_eq!(vault.list().len(), 1, "documents untouched");
 }
 
+/// An index stored under an older schema version (version 1: no stemming) is set aside and
+/// rebuilt in memory when the vault opens, even read-only: word forms match at once, the
+/// embeddings stay attached, and the next ingest stores the index at the current version.
+#[test]
+fn an_index_of_an_older_schema_version_is_rebuilt_at_open() {
+    const INFO: &str = "p3ak-index.json";
+    let dir = tempfile::tempdir().unwrap();
+    let (path, vault) = create(dir.path());
+    let files = [
+        write(
+            dir.path(),
+            "a.md",
+            b"# Network\n\nThe server refused all connections after midnight.\n",
+        ),
+        write(dir.path(), "b.txt", b"buy oat milk and coffee beans\n"),
+    ];
+    let before = {
+        let mut memory = Memory::open(&vault).unwrap();
+        ingest(&mut memory, &files);
+        memory.status()
+    };
+    assert!(embed_all(&vault) > 0);
+    let current = vault
+        .read_object(p3ak_memory::SPACE_INDEX, INFO)
+        .unwrap()
+        .unwrap()
+        .expose()
+        .to_vec();
+    vault
+        .transact(|tx| tx.put_object(p3ak_memory::SPACE_INDEX, INFO, br#"{"schema_version":1}"#))
+        .unwrap();
+    drop(vault);
+
+    let vault = reopen(&path, Access::Read);
+    let memory = Memory::open(&vault).unwrap();
+    let status = memory.status();
+    assert_eq!(status.chunks, before.chunks);
+    assert_eq!(
+        status.pending_chunks, 0,
+        "embeddings still match their chunks"
+    );
+    let hits = memory
+        .search(&bm25("connection refused"), None)
+        .unwrap()
+        .hits;
+    assert_eq!(
+        hits.len(),
+        1,
+        "stemmed: connection ~ connections, refused ~ refuse"
+    );
+    assert_eq!(hits[0].source.as_deref(), Some(files[0].to_str().unwrap()));
+    let vector = BagOfWords.embed(&["coffee beans"]).unwrap().remove(0);
+    let mut semantic = SearchRequest::new("coffee beans");
+    semantic.mode = Mode::Semantic;
+    let hits = memory.search(&semantic, Some(&vector)).unwrap().hits;
+    assert_eq!(hits[0].source.as_deref(), Some(files[1].to_str().unwrap()));
+    drop(memory);
+    drop(vault);
+
+    let vault = reopen(&path, Access::Write);
+    let mut memory = Memory::open(&vault).unwrap();
+    let c = write(dir.path(), "c.txt", b"water the plants\n");
+    ingest(&mut memory, &[c]);
+    drop(memory);
+    let stored = vault
+        .read_object(p3ak_memory::SPACE_INDEX, INFO)
+        .unwrap()
+        .unwrap()
+        .expose()
+        .to_vec();
+    assert_eq!(stored, current, "the next write stores the current version");
+    let memory = Memory::open(&vault).unwrap();
+    assert_eq!(memory.status().chunks, before.chunks + 1);
+    assert_eq!(
+        memory
+            .search(&bm25("refusing connections"), None)
+            .unwrap()
+            .hits
+            .len(),
+        1
+    );
+}
+
 #[test]
 fn an_embedding_run_embeds_every_pending_chunk_in_batches() {
     let dir = tempfile::tempdir().unwrap();
