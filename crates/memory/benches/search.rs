@@ -312,7 +312,11 @@ fn open_time(path: &Path, key: &VaultKey, name: &str, table: &mut Table) {
 
 /// p50 / p99 of one query at a time over the pool.
 fn latency(memory: &Memory<'_>, queries: &Queries, name: &str, table: &mut Table) {
-    for (mode, mode_name) in [(Mode::Bm25, "bm25"), (Mode::Hybrid, "hybrid")] {
+    for (mode, mode_name) in [
+        (Mode::Bm25, "bm25"),
+        (Mode::Semantic, "semantic"),
+        (Mode::Hybrid, "hybrid"),
+    ] {
         for (q, v) in queries.0.iter().take(WARMUP) {
             run_query(memory, mode, q, v);
         }

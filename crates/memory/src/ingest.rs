@@ -350,6 +350,7 @@ impl<'v> Memory<'v> {
             Ok(())
         })?;
         self.docs.remove(&key(id));
+        self.vectors.forget(key(id));
         self.finish_writer(writer)
     }
 

@@ -264,10 +264,12 @@ impl Memory<'_> {
             });
         }
         if let Some(vector) = semantic_vector {
-            let keep = |doc: u128| self.docs.contains_key(&doc) && filter(doc);
+            // Deleted documents' rows are skipped by the table itself.
+            let keep: Option<&(dyn Fn(u128) -> bool + Sync)> =
+                (!request.tags.is_empty()).then_some(&filter);
             let hits = self
                 .vectors
-                .nearest(vector, candidates, &keep)
+                .nearest(vector, candidates, keep)
                 .into_iter()
                 .filter_map(|(row, score)| Some((*self.vectors.keys.get(row)?, score)))
                 .collect();

@@ -328,6 +328,16 @@ fn embeddings_arrive_later_and_search_uses_what_is_ready() {
             .hits
             .is_empty()
     );
+    // The same open memory no longer finds it by meaning either, nor counts its vectors.
+    assert!(
+        memory
+            .search(&semantic, Some(&query))
+            .unwrap()
+            .hits
+            .iter()
+            .all(|h| h.id != garden.id)
+    );
+    assert_eq!(memory.status().embedded_chunks, memory.status().chunks);
     drop(memory);
     let memory = Memory::open(&vault).unwrap();
     assert!(
