@@ -8,6 +8,8 @@ mod event;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 use p3ak_vault::{Vault, VaultError};
 use tokio::sync::oneshot;
@@ -93,8 +95,8 @@ struct Job {
 /// commits them together (one pair of fsyncs, one checkpoint), so concurrent turns share the
 /// cost of durability. Each caller of [`AuditLog::record`] waits until its entries are durable;
 /// entries appended with [`AuditSink::append_after`] are committed in order with the next
-/// group, and entries that could not be written are kept and written before anything later
-/// (whose callers get the error while they cannot be).
+/// group, waiting up to [`LINGER`] for one, and entries that could not be written are kept and
+/// written before anything later (whose callers get the error while they cannot be).
 #[derive(Clone)]
 pub struct AuditLog {
     vault: Arc<Vault>,
@@ -104,7 +106,7 @@ pub struct AuditLog {
 
 impl AuditLog {
     pub(crate) fn new(vault: Arc<Vault>, broker: Arc<Broker>) -> Self {
-        let writer = spawn_writer(Arc::clone(&vault) as Arc<dyn LogStore>);
+        let writer = spawn_writer(Arc::clone(&vault) as Arc<dyn LogStore>, LINGER);
         Self {
             vault,
             broker,
@@ -267,24 +269,62 @@ impl LogStore for Vault {
     }
 }
 
+/// How long entries nobody waits for (a tool's result) may wait to share a commit with the
+/// next entries somebody waits for. A turn's next step then pays for one commit, not two: its
+/// result rides with the next decision. Reading the log, a later step, or the kernel's stop
+/// commits them at once; a crash inside this window can lose only results of tools that ran,
+/// never a decision (the road's guarantee).
+const LINGER: Duration = Duration::from_millis(20);
+
 /// Starts the group-commit writer; `None` (each write then commits alone) if no thread can
 /// be started.
-fn spawn_writer(store: Arc<dyn LogStore>) -> Option<std::sync::mpsc::Sender<Job>> {
+fn spawn_writer(
+    store: Arc<dyn LogStore>,
+    linger: Duration,
+) -> Option<std::sync::mpsc::Sender<Job>> {
     let (sender, jobs) = std::sync::mpsc::channel::<Job>();
     let spawned = std::thread::Builder::new()
         .name("p3ak-audit".to_owned())
         .spawn(move || {
             let mut held = Held::default();
-            // Ends when every `AuditLog` is gone.
-            while let Ok(first) = jobs.recv() {
-                let mut size = first.entries.len();
-                let mut group = vec![first];
+            // Jobs nobody waits for, until a job somebody waits for joins them or `linger`
+            // has passed since the first of them arrived.
+            let mut lingering: Vec<Job> = Vec::new();
+            let mut deadline = Instant::now();
+            loop {
+                let next = if lingering.is_empty() {
+                    jobs.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                } else {
+                    jobs.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                };
+                let first = match next {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        commit_group(store.as_ref(), &mut held, std::mem::take(&mut lingering));
+                        continue;
+                    }
+                    // Every `AuditLog` is gone.
+                    Err(RecvTimeoutError::Disconnected) => break,
+                };
+                if lingering.is_empty() {
+                    deadline = Instant::now() + linger;
+                }
+                let mut group = std::mem::take(&mut lingering);
+                group.push(first);
+                let mut size: usize = group.iter().map(|job| job.entries.len()).sum();
                 while size < MAX_GROUP {
                     let Ok(job) = jobs.try_recv() else { break };
                     size += job.entries.len();
                     group.push(job);
                 }
+                if size < MAX_GROUP && group.iter().all(|job| job.done.is_none()) {
+                    lingering = group;
+                    continue;
+                }
                 commit_group(store.as_ref(), &mut held, group);
+            }
+            if !lingering.is_empty() {
+                commit_group(store.as_ref(), &mut held, lingering);
             }
             if !held.entries.is_empty() {
                 tracing::error!(
@@ -469,6 +509,8 @@ mod tests {
         down: std::sync::atomic::AtomicBool,
         refused: std::sync::Mutex<Option<&'static str>>,
         log: std::sync::Mutex<Vec<Entry>>,
+        /// Successful commits.
+        commits: std::sync::atomic::AtomicUsize,
     }
 
     impl LogStore for FlakyStore {
@@ -481,6 +523,8 @@ mod tests {
             {
                 return Err(VaultError::Damaged("the disk said no".into()));
             }
+            self.commits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut log = self.log.lock().unwrap();
             let first = log.len() as u64;
             log.extend(entries.iter().cloned());
@@ -570,9 +614,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn invariant_i5_a_result_shares_the_next_steps_commit_and_comes_first() {
+        let store = Arc::new(FlakyStore::default());
+        // A linger no test machine outlasts: the result can only be written with the step.
+        let writer = spawn_writer(
+            Arc::clone(&store) as Arc<dyn LogStore>,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        later(&writer, "result");
+        later(&writer, "result");
+        assert_eq!(required(&writer, "proposal").await.unwrap(), 2);
+        assert_eq!(store.kinds(), ["result", "result", "proposal"]);
+        assert_eq!(store.commits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn invariant_i5_a_result_no_step_follows_is_written_after_the_linger_or_at_stop() {
+        let store = Arc::new(FlakyStore::default());
+        let writer = spawn_writer(
+            Arc::clone(&store) as Arc<dyn LogStore>,
+            Duration::from_millis(10),
+        )
+        .unwrap();
+        later(&writer, "result");
+        let start = std::time::Instant::now();
+        while store.kinds().is_empty() && start.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.kinds(), ["result"]);
+
+        let store = Arc::new(FlakyStore::default());
+        let writer = spawn_writer(
+            Arc::clone(&store) as Arc<dyn LogStore>,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        later(&writer, "result");
+        // The last `AuditLog` goes (the kernel stops): the writer commits what it holds.
+        drop(writer);
+        let start = std::time::Instant::now();
+        while store.kinds().is_empty() && start.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.kinds(), ["result"]);
+    }
+
+    #[tokio::test]
     async fn invariant_i5_a_result_that_cannot_be_written_stops_every_later_step_until_it_is() {
         let store = Arc::new(FlakyStore::default());
-        let writer = spawn_writer(Arc::clone(&store) as Arc<dyn LogStore>).unwrap();
+        let writer = spawn_writer(Arc::clone(&store) as Arc<dyn LogStore>, LINGER).unwrap();
         store.down.store(true, std::sync::atomic::Ordering::SeqCst);
         later(&writer, "result");
         assert!(required(&writer, "proposal").await.is_err());
@@ -585,7 +676,7 @@ mod tests {
     async fn invariant_i5_an_entry_that_can_never_be_written_is_recorded_as_unwritten() {
         let store = Arc::new(FlakyStore::default());
         *store.refused.lock().unwrap() = Some("result");
-        let writer = spawn_writer(Arc::clone(&store) as Arc<dyn LogStore>).unwrap();
+        let writer = spawn_writer(Arc::clone(&store) as Arc<dyn LogStore>, LINGER).unwrap();
         later(&writer, "result");
         // While it is retried, the steps after it fail (the road fails closed)...
         for _ in 1..HELD_ATTEMPTS {
