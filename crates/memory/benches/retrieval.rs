@@ -4,7 +4,7 @@
 //!
 //! Collections: every directory of `data/ir/` that holds a `docs.jsonl`, and
 //! `../shared/data/ir/python-faq` beside the workspace when it exists; `P3AK_IR_COLLECTIONS`
-//! (directories, comma-separated) replaces that list. The real embedding model is needed
+//! (directories, comma-separated, relative to the workspace) replaces that list. The real embedding model is needed
 //! (`P3AK_TEST_MODEL_DIR`, else the per-user cache). Each collection is ingested into a real
 //! encrypted vault and embedded once; every query's ranking by each signal is fetched once, and
 //! every fusion below is computed from those rankings, so trying a configuration costs no
@@ -137,7 +137,8 @@ fn collections() -> Vec<PathBuf> {
         return list
             .split(',')
             .filter(|s| !s.trim().is_empty())
-            .map(|s| PathBuf::from(s.trim()))
+            // Relative to the workspace, not to cargo bench's working directory (this crate's).
+            .map(|s| workspace().join(s.trim()))
             .collect();
     }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(workspace().join("data/ir"))
