@@ -8,9 +8,9 @@
 //! - `query`: the 171 python-faq queries one at a time: p50 / p99;
 //! - dense MRR@10 and recall@10 of those queries over those documents (a quality check).
 //!
-//! The rows are: `before` (candle-transformers' BERT, one batch after the other: the code this
-//! replaced), `fused 1 worker` and `fused` (this crate's encoder, batches on every core: the
-//! default). `crates/embed/benches/reference.py` prints the same figures for ONNX Runtime; with
+//! The rows are: `before` (candle-transformers' BERT, one batch after the other), `fused 1
+//! worker` and `fused` (this crate's encoder on candle tensors, padded batches on every core),
+//! `direct` (the same encoder as plain loops, each text alone: the default). `crates/embed/benches/reference.py` prints the same figures for ONNX Runtime; with
 //! `P3AK_EMBED_REFERENCE_PYTHON` set to a Python that has its requirements (see
 //! `reference-requirements.txt`), this bench runs it right after its own rows, on the same
 //! documents, so both sets of figures come from one run under the same load.
@@ -223,6 +223,7 @@ fn main() {
             EmbedOptions {
                 encoder: Encoder::Candle,
                 workers: 1,
+                direct_tokens: 0,
             },
         ),
         (
@@ -230,9 +231,17 @@ fn main() {
             EmbedOptions {
                 encoder: Encoder::Fused,
                 workers: 1,
+                direct_tokens: 0,
             },
         ),
-        ("fused", EmbedOptions::default()),
+        (
+            "fused",
+            EmbedOptions {
+                direct_tokens: 0,
+                ..EmbedOptions::default()
+            },
+        ),
+        ("direct", EmbedOptions::default()),
     ];
     for (name, options) in configs {
         if only.as_deref().is_some_and(|o| o != name) {

@@ -13,6 +13,8 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
+use crate::direct;
+
 /// A dense layer with its weight stored as (in, out), ready for `x.matmul(&w)`.
 struct Dense {
     weight: Tensor,
@@ -38,6 +40,15 @@ impl Dense {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.matmul(&self.weight)?.broadcast_add(&self.bias)
     }
+
+    fn direct(&self) -> Result<Option<direct::Affine>> {
+        let (inputs, _) = self.weight.dims2()?;
+        Ok(direct::Affine::new(
+            &self.weight.flatten_all()?.to_vec1::<f32>()?,
+            self.bias.to_vec1()?,
+            inputs,
+        ))
+    }
 }
 
 struct LayerNorm {
@@ -59,6 +70,14 @@ impl LayerNorm {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+
+    fn direct(&self) -> Result<Option<direct::Norm>> {
+        Ok(direct::Norm::new(
+            self.weight.to_vec1()?,
+            self.bias.to_vec1()?,
+            self.eps,
+        ))
     }
 }
 
@@ -82,6 +101,16 @@ pub(crate) struct Bert {
     head_size: usize,
     hidden: usize,
     activation: HiddenAct,
+    /// The same weights for [`Bert::forward_direct`]; `None` when their shapes do not suit it.
+    direct: Option<Direct>,
+}
+
+/// What [`Bert::forward_direct`] needs besides the word embeddings.
+struct Direct {
+    /// (positions, hidden), the token type 0 embedding added.
+    position_embeddings: Vec<f32>,
+    embedding_norm: direct::Norm,
+    layers: direct::Layers,
 }
 
 impl Bert {
@@ -136,7 +165,7 @@ impl Bert {
                 output_norm: LayerNorm::load(&vb.pp("output.LayerNorm"), hidden, eps)?,
             });
         }
-        Ok(Bert {
+        let mut bert = Bert {
             word_embeddings,
             position_embeddings,
             embedding_norm,
@@ -145,7 +174,88 @@ impl Bert {
             head_size,
             hidden,
             activation: config.hidden_act,
-        })
+            direct: None,
+        };
+        bert.direct = bert.direct_weights()?;
+        Ok(bert)
+    }
+
+    /// Copies of the weights as [`direct`] wants them; `None` for an activation or shape it
+    /// does not implement.
+    fn direct_weights(&self) -> Result<Option<Direct>> {
+        if !matches!(self.activation, HiddenAct::Gelu) {
+            return Ok(None);
+        }
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (
+                Some(qkv),
+                Some(attention_out),
+                Some(attention_norm),
+                Some(intermediate),
+                Some(output),
+                Some(output_norm),
+            ) = (
+                layer.qkv.direct()?,
+                layer.attention_out.direct()?,
+                layer.attention_norm.direct()?,
+                layer.intermediate.direct()?,
+                layer.output.direct()?,
+                layer.output_norm.direct()?,
+            )
+            else {
+                return Ok(None);
+            };
+            layers.push(direct::Layer {
+                qkv,
+                attention_out,
+                attention_norm,
+                intermediate,
+                output,
+                output_norm,
+            });
+        }
+        let Some(embedding_norm) = self.embedding_norm.direct()? else {
+            return Ok(None);
+        };
+        Ok(Some(Direct {
+            position_embeddings: self.position_embeddings.flatten_all()?.to_vec1()?,
+            embedding_norm,
+            layers: direct::Layers {
+                layers,
+                heads: self.heads,
+                head_size: self.head_size,
+            },
+        }))
+    }
+
+    /// Whether [`Bert::forward_direct`] can run this model.
+    pub(crate) fn has_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// The last hidden states, (tokens, hidden) row-major, of one unpadded sequence, computed
+    /// by [`direct`] instead of tensors; `None` when the model does not suit it.
+    pub(crate) fn forward_direct(&self, ids: &[u32]) -> Result<Option<Vec<f32>>> {
+        let Some(direct) = &self.direct else {
+            return Ok(None);
+        };
+        let positions = direct
+            .position_embeddings
+            .get(..ids.len() * self.hidden)
+            .ok_or_else(|| candle_core::Error::Msg("sequence longer than the positions".into()))?;
+        let ids = Tensor::from_slice(ids, ids.len(), self.word_embeddings.device())?;
+        let mut x = self
+            .word_embeddings
+            .index_select(&ids, 0)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for (v, &p) in x.iter_mut().zip(positions) {
+            *v += p;
+        }
+        direct.embedding_norm.apply(&mut x);
+        direct.layers.forward(&mut x);
+        Ok(Some(x))
     }
 
     /// The last hidden states, (rows, width, hidden), of `ids` (rows, width) as u32. `mask`

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bert;
+mod direct;
 mod install;
 mod model;
 pub use install::{

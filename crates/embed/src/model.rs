@@ -7,6 +7,11 @@
 //!
 //! # Threads and speed
 //!
+//! By default every text runs through `src/direct.rs` (plain loops over packed weights, each
+//! text alone, texts and a product's tiles as tasks on the rayon pool); what follows about
+//! candle applies to the tensor path (`EmbedOptions::direct_tokens` below a text's length, or
+//! [`Encoder::Candle`]).
+//!
 //! Candle's CPU backend runs matrix products through the `gemm` crate on rayon (split into
 //! `RAYON_NUM_THREADS` tasks, read on every product; default: physical cores) and element-wise
 //! kernels on its own persistent, briefly spinning thread pool (`CANDLE_NUM_THREADS`, read once
@@ -43,6 +48,11 @@ pub const MAX_TOKENS: usize = 256;
 /// Throughput on 32 chunks of 256 tokens is flat from 4 to 32 here; 8 keeps the attention
 /// scores of a batch of full chunks at 25 MB.
 const BATCH_SIZE: usize = 8;
+
+/// The default [`EmbedOptions::direct_tokens`]: every input. On the reference machine
+/// (`cargo bench -p p3ak-embed --bench embed`) a text alone through the plain loops beats
+/// candle's tensors at every length, and texts side by side beat padded batches.
+const DIRECT_TOKENS: usize = MAX_TOKENS;
 
 const WEIGHTS_FILE: &str = "model.safetensors";
 const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -126,6 +136,10 @@ pub struct EmbedOptions {
     /// split across the pool). 0: the rayon pool's thread count (`RAYON_NUM_THREADS`, else the
     /// cores); 1: one batch after the other, as before.
     pub workers: usize,
+    /// A text of at most this many tokens embedded alone (a search query) skips the tensors:
+    /// the fused encoder's layers run as plain loops over the same weights (`src/direct.rs`;
+    /// same vectors within 1e-5). 0 turns that off.
+    pub direct_tokens: usize,
 }
 
 impl Default for EmbedOptions {
@@ -133,6 +147,7 @@ impl Default for EmbedOptions {
         EmbedOptions {
             encoder: Encoder::Fused,
             workers: 0,
+            direct_tokens: DIRECT_TOKENS,
         }
     }
 }
@@ -148,6 +163,7 @@ pub struct Embedder {
     tokenizer: Tokenizer,
     device: Device,
     workers: usize,
+    direct_tokens: usize,
 }
 
 impl fmt::Debug for Embedder {
@@ -222,6 +238,7 @@ impl Embedder {
                 0 => rayon::current_num_threads().max(1),
                 n => n,
             },
+            direct_tokens: options.direct_tokens,
         };
         if embedder.encode("")?.is_empty() {
             return Err(EmbedError::Tokenizer {
@@ -234,11 +251,12 @@ impl Embedder {
 
     /// One L2-normalised [`DIMENSIONS`]-long vector per text, in the order given.
     ///
-    /// Texts longer than [`MAX_TOKENS`] tokens are truncated. Texts are sorted by length and
-    /// run in batches of up to 8 (smaller when that gives every worker one), padded within the
-    /// batch and masked, the batches on [`EmbedOptions::workers`] rayon tasks at once; each
-    /// vector equals the one embedding that text alone gives, within 1e-5 (the golden test
-    /// checks).
+    /// Texts longer than [`MAX_TOKENS`] tokens are truncated. A text of up to
+    /// [`EmbedOptions::direct_tokens`] tokens runs alone through the direct path (plain loops,
+    /// no padding); the others are sorted by length and run in batches of up to 8 (smaller when
+    /// that gives every worker one), padded within the batch and masked. Both kinds run on
+    /// [`EmbedOptions::workers`] rayon tasks at once; each vector equals the one embedding that
+    /// text alone gives, within 1e-5 (the golden test checks).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut encoded = texts
             .iter()
@@ -247,8 +265,18 @@ impl Embedder {
             .collect::<Result<Vec<(usize, Vec<u32>)>, EmbedError>>()?;
         encoded.sort_by_key(|(_, ids)| ids.len());
 
-        let batch_size = encoded.len().div_ceil(self.workers).clamp(1, BATCH_SIZE);
-        let batches: Vec<&[(usize, Vec<u32>)]> = encoded.chunks(batch_size).collect();
+        // Sorted by length, the texts the direct path takes come first: each is its own batch.
+        let direct = match &self.model {
+            Model::Fused(bert) if bert.has_direct() => encoded
+                .iter()
+                .take_while(|(_, ids)| ids.len() <= self.direct_tokens)
+                .count(),
+            _ => 0,
+        };
+        let (alone, batched) = encoded.split_at(direct);
+        let batch_size = batched.len().div_ceil(self.workers).clamp(1, BATCH_SIZE);
+        let batches: Vec<&[(usize, Vec<u32>)]> =
+            alone.chunks(1).chain(batched.chunks(batch_size)).collect();
         let results: Vec<candle_core::Result<Vec<Vec<f32>>>> = if self.workers > 1 {
             batches
                 .par_iter()
@@ -312,6 +340,12 @@ impl Embedder {
             // Only a tokenizer without [CLS]/[SEP] gives an empty sequence; `load` refuses one.
             candle_core::bail!("empty token sequence");
         }
+        if let ([(_, ids)], Model::Fused(bert)) = (batch, &self.model)
+            && ids.len() <= self.direct_tokens
+            && let Some(hidden) = bert.forward_direct(ids)?
+        {
+            return Ok(vec![mean_normalized(&hidden, DIMENSIONS)]);
+        }
         let padded = batch.iter().any(|(_, ids)| ids.len() != width);
         let mut ids = Vec::with_capacity(rows * width);
         let mut mask = Vec::with_capacity(rows * width);
@@ -352,6 +386,28 @@ impl Embedder {
             .clamp(1e-12f32, f32::MAX)?;
         mean.broadcast_div(&norms)?.to_vec2::<f32>()
     }
+}
+
+/// The mean of `hidden`'s rows of `size` values, L2-normalised (as [`Embedder::embed`] pools
+/// an unpadded sequence).
+fn mean_normalized(hidden: &[f32], size: usize) -> Vec<f32> {
+    let mut mean = vec![0.0f32; size];
+    let rows = hidden.chunks_exact(size);
+    #[expect(clippy::cast_precision_loss, reason = "at most MAX_TOKENS rows")]
+    let count = rows.len().max(1) as f32;
+    for row in rows {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += v;
+        }
+    }
+    for m in &mut mean {
+        *m /= count;
+    }
+    let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    for m in &mut mean {
+        *m /= norm;
+    }
+    mean
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, EmbedError> {

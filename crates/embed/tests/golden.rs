@@ -104,8 +104,31 @@ fn golden_with_candle_encoder() {
     let options = EmbedOptions {
         encoder: Encoder::Candle,
         workers: 1,
+        ..EmbedOptions::default()
     };
     golden(&Embedder::load_with(&p3ak_testkit::need::model(), options).unwrap());
+}
+
+/// The direct path (plain loops instead of tensors, what a query takes) on every reference
+/// text, each embedded alone.
+#[test]
+#[ignore = "needs the embedding model (P3AK_TEST_MODEL_DIR, or its wheel in ~/.cache/p3ak-models)"]
+fn golden_direct_one_by_one() {
+    let options = EmbedOptions {
+        direct_tokens: MAX_TOKENS,
+        ..EmbedOptions::default()
+    };
+    let embedder = Embedder::load_with(&p3ak_testkit::need::model(), options).unwrap();
+    for item in refs().items {
+        let vector = embedder.embed_one(&item.text).unwrap();
+        assert_unit(&vector);
+        let diff = max_abs_diff(&vector, &item.embedding);
+        assert!(
+            diff < 1e-4,
+            "{}: max component difference {diff}",
+            item.text
+        );
+    }
 }
 
 /// Both encoders, any worker count, batched or not: the same vectors.
@@ -124,18 +147,27 @@ fn encoders_and_workers_agree() {
         EmbedOptions {
             encoder: Encoder::Candle,
             workers: 1,
+            direct_tokens: 0,
         },
     )
     .unwrap()
     .embed(&texts)
     .unwrap();
     // The default, more workers than cores (uneven batches), and the old encoder on workers.
-    for (encoder, workers) in [
-        (Encoder::Fused, 0),
-        (Encoder::Fused, 3),
-        (Encoder::Candle, 2),
+    // The fused encoder's tensors (no direct path) batched on workers too.
+    for (encoder, workers, direct_tokens) in [
+        (Encoder::Fused, 0, MAX_TOKENS),
+        (Encoder::Fused, 3, MAX_TOKENS),
+        (Encoder::Fused, 2, 0),
+        (Encoder::Fused, 2, 40),
+        (Encoder::Candle, 2, 0),
     ] {
-        let embedder = Embedder::load_with(&dir, EmbedOptions { encoder, workers }).unwrap();
+        let options = EmbedOptions {
+            encoder,
+            workers,
+            direct_tokens,
+        };
+        let embedder = Embedder::load_with(&dir, options).unwrap();
         let got = embedder.embed(&texts).unwrap();
         assert_eq!(got.len(), want.len());
         for (text, (g, w)) in texts.iter().zip(got.iter().zip(&want)) {
@@ -143,7 +175,24 @@ fn encoders_and_workers_agree() {
             let diff = max_abs_diff(g, w);
             assert!(
                 diff < 1e-5,
-                "{encoder:?} × {workers}: {text:?} differs by {diff}"
+                "{encoder:?} × {workers}, direct up to {direct_tokens}: {text:?} differs by {diff}"
+            );
+        }
+    }
+    // Each text alone through the direct path (up to the longest input) and through tensors.
+    for direct_tokens in [MAX_TOKENS, 0] {
+        let options = EmbedOptions {
+            direct_tokens,
+            ..EmbedOptions::default()
+        };
+        let embedder = Embedder::load_with(&dir, options).unwrap();
+        for (text, w) in texts.iter().zip(&want) {
+            let g = embedder.embed_one(text).unwrap();
+            assert_unit(&g);
+            let diff = max_abs_diff(&g, w);
+            assert!(
+                diff < 1e-5,
+                "alone, direct up to {direct_tokens} tokens: {text:?} differs by {diff}"
             );
         }
     }
