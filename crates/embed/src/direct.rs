@@ -204,16 +204,30 @@ impl Norm {
     }
 
     pub(crate) fn apply(&self, x: &mut [f32]) {
+        pulp::Arch::new().dispatch(NormRows { norm: self, x });
+    }
+}
+
+/// [`Norm::apply`] compiled for the instruction set, the sums in eight lanes.
+struct NormRows<'a> {
+    norm: &'a Norm,
+    x: &'a mut [f32],
+}
+
+impl WithSimd for NormRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
+        let Self { norm, x } = self;
         #[expect(clippy::cast_precision_loss, reason = "a hidden size of 384")]
-        let size = self.weight.len() as f32;
-        for row in x.chunks_exact_mut(self.weight.len()) {
-            let (sum, squares) = row
-                .iter()
-                .fold((0.0f32, 0.0f32), |(s, q), &v| (s + v, q + v * v));
+        let size = norm.weight.len() as f32;
+        for row in x.chunks_exact_mut(norm.weight.len()) {
+            let (sum, squares) = (lanes_sum(row), dot(row, row));
             let mean = sum / size;
             let variance = squares / size - mean * mean;
-            let inv_std = (variance + self.eps).sqrt().recip();
-            for ((v, &w), &b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+            let inv_std = (variance + norm.eps).sqrt().recip();
+            for ((v, &w), &b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
                 *v = (*v - mean) * inv_std * w + b;
             }
         }
@@ -340,19 +354,109 @@ fn attention_head(
         return vec![0.0; tokens * size];
     };
     let mut scores = score_product.forward(&queries);
+    pulp::Arch::new().dispatch(SoftmaxRows {
+        scores: &mut scores,
+        stride: padded,
+        len: tokens,
+    });
     let mut probabilities = Vec::with_capacity(tokens * tokens);
-    for row in scores.chunks_exact_mut(padded) {
-        let row = row.get_mut(..tokens).unwrap_or_default();
-        // candle-nn's softmax: shift by the maximum, exponentiate, divide by the sum.
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut total = 0.0;
-        for score in row.iter_mut() {
-            *score = (*score - max).exp();
-            total += *score;
-        }
-        probabilities.extend(row.iter().map(|&p| p / total));
+    for row in scores.chunks_exact(padded) {
+        probabilities.extend_from_slice(row.get(..tokens).unwrap_or_default());
     }
     value_product.forward(&probabilities)
+}
+
+/// [`softmax`] over the first `len` values of every `stride` values, compiled for the
+/// instruction set.
+struct SoftmaxRows<'a> {
+    scores: &'a mut [f32],
+    stride: usize,
+    len: usize,
+}
+
+impl WithSimd for SoftmaxRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
+        for row in self.scores.chunks_exact_mut(self.stride) {
+            softmax(row.get_mut(..self.len).unwrap_or_default());
+        }
+    }
+}
+
+/// candle-nn's softmax (shift by the maximum, exponentiate, divide by the sum) in place, in
+/// loops that vectorise: the exponential is [`exp`], the maximum and the sum in eight lanes.
+#[inline(always)]
+fn softmax(row: &mut [f32]) {
+    let max = lanes_max(row);
+    for value in row.iter_mut() {
+        *value = exp(*value - max);
+    }
+    let scale = lanes_sum(row).recip();
+    for value in row.iter_mut() {
+        *value *= scale;
+    }
+}
+
+/// The largest value (−∞ for none), in eight independent lanes.
+#[inline(always)]
+fn lanes_max(values: &[f32]) -> f32 {
+    let (blocks, rest) = values.as_chunks::<8>();
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    for block in blocks {
+        for (lane, &value) in lanes.iter_mut().zip(block) {
+            *lane = if value > *lane { value } else { *lane };
+        }
+    }
+    lanes.iter().chain(rest).fold(
+        f32::NEG_INFINITY,
+        |max, &value| if value > max { value } else { max },
+    )
+}
+
+/// The sum, in eight independent lanes.
+#[inline(always)]
+fn lanes_sum(values: &[f32]) -> f32 {
+    let (blocks, rest) = values.as_chunks::<8>();
+    let mut lanes = [0.0f32; 8];
+    for block in blocks {
+        for (lane, &value) in lanes.iter_mut().zip(block) {
+            *lane += value;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
+/// e^x for f32 in arithmetic that vectorises (Cephes' `expf`): x = n·ln 2 + r with |r| ≤ ½ ln 2,
+/// e^r from a degree-6 polynomial, 2^n written into the exponent bits. Within a few units in the
+/// last place of libm's (checked in the tests); below −87.3 it gives e^−87.3 (about 1e−38)
+/// instead of a subnormal or 0, above 88.3 e^88.3.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    /// 1.5 · 2²³: adding it rounds to an integer, which then sits in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const ROUND_BITS: u32 = 0x4B40_0000;
+    let x = x.clamp(-87.3, 88.3);
+    let shifted = x.mul_add(std::f32::consts::LOG2_E, ROUND);
+    let n = shifted - ROUND;
+    // ln 2 in two parts, so r keeps its precision.
+    let r = n.mul_add(-0.693_359_4, x);
+    let r = n.mul_add(2.121_944_4e-4, r);
+    let mut p = 1.987_569_1e-4_f32;
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
+        p = p.mul_add(r, c);
+    }
+    let e_r = (p * r).mul_add(r, r) + 1.0;
+    // n + 127 (1 to 254 after the clamp) as the exponent of 2^n.
+    let two_to_n = f32::from_bits(shifted.to_bits().wrapping_sub(ROUND_BITS - 127) << 23);
+    e_r * two_to_n
 }
 
 /// One attention head of a short sequence (under [`TILED_ATTENTION_TOKENS`]): its context
@@ -398,15 +502,8 @@ impl WithSimd for ShortHead<'_> {
             for (score, key) in scores.iter_mut().zip(keys.chunks_exact(size)) {
                 *score = dot(query, key);
             }
-            // candle-nn's softmax: shift by the maximum, exponentiate, divide by the sum.
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0.0;
-            for score in &mut scores {
-                *score = (*score - max).exp();
-                total += *score;
-            }
+            softmax(&mut scores);
             for (&weight, value) in scores.iter().zip(values.chunks_exact(size)) {
-                let weight = weight / total;
                 for (o, &v) in out.iter_mut().zip(value) {
                     *o = weight.mul_add(v, *o);
                 }
@@ -493,6 +590,40 @@ mod tests {
         assert!(worst < 1e-6, "worst difference {worst}");
         for x in [10.0, 1e30, f32::INFINITY] {
             assert!((erf(x) - 1.0).abs() < 1e-6 && (erf(-x) + 1.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn exp_matches_libm_to_a_few_ulp() {
+        let mut worst = 0.0f32;
+        for i in -870_000..=880_000 {
+            #[expect(clippy::cast_precision_loss, reason = "a test grid")]
+            let x = i as f32 * 1e-4;
+            let want = x.exp();
+            let relative = ((exp(x) - want) / want).abs();
+            worst = worst.max(relative);
+        }
+        assert!(worst < 3e-7, "worst relative difference {worst}");
+        assert!(exp(-1000.0) < 2e-38 && exp(-1000.0) >= 0.0);
+        assert!(exp(f32::NEG_INFINITY) < 2e-38);
+        assert!(exp(0.0) == 1.0);
+    }
+
+    #[test]
+    fn softmax_matches_the_plain_one() {
+        for len in [1, 7, 8, 9, 31, 250] {
+            #[expect(clippy::cast_precision_loss, reason = "test values")]
+            let scores: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919) % 97) as f32 / 9.0 - 5.0)
+                .collect();
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let total: f32 = scores.iter().map(|&s| (s - max).exp()).sum();
+            let mut got = scores.clone();
+            softmax(&mut got);
+            for (&s, &g) in scores.iter().zip(&got) {
+                let want = (s - max).exp() / total;
+                assert!((g - want).abs() < 1e-6, "len {len}: {g} vs {want}");
+            }
         }
     }
 
