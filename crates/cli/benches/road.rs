@@ -135,8 +135,12 @@ fn road(c: &mut Criterion) {
     runtime.block_on(kernel.serve()).unwrap();
 }
 
-/// CPU time this thread has run, from `/proc/thread-self/schedstat` (nanoseconds).
+/// CPU time this thread has run, from `/proc/thread-self/schedstat` (nanoseconds). The kernel
+/// brings that figure up to date when the thread is switched out or yields, not when it is
+/// read: without the yield, the time since the thread last woke is missing (a call's tail was
+/// counted in the next call, and work that never blocks showed as 0 or a whole 4 ms tick).
 fn thread_cpu() -> Duration {
+    std::thread::yield_now();
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
     let ns = stat.split_whitespace().next().unwrap().parse().unwrap();
     Duration::from_nanos(ns)
