@@ -1,6 +1,7 @@
 //! Search: BM25, semantic and structure signals over the chunks, fused.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use p3ak_vault::DocId;
 use serde::Serialize;
@@ -122,6 +123,37 @@ pub struct SearchResults {
     pub notes: Vec<String>,
 }
 
+/// Large searches running now in this process (they share rayon's pool).
+static LARGE_SEARCHES_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// One large search counted in [`LARGE_SEARCHES_RUNNING`] while it lives.
+struct Running {
+    before: usize,
+}
+
+impl Running {
+    fn enter() -> Running {
+        Running {
+            before: LARGE_SEARCHES_RUNNING.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// No other large search was running when this one started.
+    fn alone(&self) -> bool {
+        self.before == 0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        LARGE_SEARCHES_RUNNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// From this many vectors a hybrid search scans them while it runs the text searches (the
+/// scan's own split over the cores starts there too); below, both are too quick to overlap.
+const PARALLEL_SIGNALS_MIN_ROWS: usize = 16_384;
+
 impl Memory<'_> {
     /// Searches. `query_vector` is the query's embedding when a model is available: without
     /// it a hybrid search falls back to the other signals and says so.
@@ -242,43 +274,72 @@ impl Memory<'_> {
         }
 
         let filter = self.tag_filter(&request.tags);
-        let mut lists: Vec<Ranked<(u128, u32)>> = Vec::new();
-        let bm25_query = self.text_query(&terms, &[self.fields.body], &request.tags);
-        if request.mode != Mode::Semantic && !terms.is_empty() {
-            lists.push(Ranked {
-                signal: Signal::Bm25,
-                weight: fusion::weight(Signal::Bm25),
-                hits: self.run_text(searcher, &*bm25_query, candidates)?,
-            });
-        }
-        if request.mode == Mode::Hybrid && !terms.is_empty() {
-            let query = self.text_query(
-                &terms,
-                &[self.fields.title, self.fields.heading],
-                &request.tags,
-            );
-            lists.push(Ranked {
-                signal: Signal::Structure,
-                weight: fusion::weight(Signal::Structure),
-                hits: self.run_text(searcher, &*query, candidates)?,
-            });
-        }
-        if let Some(vector) = semantic_vector {
-            // Deleted documents' rows are skipped by the table itself.
-            let keep: Option<&(dyn Fn(u128) -> bool + Sync)> =
-                (!request.tags.is_empty()).then_some(&filter);
-            let hits = self
-                .vectors
-                .nearest(vector, candidates, keep)
-                .into_iter()
-                .filter_map(|(row, score)| Some((*self.vectors.keys.get(row)?, score)))
-                .collect();
-            lists.push(Ranked {
-                signal: Signal::Semantic,
-                weight: fusion::weight(Signal::Semantic),
-                hits,
-            });
-        }
+        let text_lists = || -> Result<Vec<Ranked<(u128, u32)>>> {
+            let mut lists = Vec::new();
+            if request.mode != Mode::Semantic && !terms.is_empty() {
+                let query = self.text_query(&terms, &[self.fields.body], &request.tags);
+                lists.push(Ranked {
+                    signal: Signal::Bm25,
+                    weight: fusion::weight(Signal::Bm25),
+                    hits: self.run_text(searcher, &*query, candidates)?,
+                });
+            }
+            if request.mode == Mode::Hybrid && !terms.is_empty() {
+                let query = self.text_query(
+                    &terms,
+                    &[self.fields.title, self.fields.heading],
+                    &request.tags,
+                );
+                lists.push(Ranked {
+                    signal: Signal::Structure,
+                    weight: fusion::weight(Signal::Structure),
+                    hits: self.run_text(searcher, &*query, candidates)?,
+                });
+            }
+            Ok(lists)
+        };
+        let semantic_list = || {
+            semantic_vector.map(|vector| {
+                // Deleted documents' rows are skipped by the table itself.
+                let keep: Option<&(dyn Fn(u128) -> bool + Sync)> =
+                    (!request.tags.is_empty()).then_some(&filter);
+                let hits = self
+                    .vectors
+                    .nearest(vector, candidates, keep)
+                    .into_iter()
+                    .filter_map(|(row, score)| Some((*self.vectors.keys.get(row)?, score)))
+                    .collect();
+                Ranked {
+                    signal: Signal::Semantic,
+                    weight: fusion::weight(Signal::Semantic),
+                    hits,
+                }
+            })
+        };
+        // A large table's scan and the text searches run at once: a hybrid query waits for the
+        // longer of the two instead of their sum. Alone, the whole search runs on rayon's pool
+        // (`join`: the scan's parts are then split among the pool's own threads, no wake-ups).
+        // With other searches running, this thread keeps the text searches and only the scan
+        // goes to the pool: a pool thread waiting inside `join` steals other searches' work, and
+        // with every search doing that, 50 concurrent clients saw a p99 of 3 s (measured).
+        let (text, semantic) =
+            if semantic_vector.is_some() && self.vectors.len() >= PARALLEL_SIGNALS_MIN_ROWS {
+                let running = Running::enter();
+                if running.alone() {
+                    rayon::join(text_lists, semantic_list)
+                } else {
+                    let mut semantic = None;
+                    let text = rayon::in_place_scope(|scope| {
+                        scope.spawn(|_| semantic = semantic_list());
+                        text_lists()
+                    });
+                    (text, semantic)
+                }
+            } else {
+                (text_lists(), semantic_list())
+            };
+        let mut lists = text?;
+        lists.extend(semantic);
         Ok((lists, terms, notes))
     }
 

@@ -627,3 +627,93 @@ fn an_embedding_run_embeds_every_pending_chunk_in_batches() {
         "{actors:?}"
     );
 }
+
+/// From 16,384 embedded chunks a hybrid search scans the vectors while it runs the text
+/// searches, on rayon's pool when it runs alone, beside its thread when others run: either
+/// way it ranks exactly as a search run on its own.
+#[test]
+fn a_large_hybrid_search_ranks_the_same_alone_and_beside_other_searches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, vault) = create(dir.path());
+    let mut memory = Memory::open(&vault).unwrap();
+    // 1,700 documents of ten sections (a chunk each), words from a small vocabulary; the
+    // query's words only in document 7's fourth section.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut word = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        format!("word{}", seed % 400)
+    };
+    let mut target = String::new();
+    let items: Vec<IngestItem> = (0..1_700)
+        .map(|doc| {
+            let mut text = format!("# Document {doc}\n\n");
+            for section in 0..10 {
+                text.push_str(&format!("## Section {section}\n\n"));
+                let words: Vec<String> = (0..30).map(|_| word()).collect();
+                text.push_str(&words.join(" "));
+                if doc == 7 && section == 3 {
+                    text.push_str(" zephyr quasar");
+                    target = format!("Section 3 {} zephyr quasar", words.join(" "));
+                }
+                text.push_str("\n\n");
+            }
+            IngestItem::Bytes {
+                name: format!("doc-{doc:04}.md"),
+                title: None,
+                bytes: text.into_bytes(),
+            }
+        })
+        .collect();
+    memory
+        .ingest(items, &IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    drop(memory);
+    loop {
+        let memory = Memory::open(&vault).unwrap();
+        let pending = memory.pending_embeddings(20_000).unwrap();
+        if pending.is_empty() {
+            break;
+        }
+        let mut batch = EmbeddingBatch::default();
+        for doc in &pending {
+            let texts: Vec<&str> = doc.texts.iter().map(String::as_str).collect();
+            batch.push(
+                doc.id,
+                BagOfWords.model(),
+                &BagOfWords.embed(&texts).unwrap(),
+            );
+        }
+        store_embeddings(&vault, &batch).unwrap();
+    }
+    let memory = Memory::open(&vault).unwrap();
+    assert!(memory.status().embedded_chunks >= 16_384);
+
+    // The query's vector is that chunk's, so both signals put it first.
+    let query = BagOfWords.embed(&[&target]).unwrap().remove(0);
+    let ranking = |memory: &Memory<'_>| -> Vec<(String, u32, f32)> {
+        let mut request = SearchRequest::new("zephyr quasar");
+        request.mode = Mode::Hybrid;
+        let results = memory.search(&request, Some(&query)).unwrap();
+        assert_eq!(results.signals.len(), 3, "{:?}", results.signals);
+        results
+            .hits
+            .iter()
+            .map(|h| (h.source.clone().unwrap_or_default(), h.chunk, h.score))
+            .collect()
+    };
+    let alone = ranking(&memory);
+    assert_eq!(alone.len(), 10);
+    assert_eq!(alone[0].0, "doc-0007.md", "{alone:?}");
+    std::thread::scope(|scope| {
+        let searches: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| (0..8).map(|_| ranking(&memory)).collect::<Vec<_>>()))
+            .collect();
+        for search in searches {
+            for beside in search.join().unwrap() {
+                assert_eq!(beside, alone);
+            }
+        }
+    });
+}
