@@ -330,15 +330,7 @@ fn attention_head(
     offset: usize,
     size: usize,
 ) -> Vec<f32> {
-    let gather = |which: usize| -> Vec<f32> {
-        let mut out = Vec::with_capacity(tokens * size);
-        for token in qkv.chunks_exact(3 * hidden) {
-            let start = which * hidden + offset;
-            out.extend_from_slice(token.get(start..start + size).unwrap_or_default());
-        }
-        out
-    };
-    let (queries, keys, values) = (gather(0), gather(1), gather(2));
+    let [queries, keys, values] = head_parts(qkv, hidden, offset, size);
     let padded = tokens.next_multiple_of(TILE_COLS);
     // Keys transposed, (size, padded): the "weight" of the score product.
     let mut keys_by_dim = vec![0.0f32; size * padded];
@@ -462,6 +454,20 @@ pub(crate) fn exp(x: f32) -> f32 {
     e_r * two_to_n
 }
 
+/// One head's queries, keys and values, each contiguous (tokens, size), out of `qkv`'s
+/// (tokens, 3 × hidden) rows.
+#[inline(always)]
+fn head_parts(qkv: &[f32], hidden: usize, offset: usize, size: usize) -> [Vec<f32>; 3] {
+    std::array::from_fn(|which| {
+        let start = which * hidden + offset;
+        let mut part = Vec::with_capacity(qkv.len() / 3 / hidden.max(1) * size);
+        for token in qkv.chunks_exact(3 * hidden) {
+            part.extend_from_slice(token.get(start..start + size).unwrap_or_default());
+        }
+        part
+    })
+}
+
 /// One attention head of a short sequence (under [`TILED_ATTENTION_TOKENS`]): its context
 /// vectors, (tokens, size), by dot products — for a few tokens, cheaper than setting up the
 /// tiled products.
@@ -487,15 +493,7 @@ impl WithSimd for ShortHead<'_> {
             size,
         } = self;
         // The head's queries, keys and values, each contiguous (tokens, size).
-        let gather = |which: usize| -> Vec<f32> {
-            let mut out = Vec::with_capacity(tokens * size);
-            for token in qkv.chunks_exact(3 * hidden) {
-                let start = which * hidden + offset;
-                out.extend_from_slice(token.get(start..start + size).unwrap_or_default());
-            }
-            out
-        };
-        let (queries, keys, values) = (gather(0), gather(1), gather(2));
+        let [queries, keys, values] = head_parts(qkv, hidden, offset, size);
         let mut context = vec![0.0f32; tokens * size];
         let mut scores = vec![0.0f32; tokens];
         for (query, out) in queries
