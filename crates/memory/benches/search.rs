@@ -8,6 +8,14 @@
 //! the query's embedding, which is measured on its own with the real model when it is
 //! installed (`P3AK_TEST_MODEL_DIR`, else the per-user cache; skipped otherwise).
 //!
+//! Uniform random vectors are the worst case for an approximate index (no structure to find).
+//! `P3AK_BENCH_VECTORS=FILE` takes real MiniLM embeddings instead, from the retrieval bench's
+//! cache (`…/p3ak-ir-cache/all-MiniLM-L6-v2.vectors`, about 12,600 texts of four collections):
+//! the first 1,000 are the queries, and each chunk's vector is two others mixed (7:3) plus a
+//! little noise, so a corpus of any size keeps real embeddings' structure. From 50K chunks
+//! semantic search goes through the approximate index: the bench builds it, reports its
+//! recall@10 against the exact scan, and times semantic and hybrid both ways.
+//!
 //! Prints one `bench search/…` line per figure (machine-readable) and a table at the end.
 //! `P3AK_BENCH_SIZES=1000,10000` runs only some corpus sizes.
 #![allow(
@@ -47,11 +55,103 @@ const MODEL: &str = "bench-random-384";
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness and text
 
-/// A random unit vector.
-fn unit_vector(rng: &mut Rng) -> Vec<f32> {
-    let v: Vec<f32> = (0..DIMS).map(|_| rng.unit() as f32 * 2.0 - 1.0).collect();
+fn normalised(v: Vec<f32>) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
     v.into_iter().map(|x| x / norm).collect()
+}
+
+/// A random unit vector.
+fn unit_vector(rng: &mut Rng) -> Vec<f32> {
+    normalised((0..DIMS).map(|_| rng.unit() as f32 * 2.0 - 1.0).collect())
+}
+
+/// Where chunk and query vectors come from.
+enum Vectors {
+    Random,
+    /// Real embeddings: queries, and a pool to derive chunk vectors from.
+    Real {
+        queries: Vec<Vec<f32>>,
+        pool: Vec<Vec<f32>>,
+    },
+}
+
+/// Noise added to each dimension of a derived chunk vector (its norm is then about 0.4
+/// before normalising: neighbours stay neighbours, no two chunks are alike).
+const DERIVED_NOISE: f32 = 0.02;
+
+impl Vectors {
+    fn from_env() -> Self {
+        let Some(path) = std::env::var_os("P3AK_BENCH_VECTORS") else {
+            return Self::Random;
+        };
+        let bytes = std::fs::read(&path).expect("P3AK_BENCH_VECTORS: a readable vectors file");
+        let mut all = Vec::new();
+        let mut at = 0;
+        // The retrieval bench's cache: per entry a hash (u64), dimensions (u32), floats.
+        while at + 12 <= bytes.len() {
+            let dims = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+            let end = at + 12 + dims * 4;
+            if end > bytes.len() {
+                break;
+            }
+            if dims == DIMS {
+                all.push(
+                    bytes[at + 12..end]
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                );
+            }
+            at = end;
+        }
+        assert!(
+            all.len() > 2 * QUERIES,
+            "too few {DIMS}-d vectors in {path:?}"
+        );
+        let pool = all.split_off(QUERIES);
+        println!(
+            "vectors: {} real embeddings, {QUERIES} of them queries",
+            pool.len() + QUERIES
+        );
+        Self::Real { queries: all, pool }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Random => "uniform random",
+            Self::Real { .. } => "derived from real MiniLM embeddings",
+        }
+    }
+
+    fn chunk(&self, rng: &mut Rng) -> Vec<f32> {
+        match self {
+            Self::Random => unit_vector(rng),
+            Self::Real { pool, .. } => {
+                let a = &pool[rng.below(pool.len())];
+                let b = &pool[rng.below(pool.len())];
+                normalised(
+                    a.iter()
+                        .zip(b)
+                        .map(|(x, y)| 0.7 * x + 0.3 * y + DERIVED_NOISE * gaussian(rng))
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    fn query(&self, rng: &mut Rng, i: usize) -> Vec<f32> {
+        match self {
+            Self::Random => unit_vector(rng),
+            Self::Real { queries, .. } => queries[i % queries.len()].clone(),
+        }
+    }
+}
+
+/// A standard normal sample (Box–Muller).
+fn gaussian(rng: &mut Rng) -> f32 {
+    let u = rng.unit().max(1e-12);
+    let v = rng.unit();
+    ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
 }
 
 /// What the corpus is made of, on top of [`Words`].
@@ -174,10 +274,10 @@ impl Table {
 struct Queries(Vec<(String, Vec<f32>)>);
 
 impl Queries {
-    fn new(words: &Words, rng: &mut Rng, n: usize) -> Self {
+    fn new(words: &Words, vectors: &Vectors, rng: &mut Rng, n: usize) -> Self {
         Self(
             (0..n)
-                .map(|_| (words.phrase(rng, 2, 5), unit_vector(rng)))
+                .map(|i| (words.phrase(rng, 2, 5), vectors.query(rng, i)))
                 .collect(),
         )
     }
@@ -197,7 +297,13 @@ const _: () = {
 };
 
 /// Builds a vault of `chunks` chunks with a random vector each; returns its path.
-fn build(dir: &Path, chunks: usize, words: &Words, rng: &mut Rng, table: &mut Table) -> PathBuf {
+fn build(
+    dir: &Path,
+    chunks: usize,
+    (words, source): (&Words, &Vectors),
+    rng: &mut Rng,
+    table: &mut Table,
+) -> PathBuf {
     let name = label(chunks);
     let path = dir.join(format!("corpus-{name}.vault"));
     let docs = chunks.div_ceil(CHUNKS_PER_DOC);
@@ -238,12 +344,29 @@ fn build(dir: &Path, chunks: usize, words: &Words, rng: &mut Rng, table: &mut Ta
     for files in report.files.chunks(1000) {
         let mut batch = EmbeddingBatch::default();
         for f in files {
-            let vectors: Vec<Vec<f32>> = (0..f.chunks).map(|_| unit_vector(rng)).collect();
+            let vectors: Vec<Vec<f32>> = (0..f.chunks).map(|_| source.chunk(rng)).collect();
             batch.push(f.id.unwrap(), MODEL, &vectors);
         }
         stored += p3ak_memory::store_embeddings(&vault, &batch).unwrap();
     }
     let vectors = start.elapsed();
+    if stored >= p3ak_memory::APPROXIMATE_MIN_ROWS {
+        let start = Instant::now();
+        p3ak_memory::update_approximate_index(&vault).unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        let mb = Memory::open(&vault).unwrap().status().approximate_bytes as f64 / 1e6;
+        println!(
+            "bench search/build/{name} approximate_s={secs:.2} approximate_rows_per_s={:.0} approximate_mb={mb:.1}",
+            stored as f64 / secs
+        );
+        table.row(
+            format!("build {name}: approximate index"),
+            format!(
+                "{stored} rows in {secs:.2} s = {:.0} rows/s (built, encrypted, committed); {mb:.1} MB",
+                stored as f64 / secs
+            ),
+        );
+    }
     drop(vault);
     let vault_mb = std::fs::metadata(&path).map_or(0, |m| m.len()) as f64 / 1e6;
 
@@ -311,12 +434,14 @@ fn open_time(path: &Path, key: &VaultKey, name: &str, table: &mut Table) {
 }
 
 /// p50 / p99 of one query at a time over the pool.
-fn latency(memory: &Memory<'_>, queries: &Queries, name: &str, table: &mut Table) {
-    for (mode, mode_name) in [
-        (Mode::Bm25, "bm25"),
-        (Mode::Semantic, "semantic"),
-        (Mode::Hybrid, "hybrid"),
-    ] {
+fn latency(
+    memory: &Memory<'_>,
+    queries: &Queries,
+    modes: &[(Mode, &str)],
+    name: &str,
+    table: &mut Table,
+) {
+    for &(mode, mode_name) in modes {
         for (q, v) in queries.0.iter().take(WARMUP) {
             run_query(memory, mode, q, v);
         }
@@ -349,6 +474,32 @@ fn latency(memory: &Memory<'_>, queries: &Queries, name: &str, table: &mut Table
             ),
         );
     }
+}
+
+/// Recall@10 of the approximate index against the exact scan, and the exact scan's latency.
+fn approximate(memory: &mut Memory<'_>, queries: &Queries, name: &str, table: &mut Table) {
+    let vectors: Vec<Vec<f32>> = queries.0.iter().map(|(_, v)| v.clone()).collect();
+    let start = Instant::now();
+    let recall = memory.approximate_recall(&vectors, 10).unwrap();
+    println!(
+        "bench search/approximate/{name} recall_at_10={recall:.4} queries={} secs={:.1}",
+        vectors.len(),
+        start.elapsed().as_secs_f64()
+    );
+    table.row(
+        format!("approximate recall@10 {name}"),
+        format!(
+            "{recall:.4} against the exact scan ({} queries)",
+            vectors.len()
+        ),
+    );
+    memory.scan_exactly(true);
+    let exact = [
+        (Mode::Semantic, "semantic-exact"),
+        (Mode::Hybrid, "hybrid-exact"),
+    ];
+    latency(memory, queries, &exact, name, table);
+    memory.scan_exactly(false);
 }
 
 /// Hybrid queries from `threads` threads sharing one `Memory`, for `CONCURRENCY_SECS`.
@@ -517,17 +668,19 @@ fn main() {
     let mut table = Table::default();
     let mut rng = Rng(0x5eed);
     let words = Words::new(&mut rng, VOCABULARY);
-    let queries = Queries::new(&words, &mut rng, QUERIES);
+    let source = Vectors::from_env();
+    let queries = Queries::new(&words, &source, &mut rng, QUERIES);
+    table.row("vectors", source.name());
     let dir = tempfile::tempdir().unwrap();
     let largest = sizes.iter().copied().max().unwrap_or(0);
 
     for &chunks in &sizes {
         let name = label(chunks);
-        let path = build(dir.path(), chunks, &words, &mut rng, &mut table);
+        let path = build(dir.path(), chunks, (&words, &source), &mut rng, &mut table);
         let key = VaultKey::derive(&path, &pass()).unwrap();
         open_time(&path, &key, &name, &mut table);
         let vault = Vault::open(&path, Unlock::Key(&key), Access::Read).unwrap();
-        let memory = Memory::open(&vault).unwrap();
+        let mut memory = Memory::open(&vault).unwrap();
         let status = memory.status();
         assert_eq!(
             status.embedded_chunks, status.chunks,
@@ -543,7 +696,30 @@ fn main() {
             format!("live objects {name}"),
             format!("index {index_mb:.1} MB, vectors {vector_mb:.1} MB"),
         );
-        latency(&memory, &queries, &name, &mut table);
+        let all = [
+            (Mode::Bm25, "bm25"),
+            (Mode::Semantic, "semantic"),
+            (Mode::Hybrid, "hybrid"),
+        ];
+        latency(&memory, &queries, &all, &name, &mut table);
+        if let Some(measured) = memory.approximate_index_recall() {
+            let used = memory.uses_approximate_index();
+            println!("bench search/approximate/{name} measured_at_build={measured:.4} used={used}");
+            table.row(
+                format!("approximate index {name}"),
+                format!(
+                    "recall@10 measured when written {measured:.4}: {}",
+                    if used {
+                        "used"
+                    } else {
+                        "not used (below 0.95), exact scan"
+                    }
+                ),
+            );
+        }
+        if memory.uses_approximate_index() {
+            approximate(&mut memory, &queries, &name, &mut table);
+        }
         if chunks == largest {
             concurrency(&memory, &queries, &name, &mut table);
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use p3ak_vault::{Access, Unlock, Vault};
 
-use crate::{EmbedderLock, EmbeddingBatch, Memory, MemoryError, Result, TextEmbedder};
+use crate::{EmbedderLock, EmbeddingBatch, IndexPlan, Memory, MemoryError, Result, TextEmbedder};
 
 /// How an embedding run reaches its vault.
 #[derive(Clone, Copy)]
@@ -30,7 +30,9 @@ impl EmbedTarget<'_> {
 /// Embeds every pending chunk of the vault, committing every `batch_chunks` chunks; the vault
 /// is opened for writing only to commit, so ingests and searches go on meanwhile. The caller
 /// holds the embedding lock throughout. `progress` gets (chunks stored, chunks in all) before
-/// each batch. Returns the chunks stored.
+/// each batch. When every chunk is embedded, brings the approximate index of a large table up
+/// to date (built with the vault open for reading, committed with it open for writing).
+/// Returns the chunks stored.
 ///
 /// # Errors
 ///
@@ -50,11 +52,17 @@ pub fn embed_pending(
         let status = memory.status();
         progress(stored as u64, (stored + status.pending_chunks) as u64);
         let pending = memory.pending_embeddings(batch_chunks)?;
-        drop(memory);
-        drop(vault);
         if pending.is_empty() {
+            let plan = memory.plan_approximate_index()?;
+            drop(memory);
+            drop(vault);
+            if !matches!(plan, IndexPlan::Keep) {
+                crate::save_approximate_index(&target.open(Access::Write)?, plan)?;
+            }
             return Ok(stored);
         }
+        drop(memory);
+        drop(vault);
         let mut batch = EmbeddingBatch::default();
         for doc in &pending {
             let texts: Vec<&str> = doc.texts.iter().map(String::as_str).collect();

@@ -6,7 +6,8 @@
 //! - **Full text**: BM25 over the chunks with tantivy. The index lives in memory and on disk
 //!   only as encrypted vault objects (see [`directory`]); nothing of it is plaintext at rest.
 //! - **Semantic**: chunk embeddings, computed after ingest ([`Memory::pending_embeddings`],
-//!   [`store_embeddings`]) and searched exactly ([`vectors`]).
+//!   [`store_embeddings`]) and searched exactly ([`vectors`]), or from 50K chunks through an
+//!   HNSW graph whose candidates are scored exactly ([`approximate`]).
 //! - **Structure**: the title and heading path of each chunk, as a third ranked signal.
 //! - **Fusion** ([`fusion`]): the signals' scores, normalised and weighted.
 //! - **Evaluation** ([`eval`]): nDCG@10, MRR@10 and Recall@100 over a judged collection.
@@ -15,6 +16,7 @@
 //! The crate never prints, never exits and never touches the network.
 #![forbid(unsafe_code)]
 
+mod approximate;
 pub mod demo;
 mod directory;
 mod embedding;
@@ -28,6 +30,7 @@ mod schema;
 mod search;
 mod vectors;
 
+pub use approximate::{APPROXIMATE_MIN_ROWS, IndexPlan};
 pub use embedding::{EmbedTarget, embed_pending};
 pub use fusion::{Fusion, Signal};
 pub use ingest::{
@@ -35,7 +38,7 @@ pub use ingest::{
 };
 pub use memory::{
     EmbedderLock, EmbeddingBatch, Memory, PendingDocument, Status, TextEmbedder, lock_embedder,
-    store_embeddings,
+    save_approximate_index, store_embeddings, update_approximate_index,
 };
 #[cfg(feature = "minilm")]
 pub use minilm::MiniLm;
@@ -45,6 +48,8 @@ pub use search::{Hit, Mode, SearchRequest, SearchResults, SignalDetail, Snippet}
 pub const SPACE_INDEX: &str = "search-index";
 /// Vault space holding chunk embeddings, one object per document.
 pub const SPACE_VECTORS: &str = "search-vectors";
+/// Vault space holding the approximate nearest-neighbour index of a large embedding table.
+pub const SPACE_APPROXIMATE: &str = "search-approximate";
 
 /// The tag of a document an agent wrote (`vault.write`) holding where its content came from,
 /// as the agent said (a URL, a mail's Message-ID).

@@ -5,15 +5,19 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use p3ak_vault::{DocId, DocInfo, Transaction, Vault};
 use serde::Serialize;
 use tantivy::{DocAddress, Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
 
+use crate::approximate::{
+    APPROXIMATE_KEEP_ROWS, APPROXIMATE_MIN_ROWS, Approximate, IndexPlan, OBJECT,
+};
 use crate::directory::MemoryDirectory;
 use crate::schema::{self, Fields, SCHEMA_VERSION};
 use crate::vectors::{DocVectors, VectorTable, quantize};
-use crate::{MemoryError, Result, SPACE_INDEX, SPACE_VECTORS};
+use crate::{MemoryError, Result, SPACE_APPROXIMATE, SPACE_INDEX, SPACE_VECTORS};
 
 /// Object in [`SPACE_INDEX`] describing the index (not one of tantivy's files).
 const INDEX_INFO: &str = "p3ak-index.json";
@@ -51,6 +55,8 @@ pub struct Status {
     pub model: Option<String>,
     pub index_bytes: u64,
     pub vector_bytes: u64,
+    /// Size of the stored approximate index (0: none; semantic search scans every chunk).
+    pub approximate_bytes: u64,
     /// Pid of the background embedding process, when one is running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedder_pid: Option<u32>,
@@ -114,6 +120,11 @@ pub struct Memory<'v> {
     pub(crate) vectors_model: Option<String>,
     /// Documents with stored vectors (whether or not they match the index).
     pub(crate) embedded: HashMap<u128, u32>,
+    /// The approximate index of a large table, loaded at the first semantic search; `None` when
+    /// the table is small or none is stored (the table is then scanned exactly).
+    pub(crate) approximate: OnceLock<Option<Approximate>>,
+    /// Set by [`Memory::scan_exactly`]: the approximate index is not used.
+    pub(crate) exact: bool,
 }
 
 /// A document id as a number, the key used throughout the index.
@@ -163,6 +174,8 @@ impl<'v> Memory<'v> {
             vectors: VectorTable::default(),
             vectors_model: None,
             embedded: HashMap::new(),
+            approximate: OnceLock::new(),
+            exact: false,
         };
         memory.map_chunks()?;
         if outdated {
@@ -220,6 +233,7 @@ impl<'v> Memory<'v> {
                 continue;
             };
             let vectors = DocVectors::decode(bytes.expose())?;
+            let crc = crc32fast::hash(bytes.expose());
             self.embedded
                 .insert(key, u32::try_from(vectors.rows.len()).unwrap_or(u32::MAX));
             let usable = self.docs.contains_key(&key)
@@ -232,7 +246,7 @@ impl<'v> Memory<'v> {
                 continue;
             }
             let table = table.get_or_insert_with(|| VectorTable::with_dims(vectors.dims));
-            if table.push(key, &vectors) {
+            if table.push(key, &vectors, crc) {
                 self.vectors_model.get_or_insert(vectors.model);
             }
         }
@@ -263,8 +277,140 @@ impl<'v> Memory<'v> {
                 .iter()
                 .map(|o| o.size)
                 .sum(),
+            approximate_bytes: self
+                .vault
+                .objects(SPACE_APPROXIMATE)
+                .iter()
+                .map(|o| o.size)
+                .sum(),
             embedder_pid: embedder_pid(self.vault.path()),
         }
+    }
+
+    /// The approximate index searches use; `None` below [`APPROXIMATE_MIN_ROWS`] (less a tenth
+    /// once one is stored), when none is
+    /// stored, when it cannot be used (another model, too far behind, damaged: the next
+    /// embedding run rebuilds it) or when it measured too low a recall. Searches then scan
+    /// exactly.
+    fn approximate(&self) -> Option<&Approximate> {
+        self.stored_approximate().filter(|a| a.usable())
+    }
+
+    /// The stored approximate index, fitted to the table, whether or not it is usable.
+    fn stored_approximate(&self) -> Option<&Approximate> {
+        self.approximate
+            .get_or_init(|| {
+                if self.vectors.len() < APPROXIMATE_KEEP_ROWS {
+                    return None;
+                }
+                let model = self.vectors_model.as_deref()?;
+                let bytes = self
+                    .vault
+                    .read_object(SPACE_APPROXIMATE, OBJECT)
+                    .ok()
+                    .flatten()?;
+                Approximate::load(bytes.expose(), &self.vectors, model)
+                    .ok()
+                    .flatten()
+            })
+            .as_ref()
+    }
+
+    /// The `k` rows nearest a query vector, best first, among live documents that `keep`
+    /// accepts: through the approximate index when there is one and no filter, else by the
+    /// exact scan. Scores are the exact scan's either way.
+    pub(crate) fn nearest_rows(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: Option<&(dyn Fn(u128) -> bool + Sync)>,
+    ) -> Vec<(usize, f32)> {
+        if keep.is_none()
+            && !self.exact
+            && query.len() == self.vectors.dims
+            && let Some(approximate) = self.approximate()
+        {
+            let (q_scale, q) = quantize(query);
+            if let Some(hits) = approximate.nearest(&self.vectors, &q, q_scale, k) {
+                return hits;
+            }
+        }
+        self.vectors.nearest(query, k, keep)
+    }
+
+    /// With `true`, semantic searches scan every row even when an approximate index is there
+    /// (to compare, or when recall must be exact).
+    pub fn scan_exactly(&mut self, exact: bool) {
+        self.exact = exact;
+    }
+
+    /// Recall@10 against the exact scan that the stored approximate index measured when it was
+    /// written (searches use it only from 0.95); `None` when there is none to use.
+    pub fn approximate_index_recall(&self) -> Option<f64> {
+        self.stored_approximate().map(Approximate::measured_recall)
+    }
+
+    /// Whether semantic searches go through an approximate index (loading it if need be).
+    pub fn uses_approximate_index(&self) -> bool {
+        self.approximate().is_some()
+    }
+
+    /// Recall@`k` of the approximate index against the exact scan over some query vectors: the
+    /// share of the exact top `k` it also returns. `None` without an approximate index.
+    pub fn approximate_recall(&self, queries: &[Vec<f32>], k: usize) -> Option<f64> {
+        let approximate = self.approximate()?;
+        let (mut found, mut wanted) = (0usize, 0usize);
+        for query in queries {
+            let exact = self.vectors.nearest(query, k, None);
+            let (q_scale, q) = quantize(query);
+            let approx = approximate.nearest(&self.vectors, &q, q_scale, k)?;
+            wanted += exact.len();
+            found += exact
+                .iter()
+                .filter(|(row, _)| approx.iter().any(|(r, _)| r == row))
+                .count();
+        }
+        #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+        Some(if wanted == 0 {
+            1.0
+        } else {
+            found as f64 / wanted as f64
+        })
+    }
+
+    /// What the stored approximate index needs: nothing, removal (the table shrank a tenth
+    /// below [`APPROXIMATE_MIN_ROWS`]), or to be written (none yet, many rows added since, or a
+    /// tenth of its rows gone, then rebuilt). Building takes a while (about 8,000 rows a second
+    /// on two cores), so [`crate::embed_pending`] plans with the vault open for reading and
+    /// only commits with it open for writing.
+    ///
+    /// # Errors
+    ///
+    /// The graph cannot be built or serialised.
+    pub fn plan_approximate_index(&self) -> Result<IndexPlan> {
+        let stored = self
+            .vault
+            .objects(SPACE_APPROXIMATE)
+            .iter()
+            .any(|o| o.name == OBJECT);
+        let Some(model) = self.vectors_model.as_deref() else {
+            return Ok(if stored {
+                IndexPlan::Remove
+            } else {
+                IndexPlan::Keep
+            });
+        };
+        if self.vectors.len() < APPROXIMATE_KEEP_ROWS {
+            return Ok(if stored {
+                IndexPlan::Remove
+            } else {
+                IndexPlan::Keep
+            });
+        }
+        if self.vectors.len() < APPROXIMATE_MIN_ROWS && !stored {
+            return Ok(IndexPlan::Keep);
+        }
+        Approximate::plan(self.stored_approximate(), &self.vectors, model)
     }
 
     /// Documents whose chunks have no usable embeddings yet, oldest first, until `max_chunks`
@@ -448,6 +594,50 @@ pub fn store_embeddings(vault: &Vault, batch: &EmbeddingBatch) -> Result<usize> 
         Ok(chunks)
     })?;
     Ok(stored)
+}
+
+/// Carries out a plan from [`Memory::plan_approximate_index`] in one commit. Takes the vault
+/// open for writing.
+///
+/// # Errors
+///
+/// The vault does not commit.
+pub fn save_approximate_index(vault: &Vault, plan: IndexPlan) -> Result<()> {
+    match plan {
+        IndexPlan::Keep => Ok(()),
+        IndexPlan::Remove => {
+            vault.transact(|tx| {
+                if !tx.delete_object(SPACE_APPROXIMATE, OBJECT)? {
+                    return Ok(());
+                }
+                tx.log("memory.approximate_index", serde_json::json!({ "rows": 0 }))
+            })?;
+            Ok(())
+        }
+        IndexPlan::Write { bytes, rows } => {
+            vault.transact(|tx| {
+                tx.put_object(SPACE_APPROXIMATE, OBJECT, &bytes)?;
+                tx.log(
+                    "memory.approximate_index",
+                    serde_json::json!({ "rows": rows, "bytes": bytes.len() }),
+                )
+            })?;
+            Ok(())
+        }
+    }
+}
+
+/// Plans and saves the approximate index with the vault open for writing (the embedding run
+/// does the two apart, see [`Memory::plan_approximate_index`]). Returns whether it changed.
+///
+/// # Errors
+///
+/// As [`Memory::open`], [`Memory::plan_approximate_index`] and [`save_approximate_index`].
+pub fn update_approximate_index(vault: &Vault) -> Result<bool> {
+    let plan = Memory::open(vault)?.plan_approximate_index()?;
+    let changed = !matches!(plan, IndexPlan::Keep);
+    save_approximate_index(vault, plan)?;
+    Ok(changed)
 }
 
 /// The lock that keeps one embedding process per vault: `<vault>.embed.lock`.

@@ -304,8 +304,7 @@ impl Memory<'_> {
                 let keep: Option<&(dyn Fn(u128) -> bool + Sync)> =
                     (!request.tags.is_empty()).then_some(&filter);
                 let hits = self
-                    .vectors
-                    .nearest(vector, candidates, keep)
+                    .nearest_rows(vector, candidates, keep)
                     .into_iter()
                     .filter_map(|(row, score)| Some((*self.vectors.keys.get(row)?, score)))
                     .collect();

@@ -9,7 +9,7 @@
 //! core does not saturate. Results are exact: every row is scored.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 
 use crate::MemoryError;
 
@@ -112,6 +112,8 @@ pub(crate) struct VectorTable {
     runs: Vec<Run>,
     /// Rows of documents not deleted since the table was loaded.
     live_rows: usize,
+    /// Documents deleted since the table was loaded (their runs are not live).
+    deleted: HashSet<u128>,
 }
 
 /// One document's rows in a [`VectorTable`].
@@ -120,6 +122,9 @@ struct Run {
     doc: u128,
     first: usize,
     rows: usize,
+    /// CRC-32 of the document's stored embedding object: tells the approximate index whether
+    /// the rows it holds for the document are still these.
+    crc: u32,
     /// False once the document is deleted: its rows stay (the table is rebuilt at the next
     /// open) but are never scored.
     live: bool,
@@ -142,8 +147,9 @@ impl VectorTable {
         self.live_rows
     }
 
-    /// Adds a document's rows; rows of another dimension are refused.
-    pub(crate) fn push(&mut self, doc: u128, vectors: &DocVectors) -> bool {
+    /// Adds a document's rows (`crc`: of its stored object); rows of another dimension are
+    /// refused.
+    pub(crate) fn push(&mut self, doc: u128, vectors: &DocVectors, crc: u32) -> bool {
         if vectors.dims != self.dims {
             return false;
         }
@@ -154,11 +160,13 @@ impl VectorTable {
             self.scales.push(*scale);
             self.values.extend_from_slice(values);
         }
+        self.deleted.remove(&doc);
         if !vectors.rows.is_empty() {
             self.runs.push(Run {
                 doc,
                 first,
                 rows: vectors.rows.len(),
+                crc,
                 live: true,
             });
             self.live_rows += vectors.rows.len();
@@ -172,13 +180,48 @@ impl VectorTable {
             run.live = false;
             self.live_rows = self.live_rows.saturating_sub(run.rows);
         }
+        self.deleted.insert(doc);
+    }
+
+    /// Whether a document was deleted since the table was loaded.
+    pub(crate) fn is_deleted(&self, doc: u128) -> bool {
+        self.deleted.contains(&doc)
+    }
+
+    /// Whether any document was deleted since the table was loaded.
+    pub(crate) fn has_deleted(&self) -> bool {
+        !self.deleted.is_empty()
+    }
+
+    /// `(document, first row, rows, crc)` of every live document.
+    pub(crate) fn live_runs(&self) -> impl Iterator<Item = (u128, usize, usize, u32)> + '_ {
+        self.runs
+            .iter()
+            .filter(|r| r.live)
+            .map(|r| (r.doc, r.first, r.rows, r.crc))
     }
 
     /// The quantised values of row `row`.
-    #[cfg(test)]
-    fn row(&self, row: usize) -> Option<&[i8]> {
+    pub(crate) fn row(&self, row: usize) -> Option<&[i8]> {
         self.values
             .get(row.checked_mul(self.dims)?..row.checked_add(1)?.checked_mul(self.dims)?)
+    }
+
+    /// The `k` best of some rows by the exact score the scan gives them, best first.
+    pub(crate) fn rescore(
+        &self,
+        query: &[i8],
+        q_scale: f32,
+        rows: impl Iterator<Item = usize>,
+        k: usize,
+    ) -> Vec<(usize, f32)> {
+        let mut top = TopK::new(k);
+        for row in rows {
+            if let (Some(values), Some(scale)) = (self.row(row), self.scales.get(row)) {
+                top.offer(row, score(dot_i8(query, values), q_scale, *scale));
+            }
+        }
+        top.into_sorted()
     }
 
     /// The `k` rows nearest `query` by cosine, best first, among the rows of live documents
@@ -409,6 +452,7 @@ mod tests {
                 dims: 384,
                 rows: vec![(s, v)],
             },
+            0,
         );
         let got = table.nearest(&a, 1, None)[0].1;
         assert!((got - exact).abs() < 5e-3, "{got} vs {exact}");
@@ -435,6 +479,7 @@ mod tests {
                 dims: 2,
                 rows,
             },
+            0,
         );
         let hits = table.nearest(&[1.0, 0.0], 2, None);
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), vec![0, 2]);
@@ -505,6 +550,7 @@ mod tests {
                     dims,
                     rows,
                 },
+                0,
             );
         }
         table
@@ -590,6 +636,7 @@ mod tests {
                 doc: i,
                 first: 0,
                 rows: if i == 0 { 50 } else { 10 },
+                crc: 0,
                 live: true,
             })
             .collect();

@@ -633,16 +633,10 @@ fn an_embedding_run_embeds_every_pending_chunk_in_batches() {
     );
 }
 
-/// From 16,384 embedded chunks a hybrid search scans the vectors while it runs the text
-/// searches, on rayon's pool when it runs alone, beside its thread when others run: either
-/// way it ranks exactly as a search run on its own.
-#[test]
-fn a_large_hybrid_search_ranks_the_same_alone_and_beside_other_searches() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_path, vault) = create(dir.path());
-    let mut memory = Memory::open(&vault).unwrap();
-    // 1,700 documents of ten sections (a chunk each), words from a small vocabulary; the
-    // query's words only in document 7's fourth section.
+/// `docs` documents of ten sections (a chunk each) of 30 words from a 400-word vocabulary; the
+/// words "zephyr quasar" only in document 7's fourth section, whose text (heading and words, as
+/// it is embedded) is returned beside the items.
+fn sectioned_corpus(docs: usize) -> (Vec<IngestItem>, String) {
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut word = move || {
         seed ^= seed << 13;
@@ -651,7 +645,7 @@ fn a_large_hybrid_search_ranks_the_same_alone_and_beside_other_searches() {
         format!("word{}", seed % 400)
     };
     let mut target = String::new();
-    let items: Vec<IngestItem> = (0..1_700)
+    let items = (0..docs)
         .map(|doc| {
             let mut text = format!("# Document {doc}\n\n");
             for section in 0..10 {
@@ -671,6 +665,125 @@ fn a_large_hybrid_search_ranks_the_same_alone_and_beside_other_searches() {
             }
         })
         .collect();
+    (items, target)
+}
+
+/// From `APPROXIMATE_MIN_ROWS` embedded chunks the embedding run stores an approximate index
+/// in the vault, and semantic search goes through it: it finds what the exact scan finds, with
+/// the exact scan's scores, skips deleted documents, and takes in chunks embedded after it.
+#[test]
+fn a_large_table_is_searched_through_the_approximate_index_the_embedding_run_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, vault) = create(dir.path());
+    let (items, target) = sectioned_corpus(p3ak_memory::APPROXIMATE_MIN_ROWS / 10);
+    let mut memory = Memory::open(&vault).unwrap();
+    memory
+        .ingest(items, &IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    drop(memory);
+    drop(vault);
+
+    let key = VaultKey::derive(&path, &pass()).unwrap();
+    let lock = p3ak_memory::lock_embedder(&path).unwrap().unwrap();
+    let embed_target = p3ak_memory::EmbedTarget {
+        path: &path,
+        unlock: Unlock::Key(&key),
+        actor: "test",
+        lock_wait: std::time::Duration::from_secs(5),
+    };
+    let embed = || {
+        p3ak_memory::embed_pending(embed_target, &lock, &BagOfWords, 20_000, &mut |_, _| {})
+            .unwrap()
+    };
+    assert_eq!(embed(), p3ak_memory::APPROXIMATE_MIN_ROWS);
+
+    let vault = reopen(&path, Access::Write);
+    let mut memory = Memory::open(&vault).unwrap();
+    assert!(memory.status().approximate_bytes > 0);
+    assert!(memory.uses_approximate_index());
+    let logged = vault.log_entries(0, u64::MAX).unwrap();
+    assert!(logged.iter().any(|e| e.kind == "memory.approximate_index"));
+
+    let semantic = |memory: &Memory<'_>, text: &str| {
+        let vector = BagOfWords.embed(&[text]).unwrap().remove(0);
+        let mut request = SearchRequest::new(text);
+        request.mode = Mode::Semantic;
+        memory.search(&request, Some(&vector)).unwrap().hits
+    };
+    let hits = semantic(&memory, &target);
+    assert_eq!(hits[0].source.as_deref(), Some("doc-0007.md"));
+    assert_eq!(hits[0].chunk, 3);
+    memory.scan_exactly(true);
+    let exact = semantic(&memory, &target);
+    memory.scan_exactly(false);
+    // The cosines are the scan's own; the fused scores may differ a little, being normalised
+    // against the 100th candidate, which the graph need not find.
+    let ranked = |hits: &[p3ak_memory::Hit]| -> Vec<(String, u32, Vec<u32>)> {
+        hits.iter()
+            .map(|h| {
+                let cosines = h.signals.iter().map(|s| s.score.to_bits()).collect();
+                (h.id.to_hex(), h.chunk, cosines)
+            })
+            .collect()
+    };
+    assert_eq!(
+        ranked(&hits[..3]),
+        ranked(&exact[..3]),
+        "same rows, same cosines"
+    );
+
+    // Recall@10 against the exact scan, over queries of the corpus's own words.
+    let queries: Vec<Vec<f32>> = (0..100)
+        .map(|i| {
+            let text = format!("word{} word{} word{}", i, (i * 7) % 400, (i * 13) % 400);
+            BagOfWords.embed(&[&text]).unwrap().remove(0)
+        })
+        .collect();
+    let recall = memory.approximate_recall(&queries, 10).unwrap();
+    assert!(recall >= 0.95, "recall@10 {recall}");
+
+    // Deleted: its rows are still in the stored graph but never come back.
+    let seventh = hits[0].id;
+    memory
+        .delete_document(&seventh, &IngestOptions::default())
+        .unwrap();
+    assert!(semantic(&memory, &target).iter().all(|h| h.id != seventh));
+    drop(memory);
+    drop(vault);
+
+    // A document ingested and embedded after the index was stored: added when it is loaded.
+    // (The deletion took the table just under `APPROXIMATE_MIN_ROWS`: a stored index is kept
+    // down to a tenth below it.)
+    let vault = reopen(&path, Access::Write);
+    let mut memory = Memory::open(&vault).unwrap();
+    let late = IngestItem::Bytes {
+        name: "late.md".into(),
+        title: None,
+        bytes: b"# Late\n\nnebula pulsar quokka marmot wombat\n".to_vec(),
+    };
+    memory
+        .ingest(vec![late], &IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    drop(memory);
+    drop(vault);
+    assert_eq!(embed(), 1);
+    let vault = reopen(&path, Access::Read);
+    let memory = Memory::open(&vault).unwrap();
+    assert!(memory.uses_approximate_index());
+    let hits = semantic(&memory, "Late nebula pulsar quokka marmot wombat");
+    assert_eq!(hits[0].source.as_deref(), Some("late.md"));
+    assert!(hits.iter().all(|h| h.id != seventh));
+}
+
+/// From 16,384 embedded chunks a hybrid search scans the vectors while it runs the text
+/// searches, on rayon's pool when it runs alone, beside its thread when others run: either
+/// way it ranks exactly as a search run on its own.
+#[test]
+fn a_large_hybrid_search_ranks_the_same_alone_and_beside_other_searches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, vault) = create(dir.path());
+    let mut memory = Memory::open(&vault).unwrap();
+    let (items, target) = sectioned_corpus(1_700);
     memory
         .ingest(items, &IngestOptions::default(), &mut |_| {})
         .unwrap();

@@ -496,6 +496,16 @@ pub fn status(vault: &Vault, out: &Output) -> anyhow::Result<()> {
         bytes(status.index_bytes),
         bytes(status.vector_bytes)
     ));
+    if status.approximate_bytes > 0 {
+        out.line(format!(
+            "semantic  approximate index {} (HNSW; candidates scored exactly)",
+            bytes(status.approximate_bytes)
+        ));
+    } else if status.embedded_chunks >= p3ak_memory::APPROXIMATE_MIN_ROWS {
+        out.line(
+            "semantic  exact scan: the approximate index is built by the next `p3ak vault embed`",
+        );
+    }
     match (status.embedder_pid, model) {
         (Some(pid), _) => out.line(format!("embedding in the background (pid {pid})")),
         (None, false) => {
