@@ -64,7 +64,8 @@ const SAVE_AFTER: usize = 2_048;
 /// of real text reach 0.99; vectors without structure (uniform random ones) reach 0.1–0.4.
 const MIN_RECALL: f64 = 0.95;
 
-/// Queries for that measurement: midpoints of pairs of stored rows, spread over the table.
+/// Queries for that measurement: stored rows spread over the table, each asking for its
+/// neighbours.
 const RECALL_PROBES: usize = 100;
 
 /// Searches that can walk the graph at once (usearch keeps one context each); more wait.
@@ -301,8 +302,8 @@ impl Approximate {
         self.recall >= MIN_RECALL
     }
 
-    /// Recall@10 against the exact scan over [`RECALL_PROBES`] queries, each the midpoint of two
-    /// stored rows of different parts of the table (a row itself would find itself).
+    /// Recall@10 against the exact scan over [`RECALL_PROBES`] stored rows spread over the
+    /// table, each the query for its own neighbours (itself left out of both lists).
     fn measure_recall(&self, table: &VectorTable) -> f64 {
         let rows: Vec<usize> = self
             .key_rows
@@ -310,31 +311,28 @@ impl Approximate {
             .copied()
             .filter(|&r| r != NO_ROW)
             .collect();
-        let step = (rows.len() / (2 * RECALL_PROBES)).max(1);
-        let half = rows.len() / 2;
+        let step = (rows.len() / RECALL_PROBES).max(1);
         let (mut found, mut wanted) = (0usize, 0usize);
-        for i in (0..half).step_by(step).take(RECALL_PROBES) {
-            let (Some(a), Some(b)) = (
-                rows.get(i).and_then(|&r| table.row(r)),
-                rows.get(i + half).and_then(|&r| table.row(r)),
-            ) else {
+        for &probe in rows.iter().step_by(step).take(RECALL_PROBES) {
+            let Some(values) = table.row(probe) else {
                 continue;
             };
-            let query: Vec<f32> = a
-                .iter()
-                .zip(b)
-                .map(|(&x, &y)| f32::from(x) + f32::from(y))
-                .collect();
-            let exact = table.nearest(&query, 10, None);
+            let query: Vec<f32> = values.iter().map(|&x| f32::from(x)).collect();
+            let others = |hits: Vec<(usize, f32)>| -> Vec<usize> {
+                hits.into_iter()
+                    .map(|(row, _)| row)
+                    .filter(|&row| row != probe)
+                    .take(10)
+                    .collect()
+            };
+            let exact = others(table.nearest(&query, 11, None));
             let (q_scale, q) = crate::vectors::quantize(&query);
-            let Some(approximate) = self.nearest(table, &q, q_scale, 10) else {
+            let Some(approximate) = self.nearest(table, &q, q_scale, 11) else {
                 return 0.0;
             };
+            let approximate = others(approximate);
             wanted += exact.len();
-            found += exact
-                .iter()
-                .filter(|(row, _)| approximate.iter().any(|(r, _)| r == row))
-                .count();
+            found += exact.iter().filter(|row| approximate.contains(row)).count();
         }
         #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
         if wanted == 0 {

@@ -355,10 +355,10 @@ impl<'v> Memory<'v> {
         self.approximate().is_some()
     }
 
-    /// Recall@`k` of the approximate index against the exact scan over some query vectors: the
-    /// share of the exact top `k` it also returns. `None` without an approximate index.
+    /// Recall@`k` of the stored approximate index (used or not) against the exact scan over some
+    /// query vectors: the share of the exact top `k` it also returns. `None` without one.
     pub fn approximate_recall(&self, queries: &[Vec<f32>], k: usize) -> Option<f64> {
-        let approximate = self.approximate()?;
+        let approximate = self.stored_approximate()?;
         let (mut found, mut wanted) = (0usize, 0usize);
         for query in queries {
             let exact = self.vectors.nearest(query, k, None);

@@ -424,7 +424,10 @@ impl VaultHandle {
         }
         check_tags(&args.tags)?;
         self.with_vault(Access::Read, |vault| {
-            let memory = Memory::open(vault)?;
+            let mut memory = Memory::open(vault)?;
+            // One search per opening: loading the approximate index costs more than one exact scan
+            // (docs/search.md, "Approximate from 50K chunks").
+            memory.scan_exactly(true);
             let wants_vector = mode != Mode::Bm25 && memory.status().embedded_chunks > 0;
             let embedder = if wants_vector || mode == Mode::Semantic {
                 self.embedder()?

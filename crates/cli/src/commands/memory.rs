@@ -384,7 +384,10 @@ pub fn search(vault: &Vault, args: SearchArgs, out: &Output) -> anyhow::Result<(
     if args.k == 0 {
         bail!("-k must be at least 1");
     }
-    let memory = Memory::open(vault)?;
+    let mut memory = Memory::open(vault)?;
+    // One search per opening: loading the approximate index costs more than one exact scan
+    // (docs/search.md, "Approximate from 50K chunks").
+    memory.scan_exactly(true);
     let wants_vector = args.mode != Mode::Bm25 && memory.status().embedded_chunks > 0;
     let embedder = if wants_vector || args.mode == Mode::Semantic {
         load_embedder()?
