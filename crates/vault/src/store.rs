@@ -111,6 +111,17 @@ struct Writer {
     /// Index of the commit slot to write next.
     next_slot: usize,
     block: u64,
+    /// The last commit slot was written but not synced: the next commit's sync (or dropping
+    /// the vault) makes it durable. Its records were synced before it was written.
+    slot_unsynced: bool,
+}
+
+/// When a commit slot write is synced.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    Now,
+    /// By the next commit's sync, or when the vault is dropped.
+    Later,
 }
 
 /// A summary of one document, for listings.
@@ -555,6 +566,7 @@ impl Vault {
             reserved: start,
             next_slot,
             block: RESERVATION_BLOCK,
+            slot_unsynced: false,
         };
         self.reserve(&mut writer)?;
         self.writer = Some(Mutex::new(writer));
@@ -675,6 +687,7 @@ impl Vault {
             reserved: 0,
             next_slot: 0,
             block: RESERVATION_BLOCK,
+            slot_unsynced: false,
         };
         vault.reserve(&mut writer)?;
         vault.writer = Some(Mutex::new(writer));
@@ -684,6 +697,7 @@ impl Vault {
             ))?;
             Ok(())
         })?;
+        vault.sync()?;
         if atomic {
             std::fs::rename(&write_path, path).map_err(VaultError::io(format!(
                 "cannot rename to `{}`",
@@ -724,17 +738,19 @@ impl Vault {
             let state = self.state_read();
             (state.end, state.record_count)
         };
-        self.write_commit(writer, end, count, None)
+        // Synced: no counter of the block may be used before its reservation is durable.
+        self.write_commit(writer, end, count, None, Sync::Now)
     }
 
-    /// Writes and syncs the next commit slot. Without a new checkpoint, the slot carries the
-    /// log's latest one.
+    /// Writes the next commit slot, synced now or by the next sync of the file. Without a new
+    /// checkpoint, the slot carries the log's latest one.
     fn write_commit(
         &self,
         writer: &mut Writer,
         end: u64,
         record_count: u64,
         checkpoint: Option<Checkpoint>,
+        sync: Sync,
     ) -> Result<()> {
         let mut state = self.state_write();
         let slot = CommitSlot {
@@ -757,7 +773,11 @@ impl Vault {
         self.file
             .write_all_at(&raw, at as u64)
             .map_err(self.io_err("cannot write commit slot of"))?;
-        self.file.sync_data().map_err(self.io_err("cannot sync"))?;
+        writer.slot_unsynced = true;
+        if sync == Sync::Now {
+            self.file.sync_data().map_err(self.io_err("cannot sync"))?;
+            writer.slot_unsynced = false;
+        }
         writer.next_slot = 1 - writer.next_slot.min(1);
         state.generation = slot.generation;
         state.last_commit_unix = slot.time_unix;
@@ -870,7 +890,7 @@ impl Vault {
         })
     }
 
-    /// Appends several entries with one commit (one pair of fsyncs) and one checkpoint.
+    /// Appends several entries with one commit (one fsync) and one checkpoint.
     /// Returns the sequence number of the first.
     pub fn log_events<'a>(
         &self,
@@ -936,8 +956,18 @@ impl Vault {
             plain.extend_from_slice(&cp.to_bytes());
             batch.append(SecretBytes::new(plain))?;
             let checkpoint = Some(cp);
+            // The one sync of a commit: it makes the batch durable, closing checkpoint
+            // included, which is all recovery needs to keep it (docs/vault-format.md). The
+            // slot written after it is made durable by the next commit's sync.
             self.file.sync_data().map_err(self.io_err("cannot sync"))?;
-            self.write_commit(batch.writer, batch.offset, batch.index, checkpoint)?;
+            batch.writer.slot_unsynced = false;
+            self.write_commit(
+                batch.writer,
+                batch.offset,
+                batch.index,
+                checkpoint,
+                Sync::Later,
+            )?;
             Ok((value, checkpoint))
         });
         let (value, checkpoint) = match result {
@@ -1174,9 +1204,17 @@ impl Vault {
         Ok(scan::VerifyReport::new(&header, &intact, scan))
     }
 
-    /// Syncs the file (used before an atomic rename).
+    /// Syncs the file (used before an atomic rename, and for the last commit slot).
     pub(crate) fn sync(&self) -> Result<()> {
-        self.file.sync_all().map_err(self.io_err("cannot sync"))
+        let writer = self
+            .writer
+            .as_ref()
+            .map(|w| w.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        self.file.sync_all().map_err(self.io_err("cannot sync"))?;
+        if let Some(mut writer) = writer {
+            writer.slot_unsynced = false;
+        }
+        Ok(())
     }
 }
 
@@ -1544,6 +1582,21 @@ fn default_actor() -> String {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata("/proc/self").map_or_else(|_| "?".into(), |m| m.uid().to_string());
     format!("uid={uid} pid={}", std::process::id())
+}
+
+impl Drop for Vault {
+    /// Makes the last commit slot durable. Without this (a crash, a kill) nothing is lost:
+    /// the last commit is recovered from its synced records at the next open.
+    fn drop(&mut self) {
+        let unsynced = self.writer.as_ref().is_some_and(|w| {
+            w.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .slot_unsynced
+        });
+        if unsynced {
+            let _ = self.file.sync_data();
+        }
+    }
 }
 
 /// fsyncs the directory holding `path`, so a rename or create survives a crash.

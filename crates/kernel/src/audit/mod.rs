@@ -92,7 +92,7 @@ struct Job {
 /// The kernel's log: the audit chain of the kernel's vault.
 ///
 /// Writes are *group-committed*: one writer thread takes every batch that is waiting and
-/// commits them together (one pair of fsyncs, one checkpoint), so concurrent turns share the
+/// commits them together (one fsync, one checkpoint), so concurrent turns share the
 /// cost of durability. Each caller of [`AuditLog::record`] waits until its entries are durable;
 /// entries appended with [`AuditSink::append_after`] are committed in order with the next
 /// group, waiting up to [`LINGER`] for one, and entries that could not be written are kept and
