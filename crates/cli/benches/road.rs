@@ -3,7 +3,7 @@
 //! real plugin gets), and the IPC round trip to a plugin (ping → pong).
 //!
 //! `cargo bench -p p3ak --bench road`. The road figure includes its audit entries: one vault
-//! commit (two fsyncs) before the tool runs, the price of I5 and most of the total; the result
+//! commit (one fsync) before the tool runs, the price of I5 and most of the total; the result
 //! joins the next commit without the call waiting. Concurrent turns share commits (the audit
 //! log group-commits). The kernel's own CPU per call is measured apart from both.
 

@@ -87,7 +87,7 @@ fn benches(c: &mut Criterion) {
 
         let writer = Vault::open(&path, Unlock::Key(&key), Access::Write).unwrap();
         let mut next = 1_000_000u64;
-        group.bench_function("put 4 KiB + commit (2 fsyncs)", |b| {
+        group.bench_function("put 4 KiB + commit (1 fsync)", |b| {
             b.iter_batched(
                 || {
                     next += 1;
@@ -138,7 +138,7 @@ fn benches(c: &mut Criterion) {
     let (path, _) = filled(tmp.path(), "log", 0);
     let key = VaultKey::derive(&path, &pass()).unwrap();
     let writer = Vault::open(&path, Unlock::Key(&key), Access::Write).unwrap();
-    group.bench_function("append 1 entry + commit (2 fsyncs)", |b| {
+    group.bench_function("append 1 entry + commit (1 fsync)", |b| {
         b.iter(|| {
             black_box(
                 writer
