@@ -68,11 +68,11 @@ version=$("$bin" --version | awk '{print $2}')
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 say "binary $bin ($version, $(du -h "$bin" | cut -f1))"
 
-# The packages the root file system holds. libc6 and libgcc-s1 are what `ldd` names (checked
-# below); ca-certificates only gives its CA bundle (the TLS roots the providers, connectors and
+# The packages the root file system holds. libc6, libgcc-s1 and libstdc++6 (for usearch, the
+# approximate vector index's C++) are what `ldd` names (checked below); ca-certificates only gives its CA bundle (the TLS roots the providers, connectors and
 # web tools verify servers with; rustls-platform-verifier reads /etc/ssl/certs), extracted
 # without its dependencies (openssl, debconf, perl: only its maintainer script needs them).
-packages=(libc6 libgcc-s1)
+packages=(libc6 libgcc-s1 libstdc++6)
 for lib in $(ldd "$bin" | awk '/=>/ {print $3} /ld-linux/ && !/=>/ {print $1}'); do
   real=$(readlink -f "$lib")
   owner=$(dpkg -S "$real" 2>/dev/null || dpkg -S "$lib" 2>/dev/null || true)
