@@ -461,13 +461,7 @@ mod tests {
     /// Documents `1..=docs`, document `d` with `(d - 1) % 5 + 1` random rows (no two alike:
     /// ties would make "the exact top ten" ambiguous).
     fn random_table(dims: usize, docs: usize, seed: u64) -> VectorTable {
-        let mut state = seed;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut next = crate::vectors::uniform_source(seed);
         let mut table = VectorTable::with_dims(dims);
         for doc in 1..=docs {
             let rows = (0..(doc - 1) % 5 + 1)

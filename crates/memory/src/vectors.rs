@@ -419,6 +419,18 @@ impl TopK {
     }
 }
 
+/// Values uniform in [-1, 1) from a fixed seed (a 64-bit LCG): test tables alike on every run.
+#[cfg(test)]
+pub(crate) fn uniform_source(seed: u64) -> impl FnMut() -> f32 {
+    let mut state = seed;
+    move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
@@ -524,13 +536,7 @@ mod tests {
     }
 
     fn random_table(dims: usize, docs: usize, seed: u64) -> VectorTable {
-        let mut state = seed;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform_source(seed);
         let mut table = VectorTable::with_dims(dims);
         for doc in 0..docs {
             let rows = (doc % 5) + 1;

@@ -176,13 +176,27 @@ impl VerifyReport {
                 if let Err(e) = cp.verify_against(&header.prefix.vault_id, &scan.log.chain, &key) {
                     problems.push(format!("log: header {e}"));
                 }
-                if let Some(last) = scan.log.last_checkpoint
-                    && last.size > cp.size
-                {
+                let later = |last: Option<Checkpoint>| last.filter(|last| last.size > cp.size);
+                if let Some(last) = later(scan.log.last_committed_checkpoint) {
                     problems.push(format!(
-                        "log: the header's checkpoint covers {} entries but the log holds a later one covering {}: an older header was put back, or the last commit was interrupted",
+                        "log: the header's checkpoint covers {} entries but the committed log holds a later one covering {}: an older header was put back",
                         cp.size, last.size
                     ));
+                } else if let Some(last) = later(scan.log.last_checkpoint) {
+                    // A commit syncs its records, then writes its slot, which the next sync
+                    // makes durable; a writer's open rewrites the slot durably. So a crash
+                    // leaves at most one closed batch after the header's commit point.
+                    if scan.log.recovered_batches > 1 {
+                        problems.push(format!(
+                            "log: the header's checkpoint covers {} entries but {} later commits follow it, up to {} entries (a crash leaves at most one): an older header was put back",
+                            cp.size, scan.log.recovered_batches, last.size
+                        ));
+                    } else {
+                        warnings.push(format!(
+                            "the last commit's slot was not written (a crash after its records were synced): its log up to {} entries is recovered, and the next writer records it in the header",
+                            last.size
+                        ));
+                    }
                 }
             }
         }
@@ -247,6 +261,10 @@ pub(crate) struct LogScan {
     pub(crate) public_key: Option<[u8; 32]>,
     /// The last checkpoint record in the log.
     pub(crate) last_checkpoint: Option<Checkpoint>,
+    /// The last checkpoint record before the header's commit point.
+    pub(crate) last_committed_checkpoint: Option<Checkpoint>,
+    /// Batches after the commit point kept because their checkpoint closes them.
+    pub(crate) recovered_batches: u64,
     /// Set at the first broken link; later entries are not read.
     pub(crate) broken: bool,
 }
@@ -709,6 +727,7 @@ impl Scanner<'_> {
                 self.docs.remove(&id);
             }
             self.log.last_checkpoint = Some(cp);
+            self.log.recovered_batches += 1;
             self.accepted_end = loc.offset + loc.header.total_len();
             self.accepted_count = loc.header.index + 1;
             self.tail = Some(TailBatch::new(self.log.chain.tip()));
@@ -723,7 +742,10 @@ impl Scanner<'_> {
             return self.checkpoint_failed(loc, reason);
         }
         match cp.matches(&vault_id, &self.log.chain) {
-            Ok(()) => self.log.last_checkpoint = Some(cp),
+            Ok(()) => {
+                self.log.last_checkpoint = Some(cp);
+                self.log.last_committed_checkpoint = Some(cp);
+            }
             Err(e) => self.checkpoint_failed(loc, e.to_string()),
         }
     }

@@ -311,6 +311,48 @@ fn replacing_the_checkpoint_with_an_older_one_is_detected() {
     );
 }
 
+/// With one sync per commit, a crash can lose the last commit's slot but not its records: verify
+/// says so as a warning, and the log it reports is the recovered one.
+#[test]
+fn a_lost_commit_slot_is_a_warning_and_the_next_writer_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.vault");
+    let vault = Vault::create(&path, Protection::Unencrypted).unwrap();
+    vault.put(doc(b"one")).unwrap();
+    let older = std::fs::read(&path).unwrap();
+    vault.put(doc(b"two")).unwrap();
+    drop(vault);
+    let mut bytes = std::fs::read(&path).unwrap();
+    for at in COMMIT_SLOT_OFFSETS {
+        bytes[at..at + COMMIT_SLOT_LEN].copy_from_slice(&older[at..at + COMMIT_SLOT_LEN]);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let vault = Vault::open(&path, Unlock::Unencrypted, Access::Read).unwrap();
+    let report = vault.verify(&mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.documents, 2);
+    assert_eq!(report.log_checkpoint, Some(2), "the header as found");
+    assert_eq!(report.log_entries, 3, "the recovered log");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("the last commit's slot was not written")),
+        "{:?}",
+        report.warnings
+    );
+    drop(vault);
+    let vault = Vault::open(&path, Unlock::Unencrypted, Access::Write).unwrap();
+    let report = vault.verify(&mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.log_checkpoint, Some(report.log_entries));
+    assert!(
+        !report.warnings.iter().any(|w| w.contains("slot")),
+        "{:?}",
+        report.warnings
+    );
+}
+
 #[test]
 fn a_crash_mid_append_loses_only_the_torn_entry() {
     let dir = tempfile::tempdir().unwrap();
