@@ -52,6 +52,7 @@ fn road(c: &mut Criterion) {
     assert!(first.contains("entries"), "{first}");
 
     // Percentiles, which criterion does not report: the issue asks for p50 and p99.
+    let steps_before = step_totals(&kernel.metrics().encode());
     let road = sample(2000, || {
         runtime
             .block_on(kernel.propose("assistant", &call, "bench"))
@@ -60,6 +61,31 @@ fn road(c: &mut Criterion) {
     report(
         "road: proposal -> decision -> execution -> result (files.list)",
         &road,
+    );
+    report_steps(&steps_before, &step_totals(&kernel.metrics().encode()));
+    // The same from a task on the kernel's runtime, as a turn makes its calls: no hop from
+    // this thread into the runtime and back.
+    let in_task = runtime
+        .block_on(runtime.spawn({
+            let kernel = std::sync::Arc::clone(&kernel);
+            let call = call.clone();
+            async move {
+                let mut times = Vec::with_capacity(2000);
+                for i in 0..2100 {
+                    let start = std::time::Instant::now();
+                    kernel.propose("assistant", &call, "bench").await.unwrap();
+                    if i >= 100 {
+                        times.push(start.elapsed());
+                    }
+                }
+                times.sort();
+                times
+            }
+        }))
+        .unwrap();
+    report(
+        "road, called from a task on the runtime (as a turn)",
+        &in_task,
     );
     // The kernel's own CPU per call: `block_on` runs the road on this thread, while the
     // audit log's fsyncs run on its writer thread and the tool in its plugin's process. A
@@ -119,6 +145,22 @@ fn road(c: &mut Criterion) {
             .unwrap();
     });
     report("ipc: ping -> pong round trip", &ping);
+    // The tool alone, straight to its plugin: the road's `tool` step without the road.
+    let invoke = sample(5000, || {
+        runtime
+            .block_on(files.request(
+                p3ak_proto::Message::Invoke(p3ak_proto::Invoke {
+                    agent: "assistant".to_owned(),
+                    action: "list".to_owned(),
+                    args: serde_json::json!({}),
+                    deadline_ms: None,
+                }),
+                Duration::from_secs(5),
+                None,
+            ))
+            .unwrap();
+    });
+    report("ipc: files.list invoke -> result round trip", &invoke);
     let mut group = c.benchmark_group("road");
     group
         .sample_size(30)
@@ -133,6 +175,36 @@ fn road(c: &mut Criterion) {
     group.finish();
     kernel.request_stop();
     runtime.block_on(kernel.serve()).unwrap();
+}
+
+/// Each road step's (seconds, count) so far, from the kernel's `p3ak_road_step_seconds`.
+fn step_totals(metrics: &str) -> Vec<(String, f64, f64)> {
+    let value = |name: &str, step: &str| {
+        let prefix = format!("p3ak_road_step_seconds_{name}{{step=\"{step}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    ["decide", "commit", "tool", "total"]
+        .iter()
+        .map(|step| (step.to_string(), value("sum", step), value("count", step)))
+        .collect()
+}
+
+/// Where a call's time went over a sample: each step's mean, as the kernel times it.
+#[expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
+fn report_steps(before: &[(String, f64, f64)], after: &[(String, f64, f64)]) {
+    let means: Vec<String> = before
+        .iter()
+        .zip(after)
+        .map(|((step, sum0, n0), (_, sum1, n1))| {
+            let mean = (sum1 - sum0) / (n1 - n0).max(1.0);
+            format!("{step} {:.0} µs", mean * 1e6)
+        })
+        .collect();
+    println!("road: mean per step: {}", means.join(", "));
 }
 
 /// CPU time this thread has run, from `/proc/thread-self/schedstat` (nanoseconds). The kernel
