@@ -1,5 +1,6 @@
-//! Audit log speed: verifying 100K and 1M entries (hash chain, Merkle tree, checkpoint), and
-//! proof generation. Run: `cargo bench -p p3ak-audit --bench audit`.
+//! Audit log speed: signing and checking one checkpoint (every vault commit signs one, a deep
+//! verify checks every one), verifying 100K and 1M entries (hash chain, Merkle tree,
+//! checkpoint), and proof generation. Run: `cargo bench -p p3ak-audit --bench audit`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -26,6 +27,16 @@ fn entries(n: u64) -> Vec<Vec<u8>> {
 fn benches(c: &mut Criterion) {
     let signer = Signer::from_seed(&Key::from_bytes(&mut [7; 32]));
     let public = signer.public_key();
+    let mut group = c.benchmark_group("audit_checkpoint");
+    let tip = Chain::new().tip();
+    group.bench_function("sign a checkpoint", |b| {
+        b.iter(|| black_box(signer.checkpoint([1; 16], black_box(&tip), 0)))
+    });
+    let cp = signer.checkpoint([1; 16], &tip, 0);
+    group.bench_function("check a checkpoint's signature", |b| {
+        b.iter(|| black_box(cp.verify_signature(black_box(&public)).is_ok()))
+    });
+    group.finish();
     let mut group = c.benchmark_group("audit_verify");
     group
         .sample_size(10)

@@ -287,6 +287,15 @@ fn truncating_the_log_tail_is_detected() {
     );
 }
 
+/// The file at `path` with both commit slots put back from `older`; every record stays.
+fn with_older_slots(path: &Path, older: &[u8]) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    for at in COMMIT_SLOT_OFFSETS {
+        bytes[at..at + COMMIT_SLOT_LEN].copy_from_slice(&older[at..at + COMMIT_SLOT_LEN]);
+    }
+    bytes
+}
+
 #[test]
 fn replacing_the_checkpoint_with_an_older_one_is_detected() {
     let dir = tempfile::tempdir().unwrap();
@@ -297,12 +306,7 @@ fn replacing_the_checkpoint_with_an_older_one_is_detected() {
     vault.put(doc(b"two")).unwrap();
     vault.put(doc(b"three")).unwrap();
     drop(vault);
-    // Put back both commit slots from the earlier file; every record stays.
-    let mut bytes = std::fs::read(&path).unwrap();
-    for at in COMMIT_SLOT_OFFSETS {
-        bytes[at..at + COMMIT_SLOT_LEN].copy_from_slice(&older[at..at + COMMIT_SLOT_LEN]);
-    }
-    let found = problems(&path, &bytes);
+    let found = problems(&path, &with_older_slots(&path, &older));
     assert!(
         found
             .iter()
@@ -322,11 +326,7 @@ fn a_lost_commit_slot_is_a_warning_and_the_next_writer_records_it() {
     let older = std::fs::read(&path).unwrap();
     vault.put(doc(b"two")).unwrap();
     drop(vault);
-    let mut bytes = std::fs::read(&path).unwrap();
-    for at in COMMIT_SLOT_OFFSETS {
-        bytes[at..at + COMMIT_SLOT_LEN].copy_from_slice(&older[at..at + COMMIT_SLOT_LEN]);
-    }
-    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(&path, with_older_slots(&path, &older)).unwrap();
     let vault = Vault::open(&path, Unlock::Unencrypted, Access::Read).unwrap();
     let report = vault.verify(&mut |_, _| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
