@@ -287,26 +287,31 @@ fn truncating_the_log_tail_is_detected() {
     );
 }
 
-/// The file at `path` with both commit slots put back from `older`; every record stays.
-fn with_older_slots(path: &Path, older: &[u8]) -> Vec<u8> {
-    let mut bytes = std::fs::read(path).unwrap();
+/// A vault that committed `one`, then `later` more documents, whose commit slots are then put
+/// back from the file as it was after `one`; every record stays.
+fn with_slots_from_before(dir: &Path, later: &[&[u8]]) -> std::path::PathBuf {
+    let path = dir.join("v.vault");
+    let vault = Vault::create(&path, Protection::Unencrypted).unwrap();
+    vault.put(doc(b"one")).unwrap();
+    let older = std::fs::read(&path).unwrap();
+    for content in later {
+        vault.put(doc(content)).unwrap();
+    }
+    drop(vault);
+    let mut bytes = std::fs::read(&path).unwrap();
     for at in COMMIT_SLOT_OFFSETS {
         bytes[at..at + COMMIT_SLOT_LEN].copy_from_slice(&older[at..at + COMMIT_SLOT_LEN]);
     }
-    bytes
+    std::fs::write(&path, bytes).unwrap();
+    path
 }
 
 #[test]
 fn replacing_the_checkpoint_with_an_older_one_is_detected() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v.vault");
-    let vault = Vault::create(&path, Protection::Unencrypted).unwrap();
-    vault.put(doc(b"one")).unwrap();
-    let older = std::fs::read(&path).unwrap();
-    vault.put(doc(b"two")).unwrap();
-    vault.put(doc(b"three")).unwrap();
-    drop(vault);
-    let found = problems(&path, &with_older_slots(&path, &older));
+    // Two commits past the slots: more than a crash can leave.
+    let path = with_slots_from_before(dir.path(), &[b"two", b"three"]);
+    let found = problems(&path, &std::fs::read(&path).unwrap());
     assert!(
         found
             .iter()
@@ -320,13 +325,7 @@ fn replacing_the_checkpoint_with_an_older_one_is_detected() {
 #[test]
 fn a_lost_commit_slot_is_a_warning_and_the_next_writer_records_it() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v.vault");
-    let vault = Vault::create(&path, Protection::Unencrypted).unwrap();
-    vault.put(doc(b"one")).unwrap();
-    let older = std::fs::read(&path).unwrap();
-    vault.put(doc(b"two")).unwrap();
-    drop(vault);
-    std::fs::write(&path, with_older_slots(&path, &older)).unwrap();
+    let path = with_slots_from_before(dir.path(), &[b"two"]);
     let vault = Vault::open(&path, Unlock::Unencrypted, Access::Read).unwrap();
     let report = vault.verify(&mut |_, _| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
