@@ -68,11 +68,8 @@ impl Vault {
         if self.access == Access::Read {
             return Err(VaultError::ReadOnly);
         }
-        let bytes_before = self
-            .file
-            .metadata()
-            .map_err(VaultError::io("cannot read vault"))?
-            .len();
+        // Sizes as the files are when closed: without the space a writer writes ahead.
+        let bytes_before = self.state_read().end;
         let prefix = Prefix {
             created_unix: self.header.prefix.created_unix,
             ..self.header.prefix.clone()
@@ -144,11 +141,7 @@ impl Vault {
             }),
         )?;
         new_vault.sync()?;
-        let bytes_after = new_vault
-            .file
-            .metadata()
-            .map_err(VaultError::io("cannot read new vault"))?
-            .len();
+        let bytes_after = new_vault.state_read().end;
         drop(new_vault);
         std::fs::rename(&tmp, &self.path).map_err(VaultError::io(format!(
             "cannot replace `{}`",

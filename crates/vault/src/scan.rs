@@ -95,6 +95,8 @@ pub struct OpenReport {
     /// Bytes after the last complete record that were never committed (an interrupted write);
     /// a writer cuts them away.
     pub torn_tail_bytes: u64,
+    /// Zeros after the last record: space a writer wrote ahead of its records (kept).
+    pub preallocated_bytes: u64,
     /// Complete, authentic records written after the last commit (a crash between writing them
     /// and committing): kept.
     pub recovered_records: u64,
@@ -321,6 +323,7 @@ struct Pending {
 struct Scanner<'a> {
     file: &'a File,
     file_len: u64,
+    committed_end: u64,
     header: &'a Header,
     sealer: &'a Sealer,
     /// Verify signatures too (the deep scan of `verify`).
@@ -357,6 +360,7 @@ pub(crate) fn scan(
     let mut s = Scanner {
         file,
         file_len,
+        committed_end,
         header,
         sealer,
         deep,
@@ -443,6 +447,13 @@ pub(crate) fn scan(
         } else {
             match read_record_body(file, s.header, s.sealer, &loc) {
                 Ok(body) => s.apply(loc, body),
+                // Past the commit point the file may shrink under a reader (a writer closing
+                // gives back the space it wrote ahead): the end of what is there.
+                Err(BodyError::Io(e))
+                    if !in_committed && e.kind() == io::ErrorKind::UnexpectedEof =>
+                {
+                    break;
+                }
                 Err(BodyError::Io(e)) => return Err(io_err(e)),
                 Err(BodyError::Auth) if !in_committed => break,
                 Err(BodyError::Auth) => {
@@ -479,7 +490,12 @@ pub(crate) fn scan(
         s.fail_pending("its content is missing (the file ends early)");
     }
     if s.accepted_end >= committed_end {
-        s.report.torn_tail_bytes = file_len.saturating_sub(s.accepted_end);
+        let tail = file_len.saturating_sub(s.accepted_end);
+        if s.only_zeros_from(s.accepted_end).map_err(io_err)? {
+            s.report.preallocated_bytes = tail;
+        } else {
+            s.report.torn_tail_bytes = tail;
+        }
     }
     if let Some(c) = committed
         && s.accepted_end > committed_end
@@ -523,8 +539,35 @@ impl Scanner<'_> {
             return Ok(None);
         }
         let mut buf = [0u8; RECORD_HEADER_LEN];
-        self.file.read_exact_at(&mut buf, pos)?;
-        Ok(RecordHeader::parse(&buf))
+        match self.file.read_exact_at(&mut buf, pos) {
+            Ok(()) => Ok(RecordHeader::parse(&buf)),
+            // Shrunk under a reader after the commit point (see the body read in `scan`).
+            Err(e) if pos >= self.committed_end && e.kind() == io::ErrorKind::UnexpectedEof => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the file holds only zero bytes from `from` to its end: space written ahead,
+    /// not an interrupted write.
+    fn only_zeros_from(&self, from: u64) -> io::Result<bool> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pos = from;
+        while pos < self.file_len {
+            let want = usize::try_from((self.file_len - pos).min(buf.len() as u64)).unwrap_or(0);
+            let window = buf.get_mut(..want).unwrap_or_default();
+            let got = self.file.read_at(window, pos)?;
+            if got == 0 {
+                // The file shrank while being read: what remains was all zeros.
+                return Ok(true);
+            }
+            if window.get(..got).is_some_and(|w| w.iter().any(|&b| b != 0)) {
+                return Ok(false);
+            }
+            pos += got as u64;
+        }
+        Ok(true)
     }
 
     fn damage(&mut self, offset: u64, record: Option<u64>, what: String) {

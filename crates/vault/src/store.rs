@@ -17,7 +17,7 @@ use crate::doc::{
 use crate::error::{Result, VaultError};
 use crate::format::{
     self, COMMIT_SLOT_LEN, COMMIT_SLOT_OFFSETS, CommitSlot, Encryption, HEADER_LEN, Header,
-    HeaderError, KeySlot, Prefix, RECORD_HEADER_LEN, RecordHeader, kind,
+    HeaderError, KeySlot, Prefix, RecordHeader, kind,
 };
 use crate::lock::WriterLock;
 use crate::scan::{self, DocEntry, OpenReport, RecordLoc, Scan};
@@ -25,6 +25,15 @@ use crate::seal::{self, Keys, Sealer};
 
 /// Nonce counters are reserved in blocks of this size, durably, before any is used.
 pub(crate) const RESERVATION_BLOCK: u64 = 1 << 32;
+
+/// The file grows ahead of its records by an eighth of its size, within these bounds, in
+/// written zeros: a commit into space already allocated and written syncs only its data, while
+/// an append also writes the inode (docs/vault-format.md, "Preallocation").
+const GROWTH_MIN: u64 = 64 * 1024;
+const GROWTH_MAX: u64 = 4 * 1024 * 1024;
+
+/// Records of a batch are gathered and written together, in pieces of about this size.
+const WRITE_BUFFER: usize = 1024 * 1024;
 
 /// Longest title we store, in bytes.
 pub const MAX_TITLE_LEN: usize = 4096;
@@ -114,6 +123,8 @@ struct Writer {
     /// The last commit slot was written but not synced: the next commit's sync (or dropping
     /// the vault) makes it durable. Its records were synced before it was written.
     slot_unsynced: bool,
+    /// The file's length: the committed records, then zeros written ahead of them.
+    file_end: u64,
 }
 
 /// When a commit slot write is synced.
@@ -156,7 +167,10 @@ pub struct VaultInfo {
     /// Internal objects (search index files, embeddings) and their bytes.
     pub objects: usize,
     pub object_bytes: u64,
+    /// The file's length; while a writer has it open, with zeros written ahead of the records.
     pub file_bytes: u64,
+    /// The file up to its last committed record (its length once closed).
+    pub committed_bytes: u64,
     pub records: u64,
     pub generation: u64,
     pub last_commit: i64,
@@ -541,11 +555,15 @@ impl Vault {
             return Err(VaultError::Damaged(reason));
         }
         let end = self.state_read().end;
-        if file_len > end {
+        // Zeros after the last record are space written ahead (kept); anything else there is
+        // an interrupted write, cut away with the zeros after it.
+        let mut file_end = file_len;
+        if self.report.torn_tail_bytes > 0 {
             self.file
                 .set_len(end)
                 .map_err(self.io_err("cannot cut torn tail"))?;
             self.file.sync_all().map_err(self.io_err("cannot sync"))?;
+            file_end = end;
         }
         // Every counter ever used is below the reservation of the newest slot that was
         // durable when it was used. If a slot is not intact, the newest commit may be lost:
@@ -567,6 +585,7 @@ impl Vault {
             next_slot,
             block: RESERVATION_BLOCK,
             slot_unsynced: false,
+            file_end,
         };
         self.reserve(&mut writer)?;
         self.writer = Some(Mutex::new(writer));
@@ -688,6 +707,7 @@ impl Vault {
             next_slot: 0,
             block: RESERVATION_BLOCK,
             slot_unsynced: false,
+            file_end: HEADER_LEN as u64,
         };
         vault.reserve(&mut writer)?;
         vault.writer = Some(Mutex::new(writer));
@@ -936,6 +956,9 @@ impl Vault {
             vault: self,
             writer: &mut writer,
             offset: start_end,
+            unwritten: Vec::new(),
+            unwritten_at: start_end,
+            wrote: false,
             index: start_count,
             tip,
             log_entries: Vec::new(),
@@ -956,9 +979,12 @@ impl Vault {
             plain.extend_from_slice(&cp.to_bytes());
             batch.append(SecretBytes::new(plain))?;
             let checkpoint = Some(cp);
+            batch.grow_ahead();
+            batch.write_out()?;
             // The one sync of a commit: it makes the batch durable, closing checkpoint
-            // included, which is all recovery needs to keep it (docs/vault-format.md). The
-            // slot written after it is made durable by the next commit's sync.
+            // included, which is all recovery needs to keep it (docs/vault-format.md), and
+            // with it any zeros written ahead. The slot written after it is made durable by
+            // the next commit's sync.
             self.file.sync_data().map_err(self.io_err("cannot sync"))?;
             batch.writer.slot_unsynced = false;
             self.write_commit(
@@ -973,8 +999,11 @@ impl Vault {
         let (value, checkpoint) = match result {
             Ok(done) => done,
             Err(e) => {
-                // Nothing of this batch was committed; cut what was appended.
-                let _ = self.file.set_len(start_end);
+                // Nothing of this batch was committed; cut what reached the file (and the
+                // zeros written ahead, which a later commit writes again).
+                if batch.wrote && self.file.set_len(start_end).is_ok() {
+                    batch.writer.file_end = start_end;
+                }
                 return Err(e);
             }
         };
@@ -1176,6 +1205,7 @@ impl Vault {
                 .map(|e| e.meta.size)
                 .sum(),
             file_bytes,
+            committed_bytes: state.end,
             records: state.record_count,
             generation: state.generation,
             last_commit: state.last_commit_unix,
@@ -1261,7 +1291,13 @@ fn check_doc(doc: &NewDocument<'_>) -> Result<()> {
 pub(crate) struct Batch<'v> {
     vault: &'v Vault,
     writer: &'v mut Writer,
+    /// Where the next record goes.
     offset: u64,
+    /// Sealed records not yet written, and where they go.
+    unwritten: Vec<u8>,
+    unwritten_at: u64,
+    /// Some of the batch reached the file (a batch larger than the buffer, or a failed write).
+    wrote: bool,
     index: u64,
     /// The log as it will be once this batch commits.
     pub(crate) tip: Tip,
@@ -1294,20 +1330,52 @@ impl Batch<'_> {
             &header,
             body,
         )?;
-        let mut bytes = Vec::with_capacity(RECORD_HEADER_LEN + body.len());
-        bytes.extend_from_slice(&header.encode());
-        bytes.extend_from_slice(body);
-        self.vault
-            .file
-            .write_all_at(&bytes, self.offset)
-            .map_err(self.vault.io_err("cannot write"))?;
+        if self.unwritten.is_empty() {
+            self.unwritten_at = self.offset;
+        }
+        self.unwritten.extend_from_slice(&header.encode());
+        self.unwritten.extend_from_slice(body);
         let loc = RecordLoc {
             offset: self.offset,
             header,
         };
         self.offset += header.total_len();
         self.index += 1;
+        if self.unwritten.len() >= WRITE_BUFFER {
+            self.write_out()?;
+        }
         Ok(loc)
+    }
+
+    /// When the batch runs past the space written ahead, so that its sync writes the inode
+    /// anyway, adds zeros after it for the commits that follow.
+    fn grow_ahead(&mut self) {
+        if self.offset <= self.writer.file_end {
+            return;
+        }
+        if self.unwritten.is_empty() {
+            self.unwritten_at = self.offset;
+        }
+        let step = (self.offset / 8).clamp(GROWTH_MIN, GROWTH_MAX);
+        let len = self.unwritten.len().saturating_add(step as usize);
+        self.unwritten.resize(len, 0);
+    }
+
+    /// Writes what was gathered in one call.
+    fn write_out(&mut self) -> Result<()> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        self.wrote = true;
+        self.vault
+            .file
+            .write_all_at(&self.unwritten, self.unwritten_at)
+            .map_err(self.vault.io_err("cannot write"))?;
+        let end = self.unwritten_at + self.unwritten.len() as u64;
+        self.writer.file_end = self.writer.file_end.max(end);
+        self.unwritten_at = end;
+        self.unwritten.clear();
+        Ok(())
     }
 
     /// Appends an audit log entry.
@@ -1585,15 +1653,22 @@ fn default_actor() -> String {
 }
 
 impl Drop for Vault {
-    /// Makes the last commit slot durable. Without this (a crash, a kill) nothing is lost:
-    /// the last commit is recovered from its synced records at the next open.
+    /// Makes the last commit slot durable and gives back the space written ahead, so a closed
+    /// vault's file ends at its last record. Without this (a crash, a kill) nothing is lost:
+    /// the last commit is recovered from its synced records at the next open, and the zeros
+    /// after it are kept for the next writer.
     fn drop(&mut self) {
-        let unsynced = self.writer.as_ref().is_some_and(|w| {
-            w.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .slot_unsynced
-        });
-        if unsynced {
+        let Some(writer) = self.writer.as_ref() else {
+            return;
+        };
+        let writer = writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let end = self.state_read().end;
+        if writer.file_end > end {
+            let _ = self.file.set_len(end);
+        }
+        if writer.slot_unsynced {
             let _ = self.file.sync_data();
         }
     }

@@ -12,7 +12,8 @@ use p3ak_vault::{Access, DocId, VaultError};
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    /// File contents after every commit: `states[i]` holds documents `0..i`.
+    /// File contents up to the commit point after every commit: `states[i]` holds documents
+    /// `0..i` (the writer's zeros written ahead left out).
     states: Vec<Vec<u8>>,
     ids: Vec<DocId>,
     key: p3ak_vault::VaultKey,
@@ -28,13 +29,23 @@ fn doc_len(i: usize) -> usize {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let (path, vault) = create(dir.path());
-    let mut states = vec![std::fs::read(&path).unwrap()];
+    let snapshot = |vault: &p3ak_vault::Vault| {
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(vault.info().unwrap().committed_bytes as usize);
+        bytes
+    };
+    let mut states = vec![snapshot(&vault)];
     let mut ids = Vec::new();
     for i in 0..DOCS {
         ids.push(vault.put(doc(&content(i, doc_len(i)))).unwrap().id);
-        states.push(std::fs::read(&path).unwrap());
+        states.push(snapshot(&vault));
     }
     drop(vault);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        states[DOCS],
+        "a closed vault ends at its last record"
+    );
     let key = key(&path);
     Fixture {
         _dir: dir,
@@ -71,28 +82,32 @@ fn crash_before_commit_at_every_byte_of_the_last_record_loses_only_that_record()
     // any prefix of the last put's bytes: exactly what a crash mid-put leaves on disk.
     let before = &fx.states[DOCS - 1];
     let after = &fx.states[DOCS];
-    for cut in before.len()..=after.len() {
+    // Every other cut lands in zeros the writer wrote ahead of its records, as most commits
+    // do; the others at the end of the file, as a commit that grows it does.
+    for (cut, zeros) in (before.len()..=after.len()).flat_map(|cut| [(cut, 0), (cut, 3000)]) {
         let mut bytes = before.clone();
         bytes.extend_from_slice(&after[before.len()..cut]);
+        bytes.resize(bytes.len() + zeros, 0);
         write(&path, &bytes);
         let complete = cut == after.len();
         let vault = open(&path, &fx.key, Access::Read).unwrap();
-        let context = format!("uncommitted, cut at {cut}");
+        let context = format!("uncommitted, cut at {cut}, {zeros} zeros after");
         assert_docs(
             &fx,
             &vault,
             if complete { DOCS } else { DOCS - 1 },
             &context,
         );
-        assert_eq!(
-            vault.open_report().torn_tail_bytes,
-            if complete {
-                0
-            } else {
-                (cut - before.len()) as u64
-            },
-            "{context}"
-        );
+        let report = vault.open_report();
+        let tail = (bytes.len() - before.len()) as u64;
+        // Only zeros after the last complete batch: space written ahead, not a torn write.
+        let (torn, ahead) = if complete || cut == before.len() {
+            (0, zeros as u64)
+        } else {
+            (tail, 0)
+        };
+        assert_eq!(report.torn_tail_bytes, torn, "{context}");
+        assert_eq!(report.preallocated_bytes, ahead, "{context}");
         assert!(vault.open_report().damage_summary().is_none(), "{context}");
         drop(vault);
 
@@ -197,4 +212,88 @@ fn rekey_interrupted_at_any_point_leaves_the_old_vault_or_the_new_one() {
         assert!(!tmp.exists(), "the writer removes a stale temporary file");
         assert_docs(&fx, &vault, DOCS, &format!("tmp cut at {cut}"));
     }
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn a_writer_writes_space_ahead_that_readers_and_verify_accept_and_closing_gives_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, vault) = create(dir.path());
+    vault.put(doc(&content(0, 300))).unwrap();
+    let grown = file_len(&path);
+    let info = vault.info().unwrap();
+    assert_eq!(info.file_bytes, grown);
+    assert!(
+        grown > info.committed_bytes && grown >= 64 * 1024,
+        "{grown} bytes for {} committed",
+        info.committed_bytes
+    );
+    // Small commits go into the zeros written ahead: the file does not grow.
+    let mut ids = Vec::new();
+    for i in 1..20 {
+        ids.push(vault.put(doc(&content(i, 300))).unwrap().id);
+    }
+    assert_eq!(file_len(&path), grown, "small commits reuse the space");
+    // A batch larger than the write buffer and the space ahead grows the file again.
+    let big = content(99, 3 << 20);
+    let big_id = vault.put(doc(&big)).unwrap().id;
+    assert!(file_len(&path) > vault.info().unwrap().committed_bytes);
+
+    // A reader while the writer is open: the zeros are space ahead, not an interrupted write.
+    let key = key(&path);
+    let reader = open(&path, &key, Access::Read).unwrap();
+    let report = reader.open_report();
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(
+        report.preallocated_bytes,
+        file_len(&path) - vault.info().unwrap().committed_bytes
+    );
+    let verified = reader.verify(&mut |_, _| {}).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
+    assert!(verified.warnings.is_empty(), "{:?}", verified.warnings);
+    assert_eq!(reader.get(&big_id).unwrap().1.expose(), &big[..]);
+    drop(reader);
+
+    let committed = vault.info().unwrap().committed_bytes;
+    drop(vault);
+    assert_eq!(file_len(&path), committed, "closing gives the space back");
+    let vault = open(&path, &key, Access::Read).unwrap();
+    assert_eq!(vault.open_report().preallocated_bytes, 0);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(vault.get(id).unwrap().1.expose(), &content(i + 1, 300)[..]);
+    }
+}
+
+#[test]
+fn a_crash_with_space_written_ahead_loses_nothing_and_the_next_writer_keeps_the_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, vault) = create(dir.path());
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(vault.put(doc(&content(i, 500))).unwrap().id);
+    }
+    // The file as a power loss would leave it: the writer never closed.
+    let crashed = dir.path().join("crashed.vault");
+    std::fs::copy(&path, &crashed).unwrap();
+    let ahead = file_len(&crashed);
+    drop(vault);
+    let key = key(&path);
+
+    let vault = open(&crashed, &key, Access::Write).unwrap();
+    assert_eq!(vault.open_report().torn_tail_bytes, 0);
+    assert!(vault.open_report().preallocated_bytes > 0);
+    assert_eq!(file_len(&crashed), ahead, "the space ahead is kept");
+    ids.push(vault.put(doc(&content(5, 500))).unwrap().id);
+    assert_eq!(file_len(&crashed), ahead, "the next commit goes into it");
+    drop(vault);
+
+    let vault = open(&crashed, &key, Access::Read).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(vault.get(id).unwrap().1.expose(), &content(i, 500)[..]);
+    }
+    let verified = vault.verify(&mut |_, _| {}).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
 }

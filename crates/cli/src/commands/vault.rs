@@ -603,7 +603,17 @@ fn info(target: &VaultArg, header_only: bool, out: &Output) -> anyhow::Result<()
         bytes(info.object_bytes),
         info.objects
     ));
-    out.line(format!("file size       {}", bytes(info.file_bytes)));
+    let ahead = vault.open_report().preallocated_bytes;
+    if ahead > 0 {
+        // A writer (the kernel) has it open: the zeros it wrote ahead go when it closes.
+        out.line(format!(
+            "file size       {} ({} of zeros written ahead by the open writer)",
+            bytes(info.file_bytes),
+            bytes(ahead)
+        ));
+    } else {
+        out.line(format!("file size       {}", bytes(info.file_bytes)));
+    }
     out.line(format!("records         {}", info.records));
     out.line(format!(
         "last commit     {} (generation {})",
