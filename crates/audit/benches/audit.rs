@@ -17,7 +17,7 @@ fn entries(n: u64) -> Vec<Vec<u8>> {
                 1_790_000_000_000 + i as i64,
                 "kernel.decision",
                 "agent:mail",
-                serde_json::json!({ "action": "bank.payment_send", "decision": "escalate", "level": 4, "n": i }),
+                &serde_json::json!({ "action": "bank.payment_send", "decision": "escalate", "level": 4, "n": i }),
             )
             .unwrap_or_default()
         })

@@ -217,7 +217,7 @@ mod tests {
         for i in 0..5 {
             let bytes = chain
                 .tip()
-                .append(i, "test", "me", serde_json::json!({ "i": i }))
+                .append(i, "test", "me", &serde_json::json!({ "i": i }))
                 .unwrap();
             chain.push(&bytes).unwrap();
         }

@@ -21,7 +21,7 @@ fn log(n: u64) -> (Vec<Vec<u8>>, Checkpoint) {
                 1_700_000_000_000 + i as i64,
                 "tool.call",
                 "agent:mail",
-                serde_json::json!({ "amount": i * 100, "to": "alice" }),
+                &serde_json::json!({ "amount": i * 100, "to": "alice" }),
             )
             .unwrap()
         })
@@ -110,7 +110,7 @@ fn rewriting_history_consistently_fails_the_signed_root() {
                 1_700_000_000_000 + i as i64,
                 "tool.call",
                 "agent:mail",
-                serde_json::json!({ "amount": i * 100, "to": to }),
+                &serde_json::json!({ "amount": i * 100, "to": to }),
             )
             .unwrap()
         })

@@ -103,7 +103,7 @@ impl Vault {
         }
         self.commit_batch(|batch| {
             write(batch, crate::store::now_unix())?;
-            batch.log("vault.canary", serde_json::json!({ "written": true }))
+            batch.log("vault.canary", &serde_json::json!({ "written": true }))
         })?;
         Ok(true)
     }

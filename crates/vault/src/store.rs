@@ -634,7 +634,7 @@ impl Vault {
             crate::canary::write(batch, prefix.created_unix)?;
             batch.log(
                 "vault.create",
-                serde_json::json!({
+                &serde_json::json!({
                     "format_version": prefix.version,
                     "encryption": prefix.encryption.name(),
                     "canary": true,
@@ -905,21 +905,21 @@ impl Vault {
     /// Returns the entry's sequence number.
     pub fn log_event(&self, kind: &str, payload: serde_json::Value) -> Result<u64> {
         self.commit_batch(|batch| {
-            batch.log(kind, payload)?;
+            batch.log(kind, &payload)?;
             Ok(batch.tip.len() - 1)
         })
     }
 
     /// Appends several entries with one commit (one fsync) and one checkpoint.
     /// Returns the sequence number of the first.
-    pub fn log_events<'a>(
+    pub fn log_events<'a, P: std::borrow::Borrow<serde_json::Value>>(
         &self,
-        events: impl IntoIterator<Item = (&'a str, serde_json::Value)>,
+        events: impl IntoIterator<Item = (&'a str, P)>,
     ) -> Result<u64> {
         self.commit_batch(|batch| {
             let first = batch.tip.len();
             for (kind, payload) in events {
-                batch.log(kind, payload)?;
+                batch.log(kind, payload.borrow())?;
             }
             Ok(first)
         })
@@ -1042,11 +1042,9 @@ impl Vault {
             state.docs.insert(entry.meta.id, entry);
         }
         for (bytes, loc) in log_entries {
-            // Built on the committed tip, so this cannot fail; if it did, the log on disk is
-            // still right and the next open reads it.
-            if state.log.chain.push(&bytes).is_ok() {
-                state.log.locs.push(loc);
-            }
+            // Built on the committed tip by this writer: right by construction.
+            state.log.chain.push_built(&bytes);
+            state.log.locs.push(loc);
         }
         if checkpoint.is_some() {
             state.log.last_checkpoint = checkpoint;
@@ -1379,7 +1377,7 @@ impl Batch<'_> {
     }
 
     /// Appends an audit log entry.
-    pub(crate) fn log(&mut self, kind: &str, payload: serde_json::Value) -> Result<()> {
+    pub(crate) fn log(&mut self, kind: &str, payload: &serde_json::Value) -> Result<()> {
         let actor = self
             .vault
             .actor
@@ -1497,7 +1495,7 @@ impl Batch<'_> {
         if log_put {
             self.log(
                 "vault.put",
-                serde_json::json!({ "id": id, "size": entry.meta.size }),
+                &serde_json::json!({ "id": id, "size": entry.meta.size }),
             )?;
         }
         self.new_docs.push(entry);
@@ -1606,7 +1604,7 @@ impl Transaction<'_, '_> {
         }
         self.batch.tombstone(*id)?;
         self.batch
-            .log("vault.delete", serde_json::json!({ "id": id }))
+            .log("vault.delete", &serde_json::json!({ "id": id }))
     }
 
     /// Writes object `name` in `space`, replacing an object of the same name.
@@ -1623,7 +1621,7 @@ impl Transaction<'_, '_> {
 
     /// Appends an entry to the vault's audit log.
     pub fn log(&mut self, kind: &str, payload: serde_json::Value) -> Result<()> {
-        self.batch.log(kind, payload)
+        self.batch.log(kind, &payload)
     }
 }
 

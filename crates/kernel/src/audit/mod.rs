@@ -260,12 +260,16 @@ impl AuditSink for AuditLog {
 /// What the writer commits to: the kernel vault's log (a fake in tests, to make writes fail).
 trait LogStore: Send + Sync {
     /// Appends entries in one durable commit; returns the first's sequence number.
-    fn commit(&self, entries: &[Entry]) -> Result<u64, VaultError>;
+    fn commit(&self, entries: &[&Entry]) -> Result<u64, VaultError>;
 }
 
 impl LogStore for Vault {
-    fn commit(&self, entries: &[Entry]) -> Result<u64, VaultError> {
-        self.log_events(entries.iter().map(|(k, p)| (k.as_str(), p.clone())))
+    fn commit(&self, entries: &[&Entry]) -> Result<u64, VaultError> {
+        self.log_events(
+            entries
+                .iter()
+                .map(|(kind, payload)| (kind.as_str(), payload)),
+        )
     }
 }
 
@@ -346,11 +350,10 @@ fn spawn_writer(
 /// fails, `held` alone and then each job alone, so that one job's failure is not another's;
 /// while `held` cannot be written, nothing after it is.
 fn commit_group(store: &dyn LogStore, held: &mut Held, group: Vec<Job>) {
-    let all: Vec<Entry> = held
+    let all: Vec<&Entry> = held
         .entries
         .iter()
         .chain(group.iter().flat_map(|job| job.entries.iter()))
-        .cloned()
         .collect();
     let first = match store.commit(&all) {
         Ok(first) => first,
@@ -384,7 +387,7 @@ fn commit_group(store: &dyn LogStore, held: &mut Held, group: Vec<Job>) {
 /// the log for good; if even that cannot be written, the job fails.
 fn commit_alone(store: &dyn LogStore, held: &mut Held, job: Job) {
     if !held.entries.is_empty() {
-        match store.commit(&held.entries) {
+        match store.commit(&held.entries.iter().collect::<Vec<_>>()) {
             Ok(_) => held.clear(),
             Err(e) => {
                 held.failures += 1;
@@ -397,7 +400,7 @@ fn commit_alone(store: &dyn LogStore, held: &mut Held, job: Job) {
                     held.entries.len()
                 );
                 let lost = lost_entries(&held.entries, &e);
-                if let Err(e) = store.commit(std::slice::from_ref(&lost)) {
+                if let Err(e) = store.commit(&[&lost]) {
                     held.entries = vec![lost];
                     fail(held, job, e);
                     return;
@@ -406,7 +409,7 @@ fn commit_alone(store: &dyn LogStore, held: &mut Held, job: Job) {
             }
         }
     }
-    match store.commit(&job.entries) {
+    match store.commit(&job.entries.iter().collect::<Vec<_>>()) {
         Ok(seq) => {
             if let Some(done) = job.done {
                 let _ = done.send(Ok(seq));
@@ -514,7 +517,7 @@ mod tests {
     }
 
     impl LogStore for FlakyStore {
-        fn commit(&self, entries: &[Entry]) -> Result<u64, VaultError> {
+        fn commit(&self, entries: &[&Entry]) -> Result<u64, VaultError> {
             let refused = *self.refused.lock().unwrap();
             if self.down.load(std::sync::atomic::Ordering::SeqCst)
                 || entries
@@ -527,7 +530,7 @@ mod tests {
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut log = self.log.lock().unwrap();
             let first = log.len() as u64;
-            log.extend(entries.iter().cloned());
+            log.extend(entries.iter().map(|&entry| entry.clone()));
             Ok(first)
         }
     }
