@@ -125,6 +125,8 @@ struct Writer {
     slot_unsynced: bool,
     /// The file's length: the committed records, then zeros written ahead of them.
     file_end: u64,
+    /// The last batch's write buffer, kept for the next (emptied).
+    spare_buffer: Vec<u8>,
 }
 
 /// When a commit slot write is synced.
@@ -586,6 +588,7 @@ impl Vault {
             block: RESERVATION_BLOCK,
             slot_unsynced: false,
             file_end,
+            spare_buffer: Vec::new(),
         };
         self.reserve(&mut writer)?;
         self.writer = Some(Mutex::new(writer));
@@ -708,6 +711,7 @@ impl Vault {
             block: RESERVATION_BLOCK,
             slot_unsynced: false,
             file_end: HEADER_LEN as u64,
+            spare_buffer: Vec::new(),
         };
         vault.reserve(&mut writer)?;
         vault.writer = Some(Mutex::new(writer));
@@ -952,11 +956,12 @@ impl Vault {
             let state = self.state_read();
             (state.end, state.record_count, state.log.chain.tip())
         };
+        let unwritten = std::mem::take(&mut writer.spare_buffer);
         let mut batch = Batch {
             vault: self,
             writer: &mut writer,
             offset: start_end,
-            unwritten: Vec::new(),
+            unwritten,
             unwritten_at: start_end,
             wrote: false,
             index: start_count,
@@ -996,6 +1001,11 @@ impl Vault {
             )?;
             Ok((value, checkpoint))
         });
+        let mut spare = std::mem::take(&mut batch.unwritten);
+        if spare.capacity() <= 2 * WRITE_BUFFER {
+            spare.clear();
+            batch.writer.spare_buffer = spare;
+        }
         let (value, checkpoint) = match result {
             Ok(done) => done,
             Err(e) => {
