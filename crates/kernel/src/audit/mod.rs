@@ -172,7 +172,11 @@ impl AuditLog {
         }
         let vault = Arc::clone(&self.vault);
         tokio::task::spawn_blocking(move || {
-            vault.log_events(entries.iter().map(|(k, p)| (k.as_str(), p.clone())))
+            vault.log_events(
+                entries
+                    .iter()
+                    .map(|(kind, payload)| (kind.as_str(), payload)),
+            )
         })
         .await
         .map_err(KernelError::task("the audit write"))?
