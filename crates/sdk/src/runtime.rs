@@ -2,11 +2,12 @@
 //!
 //! [`serve`] says `hello`, waits for `welcome`, builds the plugin from its config, sends
 //! `register`, waits for `registered`, then serves until `shutdown` or the end of the
-//! connection. The connection is read on the calling thread, which answers `ping` at once
-//! (even while a long request runs); requests are handled one at a time, in order, on a
-//! worker thread — or, for a [`SharedTool`] or a [`SharedProvider`], by several worker
-//! threads at once, replies (and a provider's stream chunks) then coming back in the order
-//! they are sent. Each reply and each chunk carries its request's `id`:
+//! connection. One thread reads the connection at a time and answers `ping` at once (even
+//! while long requests run); requests are handled one at a time, in order — or, for a
+//! [`SharedTool`] or a [`SharedProvider`], up to its `workers` at once, replies (and a
+//! provider's stream chunks) then coming back in the order they are sent. The thread that
+//! reads a request answers it while another takes over reading, so a call is not handed from
+//! thread to thread on its way. Each reply and each chunk carries its request's `id`:
 //!
 //! - `invoke` → `result {output}` or `error {kind, message}` (tools);
 //! - `inference_request` → `stream_chunk`s if asked, then `inference_response` or `error`
@@ -17,9 +18,9 @@
 //!
 //! A reply too large for a frame becomes `error {kind: permanent}` saying so.
 
+use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Condvar, Mutex};
 
 use p3ak_proto::io::{read_message, write_message};
 use p3ak_proto::{
@@ -297,7 +298,7 @@ pub fn serve<F>(
 where
     F: FnOnce(&Welcome) -> Result<Handler, PluginError>,
 {
-    let mut reader = stream.try_clone().map_err(|source| PluginError::Io {
+    let reader = stream.try_clone().map_err(|source| PluginError::Io {
         context: "cannot clone the connection",
         source,
     })?;
@@ -314,7 +315,7 @@ where
             software: Some(software.to_owned()),
         }),
     )?;
-    let welcome = match handshake_message(&mut reader, &writer, "welcome")? {
+    let welcome = match handshake_message(&reader, &writer, "welcome")? {
         Message::Welcome(welcome) => welcome,
         other => {
             return Err(PluginError::Handshake(format!(
@@ -338,7 +339,7 @@ where
         }
     };
     writer.send(0, Message::Register(handler.register()))?;
-    match handshake_message(&mut reader, &writer, "registered")? {
+    match handshake_message(&reader, &writer, "registered")? {
         Message::Registered(_) => {}
         other => {
             return Err(PluginError::Handshake(format!(
@@ -347,17 +348,17 @@ where
             )));
         }
     }
-    serve_requests(&mut reader, &writer, handler)
+    serve_requests(&reader, &writer, handler)
 }
 
 /// The next handshake message, answering pings on the way; an `error` is a refusal.
 fn handshake_message(
-    reader: &mut UnixStream,
+    mut reader: &UnixStream,
     writer: &Writer,
     expected: &str,
 ) -> Result<Message, PluginError> {
     loop {
-        let Some(envelope) = read_message(reader, writer.max)? else {
+        let Some(envelope) = read_message(&mut reader, writer.max)? else {
             return Err(PluginError::Handshake(format!(
                 "the kernel closed the connection before `{expected}`"
             )));
@@ -375,149 +376,231 @@ fn handshake_message(
     }
 }
 
+/// What answers requests: one handler, one request at a time, or a shared one.
+enum Work {
+    Exclusive(Mutex<Handler>),
+    Shared(Concurrent),
+}
+
+impl Work {
+    fn answer(&self, writer: &Writer, id: u64, message: Message) -> Message {
+        match self {
+            Self::Exclusive(handler) => {
+                let mut handler = handler
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                handle(&mut handler, writer, id, message)
+            }
+            Self::Shared(Concurrent::Tool(tool)) => handle_shared(&**tool, message),
+            Self::Shared(Concurrent::Provider(provider)) => {
+                handle_shared_provider(&**provider, writer, id, message)
+            }
+        }
+    }
+}
+
+/// The threads serving a connection: `capacity` requests may be answered at once, and one
+/// more thread is always there to read, so `ping` and `shutdown` are read while requests run.
+///
+/// The thread that reads a request answers it itself and an idle thread takes over reading
+/// (leader and followers): a request is not handed from thread to thread on its way, which on
+/// a virtual machine costs a wake-up (tens of microseconds) per call.
+struct Pool<'a> {
+    state: Mutex<PoolState>,
+    changed: Condvar,
+    capacity: usize,
+    work: Work,
+    writer: &'a Writer,
+    reader: &'a UnixStream,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// A thread is reading the connection.
+    reading: bool,
+    /// Requests read while `capacity` were being answered, in order.
+    queue: VecDeque<Request>,
+    /// Requests being answered.
+    running: usize,
+    /// The connection ended (`shutdown`, its end, a failure): nothing more is read.
+    ended: Option<Result<(), PluginError>>,
+}
+
+/// What reading the connection gave: a request to answer, or its end.
+enum Read {
+    Request(Request),
+    End(Result<(), PluginError>),
+}
+
+impl Pool<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One thread's part: read while nobody does, answer what was read, until the connection
+    /// has ended and nothing is left to answer.
+    fn run(&self) {
+        let mut state = self.lock();
+        loop {
+            if !state.reading && state.ended.is_none() {
+                state.reading = true;
+                drop(state);
+                let read = self.read();
+                state = self.lock();
+                state.reading = false;
+                match read {
+                    Read::Request(request)
+                        if state.running < self.capacity && state.queue.is_empty() =>
+                    {
+                        // Another thread reads on; this one answers.
+                        state.running += 1;
+                        self.changed.notify_one();
+                        drop(state);
+                        state = self.answered(request);
+                    }
+                    Read::Request(request) => state.queue.push_back(request),
+                    Read::End(result) => {
+                        state.ended = Some(result);
+                        self.changed.notify_all();
+                    }
+                }
+            } else if state.running < self.capacity
+                && let Some(request) = state.queue.pop_front()
+            {
+                state.running += 1;
+                drop(state);
+                state = self.answered(request);
+            } else if state.ended.is_some() && state.queue.is_empty() {
+                return;
+            } else {
+                state = self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
+    }
+
+    /// Answers a request counted as running, then counts it out; once the connection has
+    /// ended, wakes the threads waiting to see that nothing is left.
+    fn answered(&self, request: Request) -> std::sync::MutexGuard<'_, PoolState> {
+        self.answer(request);
+        let mut state = self.lock();
+        state.running -= 1;
+        if state.ended.is_some() {
+            self.changed.notify_all();
+        }
+        state
+    }
+
+    /// Answers one request; once the connection has ended, says the plugin is shutting down.
+    fn answer(&self, Request { id, message }: Request) {
+        let reply = if self.lock().ended.is_some() {
+            error_message(ErrorKind::Transient, "the plugin is shutting down")
+        } else {
+            self.work.answer(self.writer, id, message)
+        };
+        if let Err(e) = self.writer.reply(id, reply) {
+            // The connection failed: stop reading it (the reader sees it too) and answering.
+            let mut state = self.lock();
+            if state.ended.is_none() {
+                state.ended = Some(Err(e.into()));
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// Reads until a request or the connection's end, answering what needs no handler.
+    fn read(&self) -> Read {
+        let mut reader = self.reader;
+        loop {
+            let envelope = match read_message(&mut reader, self.writer.max) {
+                Ok(Some(envelope)) => envelope,
+                Ok(None) => return Read::End(Ok(())),
+                // The whole frame was read: the stream is still in step, so say so and go on.
+                Err(
+                    e @ (ProtoError::Json(_) | ProtoError::Invalid(_) | ProtoError::Version(_)),
+                ) => {
+                    let said = self.writer.send(
+                        0,
+                        error_message(ErrorKind::Invalid, format!("malformed message: {e}")),
+                    );
+                    if let Err(e) = said {
+                        return Read::End(Err(e.into()));
+                    }
+                    continue;
+                }
+                Err(e) => return Read::End(Err(e.into())),
+            };
+            let id = envelope.id;
+            let said = match envelope.message {
+                Message::Ping(_) => self.writer.send(id, Message::Pong(Pong {})),
+                Message::Shutdown(_) => return Read::End(Ok(())),
+                Message::Error(_) | Message::Pong(_) => Ok(()),
+                message @ (Message::Invoke(_) | Message::InferenceRequest(_)) => {
+                    return Read::Request(Request { id, message });
+                }
+                other => self.writer.send(
+                    id,
+                    error_message(
+                        ErrorKind::Invalid,
+                        format!("unexpected message `{}`", other.type_name()),
+                    ),
+                ),
+            };
+            if let Err(e) = said {
+                return Read::End(Err(e.into()));
+            }
+        }
+    }
+}
+
 fn serve_requests(
-    reader: &mut UnixStream,
+    reader: &UnixStream,
     writer: &Writer,
     handler: Handler,
 ) -> Result<(), PluginError> {
-    let stopping = AtomicBool::new(false);
-    let (sender, receiver) = mpsc::channel::<Request>();
-    let receiver = Mutex::new(receiver);
-    let (shared, single) = match handler {
-        Handler::Shared { tool, workers } => (Some((Concurrent::Tool(tool), workers.max(1))), None),
+    let (work, capacity) = match handler {
+        Handler::Shared { tool, workers } => (Work::Shared(Concurrent::Tool(tool)), workers),
         Handler::SharedProvider { provider, workers } => {
-            (Some((Concurrent::Provider(provider), workers.max(1))), None)
+            (Work::Shared(Concurrent::Provider(provider)), workers)
         }
-        handler => (None, Some(handler)),
+        handler => (Work::Exclusive(Mutex::new(handler)), 1),
+    };
+    let pool = Pool {
+        state: Mutex::new(PoolState::default()),
+        changed: Condvar::new(),
+        capacity: capacity.max(1),
+        work,
+        writer,
+        reader,
     };
     std::thread::scope(|scope| {
-        let stopping = &stopping;
-        let receiver = &receiver;
-        let mut workers = Vec::new();
-        let spawned = match (&shared, single) {
-            (Some((concurrent, n)), _) => (0..*n).try_for_each(|i| {
-                let worker = std::thread::Builder::new()
-                    .name(format!("p3ak-plugin-worker-{i}"))
-                    .spawn_scoped(scope, move || {
-                        work_shared(receiver, writer, concurrent, stopping);
-                    })?;
-                workers.push(worker);
-                Ok(())
-            }),
-            (None, Some(handler)) => std::thread::Builder::new()
-                .name("p3ak-plugin-worker".to_owned())
-                .spawn_scoped(scope, move || work(receiver, writer, handler, stopping))
-                .map(|worker| workers.push(worker)),
-            (None, None) => Ok(()),
-        };
-        let outcome = spawned
-            .map_err(|source| PluginError::Io {
-                context: "cannot start the worker thread",
+        let pool = &pool;
+        // `capacity` threads beside this one: one more than may answer at once.
+        let spawned = (0..pool.capacity).try_for_each(|i| {
+            std::thread::Builder::new()
+                .name(format!("p3ak-plugin-worker-{i}"))
+                .spawn_scoped(scope, move || pool.run())
+                .map(drop)
+        });
+        if let Err(source) = spawned {
+            let mut state = pool.lock();
+            state.ended = Some(Err(PluginError::Io {
+                context: "cannot start the worker threads",
                 source,
-            })
-            .and_then(|()| read_loop(reader, writer, &sender));
-        stopping.store(true, Ordering::SeqCst);
-        drop(sender);
-        for worker in workers {
-            let _ = worker.join();
+            }));
+            pool.changed.notify_all();
         }
-        outcome
-    })
-}
-
-/// Reads until `shutdown` or the end of the connection, passing requests to the worker.
-fn read_loop(
-    reader: &mut UnixStream,
-    writer: &Writer,
-    requests: &mpsc::Sender<Request>,
-) -> Result<(), PluginError> {
-    loop {
-        let envelope = match read_message(reader, writer.max) {
-            Ok(Some(envelope)) => envelope,
-            Ok(None) => return Ok(()),
-            // The whole frame was read: the stream is still in step, so say so and go on.
-            Err(e @ (ProtoError::Json(_) | ProtoError::Invalid(_) | ProtoError::Version(_))) => {
-                writer.send(
-                    0,
-                    error_message(ErrorKind::Invalid, format!("malformed message: {e}")),
-                )?;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let id = envelope.id;
-        match envelope.message {
-            Message::Ping(_) => writer.send(id, Message::Pong(Pong {}))?,
-            Message::Shutdown(_) => return Ok(()),
-            Message::Error(_) | Message::Pong(_) => {}
-            message @ (Message::Invoke(_) | Message::InferenceRequest(_)) => {
-                if requests.send(Request { id, message }).is_err() {
-                    // The worker stopped: its connection failed.
-                    return Ok(());
-                }
-            }
-            other => writer.send(
-                id,
-                error_message(
-                    ErrorKind::Invalid,
-                    format!("unexpected message `{}`", other.type_name()),
-                ),
-            )?,
-        }
-    }
-}
-
-/// Takes the next request, or `None` once the reader stopped. The lock is held only to
-/// take it, never while it runs.
-fn next_request(requests: &Mutex<mpsc::Receiver<Request>>) -> Option<Request> {
-    requests
-        .lock()
+        pool.run();
+    });
+    pool.state
+        .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .recv()
-        .ok()
-}
-
-/// Handles requests one at a time until the reader stops.
-fn work(
-    requests: &Mutex<mpsc::Receiver<Request>>,
-    writer: &Writer,
-    mut handler: Handler,
-    stopping: &AtomicBool,
-) {
-    while let Some(Request { id, message }) = next_request(requests) {
-        let reply = if stopping.load(Ordering::SeqCst) {
-            error_message(ErrorKind::Transient, "the plugin is shutting down")
-        } else {
-            handle(&mut handler, writer, id, message)
-        };
-        if writer.reply(id, reply).is_err() {
-            return;
-        }
-    }
-}
-
-/// Handles requests beside the other workers until the reader stops.
-fn work_shared(
-    requests: &Mutex<mpsc::Receiver<Request>>,
-    writer: &Writer,
-    concurrent: &Concurrent,
-    stopping: &AtomicBool,
-) {
-    while let Some(Request { id, message }) = next_request(requests) {
-        let reply = if stopping.load(Ordering::SeqCst) {
-            error_message(ErrorKind::Transient, "the plugin is shutting down")
-        } else {
-            match concurrent {
-                Concurrent::Tool(tool) => handle_shared(&**tool, message),
-                Concurrent::Provider(provider) => {
-                    handle_shared_provider(&**provider, writer, id, message)
-                }
-            }
-        };
-        if writer.reply(id, reply).is_err() {
-            return;
-        }
-    }
+        .ended
+        .unwrap_or(Ok(()))
 }
 
 fn handle_shared(tool: &dyn SharedTool, message: Message) -> Message {
@@ -829,6 +912,144 @@ mod tests {
                 .all(|r| matches!(r, Message::Error(e) if e.message.starts_with("alone"))),
             "{replies:?}"
         );
+    }
+
+    /// A tool whose `hold` calls wait until the test lets them go, one release each.
+    struct Held {
+        release: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Tool for Held {
+        fn actions(&self) -> Vec<ActionSpec> {
+            Vec::new()
+        }
+
+        fn invoke(
+            &mut self,
+            _agent: &str,
+            action: &str,
+            _args: serde_json::Value,
+        ) -> Result<serde_json::Value, ToolFailure> {
+            if action == "hold" {
+                self.release
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .map_err(|_| ToolFailure::transient("never released"))?;
+            }
+            Ok(serde_json::json!({ "action": action }))
+        }
+    }
+
+    /// A plugin serving `handler` after the handshake, and the kernel's end of it.
+    fn started(
+        handler: impl FnOnce() -> Handler + Send + 'static,
+    ) -> (UnixStream, std::thread::JoinHandle<Result<(), PluginError>>) {
+        let (plugin, mut kernel) = UnixStream::pair().unwrap();
+        let thread =
+            std::thread::spawn(move || serve(plugin, "test", "test 1", 8192, |_| Ok(handler())));
+        recv(&mut kernel);
+        let welcome = Welcome {
+            version: 1,
+            config: serde_json::Value::Null,
+            key: None,
+        };
+        send(&mut kernel, 0, Message::Welcome(welcome));
+        recv(&mut kernel);
+        send(&mut kernel, 0, Message::Registered(Registered {}));
+        (kernel, thread)
+    }
+
+    fn invoke(action: &str) -> Message {
+        Message::Invoke(Invoke {
+            agent: "a".to_owned(),
+            action: action.to_owned(),
+            args: serde_json::json!({}),
+            deadline_ms: None,
+        })
+    }
+
+    #[test]
+    fn pings_are_answered_while_a_request_runs_and_later_requests_wait_their_turn() {
+        let (release, held) = std::sync::mpsc::channel();
+        let (mut kernel, thread) = started(move || Handler::Tool(Box::new(Held { release: held })));
+        send(&mut kernel, 1, invoke("hold"));
+        send(&mut kernel, 2, invoke("next"));
+        for id in 3..6 {
+            send(&mut kernel, id, Message::Ping(Ping {}));
+            let pong = recv(&mut kernel);
+            assert!(matches!(pong.message, Message::Pong(_)), "{pong:?}");
+            assert_eq!(pong.id, id, "the held call answers nothing yet");
+        }
+        release.send(()).unwrap();
+        let first = recv(&mut kernel);
+        let second = recv(&mut kernel);
+        assert_eq!((first.id, second.id), (1, 2), "one at a time, in order");
+        assert!(matches!(second.message, Message::Result(r) if r.output["action"] == "next"));
+        // The same thread-to-thread path, again and again: nothing is lost or answered twice.
+        for id in 10..200 {
+            send(&mut kernel, id, invoke("echo"));
+            assert_eq!(recv(&mut kernel).id, id);
+        }
+        send(&mut kernel, 99, Message::Shutdown(Shutdown {}));
+        thread.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_shutdown_lets_the_running_request_finish_and_refuses_the_queued_ones() {
+        let (release, held) = std::sync::mpsc::channel();
+        let (mut kernel, thread) = started(move || Handler::Tool(Box::new(Held { release: held })));
+        send(&mut kernel, 1, invoke("hold"));
+        send(&mut kernel, 2, invoke("next"));
+        // Read once the first call runs and the second waits: a ping answered proves it.
+        send(&mut kernel, 3, Message::Ping(Ping {}));
+        assert_eq!(recv(&mut kernel).id, 3);
+        send(&mut kernel, 4, Message::Shutdown(Shutdown {}));
+        // The plugin stops reading, but the running call ends and is answered.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        release.send(()).unwrap();
+        let first = recv(&mut kernel);
+        assert!(
+            matches!(&first.message, Message::Result(r) if r.output["action"] == "hold"),
+            "{first:?}"
+        );
+        let second = recv(&mut kernel);
+        assert_eq!(second.id, 2);
+        assert!(
+            matches!(&second.message, Message::Error(e) if e.kind == ErrorKind::Transient && e.message.contains("shutting down")),
+            "{second:?}"
+        );
+        thread.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_shared_tool_at_capacity_still_answers_pings() {
+        const WORKERS: usize = 2;
+        let (mut kernel, thread) = started(|| Handler::Shared {
+            tool: Box::new(Meeting {
+                inside: std::sync::Mutex::new(0),
+                arrived: std::sync::Condvar::new(),
+                expected: WORKERS + 1,
+            }),
+            workers: WORKERS,
+        });
+        // Both workers wait for a third call that can only come when one of them is free.
+        for id in 1..=WORKERS as u64 {
+            send(&mut kernel, id, invoke("meet"));
+        }
+        send(&mut kernel, 10, Message::Ping(Ping {}));
+        let pong = recv(&mut kernel);
+        assert!(
+            matches!(pong.message, Message::Pong(_)) && pong.id == 10,
+            "{pong:?}"
+        );
+        for _ in 0..WORKERS {
+            let reply = recv(&mut kernel);
+            assert!(
+                matches!(&reply.message, Message::Error(e) if e.message.starts_with("alone")),
+                "{reply:?}"
+            );
+        }
+        send(&mut kernel, 99, Message::Shutdown(Shutdown {}));
+        thread.join().unwrap().unwrap();
     }
 
     /// A provider whose requests wait (up to 5 s) until `expected` are being answered at once,
