@@ -27,6 +27,10 @@ impl EmbedTarget<'_> {
     }
 }
 
+/// How many commits' worth of pending chunks one opening of the index reads: opening it
+/// loads the whole index (seconds at a million chunks), so it is not done for every commit.
+const BATCHES_PER_READ: usize = 16;
+
 /// Embeds every pending chunk of the vault, committing every `batch_chunks` chunks; the vault
 /// is opened for writing only to commit, so ingests and searches go on meanwhile. The caller
 /// holds the embedding lock throughout. `progress` gets (chunks stored, chunks in all) before
@@ -45,14 +49,15 @@ pub fn embed_pending(
     batch_chunks: usize,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<usize> {
+    let batch_chunks = batch_chunks.max(1);
     let mut stored = 0;
     loop {
         let vault = target.open(Access::Read)?;
         let memory = Memory::open(&vault)?;
-        let status = memory.status();
-        progress(stored as u64, (stored + status.pending_chunks) as u64);
-        let pending = memory.pending_embeddings(batch_chunks)?;
+        let mut pending_chunks = memory.status().pending_chunks;
+        let pending = memory.pending_embeddings(batch_chunks.saturating_mul(BATCHES_PER_READ))?;
         if pending.is_empty() {
+            progress(stored as u64, stored as u64);
             let plan = memory.plan_approximate_index()?;
             drop(memory);
             drop(vault);
@@ -63,18 +68,23 @@ pub fn embed_pending(
         }
         drop(memory);
         drop(vault);
-        let mut batch = EmbeddingBatch::default();
-        for doc in &pending {
-            let texts: Vec<&str> = doc.texts.iter().map(String::as_str).collect();
-            let vectors = embedder.embed(&texts).map_err(MemoryError::Embedding)?;
-            batch.push(doc.id, embedder.model(), &vectors);
+        // Commits of about `batch_chunks` chunks each, whole documents.
+        let mut documents = pending.into_iter().peekable();
+        while documents.peek().is_some() {
+            progress(stored as u64, (stored + pending_chunks) as u64);
+            let mut batch = EmbeddingBatch::default();
+            let mut chunks = 0;
+            while chunks < batch_chunks
+                && let Some(doc) = documents.next()
+            {
+                let texts: Vec<&str> = doc.texts.iter().map(String::as_str).collect();
+                let vectors = embedder.embed(&texts).map_err(MemoryError::Embedding)?;
+                batch.push(doc.id, embedder.model(), &vectors);
+                chunks += texts.len();
+            }
+            // Documents deleted meanwhile are skipped; the rest is stored.
+            stored += crate::store_embeddings(&target.open(Access::Write)?, &batch)?;
+            pending_chunks = pending_chunks.saturating_sub(chunks);
         }
-        let vault = target.open(Access::Write)?;
-        let done = crate::store_embeddings(&vault, &batch)?;
-        if done == 0 && batch.chunks() > 0 {
-            // Every document of the batch was deleted meanwhile; go on with the rest.
-            continue;
-        }
-        stored += done;
     }
 }
