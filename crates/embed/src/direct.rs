@@ -704,7 +704,10 @@ mod tests {
                         .sum::<f32>()
                         + bias[c];
                     let diff = (got[r * outputs + c] - want).abs();
-                    assert!(diff < 1e-5, "{cols} wide, rows {rows}: [{r}][{c}] off by {diff}");
+                    assert!(
+                        diff < 1e-5,
+                        "{cols} wide, rows {rows}: [{r}][{c}] off by {diff}"
+                    );
                 }
             }
         }
