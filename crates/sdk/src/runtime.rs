@@ -967,10 +967,20 @@ mod tests {
         })
     }
 
+    /// A plugin serving [`Held`], the kernel's end, and the sender that lets a held call go.
+    fn held() -> (
+        std::sync::mpsc::Sender<()>,
+        UnixStream,
+        std::thread::JoinHandle<Result<(), PluginError>>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel();
+        let (kernel, thread) = started(move || Handler::Tool(Box::new(Held { release: held })));
+        (release, kernel, thread)
+    }
+
     #[test]
     fn pings_are_answered_while_a_request_runs_and_later_requests_wait_their_turn() {
-        let (release, held) = std::sync::mpsc::channel();
-        let (mut kernel, thread) = started(move || Handler::Tool(Box::new(Held { release: held })));
+        let (release, mut kernel, thread) = held();
         send(&mut kernel, 1, invoke("hold"));
         send(&mut kernel, 2, invoke("next"));
         for id in 3..6 {
@@ -995,8 +1005,7 @@ mod tests {
 
     #[test]
     fn a_shutdown_lets_the_running_request_finish_and_refuses_the_queued_ones() {
-        let (release, held) = std::sync::mpsc::channel();
-        let (mut kernel, thread) = started(move || Handler::Tool(Box::new(Held { release: held })));
+        let (release, mut kernel, thread) = held();
         send(&mut kernel, 1, invoke("hold"));
         send(&mut kernel, 2, invoke("next"));
         // Read once the first call runs and the second waits: a ping answered proves it.
